@@ -1,0 +1,220 @@
+"""The policy model: immutable, canonical, with source spans that never affect equality.
+
+Both surface forms (the DSL and YAML) load into these frozen dataclasses.
+Spans are kept for diagnostics and decision reasons but are excluded from
+comparison, so the DSL and YAML forms of one policy compare equal.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+DURATION_RE = re.compile(r"^([0-9]+)([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Return the number of seconds in a duration such as ``15m``; raise ValueError otherwise."""
+    match = DURATION_RE.match(text)
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: expected an integer and one of s, m, h, d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def format_duration(seconds: int) -> str:
+    """Return the shortest exact duration literal for ``seconds`` (``900`` -> ``15m``)."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a construct starts in its source file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+NO_SPAN = Span("<builtin>", 0, 0)
+
+
+def _span() -> Span:
+    return field(default=NO_SPAN, compare=False, repr=False)
+
+
+# --- requirements -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AmrRequirement:
+    """``require amr any_of|all_of "m", …``: methods the session must hold."""
+
+    mode: Literal["any_of", "all_of"]
+    methods: tuple[str, ...]
+    span: Span = _span()
+
+    kind = "amr"
+
+
+@dataclass(frozen=True)
+class MfaRequirement:
+    """``require mfa [within D]``: two distinct factors (RFC 8176 ``mfa``), optionally fresh."""
+
+    within: int | None = None
+    span: Span = _span()
+
+    kind = "mfa"
+
+
+@dataclass(frozen=True)
+class AcrRequirement:
+    """``require acr "level"``: the session reaches at least this tenant-ordered level."""
+
+    level: str
+    span: Span = _span()
+
+    kind = "acr"
+
+
+@dataclass(frozen=True)
+class ConsentRequirement:
+    """``require consent "scope", …``: scopes the user must have granted this client."""
+
+    scopes: tuple[str, ...]
+    span: Span = _span()
+
+    kind = "consent"
+
+
+Requirement = AmrRequirement | MfaRequirement | AcrRequirement | ConsentRequirement
+
+_KIND_RANK = {"amr": 0, "mfa": 1, "acr": 2, "consent": 3}
+
+
+def requirement_sort_key(req: Requirement) -> tuple:
+    """Return the canonical ordering key: kind, then the requirement's values."""
+    if isinstance(req, AmrRequirement):
+        return (0, req.mode, req.methods)
+    if isinstance(req, MfaRequirement):
+        return (1, req.within if req.within is not None else -1)
+    if isinstance(req, AcrRequirement):
+        return (2, req.level)
+    return (3, req.scopes)
+
+
+def canonical_requirements(reqs: list[Requirement] | tuple[Requirement, ...]) -> tuple[Requirement, ...]:
+    """Return requirements in canonical order so equal policies compare equal."""
+    return tuple(sorted(reqs, key=requirement_sort_key))
+
+
+# --- conditions -------------------------------------------------------------
+
+TestKind = Literal["scope", "acr_values", "prompt", "client", "session_amr"]
+
+
+@dataclass(frozen=True)
+class Test:
+    """An atomic ``when`` test: ``scope has S``, ``prompt is S``, ``session amr has S``…"""
+
+    kind: TestKind
+    value: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: Condition
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class And:
+    operands: tuple[Condition, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Or:
+    operands: tuple[Condition, ...]
+    span: Span = _span()
+
+
+Condition = Test | Not | And | Or
+
+
+@dataclass(frozen=True)
+class When:
+    """``when COND { require … }``: requirements that apply only when COND holds."""
+
+    condition: Condition
+    requirements: tuple[Requirement, ...]
+    span: Span = _span()
+
+
+# --- trust ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """Where a trusted issuer's key comes from: an environment variable or a file."""
+
+    source: Literal["env", "file"]
+    name: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """``trust login_hint_token { … }``: an outside system that may vouch for a user."""
+
+    issuer: str
+    key: KeyRef | None
+    alg: str
+    max_lifetime: int
+    amr: tuple[str, ...]
+    span: Span = _span()
+
+
+# --- policy -----------------------------------------------------------------
+
+OnUnmet = Literal["login_required", "interaction_required", "unmet_authentication_requirements"]
+ON_UNMET_VALUES: tuple[str, ...] = ("login_required", "interaction_required",
+                                    "unmet_authentication_requirements")
+
+
+@dataclass(frozen=True)
+class SessionRules:
+    """``session { inactivity D  max_auth_age D }``."""
+
+    inactivity: int | None = None
+    max_auth_age: int | None = None
+    inactivity_span: Span = _span()
+    max_auth_age_span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One ``policy "name" { … }`` block in canonical form."""
+
+    name: str
+    clients: tuple[str, ...]
+    session: SessionRules = SessionRules()
+    requirements: tuple[Requirement, ...] = ()
+    on_unmet: str = "login_required"
+    trust: tuple[TrustedIssuer, ...] = ()
+    whens: tuple[When, ...] = ()
+    span: Span = _span()
+    clients_span: tuple[Span, ...] = field(default=(), compare=False, repr=False)
+    on_unmet_span: Span = _span()
+
+    def all_requirements(self) -> tuple[Requirement, ...]:
+        """Return top-level and ``when`` requirements together (for static analysis)."""
+        return self.requirements + tuple(r for w in self.whens for r in w.requirements)

@@ -1,0 +1,21 @@
+"""Sessions: the model, the store interface and its three backends."""
+
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime, new_session
+from policy_sso.sessions.store import (
+    CodeRedemption,
+    RefreshRotation,
+    Store,
+    open_store,
+)
+
+__all__ = [
+    "AuthEvent",
+    "ClientJoin",
+    "CodeRedemption",
+    "RefreshRotation",
+    "Session",
+    "SessionLifetime",
+    "Store",
+    "new_session",
+    "open_store",
+]

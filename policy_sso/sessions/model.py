@@ -1,0 +1,138 @@
+"""The SSO session (SPEC §3): who signed in, how and when, and where it has been used.
+
+A :class:`Session` stores only primary facts: authentication events, times,
+joined clients and consents. Everything the policy evaluator needs (methods
+held, auth_time, factors, MFA) is derived from those facts once per session
+object and cached, never stored twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+# RFC 8176 §2 method values grouped by authentication factor; ``mfa`` holds
+# when the events span two distinct factors (RFC 8176 'mfa': "multiple-factor").
+FACTOR_OF_METHOD: dict[str, str] = {
+    "pwd": "knowledge", "pin": "knowledge", "kba": "knowledge",
+    "otp": "possession", "hwk": "possession", "swk": "possession", "sms": "possession",
+    "tel": "possession", "sc": "possession", "pop": "possession",
+    "fpt": "inherence", "face": "inherence", "iris": "inherence", "retina": "inherence",
+    "vbm": "inherence", "bio": "inherence", "geo": "location",
+    "wia": "knowledge", "kerberos": "knowledge", "user": "presence",
+}
+SECOND_FACTORS = frozenset({"possession", "inherence"})
+
+SESSION_ID_BYTES = 32  # 256 random bits; SPEC §3 asks for at least 128
+
+
+@dataclass(frozen=True)
+class AuthEvent:
+    """One successful authentication: the RFC 8176 method and when it happened (epoch s)."""
+
+    method: str
+    time: int
+
+
+@dataclass(frozen=True)
+class ClientJoin:
+    """A client the session has signed into, with the OIDC ``sid`` that client was given."""
+
+    client_id: str
+    sid: str
+    joined_at: int
+
+
+@dataclass(frozen=True)
+class Session:
+    """An SSO session. Treat the dict fields as read-only: stores return fresh objects."""
+
+    id: str
+    subject: str
+    created_at: int
+    last_seen: int
+    events: tuple[AuthEvent, ...]
+    clients: dict[str, ClientJoin] = field(default_factory=dict)
+    consents: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @cached_property
+    def methods(self) -> dict[str, int]:
+        """Return each authentication method held, mapped to its latest time."""
+        latest: dict[str, int] = {}
+        for event in self.events:
+            if event.time > latest.get(event.method, -1):
+                latest[event.method] = event.time
+        return latest
+
+    @cached_property
+    def auth_time(self) -> int:
+        """Return the time of the latest authentication (OIDC ``auth_time``)."""
+        return max((e.time for e in self.events), default=self.created_at)
+
+    @cached_property
+    def factors(self) -> frozenset[str]:
+        """Return the distinct authentication factors the events cover."""
+        return frozenset(FACTOR_OF_METHOD.get(m, m) for m in self.methods)
+
+    @cached_property
+    def mfa(self) -> bool:
+        """Return whether two distinct factors were presented (RFC 8176 ``mfa``)."""
+        return len(self.factors) >= 2
+
+    @cached_property
+    def second_factor_time(self) -> int | None:
+        """Return the latest possession or inherence event time when MFA holds, else None."""
+        if not self.mfa:
+            return None
+        times = [t for m, t in self.methods.items() if FACTOR_OF_METHOD.get(m) in SECOND_FACTORS]
+        return max(times, default=None)
+
+    @cached_property
+    def amr(self) -> tuple[str, ...]:
+        """Return the ``amr`` claim: methods held, plus ``mfa`` when it holds."""
+        values = sorted(self.methods)
+        return (*values, "mfa") if self.mfa else tuple(values)
+
+    def with_event(self, event: AuthEvent, new_id: str) -> Session:
+        """Return this session re-authenticated: the event added, under a new id (no fixation)."""
+        return replace(self, id=new_id, events=(*self.events, event), last_seen=event.time)
+
+
+def new_session_id() -> str:
+    """Return a fresh opaque session id with 256 random bits."""
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def new_session(subject: str, events: tuple[AuthEvent, ...], now: int) -> Session:
+    """Return a new session for ``subject`` authenticated by ``events`` at ``now``."""
+    return Session(id=new_session_id(), subject=subject, created_at=now, last_seen=now,
+                   events=events)
+
+
+@dataclass(frozen=True)
+class SessionLifetime:
+    """The tenant's session lifetime rules (SPEC §3), enforced by every store.
+
+    ``sliding``: valid this long after the latest authentication (14 days).
+    ``absolute``: never past this long after creation (``require_login_after``).
+    ``inactivity``: ended when idle longer than this (tenant default 86400 s).
+    ``touch_interval``: last-seen is only rewritten once it has moved this far,
+    so a read is not a write; policies' shorter inactivity windows are checked
+    by the evaluator with at most this much slack.
+    """
+
+    sliding: int = 14 * 86400
+    absolute: int = 30 * 86400
+    inactivity: int = 86400
+    touch_interval: int = 60
+
+    def expires_at(self, session: Session) -> int:
+        """Return the first second at which the session is no longer valid."""
+        return min(session.auth_time + self.sliding,
+                   session.created_at + self.absolute,
+                   session.last_seen + self.inactivity) + 1
+
+    def is_live(self, session: Session, now: int) -> bool:
+        """Return whether the session is still valid at ``now`` (limits are inclusive)."""
+        return now < self.expires_at(session)

@@ -1,0 +1,149 @@
+"""The store interface (SPEC §3): one Protocol, three backends chosen by URL.
+
+Besides sessions, the store keeps everything a second server instance must
+see the same way: authorization codes, refresh-token families, used
+login_hint_token ``jti``s, revoked access-token ``jti``s and rate-limit
+counters. Each record has an expiry that the store itself enforces.
+
+Token values never reach the store in the clear: callers pass a digest
+(``token_key``) as the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
+
+
+def token_key(token: str) -> str:
+    """Return the store key for a bearer secret (SHA-256 hex): tokens are never stored as-is."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CodeRedemption:
+    """The result of redeeming an authorization code.
+
+    ``status`` is ``ok`` the first time (``data`` is what was issued with the
+    code), ``reused`` on every later attempt before expiry (``issued`` is what
+    the first redemption recorded, so the caller can revoke it, RFC 6749
+    §4.1.2), and ``unknown`` for a code never issued or expired.
+    """
+
+    status: Literal["ok", "reused", "unknown"]
+    data: dict[str, Any] | None = None
+    issued: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RefreshRotation:
+    """The result of rotating a refresh token (RFC 9700 §4.14.2).
+
+    ``ok``: the old token is now spent and the new one is live, ``data`` is the
+    family's data. ``reused``: a spent token was presented; the whole family has
+    been revoked. ``unknown``: never issued, expired or revoked.
+    """
+
+    status: Literal["ok", "reused", "unknown"]
+    family_id: str | None = None
+    data: dict[str, Any] | None = None
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What every backend implements. All times are integer epoch seconds."""
+
+    lifetime: SessionLifetime
+
+    # sessions ---------------------------------------------------------------
+    def create_session(self, session: Session) -> None:
+        """Store a new session, indexed by its subject."""
+
+    def get_session(self, session_id: str, now: int) -> Session | None:
+        """Return the live session or None (unknown, ended or expired per ``lifetime``)."""
+
+    def touch_session(self, session_id: str, now: int) -> None:
+        """Set last-seen to ``now`` unless it moved less than ``lifetime.touch_interval``."""
+
+    def get_and_touch(self, session_id: str, now: int) -> Session | None:
+        """Return the live session as read, and touch it, in one operation (one round trip)."""
+
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
+        """Atomically move a live session to ``new_id`` with ``event`` added; the old id dies."""
+
+    def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
+        """Record that the session signed into a client (kept if already joined); return it."""
+
+    def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
+                      now: int) -> Session | None:
+        """Add ``scopes`` to what the user granted ``client_id`` in this session; return it."""
+
+    def end_session(self, session_id: str) -> Session | None:
+        """Delete the session; return it as it was (for back-channel logout) or None."""
+
+    def end_sessions_of(self, subject: str) -> list[Session]:
+        """Delete every session of ``subject``; return them."""
+
+    def sessions_of(self, subject: str, now: int) -> list[Session]:
+        """Return the live sessions of ``subject``."""
+
+    # authorization codes (RFC 6749 §4.1.2: single use) -------------------------
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int) -> None:
+        """Store a new authorization code's grant data."""
+
+    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
+        """Atomically redeem a code; the first caller wins and records ``issued``."""
+
+    # refresh tokens (rotation with reuse detection) ---------------------------
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any],
+                    expires_at: int) -> None:
+        """Store a refresh token, the first of its family or a rotation's successor."""
+
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+        """Atomically spend ``old_key`` and make ``new_key`` live in the same family."""
+
+    def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
+        """Return ``(family_id, data)`` for a live, unspent refresh token."""
+
+    def revoke_family(self, family_id: str) -> None:
+        """Revoke every token of a refresh family."""
+
+    # single-use and revoked identifiers --------------------------------------
+    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
+        """Record a ``jti`` as used; return False if it was already used (replay)."""
+
+    def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
+        """Return whether ``jti`` is recorded in ``namespace`` (e.g. revoked access tokens)."""
+
+    # rate-limit counters ------------------------------------------------------
+    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+        """Count one hit in the fixed window holding ``now``; return (count, window reset time)."""
+
+    # housekeeping -------------------------------------------------------------
+    def sweep(self, now: int) -> int:
+        """Delete expired records; return how many (a no-op where the backend expires itself)."""
+
+    def close(self) -> None:
+        """Release connections and files."""
+
+
+def open_store(url: str, lifetime: SessionLifetime) -> Store:
+    """Return the store named by ``url``: ``memory://``, ``sqlite:///path`` or ``redis://host:port/db``."""
+    if url.startswith("memory:"):
+        from policy_sso.sessions.memory import MemoryStore
+
+        return MemoryStore(lifetime)
+    if url.startswith("sqlite:"):
+        from policy_sso.sessions.sqlite import SQLiteStore
+
+        return SQLiteStore(url.removeprefix("sqlite://"), lifetime)
+    if url.startswith(("redis:", "rediss:", "unix:")):
+        from policy_sso.sessions.redis import RedisStore
+
+        return RedisStore(url, lifetime)
+    from policy_sso.errors import StoreError
+
+    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH or redis://HOST:PORT/DB")

@@ -139,7 +139,8 @@ def open_store(url: str, lifetime: SessionLifetime) -> Store:
     if url.startswith("sqlite:"):
         from policy_sso.sessions.sqlite import SQLiteStore
 
-        return SQLiteStore(url.removeprefix("sqlite://"), lifetime)
+        # SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path
+        return SQLiteStore(url.removeprefix("sqlite:///"), lifetime)
     if url.startswith(("redis:", "rediss:", "unix:")):
         from policy_sso.sessions.redis import RedisStore
 

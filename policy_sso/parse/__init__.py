@@ -1,0 +1,1 @@
+"""Surface forms of the policy language: the DSL (lark) and YAML (JSON Schema)."""

@@ -1,0 +1,321 @@
+"""DSL -> model: a lark LALR parser whose callbacks build the policy model directly.
+
+The grammar (``grammar.lark``) is loaded once per process. Following lark's
+``examples/json_parser.py``, a :class:`~lark.Transformer` is passed to the LALR
+parser so no parse tree is built; spans come from the keyword tokens, which
+carry line and column, instead of ``propagate_positions``.
+
+Syntax errors cannot be resumed inside a block without guessing, so a file is
+split into its top-level ``policy`` blocks and each block is parsed alone:
+every block's first syntax error and every semantic error of the file are
+reported at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from importlib.resources import files
+
+from lark import Lark, Token, Transformer
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+
+from policy_sso.diagnostics import Diagnostic
+from policy_sso.model import (
+    ON_UNMET_VALUES,
+    AcrRequirement,
+    AmrRequirement,
+    And,
+    ConsentRequirement,
+    KeyRef,
+    MfaRequirement,
+    Not,
+    Or,
+    Policy,
+    SessionRules,
+    Span,
+    Test,
+    TrustedIssuer,
+    When,
+    canonical_requirements,
+    parse_duration,
+)
+
+# Terminal names shown to a human in "expected ..." lists.
+_FRIENDLY = {
+    "STRING": "a quoted string", "DURATION": "a duration like 15m", "NAME": "a name",
+    "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
+    "$END": "end of file",
+}
+
+
+def _unquote(token: Token) -> str:
+    return token[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+
+
+@dataclass
+class _Context:
+    """Per-parse state: the file name, a line offset for split blocks, and diagnostics."""
+
+    file: str = "<string>"
+    line_offset: int = 0
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    def span(self, token: Token) -> Span:
+        return Span(self.file, (token.line or 1) + self.line_offset, token.column or 1)
+
+    def error(self, token: Token, code: str, message: str, hint: str = "") -> None:
+        span = self.span(token)
+        self.diagnostics.append(Diagnostic(span.file, span.line, span.col, code, message, hint))
+
+
+class _Builder(Transformer):
+    """LALR callbacks: each grammar rule returns a model object or a tagged statement."""
+
+    def __init__(self) -> None:
+        super().__init__(visit_tokens=False)
+        self.ctx = _Context()
+
+    # --- values -------------------------------------------------------------
+    def _duration(self, token: Token) -> int | None:
+        try:
+            seconds = parse_duration(str(token))
+        except ValueError:
+            self.ctx.error(token, "E_DURATION", f"invalid duration {str(token)!r}",
+                           "write an integer followed by s, m, h or d, e.g. 15m")
+            return None
+        if seconds == 0:
+            self.ctx.error(token, "E_DURATION", "a duration must be greater than zero")
+            return None
+        return seconds
+
+    @staticmethod
+    def _strings(children: list) -> tuple[str, ...]:
+        return tuple(_unquote(c) for c in children if isinstance(c, Token) and c.type == "STRING")
+
+    # --- policy -------------------------------------------------------------
+    def start(self, children: list) -> list[Policy]:
+        return children
+
+    def policy(self, children: list) -> Policy:
+        keyword, name, *stmts = children
+        span = self.ctx.span(keyword)
+        clients: list[str] = []
+        clients_span: list[Span] = []
+        requirements: list = []
+        whens: list[When] = []
+        trust: list[TrustedIssuer] = []
+        inactivity = max_auth_age = None
+        inactivity_span = max_auth_age_span = span
+        on_unmet, on_unmet_span = "login_required", span
+        for tag, value, where in stmts:
+            if tag == "clients":
+                clients.extend(value)
+                clients_span.extend(where)
+            elif tag == "require":
+                requirements.append(value)
+            elif tag == "when":
+                whens.append(value)
+            elif tag == "trust":
+                trust.append(value)
+            elif tag == "on_unmet":
+                on_unmet, on_unmet_span = value, where
+            elif tag == "session":
+                for key, seconds, at in value:
+                    if key == "inactivity":
+                        inactivity, inactivity_span = seconds, at
+                    else:
+                        max_auth_age, max_auth_age_span = seconds, at
+        return Policy(
+            name=_unquote(name), clients=tuple(clients),
+            session=SessionRules(inactivity, max_auth_age, inactivity_span, max_auth_age_span),
+            requirements=canonical_requirements(requirements), on_unmet=on_unmet,
+            trust=tuple(trust), whens=tuple(whens), span=span,
+            clients_span=tuple(clients_span), on_unmet_span=on_unmet_span,
+        )
+
+    def clients(self, children: list) -> tuple:
+        strings = [c for c in children[1:] if c.type == "STRING"]
+        return ("clients", tuple(_unquote(s) for s in strings),
+                tuple(self.ctx.span(s) for s in strings))
+
+    def session_block(self, children: list) -> tuple:
+        return ("session", children[1:], None)
+
+    def inactivity(self, children: list) -> tuple:
+        return ("inactivity", self._duration(children[1]), self.ctx.span(children[0]))
+
+    def max_auth_age(self, children: list) -> tuple:
+        return ("max_auth_age", self._duration(children[1]), self.ctx.span(children[0]))
+
+    def on_unmet(self, children: list) -> tuple:
+        keyword, value = children
+        if str(value) not in ON_UNMET_VALUES:
+            self.ctx.error(value, "E_ON_UNMET", f"unknown on_unmet value {str(value)!r}",
+                           "use one of " + ", ".join(ON_UNMET_VALUES))
+        return ("on_unmet", str(value), self.ctx.span(keyword))
+
+    # --- requirements -------------------------------------------------------
+    def require(self, children: list) -> tuple:
+        requirement = children[1]
+        return ("require", requirement, requirement.span)
+
+    def req_amr(self, children: list) -> AmrRequirement:
+        return AmrRequirement(str(children[1]), self._strings(children[2:]),
+                              self.ctx.span(children[0]))
+
+    def req_mfa(self, children: list) -> MfaRequirement:
+        within = self._duration(children[2]) if len(children) > 2 and children[2] else None
+        return MfaRequirement(within, self.ctx.span(children[0]))
+
+    def req_acr(self, children: list) -> AcrRequirement:
+        return AcrRequirement(_unquote(children[1]), self.ctx.span(children[0]))
+
+    def req_consent(self, children: list) -> ConsentRequirement:
+        return ConsentRequirement(self._strings(children[1:]), self.ctx.span(children[0]))
+
+    # --- trust --------------------------------------------------------------
+    def trust_block(self, children: list) -> tuple:
+        keyword = children[0]
+        fields: dict = {}
+        for name, value, token in children[2:]:
+            if name in fields:
+                self.ctx.error(token, "E_DUPLICATE", f"{name} is set twice in this trust block")
+            fields[name] = value
+        span = self.ctx.span(keyword)
+        issuer = TrustedIssuer(
+            issuer=fields.get("issuer", ""), key=fields.get("key"), alg=fields.get("alg", ""),
+            max_lifetime=fields.get("max_lifetime") or 0, amr=fields.get("amr", ()), span=span,
+        )
+        return ("trust", issuer, span)
+
+    def t_issuer(self, children: list) -> tuple:
+        return ("issuer", _unquote(children[1]), children[0])
+
+    def t_key(self, children: list) -> tuple:
+        keyword, source, name = children
+        return ("key", KeyRef(str(source), _unquote(name), self.ctx.span(keyword)), keyword)
+
+    def t_alg(self, children: list) -> tuple:
+        return ("alg", str(children[1]), children[0])
+
+    def t_max_lifetime(self, children: list) -> tuple:
+        return ("max_lifetime", self._duration(children[1]), children[0])
+
+    def t_amr(self, children: list) -> tuple:
+        return ("amr", self._strings(children[1:]), children[0])
+
+    # --- when ---------------------------------------------------------------
+    def when_block(self, children: list) -> tuple:
+        keyword, condition, *requires = children
+        span = self.ctx.span(keyword)
+        reqs = canonical_requirements([r[1] for r in requires])
+        return ("when", When(condition, reqs, span), span)
+
+    def or_cond(self, children: list) -> Or:
+        operands = tuple(c for c in children if not isinstance(c, Token))
+        return Or(operands, operands[0].span)
+
+    def and_cond(self, children: list) -> And:
+        operands = tuple(c for c in children if not isinstance(c, Token))
+        return And(operands, operands[0].span)
+
+    def cond_not(self, children: list) -> Not:
+        return Not(children[1], self.ctx.span(children[0]))
+
+    def _test(self, kind: str, children: list) -> Test:
+        return Test(kind, _unquote(children[-1]), self.ctx.span(children[0]))  # type: ignore[arg-type]
+
+    def test_scope(self, children: list) -> Test:
+        return self._test("scope", children)
+
+    def test_acr_values(self, children: list) -> Test:
+        return self._test("acr_values", children)
+
+    def test_prompt(self, children: list) -> Test:
+        return self._test("prompt", children)
+
+    def test_client(self, children: list) -> Test:
+        return self._test("client", children)
+
+    def test_session_amr(self, children: list) -> Test:
+        return self._test("session_amr", children)
+
+
+_builder = _Builder()
+_parser = Lark(
+    files("policy_sso.parse").joinpath("grammar.lark").read_text(),
+    parser="lalr", lexer="contextual", transformer=_builder, maybe_placeholders=False,
+)
+_lock = threading.Lock()  # the callbacks share one per-parse context
+
+
+def _syntax_diagnostic(ctx: _Context, err: LarkError) -> Diagnostic:
+    line = (getattr(err, "line", 1) or 1) + ctx.line_offset
+    col = getattr(err, "column", 1) or 1
+    if isinstance(err, UnexpectedCharacters):
+        char = err.char if err.char != "\n" else "end of line"
+        message = f"unexpected character {char!r}"
+        hint = "strings are double-quoted; '#' starts a comment"
+    elif isinstance(err, UnexpectedToken | UnexpectedEOF):
+        token = getattr(err, "token", None)
+        found = "end of file" if token is None or token.type == "$END" else repr(str(token))
+        expected = sorted(_FRIENDLY.get(t, repr(t.lower())) for t in (err.expected or ()))
+        message = f"unexpected {found}"
+        hint = "expected " + ", ".join(expected[:8]) + (" …" if len(expected) > 8 else "")
+    else:  # pragma: no cover - lark raises only the above for LALR input
+        message, hint = "syntax error", ""
+    return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint)
+
+
+def split_blocks(text: str) -> list[tuple[int, str]]:
+    """Return ``(line_offset, chunk)`` pairs, one per top-level ``policy`` block.
+
+    Braces inside strings and comments are ignored. Text outside any block
+    (comments, blank lines, stray tokens) goes with the following block so a
+    stray token is still reported.
+    """
+    chunks: list[tuple[int, str]] = []
+    depth, start, start_line, line = 0, 0, 0, 0
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+            continue
+        elif ch == '"':
+            i += 1
+            while i < n and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" else 1
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth <= 0:
+                depth = 0
+                chunks.append((start_line, text[start:i + 1]))
+                start, start_line = i + 1, line
+        i += 1
+    if text[start:].strip():
+        chunks.append((start_line, text[start:]))
+    return chunks
+
+
+def parse_dsl(text: str, file: str = "<string>") -> tuple[list[Policy], list[Diagnostic]]:
+    """Return the policies in a DSL source and every diagnostic found while parsing it."""
+    policies: list[Policy] = []
+    diagnostics: list[Diagnostic] = []
+    with _lock:
+        for offset, chunk in split_blocks(text):
+            ctx = _Context(file, offset)
+            _builder.ctx = ctx
+            try:
+                policies.extend(_parser.parse(chunk))
+            except LarkError as err:
+                inner = getattr(err, "orig_exc", None)
+                diagnostics.append(_syntax_diagnostic(ctx, inner if isinstance(inner, LarkError) else err))
+            diagnostics.extend(ctx.diagnostics)
+    return policies, diagnostics

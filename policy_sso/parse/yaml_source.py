@@ -1,0 +1,160 @@
+"""Positioned YAML: load a document keeping every node's line and column, and
+map JSON Schema errors back to those positions as diagnostics.
+
+PyYAML's composer gives nodes with marks; converting them ourselves keeps a
+``path -> (line, col)`` table so a schema error at ``/when/0/if`` points at the
+line where that node starts. Validators are built once per schema and reused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from policy_sso.diagnostics import Diagnostic
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_constructor = yaml.constructor.SafeConstructor()
+
+Path_ = tuple[str | int, ...]
+
+
+@dataclass
+class YamlDocument:
+    """One YAML document: plain data plus where each path's node (and key) starts."""
+
+    file: str
+    data: Any
+    positions: dict[Path_, tuple[int, int]]
+    key_positions: dict[Path_, tuple[int, int]]
+
+    def position(self, path: Path_) -> tuple[int, int]:
+        """Return the (line, col) of the node at ``path`` or of its nearest ancestor."""
+        while path not in self.positions and path:
+            path = path[:-1]
+        return self.positions.get(path, (1, 1))
+
+    def key_position(self, path: Path_) -> tuple[int, int]:
+        """Return where the key of the mapping entry at ``path`` starts (else the node)."""
+        return self.key_positions.get(path) or self.position(path)
+
+    def diagnostic(self, path: Path_, code: str, message: str, hint: str = "",
+                   *, at_key: bool = False) -> Diagnostic:
+        """Return a diagnostic positioned at ``path`` (at its key when ``at_key``)."""
+        line, col = self.key_position(path) if at_key else self.position(path)
+        return Diagnostic(self.file, line, col, code, message, hint)
+
+
+def _mark(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _convert(node: yaml.Node, path: Path_, doc: YamlDocument, errors: list[Diagnostic]) -> Any:
+    doc.positions[path] = _mark(node)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                line, col = _mark(key_node)
+                errors.append(Diagnostic(doc.file, line, col, "E_TYPE", "mapping keys must be strings"))
+                continue
+            key = key_node.value
+            if key in result:
+                line, col = _mark(key_node)
+                errors.append(Diagnostic(doc.file, line, col, "E_DUPLICATE_KEY",
+                                         f"key {key!r} appears twice in this mapping"))
+                continue
+            doc.key_positions[(*path, key)] = _mark(key_node)
+            result[key] = _convert(value_node, (*path, key), doc, errors)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, (*path, i), doc, errors) for i, item in enumerate(node.value)]
+    try:
+        return _constructor.construct_object(node)
+    except yaml.YAMLError:
+        line, col = _mark(node)
+        errors.append(Diagnostic(doc.file, line, col, "E_YAML", f"invalid scalar {node.value!r}"))
+        return None
+
+
+def load_yaml_documents(text: str, file: str) -> tuple[list[YamlDocument], list[Diagnostic]]:
+    """Return the documents in a YAML text with positions, and any YAML-level errors."""
+    errors: list[Diagnostic] = []
+    docs: list[YamlDocument] = []
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = err.problem or err.context or "invalid YAML"
+        return [], [Diagnostic(file, line, col, "E_YAML", problem)]
+    except (yaml.YAMLError, ValueError) as err:  # e.g. a NUL byte: the reader rejects it
+        return [], [Diagnostic(file, 1, 1, "E_YAML", str(err).splitlines()[0])]
+    for node in nodes:
+        if node is None:
+            continue
+        doc = YamlDocument(file, None, {}, {})
+        doc.data = _convert(node, (), doc, errors)
+        docs.append(doc)
+    return docs, errors
+
+
+# --- JSON Schema ------------------------------------------------------------
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+
+@cache
+def validator(schema_name: str) -> Draft202012Validator:
+    """Return the (cached) validator for ``schemas/<schema_name>.schema.json``."""
+    path = SCHEMA_DIR / f"{schema_name}.schema.json"
+    if path.is_file():
+        schema = json.loads(path.read_text())
+    else:  # installed without the source tree: the schemas ship as package data
+        schema = json.loads(files("policy_sso").joinpath(f"schemas/{schema_name}.schema.json").read_text())
+    return Draft202012Validator(schema)
+
+
+_CODE_OF_VALIDATOR = {
+    "additionalProperties": "E_UNKNOWN_KEY", "required": "E_MISSING_KEY", "type": "E_TYPE",
+    "enum": "E_VALUE", "const": "E_VALUE", "minItems": "E_EMPTY", "minLength": "E_EMPTY",
+    "uniqueItems": "E_DUPLICATE", "minProperties": "E_EMPTY", "maxProperties": "E_SCHEMA",
+}
+
+
+def _leaf(error: ValidationError) -> ValidationError:
+    """Return the most specific error inside a oneOf/anyOf error."""
+    while error.context:
+        error = best_match(error.context)
+    return error
+
+
+def schema_diagnostics(doc: YamlDocument, schema_name: str) -> Iterator[Diagnostic]:
+    """Yield one diagnostic per JSON Schema violation, at the offending node's line."""
+    for raw in validator(schema_name).iter_errors(doc.data):
+        error = _leaf(raw)
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            allowed = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - allowed, key=str):
+                yield doc.diagnostic((*path, key), "E_UNKNOWN_KEY", f"unknown key {key!r}",
+                                     "allowed: " + ", ".join(sorted(allowed)), at_key=True)
+            continue
+        code = _CODE_OF_VALIDATOR.get(str(error.validator), "E_SCHEMA")
+        if error.validator == "pattern" and "[smhd]" in str(error.validator_value):
+            code = "E_DURATION"
+            message = f"invalid duration {error.instance!r}"
+            hint = "write an integer followed by s, m, h or d, e.g. 15m"
+        else:
+            where = "/" + "/".join(str(p) for p in path) if path else "the document"
+            message, hint = f"{error.message} (at {where})", ""
+        yield doc.diagnostic(path, code, message, hint)

@@ -1,0 +1,268 @@
+"""The check table: each requirement a named check with its reason code, source
+location, failing predicate and explanation.
+
+Shaped like node-oidc-provider's interaction policy
+(``lib/helpers/interaction_policy/prompts/login.js``): a check is data, so a
+decision's reasons fall out of which checks failed. ``fails`` is a small
+Python expression over ``r`` (the :class:`~policy_sso.request.AuthRequest`),
+``s`` (the :class:`~policy_sso.sessions.model.Session`) and ``now``, with
+``{0}``, ``{1}``… standing for ``consts``; :mod:`policy_sso.compile` splices
+the expressions of a policy into one generated function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy_sso.decision import CONSENT_REQUIRED, LOGIN_REQUIRED
+from policy_sso.model import (
+    AcrRequirement,
+    AmrRequirement,
+    ConsentRequirement,
+    MfaRequirement,
+    Requirement,
+    Span,
+    format_duration,
+)
+from policy_sso.sessions.model import FACTOR_OF_METHOD, SECOND_FACTORS
+
+Observe = Callable[[Any, Any, int], str]
+AcrRank = Callable[[Any], int]
+
+EMPTY: frozenset[str] = frozenset()
+
+
+def human_duration(seconds: int) -> str:
+    """Return ``seconds`` as ``9h 1s``-style text (exact, largest units first)."""
+    if seconds <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class RemedyHint:
+    """What resolves a failed check: the remedy action and parameters to retry with."""
+
+    action: str
+    params: tuple[tuple[str, str], ...] = ()
+    methods: tuple[str, ...] = ()
+    scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Check:
+    """A named check: fails when ``fails`` is true; explains itself with ``observe``."""
+
+    reason: str
+    description: str
+    error: str
+    span: Span
+    fails: str
+    required: str
+    observe: Observe = field(compare=False)
+    remedy: RemedyHint = RemedyHint("login", (("prompt", "login"),))
+    consts: tuple[Any, ...] = ()
+
+    @property
+    def source(self) -> str:
+        """Return ``FILE:LINE`` of what produced this check."""
+        return f"{self.span.file}:{self.span.line}"
+
+
+# --- session validity (login_required) --------------------------------------
+
+def sso_disabled(span: Span) -> Check:
+    """Return the check that refuses silent SSO when the tenant turned it off."""
+    return Check("sso_disabled", "single sign-on is turned off for this tenant", LOGIN_REQUIRED,
+                 span, "True", "sso.active: true", lambda r, s, now: "sso.active: false")
+
+
+def sliding_lifetime(limit: int, span: Span) -> Check:
+    """Return the check for the sliding lifetime counted from the latest authentication."""
+    return Check(
+        "session_expired", "the session outlived its lifetime since the last authentication",
+        LOGIN_REQUIRED, span, f"now - s.auth_time > {int(limit)}",
+        f"at most {format_duration(limit)} since the last authentication",
+        lambda r, s, now: f"last authentication {human_duration(now - s.auth_time)} ago")
+
+
+def absolute_lifetime(limit: int, span: Span) -> Check:
+    """Return the check for ``require_login_after``, counted from creation."""
+    return Check(
+        "absolute_lifetime_exceeded", "the session is older than require_login_after",
+        LOGIN_REQUIRED, span, f"now - s.created_at > {int(limit)}",
+        f"at most {format_duration(limit)} since the session was created",
+        lambda r, s, now: f"created {human_duration(now - s.created_at)} ago")
+
+
+def inactivity(limit: int, span: Span) -> Check:
+    """Return the check for the idle window (the policy's, else the tenant's)."""
+    return Check(
+        "inactivity_timeout", "the session was idle longer than the inactivity window",
+        LOGIN_REQUIRED, span, f"now - s.last_seen > {int(limit)}",
+        f"idle at most {format_duration(limit)}",
+        lambda r, s, now: f"idle for {human_duration(now - s.last_seen)}")
+
+
+def request_max_age(span: Span) -> Check:
+    """Return the check for the request's ``max_age`` (OIDC Core §3.1.2.1; 0 forces login)."""
+    return Check(
+        "max_age_exceeded", "the last authentication is older than the request's max_age",
+        LOGIN_REQUIRED, span,
+        "r.max_age is not None and (r.max_age == 0 or now - s.auth_time > r.max_age)",
+        "an authentication within max_age",
+        lambda r, s, now: (f"auth_time {human_duration(now - s.auth_time)} ago, "
+                           f"max_age {r.max_age}s"))
+
+
+def max_auth_age(limit: int, span: Span) -> Check:
+    """Return the check for the policy's ``max_auth_age``."""
+    return Check(
+        "max_age_exceeded", "the last authentication is older than the policy's max_auth_age",
+        LOGIN_REQUIRED, span, f"now - s.auth_time > {int(limit)}",
+        f"auth_time at most {format_duration(limit)} ago",
+        lambda r, s, now: f"auth_time {human_duration(now - s.auth_time)} ago")
+
+
+def prompt_login(span: Span) -> Check:
+    """Return the check that ``prompt=login`` always forces a new authentication."""
+    return Check("prompt_login", "the request asks for a fresh login (prompt=login)",
+                 LOGIN_REQUIRED, span, "'login' in r.prompt", "no prompt=login",
+                 lambda r, s, now: "prompt=login")
+
+
+def subject_mismatch(span: Span) -> Check:
+    """Return the check that hints (id_token_hint, login_hint) name the session's user."""
+    return Check(
+        "subject_mismatch", "the request names another user than the session's",
+        LOGIN_REQUIRED, span,
+        "(r.id_token_hint_sub is not None and r.id_token_hint_sub != s.subject)"
+        " or (r.login_hint_sub is not None and r.login_hint_sub != s.subject)",
+        "the hinted user", lambda r, s, now: f"session user {s.subject!r}, hinted "
+        f"{r.id_token_hint_sub or r.login_hint_sub or r.login_hint!r}",
+        RemedyHint("switch_user", (("prompt", "login"),)))
+
+
+# --- authentication requirements (the policy's on_unmet error) -----------------
+
+def _methods_text(s: Any) -> str:
+    return ", ".join(sorted(s.methods)) or "none"
+
+
+def amr(req: AmrRequirement, error: str, step_up: RemedyHint) -> Check:
+    """Return the check for ``require amr any_of|all_of``."""
+    methods = frozenset(req.methods)
+    listed = ", ".join(req.methods)
+    if req.mode == "any_of":
+        fails, required = "{0}.isdisjoint(s.methods)", f"amr any of {listed}"
+    else:
+        fails = " or ".join(f"{{{i + 1}}} not in s.methods" for i in range(len(req.methods)))
+        required = f"amr all of {listed}"
+    return Check(
+        "amr_missing", f"the session lacks a required authentication method ({req.mode})",
+        error, req.span, f"({fails})", required,
+        lambda r, s, now: f"session amr {_methods_text(s)}",
+        RemedyHint(step_up.action, step_up.params, req.methods), (methods, *req.methods))
+
+
+def mfa(req: MfaRequirement, error: str, step_up: RemedyHint) -> Check:
+    """Return the check for ``require mfa``: two distinct factors (RFC 8176 ``mfa``)."""
+    return Check(
+        "mfa_required", "the session has not combined two distinct factors",
+        error, req.span, "not s.mfa", "two distinct factors (mfa)",
+        lambda r, s, now: f"session amr {_methods_text(s)} "
+        f"(factors: {', '.join(sorted(s.factors)) or 'none'})", step_up)
+
+
+def step_up(req: MfaRequirement, error: str, hint: RemedyHint) -> Check:
+    """Return the freshness check of ``require mfa within D`` (applies once MFA holds)."""
+    within = int(req.within or 0)
+    return Check(
+        "step_up_required", "the second factor is older than the step-up window",
+        error, req.span,
+        f"s.mfa and (s.second_factor_time is None or now - s.second_factor_time > {within})",
+        f"a second factor within {format_duration(within)}",
+        lambda r, s, now: ("last second factor "
+                           + (f"{human_duration(now - s.second_factor_time)} ago"
+                              if s.second_factor_time is not None else "never")),
+        RemedyHint(hint.action, (*hint.params, ("max_age", str(within))), hint.methods))
+
+
+def acr(req: AcrRequirement, rank: int, acr_rank: AcrRank, acr_name: Callable[[int], str],
+        error: str) -> Check:
+    """Return the check for ``require acr``: the session reaches at least this level."""
+    return Check(
+        "acr_insufficient", "the session's assurance level is below the required acr",
+        error, req.span, "{0}(s) < {1}", f"acr at least {req.level}",
+        lambda r, s, now: f"session acr {acr_name(acr_rank(s))}",
+        RemedyHint("step_up", (("acr_values", req.level),)), (acr_rank, rank))
+
+
+def essential_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRank,
+                  acr_name: Callable[[int], str], error: str) -> Check:
+    """Return the check for acr requested as essential in the ``claims`` parameter."""
+    return Check(
+        "acr_insufficient", "the session does not reach the essential acr the request asks for",
+        error, span, "r.essential_acr and {0}(r, s)", "an essential acr from the claims parameter",
+        lambda r, s, now: (f"requested {' '.join(r.essential_acr)}, "
+                           f"session acr {acr_name(acr_rank(s))}"),
+        RemedyHint("step_up"), (unmet,))
+
+
+# --- consent (consent_required) ----------------------------------------------
+
+def consent(scopes: tuple[str, ...], span: Span, *, requested: bool) -> Check:
+    """Return the check that the scopes (policy-required, and requested unless first-party) are granted."""
+    required = frozenset(scopes)
+    granted = "(g := s.consents.get(r.client_id, {1}))"
+    fails = f"not ({{0}} <= {granted}" + (" and r.scopes <= g)" if requested else ")")
+    what = ", ".join(scopes)
+    text = (f"granted scopes {what} and every requested scope" if requested and scopes
+            else "every requested scope granted" if requested else f"granted scopes {what}")
+
+    def observe(r: Any, s: Any, now: int) -> str:
+        granted_now = s.consents.get(r.client_id, EMPTY)
+        missing = (required | (r.scopes if requested else EMPTY)) - granted_now
+        return (f"granted {', '.join(sorted(granted_now)) or 'nothing'}; "
+                f"missing {', '.join(sorted(missing))}")
+
+    return Check("consent_missing", "a required or requested scope was not granted to this client",
+                 CONSENT_REQUIRED, span, fails, text, observe,
+                 RemedyHint("consent", (("prompt", "consent"),), (), scopes), (required, EMPTY))
+
+
+def prompt_consent(span: Span) -> Check:
+    """Return the check that ``prompt=consent`` always asks the user again."""
+    return Check("prompt_consent", "the request asks for consent (prompt=consent)",
+                 CONSENT_REQUIRED, span, "'consent' in r.prompt", "no prompt=consent",
+                 lambda r, s, now: "prompt=consent", RemedyHint("consent", (("prompt", "consent"),)))
+
+
+def second_factor_methods(enabled: frozenset[str]) -> tuple[str, ...]:
+    """Return the enabled methods that count as a second factor (possession or inherence)."""
+    return tuple(sorted(m for m in enabled if FACTOR_OF_METHOD.get(m) in SECOND_FACTORS))
+
+
+def requirement_checks(req: Requirement, *, error: str, step_up_hint: RemedyHint,
+                       acr_rank: AcrRank, acr_name: Callable[[int], str],
+                       rank_of: Callable[[str], int]) -> list[Check]:
+    """Return the checks one requirement compiles to."""
+    if isinstance(req, AmrRequirement):
+        return [amr(req, error, step_up_hint)]
+    if isinstance(req, MfaRequirement):
+        checks = [mfa(req, error, step_up_hint)]
+        if req.within is not None:
+            checks.append(step_up(req, error, step_up_hint))
+        return checks
+    if isinstance(req, AcrRequirement):
+        return [acr(req, rank_of(req.level), acr_rank, acr_name, error)]
+    if isinstance(req, ConsentRequirement):
+        return [consent(req.scopes, req.span, requested=False)]
+    raise TypeError(f"unknown requirement {req!r}")

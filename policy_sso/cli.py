@@ -1,0 +1,169 @@
+"""The ``policy-sso`` command line (SPEC §6): exit 0 on success, 1 on findings, 2 on usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import yaml
+
+from policy_sso.diagnostics import RENDERERS
+from policy_sso.errors import OAuthError
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.fixture import FixtureError, parse_time, session_from_fixture
+from policy_sso.tenant import check_paths, check_tenant
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments: reported on stderr with exit status 2."""
+
+
+# --- validate -------------------------------------------------------------------
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check tenants and policy files; print every diagnostic."""
+    diagnostics = check_paths(args.paths)
+    sys.stdout.write(RENDERERS[args.format](diagnostics))
+    errors = sum(d.severity == "error" for d in diagnostics)
+    if args.format == "text":
+        warnings = len(diagnostics) - errors
+        summary = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+        print(("ok: " if not errors else "") + summary, file=sys.stderr)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+# --- explain --------------------------------------------------------------------
+
+def _load_fixture(path: str, now: int):  # noqa: ANN202 - returns Session | None
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise UsageError(f"cannot read session file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise UsageError(f"session file {path} is not valid JSON/YAML: {err}") from None
+    if isinstance(data, dict) and "session" in data and "subject" not in data:
+        data = data["session"]
+    try:
+        return session_from_fixture(data, now)
+    except FixtureError as err:
+        raise UsageError(f"session file {path}: {err}") from None
+
+
+def _explain_text(client: str, decision, request: AuthRequest, tenant) -> str:  # noqa: ANN001
+    policy = tenant.policy_for(client)
+    lines = [f"client {client} -> policy {policy.name} ({policy.span})",
+             f"outcome: {decision.outcome}"]
+    if decision.reasons:
+        lines.append("reasons:")
+        width = max(len(r.code) for r in decision.reasons)
+        for r in decision.reasons:
+            lines.append(f"  {r.code:<{width}}  {r.source}")
+            lines.append(f"  {'':<{width}}  required: {r.required}")
+            lines.append(f"  {'':<{width}}  observed: {r.observed}")
+    if decision.remedy:
+        lines.append(f"remedy: {decision.remedy.message}")
+    if request.silent and not decision.allowed:
+        desc = " ".join(decision.codes)
+        lines.append("under prompt=none the client's redirect_uri receives: "
+                     f"error={decision.outcome}&error_description={urllib.parse.quote(desc)}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Print the decision for a client, a session fixture and a request."""
+    tenant, diagnostics = check_tenant(args.config)
+    if tenant is None:
+        sys.stderr.write(RENDERERS["text"](diagnostics))
+        return EXIT_FINDINGS
+    try:
+        now = parse_time(args.at, int(time.time()), "--at") if args.at else int(time.time())
+    except FixtureError as err:
+        raise UsageError(str(err)) from None
+    session = _load_fixture(args.session, now)
+    params = dict(urllib.parse.parse_qsl(args.request or "", keep_blank_values=True))
+    params.setdefault("scope", "openid")
+    hinted = tenant.resolve_user(params.get("login_hint"))
+    try:
+        request = AuthRequest.from_params(
+            args.client, params, id_token_hint_sub=params.get("id_token_hint_sub"),
+            login_hint_sub=(hinted.sub if hinted else params.get("login_hint")))
+    except OAuthError as err:
+        print(f"invalid request: {err.error}: {err.description}", file=sys.stderr)
+        return EXIT_FINDINGS
+    decision = tenant.decide(request, session, now)
+    if args.format == "json":
+        out = {"client_id": args.client, "at": now, **decision.to_json()}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        sys.stdout.write(_explain_text(args.client, decision, request, tenant))
+    return EXIT_OK if decision.allowed else EXIT_FINDINGS
+
+
+# --- wiring ---------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="policy-sso", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="schema, syntax and semantic checks of tenants and policies")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("explain", help="the decision for a client, a session and a request")
+    p.add_argument("--client", required=True, metavar="ID")
+    p.add_argument("--session", required=True, metavar="FILE", help="session fixture (JSON/YAML)")
+    p.add_argument("--request", default="", metavar="QUERY", help="authorization request query string")
+    p.add_argument("--at", metavar="TIME", help="evaluate at this time (epoch, ISO 8601 or -1h)")
+    p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_explain)
+
+    for register in _extensions():
+        register(sub)
+    return parser
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Return the register functions of commands that live in their own modules."""
+    import importlib
+
+    registers = []
+    for module in ("policy_sso.serve_cli", "policy_sso.tools_cli", "policy_sso.authoring_cli"):
+        try:
+            registers.append(importlib.import_module(module).register)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+    return registers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except UsageError as err:
+        print(f"policy-sso {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

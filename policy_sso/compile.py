@@ -1,0 +1,274 @@
+"""Model -> evaluator: each policy becomes one generated Python function.
+
+The checks of a policy (:mod:`policy_sso.checks`) are spliced into a single
+straight-line function, compiled once with :func:`compile`: a decision runs
+only attribute reads and set/integer comparisons, no parsing and no walking
+of a tree. Constants (method sets, functions) are bound by name in the
+function's globals, never written into the source, so nothing from a policy
+file is ever evaluated as code. When checks fail, the reasons and remedy are
+built from the same check table.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy_sso import checks as C
+from policy_sso.config import AcrLevel, Client, TenantSettings
+from policy_sso.decision import (
+    ALLOW,
+    LOGIN_REQUIRED,
+    OUTCOME_RANK,
+    Decision,
+    Reason,
+    Remedy,
+)
+from policy_sso.model import (
+    AmrRequirement,
+    And,
+    Condition,
+    MfaRequirement,
+    Not,
+    Or,
+    Policy,
+    Requirement,
+    Span,
+    Test,
+)
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import Session
+
+_TEST_SOURCE = {
+    "scope": "{0} in r.scopes", "acr_values": "{0} in r.acr_values", "prompt": "{0} in r.prompt",
+    "client": "r.client_id == {0}", "session_amr": "{0} in s.methods",
+}
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A check with the ``when`` condition (if any) under which it applies."""
+
+    check: C.Check
+    when: Condition | None = None
+    when_span: Span | None = None
+
+
+@dataclass
+class CompiledPolicy:
+    """A policy ready to decide: the generated function and the table it came from."""
+
+    policy: Policy
+    checks: tuple[Guarded, ...]
+    decide: Callable[[AuthRequest, Session | None, int], Decision]
+    source: str = field(repr=False)
+    acr_of: Callable[[Session], str | None] = field(repr=False)
+
+
+# --- acr levels -------------------------------------------------------------
+
+def _level_predicate(requires: tuple[Requirement, ...]) -> Callable[[Session], bool]:
+    tests: list[Callable[[Session], bool]] = []
+    for req in requires:
+        if isinstance(req, AmrRequirement):
+            methods = frozenset(req.methods)
+            if req.mode == "any_of":
+                tests.append(lambda s, m=methods: not m.isdisjoint(s.methods))
+            else:
+                tests.append(lambda s, m=methods: all(x in s.methods for x in m))
+        elif isinstance(req, MfaRequirement):
+            tests.append(lambda s: s.mfa)
+    return lambda s: all(t(s) for t in tests)
+
+
+def acr_ranker(levels: tuple[AcrLevel, ...]) -> Callable[[Session], int]:
+    """Return a function giving the highest level rank a session reaches (-1 for none)."""
+    ordered = [(lvl.rank, _level_predicate(lvl.requires)) for lvl in reversed(levels)]
+
+    def rank(s: Session) -> int:
+        for value, holds in ordered:
+            if holds(s):
+                return value
+        return -1
+
+    return rank
+
+
+# --- code generation ----------------------------------------------------------
+
+class _Namespace:
+    """Globals for the generated function: constants bound under fresh names."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self._names = (f"k{i}" for i in itertools.count())
+
+    def bind(self, value: Any) -> str:
+        name = next(self._names)
+        self.values[name] = value
+        return name
+
+    def expression(self, check: C.Check) -> str:
+        return check.fails.format(*(self.bind(v) for v in check.consts))
+
+    def condition(self, cond: Condition) -> str:
+        if isinstance(cond, Test):
+            return _TEST_SOURCE[cond.kind].format(self.bind(cond.value))
+        if isinstance(cond, Not):
+            return f"not ({self.condition(cond.operand)})"
+        joiner = " and " if isinstance(cond, And) else " or "
+        assert isinstance(cond, And | Or)
+        return "(" + joiner.join(self.condition(c) for c in cond.operands) + ")"
+
+
+def _generate(groups: list[tuple[Condition | None, list[int]]], table: list[Guarded],
+              ns: _Namespace) -> str:
+    lines = ["def decide(r, s, now):", "    if s is None:", "        return NO_SESSION",
+             "    f = None"]
+    for cond, indices in groups:
+        indent = "    "
+        if cond is not None:
+            lines.append(f"    if {ns.condition(cond)}:")
+            indent = "        "
+        for i in indices:
+            lines += [f"{indent}if {ns.expression(table[i].check)}:",
+                      f"{indent}    if f is None: f = [{i}]",
+                      f"{indent}    else: f.append({i})"]
+    lines += ["    if f is None:", "        return ALLOWED", "    return deny(f, r, s, now)"]
+    return "\n".join(lines) + "\n"
+
+
+# --- remedies -------------------------------------------------------------------
+
+_REMEDY_TEXT = {
+    "login": "Retry without prompt=none so the user signs in again",
+    "switch_user": ("The session belongs to another user: retry without prompt=none and "
+                    "without the mismatching hint, or end the session first"),
+    "step_up": "Retry without prompt=none so the user completes a stronger authentication",
+    "consent": "Retry without prompt=none so the user can grant the scopes",
+}
+
+
+def _remedy(failed: list[C.Check], outcome: str) -> Remedy:
+    ordered = sorted(failed, key=lambda c: OUTCOME_RANK.get(c.error, 3))
+    lead = next(c for c in ordered if c.error == outcome).remedy
+    params: dict[str, str] = {}
+    methods: list[str] = []
+    scopes: list[str] = []
+    for check in ordered:
+        for key, value in check.remedy.params:
+            if key == "prompt" and "prompt" in params and value not in params["prompt"].split():
+                params["prompt"] += f" {value}"
+            else:
+                params.setdefault(key, value)
+        methods += [m for m in check.remedy.methods if m not in methods]
+        scopes += [s for s in check.remedy.scopes if s not in scopes]
+    message = _REMEDY_TEXT[lead.action]
+    if params:
+        message += " (with " + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    if methods:
+        message += "; methods that satisfy the policy: " + ", ".join(methods)
+    return Remedy(lead.action, message, params, tuple(methods), tuple(scopes))
+
+
+# --- the compiler ---------------------------------------------------------------
+
+def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None = None) -> CompiledPolicy:
+    """Return the evaluator for ``policy`` under ``tenant`` (and the client's registration)."""
+    on_unmet = policy.on_unmet
+    levels = tenant.acr_levels
+    acr_rank = acr_ranker(levels)
+    rank_by_id = {lvl.id: lvl.rank for lvl in levels}
+
+    def acr_name(rank: int) -> str:
+        return levels[rank].id if 0 <= rank < len(levels) else "none"
+
+    def rank_of(level: str) -> int:
+        return rank_by_id.get(level, len(levels))  # an undefined level is never reached
+
+    def essential_unmet(r: AuthRequest, s: Session) -> bool:
+        return acr_rank(s) < min(rank_of(v) for v in r.essential_acr)
+
+    mfa_level = next((lvl.id for lvl in levels
+                      if any(isinstance(q, MfaRequirement) for q in lvl.requires)), None)
+    step_up_hint = C.RemedyHint("step_up", (("acr_values", mfa_level),) if mfa_level else (),
+                                C.second_factor_methods(tenant.methods))
+
+    def span(key: str) -> Span:
+        return tenant.span(key)
+
+    table: list[Guarded] = []
+    if not tenant.sso_active:
+        table.append(Guarded(C.sso_disabled(span("sso.active"))))
+    table += [
+        Guarded(C.sliding_lifetime(tenant.lifetime.sliding, span("session.lifetime"))),
+        Guarded(C.absolute_lifetime(tenant.lifetime.absolute, span("session.require_login_after"))),
+        Guarded(C.inactivity(policy.session.inactivity or tenant.lifetime.inactivity,
+                             policy.session.inactivity_span if policy.session.inactivity
+                             else span("session.inactivity"))),
+        Guarded(C.request_max_age(policy.span)),
+    ]
+    if policy.session.max_auth_age:
+        table.append(Guarded(C.max_auth_age(policy.session.max_auth_age,
+                                            policy.session.max_auth_age_span)))
+    table += [Guarded(C.prompt_login(policy.span)), Guarded(C.subject_mismatch(policy.span))]
+
+    def requirement(req: Requirement) -> list[C.Check]:
+        return C.requirement_checks(req, error=on_unmet, step_up_hint=step_up_hint,
+                                    acr_rank=acr_rank, acr_name=acr_name, rank_of=rank_of)
+
+    for req in policy.requirements:
+        table += [Guarded(c) for c in requirement(req)]
+    table.append(Guarded(C.essential_acr(policy.span, essential_unmet, acr_rank, acr_name, on_unmet)))
+    if client is None or not client.first_party:
+        table.append(Guarded(C.consent((), policy.span, requested=True)))
+    table.append(Guarded(C.prompt_consent(policy.span)))
+    unconditional = {(g.check.reason, g.check.fails, g.check.consts) for g in table}
+    for when in policy.whens:
+        # a check the policy already applies unconditionally adds nothing under a guard
+        table += [Guarded(c, when.condition, when.span)
+                  for req in when.requirements for c in requirement(req)
+                  if (c.reason, c.fails, c.consts) not in unconditional]
+
+    groups: list[tuple[Condition | None, list[int]]] = []
+    for i, guarded in enumerate(table):
+        if groups and groups[-1][0] is guarded.when and guarded.when is not None:
+            groups[-1][1].append(i)
+        else:
+            groups.append((guarded.when, [i]))
+
+    ns = _Namespace()
+    source = _generate(groups, table, ns)
+    checks_by_index = [g.check for g in table]
+    name = policy.name
+
+    def deny(indices: list[int], r: AuthRequest, s: Session, now: int) -> Decision:
+        failed = [checks_by_index[i] for i in indices]
+        reasons = []
+        for check in failed:
+            observed = check.observe(r, s, now)
+            reasons.append(Reason(check.reason,
+                                  f"{check.description}: required {check.required}; {observed}",
+                                  check.required, observed, check.source))
+        outcome = min((c.error for c in failed), key=lambda e: OUTCOME_RANK.get(e, 3))
+        return Decision(outcome, tuple(reasons), _remedy(failed, outcome), name)
+
+    no_session = Decision(
+        LOGIN_REQUIRED,
+        (Reason("no_session", "there is no live session for this user-agent or session id",
+                "a live session", "no session", str(policy.span)),),
+        Remedy("login", _REMEDY_TEXT["login"], {}),
+        name,
+    )
+    namespace = {**ns.values, "NO_SESSION": no_session, "ALLOWED": Decision(ALLOW, (), None, name),
+                 "deny": deny}
+    code = compile(source, f"<policy {name}>", "exec")
+    exec(code, namespace)  # noqa: S102 - source is generated from the check table; values are bound, not spliced
+
+    def acr_of(s: Session) -> str | None:
+        rank = acr_rank(s)
+        return levels[rank].id if rank >= 0 else None
+
+    return CompiledPolicy(policy, tuple(table), namespace["decide"], source, acr_of)

@@ -1,0 +1,225 @@
+"""Tenant settings, clients and users: frozen records built from schema-valid YAML."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from policy_sso.model import AmrRequirement, MfaRequirement, Requirement, Span, parse_duration
+from policy_sso.sessions.model import SessionLifetime
+
+MAX_INACTIVITY = 604800  # SPEC §3 / IBM App ID: at most 7 days
+DEFAULT_INACTIVITY = 86400
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """A secret kept outside the YAML: an environment variable or a file."""
+
+    source: Literal["env", "file"]
+    name: str
+    span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
+
+    def read(self, base: Path) -> bytes | None:
+        """Return the secret's bytes, or None when the variable or file is absent."""
+        if self.source == "env":
+            value = os.environ.get(self.name)
+            return value.encode() if value else None
+        path = (base / self.name) if not os.path.isabs(self.name) else Path(self.name)
+        try:
+            return path.read_bytes().strip()
+        except OSError:
+            return None
+
+    def describe(self) -> str:
+        """Return ``env VAR`` or ``file PATH`` for messages (never the value)."""
+        return f"{self.source} {self.name}"
+
+
+def secret_ref(data: dict[str, str] | None, span: Span | None = None) -> SecretRef | None:
+    """Return the SecretRef for ``{env: X}`` / ``{file: Y}``, or None."""
+    if not data:
+        return None
+    (source, name), = data.items()
+    return SecretRef(source, name, span or Span("<builtin>", 0, 0))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class AcrLevel:
+    """An assurance level and the requirements a session meets to reach it."""
+
+    id: str
+    rank: int
+    requires: tuple[Requirement, ...]
+    description: str = ""
+    span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    window: int
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    access_token_lifetime: int = 600
+    id_token_lifetime: int = 600
+    refresh_token_lifetime: int = 14 * 86400
+    code_lifetime: int = 60
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    """``tenant.yaml``."""
+
+    issuer: str
+    default_policy: str
+    sso_active: bool = True
+    lifetime: SessionLifetime = SessionLifetime()
+    acr_levels: tuple[AcrLevel, ...] = ()
+    methods: frozenset[str] = frozenset({"pwd", "otp"})
+    policy_files: tuple[str, ...] = ("*.policy", "*.policy.yaml")
+    rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    tokens: TokenSettings = TokenSettings()
+    store: str = "sqlite:///var/policy-sso.db"
+    state_dir: str = "var"
+    admin_token: SecretRef | None = None
+    clock_skew: int = 30
+    spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
+
+    def span(self, key: str) -> Span:
+        """Return where setting ``key`` (dotted path) is written, else the file's start."""
+        return self.spans.get(key) or self.spans.get("", Span("tenant.yaml", 1, 1))
+
+    def acr_level(self, level_id: str) -> AcrLevel | None:
+        """Return the level named ``level_id``, or None."""
+        return next((lvl for lvl in self.acr_levels if lvl.id == level_id), None)
+
+
+def _dur(data: dict[str, Any], key: str, default: int) -> int:
+    return parse_duration(data[key]) if key in data else default
+
+
+def _level_requirements(requires: dict[str, Any], span: Span) -> tuple[Requirement, ...]:
+    reqs: list[Requirement] = []
+    amr = requires.get("amr", {})
+    for mode in ("any_of", "all_of"):
+        if mode in amr:
+            reqs.append(AmrRequirement(mode, tuple(amr[mode]), span))
+    if requires.get("mfa"):
+        reqs.append(MfaRequirement(None, span))
+    return tuple(reqs)
+
+
+def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSettings:
+    """Return the settings for a schema-valid ``tenant.yaml`` mapping."""
+    session = data.get("session", {})
+    inactivity = _dur(session, "inactivity", DEFAULT_INACTIVITY)
+    lifetime = SessionLifetime(
+        sliding=_dur(session, "lifetime", 14 * 86400),
+        absolute=_dur(session, "require_login_after", 30 * 86400),
+        inactivity=inactivity,
+        touch_interval=max(1, min(60, inactivity // 20)),
+    )
+    levels = tuple(
+        AcrLevel(lvl["id"], rank, _level_requirements(lvl.get("requires", {}),
+                                                      spans.get(f"acr_levels.{rank}", Span("tenant.yaml", 1, 1))),
+                 lvl.get("description", ""), spans.get(f"acr_levels.{rank}", Span("tenant.yaml", 1, 1)))
+        for rank, lvl in enumerate(data.get("acr_levels", []))
+    )
+    tokens = data.get("tokens", {})
+    return TenantSettings(
+        issuer=data["issuer"].rstrip("/"),
+        default_policy=data["default_policy"],
+        sso_active=data.get("sso", {}).get("active", True),
+        lifetime=lifetime,
+        acr_levels=levels,
+        methods=frozenset(data.get("methods", ["pwd", "otp"])),
+        policy_files=tuple(data.get("policy_files", ["*.policy", "*.policy.yaml"])),
+        rate_limits={k: RateLimit(v["requests"], parse_duration(v["window"]))
+                     for k, v in data.get("rate_limits", {}).items()},
+        tokens=TokenSettings(
+            access_token_lifetime=_dur(tokens, "access_token_lifetime", 600),
+            id_token_lifetime=_dur(tokens, "id_token_lifetime", 600),
+            refresh_token_lifetime=_dur(tokens, "refresh_token_lifetime", 14 * 86400),
+            code_lifetime=_dur(tokens, "code_lifetime", 60),
+            algorithms=tuple(tokens.get("algorithms", ["RS256", "ES256", "EdDSA"])),
+        ),
+        store=data.get("store", "sqlite:///var/policy-sso.db"),
+        state_dir=data.get("state_dir", "var"),
+        admin_token=secret_ref(data.get("admin_token"), spans.get("admin_token")),
+        clock_skew=_dur(data, "clock_skew", 30),
+        spans=spans,
+    )
+
+
+@dataclass(frozen=True)
+class Client:
+    """A registered relying party (``clients.yaml``)."""
+
+    client_id: str
+    name: str = ""
+    type: Literal["confidential", "public"] = "confidential"
+    secret: SecretRef | None = None
+    token_endpoint_auth_method: str = "client_secret_basic"
+    redirect_uris: tuple[str, ...] = ()
+    post_logout_redirect_uris: tuple[str, ...] = ()
+    backchannel_logout_uri: str | None = None
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    response_types: tuple[str, ...] = ("code",)
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    id_token_signed_response_alg: str = "RS256"
+    first_party: bool = False
+    span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
+
+    @property
+    def is_public(self) -> bool:
+        """Return whether the client cannot keep a secret (PKCE required, RFC 9700 §2.1.1)."""
+        return self.type == "public"
+
+
+def client_record(data: dict[str, Any], span: Span) -> Client:
+    """Return the Client for one schema-valid ``clients.yaml`` entry."""
+    public = data.get("type") == "public"
+    return Client(
+        client_id=data["client_id"], name=data.get("name", data["client_id"]),
+        type="public" if public else "confidential",
+        secret=secret_ref(data.get("secret"), span),
+        token_endpoint_auth_method=data.get(
+            "token_endpoint_auth_method", "none" if public else "client_secret_basic"),
+        redirect_uris=tuple(data.get("redirect_uris", ())),
+        post_logout_redirect_uris=tuple(data.get("post_logout_redirect_uris", ())),
+        backchannel_logout_uri=data.get("backchannel_logout_uri"),
+        grant_types=tuple(data.get("grant_types", ("authorization_code", "refresh_token"))),
+        response_types=tuple(data.get("response_types", ("code",))),
+        scopes=tuple(data.get("scopes", ("openid", "profile", "email", "offline_access"))),
+        id_token_signed_response_alg=data.get("id_token_signed_response_alg", "RS256"),
+        first_party=bool(data.get("first_party", False)),
+        span=span,
+    )
+
+
+@dataclass(frozen=True)
+class User:
+    """A user of the tenant's directory (``users.yaml``)."""
+
+    sub: str
+    username: str
+    password_hash: str
+    totp_secret: SecretRef | None = None
+    methods: tuple[str, ...] = ()
+    claims: dict[str, Any] = field(default_factory=dict, compare=False)
+    span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
+
+
+def user_record(data: dict[str, Any], span: Span) -> User:
+    """Return the User for one schema-valid ``users.yaml`` entry."""
+    return User(
+        sub=data["sub"], username=data["username"], password_hash=data["password_hash"],
+        totp_secret=secret_ref(data.get("totp_secret"), span),
+        methods=tuple(data.get("methods", ())), claims=dict(data.get("claims", {})), span=span,
+    )

@@ -1,0 +1,73 @@
+"""Session fixtures: sessions written by hand in JSON or YAML, for ``explain`` and policy tests.
+
+Times may be epoch seconds, ISO 8601 timestamps, or offsets from ``now``
+such as ``-9h`` or ``-90s``::
+
+    subject: u-alice
+    created: -2h             # default: the earliest event
+    last_seen: -5m           # default: the latest event
+    events: [{method: pwd, at: -2h}, {method: otp, at: -10m}]
+    consents: {payments-web: [openid, profile]}
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from policy_sso.model import parse_duration
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session
+
+_RELATIVE = re.compile(r"^([+-])([0-9]+[smhd])$")
+
+
+class FixtureError(ValueError):
+    """A session fixture is malformed; the message says where."""
+
+
+def parse_time(value: Any, now: int, where: str = "time") -> int:
+    """Return epoch seconds for an int, an ISO 8601 string or an offset like ``-9h``."""
+    if isinstance(value, bool):
+        raise FixtureError(f"{where}: expected a time, got {value!r}")
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp())
+    if isinstance(value, str):
+        match = _RELATIVE.match(value.strip())
+        if match:
+            delta = parse_duration(match.group(2))
+            return now - delta if match.group(1) == "-" else now + delta
+        try:
+            return int(datetime.fromisoformat(value.strip().replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            pass
+    raise FixtureError(f"{where}: {value!r} is not epoch seconds, ISO 8601 or an offset like -9h")
+
+
+def session_from_fixture(data: Any, now: int, session_id: str = "fixture") -> Session | None:
+    """Return the session a fixture describes (None for ``null``); raise FixtureError."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise FixtureError("a session fixture is a mapping (or null for no session)")
+    subject = data.get("subject")
+    if not isinstance(subject, str) or not subject:
+        raise FixtureError("session fixture needs a subject")
+    raw_events = data.get("events", [])
+    if not isinstance(raw_events, list) or not raw_events:
+        raise FixtureError("session fixture needs a non-empty list of events")
+    events = []
+    for i, event in enumerate(raw_events):
+        if not isinstance(event, dict) or not isinstance(event.get("method"), str):
+            raise FixtureError(f"events[{i}]: expected {{method: NAME, at: TIME}}")
+        events.append(AuthEvent(event["method"], parse_time(event.get("at", now), now, f"events[{i}].at")))
+    created = parse_time(data.get("created", min(e.time for e in events)), now, "created")
+    last_seen = parse_time(data.get("last_seen", max(e.time for e in events)), now, "last_seen")
+    consents_raw = data.get("consents", {}) or {}
+    if not isinstance(consents_raw, dict):
+        raise FixtureError("consents: expected a mapping of client_id to scopes")
+    consents = {str(k): frozenset(str(s) for s in (v or [])) for k, v in consents_raw.items()}
+    clients = {str(c): ClientJoin(str(c), f"sid-{c}", created) for c in data.get("clients", []) or []}
+    return Session(session_id, subject, created, last_seen, tuple(events), clients, consents)

@@ -1,0 +1,265 @@
+"""A tenant directory: ``tenant.yaml``, ``clients.yaml``, ``users.yaml`` and policy files.
+
+Loading parses every file, validates each against its schema and the semantic
+rules, runs the cross-file checks, and either returns a complete
+:class:`Tenant` or every diagnostic at once. A Tenant is never mutated; a
+reload builds a new one and swaps it in whole.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policy_sso.compile import CompiledPolicy, compile_policy
+from policy_sso.config import (
+    Client,
+    TenantSettings,
+    User,
+    client_record,
+    tenant_settings,
+    user_record,
+)
+from policy_sso.decision import Decision
+from policy_sso.diagnostics import Diagnostic, sort_diagnostics
+from policy_sso.errors import ConfigError
+from policy_sso.model import Policy, Span
+from policy_sso.parse.dsl import parse_dsl
+from policy_sso.parse.yaml_form import parse_yaml_policies
+from policy_sso.parse.yaml_source import YamlDocument, load_yaml_documents, schema_diagnostics
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import Session
+from policy_sso.validate import (
+    Context,
+    client_rules,
+    tenant_rules,
+    user_rules,
+    STANDALONE_SET_RULES,
+    validate_policies,
+)
+
+POLICY_SUFFIXES = (".policy", ".policy.yaml", ".policy.yml")
+
+
+def display_path(path: Path) -> str:
+    """Return ``path`` relative to the working directory when it is below it."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def read_source(path: Path) -> tuple[str | None, list[Diagnostic]]:
+    """Return a file's text, or a diagnostic when it cannot be read as UTF-8."""
+    name = display_path(path)
+    try:
+        return path.read_text(encoding="utf-8"), []
+    except UnicodeDecodeError as err:
+        return None, [Diagnostic(name, 1, 1, "E_ENCODING", f"not UTF-8 text: {err.reason}")]
+    except OSError as err:
+        return None, [Diagnostic(name, 1, 1, "E_READ", f"cannot read file: {err.strerror}")]
+
+
+def parse_policy_text(text: str, file: str) -> tuple[list[Policy], list[Diagnostic]]:
+    """Return the policies in one file's text, by its form (YAML by suffix, else DSL)."""
+    if file.endswith((".yaml", ".yml")):
+        return parse_yaml_policies(text, file)
+    return parse_dsl(text, file)
+
+
+def parse_policy_file(path: Path) -> tuple[list[Policy], list[Diagnostic]]:
+    """Return the policies in a file and every diagnostic of its syntax and schema."""
+    text, errors = read_source(path)
+    if text is None:
+        return [], errors
+    return parse_policy_text(text, display_path(path))
+
+
+def _spans(doc: YamlDocument) -> dict[str, Span]:
+    spans = {"": Span(doc.file, 1, 1)}
+    for path, (line, col) in {**doc.positions, **doc.key_positions}.items():
+        spans[".".join(str(p) for p in path)] = Span(doc.file, line, col)
+    for path, (line, col) in doc.key_positions.items():  # keys win: point at "lifetime:"
+        spans[".".join(str(p) for p in path)] = Span(doc.file, line, col)
+    return spans
+
+
+def _load_config(path: Path, schema: str) -> tuple[YamlDocument | None, list[Diagnostic]]:
+    text, errors = read_source(path)
+    if text is None:
+        return None, errors
+    docs, errors = load_yaml_documents(text, display_path(path))
+    if errors:
+        return None, errors
+    if len(docs) != 1:
+        return None, [Diagnostic(display_path(path), 1, 1, "E_YAML", "expected exactly one YAML document")]
+    schema_errors = list(schema_diagnostics(docs[0], schema))
+    return (None if schema_errors else docs[0]), schema_errors
+
+
+@dataclass
+class Tenant:
+    """A loaded, validated tenant. Compiled evaluators are built once per client, on first use."""
+
+    directory: Path
+    settings: TenantSettings
+    clients: dict[str, Client]
+    users: dict[str, User]
+    policies: dict[str, Policy]
+    policy_files: tuple[Path, ...] = ()
+    _policy_of: dict[str, str] = field(default_factory=dict, repr=False)
+    _compiled: dict[str, CompiledPolicy] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        for policy in self.policies.values():
+            for client in policy.clients:
+                self._policy_of[client] = policy.name
+        self.users_by_name = {u.username: u for u in self.users.values()}
+
+    def policy_for(self, client_id: str) -> Policy:
+        """Return the client's policy, else the tenant's default policy."""
+        return self.policies[self._policy_of.get(client_id, self.settings.default_policy)]
+
+    def evaluator(self, client_id: str) -> CompiledPolicy:
+        """Return the compiled evaluator for a client (compiled once, then cached)."""
+        compiled = self._compiled.get(client_id)
+        if compiled is None:
+            with self._lock:
+                compiled = self._compiled.get(client_id)
+                if compiled is None:
+                    compiled = compile_policy(self.policy_for(client_id), self.settings,
+                                              self.clients.get(client_id))
+                    self._compiled[client_id] = compiled
+        return compiled
+
+    def decide(self, request: AuthRequest, session: Session | None, now: int) -> Decision:
+        """Return the decision of the request's client's policy."""
+        return self.evaluator(request.client_id).decide(request, session, now)
+
+    def resolve_user(self, hint: str | None) -> User | None:
+        """Return the user a login hint names, by subject or username."""
+        if not hint:
+            return None
+        return self.users.get(hint) or self.users_by_name.get(hint)
+
+
+def _glob(directory: Path, patterns: Iterable[str]) -> list[Path]:
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        for path in sorted(directory.glob(pattern)):
+            if path.is_file():
+                found[path] = None
+    return list(found)
+
+
+def check_tenant(directory: str | Path) -> tuple[Tenant | None, list[Diagnostic]]:
+    """Return the tenant in ``directory`` and every diagnostic (the tenant is None on errors)."""
+    directory = Path(directory)
+    diagnostics: list[Diagnostic] = []
+    tenant_doc, errs = _load_config(directory / "tenant.yaml", "tenant")
+    diagnostics += errs
+    settings = tenant_settings(tenant_doc.data, _spans(tenant_doc)) if tenant_doc else None
+    if settings:
+        diagnostics += tenant_rules(settings)
+
+    clients: dict[str, Client] | None = None
+    clients_doc, errs = _load_config(directory / "clients.yaml", "clients")
+    diagnostics += errs
+    if clients_doc:
+        records = [client_record(c, Span(clients_doc.file, *clients_doc.position(("clients", i))))
+                   for i, c in enumerate(clients_doc.data["clients"])]
+        diagnostics += client_rules(records)
+        clients = {c.client_id: c for c in records}
+
+    users: dict[str, User] = {}
+    users_doc, errs = _load_config(directory / "users.yaml", "users")
+    diagnostics += errs
+    if users_doc:
+        records_u = [user_record(u, Span(users_doc.file, *users_doc.position(("users", i))))
+                     for i, u in enumerate(users_doc.data["users"])]
+        diagnostics += user_rules(records_u)
+        users = {u.sub: u for u in records_u}
+
+    patterns = settings.policy_files if settings else ("*.policy", "*.policy.yaml")
+    files = _glob(directory, patterns)
+    policies: list[Policy] = []
+    for path in files:
+        found, errs = parse_policy_file(path)
+        policies += found
+        diagnostics += errs
+    ctx = Context(settings, clients if clients is not None else {}, directory)
+    diagnostics += validate_policies(policies, ctx)
+
+    diagnostics = sort_diagnostics(diagnostics)
+    if any(d.severity == "error" for d in diagnostics) or settings is None or clients is None:
+        return None, diagnostics
+    tenant = Tenant(directory, settings, clients, users, {p.name: p for p in policies}, tuple(files))
+    return tenant, diagnostics
+
+
+def load_tenant(directory: str | Path) -> Tenant:
+    """Return the tenant in ``directory``; raise ConfigError with every diagnostic on errors."""
+    tenant, diagnostics = check_tenant(directory)
+    if tenant is None:
+        raise ConfigError([d for d in diagnostics if d.severity == "error"] or diagnostics)
+    return tenant
+
+
+def find_tenant_dir(path: Path) -> Path | None:
+    """Return the nearest directory at or above ``path`` that holds a tenant.yaml."""
+    for candidate in [path if path.is_dir() else path.parent, *path.resolve().parents]:
+        if (candidate / "tenant.yaml").is_file():
+            return candidate
+    return None
+
+
+def check_paths(paths: Iterable[str | Path]) -> list[Diagnostic]:
+    """Return every diagnostic for the given tenant directories and policy files.
+
+    A directory holding ``tenant.yaml`` is loaded as a tenant; policy files
+    below it that its globs do not include (e.g. YAML twins) are checked on
+    their own in the tenant's context. Other files are checked on their own.
+    """
+    diagnostics: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            diagnostics.append(Diagnostic(str(raw), 1, 1, "E_READ", "no such file or directory"))
+            continue
+        if path.is_dir() and (path / "tenant.yaml").is_file():
+            tenant, errs = check_tenant(path)
+            diagnostics += errs
+            included = set(tenant.policy_files) if tenant else set()
+            extra = [p for p in sorted(path.rglob("*")) if p.name.endswith(POLICY_SUFFIXES)
+                     and p not in included and p.parent != path]
+            diagnostics += _check_files(extra, tenant)
+        elif path.is_dir():
+            diagnostics += _check_files([p for p in sorted(path.rglob("*")) if p.name.endswith(
+                (*POLICY_SUFFIXES, ".yaml", ".yml"))], None)
+        else:
+            diagnostics += _check_files([path], None)
+    return sort_diagnostics(diagnostics)
+
+
+_CONFIG_SCHEMAS = {"tenant.yaml": "tenant", "clients.yaml": "clients", "users.yaml": "users"}
+
+
+def _check_files(files: list[Path], tenant: Tenant | None) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for path in files:
+        if path.name in _CONFIG_SCHEMAS:
+            out += _load_config(path, _CONFIG_SCHEMAS[path.name])[1]
+            continue
+        context_tenant = tenant
+        if context_tenant is None and (home := find_tenant_dir(path)) is not None:
+            context_tenant, _ = check_tenant(home)
+        policies, errs = parse_policy_file(path)
+        out += errs
+        ctx = (Context(context_tenant.settings, context_tenant.clients, context_tenant.directory)
+               if context_tenant else Context(base_dir=path.parent))
+        out += validate_policies(policies, ctx, STANDALONE_SET_RULES)
+    return out

@@ -1,0 +1,319 @@
+"""Semantic validation: a table of small rules, each yielding diagnostics.
+
+Like python-jsonschema's ``_keywords.py``: adding a rule is adding a row to
+:data:`POLICY_RULES` or :data:`TENANT_RULES`. Rules see a policy (or the whole
+tenant) together with the tenant context; none raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+from policy_sso.config import MAX_INACTIVITY, Client, SecretRef, TenantSettings, User
+from policy_sso.diagnostics import Diagnostic
+from policy_sso.model import (
+    AcrRequirement,
+    AmrRequirement,
+    And,
+    Condition,
+    Not,
+    Or,
+    Policy,
+    Span,
+    Test,
+    TrustedIssuer,
+    format_duration,
+)
+from policy_sso.request import PROMPT_VALUES
+from policy_sso.sessions.model import FACTOR_OF_METHOD
+
+HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
+ASYMMETRIC_ALGS = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC P-256", "EdDSA": "Ed25519"}
+SUPPORTED_ALGS = HMAC_ALGS | set(ASYMMETRIC_ALGS)
+MIN_HMAC_KEY_BYTES = 32  # RFC 7518 §3.2: a key of the hash's size or larger
+KNOWN_METHODS = frozenset(FACTOR_OF_METHOD) | {"mfa"}
+
+
+@dataclass
+class Context:
+    """What rules may consult: the tenant's settings, clients and where relative paths start."""
+
+    settings: TenantSettings | None = None
+    clients: dict[str, Client] | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    @property
+    def methods(self) -> frozenset[str]:
+        return KNOWN_METHODS | (self.settings.methods if self.settings else frozenset())
+
+
+def _at(span: Span, code: str, message: str, hint: str = "", severity: str = "error") -> Diagnostic:
+    return Diagnostic(span.file, span.line, span.col, code, message, hint, severity)
+
+
+def _tests(cond: Condition) -> Iterator[Test]:
+    if isinstance(cond, Test):
+        yield cond
+    elif isinstance(cond, Not):
+        yield from _tests(cond.operand)
+    elif isinstance(cond, And | Or):
+        for operand in cond.operands:
+            yield from _tests(operand)
+
+
+# --- policy rules -------------------------------------------------------------
+
+def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """Methods must be RFC 8176 values or enabled in tenant.yaml."""
+    hint = "use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods"
+    for req in policy.all_requirements():
+        if isinstance(req, AmrRequirement):
+            for method in req.methods:
+                if method not in ctx.methods:
+                    yield _at(req.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}", hint)
+    for when in policy.whens:
+        for test in _tests(when.condition):
+            if test.kind == "session_amr" and test.value not in ctx.methods:
+                yield _at(test.span, "E_UNKNOWN_METHOD", f"unknown authentication method {test.value!r}", hint)
+    for trusted in policy.trust:
+        for method in trusted.amr:
+            if method not in ctx.methods:
+                yield _at(trusted.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}", hint)
+
+
+def undefined_acr(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """``require acr`` must name a level defined in tenant.yaml."""
+    if ctx.settings is None:
+        return
+    defined = [lvl.id for lvl in ctx.settings.acr_levels]
+    for req in policy.all_requirements():
+        if isinstance(req, AcrRequirement) and req.level not in defined:
+            yield _at(req.span, "E_UNKNOWN_ACR", f"acr level {req.level!r} is not defined in tenant.yaml",
+                      "defined levels: " + (", ".join(defined) or "none"))
+
+
+def inactivity_window(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """A policy's inactivity may only shorten the tenant's, never exceed 604800 s."""
+    window = policy.session.inactivity
+    if window is None:
+        return
+    span = policy.session.inactivity_span
+    if window > MAX_INACTIVITY:
+        yield _at(span, "E_INACTIVITY_MAX",
+                  f"inactivity {format_duration(window)} exceeds the maximum of 7d (604800 s)")
+    elif ctx.settings and window > ctx.settings.lifetime.inactivity:
+        yield _at(span, "E_INACTIVITY_LONGER",
+                  f"inactivity {format_duration(window)} is longer than the tenant's "
+                  f"{format_duration(ctx.settings.lifetime.inactivity)}",
+                  "a policy may only shorten the tenant's inactivity window")
+
+
+def condition_values(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """``prompt is`` must name a prompt value; ``client is`` a registered client."""
+    for when in policy.whens:
+        for test in _tests(when.condition):
+            if test.kind == "prompt" and test.value not in PROMPT_VALUES:
+                yield _at(test.span, "E_VALUE", f"unknown prompt value {test.value!r}",
+                          "one of " + ", ".join(sorted(PROMPT_VALUES)))
+            if test.kind == "client" and ctx.clients is not None and test.value not in ctx.clients:
+                yield _at(test.span, "E_UNKNOWN_CLIENT", f"client {test.value!r} is not registered")
+
+
+def _load_key(ref: SecretRef, base: Path) -> tuple[bytes | None, str]:
+    """Return the key's bytes and a problem ("" when readable, "missing" when absent)."""
+    data = ref.read(base)
+    return (data, "") if data else (None, "missing")
+
+
+def _key_kind(data: bytes) -> str | None:
+    """Return RSA, EC P-256, Ed25519 for a PEM key, "PEM" for another PEM, None for raw bytes."""
+    if b"-----BEGIN" not in data:
+        return None
+    for loader in (load_pem_public_key, lambda d: load_pem_private_key(d, password=None)):
+        try:
+            key = loader(data)
+        except (ValueError, TypeError):
+            continue
+        if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+            return "RSA"
+        if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+            return "EC P-256" if key.curve.name == "secp256r1" else f"EC {key.curve.name}"
+        if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+            return "Ed25519"
+    return "PEM"
+
+
+def trusted_issuers(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """A trust block needs an issuer, a usable key that fits its alg, a lifetime and amr."""
+    seen: set[str] = set()
+    for trusted in policy.trust:
+        yield from _trusted_issuer(trusted, ctx)
+        if trusted.issuer in seen:
+            yield _at(trusted.span, "E_DUPLICATE", f"issuer {trusted.issuer!r} is trusted twice")
+        seen.add(trusted.issuer)
+
+
+def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
+    if not t.issuer:
+        yield _at(t.span, "E_TRUST_NO_ISSUER", "trust block has no issuer")
+    if not t.max_lifetime:
+        yield _at(t.span, "E_TRUST_NO_LIFETIME", "trust block has no max_lifetime",
+                  "add e.g. max_lifetime 2m: hint tokens must be short-lived")
+    if not t.amr:
+        yield _at(t.span, "E_TRUST_NO_AMR", "trust block declares no amr",
+                  "say what a valid hint proves, e.g. amr \"wia\"")
+    if t.alg.lower() == "none":
+        yield _at(t.span, "E_ALG_NONE", "alg none is never accepted for login_hint_token")
+        return
+    if t.alg not in SUPPORTED_ALGS:
+        yield _at(t.span, "E_ALG_UNSUPPORTED", f"unsupported alg {t.alg!r}" if t.alg else "trust block has no alg",
+                  "one of " + ", ".join(sorted(SUPPORTED_ALGS)))
+        return
+    if t.key is None:
+        yield _at(t.span, "E_TRUST_NO_KEY", "trust block has no key",
+                  'add key env "VAR" or key file "path"')
+        return
+    ref = SecretRef(t.key.source, t.key.name)
+    data, problem = _load_key(ref, ctx.base_dir)
+    span = t.key.span
+    if problem:
+        if t.key.source == "env":  # CI validates without production secrets: say so, don't fail
+            yield _at(span, "W_KEY_UNRESOLVED", f"environment variable {t.key.name} is not set",
+                      "the server refuses to start without it", severity="warning")
+        else:
+            yield _at(span, "E_KEY_UNREADABLE", f"key file {t.key.name!r} cannot be read")
+        return
+    assert data is not None
+    kind = _key_kind(data)
+    if t.alg in HMAC_ALGS:
+        if kind is not None:
+            yield _at(span, "E_ALG_KEY_MISMATCH",
+                      f"alg {t.alg} with a {kind} key: a public key must never be used as an HMAC secret",
+                      f"use the alg that fits the key ({'/'.join(a for a, k in ASYMMETRIC_ALGS.items() if k == kind) or 'an asymmetric alg'})")
+        elif len(data) < MIN_HMAC_KEY_BYTES:
+            yield _at(span, "E_WEAK_KEY", f"HMAC key is {len(data)} bytes; at least {MIN_HMAC_KEY_BYTES} required",
+                      "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'")
+    elif kind != ASYMMETRIC_ALGS[t.alg]:
+        yield _at(span, "E_ALG_KEY_MISMATCH",
+                  f"alg {t.alg} needs a {ASYMMETRIC_ALGS[t.alg]} public key, found "
+                  f"{kind or 'a non-PEM secret'}")
+
+
+PolicyRule = Callable[[Policy, Context], Iterable[Diagnostic]]
+POLICY_RULES: tuple[PolicyRule, ...] = (
+    unknown_methods, undefined_acr, inactivity_window, condition_values, trusted_issuers,
+)
+
+
+# --- rules across files -----------------------------------------------------------
+
+def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
+    """Policy names are unique; every client_id belongs to at most one policy."""
+    names: dict[str, Policy] = {}
+    owners: dict[str, Span] = {}
+    for policy in policies:
+        if policy.name in names:
+            yield _at(policy.span, "E_DUPLICATE_POLICY", f"policy {policy.name!r} is defined twice",
+                      f"first defined at {names[policy.name].span}")
+        names.setdefault(policy.name, policy)
+        for client, span in zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients),
+                                strict=False):
+            if client in owners:
+                yield _at(span, "E_DUPLICATE_CLIENT",
+                          f"client {client!r} already belongs to a policy at {owners[client]}",
+                          "a client belongs to at most one policy")
+            else:
+                owners[client] = span
+
+
+def unknown_clients(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
+    """A policy may only name registered clients."""
+    if ctx.clients is None:
+        return
+    for policy in policies:
+        for client, span in zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients),
+                                strict=False):
+            if client not in ctx.clients:
+                yield _at(span, "E_UNKNOWN_CLIENT", f"client {client!r} is not registered in clients.yaml")
+
+
+def default_policy(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
+    """tenant.yaml's default_policy must exist."""
+    if ctx.settings and ctx.settings.default_policy not in {p.name for p in policies}:
+        yield _at(ctx.settings.span("default_policy"), "E_UNKNOWN_POLICY",
+                  f"default_policy {ctx.settings.default_policy!r} is not defined")
+
+
+SetRule = Callable[[list[Policy], Context], Iterable[Diagnostic]]
+SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients, default_policy)
+
+
+# --- tenant, clients and users ---------------------------------------------------
+
+def tenant_rules(settings: TenantSettings) -> Iterator[Diagnostic]:
+    """Check tenant.yaml beyond its schema."""
+    if settings.lifetime.inactivity > MAX_INACTIVITY:
+        yield _at(settings.span("session.inactivity"), "E_INACTIVITY_MAX",
+                  f"inactivity {format_duration(settings.lifetime.inactivity)} exceeds 7d (604800 s)")
+    known = KNOWN_METHODS | settings.methods
+    for level in settings.acr_levels:
+        for req in level.requires:
+            if isinstance(req, AmrRequirement):
+                for method in req.methods:
+                    if method not in known:
+                        yield _at(level.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}")
+    ids = [lvl.id for lvl in settings.acr_levels]
+    for level in settings.acr_levels:
+        if ids.count(level.id) > 1 and ids.index(level.id) != level.rank:
+            yield _at(level.span, "E_DUPLICATE", f"acr level {level.id!r} is defined twice")
+
+
+def client_rules(clients: list[Client]) -> Iterator[Diagnostic]:
+    """Check clients.yaml beyond its schema: unique ids, secrets that fit the client type."""
+    seen: set[str] = set()
+    for c in clients:
+        if c.client_id in seen:
+            yield _at(c.span, "E_DUPLICATE", f"client_id {c.client_id!r} is registered twice")
+        seen.add(c.client_id)
+        if c.is_public and c.secret:
+            yield _at(c.span, "E_CLIENT_SECRET", f"public client {c.client_id!r} must not have a secret")
+        if not c.is_public and not c.secret:
+            yield _at(c.span, "E_CLIENT_SECRET", f"confidential client {c.client_id!r} has no secret",
+                      "add secret: {env: VAR} or {file: path}")
+        if c.is_public and "client_credentials" in c.grant_types:
+            yield _at(c.span, "E_GRANT", f"public client {c.client_id!r} cannot use client_credentials")
+        if "authorization_code" in c.grant_types and not c.redirect_uris:
+            yield _at(c.span, "E_REDIRECT_URIS", f"client {c.client_id!r} has no redirect_uris")
+
+
+def user_rules(users: list[User]) -> Iterator[Diagnostic]:
+    """Check users.yaml beyond its schema: unique subjects and usernames."""
+    subs: set[str] = set()
+    names: set[str] = set()
+    for u in users:
+        if u.sub in subs:
+            yield _at(u.span, "E_DUPLICATE", f"subject {u.sub!r} appears twice")
+        if u.username in names:
+            yield _at(u.span, "E_DUPLICATE", f"username {u.username!r} appears twice")
+        subs.add(u.sub)
+        names.add(u.username)
+
+
+STANDALONE_SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients)
+
+
+def validate_policies(policies: list[Policy], ctx: Context,
+                      set_rules: tuple[SetRule, ...] = SET_RULES) -> list[Diagnostic]:
+    """Return every diagnostic of the policy rules and the given set rules."""
+    out: list[Diagnostic] = []
+    for policy in policies:
+        for rule in POLICY_RULES:
+            out.extend(rule(policy, ctx))
+    for set_rule in set_rules:
+        out.extend(set_rule(policies, ctx))
+    return out

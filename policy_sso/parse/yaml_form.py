@@ -97,7 +97,7 @@ class _Builder:
         trust = tuple(self.trusted_issuer(t, ("trust", "login_hint_token", i))
                       for i, t in enumerate(data.get("trust", {}).get("login_hint_token", [])))
         return Policy(
-            name=data["policy"], clients=tuple(data["clients"]),
+            name=data["policy"], clients=tuple(data.get("clients", ())),
             session=SessionRules(
                 parse_duration(session["inactivity"]) if "inactivity" in session else None,
                 parse_duration(session["max_auth_age"]) if "max_auth_age" in session else None,
@@ -106,7 +106,7 @@ class _Builder:
             requirements=canonical_requirements(self.requirements(data.get("require", {}), ("require",))),
             on_unmet=data.get("on_unmet", "login_required"),
             trust=trust, whens=whens, span=self.span(()),
-            clients_span=tuple(self.span(("clients", i)) for i in range(len(data["clients"]))),
+            clients_span=tuple(self.span(("clients", i)) for i in range(len(data.get("clients", ())))),
             on_unmet_span=self.span(("on_unmet",)),
         )
 

@@ -6,8 +6,10 @@ Shaped like node-oidc-provider's interaction policy
 decision's reasons fall out of which checks failed. ``fails`` is a small
 Python expression over ``r`` (the :class:`~policy_sso.request.AuthRequest`),
 ``s`` (the :class:`~policy_sso.sessions.model.Session`) and ``now``, with
-``{0}``, ``{1}``… standing for ``consts``; :mod:`policy_sso.compile` splices
-the expressions of a policy into one generated function.
+``{0}``, ``{1}``… standing for ``consts``, and two locals the generated
+function binds once: ``m`` (``s.methods``, method -> latest time) and ``g``
+(the scopes granted to ``r.client_id``). :mod:`policy_sso.compile` splices the
+expressions of a policy into one generated function.
 """
 
 from __future__ import annotations
@@ -161,9 +163,9 @@ def amr(req: AmrRequirement, error: str, step_up: RemedyHint) -> Check:
     methods = frozenset(req.methods)
     listed = ", ".join(req.methods)
     if req.mode == "any_of":
-        fails, required = "{0}.isdisjoint(s.methods)", f"amr any of {listed}"
+        fails, required = "{0}.isdisjoint(m)", f"amr any of {listed}"
     else:
-        fails = " or ".join(f"{{{i + 1}}} not in s.methods" for i in range(len(req.methods)))
+        fails = " or ".join(f"{{{i + 1}}} not in m" for i in range(len(req.methods)))
         required = f"amr all of {listed}"
     return Check(
         "amr_missing", f"the session lacks a required authentication method ({req.mode})",
@@ -195,14 +197,19 @@ def step_up(req: MfaRequirement, error: str, hint: RemedyHint) -> Check:
         RemedyHint(hint.action, (*hint.params, ("max_age", str(within))), hint.methods))
 
 
-def acr(req: AcrRequirement, rank: int, acr_rank: AcrRank, acr_name: Callable[[int], str],
-        error: str) -> Check:
-    """Return the check for ``require acr``: the session reaches at least this level."""
+def acr(req: AcrRequirement, reaches: tuple[str, tuple[Any, ...]], acr_rank: AcrRank,
+        acr_name: Callable[[int], str], error: str) -> Check:
+    """Return the check for ``require acr``: the session reaches at least this level.
+
+    ``reaches`` is the expression (and its consts) true when the session meets
+    this level or a higher one, so the check compiles to inline tests.
+    """
+    expression, consts = reaches
     return Check(
         "acr_insufficient", "the session's assurance level is below the required acr",
-        error, req.span, "{0}(s) < {1}", f"acr at least {req.level}",
+        error, req.span, f"not {expression}", f"acr at least {req.level}",
         lambda r, s, now: f"session acr {acr_name(acr_rank(s))}",
-        RemedyHint("step_up", (("acr_values", req.level),)), (acr_rank, rank))
+        RemedyHint("step_up", (("acr_values", req.level),)), consts)
 
 
 def essential_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRank,
@@ -221,8 +228,7 @@ def essential_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRa
 def consent(scopes: tuple[str, ...], span: Span, *, requested: bool) -> Check:
     """Return the check that the scopes (policy-required, and requested unless first-party) are granted."""
     required = frozenset(scopes)
-    granted = "(g := s.consents.get(r.client_id, {1}))"
-    fails = f"not ({{0}} <= {granted}" + (" and r.scopes <= g)" if requested else ")")
+    fails = "not ({0} <= g" + (" and r.scopes <= g)" if requested else ")")
     what = ", ".join(scopes)
     text = (f"granted scopes {what} and every requested scope" if requested and scopes
             else "every requested scope granted" if requested else f"granted scopes {what}")
@@ -235,7 +241,7 @@ def consent(scopes: tuple[str, ...], span: Span, *, requested: bool) -> Check:
 
     return Check("consent_missing", "a required or requested scope was not granted to this client",
                  CONSENT_REQUIRED, span, fails, text, observe,
-                 RemedyHint("consent", (("prompt", "consent"),), (), scopes), (required, EMPTY))
+                 RemedyHint("consent", (("prompt", "consent"),), (), scopes), (required,))
 
 
 def prompt_consent(span: Span) -> Check:
@@ -252,7 +258,7 @@ def second_factor_methods(enabled: frozenset[str]) -> tuple[str, ...]:
 
 def requirement_checks(req: Requirement, *, error: str, step_up_hint: RemedyHint,
                        acr_rank: AcrRank, acr_name: Callable[[int], str],
-                       rank_of: Callable[[str], int]) -> list[Check]:
+                       reaches: Callable[[str], tuple[str, tuple[Any, ...]]]) -> list[Check]:
     """Return the checks one requirement compiles to."""
     if isinstance(req, AmrRequirement):
         return [amr(req, error, step_up_hint)]
@@ -262,7 +268,7 @@ def requirement_checks(req: Requirement, *, error: str, step_up_hint: RemedyHint
             checks.append(step_up(req, error, step_up_hint))
         return checks
     if isinstance(req, AcrRequirement):
-        return [acr(req, rank_of(req.level), acr_rank, acr_name, error)]
+        return [acr(req, reaches(req.level), acr_rank, acr_name, error)]
     if isinstance(req, ConsentRequirement):
         return [consent(req.scopes, req.span, requested=False)]
     raise TypeError(f"unknown requirement {req!r}")

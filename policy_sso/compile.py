@@ -43,7 +43,7 @@ from policy_sso.sessions.model import Session
 
 _TEST_SOURCE = {
     "scope": "{0} in r.scopes", "acr_values": "{0} in r.acr_values", "prompt": "{0} in r.prompt",
-    "client": "r.client_id == {0}", "session_amr": "{0} in s.methods",
+    "client": "r.client_id == {0}", "session_amr": "{0} in m",
 }
 
 
@@ -69,31 +69,43 @@ class CompiledPolicy:
 
 # --- acr levels -------------------------------------------------------------
 
-def _level_predicate(requires: tuple[Requirement, ...]) -> Callable[[Session], bool]:
-    tests: list[Callable[[Session], bool]] = []
+def level_template(requires: tuple[Requirement, ...], consts: list[Any]) -> str:
+    """Return an expression (``{i}`` placeholders into ``consts``) true when a session meets a level."""
+    tests: list[str] = []
     for req in requires:
         if isinstance(req, AmrRequirement):
-            methods = frozenset(req.methods)
             if req.mode == "any_of":
-                tests.append(lambda s, m=methods: not m.isdisjoint(s.methods))
+                consts.append(frozenset(req.methods))
+                tests.append(f"not {{{len(consts) - 1}}}.isdisjoint(m)")
             else:
-                tests.append(lambda s, m=methods: all(x in s.methods for x in m))
+                for method in req.methods:
+                    consts.append(method)
+                    tests.append(f"{{{len(consts) - 1}}} in m")
         elif isinstance(req, MfaRequirement):
-            tests.append(lambda s: s.mfa)
-    return lambda s: all(t(s) for t in tests)
+            tests.append("s.mfa")
+    return "(" + (" and ".join(tests) or "True") + ")"
+
+
+def reaches_template(levels: tuple[AcrLevel, ...], rank: int) -> tuple[str, tuple[Any, ...]]:
+    """Return an expression true when a session reaches level ``rank`` or higher, and its consts."""
+    consts: list[Any] = []
+    above = [level_template(lvl.requires, consts) for lvl in levels if lvl.rank >= rank]
+    return "(" + (" or ".join(above) or "False") + ")", tuple(consts)
 
 
 def acr_ranker(levels: tuple[AcrLevel, ...]) -> Callable[[Session], int]:
-    """Return a function giving the highest level rank a session reaches (-1 for none)."""
-    ordered = [(lvl.rank, _level_predicate(lvl.requires)) for lvl in reversed(levels)]
-
-    def rank(s: Session) -> int:
-        for value, holds in ordered:
-            if holds(s):
-                return value
-        return -1
-
-    return rank
+    """Return a generated function giving the highest level rank a session reaches (-1 for none)."""
+    ns = _Namespace()
+    lines = ["def acr_rank(s):", "    m = s.methods"]
+    for level in reversed(levels):
+        consts: list[Any] = []
+        template = level_template(level.requires, consts)
+        lines += [f"    if {template.format(*(ns.bind(c) for c in consts))}:",
+                  f"        return {int(level.rank)}"]
+    lines.append("    return -1")
+    namespace = dict(ns.values)
+    exec(compile("\n".join(lines) + "\n", "<acr levels>", "exec"), namespace)  # noqa: S102 - values bound by name
+    return namespace["acr_rank"]
 
 
 # --- code generation ----------------------------------------------------------
@@ -126,7 +138,7 @@ class _Namespace:
 def _generate(groups: list[tuple[Condition | None, list[int]]], table: list[Guarded],
               ns: _Namespace) -> str:
     lines = ["def decide(r, s, now):", "    if s is None:", "        return NO_SESSION",
-             "    f = None"]
+             "    m = s.methods", "    g = s.consents.get(r.client_id, EMPTY)", "    f = None"]
     for cond, indices in groups:
         indent = "    "
         if cond is not None:
@@ -217,7 +229,8 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
 
     def requirement(req: Requirement) -> list[C.Check]:
         return C.requirement_checks(req, error=on_unmet, step_up_hint=step_up_hint,
-                                    acr_rank=acr_rank, acr_name=acr_name, rank_of=rank_of)
+                                    acr_rank=acr_rank, acr_name=acr_name,
+                                    reaches=lambda level: reaches_template(levels, rank_of(level)))
 
     for req in policy.requirements:
         table += [Guarded(c) for c in requirement(req)]
@@ -244,25 +257,29 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
     checks_by_index = [g.check for g in table]
     name = policy.name
 
-    def deny(indices: list[int], r: AuthRequest, s: Session, now: int) -> Decision:
+    verdicts: dict[tuple[int, ...], tuple[str, Remedy]] = {}
+
+    def verdict(indices: tuple[int, ...]) -> tuple[str, Remedy]:
+        """Return the outcome and remedy of a set of failed checks (memoized: it depends on nothing else)."""
         failed = [checks_by_index[i] for i in indices]
-        reasons = []
-        for check in failed:
-            observed = check.observe(r, s, now)
-            reasons.append(Reason(check.reason,
-                                  f"{check.description}: required {check.required}; {observed}",
-                                  check.required, observed, check.source))
         outcome = min((c.error for c in failed), key=lambda e: OUTCOME_RANK.get(e, 3))
-        return Decision(outcome, tuple(reasons), _remedy(failed, outcome), name)
+        return verdicts.setdefault(indices, (outcome, _remedy(failed, outcome)))
+
+    def deny(indices: list[int], r: AuthRequest, s: Session, now: int) -> Decision:
+        key = tuple(indices)
+        outcome, remedy = verdicts.get(key) or verdict(key)
+        reasons = tuple([Reason(c.reason, c.required, (c.observe, r, s, now), c.source, c.description)
+                         for c in map(checks_by_index.__getitem__, key)])
+        return Decision(outcome, reasons, remedy, name)
 
     no_session = Decision(
         LOGIN_REQUIRED,
-        (Reason("no_session", "there is no live session for this user-agent or session id",
-                "a live session", "no session", str(policy.span)),),
+        (Reason("no_session", "a live session", "no session", str(policy.span),
+                "there is no live session for this user-agent or session id"),),
         Remedy("login", _REMEDY_TEXT["login"], {}),
         name,
     )
-    namespace = {**ns.values, "NO_SESSION": no_session, "ALLOWED": Decision(ALLOW, (), None, name),
+    namespace = {**ns.values, "EMPTY": C.EMPTY, "NO_SESSION": no_session, "ALLOWED": Decision(ALLOW, (), None, name),
                  "deny": deny}
     code = compile(source, f"<policy {name}>", "exec")
     exec(code, namespace)  # noqa: S102 - source is generated from the check table; values are bound, not spliced

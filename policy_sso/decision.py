@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +22,46 @@ OUTCOME_RANK = {LOGIN_REQUIRED: 0, INTERACTION_REQUIRED: 1,
                 UNMET_AUTHENTICATION_REQUIREMENTS: 1, CONSENT_REQUIRED: 2}
 
 
-@dataclass(frozen=True, slots=True)
 class Reason:
-    """One failed check: a stable code, what was required, what was observed, and where."""
+    """One failed check: a stable code, what was required, what was observed, and where.
 
-    code: str
-    message: str
-    required: str
-    observed: str
-    source: str  # "FILE:LINE" of the policy line (or tenant setting) behind the check
+    ``observed`` may be given as ``(observe, request, session, now)``: a denial
+    then costs no string formatting until someone reads the reason.
+    """
+
+    __slots__ = ("_observed", "code", "description", "required", "source")
+
+    def __init__(self, code: str, required: str, observed: str | tuple[Callable[..., str], Any, Any, int],
+                 source: str,
+                 description: str = "") -> None:
+        self.code = code
+        self.required = required
+        self._observed = observed
+        self.source = source  # "FILE:LINE" of the policy line (or tenant setting) behind the check
+        self.description = description
+
+    @property
+    def observed(self) -> str:
+        """Return what the session or request has, e.g. ``session amr pwd``."""
+        if not isinstance(self._observed, str):
+            observe, *args = self._observed
+            self._observed = observe(*args)
+        return self._observed
+
+    @property
+    def message(self) -> str:
+        """Return the human sentence: description, requirement and observation."""
+        head = f"{self.description}: " if self.description else ""
+        return f"{head}required {self.required}; {self.observed}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reason) and self.to_json() == other.to_json()
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.required, self.source))
+
+    def __repr__(self) -> str:
+        return f"Reason({self.code!r}, required={self.required!r}, observed={self.observed!r}, source={self.source!r})"
 
     def to_json(self) -> dict[str, str]:
         """Return the reason as a JSON object."""

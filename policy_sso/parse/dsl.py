@@ -5,20 +5,27 @@ The grammar (``grammar.lark``) is loaded once per process. Following lark's
 parser so no parse tree is built; spans come from the keyword tokens, which
 carry line and column, instead of ``propagate_positions``.
 
-Syntax errors cannot be resumed inside a block without guessing, so a file is
-split into its top-level ``policy`` blocks and each block is parsed alone:
-every block's first syntax error and every semantic error of the file are
-reported at once.
+Tokens come from :class:`FastLexer`, one compiled regular expression over
+the grammar's terminals with keywords resolved by a dict lookup: lark's own
+lexers try terminal by terminal and cost more than the parse itself here.
+
+A file is parsed in one call. Syntax errors cannot be resumed inside a block
+without guessing, so when a file has one it is split into its top-level
+``policy`` blocks and each block is parsed alone: every block's first syntax
+error and every semantic error of the file are reported at once.
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
+from lark.lexer import Lexer
 
 from policy_sso.diagnostics import Diagnostic
 from policy_sso.model import (
@@ -242,10 +249,57 @@ class _Builder(Transformer):
         return self._test("session_amr", children)
 
 
+_TOKEN_RE = re.compile(r"""
+    (?P<SKIP>[ \t\r\n\f]+|\#[^\n]*)
+  | (?P<STRING>"(?:[^"\\\n]|\\["\\])*")
+  | (?P<DURATION>[0-9]+[A-Za-z]*)
+  | (?P<WORD>[A-Za-z_][A-Za-z0-9_\-]*)
+  | (?P<LBRACE>\{) | (?P<RBRACE>\}) | (?P<LPAR>\() | (?P<RPAR>\)) | (?P<COMMA>,)
+""", re.VERBOSE)
+
+# Words that are keywords; any other word is a NAME (on_unmet values, algs).
+_KEYWORDS: dict[str, str] = {"any_of": "AMR_MODE", "all_of": "AMR_MODE",
+                             "env": "KEY_SOURCE", "file": "KEY_SOURCE"}
+
+
+class FastLexer(Lexer):
+    """Tokens for the policy grammar from one regex scan (same terminals as grammar.lark)."""
+
+    __future_interface__ = 2
+
+    def __init__(self, lexer_conf: object) -> None:
+        for terminal in getattr(lexer_conf, "terminals", ()):
+            if terminal.pattern.type == "str" and re.fullmatch(r"[a-z_]+", terminal.pattern.value):
+                _KEYWORDS.setdefault(terminal.pattern.value, terminal.name)
+
+    def lex(self, lexer_state: object, parser_state: object) -> Iterator[Token]:
+        source = lexer_state.text  # type: ignore[attr-defined]
+        text: str = getattr(source, "text", source)  # a lark TextSlice over the whole text
+        match = _TOKEN_RE.match
+        keywords = _KEYWORDS
+        pos, line, line_start, end = 0, 1, 0, len(text)
+        while pos < end:
+            m = match(text, pos)
+            if m is None:
+                raise UnexpectedCharacters(text, pos, line, pos - line_start + 1)
+            kind = m.lastgroup
+            value = m.group()
+            if kind == "SKIP":
+                newlines = value.count("\n")
+                if newlines:
+                    line += newlines
+                    line_start = pos + value.rindex("\n") + 1
+            else:
+                if kind == "WORD":
+                    kind = keywords.get(value, "NAME")
+                yield Token(kind, value, pos, line, pos - line_start + 1)
+            pos = m.end()
+
+
 _builder = _Builder()
 _parser = Lark(
     files("policy_sso.parse").joinpath("grammar.lark").read_text(),
-    parser="lalr", lexer="contextual", transformer=_builder, maybe_placeholders=False,
+    parser="lalr", lexer=FastLexer, transformer=_builder, maybe_placeholders=False,
 )
 _lock = threading.Lock()  # the callbacks share one per-parse context
 
@@ -268,6 +322,9 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError) -> Diagnostic:
     return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint)
 
 
+_STRUCTURE_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[{}\n]')
+
+
 def split_blocks(text: str) -> list[tuple[int, str]]:
     """Return ``(line_offset, chunk)`` pairs, one per top-level ``policy`` block.
 
@@ -277,28 +334,18 @@ def split_blocks(text: str) -> list[tuple[int, str]]:
     """
     chunks: list[tuple[int, str]] = []
     depth, start, start_line, line = 0, 0, 0, 0
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
+    for m in _STRUCTURE_RE.finditer(text):
+        ch = m.group()
         if ch == "\n":
             line += 1
-        elif ch == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-            continue
-        elif ch == '"':
-            i += 1
-            while i < n and text[i] not in '"\n':
-                i += 2 if text[i] == "\\" else 1
         elif ch == "{":
             depth += 1
         elif ch == "}":
             depth -= 1
             if depth <= 0:
                 depth = 0
-                chunks.append((start_line, text[start:i + 1]))
-                start, start_line = i + 1, line
-        i += 1
+                chunks.append((start_line, text[start:m.end()]))
+                start, start_line = m.end(), line
     if text[start:].strip():
         chunks.append((start_line, text[start:]))
     return chunks
@@ -309,6 +356,12 @@ def parse_dsl(text: str, file: str = "<string>") -> tuple[list[Policy], list[Dia
     policies: list[Policy] = []
     diagnostics: list[Diagnostic] = []
     with _lock:
+        ctx = _Context(file)
+        _builder.ctx = ctx
+        try:
+            return list(_parser.parse(text)), ctx.diagnostics
+        except LarkError:
+            pass  # parse block by block to report every block's first syntax error
         for offset, chunk in split_blocks(text):
             ctx = _Context(file, offset)
             _builder.ctx = ctx

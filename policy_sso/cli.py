@@ -41,7 +41,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # --- explain --------------------------------------------------------------------
 
-def _load_fixture(path: str, now: int):  # noqa: ANN202 - returns Session | None
+def _load_fixture(path: str, now: int):
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
@@ -56,7 +56,7 @@ def _load_fixture(path: str, now: int):  # noqa: ANN202 - returns Session | None
         raise UsageError(f"session file {path}: {err}") from None
 
 
-def _explain_text(client: str, decision, request: AuthRequest, tenant) -> str:  # noqa: ANN001
+def _explain_text(client: str, decision, request: AuthRequest, tenant) -> str:
     policy = tenant.policy_for(client)
     lines = [f"client {client} -> policy {policy.name} ({policy.span})",
              f"outcome: {decision.outcome}"]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policy_sso import checks as C
+from policy_sso import checks as C  # noqa: N812 - read as C.amr(...), C.consent(...): the check table
 from policy_sso.config import AcrLevel, Client, TenantSettings
 from policy_sso.decision import (
     ALLOW,
@@ -279,7 +279,8 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
         Remedy("login", _REMEDY_TEXT["login"], {}),
         name,
     )
-    namespace = {**ns.values, "EMPTY": C.EMPTY, "NO_SESSION": no_session, "ALLOWED": Decision(ALLOW, (), None, name),
+    namespace = {**ns.values, "EMPTY": C.EMPTY, "NO_SESSION": no_session,
+                 "ALLOWED": Decision(ALLOW, (), None, name),
                  "deny": deny}
     code = compile(source, f"<policy {name}>", "exec")
     exec(code, namespace)  # noqa: S102 - source is generated from the check table; values are bound, not spliced

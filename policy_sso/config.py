@@ -125,10 +125,11 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
         inactivity=inactivity,
         touch_interval=max(1, min(60, inactivity // 20)),
     )
+    start = spans.get("", Span("tenant.yaml", 1, 1))
     levels = tuple(
-        AcrLevel(lvl["id"], rank, _level_requirements(lvl.get("requires", {}),
-                                                      spans.get(f"acr_levels.{rank}", Span("tenant.yaml", 1, 1))),
-                 lvl.get("description", ""), spans.get(f"acr_levels.{rank}", Span("tenant.yaml", 1, 1)))
+        AcrLevel(lvl["id"], rank,
+                 _level_requirements(lvl.get("requires", {}), spans.get(f"acr_levels.{rank}", start)),
+                 lvl.get("description", ""), spans.get(f"acr_levels.{rank}", start))
         for rank, lvl in enumerate(data.get("acr_levels", []))
     )
     tokens = data.get("tokens", {})
@@ -165,14 +166,14 @@ class Client:
     name: str = ""
     type: Literal["confidential", "public"] = "confidential"
     secret: SecretRef | None = None
-    token_endpoint_auth_method: str = "client_secret_basic"
+    token_endpoint_auth_method: str = "client_secret_basic"  # noqa: S105 - a method name, not a secret
     redirect_uris: tuple[str, ...] = ()
     post_logout_redirect_uris: tuple[str, ...] = ()
     backchannel_logout_uri: str | None = None
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
     response_types: tuple[str, ...] = ("code",)
     scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
-    id_token_signed_response_alg: str = "RS256"
+    id_token_signed_response_alg: str = "RS256"  # noqa: S105 - an algorithm name
     first_party: bool = False
     span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
 

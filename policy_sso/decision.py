@@ -61,7 +61,8 @@ class Reason:
         return hash((self.code, self.required, self.source))
 
     def __repr__(self) -> str:
-        return f"Reason({self.code!r}, required={self.required!r}, observed={self.observed!r}, source={self.source!r})"
+        return (f"Reason({self.code!r}, required={self.required!r}, observed={self.observed!r}, "
+                f"source={self.source!r})")
 
     def to_json(self) -> dict[str, str]:
         """Return the reason as a JSON object."""

@@ -33,11 +33,11 @@ from policy_sso.parse.yaml_source import YamlDocument, load_yaml_documents, sche
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import Session
 from policy_sso.validate import (
+    STANDALONE_SET_RULES,
     Context,
     client_rules,
     tenant_rules,
     user_rules,
-    STANDALONE_SET_RULES,
     validate_policies,
 )
 

@@ -79,7 +79,8 @@ def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     for when in policy.whens:
         for test in _tests(when.condition):
             if test.kind == "session_amr" and test.value not in ctx.methods:
-                yield _at(test.span, "E_UNKNOWN_METHOD", f"unknown authentication method {test.value!r}", hint)
+                yield _at(test.span, "E_UNKNOWN_METHOD",
+                          f"unknown authentication method {test.value!r}", hint)
     for trusted in policy.trust:
         for method in trusted.amr:
             if method not in ctx.methods:
@@ -148,6 +149,10 @@ def _key_kind(data: bytes) -> str | None:
     return "PEM"
 
 
+def _algs_for(kind: str) -> str:
+    return "/".join(a for a, k in ASYMMETRIC_ALGS.items() if k == kind) or "an asymmetric alg"
+
+
 def trusted_issuers(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     """A trust block needs an issuer, a usable key that fits its alg, a lifetime and amr."""
     seen: set[str] = set()
@@ -171,7 +176,8 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
         yield _at(t.span, "E_ALG_NONE", "alg none is never accepted for login_hint_token")
         return
     if t.alg not in SUPPORTED_ALGS:
-        yield _at(t.span, "E_ALG_UNSUPPORTED", f"unsupported alg {t.alg!r}" if t.alg else "trust block has no alg",
+        yield _at(t.span, "E_ALG_UNSUPPORTED",
+                  f"unsupported alg {t.alg!r}" if t.alg else "trust block has no alg",
                   "one of " + ", ".join(sorted(SUPPORTED_ALGS)))
         return
     if t.key is None:
@@ -194,9 +200,10 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
         if kind is not None:
             yield _at(span, "E_ALG_KEY_MISMATCH",
                       f"alg {t.alg} with a {kind} key: a public key must never be used as an HMAC secret",
-                      f"use the alg that fits the key ({'/'.join(a for a, k in ASYMMETRIC_ALGS.items() if k == kind) or 'an asymmetric alg'})")
+                      f"use the alg that fits the key ({_algs_for(kind)})")
         elif len(data) < MIN_HMAC_KEY_BYTES:
-            yield _at(span, "E_WEAK_KEY", f"HMAC key is {len(data)} bytes; at least {MIN_HMAC_KEY_BYTES} required",
+            yield _at(span, "E_WEAK_KEY",
+                      f"HMAC key is {len(data)} bytes; at least {MIN_HMAC_KEY_BYTES} required",
                       "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'")
     elif kind != ASYMMETRIC_ALGS[t.alg]:
         yield _at(span, "E_ALG_KEY_MISMATCH",

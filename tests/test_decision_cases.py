@@ -47,7 +47,8 @@ def test_suite_covers_every_outcome_and_reason_of_the_spec():
 
 def test_a_wrong_expectation_fails(cases_tenant_dir):
     tenant = load_tenant(cases_tenant_dir)
-    case = next(p.values[1] for p in ALL if p.values[1].name == "strict policy with pwd only fails mfa and acr (default on_unmet login_required)")
+    name = "strict policy with pwd only fails mfa and acr (default on_unmet login_required)"
+    case = next(p.values[1] for p in ALL if p.values[1].name == name)
     wrong = type(case)(**{**case.__dict__, "outcome": "allow", "reasons": ("mfa_required",)})
     result = run_case(tenant, wrong)
     assert not result.passed

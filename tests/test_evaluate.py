@@ -28,7 +28,8 @@ def tenant(cases_tenant_dir):
 
 def test_reasons_say_what_was_required_and_observed_and_where(tenant):
     req = AuthRequest.from_params("strict-app", {"scope": "openid profile", "prompt": "none"})
-    decision = tenant.decide(req, session(("pwd", 9 * 3600), consents={"strict-app": frozenset({"openid", "profile"})}), NOW)
+    granted = {"strict-app": frozenset({"openid", "profile"})}
+    decision = tenant.decide(req, session(("pwd", 9 * 3600), consents=granted), NOW)
     by_code = {r.code: r for r in decision.reasons}
     assert set(by_code) == {"max_age_exceeded", "mfa_required", "acr_insufficient"}
     age = by_code["max_age_exceeded"]
@@ -43,7 +44,8 @@ def test_reasons_say_what_was_required_and_observed_and_where(tenant):
 
 def test_remedy_for_mfa_names_the_acr_and_second_factor_methods(tenant):
     req = AuthRequest.from_params("step-app", {"scope": "openid admin", "prompt": "none"})
-    decision = tenant.decide(req, session(("pwd", 60), consents={"step-app": frozenset({"openid", "admin"})}), NOW)
+    granted = {"step-app": frozenset({"openid", "admin"})}
+    decision = tenant.decide(req, session(("pwd", 60), consents=granted), NOW)
     assert decision.outcome == "interaction_required"
     assert decision.remedy.action == "step_up"
     assert decision.remedy.params == {"acr_values": "loa2"}

@@ -1,0 +1,258 @@
+"""Authorization requests and responses.
+
+Validation follows RFC 6749 §4.1.1/§4.1.2.1 and OIDC Core §3.1.2.1-§3.1.2.2:
+the client and its exact redirect_uri are checked first, and an error there is
+shown by the server itself (RFC 9700 §4.1.1: never redirect to an unverified
+URI). Every later error is sent to the client's redirect_uri. Responses are
+encoded per OAuth 2.0 Multiple Response Type Encoding Practices (query,
+fragment) and OAuth 2.0 Form Post Response Mode, and always carry ``iss``
+(RFC 9207 §2).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from policy_sso.config import Client
+from policy_sso.errors import (
+    InvalidRequest,
+    InvalidScope,
+    OAuthError,
+    PolicySSOError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
+from policy_sso.request import AuthRequest
+
+# The response types this provider implements, keyed by their unordered value set
+# (Multiple Response Types §5: "code id_token" == "id_token code").
+RESPONSE_TYPES: dict[frozenset[str], str] = {
+    frozenset({"code"}): "code",
+    frozenset({"id_token"}): "id_token",
+    frozenset({"id_token", "token"}): "id_token token",
+    frozenset({"code", "id_token"}): "code id_token",
+}
+RESPONSE_MODES = ("query", "fragment", "form_post")
+# Parameters that must not appear twice (RFC 6749 §3.1); we refuse any repeat.
+UNSUPPORTED_PARAMS = {"request": "request_not_supported", "request_uri": "request_uri_not_supported",
+                      "registration": "registration_not_supported"}
+
+
+def canonical_response_type(value: str) -> str | None:
+    """Return the canonical spelling of a response_type value, or None when unsupported."""
+    return RESPONSE_TYPES.get(frozenset(value.split()))
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseTarget:
+    """Where and how an authorization response is delivered to the client."""
+
+    redirect_uri: str
+    response_mode: str
+    state: str | None
+    issuer: str
+
+    def response(self, params: Mapping[str, str]) -> AuthorizationResponse:
+        """Return the response carrying ``params`` plus ``state`` and ``iss`` (RFC 9207 §2)."""
+        out = dict(params)
+        if self.state is not None:
+            out["state"] = self.state
+        out["iss"] = self.issuer
+        return AuthorizationResponse(self.redirect_uri, self.response_mode, out)
+
+    def error(self, err: OAuthError) -> AuthorizationResponse:
+        """Return the error response for ``err`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6)."""
+        return self.response({"error": err.error, "error_description": err.description})
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationResponse:
+    """An authorization response: the redirect_uri, the response mode and the parameters."""
+
+    redirect_uri: str
+    response_mode: str
+    params: dict[str, str]
+
+    @property
+    def location(self) -> str | None:
+        """Return the redirect URL for query/fragment mode, None for form_post."""
+        encoded = urllib.parse.urlencode(self.params)
+        if self.response_mode == "fragment":
+            return f"{self.redirect_uri}#{encoded}"
+        if self.response_mode == "query":
+            # RFC 6749 §3.1.2: keep the registered URI's own query component
+            joiner = "&" if urllib.parse.urlsplit(self.redirect_uri).query else "?"
+            return f"{self.redirect_uri}{joiner}{encoded}"
+        return None
+
+
+class AuthorizationError(PolicySSOError):
+    """An error the server sends to the client's redirect_uri instead of showing it."""
+
+    def __init__(self, error: OAuthError, target: ResponseTarget) -> None:
+        super().__init__(error.description)
+        self.error = error
+        self.target = target
+
+    @property
+    def response(self) -> AuthorizationResponse:
+        """Return the error response to deliver."""
+        return self.target.error(self.error)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """A validated authorization request: the client, where to answer and what was asked."""
+
+    client: Client
+    target: ResponseTarget
+    response_type: str
+    scopes: tuple[str, ...]
+    policy_request: AuthRequest
+    nonce: str | None = None
+    code_challenge: str | None = None
+    claims: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def wants_code(self) -> bool:
+        """Return whether the response carries an authorization code."""
+        return "code" in self.response_type.split()
+
+    @property
+    def wants_id_token(self) -> bool:
+        """Return whether the response carries an ID token (implicit or hybrid flow)."""
+        return "id_token" in self.response_type.split()
+
+    @property
+    def wants_access_token(self) -> bool:
+        """Return whether the response carries an access token (``id_token token``)."""
+        return "token" in self.response_type.split()
+
+
+def single_valued(params: Mapping[str, str | list[str]]) -> dict[str, str]:
+    """Return the parameters as single strings; raise InvalidRequest for a repeated one (RFC 6749 §3.1)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if isinstance(value, list):
+            raise InvalidRequest(f"parameter {key!r} is included more than once")
+        out[key] = value
+    return out
+
+
+def resolve_client(params: Mapping[str, str], clients: Mapping[str, Client]) -> tuple[Client, str]:
+    """Return the client and its exactly registered redirect_uri; raise an error the server shows.
+
+    RFC 9700 §2.1 and §4.1.1: redirect URIs are compared by exact string match.
+    """
+    client_id = params.get("client_id", "")
+    if not client_id:
+        raise InvalidRequest("client_id is missing")
+    client = clients.get(client_id)
+    if client is None:
+        raise InvalidRequest(f"unknown client_id {client_id!r}")
+    redirect_uri = params.get("redirect_uri", "")
+    if not redirect_uri:
+        # OIDC Core §3.1.2.1: redirect_uri is REQUIRED
+        raise InvalidRequest("redirect_uri is missing")
+    if redirect_uri not in client.redirect_uris:
+        raise InvalidRequest("redirect_uri is not registered for this client (exact match required)")
+    return client, redirect_uri
+
+
+def response_mode_for(params: Mapping[str, str], response_type: str | None) -> tuple[str, str | None]:
+    """Return the response mode and, when the requested one is not allowed, why.
+
+    Multiple Response Types §5: the default is ``query`` for ``code`` and
+    ``fragment`` otherwise; tokens are never sent in the query.
+    """
+    default = "query" if response_type in (None, "code") else "fragment"
+    mode = params.get("response_mode")
+    if mode is None:
+        return default, None
+    if mode not in RESPONSE_MODES:
+        return default, f"unsupported response_mode {mode!r}"
+    if mode == "query" and default == "fragment":
+        return default, "response_mode=query cannot carry tokens (use fragment or form_post)"
+    return mode, None
+
+
+HintResolver = Callable[[Mapping[str, str], Client], tuple[str | None, str | None]]
+
+
+def validate_authorization_request(
+    params: Mapping[str, str], clients: Mapping[str, Client], issuer: str, *,
+    resolve_hints: HintResolver | None = None,
+    verify_challenge: Callable[[str], object] | None = None,
+) -> AuthorizationRequest:
+    """Return the validated request; raise InvalidRequest (shown) or AuthorizationError (redirected).
+
+    ``verify_challenge`` raises for a malformed PKCE ``code_challenge`` (RFC
+    7636 §4.2); ``resolve_hints`` returns the subjects named by id_token_hint and
+    login_hint (OIDC Core §3.1.2.1), raising OAuthError for an unusable hint.
+    """
+    client, redirect_uri = resolve_client(params, clients)
+    response_type = canonical_response_type(params.get("response_type", ""))
+    mode, mode_problem = response_mode_for(params, response_type)
+    target = ResponseTarget(redirect_uri, mode, params.get("state"), issuer)
+
+    def fail(err: OAuthError) -> AuthorizationError:
+        return AuthorizationError(err, target)
+
+    if mode_problem:
+        raise fail(InvalidRequest(mode_problem))
+    for name, error in UNSUPPORTED_PARAMS.items():
+        if name in params:
+            raise fail(InvalidRequest(f"the {name} parameter is not supported", error=error))
+    if not params.get("response_type"):
+        raise fail(InvalidRequest("response_type is missing"))
+    if response_type is None:
+        raise fail(UnsupportedResponseType(f"response_type {params['response_type']!r} is not supported"))
+    if not any(frozenset(r.split()) == frozenset(response_type.split()) for r in client.response_types):
+        raise fail(UnauthorizedClient(f"the client may not use response_type {response_type!r}"))
+
+    scopes = tuple(dict.fromkeys(params.get("scope", "").split()))
+    if "openid" not in scopes:
+        raise fail(InvalidScope("scope must include openid"))
+    extra = [s for s in scopes if s not in client.scopes]
+    if extra:
+        raise fail(InvalidScope(f"scope {extra[0]!r} is not allowed for this client"))
+
+    nonce = params.get("nonce") or None
+    if "id_token" in response_type.split() and nonce is None:
+        # OIDC Core §3.2.2.1 / §3.3.2.11: nonce is REQUIRED when the response carries an ID token
+        raise fail(InvalidRequest("nonce is required for response types that return an ID token"))
+
+    challenge = params.get("code_challenge") or None
+    method = params.get("code_challenge_method")
+    if "code" in response_type.split():
+        if challenge is None and client.is_public:
+            # RFC 9700 §2.1.1: public clients MUST use PKCE
+            raise fail(InvalidRequest("code_challenge is required for public clients (PKCE S256)"))
+        if challenge is not None:
+            if method != "S256":
+                # RFC 9700 §2.1.1: only S256; "plain" is refused, and so is a missing method
+                raise fail(InvalidRequest("code_challenge_method must be S256"))
+            if verify_challenge is not None:
+                try:
+                    verify_challenge(challenge)
+                except (ValueError, OAuthError) as err:
+                    raise fail(InvalidRequest(f"malformed code_challenge: {err}")) from None
+    elif challenge is not None or method is not None:
+        raise fail(InvalidRequest("code_challenge is only allowed when a code is returned"))
+
+    try:
+        id_token_hint_sub, login_hint_sub = (resolve_hints(params, client) if resolve_hints
+                                             else (None, None))
+        policy_request = AuthRequest.from_params(client.client_id, params,
+                                                 id_token_hint_sub=id_token_hint_sub,
+                                                 login_hint_sub=login_hint_sub)
+    except OAuthError as err:
+        raise fail(err) from None
+    return AuthorizationRequest(
+        client=client, target=target, response_type=response_type, scopes=scopes,
+        policy_request=policy_request, nonce=nonce, code_challenge=challenge,
+        claims=params.get("claims") or None, params=dict(params),
+    )

@@ -1,0 +1,179 @@
+"""The interaction that resolves a decision: which page comes next, and the pending request.
+
+When the evaluator refuses a request without ``prompt=none``, the user is
+taken through the hosted pages until the policy is met (OIDC Core §3.1.2.3-4).
+Which page comes next is worked out from the decision itself: reasons that
+only a fresh sign-in clears lead to the password form; unmet authentication
+requirements lead to whichever factor the hosted pages can offer that would
+clear them (tried on a copy of the session); consent reasons lead to the
+consent page. Anything no page can clear ends the interaction with the
+decision's error sent to the client.
+
+The pending authorization request travels in an HMAC-signed cookie (the store
+has no generic short-lived record), with the interaction's CSRF token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from policy_sso.decision import Decision
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import AuthEvent, Session
+
+INTERACTION_TTL = 900  # seconds a user has to finish the hosted pages
+KEY_BYTES = 32
+
+# Reasons only a new sign-in with the password form clears.
+LOGIN_REASONS = frozenset({"no_session", "session_expired", "absolute_lifetime_exceeded",
+                           "inactivity_timeout", "max_age_exceeded", "prompt_login",
+                           "subject_mismatch", "sso_disabled"})
+CONSENT_REASONS = frozenset({"consent_missing", "prompt_consent"})
+
+StepKind = Literal["complete", "login", "otp", "consent", "fail"]
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """A pending authorization request, its CSRF token and when the interaction began."""
+
+    id: str
+    csrf: str
+    started_at: int
+    params: dict[str, str]
+
+    def csrf_ok(self, token: str | None) -> bool:
+        """Return whether a submitted form's CSRF token is this interaction's (constant time)."""
+        return bool(token) and hmac.compare_digest(token.encode(), self.csrf.encode())
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """Return the HMAC key stored at ``path``, creating it (mode 0600) on first use."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(KEY_BYTES)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+        return key
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class InteractionCodec:
+    """Seals interactions into cookie values with HMAC-SHA256 and opens them again."""
+
+    def __init__(self, key: bytes, ttl: int = INTERACTION_TTL) -> None:
+        self._root = key
+        self._key = hashlib.sha256(b"policy-sso interaction\0" + key).digest()
+        self.ttl = ttl
+
+    def tag(self, purpose: str, data: str) -> str:
+        """Return an HMAC-SHA256 tag of ``data`` under a key derived for ``purpose``."""
+        key = hashlib.sha256(f"policy-sso {purpose}\0".encode() + self._root).digest()
+        return hmac.new(key, data.encode(), hashlib.sha256).hexdigest()
+
+    def new(self, params: Mapping[str, str], now: int) -> Interaction:
+        """Return a new interaction for the authorization parameters."""
+        return Interaction(secrets.token_urlsafe(16), secrets.token_urlsafe(24), now, dict(params))
+
+    def seal(self, interaction: Interaction) -> str:
+        """Return the cookie value for an interaction: payload and MAC, base64url."""
+        payload = _b64(json.dumps({"i": interaction.id, "c": interaction.csrf,
+                                   "t": interaction.started_at, "p": interaction.params},
+                                  separators=(",", ":")).encode())
+        return f"{payload}.{self._mac(payload)}"
+
+    def open(self, value: str | None, interaction_id: str | None, now: int) -> Interaction | None:
+        """Return the interaction a cookie holds if its MAC, id and age check out, else None."""
+        if not value or not interaction_id or value.count(".") != 1:
+            return None
+        payload, mac = value.split(".")
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        try:
+            data = json.loads(_unb64(payload))
+            found = Interaction(str(data["i"]), str(data["c"]), int(data["t"]),
+                                {str(k): str(v) for k, v in data["p"].items()})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+        if not hmac.compare_digest(found.id.encode(), interaction_id.encode()):
+            return None
+        if not found.started_at <= now < found.started_at + self.ttl:
+            return None
+        return found
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+
+
+def satisfied_request(request: AuthRequest, session: Session | None, interaction: Interaction,
+                      consented: bool = False) -> AuthRequest:
+    """Return the request minus what this interaction already satisfied.
+
+    Once the user signed in during the interaction, ``prompt=login`` and
+    ``max_age`` are met (OIDC Core §3.1.2.1; node-oidc-provider does the same);
+    once they granted consent on its consent page, ``prompt=consent`` is.
+    """
+    prompt, max_age = request.prompt, request.max_age
+    if session is not None and session.auth_time >= interaction.started_at:
+        prompt, max_age = prompt - {"login"}, None
+    if consented:
+        prompt = prompt - {"consent"}
+    if prompt is request.prompt and max_age is request.max_age:
+        return request
+    return replace(request, prompt=prompt, max_age=max_age)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What the interaction does next, and the decision that led there."""
+
+    kind: StepKind
+    decision: Decision
+
+
+def next_step(decision: Decision, session: Session | None,
+              decide: Callable[[Session], Decision], offered: tuple[str, ...], now: int) -> Step:
+    """Return the page that resolves ``decision``, given the second factors the user can offer.
+
+    ``decide`` re-evaluates the same request for another session; it is used to
+    try a factor on a copy of the session before asking the user for it.
+    """
+    if decision.allowed:
+        return Step("complete", decision)
+    codes = set(decision.codes)
+    if session is None or codes & LOGIN_REASONS:
+        return Step("login", decision)
+    if codes <= CONSENT_REASONS:
+        return Step("consent", decision)
+
+    def clears(methods: tuple[str, ...]) -> bool:
+        trial = session
+        for method in methods:
+            trial = trial.with_event(AuthEvent(method, now), session.id)
+        return not (set(decide(trial).codes) - CONSENT_REASONS)
+
+    for method in offered:
+        if clears((method,)):
+            return Step("otp", decision)
+    if clears(("pwd",)) or any(clears(("pwd", m)) for m in offered):
+        return Step("login", decision)
+    return Step("fail", decision)

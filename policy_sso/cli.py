@@ -12,11 +12,13 @@ from pathlib import Path
 
 import yaml
 
+from policy_sso.decision import Decision
 from policy_sso.diagnostics import RENDERERS
 from policy_sso.errors import OAuthError
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import FixtureError, parse_time, session_from_fixture
-from policy_sso.tenant import check_paths, check_tenant
+from policy_sso.sessions.model import Session
+from policy_sso.tenant import Tenant, check_paths, check_tenant
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -41,7 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 # --- explain --------------------------------------------------------------------
 
-def _load_fixture(path: str, now: int):
+def _load_fixture(path: str, now: int) -> Session | None:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
@@ -56,7 +58,7 @@ def _load_fixture(path: str, now: int):
         raise UsageError(f"session file {path}: {err}") from None
 
 
-def _explain_text(client: str, decision, request: AuthRequest, tenant) -> str:
+def _explain_text(client: str, decision: Decision, request: AuthRequest, tenant: Tenant) -> str:
     policy = tenant.policy_for(client)
     lines = [f"client {client} -> policy {policy.name} ({policy.span})",
              f"outcome: {decision.outcome}"]

@@ -23,12 +23,18 @@ from typing import Any
 import fastjsonschema
 import yaml
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+from jsonschema.exceptions import ValidationError, relevance
 
 from policy_sso.diagnostics import Diagnostic
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_constructor = yaml.constructor.SafeConstructor()
+
+# Config files nest a few levels. Deeper input is refused with a diagnostic: the
+# conversion below recurses, and libyaml's C composer overflows the C stack
+# (a segfault, not an exception) somewhere past 20,000 levels, so a text long
+# enough to nest that deep is scanned event by event first.
+MAX_DEPTH = 64
+_SCAN_DEPTH_ABOVE = 10_000  # characters; a shorter text cannot nest deeper than this
 
 Path_ = tuple[str | int, ...]
 
@@ -63,32 +69,80 @@ def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
-def _convert(node: yaml.Node, path: Path_, doc: YamlDocument, errors: list[Diagnostic]) -> Any:
-    doc.positions[path] = _mark(node)
-    if isinstance(node, yaml.MappingNode):
+class _TooLarge(Exception):
+    """The document nests too deep or expands, through aliases, far beyond its size."""
+
+    def __init__(self, node: yaml.Node | yaml.Event, message: str) -> None:
+        super().__init__(message)
+        self.line, self.col = node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Converter:
+    """Turns one composed document into plain data, recording each path's position."""
+
+    def __init__(self, doc: YamlDocument, errors: list[Diagnostic], budget: int) -> None:
+        self.doc, self.errors = doc, errors
+        # A fresh constructor per document: SafeConstructor caches every node it builds.
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.budget = budget  # nodes left: an alias bomb ("billion laughs") runs out
+        self.active: set[int] = set()  # collections being converted: an alias to one is a cycle
+
+    def convert(self, node: yaml.Node, path: Path_) -> Any:
+        doc = self.doc
+        doc.positions[path] = _mark(node)
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooLarge(node, "aliases expand this document far beyond its size")
+        if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            if len(path) >= MAX_DEPTH:
+                raise _TooLarge(node, f"nesting deeper than {MAX_DEPTH} levels")
+            if id(node) in self.active:
+                line, col = _mark(node)
+                self.errors.append(Diagnostic(doc.file, line, col, "E_YAML", "recursive alias"))
+                return None
+            self.active.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self.active.discard(id(node))
+        try:
+            return self.constructor.construct_object(node)
+        except Exception:  # a tag's constructor may raise anything: !!int "x", 2020-13-45
+            line, col = _mark(node)
+            self.errors.append(Diagnostic(doc.file, line, col, "E_YAML", f"invalid scalar {node.value!r}"))
+            return None
+
+    def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, path: Path_) -> Any:
+        doc = self.doc
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 line, col = _mark(key_node)
-                errors.append(Diagnostic(doc.file, line, col, "E_TYPE", "mapping keys must be strings"))
+                self.errors.append(Diagnostic(doc.file, line, col, "E_TYPE", "mapping keys must be strings"))
                 continue
             key = key_node.value
             if key in result:
                 line, col = _mark(key_node)
-                errors.append(Diagnostic(doc.file, line, col, "E_DUPLICATE_KEY",
-                                         f"key {key!r} appears twice in this mapping"))
+                self.errors.append(Diagnostic(doc.file, line, col, "E_DUPLICATE_KEY",
+                                              f"key {key!r} appears twice in this mapping"))
                 continue
             doc.key_positions[(*path, key)] = _mark(key_node)
-            result[key] = _convert(value_node, (*path, key), doc, errors)
+            result[key] = self.convert(value_node, (*path, key))
         return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), doc, errors) for i, item in enumerate(node.value)]
-    try:
-        return _constructor.construct_object(node)
-    except yaml.YAMLError:
-        line, col = _mark(node)
-        errors.append(Diagnostic(doc.file, line, col, "E_YAML", f"invalid scalar {node.value!r}"))
-        return None
+
+
+def _check_depth(text: str) -> None:
+    """Raise _TooLarge when collections nest deeper than MAX_DEPTH (events only, no recursion)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _TooLarge(event, f"nesting deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def load_yaml_documents(text: str, file: str) -> tuple[list[YamlDocument], list[Diagnostic]]:
@@ -96,7 +150,11 @@ def load_yaml_documents(text: str, file: str) -> tuple[list[YamlDocument], list[
     errors: list[Diagnostic] = []
     docs: list[YamlDocument] = []
     try:
+        if len(text) > _SCAN_DEPTH_ABOVE:
+            _check_depth(text)
         nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except _TooLarge as err:
+        return [], [Diagnostic(file, err.line, err.col, "E_YAML", str(err))]
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -104,11 +162,18 @@ def load_yaml_documents(text: str, file: str) -> tuple[list[YamlDocument], list[
         return [], [Diagnostic(file, line, col, "E_YAML", problem)]
     except (yaml.YAMLError, ValueError) as err:  # e.g. a NUL byte: the reader rejects it
         return [], [Diagnostic(file, 1, 1, "E_YAML", str(err).splitlines()[0])]
+    # Without aliases a document has at most about two nodes a character.
+    budget = 2 * len(text) + 1000
     for node in nodes:
         if node is None:
             continue
         doc = YamlDocument(file, None, {}, {})
-        doc.data = _convert(node, (), doc, errors)
+        converter = _Converter(doc, errors, budget)
+        try:
+            doc.data = converter.convert(node, ())
+        except _TooLarge as err:
+            return [], [*errors, Diagnostic(file, err.line, err.col, "E_YAML", str(err))]
+        budget = converter.budget
         docs.append(doc)
     return docs, errors
 
@@ -153,9 +218,14 @@ _CODE_OF_VALIDATOR = {
 
 
 def _leaf(error: ValidationError) -> ValidationError:
-    """Return the most specific error inside a oneOf/anyOf error."""
+    """Return the most specific error inside a oneOf/anyOf error.
+
+    Like jsonschema's ``best_match`` descent: the deepest error, preferring a
+    branch whose type fits the instance, so ``amr: {one_of: [pwd]}`` reports
+    the unknown key rather than "is not of type 'array'".
+    """
     while error.context:
-        error = best_match(error.context)
+        error = min(error.context, key=relevance)
     return error
 
 

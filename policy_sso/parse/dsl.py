@@ -62,14 +62,19 @@ def _unquote(token: Token) -> str:
 
 @dataclass
 class _Context:
-    """Per-parse state: the file name, a line offset for split blocks, and diagnostics."""
+    """Per-parse state: the file name, where a split block starts, and diagnostics."""
 
     file: str = "<string>"
     line_offset: int = 0
+    col_offset: int = 0  # a block may start mid-line: its first line's columns are shifted
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
+    def position(self, line: int, col: int) -> tuple[int, int]:
+        """Return the file position of a (line, column) inside the block."""
+        return line + self.line_offset, col + (self.col_offset if line == 1 else 0)
+
     def span(self, token: Token) -> Span:
-        return Span(self.file, (token.line or 1) + self.line_offset, token.column or 1)
+        return Span(self.file, *self.position(token.line or 1, token.column or 1))
 
     def error(self, token: Token, code: str, message: str, hint: str = "") -> None:
         span = self.span(token)
@@ -305,8 +310,7 @@ _lock = threading.Lock()  # the callbacks share one per-parse context
 
 
 def _syntax_diagnostic(ctx: _Context, err: LarkError) -> Diagnostic:
-    line = (getattr(err, "line", 1) or 1) + ctx.line_offset
-    col = getattr(err, "column", 1) or 1
+    line, col = ctx.position(max(getattr(err, "line", 1) or 1, 1), max(getattr(err, "column", 1) or 1, 1))
     if isinstance(err, UnexpectedCharacters):
         char = err.char if err.char != "\n" else "end of line"
         message = f"unexpected character {char!r}"
@@ -362,8 +366,10 @@ def parse_dsl(text: str, file: str = "<string>") -> tuple[list[Policy], list[Dia
             return list(_parser.parse(text)), ctx.diagnostics
         except LarkError:
             pass  # parse block by block to report every block's first syntax error
+        start = 0  # the blocks are consecutive slices of the text
         for offset, chunk in split_blocks(text):
-            ctx = _Context(file, offset)
+            ctx = _Context(file, offset, start - (text.rfind("\n", 0, start) + 1))
+            start += len(chunk)
             _builder.ctx = ctx
             try:
                 policies.extend(_parser.parse(chunk))

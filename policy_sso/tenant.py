@@ -53,14 +53,25 @@ def display_path(path: Path) -> str:
 
 
 def read_source(path: Path) -> tuple[str | None, list[Diagnostic]]:
-    """Return a file's text, or a diagnostic when it cannot be read as UTF-8."""
+    """Return a file's text, or a diagnostic when it cannot be read as UTF-8.
+
+    A leading byte order mark is dropped and line ends are normalized, as text
+    mode would; an encoding error is reported where the offending byte is.
+    """
     name = display_path(path)
     try:
-        return path.read_text(encoding="utf-8"), []
-    except UnicodeDecodeError as err:
-        return None, [Diagnostic(name, 1, 1, "E_ENCODING", f"not UTF-8 text: {err.reason}")]
+        data = path.read_bytes()
     except OSError as err:
         return None, [Diagnostic(name, 1, 1, "E_READ", f"cannot read file: {err.strerror}")]
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        line = data.count(b"\n", 0, err.start) + 1
+        col = len(data[line_start:err.start].decode("utf-8", "replace")) + 1
+        return None, [Diagnostic(name, line, col, "E_ENCODING",
+                                 f"not UTF-8 text: {err.reason} (byte 0x{data[err.start]:02x})")]
+    return text.replace("\r\n", "\n").replace("\r", "\n"), []
 
 
 def parse_policy_text(text: str, file: str) -> tuple[list[Policy], list[Diagnostic]]:

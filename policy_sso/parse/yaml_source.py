@@ -109,8 +109,11 @@ class _Converter:
             return self.constructor.construct_object(node)
         except Exception:  # a tag's constructor may raise anything: !!int "x", 2020-13-45
             line, col = _mark(node)
-            self.errors.append(Diagnostic(doc.file, line, col, "E_YAML", f"invalid scalar {node.value!r}"))
-            return None
+            tag = str(node.tag).replace("tag:yaml.org,2002:", "!!")
+            self.errors.append(Diagnostic(doc.file, line, col, "E_YAML",
+                                          f"invalid scalar {node.value!r} (as {tag})",
+                                          "quote the value to keep it a string"))
+            return node.value  # the text as written, so the schema checks go on without a None
 
     def _collection(self, node: yaml.MappingNode | yaml.SequenceNode, path: Path_) -> Any:
         doc = self.doc

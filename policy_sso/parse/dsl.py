@@ -33,6 +33,7 @@ from policy_sso.model import (
     AcrRequirement,
     AmrRequirement,
     And,
+    Condition,
     ConsentRequirement,
     KeyRef,
     MfaRequirement,
@@ -47,6 +48,9 @@ from policy_sso.model import (
     canonical_requirements,
     parse_duration,
 )
+
+# The semantic rules and the compiler walk conditions recursively; no policy needs more.
+MAX_CONDITION_DEPTH = 32
 
 # Terminal names shown to a human in "expected ..." lists.
 _FRIENDLY = {
@@ -68,6 +72,7 @@ class _Context:
     line_offset: int = 0
     col_offset: int = 0  # a block may start mid-line: its first line's columns are shifted
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    depths: dict[int, int] = field(default_factory=dict)  # id(condition) -> nesting depth
 
     def position(self, line: int, col: int) -> tuple[int, int]:
         """Return the file position of a (line, column) inside the block."""
@@ -224,16 +229,31 @@ class _Builder(Transformer):
         reqs = canonical_requirements([r[1] for r in requires])
         return ("when", When(condition, reqs, span), span)
 
-    def or_cond(self, children: list) -> Or:
-        operands = tuple(c for c in children if not isinstance(c, Token))
-        return Or(operands, operands[0].span)
+    def _nested(self, condition: Condition, operands: tuple[Condition, ...]) -> Condition:
+        """Return ``condition``, or an operand once nesting passes MAX_CONDITION_DEPTH (an error)."""
+        depths = self.ctx.depths
+        depth = 1 + max(depths.get(id(o), 0) for o in operands)
+        if depth <= MAX_CONDITION_DEPTH:
+            depths[id(condition)] = depth
+            return condition
+        if depth == MAX_CONDITION_DEPTH + 1:
+            span = condition.span
+            self.ctx.diagnostics.append(Diagnostic(
+                span.file, span.line, span.col, "E_NESTING",
+                f"condition nested deeper than {MAX_CONDITION_DEPTH} levels"))
+        depths[id(operands[0])] = depth  # report once; stop the model growing deeper
+        return operands[0]
 
-    def and_cond(self, children: list) -> And:
+    def or_cond(self, children: list) -> Condition:
         operands = tuple(c for c in children if not isinstance(c, Token))
-        return And(operands, operands[0].span)
+        return self._nested(Or(operands, operands[0].span), operands)
 
-    def cond_not(self, children: list) -> Not:
-        return Not(children[1], self.ctx.span(children[0]))
+    def and_cond(self, children: list) -> Condition:
+        operands = tuple(c for c in children if not isinstance(c, Token))
+        return self._nested(And(operands, operands[0].span), operands)
+
+    def cond_not(self, children: list) -> Condition:
+        return self._nested(Not(children[1], self.ctx.span(children[0])), (children[1],))
 
     def _test(self, kind: str, children: list) -> Test:
         return Test(kind, _unquote(children[-1]), self.ctx.span(children[0]))  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ dsl/alg-none.policy:3:3: E_ALG_NONE: alg none is never accepted for login_hint_t
 dsl/bad-duration-unit.policy:4:16: E_DURATION: invalid duration '2w' (hint: write an integer followed by s, m, h or d, e.g. 15m)
 dsl/bad-prompt.policy:3:8: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
 dsl/client-in-two-policies.policy:7:11: E_DUPLICATE_CLIENT: client 'docs' already belongs to a policy at dsl/client-in-two-policies.policy:3 (hint: a client belongs to at most one policy)
+dsl/deep-condition.policy:3:36: E_NESTING: condition nested deeper than 32 levels
 dsl/duplicate-policy.policy:6:1: E_DUPLICATE_POLICY: policy 'twice' is defined twice (hint: first defined at dsl/duplicate-policy.policy:2)
 dsl/env-key-unset.policy:5:5: W_KEY_UNRESOLVED: environment variable POLICY_SSO_TEST_UNSET_HINT_KEY is not set (hint: the server refuses to start without it)
 dsl/es256-with-rsa.policy:5:5: E_ALG_KEY_MISMATCH: alg ES256 needs a EC P-256 public key, found RSA

@@ -1,0 +1,91 @@
+"""ID tokens (OIDC Core §2) and JWT access tokens (RFC 9068), minted and verified.
+
+Time is an argument: claims are checked against the ``now`` the caller
+passes, never against the wall clock inside a library.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import jwt
+
+from policy_sso.errors import InvalidToken
+from policy_sso.oidc.keys import KeyRing
+
+ACCESS_TOKEN_TYP = "at+jwt"  # noqa: S105 - RFC 9068 §2.1 media type, not a secret
+_HASH_OF_ALG = {"RS256": hashlib.sha256, "ES256": hashlib.sha256, "PS256": hashlib.sha256,
+                # Ed25519 signs with SHA-512 inside, so at_hash/c_hash use SHA-512 (OpenID
+                # Foundation errata for EdDSA; what node-oidc-provider and Authlib do)
+                "EdDSA": hashlib.sha512}
+_NO_TIME_CHECKS = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
+
+
+def half_hash(value: str, alg: str) -> str:
+    """Return at_hash/c_hash: base64url of the left half of the alg's hash (OIDC Core §3.3.2.11)."""
+    digest = _HASH_OF_ALG[alg](value.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+
+
+def mint_id_token(keyring: KeyRing, *, issuer: str, subject: str, audience: str, auth_time: int | None,
+                  nonce: str | None, acr: str | None, amr: list[str] | None, sid: str | None, now: int,
+                  lifetime: int, alg: str = "RS256", access_token: str | None = None,
+                  code: str | None = None, extra_claims: dict[str, Any] | None = None) -> str:
+    """Return a signed ID token (OIDC Core §2; at_hash §3.3.2.11, c_hash §3.3.2.11)."""
+    claims: dict[str, Any] = {**(extra_claims or {}), "iss": issuer, "sub": subject, "aud": audience,
+                              "iat": now, "exp": now + lifetime}
+    optional = {"auth_time": auth_time, "nonce": nonce, "acr": acr, "amr": amr or None, "sid": sid}
+    claims.update({k: v for k, v in optional.items() if v is not None})
+    if access_token is not None:
+        claims["at_hash"] = half_hash(access_token, alg)
+    if code is not None:
+        claims["c_hash"] = half_hash(code, alg)
+    return keyring.sign(claims, alg)
+
+
+def mint_access_token(keyring: KeyRing, *, issuer: str, subject: str, client_id: str, scope: str,
+                      now: int, lifetime: int, jti: str, auth_time: int | None = None,
+                      acr: str | None = None, amr: list[str] | None = None, sid: str | None = None,
+                      audience: str | None = None) -> str:
+    """Return an RFC 9068 access token: typ at+jwt, iss, exp, aud, sub, client_id, iat, jti (§2.2)."""
+    claims: dict[str, Any] = {"iss": issuer, "exp": now + lifetime, "aud": audience or issuer,
+                              "sub": subject, "client_id": client_id, "iat": now, "jti": jti,
+                              "scope": scope}
+    optional = {"auth_time": auth_time, "acr": acr, "amr": amr or None, "sid": sid}
+    claims.update({k: v for k, v in optional.items() if v is not None})
+    return keyring.sign(claims, "RS256", typ=ACCESS_TOKEN_TYP)
+
+
+def verify_access_token(keyring: KeyRing, token: str, issuer: str, now: int) -> dict[str, Any]:
+    """Return the claims of a live access token of this issuer; raise InvalidToken (RFC 9068 §4)."""
+    try:
+        claims = keyring.verify(token, typ=ACCESS_TOKEN_TYP, options=_NO_TIME_CHECKS)
+    except jwt.PyJWTError:
+        raise InvalidToken("the access token is malformed or its signature is invalid") from None
+    if claims.get("iss") != issuer:
+        raise InvalidToken("the access token was issued by another issuer")
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or now >= exp:
+        raise InvalidToken("the access token has expired")
+    for member in ("sub", "client_id", "jti"):
+        if not isinstance(claims.get(member), str):
+            raise InvalidToken(f"the access token has no {member}")
+    return claims
+
+
+def verify_id_token_hint(keyring: KeyRing, token: str, issuer: str, now: int) -> dict[str, Any]:
+    """Return the claims of an ID token this provider signed, expired or not (OIDC Core §3.1.2.1).
+
+    The caller checks ``aud`` against the client; expiry is not enforced, as
+    the spec allows an expired ID token as a hint.
+    """
+    del now  # an expired hint is acceptable; kept for a uniform signature
+    try:
+        claims = keyring.verify(token, options=_NO_TIME_CHECKS)
+    except jwt.PyJWTError:
+        raise InvalidToken("id_token_hint is not an ID token signed by this provider") from None
+    if claims.get("iss") != issuer or not isinstance(claims.get("sub"), str):
+        raise InvalidToken("id_token_hint was not issued by this provider")
+    return claims

@@ -48,13 +48,17 @@ def _load_fixture(path: str, now: int) -> Session | None:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
         raise UsageError(f"cannot read session file {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UsageError(f"session file {path} is not UTF-8 text: {err.reason}") from None
     except yaml.YAMLError as err:
         raise UsageError(f"session file {path} is not valid JSON/YAML: {err}") from None
     if isinstance(data, dict) and "session" in data and "subject" not in data:
         data = data["session"]
     try:
         return session_from_fixture(data, now)
-    except FixtureError as err:
+    # FixtureError is a ValueError; the others come from values of the wrong type
+    # the fixture reader does not check (consents: {app: 5}, at: .inf).
+    except (ValueError, TypeError, AttributeError, OverflowError) as err:
         raise UsageError(f"session file {path}: {err}") from None
 
 
@@ -85,7 +89,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         sys.stderr.write(RENDERERS["text"](diagnostics))
         return EXIT_FINDINGS
     try:
-        now = parse_time(args.at, int(time.time()), "--at") if args.at else int(time.time())
+        at = int(args.at) if args.at and args.at.isdigit() else args.at  # epoch seconds arrive as text
+        now = parse_time(at, int(time.time()), "--at") if at else int(time.time())
     except FixtureError as err:
         raise UsageError(str(err)) from None
     session = _load_fixture(args.session, now)

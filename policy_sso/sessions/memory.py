@@ -1,0 +1,207 @@
+"""The in-memory store: for tests and single-process development. One lock guards everything."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import replace
+from typing import Any
+
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
+from policy_sso.sessions.store import CodeRedemption, RefreshRotation
+
+
+class MemoryStore:
+    """Implements :class:`~policy_sso.sessions.store.Store` with dicts; expiry checked on read."""
+
+    def __init__(self, lifetime: SessionLifetime) -> None:
+        self.lifetime = lifetime
+        self._lock = threading.RLock()
+        self._sessions: dict[str, Session] = {}
+        self._by_subject: dict[str, set[str]] = {}
+        self._codes: dict[str, dict[str, Any]] = {}  # key -> {data, expires_at, issued | None}
+        self._refresh: dict[str, dict[str, Any]] = {}  # key -> {family, data, expires_at, spent}
+        self._revoked_families: set[str] = set()
+        self._jtis: dict[tuple[str, str], int] = {}
+        self._counters: dict[tuple[str, int], int] = {}
+
+    # sessions ---------------------------------------------------------------------
+    def _live(self, session_id: str, now: int) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if not self.lifetime.is_live(session, now):
+            self._drop(session_id)
+            return None
+        return session
+
+    def _drop(self, session_id: str) -> Session | None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            ids = self._by_subject.get(session.subject)
+            if ids is not None:
+                ids.discard(session_id)
+                if not ids:
+                    del self._by_subject[session.subject]
+        return session
+
+    def _put(self, session: Session) -> Session:
+        self._sessions[session.id] = session
+        self._by_subject.setdefault(session.subject, set()).add(session.id)
+        return session
+
+    def create_session(self, session: Session) -> None:
+        with self._lock:
+            self._put(session)
+
+    def get_session(self, session_id: str, now: int) -> Session | None:
+        with self._lock:
+            return self._live(session_id, now)
+
+    def touch_session(self, session_id: str, now: int) -> None:
+        with self._lock:
+            session = self._live(session_id, now)
+            if session is not None and now - session.last_seen >= self.lifetime.touch_interval:
+                self._put(replace(session, last_seen=now))
+
+    def get_and_touch(self, session_id: str, now: int) -> Session | None:
+        with self._lock:
+            session = self._live(session_id, now)
+            if session is not None and now - session.last_seen >= self.lifetime.touch_interval:
+                self._put(replace(session, last_seen=now))
+            return session
+
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
+        with self._lock:
+            session = self._live(session_id, now)
+            if session is None:
+                return None
+            self._drop(session_id)
+            return self._put(session.with_event(event, new_id))
+
+    def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
+        with self._lock:
+            session = self._live(session_id, now)
+            if session is None:
+                return None
+            if join.client_id in session.clients:
+                return session
+            return self._put(replace(session, clients={**session.clients, join.client_id: join}))
+
+    def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
+                      now: int) -> Session | None:
+        with self._lock:
+            session = self._live(session_id, now)
+            if session is None:
+                return None
+            granted = session.consents.get(client_id, frozenset()) | frozenset(scopes)
+            return self._put(replace(session, consents={**session.consents, client_id: granted}))
+
+    def end_session(self, session_id: str) -> Session | None:
+        with self._lock:
+            return self._drop(session_id)
+
+    def end_sessions_of(self, subject: str) -> list[Session]:
+        with self._lock:
+            return [s for sid in list(self._by_subject.get(subject, ())) if (s := self._drop(sid))]
+
+    def sessions_of(self, subject: str, now: int) -> list[Session]:
+        with self._lock:
+            return [s for sid in list(self._by_subject.get(subject, ())) if (s := self._live(sid, now))]
+
+    # authorization codes ------------------------------------------------------------
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int) -> None:
+        with self._lock:
+            self._codes[code_key] = {"data": copy.deepcopy(data), "expires_at": expires_at, "issued": None}
+
+    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
+        with self._lock:
+            record = self._codes.get(code_key)
+            if record is None or now >= record["expires_at"]:
+                self._codes.pop(code_key, None)
+                return CodeRedemption("unknown")
+            if record["issued"] is not None:
+                return CodeRedemption("reused", copy.deepcopy(record["data"]),
+                                      copy.deepcopy(record["issued"]))
+            record["issued"] = copy.deepcopy(issued)
+            return CodeRedemption("ok", copy.deepcopy(record["data"]))
+
+    # refresh tokens -------------------------------------------------------------------
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int) -> None:
+        with self._lock:
+            self._refresh[token_key] = {"family": family_id, "data": copy.deepcopy(data),
+                                        "expires_at": expires_at, "spent": False}
+
+    def _refresh_record(self, token_key: str, now: int) -> dict[str, Any] | None:
+        record = self._refresh.get(token_key)
+        if record is None or now >= record["expires_at"] or record["family"] in self._revoked_families:
+            return None
+        return record
+
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+        with self._lock:
+            record = self._refresh_record(old_key, now)
+            if record is None:
+                return RefreshRotation("unknown")
+            if record["spent"]:
+                self.revoke_family(record["family"])
+                return RefreshRotation("reused", record["family"])
+            record["spent"] = True
+            self.put_refresh(new_key, record["family"], record["data"], expires_at)
+            return RefreshRotation("ok", record["family"], copy.deepcopy(record["data"]))
+
+    def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
+        with self._lock:
+            record = self._refresh_record(token_key, now)
+            if record is None or record["spent"]:
+                return None
+            return record["family"], copy.deepcopy(record["data"])
+
+    def revoke_family(self, family_id: str) -> None:
+        with self._lock:
+            self._revoked_families.add(family_id)
+            for key in [k for k, r in self._refresh.items() if r["family"] == family_id]:
+                del self._refresh[key]
+
+    # identifiers and counters --------------------------------------------------------
+    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
+        with self._lock:
+            key = (namespace, jti)
+            if key in self._jtis:
+                return False
+            self._jtis[key] = expires_at
+            return True
+
+    def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
+        with self._lock:
+            expires_at = self._jtis.get((namespace, jti))
+            return expires_at is not None and now < expires_at
+
+    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+        with self._lock:
+            start = now - now % window
+            count = self._counters.get((key, start), 0) + 1
+            self._counters[(key, start)] = count
+            return count, start + window
+
+    # housekeeping ----------------------------------------------------------------------
+    def sweep(self, now: int) -> int:
+        with self._lock:
+            removed = 0
+            for sid in [sid for sid, s in self._sessions.items() if not self.lifetime.is_live(s, now)]:
+                self._drop(sid)
+                removed += 1
+            for table in (self._codes, self._refresh):
+                for key in [k for k, r in table.items() if now >= r["expires_at"]]:
+                    del table[key]
+                    removed += 1
+            for key in [k for k, exp in self._jtis.items() if now >= exp]:
+                del self._jtis[key]
+                removed += 1
+            for key in [k for k in self._counters if now >= k[1] + 86400]:
+                del self._counters[key]
+                removed += 1
+            return removed
+
+    def close(self) -> None:
+        """Nothing to release."""

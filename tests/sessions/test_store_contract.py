@@ -1,0 +1,217 @@
+"""One contract, every backend: sessions, codes, refresh families, jtis, counters, expiry."""
+
+from __future__ import annotations
+
+import threading
+
+from policy_sso.sessions import AuthEvent, ClientJoin, Session
+from policy_sso.sessions.model import new_session_id
+
+from .conftest import LIFETIME
+
+NOW = 1_767_268_800
+DAY = 86400
+
+
+def make(store, subject="u-alice", at=NOW, methods=("pwd",)) -> Session:
+    session = Session(new_session_id(), subject, at, at, tuple(AuthEvent(m, at) for m in methods))
+    store.create_session(session)
+    return session
+
+
+# --- sessions ------------------------------------------------------------------------
+
+def test_lifecycle(store):
+    session = make(store)
+    got = store.get_session(session.id, NOW + 10)
+    assert got is not None
+    assert (got.subject, got.events, got.created_at, got.last_seen) == ("u-alice", session.events, NOW, NOW)
+    assert store.end_session(session.id).id == session.id
+    assert store.get_session(session.id, NOW + 10) is None
+    assert store.end_session(session.id) is None
+
+
+def test_unknown_session(store):
+    assert store.get_session("nope", NOW) is None
+    assert store.get_and_touch("nope", NOW) is None
+    assert store.reauthenticate("nope", AuthEvent("otp", NOW), new_session_id(), NOW) is None
+
+
+def test_inactivity_hit_exactly_and_missed_by_one_second(store):
+    session = make(store)
+    assert store.get_session(session.id, NOW + LIFETIME.inactivity) is not None
+    assert store.get_session(session.id, NOW + LIFETIME.inactivity + 1) is None
+
+
+def test_sliding_lifetime_extended_by_reauthentication(store):
+    session = make(store)
+    current = session.id
+    for day in range(1, 15):  # stay active daily, re-authenticate every 10 days
+        at = NOW + day * DAY
+        if day == 10:
+            current = store.reauthenticate(current, AuthEvent("pwd", at), new_session_id(), at).id
+        else:
+            store.touch_session(current, at)
+    assert store.get_session(current, NOW + 14 * DAY + 1) is not None  # 14d since creation, 4d since auth
+
+
+def test_sliding_lifetime_ends_14_days_after_the_last_authentication(store):
+    session = make(store)
+    current = session.id
+    for day in range(1, 15):
+        store.touch_session(current, NOW + day * DAY)
+    assert store.get_session(current, NOW + 14 * DAY) is not None
+    assert store.get_session(current, NOW + 14 * DAY + 1) is None
+
+
+def test_absolute_lifetime_is_never_extended(store):
+    session = make(store)
+    current = session.id
+    for day in range(1, 31):
+        at = NOW + day * DAY
+        current = store.reauthenticate(current, AuthEvent("pwd", at), new_session_id(), at).id
+    assert store.get_session(current, NOW + 30 * DAY) is not None
+    assert store.get_session(current, NOW + 30 * DAY + 1) is None
+
+
+def test_touch_only_writes_when_last_seen_moved_enough(store):
+    session = make(store)
+    store.touch_session(session.id, NOW + LIFETIME.touch_interval - 1)
+    assert store.get_session(session.id, NOW + 100).last_seen == NOW
+    before = store.get_and_touch(session.id, NOW + LIFETIME.touch_interval)
+    assert before.last_seen == NOW  # returned as read
+    assert store.get_session(session.id, NOW + 100).last_seen == NOW + LIFETIME.touch_interval
+
+
+def test_reauthenticate_moves_the_session_to_a_new_id(store):
+    session = make(store)
+    store.join_client(session.id, ClientJoin("portal", "sid-p", NOW), NOW)
+    store.grant_consent(session.id, "portal", frozenset({"openid"}), NOW)
+    new_id = new_session_id()
+    moved = store.reauthenticate(session.id, AuthEvent("otp", NOW + 5), new_id, NOW + 5)
+    assert moved.id == new_id and moved.mfa and moved.last_seen == NOW + 5
+    assert store.get_session(session.id, NOW + 5) is None
+    again = store.get_session(new_id, NOW + 5)
+    assert again.amr == ("otp", "pwd", "mfa")
+    assert again.clients["portal"].sid == "sid-p"
+    assert again.consents == {"portal": frozenset({"openid"})}
+
+
+def test_clients_and_consents(store):
+    session = make(store)
+    store.join_client(session.id, ClientJoin("portal", "sid-1", NOW), NOW)
+    kept = store.join_client(session.id, ClientJoin("portal", "sid-2", NOW + 1), NOW + 1)
+    assert kept.clients["portal"].sid == "sid-1"
+    store.grant_consent(session.id, "portal", frozenset({"openid"}), NOW)
+    got = store.grant_consent(session.id, "portal", frozenset({"profile"}), NOW)
+    assert got.consents["portal"] == frozenset({"openid", "profile"})
+    assert store.get_session(session.id, NOW).consents == {"portal": frozenset({"openid", "profile"})}
+
+
+def test_concurrent_joins_lose_nothing(store):
+    session = make(store)
+    clients = [f"client-{i}" for i in range(20)]
+    threads = [threading.Thread(target=store.join_client,
+                                args=(session.id, ClientJoin(c, f"sid-{c}", NOW), NOW)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert set(store.get_session(session.id, NOW).clients) == set(clients)
+
+
+def test_end_all_sessions_of_a_subject(store):
+    mine = [make(store).id for _ in range(3)]
+    other = make(store, subject="u-bob").id
+    assert {s.id for s in store.sessions_of("u-alice", NOW)} == set(mine)
+    assert {s.id for s in store.end_sessions_of("u-alice")} == set(mine)
+    assert store.sessions_of("u-alice", NOW) == []
+    assert store.get_session(other, NOW) is not None
+
+
+# --- codes -------------------------------------------------------------------------
+
+def test_a_code_is_redeemed_once_and_reuse_reports_what_was_issued(store):
+    store.put_code("c1", {"sub": "u-alice", "scope": "openid"}, NOW + 60)
+    first = store.redeem_code("c1", NOW + 1, {"family": "f1", "jti": "a1"})
+    assert (first.status, first.data) == ("ok", {"sub": "u-alice", "scope": "openid"})
+    second = store.redeem_code("c1", NOW + 2, {"family": "f2", "jti": "a2"})
+    assert (second.status, second.issued) == ("reused", {"family": "f1", "jti": "a1"})
+
+
+def test_codes_expire(store):
+    store.put_code("c2", {"sub": "u"}, NOW + 60)
+    assert store.redeem_code("c2", NOW + 60, {}).status == "unknown"
+    assert store.redeem_code("never", NOW, {}).status == "unknown"
+
+
+def test_two_threads_redeem_one_code_exactly_one_wins(store):
+    for attempt in range(200):
+        key = f"race-{attempt}"
+        store.put_code(key, {"n": attempt}, NOW + 60)
+        results: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def redeem(tag: str, key: str = key, barrier: threading.Barrier = barrier,
+                   results: list[str] = results) -> None:
+            barrier.wait()
+            results.append(store.redeem_code(key, NOW, {"by": tag}).status)
+
+        threads = [threading.Thread(target=redeem, args=(t,)) for t in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == ["ok", "reused"], attempt
+
+
+# --- refresh tokens ---------------------------------------------------------------------
+
+def test_refresh_rotation_and_reuse_detection(store):
+    store.put_refresh("r1", "fam", {"sub": "u"}, NOW + DAY)
+    assert store.get_refresh("r1", NOW) == ("fam", {"sub": "u"})
+    rotated = store.rotate_refresh("r1", "r2", NOW + 1, NOW + DAY)
+    assert (rotated.status, rotated.family_id, rotated.data) == ("ok", "fam", {"sub": "u"})
+    assert store.get_refresh("r1", NOW + 1) is None
+    assert store.get_refresh("r2", NOW + 1) == ("fam", {"sub": "u"})
+    reused = store.rotate_refresh("r1", "r3", NOW + 2, NOW + DAY)
+    assert (reused.status, reused.family_id) == ("reused", "fam")
+    assert store.get_refresh("r2", NOW + 2) is None  # the whole family is revoked
+    assert store.rotate_refresh("r2", "r4", NOW + 3, NOW + DAY).status == "unknown"
+
+
+def test_refresh_expiry_and_family_revocation(store):
+    store.put_refresh("e1", "fam-e", {}, NOW + 10)
+    assert store.rotate_refresh("e1", "e2", NOW + 10, NOW + DAY).status == "unknown"
+    store.put_refresh("v1", "fam-v", {}, NOW + DAY)
+    store.revoke_family("fam-v")
+    assert store.get_refresh("v1", NOW) is None
+
+
+# --- jtis and counters ---------------------------------------------------------------------
+
+def test_jti_single_use_per_namespace(store):
+    assert store.use_jti("hint:a", "j1", NOW + 60)
+    assert not store.use_jti("hint:a", "j1", NOW + 60)
+    assert store.use_jti("hint:b", "j1", NOW + 60)
+    assert store.is_jti_used("hint:a", "j1", NOW)
+    assert not store.is_jti_used("hint:a", "j1", NOW + 60)
+    assert not store.is_jti_used("hint:a", "other", NOW)
+
+
+def test_counters_count_per_fixed_window(store):
+    assert store.hit("k", 60, NOW + 5) == (1, NOW + 60)
+    assert store.hit("k", 60, NOW + 59) == (2, NOW + 60)
+    assert store.hit("k", 60, NOW + 60) == (1, NOW + 120)
+    assert store.hit("other", 60, NOW + 60) == (1, NOW + 120)
+
+
+def test_sweep_removes_expired_records(store):
+    make(store)
+    store.put_code("c", {}, NOW + 60)
+    store.put_refresh("r", "f", {}, NOW + 60)
+    store.use_jti("n", "j", NOW + 60)
+    store.sweep(NOW + 31 * DAY)
+    assert store.redeem_code("c", NOW, {}).status == "unknown"
+    assert store.get_refresh("r", NOW) is None
+    assert store.sessions_of("u-alice", NOW) == []

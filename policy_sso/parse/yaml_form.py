@@ -111,12 +111,37 @@ class _Builder:
         )
 
 
+def _duration_paths(data: dict[str, Any]) -> list[Path_]:
+    """Return the paths of a schema-valid document's durations."""
+    paths: list[Path_] = [("session", key) for key in data.get("session", {})]
+    requirements = [(("require",), data.get("require", {}))]
+    requirements += [(("when", i, "require"), w["require"]) for i, w in enumerate(data.get("when", []))]
+    paths += [(*at, "mfa", "within") for at, reqs in requirements if isinstance(reqs.get("mfa"), dict)]
+    paths += [("trust", "login_hint_token", i, "max_lifetime")
+              for i, t in enumerate(data.get("trust", {}).get("login_hint_token", [])) if "max_lifetime" in t]
+    return paths
+
+
+def _zero_durations(doc: YamlDocument) -> list[Diagnostic]:
+    """Return an error for each zero duration: the schema's pattern admits ``0m``, the DSL does not."""
+    out = []
+    for path in _duration_paths(doc.data):
+        value = doc.data
+        for key in path:
+            value = value[key]
+        if parse_duration(value) == 0:
+            out.append(doc.diagnostic(path, "E_DURATION", "a duration must be greater than zero"))
+    return out
+
+
 def parse_yaml_policies(text: str, file: str = "<string>") -> tuple[list[Policy], list[Diagnostic]]:
     """Return the policies in a YAML source (one per document) and every diagnostic."""
     docs, diagnostics = load_yaml_documents(text, file)
     policies: list[Policy] = []
     for doc in docs:
         errors = list(schema_diagnostics(doc, "policy"))
+        if not errors:
+            errors = _zero_durations(doc)
         diagnostics.extend(errors)
         if not errors:
             policies.append(_Builder(doc).policy())

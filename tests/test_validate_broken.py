@@ -110,6 +110,8 @@ yaml/unknown-key.policy.yaml:4:1: E_UNKNOWN_KEY: unknown key 'required' (hint: a
 yaml/unknown-method.policy.yaml:4:9: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
 yaml/unknown-method.policy.yaml:6:16: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
 yaml/wrong-type.policy.yaml:3:10: E_TYPE: 'portal' is not of type 'array' (at /clients)
+yaml/zero-duration.policy.yaml:3:23: E_DURATION: a duration must be greater than zero
+yaml/zero-duration.policy.yaml:6:29: E_DURATION: a duration must be greater than zero
 """  # noqa: E501
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<code>[EW]_[A-Z_]+): (?P<rest>.*)$")

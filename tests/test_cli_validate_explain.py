@@ -10,6 +10,8 @@ whatever the clock says. The demo tenant in ``policies/`` is the default
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import subprocess
 import sys
 import time
@@ -296,3 +298,17 @@ def test_real_subprocess(tmp_path: Path) -> None:
     decision = json.loads(run.stdout)
     assert [(r["code"], r["source"]) for r in decision["reasons"]] == [
         ("step_up_required", "policies/payments.policy:16")]
+
+
+def test_the_documented_example_is_a_real_run(tmp_path: Path, capsys) -> None:
+    """docs/decision-json.md shows a session file and the JSON explain prints for it: still true."""
+    doc = (ROOT / "docs" / "decision-json.md").read_text()
+    console = re.search(r"```console\n\$ cat s.json\n(.*?)\n\$ policy-sso explain (.*?)\n```", doc, re.DOTALL)
+    shown = json.loads(re.search(r"```json\n(.*?)```", doc, re.DOTALL)[1])
+    session = tmp_path / "s.json"
+    session.write_text(console[1])
+    argv = shlex.split(console[2].replace("\\\n", " "))
+    status, out, _ = _explain(capsys, *[str(session) if a == "s.json" else a for a in argv])
+    assert status == 1
+    assert json.loads(out) == shown
+    assert out.startswith('{\n  "client_id": "payments-web",\n  "at": 1767268800,')

@@ -11,6 +11,7 @@ and each points into its own form's file.
 from __future__ import annotations
 
 import itertools
+import re
 from functools import cache
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -173,3 +174,16 @@ def test_both_forms_decide_alike(dsl_file: Path) -> None:
     # the matrix exercises the policy: some requests pass, several kinds of denial
     assert "allow" in outcomes
     assert len(outcomes) >= 3, outcomes
+
+
+def test_the_reference_example_is_one_policy_in_both_forms() -> None:
+    """docs/policy-language.md shows a policy in the DSL and in YAML: they must say the same."""
+    text = (ROOT / "docs" / "policy-language.md").read_text()
+    blocks = re.findall(r"```(\w*)\n(.*?)```", text, re.DOTALL)
+    dsl_text = next(body for lang, body in blocks if lang == "" and body.startswith("# policies/payments"))
+    yaml_text = next(body for lang, body in blocks if lang == "yaml")
+    dsl, dsl_errors = parse_dsl(dsl_text, "policy-language.md")
+    yaml, yaml_errors = parse_yaml_policies(yaml_text, "policy-language.md")
+    assert (dsl_errors, yaml_errors) == ([], [])
+    assert len(dsl) == 1
+    assert dsl == yaml

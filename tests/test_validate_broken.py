@@ -339,3 +339,9 @@ def test_bom_and_crlf_keep_line_numbers(tmp_path: Path, monkeypatch, capsys) -> 
         "bom.policy:3:22: E_DURATION: a duration must be greater than zero",
         "bom.policy.yaml:2:23: E_TYPE: 0 is not of type 'string' (at /session/inactivity)",
     ]
+
+
+def test_every_code_is_documented() -> None:
+    reference = (ROOT / "docs" / "policy-language.md").read_text()
+    codes = {LINE.match(line)["code"] for line in EXPECTED.splitlines()} | {"E_READ"}
+    assert {code for code in codes if f"| `{code}` |" not in reference} == set()

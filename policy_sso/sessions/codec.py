@@ -1,0 +1,30 @@
+"""Sessions as compact JSON, for the SQLite and Redis stores (one format, written once)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session
+
+
+def encode(session: Session) -> str:
+    """Return the session's durable facts as JSON (``last_seen`` included)."""
+    return json.dumps({
+        "s": session.subject, "c": session.created_at, "l": session.last_seen,
+        "e": [[e.method, e.time] for e in session.events],
+        "j": {c: [j.sid, j.joined_at] for c, j in session.clients.items()},
+        "g": {c: sorted(scopes) for c, scopes in session.consents.items()},
+    }, separators=(",", ":"))
+
+
+def decode(session_id: str, text: str | bytes, last_seen: int | None = None) -> Session:
+    """Return the session stored as ``text`` (``last_seen`` overrides the stored one)."""
+    data: dict[str, Any] = json.loads(text)
+    return Session(
+        id=session_id, subject=data["s"], created_at=data["c"],
+        last_seen=data["l"] if last_seen is None else last_seen,
+        events=tuple(AuthEvent(m, t) for m, t in data["e"]),
+        clients={c: ClientJoin(c, sid, at) for c, (sid, at) in data["j"].items()},
+        consents={c: frozenset(scopes) for c, scopes in data["g"].items()},
+    )

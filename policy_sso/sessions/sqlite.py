@@ -1,0 +1,277 @@
+"""The SQLite store: the embedded default, one file under the state directory.
+
+WAL mode: readers never block the writer, and a committed transaction
+survives the process being killed (``synchronous=NORMAL`` only risks the
+last commits on power loss, not on a crash). Each thread has its own
+connection; writers that read-modify-write take the write lock first
+(``BEGIN IMMEDIATE``), so concurrent updates across threads and processes
+lose nothing.
+
+A session row keeps ``last_seen`` and its hard expiry (sliding and absolute
+lifetime) as columns: a read is one primary-key SELECT with the expiry in
+its WHERE clause, and a touch rewrites one integer, only when last-seen has
+moved by ``touch_interval``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from policy_sso.sessions import codec
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
+from policy_sso.sessions.store import CodeRedemption, RefreshRotation
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, subject TEXT NOT NULL, data TEXT NOT NULL,
+    last_seen INTEGER NOT NULL, hard_expiry INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_subject ON sessions(subject);
+CREATE TABLE IF NOT EXISTS codes (
+    key TEXT PRIMARY KEY, data TEXT NOT NULL, issued TEXT, expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS refresh (
+    key TEXT PRIMARY KEY, family TEXT NOT NULL, data TEXT NOT NULL,
+    expires_at INTEGER NOT NULL, spent INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refresh_family ON refresh(family);
+CREATE TABLE IF NOT EXISTS jtis (
+    ns TEXT NOT NULL, jti TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (ns, jti)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (
+    key TEXT NOT NULL, start INTEGER NOT NULL, count INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    PRIMARY KEY (key, start)
+) WITHOUT ROWID;
+"""
+
+_DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
+
+
+class SQLiteStore:
+    """Implements :class:`~policy_sso.sessions.store.Store` on one SQLite file."""
+
+    def __init__(self, path: str | Path, lifetime: SessionLifetime) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lifetime = lifetime
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._decoded: OrderedDict[tuple[str, str], Session] = OrderedDict()
+        self._decoded_lock = threading.Lock()
+        self._db().executescript(SCHEMA)
+
+    # connections ---------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._connections_lock:
+                self._connections.append(db)
+        return db
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db())
+
+    # sessions ------------------------------------------------------------------------
+    def _hard_expiry(self, session: Session) -> int:
+        return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute)
+
+    def _decode(self, session_id: str, text: str, last_seen: int) -> Session:
+        key = (session_id, text)
+        with self._decoded_lock:
+            cached = self._decoded.get(key)
+        if cached is None:
+            cached = codec.decode(session_id, text)
+            with self._decoded_lock:
+                self._decoded[key] = cached
+                if len(self._decoded) > _DECODED_CACHE:
+                    self._decoded.popitem(last=False)
+        return cached if cached.last_seen == last_seen else replace(cached, last_seen=last_seen)
+
+    def _read(self, db: sqlite3.Connection, session_id: str, now: int) -> Session | None:
+        row = db.execute(
+            "SELECT data, last_seen FROM sessions WHERE id = ? AND ? < hard_expiry AND ? - last_seen <= ?",
+            (session_id, now, now, self.lifetime.inactivity)).fetchone()
+        return self._decode(session_id, row[0], row[1]) if row else None
+
+    def _save(self, db: sqlite3.Connection, session: Session) -> Session:
+        db.execute("INSERT OR REPLACE INTO sessions (id, subject, data, last_seen, hard_expiry) "
+                   "VALUES (?, ?, ?, ?, ?)",
+                   (session.id, session.subject, codec.encode(session), session.last_seen,
+                    self._hard_expiry(session) + 1))
+        return session
+
+    def create_session(self, session: Session) -> None:
+        with self._write() as db:
+            self._save(db, session)
+
+    def get_session(self, session_id: str, now: int) -> Session | None:
+        return self._read(self._db(), session_id, now)
+
+    def touch_session(self, session_id: str, now: int) -> None:
+        self._db().execute("UPDATE sessions SET last_seen = ? WHERE id = ? AND ? - last_seen >= ?",
+                           (now, session_id, now, self.lifetime.touch_interval))
+
+    def get_and_touch(self, session_id: str, now: int) -> Session | None:
+        session = self._read(self._db(), session_id, now)
+        if session is not None and now - session.last_seen >= self.lifetime.touch_interval:
+            self.touch_session(session_id, now)
+        return session
+
+    def _update(self, session_id: str, now: int, change: Any) -> Session | None:
+        with self._write() as db:
+            session = self._read(db, session_id, now)
+            if session is None:
+                return None
+            updated = change(session)
+            if updated is session:
+                return session
+            if updated.id != session_id:
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+            return self._save(db, updated)
+
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id))
+
+    def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
+        def change(s: Session) -> Session:
+            if join.client_id in s.clients:
+                return s
+            return replace(s, clients={**s.clients, join.client_id: join})
+
+        return self._update(session_id, now, change)
+
+    def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
+                      now: int) -> Session | None:
+        def change(s: Session) -> Session:
+            granted = s.consents.get(client_id, frozenset()) | frozenset(scopes)
+            return replace(s, consents={**s.consents, client_id: granted})
+
+        return self._update(session_id, now, change)
+
+    def end_session(self, session_id: str) -> Session | None:
+        with self._write() as db:
+            row = db.execute("DELETE FROM sessions WHERE id = ? RETURNING data, last_seen",
+                             (session_id,)).fetchone()
+        return codec.decode(session_id, row[0], row[1]) if row else None
+
+    def end_sessions_of(self, subject: str) -> list[Session]:
+        with self._write() as db:
+            rows = db.execute("DELETE FROM sessions WHERE subject = ? RETURNING id, data, last_seen",
+                              (subject,)).fetchall()
+        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+
+    def sessions_of(self, subject: str, now: int) -> list[Session]:
+        rows = self._db().execute(
+            "SELECT id, data, last_seen FROM sessions WHERE subject = ? AND ? < hard_expiry "
+            "AND ? - last_seen <= ?", (subject, now, now, self.lifetime.inactivity)).fetchall()
+        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+
+    # authorization codes ---------------------------------------------------------------
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int) -> None:
+        self._db().execute("INSERT OR REPLACE INTO codes (key, data, issued, expires_at) "
+                           "VALUES (?, ?, NULL, ?)", (code_key, json.dumps(data), expires_at))
+
+    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
+        with self._write() as db:
+            row = db.execute("SELECT data, issued FROM codes WHERE key = ? AND ? < expires_at",
+                             (code_key, now)).fetchone()
+            if row is None:
+                return CodeRedemption("unknown")
+            if row[1] is not None:
+                return CodeRedemption("reused", json.loads(row[0]), json.loads(row[1]))
+            db.execute("UPDATE codes SET issued = ? WHERE key = ?", (json.dumps(issued), code_key))
+            return CodeRedemption("ok", json.loads(row[0]))
+
+    # refresh tokens ----------------------------------------------------------------------
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int) -> None:
+        self._db().execute("INSERT OR REPLACE INTO refresh (key, family, data, expires_at, spent) "
+                           "VALUES (?, ?, ?, ?, 0)", (token_key, family_id, json.dumps(data), expires_at))
+
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+        with self._write() as db:
+            row = db.execute("SELECT family, data, spent FROM refresh WHERE key = ? AND ? < expires_at",
+                             (old_key, now)).fetchone()
+            if row is None:
+                return RefreshRotation("unknown")
+            family, data, spent = row
+            if spent:
+                self._revoke(db, family)
+                return RefreshRotation("reused", family)
+            db.execute("UPDATE refresh SET spent = 1 WHERE key = ?", (old_key,))
+            db.execute("INSERT OR REPLACE INTO refresh (key, family, data, expires_at, spent) "
+                       "VALUES (?, ?, ?, ?, 0)", (new_key, family, data, expires_at))
+            return RefreshRotation("ok", family, json.loads(data))
+
+    def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
+        row = self._db().execute("SELECT family, data FROM refresh WHERE key = ? AND ? < expires_at "
+                                 "AND spent = 0", (token_key, now)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def _revoke(self, db: sqlite3.Connection, family_id: str) -> None:
+        db.execute("DELETE FROM refresh WHERE family = ?", (family_id,))
+
+    def revoke_family(self, family_id: str) -> None:
+        with self._write() as db:
+            self._revoke(db, family_id)
+
+    # identifiers and counters -----------------------------------------------------------
+    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
+        cursor = self._db().execute("INSERT OR IGNORE INTO jtis (ns, jti, expires_at) VALUES (?, ?, ?)",
+                                    (namespace, jti, expires_at))
+        return cursor.rowcount == 1
+
+    def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
+        row = self._db().execute("SELECT 1 FROM jtis WHERE ns = ? AND jti = ? AND ? < expires_at",
+                                 (namespace, jti, now)).fetchone()
+        return row is not None
+
+    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+        start = now - now % window
+        (count,) = self._db().execute(
+            "INSERT INTO counters (key, start, count, expires_at) VALUES (?, ?, 1, ?) "
+            "ON CONFLICT (key, start) DO UPDATE SET count = count + 1 RETURNING count",
+            (key, start, start + window)).fetchone()
+        return count, start + window
+
+    # housekeeping ---------------------------------------------------------------------------
+    def sweep(self, now: int) -> int:
+        with self._write() as db:
+            removed = db.execute("DELETE FROM sessions WHERE ? >= hard_expiry OR ? - last_seen > ?",
+                                 (now, now, self.lifetime.inactivity)).rowcount
+            for table in ("codes", "refresh", "jtis", "counters"):
+                # table names come from this tuple, never from input
+                removed += db.execute(f"DELETE FROM {table} WHERE ? >= expires_at", (now,)).rowcount  # noqa: S608
+        return removed
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK`` on error): a write lock for read-modify-write."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        self.db.execute("ROLLBACK" if kind else "COMMIT")

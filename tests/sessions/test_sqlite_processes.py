@@ -1,0 +1,75 @@
+"""SQLite across processes: single-use codes under a race, and durability across SIGKILL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import subprocess
+import sys
+import time
+
+from policy_sso.sessions import SessionLifetime, open_store
+
+from .conftest import LIFETIME
+
+NOW = 1_767_268_800
+
+WRITER = """
+import sys
+from policy_sso.sessions import AuthEvent, SessionLifetime, open_store
+from policy_sso.sessions.model import new_session
+store = open_store(sys.argv[1], SessionLifetime())
+now = int(sys.argv[2])
+i = 0
+while True:
+    session = new_session(f"u-{i}", (AuthEvent("pwd", now), AuthEvent("otp", now)), now)
+    store.create_session(session)
+    print(session.id, session.subject, flush=True)
+    i += 1
+"""
+
+
+def _redeem(url: str, key: str, barrier, results) -> None:
+    store = open_store(url, LIFETIME)
+    barrier.wait()
+    results.put(store.redeem_code(key, NOW, {"pid": multiprocessing.current_process().pid}).status)
+    store.close()
+
+
+def test_two_processes_redeem_one_code_exactly_one_wins(tmp_path):
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    store = open_store(url, LIFETIME)
+    context = multiprocessing.get_context("fork")
+    for attempt in range(200):
+        key = f"code-{attempt}"
+        store.put_code(key, {"n": attempt}, NOW + 60)
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_redeem, args=(url, key, barrier, results)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        assert sorted(results.get(timeout=5) for _ in range(2)) == ["ok", "reused"], attempt
+
+
+def test_sessions_survive_sigkill_mid_stream(tmp_path):
+    url = f"sqlite:///{tmp_path / 'durable.db'}"
+    open_store(url, SessionLifetime()).close()  # schema exists before the writer starts
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(NOW)], stdout=subprocess.PIPE,
+                              text=True)
+    written: list[tuple[str, str]] = []
+    deadline = time.monotonic() + 20
+    while len(written) < 300 and time.monotonic() < deadline:
+        line = writer.stdout.readline()
+        if line:
+            session_id, subject = line.split()
+            written.append((session_id, subject))
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(10)
+    assert len(written) >= 300
+    store = open_store(url, SessionLifetime())
+    for session_id, subject in written:
+        session = store.get_session(session_id, NOW + 1)
+        assert session is not None, session_id
+        assert session.subject == subject and session.amr == ("otp", "pwd", "mfa")
+    store.close()

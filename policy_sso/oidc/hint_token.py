@@ -121,7 +121,7 @@ class HintVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise InvalidRequest("login_hint_token: jti is required")
-        if not store.use_jti(f"hint:{issuer}", jti, exp + self.skew):
+        if not store.use_jti(f"hint:{issuer}", jti, exp + self.skew, now):
             raise InvalidRequest("login_hint_token: jti was already used (replay)")
         return HintResult(subject, trusted.amr, issuer, jti)
 

@@ -110,7 +110,7 @@ class MemoryStore:
             return [s for sid in list(self._by_subject.get(subject, ())) if (s := self._live(sid, now))]
 
     # authorization codes ------------------------------------------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int) -> None:
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
         with self._lock:
             self._codes[code_key] = {"data": copy.deepcopy(data), "expires_at": expires_at, "issued": None}
 
@@ -127,7 +127,8 @@ class MemoryStore:
             return CodeRedemption("ok", copy.deepcopy(record["data"]))
 
     # refresh tokens -------------------------------------------------------------------
-    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int) -> None:
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
+                    now: int | None = None) -> None:
         with self._lock:
             self._refresh[token_key] = {"family": family_id, "data": copy.deepcopy(data),
                                         "expires_at": expires_at, "spent": False}
@@ -164,10 +165,10 @@ class MemoryStore:
                 del self._refresh[key]
 
     # identifiers and counters --------------------------------------------------------
-    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
+    def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
         with self._lock:
             key = (namespace, jti)
-            if key in self._jtis:
+            if key in self._jtis and (now is None or now < self._jtis[key]):
                 return False
             self._jtis[key] = expires_at
             return True

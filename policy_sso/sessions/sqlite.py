@@ -179,7 +179,7 @@ class SQLiteStore:
         return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
 
     # authorization codes ---------------------------------------------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int) -> None:
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
         self._db().execute("INSERT OR REPLACE INTO codes (key, data, issued, expires_at) "
                            "VALUES (?, ?, NULL, ?)", (code_key, json.dumps(data), expires_at))
 
@@ -195,7 +195,8 @@ class SQLiteStore:
             return CodeRedemption("ok", json.loads(row[0]))
 
     # refresh tokens ----------------------------------------------------------------------
-    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int) -> None:
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
+                    now: int | None = None) -> None:
         self._db().execute("INSERT OR REPLACE INTO refresh (key, family, data, expires_at, spent) "
                            "VALUES (?, ?, ?, ?, 0)", (token_key, family_id, json.dumps(data), expires_at))
 
@@ -227,9 +228,12 @@ class SQLiteStore:
             self._revoke(db, family_id)
 
     # identifiers and counters -----------------------------------------------------------
-    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
-        cursor = self._db().execute("INSERT OR IGNORE INTO jtis (ns, jti, expires_at) VALUES (?, ?, ?)",
-                                    (namespace, jti, expires_at))
+    def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
+        # a jti whose record has expired (by the caller's clock) may be recorded again
+        cursor = self._db().execute(
+            "INSERT INTO jtis (ns, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (ns, jti) "
+            "DO UPDATE SET expires_at = excluded.expires_at WHERE jtis.expires_at <= ?",
+            (namespace, jti, expires_at, now if now is not None else -1))
         return cursor.rowcount == 1
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:

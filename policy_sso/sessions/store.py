@@ -7,6 +7,11 @@ counters. Each record has an expiry that the store itself enforces.
 
 Token values never reach the store in the clear: callers pass a digest
 (``token_key``) as the key.
+
+Expiry is exact against the ``now`` each call passes (tests run a fake
+clock); where a backend also keeps TTLs (Redis) they are relative to that
+``now`` and only clean up. Writes that take an optional ``now`` fall back to
+the wall clock for their TTL.
 """
 
 from __future__ import annotations
@@ -91,15 +96,15 @@ class Store(Protocol):
         """Return the live sessions of ``subject``."""
 
     # authorization codes (RFC 6749 §4.1.2: single use) -------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int) -> None:
-        """Store a new authorization code's grant data."""
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
+        """Store a new authorization code's grant data (``now``: the caller's clock, for TTLs)."""
 
     def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
         """Atomically redeem a code; the first caller wins and records ``issued``."""
 
     # refresh tokens (rotation with reuse detection) ---------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any],
-                    expires_at: int) -> None:
+                    expires_at: int, now: int | None = None) -> None:
         """Store a refresh token, the first of its family or a rotation's successor."""
 
     def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
@@ -112,7 +117,7 @@ class Store(Protocol):
         """Revoke every token of a refresh family."""
 
     # single-use and revoked identifiers --------------------------------------
-    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
+    def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
         """Record a ``jti`` as used; return False if it was already used (replay)."""
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:

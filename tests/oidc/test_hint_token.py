@@ -30,7 +30,7 @@ class JtiLedger:
     def __init__(self) -> None:
         self.used: set[tuple[str, str]] = set()
 
-    def use_jti(self, namespace: str, jti: str, expires_at: int) -> bool:
+    def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
         if (namespace, jti) in self.used:
             return False
         self.used.add((namespace, jti))

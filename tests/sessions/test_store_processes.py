@@ -1,4 +1,4 @@
-"""SQLite across processes: single-use codes under a race, and durability across SIGKILL."""
+"""Across processes: single-use codes under a race (SQLite, Redis); SQLite durability across SIGKILL."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from policy_sso.sessions import SessionLifetime, open_store
 
-from .conftest import LIFETIME
+from .conftest import BACKENDS, LIFETIME, store_url
 
 NOW = 1_767_268_800
 
@@ -36,8 +38,9 @@ def _redeem(url: str, key: str, barrier, results) -> None:
     store.close()
 
 
-def test_two_processes_redeem_one_code_exactly_one_wins(tmp_path):
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "memory"])
+def test_two_processes_redeem_one_code_exactly_one_wins(backend, tmp_path, request):
+    url = store_url(backend, tmp_path, request)
     store = open_store(url, LIFETIME)
     context = multiprocessing.get_context("fork")
     for attempt in range(200):

@@ -1,0 +1,314 @@
+"""The Redis store: several server instances share sessions, codes, tokens and counters.
+
+Each record stores its absolute expiry, checked against the ``now`` every call
+passes, so limits hold to the second whatever Redis's own clock says; its TTL,
+relative to that ``now``, only cleans up. Every read-modify-write runs as a
+Lua script, which Redis executes atomically: two instances updating one
+session lose nothing, and a code is redeemed once. A session is a hash
+(``data`` JSON, ``last_seen``, ``hard`` expiry), so a get-and-touch is one
+round trip that rewrites one field at most.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from policy_sso.errors import StoreError
+from policy_sso.sessions import codec
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
+from policy_sso.sessions.store import CodeRedemption, RefreshRotation
+
+PREFIX = "psso:"
+
+# KEYS[1] session; ARGV now, touch_interval, inactivity, touch(1/0) -> {data, last_seen} as read, or nil
+_GET_AND_TOUCH = """
+local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
+if not v[1] then return nil end
+local now, last, hard, idle = tonumber(ARGV[1]), tonumber(v[2]), tonumber(v[3]), tonumber(ARGV[3])
+if now >= hard or now - last > idle then return nil end
+if ARGV[4] == '1' and now - last >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'last_seen', now)
+  redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
+end
+return {v[1], v[2]}
+"""
+
+# KEYS[1] session, KEYS[2] subject set; ARGV expected data, new data, hard, ttl, now, inactivity
+# -> 1 when written, 0 when the session is gone, -1 when it changed meanwhile (retry)
+_COMPARE_AND_SET = """
+local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
+if not v[1] then return 0 end
+local now = tonumber(ARGV[5])
+if now >= tonumber(v[3]) or now - tonumber(v[2]) > tonumber(ARGV[6]) then return 0 end
+if v[1] ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'hard', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 1
+"""
+
+# KEYS[1] old session, KEYS[2] new session, KEYS[3] subject set;
+# ARGV expected data, new data, last_seen, hard, ttl, old id, new id, now, inactivity
+_MOVE = """
+local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
+if not v[1] then return 0 end
+local now = tonumber(ARGV[8])
+if now >= tonumber(v[3]) or now - tonumber(v[2]) > tonumber(ARGV[9]) then return 0 end
+if v[1] ~= ARGV[1] then return -1 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[3], ARGV[6])
+redis.call('HSET', KEYS[2], 'data', ARGV[2], 'last_seen', ARGV[3], 'hard', ARGV[4])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
+redis.call('SADD', KEYS[3], ARGV[7])
+return 1
+"""
+
+# KEYS[1] code; ARGV now, issued JSON -> {status, data, issued}
+_REDEEM = """
+local v = redis.call('HMGET', KEYS[1], 'data', 'issued', 'exp')
+if not v[1] or tonumber(ARGV[1]) >= tonumber(v[3]) then return {'unknown'} end
+if v[2] then return {'reused', v[1], v[2]} end
+redis.call('HSET', KEYS[1], 'issued', ARGV[2])
+return {'ok', v[1]}
+"""
+
+# KEYS[1] old token, KEYS[2] new token; ARGV prefix, new expiry, now
+_ROTATE = """
+local v = redis.call('HMGET', KEYS[1], 'family', 'data', 'spent', 'exp')
+local now = tonumber(ARGV[3])
+if not v[1] or now >= tonumber(v[4]) then return {'unknown'} end
+local fam = ARGV[1] .. 'fam:' .. v[1]
+if v[3] == '1' then
+  for _, key in ipairs(redis.call('SMEMBERS', fam)) do redis.call('DEL', key) end
+  redis.call('DEL', fam)
+  return {'reused', v[1]}
+end
+local exp = tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'spent', '1')
+redis.call('HSET', KEYS[2], 'family', v[1], 'data', v[2], 'spent', '0', 'exp', exp)
+redis.call('EXPIRE', KEYS[2], math.max(1, exp - now))
+redis.call('SADD', fam, KEYS[2])
+if redis.call('TTL', fam) < exp - now then redis.call('EXPIRE', fam, math.max(1, exp - now)) end
+return {'ok', v[1], v[2]}
+"""
+
+
+def _ttl(expires_at: int, now: int | None) -> int:
+    """Return a TTL (at least 1 s) from ``now``, or from the wall clock without one."""
+    return max(1, expires_at - (int(time.time()) if now is None else now))
+
+
+class RedisStore:
+    """Implements :class:`~policy_sso.sessions.store.Store` on a Redis server."""
+
+    def __init__(self, url: str, lifetime: SessionLifetime) -> None:
+        self.lifetime = lifetime
+        try:
+            self.redis = redis.Redis.from_url(url)
+            self.redis.ping()
+        except redis.RedisError as err:
+            raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None
+        self._get_and_touch = self.redis.register_script(_GET_AND_TOUCH)
+        self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
+        self._move = self.redis.register_script(_MOVE)
+        self._redeem = self.redis.register_script(_REDEEM)
+        self._rotate = self.redis.register_script(_ROTATE)
+
+    @staticmethod
+    def _s(session_id: str) -> str:
+        return f"{PREFIX}s:{session_id}"
+
+    @staticmethod
+    def _subject(subject: str) -> str:
+        return f"{PREFIX}u:{subject}"
+
+    # sessions --------------------------------------------------------------------------
+    def _hard(self, session: Session) -> int:
+        return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute) + 1
+
+    def _session_ttl(self, session: Session, now: int) -> int:
+        return max(1, min(self._hard(session), session.last_seen + self.lifetime.inactivity + 1) - now)
+
+    def create_session(self, session: Session) -> None:
+        key = self._s(session.id)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping={"data": codec.encode(session), "last_seen": session.last_seen,
+                                    "hard": self._hard(session)})
+            pipe.expire(key, self._session_ttl(session, session.last_seen))
+            pipe.sadd(self._subject(session.subject), session.id)
+            pipe.expire(self._subject(session.subject), self.lifetime.absolute + 86400)
+            pipe.execute()
+
+    def _read(self, session_id: str, now: int, touch: bool) -> tuple[Session, bytes] | None:
+        found = self._get_and_touch(keys=[self._s(session_id)],
+                                    args=[now, self.lifetime.touch_interval, self.lifetime.inactivity,
+                                          "1" if touch else "0"])
+        return (codec.decode(session_id, found[0], int(found[1])), found[0]) if found else None
+
+    def get_session(self, session_id: str, now: int) -> Session | None:
+        found = self._read(session_id, now, touch=False)
+        return found[0] if found else None
+
+    def get_and_touch(self, session_id: str, now: int) -> Session | None:
+        found = self._read(session_id, now, touch=True)
+        return found[0] if found else None
+
+    def touch_session(self, session_id: str, now: int) -> None:
+        self._read(session_id, now, touch=True)
+
+    def _update(self, session_id: str, now: int, change: Any) -> Session | None:
+        """Read, change, and compare-and-set atomically in Lua; retry if it changed meanwhile."""
+        while True:
+            found = self._read(session_id, now, touch=False)
+            if found is None:
+                return None
+            session, stored = found
+            updated = change(session)
+            if updated is session:
+                return session
+            encoded = codec.encode(updated)
+            ttl = self._session_ttl(updated, now)
+            if updated.id == session_id:
+                result = self._compare_and_set(
+                    keys=[self._s(session_id), self._subject(session.subject)],
+                    args=[stored, encoded, self._hard(updated), ttl, now, self.lifetime.inactivity])
+            else:
+                result = self._move(
+                    keys=[self._s(session_id), self._s(updated.id), self._subject(session.subject)],
+                    args=[stored, encoded, updated.last_seen, self._hard(updated), ttl, session_id,
+                          updated.id, now, self.lifetime.inactivity])
+            if result == 1:
+                return updated
+            if result == 0:
+                return None
+
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id))
+
+    def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
+        def change(s: Session) -> Session:
+            if join.client_id in s.clients:
+                return s
+            return Session(s.id, s.subject, s.created_at, s.last_seen, s.events,
+                           {**s.clients, join.client_id: join}, s.consents)
+
+        return self._update(session_id, now, change)
+
+    def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
+                      now: int) -> Session | None:
+        def change(s: Session) -> Session:
+            granted = s.consents.get(client_id, frozenset()) | frozenset(scopes)
+            return Session(s.id, s.subject, s.created_at, s.last_seen, s.events, s.clients,
+                           {**s.consents, client_id: granted})
+
+        return self._update(session_id, now, change)
+
+    def end_session(self, session_id: str) -> Session | None:
+        key = self._s(session_id)
+        with self.redis.pipeline() as pipe:
+            pipe.hmget(key, "data", "last_seen")
+            pipe.delete(key)
+            (data, last_seen), _ = pipe.execute()
+        if data is None:
+            return None
+        session = codec.decode(session_id, data, int(last_seen))
+        self.redis.srem(self._subject(session.subject), session_id)
+        return session
+
+    def end_sessions_of(self, subject: str) -> list[Session]:
+        ended = [s for sid in self.redis.smembers(self._subject(subject))
+                 if (s := self.end_session(sid.decode()))]
+        self.redis.delete(self._subject(subject))
+        return ended
+
+    def sessions_of(self, subject: str, now: int) -> list[Session]:
+        return [s for sid in self.redis.smembers(self._subject(subject))
+                if (s := self.get_session(sid.decode(), now))]
+
+    # authorization codes ---------------------------------------------------------------
+    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
+        key = f"{PREFIX}c:{code_key}"
+        with self.redis.pipeline() as pipe:
+            pipe.delete(key)
+            pipe.hset(key, mapping={"data": json.dumps(data), "exp": expires_at})
+            pipe.expire(key, _ttl(expires_at, now))
+            pipe.execute()
+
+    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
+        result = self._redeem(keys=[f"{PREFIX}c:{code_key}"], args=[now, json.dumps(issued)])
+        status = result[0].decode()
+        if status == "unknown":
+            return CodeRedemption("unknown")
+        data = json.loads(result[1])
+        return CodeRedemption(status, data, json.loads(result[2]) if status == "reused" else None)
+
+    # refresh tokens --------------------------------------------------------------------
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
+                    now: int | None = None) -> None:
+        key, family = f"{PREFIX}r:{token_key}", f"{PREFIX}fam:{family_id}"
+        ttl = _ttl(expires_at, now)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(key, mapping={"family": family_id, "data": json.dumps(data), "spent": "0",
+                                    "exp": expires_at})
+            pipe.expire(key, ttl)
+            pipe.sadd(family, key)
+            pipe.expire(family, ttl, gt=True)
+            pipe.expire(family, ttl, nx=True)
+            pipe.execute()
+
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+        result = self._rotate(keys=[f"{PREFIX}r:{old_key}", f"{PREFIX}r:{new_key}"],
+                              args=[PREFIX, expires_at, now])
+        status = result[0].decode()
+        if status == "unknown":
+            return RefreshRotation("unknown")
+        return RefreshRotation(status, result[1].decode(), json.loads(result[2]) if status == "ok" else None)
+
+    def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
+        family, data, spent, exp = self.redis.hmget(f"{PREFIX}r:{token_key}",
+                                                    "family", "data", "spent", "exp")
+        if family is None or spent == b"1" or now >= int(exp):
+            return None
+        return family.decode(), json.loads(data)
+
+    def revoke_family(self, family_id: str) -> None:
+        family = f"{PREFIX}fam:{family_id}"
+        members = self.redis.smembers(family)
+        if members:
+            self.redis.delete(*members)
+        self.redis.delete(family)
+
+    # identifiers and counters ------------------------------------------------------------
+    def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
+        key = f"{PREFIX}j:{namespace}:{jti}"
+        if self.redis.set(key, expires_at, nx=True, ex=_ttl(expires_at, now)):
+            return True
+        if now is None:
+            return False
+        recorded = self.redis.get(key)  # an expired record (by the caller's clock) may be reused
+        return recorded is not None and int(recorded) <= now and bool(
+            self.redis.set(key, expires_at, xx=True, ex=_ttl(expires_at, now)))
+
+    def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
+        recorded = self.redis.get(f"{PREFIX}j:{namespace}:{jti}")
+        return recorded is not None and now < int(recorded)
+
+    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+        start = now - now % window
+        counter = f"{PREFIX}n:{key}:{start}"
+        with self.redis.pipeline() as pipe:
+            pipe.incr(counter)
+            pipe.expire(counter, start + window - now + 1)
+            count, _ = pipe.execute()
+        return int(count), start + window
+
+    # housekeeping ----------------------------------------------------------------------------
+    def sweep(self, now: int) -> int:
+        """Return 0: Redis removes every record when its TTL runs out."""
+        return 0
+
+    def close(self) -> None:
+        self.redis.close()

@@ -5,8 +5,8 @@ passes, so limits hold to the second whatever Redis's own clock says; its TTL,
 relative to that ``now``, only cleans up. Every read-modify-write runs as a
 Lua script, which Redis executes atomically: two instances updating one
 session lose nothing, and a code is redeemed once. A session is a hash
-(``data`` JSON, ``last_seen``, ``hard`` expiry), so a get-and-touch is one
-round trip that rewrites one field at most.
+(``data`` JSON, ``last_seen``, ``hard`` expiry): a read is one HMGET, and a
+touch rewrites one field, at most once per ``touch_interval``.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLif
 from policy_sso.sessions.store import CodeRedemption, RefreshRotation
 
 PREFIX = "psso:"
+_DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
-# KEYS[1] session; ARGV now, touch_interval, inactivity, touch(1/0) -> {data, last_seen} as read, or nil
-_GET_AND_TOUCH = """
-local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
-if not v[1] then return nil end
-local now, last, hard, idle = tonumber(ARGV[1]), tonumber(v[2]), tonumber(v[3]), tonumber(ARGV[3])
-if now >= hard or now - last > idle then return nil end
-if ARGV[4] == '1' and now - last >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'last_seen', now)
-  redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
-end
-return {v[1], v[2]}
+# KEYS[1] session; ARGV now, touch_interval, inactivity. Moves last_seen forward (never back),
+# only once it is touch_interval old, and only while the session is live.
+_TOUCH = """
+local v = redis.call('HMGET', KEYS[1], 'last_seen', 'hard')
+if not v[1] then return 0 end
+local now, last, hard, idle = tonumber(ARGV[1]), tonumber(v[1]), tonumber(v[2]), tonumber(ARGV[3])
+if now >= hard or now - last > idle or now - last < tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen', now)
+redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
+return 1
 """
 
 # KEYS[1] session, KEYS[2] subject set; ARGV expected data, new data, hard, ttl, now, inactivity
@@ -111,11 +111,12 @@ class RedisStore:
             self.redis.ping()
         except redis.RedisError as err:
             raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None
-        self._get_and_touch = self.redis.register_script(_GET_AND_TOUCH)
+        self._touch = self.redis.register_script(_TOUCH)
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
         self._move = self.redis.register_script(_MOVE)
         self._redeem = self.redis.register_script(_REDEEM)
         self._rotate = self.redis.register_script(_ROTATE)
+        self._decoded: dict[tuple[str, bytes, int], Session] = {}
 
     @staticmethod
     def _s(session_id: str) -> str:
@@ -143,10 +144,29 @@ class RedisStore:
             pipe.execute()
 
     def _read(self, session_id: str, now: int, touch: bool) -> tuple[Session, bytes] | None:
-        found = self._get_and_touch(keys=[self._s(session_id)],
-                                    args=[now, self.lifetime.touch_interval, self.lifetime.inactivity,
-                                          "1" if touch else "0"])
-        return (codec.decode(session_id, found[0], int(found[1])), found[0]) if found else None
+        """Return the live session and its stored text.
+
+        One HMGET round trip; a touch adds a second (atomic, in Lua) only when
+        last-seen is ``touch_interval`` old, i.e. at most once a minute per
+        session, so a read stays the price of a plain GET.
+        """
+        key = self._s(session_id)
+        data, last_seen, hard = self.redis.hmget(key, "data", "last_seen", "hard")
+        if data is None:
+            return None
+        seen = int(last_seen)
+        if now >= int(hard) or now - seen > self.lifetime.inactivity:
+            return None
+        if touch and now - seen >= self.lifetime.touch_interval:
+            self._touch(keys=[key], args=[now, self.lifetime.touch_interval, self.lifetime.inactivity])
+        cache_key = (session_id, data, seen)
+        session = self._decoded.get(cache_key)
+        if session is None:  # sessions are immutable: the same stored text decodes to the same value
+            session = codec.decode(session_id, data, seen)
+            if len(self._decoded) >= _DECODED_CACHE:
+                self._decoded.clear()
+            self._decoded[cache_key] = session
+        return session, data
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         found = self._read(session_id, now, touch=False)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -63,8 +62,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
-        self._decoded: OrderedDict[tuple[str, str], Session] = OrderedDict()
-        self._decoded_lock = threading.Lock()
+        self._decoded: dict[tuple[str, str, int], Session] = {}
         self._db().executescript(SCHEMA)
 
     # connections ---------------------------------------------------------------------
@@ -88,16 +86,20 @@ class SQLiteStore:
         return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute)
 
     def _decode(self, session_id: str, text: str, last_seen: int) -> Session:
-        key = (session_id, text)
-        with self._decoded_lock:
-            cached = self._decoded.get(key)
+        """Return the session a row holds, reusing the object decoded from the same row before.
+
+        Sessions are immutable, so a row read again (same text, same last-seen)
+        needs no JSON parsing; the cache is a plain dict (atomic under the GIL),
+        cleared whole when full.
+        """
+        key = (session_id, text, last_seen)
+        cached = self._decoded.get(key)
         if cached is None:
-            cached = codec.decode(session_id, text)
-            with self._decoded_lock:
-                self._decoded[key] = cached
-                if len(self._decoded) > _DECODED_CACHE:
-                    self._decoded.popitem(last=False)
-        return cached if cached.last_seen == last_seen else replace(cached, last_seen=last_seen)
+            cached = codec.decode(session_id, text, last_seen)
+            if len(self._decoded) >= _DECODED_CACHE:
+                self._decoded.clear()
+            self._decoded[key] = cached
+        return cached
 
     def _read(self, db: sqlite3.Connection, session_id: str, now: int) -> Session | None:
         row = db.execute(

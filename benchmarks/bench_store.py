@@ -1,0 +1,188 @@
+"""Store throughput against each backend's raw floor, and bytes per session.
+
+Prints, for memory, SQLite and Redis: get-and-touch ops/s and code
+issue-and-redeem ops/s; the floor of SQLite (a primary-key SELECT on the same
+file) and Redis (a bare GET on the same server); bytes per session for
+100,000 sessions. Starts its own redis-server on a free loopback port.
+Run: python benchmarks/bench_store.py [--sessions 100000] [--seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from policy_sso.sessions import AuthEvent, ClientJoin, SessionLifetime, codec, open_store
+from policy_sso.sessions.model import Session, new_session
+
+LIFETIME = SessionLifetime(touch_interval=60)
+
+
+def rate(fn: Callable[[int], None], seconds: float, batch: int = 200) -> float:
+    """Return calls per second of ``fn(i)`` over about ``seconds`` (bounded in time)."""
+    done, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        for i in range(done, done + batch):
+            fn(i)
+        done += batch
+    return done / (time.perf_counter() - start)
+
+
+def paired_rates(ours: Callable[[int], None], floor: Callable[[int], None], seconds: float,
+                 slices: int = 10) -> tuple[float, float]:
+    """Return (ours, floor) calls per second, measured in alternating slices.
+
+    Other work on the machine drifts over a run; alternating short slices
+    exposes both sides to the same load, so their ratio is what it measures.
+    """
+    ours_rate = floor_rate = 0.0
+    for _ in range(slices):
+        floor_rate += rate(floor, seconds / slices / 2)
+        ours_rate += rate(ours, seconds / slices / 2)
+    return ours_rate / slices, floor_rate / slices
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def sample_session(now: int, i: int) -> Session:
+    session = new_session(f"u-{i}", (AuthEvent("pwd", now - 600), AuthEvent("otp", now - 300)), now - 600)
+    return session
+
+
+def bench_backend(name: str, url: str, seconds: float, now: int,
+                  floor_for: Callable[[list[str]], Callable[[int], None]] | None = None) -> dict[str, float]:
+    """Return get-and-touch and code issue-and-redeem rates (and the floor's, when given)."""
+    store = open_store(url, LIFETIME)
+    sessions = [sample_session(now, i) for i in range(1000)]
+    for s in sessions:
+        store.create_session(s)
+        store.join_client(s.id, ClientJoin("portal", secrets.token_urlsafe(16), now - 600), now - 600)
+        store.grant_consent(s.id, "portal", frozenset({"openid", "profile"}), now - 600)
+    ids = [s.id for s in sessions]
+    for i in ids:  # the first touch writes; afterwards last-seen moves less than touch_interval
+        store.get_and_touch(i, now)
+
+    def get_and_touch(i: int) -> None:
+        store.get_and_touch(ids[i % 1000], now + (i % 30))
+
+    out: dict[str, float] = {}
+    if floor_for is None:
+        out["get_and_touch"] = rate(get_and_touch, seconds)
+    else:
+        out["get_and_touch"], out["floor"] = paired_rates(get_and_touch, floor_for(ids), seconds)
+    issued = {"family": "f", "jti": "j"}
+
+    def code_cycle(i: int) -> None:
+        key = f"{name}-{i}-{now}"
+        store.put_code(key, {"sub": "u", "client_id": "portal", "scope": "openid"}, now + 60, now)
+        store.redeem_code(key, now, issued)
+
+    out["code"] = rate(code_cycle, seconds)
+    store.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    now = int(time.time())
+    work = Path(tempfile.mkdtemp(prefix="bench-store-"))
+    redis_process, redis_url = start_redis(work)
+    try:
+        db_path = work / "bench.db"
+
+        def sqlite_floor(ids: list[str]) -> Callable[[int], None]:
+            db = sqlite3.connect(db_path, check_same_thread=False)
+            query = "SELECT data, last_seen FROM sessions WHERE id = ?"
+            return lambda i: db.execute(query, (ids[i % len(ids)],)).fetchone()
+
+        raw = redis.Redis.from_url(redis_url)
+
+        def redis_floor(ids: list[str]) -> Callable[[int], None]:
+            for i, session_id in enumerate(ids):  # the same session text as plain strings
+                raw.set(f"psso:floor:{i}", raw.hget(f"psso:s:{session_id}", "data"))
+            return lambda i: raw.get(f"psso:floor:{i % len(ids)}")
+
+        results = {
+            "memory": bench_backend("memory", "memory://", args.seconds, now),
+            "sqlite": bench_backend("sqlite", f"sqlite:///{db_path}", args.seconds, now, sqlite_floor),
+            "redis": bench_backend("redis", redis_url, args.seconds, now, redis_floor),
+        }
+        print(f"{'backend':<8}{'get+touch ops/s':>17}{'floor ops/s':>13}{'ratio':>8}"
+              f"{'code issue+redeem ops/s':>26}")
+        for name, r in results.items():
+            floor = r.get("floor")
+            ratio = f"{r['get_and_touch'] / floor:>7.0%}" if floor else f"{'-':>7}"
+            floor_text = f"{floor:>13,.0f}" if floor else f"{'-':>13}"
+            print(f"{name:<8}{r['get_and_touch']:>17,.0f}{floor_text}{ratio} {r['code']:>25,.0f}")
+        print("floors: SQLite = primary-key SELECT of the same row on the same file; "
+              "Redis = bare GET on the same server")
+
+        # bytes per session at scale
+        n = args.sessions
+        big = work / "size.db"
+        sqlite_store = open_store(f"sqlite:///{big}", LIFETIME)
+        redis_store = open_store(redis_url, LIFETIME)
+        raw.flushdb()
+        before = raw.info("memory")["used_memory"]
+        batch = 1000
+        for start in range(0, n, batch):
+            chunk = [sample_session(now, i) for i in range(start, min(start + batch, n))]
+            with sqlite_store._write() as db:  # one transaction per thousand: the benchmark measures size
+                for s in chunk:
+                    sqlite_store._save(db, s)
+            with redis_store.redis.pipeline(transaction=False) as pipe:
+                for s in chunk:
+                    fields = {"data": codec.encode(s),
+                              "last_seen": s.last_seen, "hard": redis_store._hard(s)}
+                    pipe.hset(redis_store._s(s.id), mapping=fields)
+                    pipe.expire(redis_store._s(s.id), 86400)
+                    pipe.sadd(redis_store._subject(s.subject), s.id)
+                pipe.execute()
+        sqlite_store._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sqlite_bytes = os.path.getsize(big) / n
+        redis_bytes = (raw.info("memory")["used_memory"] - before) / n
+        print(f"bytes per session ({n:,} sessions, 2 events, subject index): "
+              f"SQLite {sqlite_bytes:,.0f}, Redis {redis_bytes:,.0f}")
+        sqlite_store.close()
+        redis_store.close()
+    finally:
+        redis_process.terminate()
+        redis_process.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

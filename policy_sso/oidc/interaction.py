@@ -44,12 +44,17 @@ StepKind = Literal["complete", "login", "otp", "consent", "fail"]
 
 @dataclass(frozen=True, slots=True)
 class Interaction:
-    """A pending authorization request, its CSRF token and when the interaction began."""
+    """A pending authorization request, its CSRF token, when it began and whether the user signed in."""
 
     id: str
     csrf: str
     started_at: int
     params: dict[str, str]
+    signed_in: bool = False
+
+    def after_sign_in(self) -> Interaction:
+        """Return this interaction marked as having had a password sign-in."""
+        return replace(self, signed_in=True)
 
     def csrf_ok(self, token: str | None) -> bool:
         """Return whether a submitted form's CSRF token is this interaction's (constant time)."""
@@ -97,7 +102,8 @@ class InteractionCodec:
     def seal(self, interaction: Interaction) -> str:
         """Return the cookie value for an interaction: payload and MAC, base64url."""
         payload = _b64(json.dumps({"i": interaction.id, "c": interaction.csrf,
-                                   "t": interaction.started_at, "p": interaction.params},
+                                   "t": interaction.started_at, "p": interaction.params,
+                                   "s": interaction.signed_in},
                                   separators=(",", ":")).encode())
         return f"{payload}.{self._mac(payload)}"
 
@@ -111,7 +117,7 @@ class InteractionCodec:
         try:
             data = json.loads(_unb64(payload))
             found = Interaction(str(data["i"]), str(data["c"]), int(data["t"]),
-                                {str(k): str(v) for k, v in data["p"].items()})
+                                {str(k): str(v) for k, v in data["p"].items()}, data.get("s") is True)
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
         if not hmac.compare_digest(found.id.encode(), interaction_id.encode()):
@@ -130,10 +136,12 @@ def satisfied_request(request: AuthRequest, session: Session | None, interaction
 
     Once the user signed in during the interaction, ``prompt=login`` and
     ``max_age`` are met (OIDC Core §3.1.2.1; node-oidc-provider does the same);
-    once they granted consent on its consent page, ``prompt=consent`` is.
+    once they granted consent on its consent page, ``prompt=consent`` is. The
+    session must also show that sign-in, so a stale cookie proves nothing.
     """
     prompt, max_age = request.prompt, request.max_age
-    if session is not None and session.auth_time >= interaction.started_at:
+    if (interaction.signed_in and session is not None
+            and session.auth_time >= interaction.started_at):
         prompt, max_age = prompt - {"login"}, None
     if consented:
         prompt = prompt - {"consent"}

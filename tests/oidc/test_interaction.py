@@ -27,7 +27,9 @@ def test_seal_and_open_round_trip() -> None:
     codec = InteractionCodec(b"k" * 32)
     interaction = codec.new({"client_id": "web", "scope": "openid é"}, NOW)
     opened = codec.open(codec.seal(interaction), interaction.id, NOW + 5)
-    assert opened == interaction
+    assert opened == interaction and not opened.signed_in
+    marked = interaction.after_sign_in()
+    assert codec.open(codec.seal(marked), interaction.id, NOW) == marked
 
 
 @pytest.mark.parametrize("tamper", [
@@ -65,11 +67,13 @@ def test_csrf_check() -> None:
 def test_login_in_this_interaction_satisfies_prompt_login_and_max_age() -> None:
     interaction = InteractionCodec(b"k" * 32).new({}, NOW)
     request = AuthRequest("web", prompt=frozenset({"login", "consent"}), max_age=0)
-    before = session("pwd", at=NOW - 1)
-    assert satisfied_request(request, before, interaction) is request
-    after = satisfied_request(request, session("pwd", at=NOW), interaction)
+    signed_in = interaction.after_sign_in()
+    assert satisfied_request(request, session("pwd", at=NOW - 1), signed_in) is request
+    # a session from the same second as the interaction's start is not proof of a new sign-in
+    assert satisfied_request(request, session("pwd", at=NOW), interaction) is request
+    after = satisfied_request(request, session("pwd", at=NOW), signed_in)
     assert after.prompt == frozenset({"consent"}) and after.max_age is None
-    consented = satisfied_request(request, session("pwd", at=NOW), interaction, consented=True)
+    consented = satisfied_request(request, session("pwd", at=NOW), signed_in, consented=True)
     assert consented.prompt == frozenset()
 
 

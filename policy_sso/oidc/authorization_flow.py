@@ -1,0 +1,169 @@
+"""The authorization endpoint's flow: decide, interact, answer (OIDC Core §3.1.2).
+
+Every request is decided by the client's compiled policy. Under
+``prompt=none`` a refusal goes straight back to the client as the decision's
+error with its reason codes (OIDC Core §3.1.2.6); otherwise the hosted pages
+run until the policy is met (:mod:`policy_sso.oidc.interaction`). The silent
+path costs one session read, one evaluation and one code write.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from policy_sso.config import Client
+from policy_sso.decision import Decision
+from policy_sso.errors import InvalidRequest, OAuthError
+from policy_sso.oidc import pkce, tokens
+from policy_sso.oidc.authorize import (
+    AuthorizationError,
+    AuthorizationRequest,
+    AuthorizationResponse,
+    validate_authorization_request,
+)
+from policy_sso.oidc.claims import user_claims
+from policy_sso.oidc.interaction import Interaction, Step, next_step, satisfied_request
+from policy_sso.oidc.provider import Grant, Provider
+from policy_sso.sessions.model import ClientJoin, Session
+from policy_sso.sessions.store import token_key
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The authorization response to deliver now."""
+
+    response: AuthorizationResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Interact:
+    """Send the user to a hosted page (``login`` covers the password and OTP forms)."""
+
+    page: Literal["login", "consent"]
+    interaction: Interaction
+
+
+def parse_request(p: Provider, params: Mapping[str, str], now: int) -> AuthorizationRequest:
+    """Return the validated request, hints resolved; raise InvalidRequest or AuthorizationError."""
+
+    def resolve_hints(params: Mapping[str, str], client: Client) -> tuple[str | None, str | None]:
+        hint_sub = None
+        if params.get("id_token_hint"):
+            try:
+                claims = tokens.verify_id_token_hint(p.keyring, params["id_token_hint"],
+                                                     p.issuer, now)
+            except Exception:
+                raise InvalidRequest("id_token_hint is not a valid ID token of this provider",
+                                     error="invalid_request") from None
+            aud = claims.get("aud")
+            if client.client_id not in ([aud] if isinstance(aud, str) else (aud or [])):
+                raise InvalidRequest("id_token_hint was not issued to this client")
+            hint_sub = str(claims.get("sub"))
+        login_hint = params.get("login_hint")
+        user = p.tenant.resolve_user(login_hint)
+        return hint_sub, (user.sub if user else login_hint or None)
+
+    return validate_authorization_request(params, p.tenant.clients, p.issuer,
+                                          resolve_hints=resolve_hints,
+                                          verify_challenge=_validate_s256_challenge)
+
+
+def _validate_s256_challenge(challenge: str) -> None:
+    pkce.validate_challenge(challenge, "S256")
+
+
+def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
+              now: int) -> Answer | Interact:
+    """Return the answer to an authorization request, or the interaction that must run first."""
+    areq = parse_request(p, params, now)
+    session = p.store.get_session(session_id, now) if session_id else None
+    decision = p.tenant.decide(areq.policy_request, session, now)
+    if decision.allowed:
+        return Answer(issue(p, areq, session, now))  # type: ignore[arg-type]
+    if areq.policy_request.silent:
+        raise AuthorizationError(decision_error(decision), areq.target)
+    interaction = p.codec.new(areq.params, now)
+    step = resolve(p, areq, session, interaction, now)
+    if step.kind == "fail":
+        raise AuthorizationError(decision_error(step.decision), areq.target)
+    return Interact("consent" if step.kind == "consent" else "login", interaction)
+
+
+def decision_error(decision: Decision) -> OAuthError:
+    """Return the OIDC error for a refusal: the outcome, with the reason codes as description."""
+    codes = dict.fromkeys(decision.codes)  # two checks may share a code (policy and requested consent)
+    return OAuthError(" ".join(codes) or decision.outcome, error=decision.outcome)
+
+
+def resolve(p: Provider, areq: AuthorizationRequest, session: Session | None,
+            interaction: Interaction, now: int, *, consented: bool = False) -> Step:
+    """Return the next step of an interaction for the session as it is now."""
+    request = satisfied_request(areq.policy_request, session, interaction, consented)
+    decision = p.tenant.decide(request, session, now)
+    offered = p.second_factors(session.subject) if session else ()
+    return next_step(decision, session, lambda s: p.tenant.decide(request, s, now), offered, now)
+
+
+def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -> AuthorizationResponse:
+    """Return the successful authorization response: code and/or tokens, state and iss.
+
+    Joins the client to the session (its ``sid``, OIDC Back-Channel Logout
+    §2.1) and touches the session only when last-seen is stale.
+    """
+    client_id = areq.client.client_id
+    join = session.clients.get(client_id)
+    if join is None:
+        join = ClientJoin(client_id, secrets.token_urlsafe(16), now)
+        joined = p.store.join_client(session.id, join, now)
+        join = joined.clients.get(client_id, join) if joined else join
+    if now - session.last_seen >= p.store.lifetime.touch_interval:
+        p.store.touch_session(session.id, now)
+    grant = Grant(session.subject, client_id, " ".join(areq.scopes), session.auth_time,
+                  p.tenant.evaluator(client_id).acr_of(session), session.amr, join.sid, areq.nonce)
+    settings = p.tenant.settings.tokens
+    out: dict[str, str] = {}
+    code = None
+    if areq.wants_code:
+        code = secrets.token_urlsafe(32)
+        p.store.put_code(token_key(code), {**grant.to_json(), "redirect_uri": areq.target.redirect_uri,
+                                           "code_challenge": areq.code_challenge},
+                         now + settings.code_lifetime, now=now)
+        out["code"] = code
+    access_token = None
+    if areq.wants_access_token:
+        access_token = mint_access_token(p, grant, now, secrets.token_urlsafe(16))
+        out.update(access_token=access_token, token_type="Bearer",  # noqa: S106 - the RFC 6750 type name
+                   expires_in=str(settings.access_token_lifetime))
+    if areq.wants_id_token:
+        extra = None
+        if areq.response_type == "id_token":
+            # OIDC Core §5.4: no access token to call userinfo with, so the claims ride in the ID token
+            user = p.user(session.subject)
+            extra = {k: v for k, v in user_claims(user, areq.scopes).items() if k != "sub"} if user else None
+        out["id_token"] = mint_id_token(p, grant, now, access_token=access_token, code=code,
+                                        extra_claims=extra)
+    return areq.target.response(out)
+
+
+def mint_id_token(p: Provider, grant: Grant, now: int, *, access_token: str | None = None,
+                  code: str | None = None, extra_claims: dict | None = None) -> str:
+    """Return an ID token for a grant, signed with the client's algorithm (OIDC Core §2)."""
+    client = p.client(grant.client_id)
+    alg = p.id_token_alg(client) if client else "RS256"
+    return tokens.mint_id_token(
+        p.keyring, issuer=p.issuer, subject=grant.subject, audience=grant.client_id,
+        auth_time=grant.auth_time, nonce=grant.nonce, acr=grant.acr, amr=list(grant.amr),
+        sid=grant.sid, now=now, lifetime=p.tenant.settings.tokens.id_token_lifetime, alg=alg,
+        access_token=access_token, code=code, extra_claims=extra_claims)
+
+
+def mint_access_token(p: Provider, grant: Grant, now: int, jti: str) -> str:
+    """Return an RFC 9068 JWT access token for a grant."""
+    return tokens.mint_access_token(
+        p.keyring, issuer=p.issuer, subject=grant.subject, client_id=grant.client_id,
+        scope=grant.scope, now=now, lifetime=p.tenant.settings.tokens.access_token_lifetime,
+        jti=jti, auth_time=grant.auth_time, acr=grant.acr, amr=list(grant.amr) or None,
+        sid=grant.sid)

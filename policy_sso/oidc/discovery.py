@@ -1,0 +1,65 @@
+"""The provider's metadata document (OpenID Connect Discovery 1.0 §3, RFC 8414 §2)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policy_sso.oidc.authorize import RESPONSE_MODES, RESPONSE_TYPES
+from policy_sso.oidc.claims import CLAIMS_OF_SCOPE
+
+ENDPOINTS = {
+    "authorization_endpoint": "/authorize",
+    "token_endpoint": "/token",
+    "userinfo_endpoint": "/userinfo",
+    "jwks_uri": "/jwks",
+    "end_session_endpoint": "/logout",
+    "revocation_endpoint": "/revoke",
+    "introspection_endpoint": "/introspect",
+}
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
+
+
+def discovery_document(tenant: Any) -> dict[str, Any]:
+    """Return the ``/.well-known/openid-configuration`` document for a tenant.
+
+    Every value listed is one the provider implements: response types and
+    modes, PKCE S256 only (RFC 9700 §2.1.1), the acr levels of ``tenant.yaml``,
+    the configured signing algorithms (never ``none``), RP-Initiated and
+    Back-Channel Logout, and ``iss`` in authorization responses (RFC 9207 §3).
+    """
+    settings = tenant.settings
+    issuer = settings.issuer
+    scopes = dict.fromkeys(["openid", *CLAIMS_OF_SCOPE])
+    for client in tenant.clients.values():
+        scopes.update(dict.fromkeys(client.scopes))
+    claims = dict.fromkeys(["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
+                            "sid", "at_hash", "c_hash", "preferred_username"])
+    for names in CLAIMS_OF_SCOPE.values():
+        claims.update(dict.fromkeys(names))
+    algorithms = [a for a in settings.tokens.algorithms if a != "none"]
+    return {
+        "issuer": issuer,
+        **{name: issuer + path for name, path in ENDPOINTS.items()},
+        "scopes_supported": list(scopes),
+        "response_types_supported": list(RESPONSE_TYPES.values()),
+        "response_modes_supported": list(RESPONSE_MODES),
+        "grant_types_supported": GRANT_TYPES,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algorithms,
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS[:2],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_parameter_supported": True,
+        "claims_supported": list(claims),
+        "claim_types_supported": ["normal"],
+        "acr_values_supported": [level.id for level in settings.acr_levels],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+        "frontchannel_logout_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+    }

@@ -1,0 +1,110 @@
+"""RP-Initiated Logout 1.0: validate the logout request, find the session, end it.
+
+The post_logout_redirect_uri must be registered for the client, compared by
+exact string (§3: "MUST NOT perform post-logout redirection" otherwise); an
+invalid request is shown by the server, never redirected. With a valid
+``id_token_hint`` for the session's user the session ends at once (§2);
+otherwise the user confirms first.
+"""
+
+from __future__ import annotations
+
+import hmac
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policy_sso.config import Client
+from policy_sso.errors import InvalidRequest
+from policy_sso.oidc import tokens
+from policy_sso.oidc.provider import Provider, end_session
+from policy_sso.sessions.model import Session
+
+
+@dataclass(frozen=True, slots=True)
+class LogoutRequest:
+    """A validated logout request."""
+
+    client: Client | None
+    redirect_uri: str | None
+    state: str | None
+    hint: dict[str, Any] | None  # the verified id_token_hint's claims
+
+    @property
+    def location(self) -> str | None:
+        """Return where to send the user afterwards (with ``state``), or None to show a page."""
+        if self.redirect_uri is None:
+            return None
+        if self.state is None:
+            return self.redirect_uri
+        joiner = "&" if urllib.parse.urlsplit(self.redirect_uri).query else "?"
+        return f"{self.redirect_uri}{joiner}{urllib.parse.urlencode({'state': self.state})}"
+
+    def form_fields(self) -> dict[str, str]:
+        """Return the parameters to carry through the confirmation form."""
+        out = {"client_id": self.client.client_id if self.client else None,
+               "post_logout_redirect_uri": self.redirect_uri, "state": self.state}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def validate_logout_request(p: Provider, params: Mapping[str, str], now: int) -> LogoutRequest:
+    """Return the validated request; raise InvalidRequest, which the server shows itself."""
+    hint = None
+    if params.get("id_token_hint"):
+        try:
+            # §2: the OP should accept expired ID tokens it issued as hints
+            hint = tokens.verify_id_token_hint(p.keyring, params["id_token_hint"], p.issuer, now)
+        except Exception:
+            raise InvalidRequest("id_token_hint is not a valid ID token of this provider") from None
+    client_id = params.get("client_id")
+    if hint is not None:
+        aud = hint.get("aud")
+        audiences = [aud] if isinstance(aud, str) else list(aud or [])
+        if client_id and client_id not in audiences:
+            raise InvalidRequest("client_id does not match the id_token_hint's audience")
+        client_id = client_id or (audiences[0] if audiences else None)
+    client = p.client(client_id) if client_id else None
+    if client_id and client is None:
+        raise InvalidRequest(f"unknown client_id {client_id!r}")
+    redirect_uri = params.get("post_logout_redirect_uri") or None
+    if redirect_uri is not None:
+        if client is None:
+            raise InvalidRequest("post_logout_redirect_uri needs client_id or id_token_hint")
+        if redirect_uri not in client.post_logout_redirect_uris:
+            raise InvalidRequest("post_logout_redirect_uri is not registered for this client")
+    return LogoutRequest(client, redirect_uri, params.get("state"), hint)
+
+
+def hinted_session(p: Provider, req: LogoutRequest, cookie_session: Session | None,
+                   now: int) -> Session | None:
+    """Return the session the id_token_hint names, if it is live: the cookie's, or found by ``sid``."""
+    if req.hint is None:
+        return None
+    subject, sid = req.hint.get("sub"), req.hint.get("sid")
+    if cookie_session is not None and cookie_session.subject == subject:
+        return cookie_session
+    if sid and req.client is not None:
+        # a cross-site POST carries no SameSite=Lax cookie: find the session by its sid
+        for session in p.store.sessions_of(str(subject), now):
+            join = session.clients.get(req.client.client_id)
+            if join is not None and hmac.compare_digest(join.sid, str(sid)):
+                return session
+    return None
+
+
+def confirmation_token(p: Provider, session_id: str) -> str:
+    """Return the CSRF token for the logout confirmation form, bound to the session."""
+    return p.codec.tag("logout", session_id)
+
+
+def confirmation_ok(p: Provider, session_id: str, token: str | None) -> bool:
+    """Return whether a submitted confirmation token is this session's (constant time)."""
+    return bool(token) and hmac.compare_digest(confirmation_token(p, session_id), token or "")
+
+
+def log_out(p: Provider, session: Session | None, now: int) -> Session | None:
+    """End the session (and, through :func:`end_session`, notify its clients); return it."""
+    if session is None:
+        return None
+    return end_session(p, session.id, now)

@@ -1,0 +1,140 @@
+"""The OpenID Provider's parts in one place, and the one way a session ends.
+
+:class:`Provider` holds what every endpoint needs: the tenant, the store, the
+signing keys, the interaction codec and the client secrets. Secrets (client
+secrets, TOTP seeds) are read once, here, never per request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policy_sso.config import Client, User
+from policy_sso.oidc.client_auth import ClientAuthenticator
+from policy_sso.oidc.interaction import InteractionCodec
+from policy_sso.reload import TenantHolder
+from policy_sso.sessions.model import Session
+from policy_sso.sessions.store import Store
+from policy_sso.tenant import Tenant
+
+# The use_jti namespace that records revoked access tokens (RFC 7009 §2, RFC 9068 §4).
+REVOKED_ACCESS_TOKENS = "revoked-at"
+# The use_jti namespace that records spent TOTP codes, so a code works once (RFC 6238 §5.2).
+SPENT_TOTP_CODES = "totp"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What an authorization hands on to the tokens minted for it (code, refresh family)."""
+
+    subject: str
+    client_id: str
+    scope: str
+    auth_time: int | None = None
+    acr: str | None = None
+    amr: tuple[str, ...] = ()
+    sid: str | None = None
+    nonce: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the grant as a JSON-safe mapping for the store."""
+        return {"sub": self.subject, "client_id": self.client_id, "scope": self.scope,
+                "auth_time": self.auth_time, "acr": self.acr, "amr": list(self.amr),
+                "sid": self.sid, "nonce": self.nonce}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Grant:
+        """Return the grant stored by :meth:`to_json`."""
+        return cls(data["sub"], data["client_id"], data["scope"], data.get("auth_time"),
+                   data.get("acr"), tuple(data.get("amr") or ()), data.get("sid"),
+                   data.get("nonce"))
+
+
+@dataclass
+class Provider:
+    """Everything the endpoints share; built once per server (or per test).
+
+    The tenant comes from a :class:`TenantHolder`, so a policy reload takes
+    effect on the next request; the secrets read from the tenant directory are
+    re-read once when a new tenant is swapped in.
+    """
+
+    holder: TenantHolder
+    store: Store
+    keyring: Any
+    codec: InteractionCodec
+    clients: ClientAuthenticator = field(init=False)
+    totp_secrets: dict[str, str] = field(init=False, default_factory=dict)
+    _loaded_for: Tenant | None = field(init=False, default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._load_secrets(self.holder.tenant)
+
+    def _load_secrets(self, tenant: Tenant) -> None:
+        totp: dict[str, str] = {}
+        for user in tenant.users.values():
+            if user.totp_secret is not None:
+                value = user.totp_secret.read(tenant.directory)
+                if value:
+                    totp[user.sub] = value.decode().strip()
+        self.clients = ClientAuthenticator(tenant.clients, tenant.directory)
+        self.totp_secrets = totp
+        self._loaded_for = tenant
+
+    @property
+    def tenant(self) -> Tenant:
+        """Return the tenant in force (secrets reloaded with it when it was swapped)."""
+        tenant = self.holder.tenant
+        if tenant is not self._loaded_for:
+            self._load_secrets(tenant)
+        return tenant
+
+    @classmethod
+    def build(cls, tenant: Tenant | TenantHolder, store: Store, keyring: Any,
+              cookie_key: bytes | None = None) -> Provider:
+        """Return a provider; without ``cookie_key`` interactions are signed with a random key."""
+        holder = tenant if isinstance(tenant, TenantHolder) else TenantHolder(tenant)
+        return cls(holder, store, keyring, InteractionCodec(cookie_key or secrets.token_bytes(32)))
+
+    @property
+    def issuer(self) -> str:
+        """Return the tenant's issuer identifier (no trailing slash)."""
+        return self.tenant.settings.issuer
+
+    def client(self, client_id: str) -> Client | None:
+        """Return a registered client."""
+        return self.tenant.clients.get(client_id)
+
+    def user(self, subject: str) -> User | None:
+        """Return the user with this subject."""
+        return self.tenant.users.get(subject)
+
+    def second_factors(self, subject: str) -> tuple[str, ...]:
+        """Return the second-factor methods the hosted pages can offer this user."""
+        if "otp" in self.tenant.settings.methods and subject in self.totp_secrets:
+            return ("otp",)
+        return ()
+
+    def id_token_alg(self, client: Client) -> str:
+        """Return the client's ID token algorithm when the tenant enables it, else RS256."""
+        alg = client.id_token_signed_response_alg
+        return alg if alg in self.tenant.settings.tokens.algorithms else "RS256"
+
+
+def end_session(provider: Provider, session_id: str, now: int) -> Session | None:
+    """End one IdP session; return it as it was, or None when it was not live.
+
+    Every path that ends a session (RP-initiated logout, a different user
+    signing in, admin and backend logout) goes through here, so back-channel
+    logout (OIDC Back-Channel Logout 1.0 §2.5) is added in one place.
+    """
+    del now  # kept for the back-channel extension: logout tokens carry iat
+    return provider.store.end_session(session_id)
+
+
+def state_dir_key(state_dir: Path) -> Path:
+    """Return where the interaction-cookie key lives in a state directory."""
+    return state_dir / "interaction.key"

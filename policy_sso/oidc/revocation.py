@@ -1,0 +1,63 @@
+"""Token revocation (RFC 7009) and introspection (RFC 7662) for authenticated clients."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from policy_sso.config import Client
+from policy_sso.errors import InvalidRequest, InvalidToken
+from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
+from policy_sso.oidc.userinfo import verify_bearer
+from policy_sso.sessions.store import token_key
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2
+
+
+def revoke(p: Provider, client: Client, form: Mapping[str, str], now: int) -> None:
+    """Revoke an access or refresh token the client holds (RFC 7009 §2.1).
+
+    Unknown, invalid and other clients' tokens are ignored: the response is
+    200 either way (§2.2), so a caller learns nothing about tokens.
+    """
+    token = form.get("token")
+    if not token:
+        raise InvalidRequest("token is missing")
+    if _looks_like_jwt(token):
+        try:
+            claims = verify_bearer(p, token, now)
+        except InvalidToken:
+            return
+        if claims.get("client_id") == client.client_id:
+            p.store.use_jti(REVOKED_ACCESS_TOKENS, str(claims["jti"]),
+                            max(int(claims.get("exp", now)), now + 1), now=now)
+        return
+    found = p.store.get_refresh(token_key(token), now)
+    if found is not None and found[1].get("client_id") == client.client_id:
+        # RFC 7009 §2.1: revoking a refresh token may revoke the whole grant
+        p.store.revoke_family(found[0])
+
+
+def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+    """Return the introspection response for a token (RFC 7662 §2.2); inactive as ``{"active": false}``."""
+    del client  # any authenticated client may introspect (it acts as a resource server)
+    token = form.get("token")
+    if not token:
+        raise InvalidRequest("token is missing")
+    if _looks_like_jwt(token):
+        try:
+            claims = verify_bearer(p, token, now)
+        except InvalidToken:
+            return {"active": False}
+        keep = ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti",
+                "auth_time", "acr", "amr", "sid")
+        return {"active": True, "token_type": "Bearer",
+                **{k: claims[k] for k in keep if k in claims}}
+    found = p.store.get_refresh(token_key(token), now)
+    if found is None:
+        return {"active": False}
+    data = found[1]
+    return {"active": True, "token_type": "refresh_token", "client_id": data.get("client_id"),
+            "sub": data.get("sub"), "scope": data.get("scope"), "iss": p.issuer}

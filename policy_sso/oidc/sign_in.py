@@ -1,0 +1,108 @@
+"""What the hosted pages do: sign in with a password, add a TOTP factor, grant consent.
+
+Every successful authentication moves the session to a new id
+(:meth:`Store.reauthenticate`, or a new session), so an id planted before
+sign-in is worthless afterwards (session fixation, RFC 9700 §4.12-style).
+A different user signing in on the same browser ends the old session first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy_sso import credentials
+from policy_sso.errors import RateLimited
+from policy_sso.oidc.authorization_flow import Answer, Interact, decision_error, issue, parse_request, resolve
+from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
+from policy_sso.oidc.interaction import Interaction, Step
+from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session
+from policy_sso.sessions.model import AuthEvent, Session, new_session, new_session_id
+
+TOTP_REPLAY_WINDOW = 120  # seconds a used code stays recorded: the ±1 step window and then some
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """What a hosted page needs: the request, the session and the step to show."""
+
+    request: AuthorizationRequest
+    session: Session | None
+    step: Step
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The result of a sign-in attempt: the session id to set, or a message to show."""
+
+    session_id: str | None
+    message: str = ""
+
+
+def current_page(p: Provider, interaction: Interaction, session_id: str | None, now: int,
+                 *, consented: bool = False) -> Page:
+    """Return the request, session and next step of a pending interaction."""
+    areq = parse_request(p, interaction.params, now)
+    session = p.store.get_session(session_id, now) if session_id else None
+    return Page(areq, session, resolve(p, areq, session, interaction, now, consented=consented))
+
+
+def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answer | Interact:
+    """Return where the interaction goes after a page: the client, or the next page."""
+    kind = page.step.kind
+    if kind == "complete":
+        assert page.session is not None
+        return Answer(issue(p, page.request, page.session, now))
+    if kind == "fail":
+        raise AuthorizationError(decision_error(page.step.decision), page.request.target)
+    return Interact("consent" if kind == "consent" else "login", interaction)
+
+
+def sign_in_password(p: Provider, session_id: str | None, username: str, password: str,
+                     now: int) -> Attempt:
+    """Return the new session id after a correct password, or a message for the form."""
+    limit = p.tenant.settings.rate_limits.get("login")
+    if limit is not None:
+        count, reset = p.store.hit(f"login:{username.casefold()}", limit.window, now)
+        if count > limit.requests:
+            raise RateLimited("too many sign-in attempts; wait a minute", max(1, reset - now))
+    user = p.tenant.users_by_name.get(username)
+    if user is None:
+        credentials.verify_unknown_user(password)  # same cost as a real check: no user enumeration
+        return Attempt(None, "Wrong username or password.")
+    if not credentials.verify_password(user.password_hash, password):
+        return Attempt(None, "Wrong username or password.")
+    event = AuthEvent("pwd", now)
+    current = p.store.get_session(session_id, now) if session_id else None
+    if current is not None and current.subject == user.sub:
+        moved = p.store.reauthenticate(current.id, event, new_session_id(), now)
+        if moved is not None:
+            return Attempt(moved.id)
+    elif current is not None:
+        end_session(p, current.id, now)
+    session = new_session(user.sub, (event,), now)
+    p.store.create_session(session)
+    return Attempt(session.id)
+
+
+def sign_in_otp(p: Provider, session: Session, code: str, now: int) -> Attempt:
+    """Return the new session id after a valid, unused TOTP code (RFC 6238), or a message."""
+    secret = p.totp_secrets.get(session.subject)
+    code = code.strip().replace(" ", "")
+    if secret is None or not code.isdigit() or not credentials.verify_totp(secret, code, now):
+        return Attempt(None, "That code is not valid. Try the current code from your app.")
+    # RFC 6238 §5.2: a verified code must not be accepted a second time
+    if not p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code}", now + TOTP_REPLAY_WINDOW,
+                           now=now):
+        return Attempt(None, "That code was already used. Wait for the next one.")
+    moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now)
+    if moved is None:
+        return Attempt(None, "Your session ended. Sign in again.")
+    return Attempt(moved.id)
+
+
+def grant_consent(p: Provider, page: Page, now: int) -> Session | None:
+    """Record consent for the requested scopes and the policy's required ones; return the session."""
+    assert page.session is not None
+    remedy = page.step.decision.remedy
+    scopes = frozenset(page.request.scopes) | frozenset(remedy.scopes if remedy else ())
+    return p.store.grant_consent(page.session.id, page.request.client.client_id, scopes, now)

@@ -1,0 +1,147 @@
+"""The token endpoint's grants (RFC 6749 §4.1.3, §4.4, §6; OIDC Core §3.1.3, §12).
+
+- authorization_code: single use; a second redemption fails and revokes what
+  the first issued (RFC 6749 §4.1.2, RFC 9700 §4.5.3); redirect_uri must equal
+  the authorization request's; PKCE S256 verified (RFC 7636 §4.6), and a
+  verifier without a challenge is refused (RFC 9700 §2.1.1, PKCE downgrade).
+- refresh_token: rotated on every use; presenting a spent token revokes the
+  whole family (RFC 9700 §4.14.2).
+- client_credentials: confidential clients only, an access token for the client.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from policy_sso.config import Client
+from policy_sso.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from policy_sso.oidc import pkce
+from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
+from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Grant, Provider
+from policy_sso.sessions.store import token_key
+
+
+def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+    """Return the token response for an authenticated client's request (RFC 6749 §5.1)."""
+    grant_type = form.get("grant_type")
+    if not grant_type:
+        raise InvalidRequest("grant_type is missing")
+    handler = GRANTS.get(grant_type)
+    if handler is None:
+        raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+    if grant_type not in client.grant_types:
+        raise UnauthorizedClient(f"the client may not use grant_type {grant_type!r}")
+    return handler(p, client, form, now)
+
+
+def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+    code = form.get("code")
+    if not code:
+        raise InvalidRequest("code is missing")
+    lifetime = p.tenant.settings.tokens.access_token_lifetime
+    jti, family = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    issued = {"family": family, "jti": jti, "exp": now + lifetime}
+    redemption = p.store.redeem_code(token_key(code), now, issued)
+    if redemption.status == "reused":
+        revoke_issued(p, redemption.issued or {}, now)
+        raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
+    if redemption.status != "ok" or redemption.data is None:
+        raise InvalidGrant("the authorization code is invalid or expired")
+    data = redemption.data
+    if data["client_id"] != client.client_id:
+        raise InvalidGrant("the authorization code was issued to another client")
+    if form.get("redirect_uri") != data["redirect_uri"]:
+        raise InvalidGrant("redirect_uri does not match the authorization request")
+    verifier = form.get("code_verifier")
+    challenge = data.get("code_challenge")
+    if challenge:
+        if not verifier:
+            raise InvalidGrant("code_verifier is required (PKCE)")
+        if not pkce.verify_s256(verifier, challenge):
+            raise InvalidGrant("code_verifier does not match the code_challenge")
+    elif verifier:
+        raise InvalidGrant("code_verifier sent but the authorization request had no code_challenge")
+    grant = Grant.from_json(data)
+    return _tokens(p, client, grant, now, jti=jti, family=family, id_token=True)
+
+
+def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+    old = form.get("refresh_token")
+    if not old:
+        raise InvalidRequest("refresh_token is missing")
+    new = secrets.token_urlsafe(32)
+    expires = now + p.tenant.settings.tokens.refresh_token_lifetime
+    rotation = p.store.rotate_refresh(token_key(old), token_key(new), now, expires)
+    if rotation.status == "reused":
+        raise InvalidGrant("the refresh token was already used; its token family is revoked")
+    if rotation.status != "ok" or rotation.data is None or rotation.family_id is None:
+        raise InvalidGrant("the refresh token is invalid, expired or revoked")
+    if rotation.data.get("client_id") != client.client_id:
+        p.store.revoke_family(rotation.family_id)
+        raise InvalidGrant("the refresh token was issued to another client")
+    grant = Grant.from_json(rotation.data)
+    if form.get("scope"):
+        # RFC 6749 §6: a narrower scope is allowed, a wider one is not
+        asked = form["scope"].split()
+        if not set(asked) <= set(grant.scope.split()):
+            raise InvalidScope("scope exceeds what the refresh token was granted")
+        grant = Grant(grant.subject, grant.client_id, " ".join(asked), grant.auth_time, grant.acr,
+                      grant.amr, grant.sid, None)
+    else:
+        grant = Grant(grant.subject, grant.client_id, grant.scope, grant.auth_time, grant.acr,
+                      grant.amr, grant.sid, None)
+    response = _tokens(p, client, grant, now, jti=secrets.token_urlsafe(16), family=None,
+                       id_token="openid" in grant.scope.split())
+    response["refresh_token"] = new
+    return response
+
+
+def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+    if client.is_public:
+        raise UnauthorizedClient("public clients cannot use client_credentials")
+    asked = form.get("scope", "").split()
+    usable = [s for s in client.scopes if s not in ("openid", "offline_access")]
+    if asked and not set(asked) <= set(usable):
+        raise InvalidScope("scope is not allowed for this client")
+    grant = Grant(client.client_id, client.client_id, " ".join(asked or usable))
+    return _tokens(p, client, grant, now, jti=secrets.token_urlsafe(16), family=None, id_token=False)
+
+
+GRANTS = {
+    "authorization_code": _authorization_code,
+    "refresh_token": _refresh_token,
+    "client_credentials": _client_credentials,
+}
+
+
+def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, family: str | None,
+            id_token: bool) -> dict[str, Any]:
+    settings = p.tenant.settings.tokens
+    access_token = mint_access_token(p, grant, now, jti)
+    out: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer",
+                           "expires_in": settings.access_token_lifetime, "scope": grant.scope}
+    if id_token:
+        out["id_token"] = mint_id_token(p, grant, now, access_token=access_token)
+    if family is not None and "refresh_token" in client.grant_types:
+        refresh = secrets.token_urlsafe(32)
+        p.store.put_refresh(token_key(refresh), family, grant.to_json(),
+                            now + settings.refresh_token_lifetime, now=now)
+        out["refresh_token"] = refresh
+    return out
+
+
+def revoke_issued(p: Provider, issued: Mapping[str, Any], now: int) -> None:
+    """Revoke what a code's first redemption issued: its refresh family and access token."""
+    if issued.get("family"):
+        p.store.revoke_family(issued["family"])
+    if issued.get("jti"):
+        p.store.use_jti(REVOKED_ACCESS_TOKENS, issued["jti"], max(int(issued.get("exp", now)), now + 1),
+                        now=now)

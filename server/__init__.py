@@ -1,0 +1,1 @@
+"""The Falcon app serving policy-sso's OpenID Provider (SPEC §4)."""

@@ -1,0 +1,104 @@
+"""Build the Falcon app from its parts, and serve it on waitress.
+
+``create_app(tenant, store, keyring, clock=...)`` is what tests use (memory
+store, fake clock); :func:`serve` is what ``policy-sso serve`` runs (SQLite or
+Redis, keys in the state directory).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from policy_sso.oidc.interaction import load_or_create_key
+from policy_sso.oidc.provider import Provider, state_dir_key
+from policy_sso.reload import TenantHolder
+from policy_sso.sessions.store import Store
+from policy_sso.tenant import Tenant
+from server import error_handlers
+from server.browser import Browser
+from server.middleware import RequestContext, SecurityHeaders
+from server.resources.authorize import Authorize
+from server.resources.discovery import Discovery, Jwks
+from server.resources.health import Health
+from server.resources.interaction import Consent, Login
+from server.resources.logout import Logout
+from server.resources.token import Introspect, Revoke, Token
+from server.resources.userinfo import UserInfo
+
+log = logging.getLogger("policy_sso.server")
+
+SWEEP_INTERVAL = 60  # seconds between store sweeps of expired records
+
+
+def wall_clock() -> int:
+    """Return the current time in integer epoch seconds (the server's only clock read)."""
+    return int(time.time())
+
+
+def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
+               clock: Callable[[], int] = wall_clock, cookie_key: bytes | None = None) -> falcon.App:
+    """Return the WSGI app serving ``tenant`` (or a reloadable holder) with ``store`` and ``keyring``.
+
+    ``clock`` is read once per request; ``cookie_key`` signs pending
+    interactions (random per process when omitted, so pass the state
+    directory's key when several processes serve the same tenant).
+    """
+    provider = Provider.build(tenant, store, keyring, cookie_key)
+    browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
+    app = falcon.App(middleware=[RequestContext(clock), SecurityHeaders()])
+    app.resp_options.secure_cookies_by_default = browser.secure
+    routes: dict[str, Any] = {
+        "/.well-known/openid-configuration": Discovery(provider),
+        "/jwks": Jwks(provider),
+        "/authorize": Authorize(provider, browser),
+        "/login": Login(provider, browser),
+        "/consent": Consent(provider, browser),
+        "/token": Token(provider),
+        "/revoke": Revoke(provider),
+        "/introspect": Introspect(provider),
+        "/userinfo": UserInfo(provider),
+        "/logout": Logout(provider, browser),
+        "/healthz": Health(),
+    }
+    for path, resource in routes.items():
+        app.add_route(path, resource)
+    error_handlers.register(app, browser)
+    return app
+
+
+def _sweeper(store: Store, clock: Callable[[], int], stop: threading.Event) -> None:
+    while not stop.wait(SWEEP_INTERVAL):
+        try:
+            store.sweep(clock())
+        except Exception:  # a failed sweep is retried next round; serving goes on
+            log.exception("store sweep failed")
+
+
+def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: str = "127.0.0.1",
+          port: int = 8080, threads: int = 8) -> None:
+    """Serve the tenant on waitress until interrupted; sweep expired records meanwhile."""
+    import waitress
+
+    holder = TenantHolder(tenant)
+    holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
+    app = create_app(holder, store, keyring, cookie_key=load_or_create_key(state_dir_key(state_dir)))
+    server = waitress.create_server(app, host=host, port=port, threads=threads, ident="policy-sso")
+    stop = threading.Event()
+    threading.Thread(target=_sweeper, args=(store, wall_clock, stop), daemon=True).start()
+    print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
+          f"{server.effective_port} (state in {state_dir})", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        server.close()
+        store.close()

@@ -1,0 +1,84 @@
+"""What the server sends a browser: cookies, HTML pages and authorization responses.
+
+Cookies are HttpOnly and SameSite=Lax, and Secure unless the issuer is plain
+``http`` (SPEC §4: the demo runs on http://127.0.0.1). Templates auto-escape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+import jinja2
+
+from policy_sso.oidc.authorize import AuthorizationResponse
+from policy_sso.oidc.interaction import Interaction, InteractionCodec
+
+SESSION_COOKIE = "psso_session"
+INTERACTION_COOKIE = "psso_interaction"
+
+
+class Browser:
+    """Cookie names and flags, the template environment and response delivery."""
+
+    def __init__(self, issuer: str, session_max_age: int) -> None:
+        self.secure = issuer.startswith("https://")
+        self.session_max_age = session_max_age
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("server", "templates"), autoescape=True,
+            undefined=jinja2.ChainableUndefined)
+
+    # --- pages ---------------------------------------------------------------
+    def render(self, resp: falcon.Response, template: str, status: int = 200, **context: Any) -> None:
+        """Render an HTML page into the response."""
+        resp.status = status
+        resp.content_type = falcon.MEDIA_HTML
+        resp.text = self.templates.get_template(template).render(**context)
+
+    def deliver(self, resp: falcon.Response, response: AuthorizationResponse, *,
+                after_post: bool = False) -> None:
+        """Send an authorization response: a redirect, or an auto-submitting form (form_post)."""
+        location = response.location
+        if location is None:
+            self.render(resp, "form_post.html", action=response.redirect_uri, params=response.params)
+            return
+        resp.status = falcon.HTTP_303 if after_post else falcon.HTTP_302
+        resp.location = location
+
+    def redirect(self, resp: falcon.Response, location: str, *, after_post: bool = False) -> None:
+        """Redirect within the server (303 after a form POST so the browser GETs the page)."""
+        resp.status = falcon.HTTP_303 if after_post else falcon.HTTP_302
+        resp.location = location
+
+    # --- cookies -------------------------------------------------------------
+    def _cookie(self, resp: falcon.Response, name: str, value: str, max_age: int) -> None:
+        resp.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure,
+                        http_only=True, same_site="Lax")
+
+    def session_id(self, req: falcon.Request) -> str | None:
+        """Return the IdP session id the browser presents, if any."""
+        values = req.get_cookie_values(SESSION_COOKIE)
+        return values[0] if values else None
+
+    def set_session(self, resp: falcon.Response, session_id: str) -> None:
+        """Set the IdP session cookie."""
+        self._cookie(resp, SESSION_COOKIE, session_id, self.session_max_age)
+
+    def clear_session(self, resp: falcon.Response) -> None:
+        """Remove the IdP session cookie."""
+        resp.unset_cookie(SESSION_COOKIE, path="/", same_site="Lax")
+
+    def interaction(self, req: falcon.Request, codec: InteractionCodec, interaction_id: str | None,
+                    now: int) -> Interaction | None:
+        """Return the pending interaction the browser's cookie holds for this id, if valid."""
+        values = req.get_cookie_values(INTERACTION_COOKIE)
+        return codec.open(values[0] if values else None, interaction_id, now)
+
+    def set_interaction(self, resp: falcon.Response, codec: InteractionCodec,
+                        interaction: Interaction) -> None:
+        """Store the pending interaction in its signed cookie."""
+        self._cookie(resp, INTERACTION_COOKIE, codec.seal(interaction), codec.ttl)
+
+    def clear_interaction(self, resp: falcon.Response) -> None:
+        """Remove the interaction cookie once the client has its answer."""
+        resp.unset_cookie(INTERACTION_COOKIE, path="/", same_site="Lax")

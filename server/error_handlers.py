@@ -1,0 +1,82 @@
+"""The one error handler: library errors become OIDC/JSON errors or pages, never a 500.
+
+- AuthorizationError: delivered to the client's validated redirect_uri.
+- OAuthError: its ``error``/``status``/headers as JSON (RFC 6749 §5.2), or an
+  HTML page on browser-facing endpoints (an unverified redirect_uri is never
+  redirected to, RFC 9700 §4.1.1).
+- Falcon's own HTTP errors (404, 405, bad media): the same JSON shape.
+- Anything else: logged without the query string or body (which carry codes,
+  tokens and passwords) and answered with a generic error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import falcon
+
+from policy_sso.errors import OAuthError, StoreError
+from policy_sso.oidc.authorize import AuthorizationError
+from server.browser import Browser
+
+log = logging.getLogger("policy_sso.server")
+
+HTTP_ERROR_CODES = {401: "invalid_token", 403: "access_denied", 404: "not_found",
+                    405: "method_not_allowed", 429: "temporarily_unavailable",
+                    503: "temporarily_unavailable"}
+
+
+def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, status: int, *, error: str,
+            description: str, headers: dict[str, str] | None = None) -> None:
+    for name, value in (headers or {}).items():
+        resp.set_header(name, value)
+    if getattr(req.context, "html", False):
+        browser.render(resp, "error.html", status, error=error, description=description,
+                       request_id=getattr(req.context, "request_id", ""))
+        return
+    resp.status = status
+    resp.media = {"error": error, "error_description": description}
+
+
+def error_handler(browser: Browser) -> Any:
+    """Return the app's error handler bound to the page renderer."""
+
+    def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
+        del params
+        try:
+            if isinstance(ex, AuthorizationError):
+                browser.clear_interaction(resp)
+                browser.deliver(resp, ex.response, after_post=req.method == "POST")
+            elif isinstance(ex, OAuthError):
+                _render(req, resp, browser, ex.status, error=ex.error, description=ex.description,
+                        headers=ex.headers)
+            elif isinstance(ex, falcon.HTTPError):
+                status = ex.status_code
+                _render(req, resp, browser, status, error=HTTP_ERROR_CODES.get(status, "invalid_request"),
+                        description=str(ex.description or ex.title), headers=dict(ex.headers or {}))
+            elif isinstance(ex, StoreError):
+                log.error("store unavailable on %s %s [%s]: %s", req.method, req.path,
+                          getattr(req.context, "request_id", "-"), type(ex).__name__)
+                _render(req, resp, browser, 503, error="temporarily_unavailable",
+                        description="the session store is unavailable; try again shortly",
+                        headers={"Retry-After": "5"})
+            else:
+                log.exception("unhandled error on %s %s [%s]", req.method, req.path,
+                              getattr(req.context, "request_id", "-"))
+                _render(req, resp, browser, 400, error="invalid_request",
+                        description="the request could not be processed")
+        except Exception:  # the handler itself must never fail into a 500
+            log.exception("error handler failed on %s %s", req.method, req.path)
+            resp.status = 400
+            resp.content_type = falcon.MEDIA_JSON
+            resp.text = '{"error":"invalid_request","error_description":"the request could not be processed"}'
+
+    return handle
+
+
+def register(app: falcon.App, browser: Browser) -> None:
+    """Install the handler for every exception, Falcon's HTTP errors included."""
+    handler = error_handler(browser)
+    app.add_error_handler(Exception, handler)
+    app.add_error_handler(falcon.HTTPError, handler)

@@ -1,0 +1,62 @@
+"""Falcon hooks: form bodies, client authentication and bearer tokens (``@falcon.before``)."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import falcon
+
+from policy_sso.errors import InvalidRequest
+from policy_sso.oidc.authorize import single_valued
+from policy_sso.oidc.userinfo import bearer_token, verify_bearer
+
+MAX_FORM_BYTES = 64 * 1024
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    grouped: dict[str, str | list[str]] = {}
+    for key, value in pairs:
+        if key in grouped:
+            previous = grouped[key]
+            grouped[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            grouped[key] = value
+    return single_valued(grouped)
+
+
+def query_params(req: falcon.Request) -> dict[str, str]:
+    """Return the query parameters, refusing repeated ones (RFC 6749 §3.1)."""
+    return _pairs(urllib.parse.parse_qsl(req.query_string, keep_blank_values=True))
+
+
+def form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Parse an ``application/x-www-form-urlencoded`` body into ``req.context.form``."""
+    del resp, resource, params
+    ctype = (req.content_type or "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise InvalidRequest("the body must be application/x-www-form-urlencoded")
+    raw = req.bounded_stream.read(MAX_FORM_BYTES + 1)
+    if len(raw) > MAX_FORM_BYTES:
+        raise InvalidRequest("the request body is too large")
+    try:
+        pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the body is not valid UTF-8 form data") from None
+    req.context.form = _pairs(pairs)
+
+
+def authenticate_client(req: falcon.Request, resp: falcon.Response, resource: Any,
+                        params: dict) -> None:
+    """Authenticate the calling client into ``req.context.client`` (RFC 6749 §2.3)."""
+    del resp, params
+    req.context.client = resource.provider.clients.authenticate(
+        req.get_header("Authorization"), req.context.form)
+
+
+def bearer(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Verify the request's access token into ``req.context.token`` (RFC 6750 §2)."""
+    del resp, params
+    form_token = req.context.form.get("access_token") if hasattr(req.context, "form") else None
+    token = bearer_token(req.get_header("Authorization"), form_token)
+    req.context.token = verify_bearer(resource.provider, token, req.context.now)

@@ -1,0 +1,41 @@
+"""GET/POST /authorize (OIDC Core §3.1.2): the decision, then the answer or the hosted pages."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import falcon
+
+from policy_sso.oidc import authorization_flow
+from policy_sso.oidc.provider import Provider
+from server.browser import Browser
+from server.hooks import form_body, query_params
+
+
+class Authorize:
+    """The authorization endpoint; errors before the redirect_uri is verified are shown as pages."""
+
+    html_errors = True
+
+    def __init__(self, provider: Provider, browser: Browser) -> None:
+        self.provider = provider
+        self.browser = browser
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Handle a request sent as query parameters."""
+        self._authorize(req, resp, query_params(req))
+
+    @falcon.before(form_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Handle a request sent as a form body (OIDC Core §3.1.2.1)."""
+        self._authorize(req, resp, req.context.form)
+
+    def _authorize(self, req: falcon.Request, resp: falcon.Response, params: dict[str, str]) -> None:
+        result = authorization_flow.authorize(self.provider, params, self.browser.session_id(req),
+                                              req.context.now)
+        if isinstance(result, authorization_flow.Answer):
+            self.browser.deliver(resp, result.response)
+            return
+        self.browser.set_interaction(resp, self.provider.codec, result.interaction)
+        query = urllib.parse.urlencode({"interaction": result.interaction.id})
+        self.browser.redirect(resp, f"/{result.page}?{query}", after_post=req.method == "POST")

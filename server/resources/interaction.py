@@ -1,0 +1,157 @@
+"""GET/POST /login (password and one-time code) and /consent: the hosted pages."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import falcon
+
+from policy_sso.errors import AccessDenied, OAuthError
+from policy_sso.oidc import sign_in
+from policy_sso.oidc.authorization_flow import Answer, Interact
+from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
+from policy_sso.oidc.interaction import Interaction
+from policy_sso.oidc.provider import Provider
+from server.browser import Browser
+from server.hooks import form_body
+
+EXPIRED = OAuthError("this sign-in has expired or was not started here; go back to the "
+                     "application and start again", error="invalid_request")
+FORGED = OAuthError("the form was not submitted from this sign-in page (CSRF check failed)",
+                    error="access_denied", status=403)
+
+
+class _Page:
+    html_errors = True
+
+    def __init__(self, provider: Provider, browser: Browser) -> None:
+        self.provider = provider
+        self.browser = browser
+
+    def _interaction(self, req: falcon.Request) -> Interaction:
+        form = getattr(req.context, "form", {})
+        interaction_id = req.get_param("interaction") or form.get("interaction")
+        found = self.browser.interaction(req, self.provider.codec, interaction_id, req.context.now)
+        if found is None:
+            raise EXPIRED
+        if req.method == "POST" and not found.csrf_ok(form.get("csrf_token")):
+            raise FORGED
+        return found
+
+    def _proceed(self, req: falcon.Request, resp: falcon.Response, page: sign_in.Page,
+                 interaction: Interaction) -> None:
+        result = sign_in.proceed(self.provider, page, interaction, req.context.now)
+        after_post = req.method == "POST"
+        if isinstance(result, Answer):
+            self.browser.clear_interaction(resp)
+            self.browser.deliver(resp, result.response, after_post=after_post)
+            return
+        assert isinstance(result, Interact)
+        query = urllib.parse.urlencode({"interaction": interaction.id})
+        self.browser.redirect(resp, f"/{result.page}?{query}", after_post=after_post)
+
+    def _client_name(self, page: sign_in.Page) -> str:
+        return page.request.client.name or page.request.client.client_id
+
+    def _username(self, subject: str | None) -> str:
+        user = self.provider.user(subject) if subject else None
+        return user.username if user else ""
+
+
+class Login(_Page):
+    """The password form, and the one-time-code form when a second factor is asked for."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Show the form the interaction needs next (or move on if none is needed)."""
+        interaction = self._interaction(req)
+        page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req),
+                                    req.context.now)
+        if page.step.kind in ("login", "otp"):
+            self._show(resp, page, interaction)
+        else:
+            self._proceed(req, resp, page, interaction)
+
+    @falcon.before(form_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Check a password or a one-time code; re-show the form with a message when wrong."""
+        interaction = self._interaction(req)
+        form, now = req.context.form, req.context.now
+        session_id = self.browser.session_id(req)
+        if "otp" in form:
+            session = self.provider.store.get_session(session_id, now) if session_id else None
+            if session is None:
+                page = sign_in.current_page(self.provider, interaction, None, now)
+                self._show(resp, page, interaction, "Your session ended. Sign in again.")
+                return
+            attempt = sign_in.sign_in_otp(self.provider, session, form["otp"], now)
+        else:
+            attempt = sign_in.sign_in_password(self.provider, session_id, form.get("username", ""),
+                                               form.get("password", ""), now)
+        if attempt.session_id is None:
+            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            self._show(resp, page, interaction, attempt.message, form.get("username", ""))
+            return
+        self.browser.set_session(resp, attempt.session_id)
+        if "otp" not in form:
+            interaction = interaction.after_sign_in()
+            self.browser.set_interaction(resp, self.provider.codec, interaction)
+        page = sign_in.current_page(self.provider, interaction, attempt.session_id, now)
+        self._proceed(req, resp, page, interaction)
+
+    def _show(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
+              message: str = "", username: str = "") -> None:
+        common = {"client_name": self._client_name(page), "interaction_id": interaction.id,
+                  "csrf": interaction.csrf, "message": message}
+        if page.step.kind == "otp" and page.session is not None:
+            self.browser.render(resp, "otp.html", username=self._username(page.session.subject),
+                                **common)
+            return
+        request = page.request.policy_request
+        hinted = self._username(request.id_token_hint_sub or request.login_hint_sub)
+        if not message and "subject_mismatch" in page.step.decision.codes and page.session:
+            message = "The application asked for a different account. Sign in with that account."
+            common["message"] = message
+        self.browser.render(resp, "login.html", username=username or hinted or
+                            (request.login_hint or ""), **common)
+
+
+class Consent(_Page):
+    """The consent page: the scopes asked for, and Allow / Deny."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Show the scopes, or move on when consent is not what the interaction needs."""
+        interaction = self._interaction(req)
+        page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req),
+                                    req.context.now)
+        if page.step.kind != "consent" or page.session is None:
+            self._proceed(req, resp, page, interaction)
+            return
+        remedy = page.step.decision.remedy
+        names = dict.fromkeys([*page.request.scopes, *(remedy.scopes if remedy else ())])
+        scopes = [{"name": s, "description": SCOPE_DESCRIPTIONS.get(s, "")} for s in names]
+        self.browser.render(resp, "consent.html", client_name=self._client_name(page),
+                            username=self._username(page.session.subject), scopes=scopes,
+                            interaction_id=interaction.id, csrf=interaction.csrf)
+
+    @falcon.before(form_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Record the user's decision; ``deny`` sends access_denied to the client."""
+        interaction = self._interaction(req)
+        now = req.context.now
+        decision = req.context.form.get("decision")
+        if decision not in ("allow", "deny"):
+            raise OAuthError("decision must be allow or deny")
+        session_id = self.browser.session_id(req)
+        page = sign_in.current_page(self.provider, interaction, session_id, now)
+        if page.session is None:
+            self._proceed(req, resp, page, interaction)
+            return
+        if decision == "deny":
+            self.browser.clear_interaction(resp)
+            response = page.request.target.error(AccessDenied("the user denied access"))
+            self.browser.deliver(resp, response, after_post=True)
+            return
+        if page.step.kind == "consent":
+            sign_in.grant_consent(self.provider, page, now)
+        page = sign_in.current_page(self.provider, interaction, session_id, now, consented=True)
+        self._proceed(req, resp, page, interaction)

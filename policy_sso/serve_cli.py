@@ -1,0 +1,73 @@
+"""``policy-sso serve``: run the OpenID Provider on waitress (SPEC §6).
+
+Defaults serve the demo tenant from ``policies/`` with state (signing keys,
+the interaction key, the SQLite store) in ``./var`` on 127.0.0.1:8080, so the
+README's first command works from the repository root with no arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def store_url(args_store: str | None, args_state_dir: str | None, tenant_store: str,
+              state_dir: Path) -> str:
+    """Return the store URL: ``--store``, else SQLite in ``--state-dir``, else tenant.yaml's."""
+    if args_store:
+        return args_store
+    if args_state_dir:
+        # sqlite:///relative or sqlite:////absolute (SQLAlchemy's convention, see store.open_store)
+        return f"sqlite:///{state_dir / 'policy-sso.db'}"
+    return tenant_store
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Load the tenant, open the store and keys, and serve until interrupted."""
+    from policy_sso.diagnostics import RENDERERS
+    from policy_sso.errors import PolicySSOError
+    from policy_sso.oidc.keys import KeyRing
+    from policy_sso.sessions.store import open_store
+    from policy_sso.tenant import check_tenant
+    from server.app import serve
+
+    tenant, diagnostics = check_tenant(args.config)
+    if tenant is None:
+        sys.stderr.write(RENDERERS["text"](diagnostics))
+        return EXIT_FINDINGS
+    state_dir = Path(args.state_dir or tenant.settings.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(state_dir, 0o700)  # keys and the session database live here
+    url = store_url(args.store, args.state_dir, tenant.settings.store, state_dir)
+    try:
+        store = open_store(url, tenant.settings.lifetime)
+        keyring = KeyRing.load_or_create(state_dir, tenant.settings.tokens.algorithms)
+    except (PolicySSOError, OSError) as err:
+        print(f"policy-sso serve: {err}", file=sys.stderr)
+        return EXIT_FINDINGS
+    try:
+        serve(tenant, store, keyring, state_dir, host=args.host, port=args.port, threads=args.threads)
+    except OSError as err:  # e.g. the port is taken
+        print(f"policy-sso serve: cannot listen on {args.host}:{args.port}: {err.strerror}",
+              file=sys.stderr)
+        return EXIT_FINDINGS
+    return EXIT_OK
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command to the CLI."""
+    p = subparsers.add_parser("serve", help="run the OpenID Provider (waitress)")
+    p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory (policies/)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="keys and the SQLite store (default: tenant.yaml state_dir, ./var)")
+    p.add_argument("--store", metavar="URL",
+                   help="memory://, sqlite:///PATH or redis://HOST:PORT/DB "
+                   "(default: SQLite in the state dir)")
+    p.add_argument("--host", default="127.0.0.1", metavar="H")
+    p.add_argument("--port", default=8080, type=int, metavar="P")
+    p.add_argument("--threads", default=8, type=int, metavar="N", help="waitress worker threads")
+    p.set_defaults(func=cmd_serve)

@@ -12,6 +12,7 @@ from policy_sso.sessions.model import SessionLifetime
 
 MAX_INACTIVITY = 604800  # SPEC §3 / IBM App ID: at most 7 days
 DEFAULT_INACTIVITY = 86400
+MAX_SECRET_BYTES = 65536  # a key or secret file larger than this is not a key
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,13 @@ class SecretRef:
             return value.encode() if value else None
         path = (base / self.name) if not os.path.isabs(self.name) else Path(self.name)
         try:
-            return path.read_bytes().strip()
+            if not path.is_file():  # not a device or a FIFO: reading one could block forever
+                return None
+            with path.open("rb") as handle:
+                data = handle.read(MAX_SECRET_BYTES + 1)
         except OSError:
             return None
+        return data.strip() if len(data) <= MAX_SECRET_BYTES else None
 
     def describe(self) -> str:
         """Return ``env VAR`` or ``file PATH`` for messages (never the value)."""

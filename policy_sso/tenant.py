@@ -266,11 +266,12 @@ def _check_files(files: list[Path], tenant: Tenant | None) -> list[Diagnostic]:
             out += _load_config(path, _CONFIG_SCHEMAS[path.name])[1]
             continue
         context_tenant = tenant
-        if context_tenant is None and (home := find_tenant_dir(path)) is not None:
+        home = find_tenant_dir(path)
+        if context_tenant is None and home is not None:
             context_tenant, _ = check_tenant(home)
         policies, errs = parse_policy_file(path)
         out += errs
         ctx = (Context(context_tenant.settings, context_tenant.clients, context_tenant.directory)
-               if context_tenant else Context(base_dir=path.parent))
+               if context_tenant else Context(base_dir=home or path.parent))  # key paths: tenant-relative
         out += validate_policies(policies, ctx, STANDALONE_SET_RULES)
     return out

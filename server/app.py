@@ -8,6 +8,7 @@ Redis, keys in the state directory).
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -81,6 +82,10 @@ def _sweeper(store: Store, clock: Callable[[], int], stop: threading.Event) -> N
             log.exception("store sweep failed")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: str = "127.0.0.1",
           port: int = 8080, threads: int = 8) -> None:
     """Serve the tenant on waitress until interrupted; sweep expired records meanwhile."""
@@ -90,13 +95,16 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     app = create_app(holder, store, keyring, cookie_key=load_or_create_key(state_dir_key(state_dir)))
     server = waitress.create_server(app, host=host, port=port, threads=threads, ident="policy-sso")
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (systemd, docker stop) ends the serve loop like Ctrl-C, so the store is closed cleanly
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stop = threading.Event()
     threading.Thread(target=_sweeper, args=(store, wall_clock, stop), daemon=True).start()
     print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
           f"{server.effective_port} (state in {state_dir})", flush=True)
     try:
-        server.run()
-    except KeyboardInterrupt:
+        server.run()  # returns after SIGINT/SIGTERM (waitress catches SystemExit and KeyboardInterrupt)
+    except (KeyboardInterrupt, SystemExit):
         pass
     finally:
         stop.set()

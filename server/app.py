@@ -87,7 +87,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: str = "127.0.0.1",
-          port: int = 8080, threads: int = 8) -> None:
+          port: int = 8080, threads: int = 4) -> None:
     """Serve the tenant on waitress until interrupted; sweep expired records meanwhile."""
     import waitress
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 import falcon
@@ -14,20 +13,14 @@ from policy_sso.oidc.userinfo import bearer_token, verify_bearer
 MAX_FORM_BYTES = 64 * 1024
 
 
-def _pairs(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    grouped: dict[str, str | list[str]] = {}
-    for key, value in pairs:
-        if key in grouped:
-            previous = grouped[key]
-            grouped[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-        else:
-            grouped[key] = value
-    return single_valued(grouped)
+def _parse(text: str) -> dict[str, str]:
+    # falcon's parser (compiled) decodes like urllib.parse.parse_qsl and lists repeated names
+    return single_valued(falcon.uri.parse_query_string(text, keep_blank=True, csv=False))
 
 
 def query_params(req: falcon.Request) -> dict[str, str]:
     """Return the query parameters, refusing repeated ones (RFC 6749 §3.1)."""
-    return _pairs(urllib.parse.parse_qsl(req.query_string, keep_blank_values=True))
+    return _parse(req.query_string)
 
 
 def form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
@@ -40,10 +33,10 @@ def form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params:
     if len(raw) > MAX_FORM_BYTES:
         raise InvalidRequest("the request body is too large")
     try:
-        pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
-    except (UnicodeDecodeError, ValueError):
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
         raise InvalidRequest("the body is not valid UTF-8 form data") from None
-    req.context.form = _pairs(pairs)
+    req.context.form = _parse(text)
 
 
 def authenticate_client(req: falcon.Request, resp: falcon.Response, resource: Any,

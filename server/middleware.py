@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -18,12 +19,15 @@ class RequestContext:
 
     def __init__(self, clock: Callable[[], int]) -> None:
         self.clock = clock
+        # a per-process prefix and a counter: unique ids for log correlation, no entropy to spend
+        self.prefix = secrets.token_hex(4) + "-"
+        self.counter = itertools.count(1)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Set ``req.context.now``, ``request_id`` and the default error style."""
         del resp
         req.context.now = int(self.clock())
-        req.context.request_id = secrets.token_hex(8)
+        req.context.request_id = f"{self.prefix}{next(self.counter):x}"
         req.context.html = False
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,

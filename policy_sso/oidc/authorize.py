@@ -11,6 +11,8 @@ fragment) and OAuth 2.0 Form Post Response Mode, and always carry ``iss``
 
 from __future__ import annotations
 
+import functools
+import re
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +40,24 @@ RESPONSE_MODES = ("query", "fragment", "form_post")
 # Parameters that must not appear twice (RFC 6749 §3.1); we refuse any repeat.
 UNSUPPORTED_PARAMS = {"request": "request_not_supported", "request_uri": "request_uri_not_supported",
                       "registration": "registration_not_supported"}
+
+
+_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def form_urlencode(params: Mapping[str, str]) -> str:
+    """Return ``params`` as application/x-www-form-urlencoded text (what urlencode gives, faster).
+
+    Codes, tokens and parameter names are base64url or plain words: they are
+    passed through as they are, and only other values pay for percent-encoding.
+    """
+    return "&".join(
+        f"{k if _UNRESERVED.fullmatch(k) else _quote(k)}={v if _UNRESERVED.fullmatch(v) else _quote(v)}"
+        for k, v in params.items())
+
+
+# the issuer and redirect-bound values repeat from request to request
+_quote = functools.lru_cache(maxsize=256)(urllib.parse.quote_plus)
 
 
 def canonical_response_type(value: str) -> str | None:
@@ -78,7 +98,7 @@ class AuthorizationResponse:
     @property
     def location(self) -> str | None:
         """Return the redirect URL for query/fragment mode, None for form_post."""
-        encoded = urllib.parse.urlencode(self.params)
+        encoded = form_urlencode(self.params)
         if self.response_mode == "fragment":
             return f"{self.redirect_uri}#{encoded}"
         if self.response_mode == "query":

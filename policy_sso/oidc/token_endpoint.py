@@ -4,6 +4,8 @@
   the first issued (RFC 6749 §4.1.2, RFC 9700 §4.5.3); redirect_uri must equal
   the authorization request's; PKCE S256 verified (RFC 7636 §4.6), and a
   verifier without a challenge is refused (RFC 9700 §2.1.1, PKCE downgrade).
+- refresh tokens are issued when ``offline_access`` was granted (OIDC Core §11)
+  and the client may use the refresh_token grant.
 - refresh_token: rotated on every use; presenting a spent token revokes the
   whole family (RFC 9700 §4.14.2).
 - client_credentials: confidential clients only, an access token for the client.
@@ -130,7 +132,10 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
                            "expires_in": settings.access_token_lifetime, "scope": grant.scope}
     if id_token:
         out["id_token"] = mint_id_token(p, grant, now, access_token=access_token)
-    if family is not None and "refresh_token" in client.grant_types:
+    # OIDC Core §11: a refresh token when the client may use them and offline_access was granted
+    # (node-oidc-provider's default too); it then outlives the browser session
+    if (family is not None and "refresh_token" in client.grant_types
+            and "offline_access" in grant.scope.split()):
         refresh = secrets.token_urlsafe(32)
         p.store.put_refresh(token_key(refresh), family, grant.to_json(),
                             now + settings.refresh_token_lifetime, now=now)

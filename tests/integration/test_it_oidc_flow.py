@@ -108,6 +108,7 @@ def test_client_secret_post(op: LiveOP, browser: BrowserAgent) -> None:
     resp = op.token("portal", auth="post", grant_type="authorization_code", code=cb.params["code"],
                     redirect_uri=REDIRECTS["portal"])
     assert resp.status_code == 200, resp.text
+    assert "refresh_token" not in resp.json()  # no offline_access asked for (OIDC Core §11)
 
 
 @pytest.mark.parametrize(("client_id", "alg"), [("payments-web", "ES256"), ("docs", "EdDSA")])

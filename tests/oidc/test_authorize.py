@@ -12,6 +12,7 @@ from policy_sso.oidc.authorize import (
     AuthorizationError,
     ResponseTarget,
     canonical_response_type,
+    form_urlencode,
     single_valued,
     validate_authorization_request,
 )
@@ -146,3 +147,11 @@ def test_response_type_is_order_insensitive() -> None:
 def test_repeated_parameter_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="more than once"):
         single_valued({"scope": ["openid", "profile"]})
+
+
+@pytest.mark.parametrize("params", [
+    {"code": "Ab-_.~09", "state": "a b&c=d#e/€", "iss": "http://127.0.0.1:8080"},
+    {"error_description": "mfa_required acr_insufficient", "": "", "k y": "+%"},
+], ids=["response", "odd_names"])
+def test_form_urlencode_matches_urllib(params: dict[str, str]) -> None:
+    assert form_urlencode(params) == urllib.parse.urlencode(params)

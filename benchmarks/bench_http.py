@@ -1,0 +1,259 @@
+"""HTTP benchmark: silent authorize, code exchange and a bare route, on one live server.
+
+Starts ``policy-sso serve`` (the demo tenant, SQLite in a temporary state
+directory) on a free loopback port, signs alice in through the HTML forms,
+then measures three phases with a few keep-alive client threads:
+
+- floor: ``GET /healthz``, a bare Falcon route on the same waitress settings;
+- silent authorize: ``prompt=none`` with the live session cookie, 302 with a code;
+- code exchange: ``POST /token`` (authorization_code, client_secret_basic).
+
+Each phase is bounded in count and time. It prints requests/s, p50/p99
+latency and the server's CPU time per request, read from the server
+process's own counters (/proc/<pid>/stat utime+stime), and times the RS256
+signatures an exchange makes in this process for comparison.
+
+    python benchmarks/bench_http.py [--requests 3000] [--seconds 10] [--threads 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+REDIRECT = "http://127.0.0.1:9001/callback"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """Return the process's (user, system) CPU seconds from /proc/<pid>/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """Return the process's user+system CPU seconds."""
+    return sum(cpu_times(pid))
+
+
+class Conn:
+    """A keep-alive HTTP/1.1 connection to the server (lighter than requests)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def request(self, method: str, path: str, body: str | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+        self.conn.request(method, path, body=body, headers=headers or {})
+        resp = self.conn.getresponse()
+        data = resp.read().decode()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+
+
+# --- setup: sign alice in through the HTML forms -------------------------------------
+
+def hidden(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+
+
+def form_action(html: str) -> str:
+    return re.search(r'<form method="post" action="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+
+def authorize_path(prompt: str | None = None) -> str:
+    params = {"client_id": "portal", "redirect_uri": REDIRECT, "response_type": "code",
+              "scope": "openid profile", "state": "s", "nonce": "n"}
+    if prompt:
+        params["prompt"] = prompt
+    return "/authorize?" + urllib.parse.urlencode(params)
+
+
+def sign_in(port: int) -> str:
+    """Return the session cookie header after alice signs in at the portal."""
+    c = Conn(port)
+    cookies: dict[str, str] = {}
+
+    # http.client folds repeated Set-Cookie headers; read them from the raw response instead
+    def request(method: str, path: str, form: dict[str, str] | None = None) -> tuple[int, str, str]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+        body = urllib.parse.urlencode(form) if form is not None else None
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        c.conn.request(method, path, body=body, headers=headers)
+        resp = c.conn.getresponse()
+        text = resp.read().decode()
+        for name, value in resp.getheaders():
+            if name.lower() == "set-cookie":
+                key, _, rest = value.partition("=")
+                val = rest.split(";", 1)[0]
+                if "Max-Age=0" in value or not val:
+                    cookies.pop(key, None)
+                else:
+                    cookies[key] = val
+        return resp.status, resp.getheader("Location", ""), text
+
+    status, location, _ = request("GET", authorize_path())
+    _, _, page = request("GET", location)
+    status, location, _ = request("POST", form_action(page),
+                                  {**hidden(page), "username": "alice", "password": "wonderland"})
+    _, _, page = request("GET", location)
+    status, location, _ = request("POST", form_action(page), {**hidden(page), "decision": "allow"})
+    assert location.startswith(REDIRECT), (status, location)
+    return f"psso_session={cookies['psso_session']}"
+
+
+# --- measurement ---------------------------------------------------------------------
+
+def run_phase(port: int, pid: int, threads: int, count: int, seconds: float,
+              make: Callable[[int], tuple[str, str, str | None, dict[str, str], int]]) -> dict:
+    """Send up to ``count`` requests (or for ``seconds``) from ``threads`` connections."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(count))
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        conn = Conn(port)
+        local: list[float] = []
+        while time.perf_counter() < deadline:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            method, path, body, headers, expected = make(i)
+            t0 = time.perf_counter()
+            status, _, _ = conn.request(method, path, body, headers)
+            local.append(time.perf_counter() - t0)
+            if status != expected:
+                errors.append(f"{status} on {path[:40]}")
+        with lock:
+            latencies.extend(local)
+
+    (user0, sys0), t0 = cpu_times(pid), time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    user1, sys1 = cpu_times(pid)
+    wall, cpu = time.perf_counter() - t0, (user1 - user0) + (sys1 - sys0)
+    n = len(latencies)
+    if n == 0:
+        raise SystemExit(f"no request completed in {seconds} s: {errors[:1]}")
+    latencies.sort()
+    return {"n": n, "rps": n / wall, "p50": statistics.median(latencies) * 1000,
+            "p99": latencies[min(n - 1, int(n * 0.99))] * 1000, "cpu_ms": cpu / n * 1000,
+            "sys_share": (sys1 - sys0) / cpu if cpu else 0.0,
+            "errors": len(errors), "first_error": errors[0] if errors else ""}
+
+
+def signature_ms(state_dir: Path, rounds: int = 200) -> float:
+    """Return the time of one RS256 signature with the server's own key (in this process)."""
+    from policy_sso.oidc.keys import KeyRing
+
+    ring = KeyRing.load_or_create(state_dir)
+    claims = {"iss": "http://127.0.0.1:8080", "sub": "u-alice", "aud": "portal", "iat": 1, "exp": 2}
+    ring.sign(claims, "RS256")
+    batches = []
+    for _ in range(5):  # the median of five batches: CPU time on a shared machine is noisy
+        t0 = time.process_time()
+        for _ in range(rounds):
+            ring.sign(claims, "RS256")
+        batches.append((time.process_time() - t0) / rounds * 1000)
+    return statistics.median(batches)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="requests per phase (at most)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time per phase (at most)")
+    parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--server-threads", type=int, default=4, help="waitress threads (serve's default)")
+    args = parser.parse_args()
+
+    port = free_port()
+    state = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),
+         "--threads", str(args.server_threads)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        line = server.stdout.readline()
+        if "serving" not in line:
+            print(line + server.stdout.read(), file=sys.stderr)
+            return 1
+        # keep reading the server's output (waitress logs queue depth): a full pipe would block it
+        threading.Thread(target=server.stdout.read, daemon=True).start()
+        cookie = sign_in(port)
+        secret = (ROOT / "policies/secrets/portal.secret").read_text().strip()
+        basic = "Basic " + base64.b64encode(f"portal:{secret}".encode()).decode()
+        silent = authorize_path("none")
+
+        def floor(i: int) -> tuple:
+            return "GET", "/healthz", None, {}, 200
+
+        def authorize(i: int) -> tuple:
+            return "GET", silent, None, {"Cookie": cookie}, 302
+
+        # codes for the exchange phase, minted before it starts (not measured)
+        conn, codes = Conn(port), []
+        for _ in range(args.requests):
+            _, headers, _ = conn.request("GET", silent, None, {"Cookie": cookie})
+            codes.append(urllib.parse.parse_qs(urllib.parse.urlsplit(headers["location"]).query)["code"][0])
+
+        def exchange(i: int) -> tuple:
+            body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": codes[i],
+                                           "redirect_uri": REDIRECT})
+            return "POST", "/token", body, {"Authorization": basic,
+                                            "Content-Type": "application/x-www-form-urlencoded"}, 200
+
+        results = {}
+        for name, make in (("floor GET /healthz", floor), ("silent authorize", authorize),
+                           ("code exchange", exchange)):
+            run_phase(port, server.pid, args.threads, min(200, args.requests), 2.0,
+                      floor if make is exchange else make)  # warm-up
+            results[name] = run_phase(port, server.pid, args.threads, args.requests, args.seconds, make)
+        sig = signature_ms(state)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    print(f"bench_http: {args.threads} client threads, waitress threads={args.server_threads}, "
+          f"up to {args.requests} requests or {args.seconds:.0f} s per phase, {os.cpu_count()} CPUs")
+    print(f"{'phase':<20} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18} "
+          f"{'(kernel)':>8} errors")
+    for name, r in results.items():
+        print(f"{name:<20} {r['n']:>6} {r['rps']:>8.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+              f"{r['cpu_ms']:>18.3f} {r['sys_share']:>8.0%} {r['errors']} {r['first_error']}")
+    floor_r, auth_r, ex_r = (results[k] for k in results)
+    print(f"silent authorize: {auth_r['rps'] / floor_r['rps']:.0%} of the floor's req/s (target >= 60%), "
+          f"{auth_r['cpu_ms']:.3f} ms server CPU/request (target <= 0.5)")
+    print(f"code exchange: 2 RS256 signatures = {2 * sig:.3f} ms; server CPU {ex_r['cpu_ms']:.3f} ms/request "
+          f"= {ex_r['cpu_ms'] / (2 * sig):.2f}x the signatures (target <= 1.5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -182,3 +182,28 @@ def test_user_without_a_second_factor_cannot_meet_an_mfa_policy(op: LiveOP, brow
     cb = browser.interact(browser.authorize_request("payments-web"), "bob")
     assert cb.error == "interaction_required"
     assert "mfa_required" in cb.codes
+
+
+def test_essential_acr_in_claims_and_acr_values(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    loa2 = '{"id_token": {"acr": {"essential": true, "value": "urn:policy-sso:loa:2"}}}'
+    essential = browser.silent("portal", claims=loa2)
+    assert (essential.error, essential.codes) == ("login_required", ["acr_insufficient"])
+    loa1 = '{"id_token": {"acr": {"essential": true, "values": ["urn:policy-sso:loa:1"]}}}'
+    assert browser.silent("portal", claims=loa1).params.get("code")
+    assert browser.silent("portal", claims="{not json").error == "invalid_request"
+
+    # interactively, the essential acr is met by the second-factor page
+    page = browser.follow(browser.authorize_request("portal", claims=loa2))
+    assert page_kind(page) == "otp"
+    cb = browser.interact(page)
+    assert cb.error is None
+    claims = op.verify_id_token(exchange(op, "portal", cb.params["code"])["id_token"], "portal")
+    assert claims["acr"] == "urn:policy-sso:loa:2"
+
+    # docs: acr_values loa:3 asks for a hardware key, which no hosted page offers
+    browser.interact(browser.authorize_request("docs"))
+    hwk = browser.silent("docs", acr_values="urn:policy-sso:loa:3")
+    assert (hwk.error, hwk.codes) == ("login_required", ["amr_missing"])
+    refused = browser.interact(browser.authorize_request("docs", acr_values="urn:policy-sso:loa:3"))
+    assert (refused.error, refused.codes) == ("login_required", ["amr_missing"])

@@ -1,0 +1,175 @@
+"""Policy authoring commands: ``test`` (SPEC §6, docs/authoring.md).
+
+Registered into the ``policy-sso`` parser by :func:`register`. Exit status:
+0 on success, 1 on findings (failing tests, files to reformat, lint errors,
+changed decisions, broken input files), 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from policy_sso.diagnostics import render_text
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+def _usage(command: str, message: str) -> int:
+    print(f"policy-sso {command}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+class _SourceLines:
+    """Reads ``FILE:LINE`` locations back to the text written there (for failure reports)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, list[str]] = {}
+
+    def line(self, source: str) -> str:
+        file, _, number = source.rpartition(":")
+        if not number.isdigit():
+            return ""
+        if file not in self._files:
+            try:
+                self._files[file] = Path(file).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                self._files[file] = []
+        lines = self._files[file]
+        index = int(number) - 1
+        return lines[index].strip() if 0 <= index < len(lines) else ""
+
+
+# --- test -------------------------------------------------------------------------------
+
+def _failure_text(result: Any, tenant: Any, sources: _SourceLines) -> str:
+    case, decision = result.case, result.decision
+    lines = [f"FAIL {case.file}:{case.line}: {case.name}"]
+    if result.error:
+        return "\n".join([*lines, f"  error: {result.error}"])
+    policy = decision.policy or tenant.policy_for(case.client).name
+    lines.append(f"  client {case.client} -> policy {policy}")
+    if decision.outcome != case.outcome:
+        lines += [f"  outcome  expected: {case.outcome}", f"           actual:   {decision.outcome}"]
+    else:
+        lines.append(f"  outcome  {decision.outcome} (as expected)")
+    if case.reasons is not None:
+        missing = Counter(case.reasons) - Counter(decision.codes)
+        lines.append("  reasons  (- expected, not produced; + produced, not expected)")
+        width = max([len(c) for c in (*case.reasons, *decision.codes)] or [0])
+        extra = Counter(decision.codes) - Counter(case.reasons)
+        for reason in decision.reasons:
+            mark = " "
+            if extra[reason.code]:
+                extra[reason.code] -= 1
+                mark = "+"
+            text = sources.line(reason.source)
+            where = f"{reason.source}  {text}" if text else reason.source
+            lines.append(f"    {mark} {reason.code:<{width}}  {where}")
+            lines.append(f"      {'':<{width}}  required {reason.required}; observed {reason.observed}")
+        lines += [f"    - {code}" for code in sorted(missing.elements())]
+    return "\n".join(lines)
+
+
+def _coverage_text(coverage: Any, sources: _SourceLines) -> list[str]:
+    report = coverage.report()
+    total = sum(len(items) for _, items in report)
+    covered = sum(ok for _, items in report for _, ok in items)
+    lines = [f"coverage: {covered}/{total} requirement checks and when blocks ({coverage.percent:.1f}%)"]
+    width = max([len(name) for name, _ in report] or [0])
+    for name, items in report:
+        done = sum(ok for _, ok in items)
+        percent = 100.0 * done / len(items) if items else 100.0
+        lines.append(f"  {name:<{width}}  {done}/{len(items)}  {percent:5.1f}%  {coverage.files[name]}")
+        for item, ok in items:
+            if not ok:
+                what = ("when guard never held" if item.kind == "when"
+                        else f"{item.label} never failed")
+                text = sources.line(item.source)
+                lines.append(f"      not covered: {item.source}  {text}  ({what})")
+    return lines
+
+
+def _result_json(result: Any, tenant: Any) -> dict[str, Any]:
+    case, decision = result.case, result.decision
+    out: dict[str, Any] = {
+        "name": case.name, "file": case.file, "line": case.line, "client": case.client,
+        "passed": result.passed,
+        "expected": {"outcome": case.outcome,
+                     "reasons": list(case.reasons) if case.reasons is not None else None},
+    }
+    if result.error:
+        out["error"] = result.error
+    if decision is not None:
+        out["policy"] = decision.policy or tenant.policy_for(case.client).name
+        out["actual"] = {"outcome": decision.outcome,
+                         "reasons": [{"code": r.code, "source": r.source, "required": r.required,
+                                      "observed": r.observed} for r in decision.reasons]}
+    return out
+
+
+def _coverage_json(coverage: Any) -> dict[str, Any]:
+    policies = []
+    for name, items in coverage.report():
+        policies.append({
+            "policy": name, "file": coverage.files[name],
+            "covered": sum(ok for _, ok in items), "total": len(items),
+            "items": [{"kind": i.kind, "source": i.source, "reason": i.label if i.kind == "check" else None,
+                       "covered": ok} for i, ok in items],
+        })
+    return {"percent": round(coverage.percent, 2), "covered": sum(p["covered"] for p in policies),
+            "total": sum(p["total"] for p in policies), "policies": policies}
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run policy test files; report failures with a diff, a summary and the coverage."""
+    from policy_sso.policytest import find_test_files, run_paths
+
+    if args.min_coverage is not None and not 0 <= args.min_coverage <= 100:
+        return _usage("test", "--min-coverage is a percentage between 0 and 100")
+    files, missing = find_test_files(args.paths)
+    if missing:
+        return _usage("test", f"no such file or directory: {', '.join(missing)}")
+    if not files:
+        return _usage("test", "no test files (*.test.yaml) found in " + ", ".join(args.paths))
+    run = run_paths(files)
+    below = args.min_coverage is not None and run.coverage.percent + 1e-9 < args.min_coverage
+    if args.format == "json":
+        out = {"summary": {"passed": run.passed, "failed": run.failed, "files": len(files)},
+               "results": [_result_json(r, t) for r, t in run.results],
+               "errors": [d.__dict__ for d in run.diagnostics],
+               "coverage": _coverage_json(run.coverage), "min_coverage": args.min_coverage}
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        sources = _SourceLines()
+        sys.stderr.write(render_text(run.diagnostics))
+        blocks = [_failure_text(r, t, sources) for r, t in run.results if not r.passed]
+        if args.verbose:
+            for result, _ in run.results:
+                if result.passed:
+                    print(f"ok   {result.case.file}:{result.case.line}: {result.case.name}")
+        if blocks:
+            print("\n\n".join(blocks) + "\n")
+        print(f"{run.passed} passed, {run.failed} failed"
+              + (f", {len(run.diagnostics)} errors in test files or tenants" if run.diagnostics else ""))
+        print("\n".join(_coverage_text(run.coverage, sources)))
+        if below:
+            print(f"coverage {run.coverage.percent:.1f}% is below --min-coverage {args.min_coverage:g}%")
+    return EXIT_FINDINGS if run.failed or run.diagnostics or below else EXIT_OK
+
+
+# --- wiring -----------------------------------------------------------------------------
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``test`` command to the CLI."""
+    p = sub.add_parser("test", help="run policy test cases (*.test.yaml) with coverage")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories searched recursively")
+    p.add_argument("--min-coverage", type=float, metavar="N",
+                   help="fail when less than N percent of requirement checks and when blocks are covered")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    p.set_defaults(func=cmd_test)

@@ -25,7 +25,16 @@ from policy_sso.tenant import Tenant
 from server import error_handlers
 from server.browser import Browser
 from server.middleware import RequestContext, SecurityHeaders
+from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
 from server.resources.authorize import Authorize
+from server.resources.backend import (
+    Otp,
+    Password,
+    SessionAuthenticate,
+    SessionLogout,
+    SessionStatus,
+    UserLogout,
+)
 from server.resources.discovery import Discovery, Jwks
 from server.resources.health import Health
 from server.resources.interaction import Consent, Login
@@ -67,6 +76,15 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/userinfo": UserInfo(provider),
         "/logout": Logout(provider, browser),
         "/healthz": Health(),
+        "/v1/auth/password": Password(provider),
+        "/v1/auth/otp": Otp(provider),
+        "/v1/auth/session/authenticate": SessionAuthenticate(provider),
+        "/v1/auth/session/logout": SessionLogout(provider),
+        "/v1/auth/logout": UserLogout(provider),
+        "/v1/auth/session/status": SessionStatus(provider, browser),
+        "/admin/v1/users/{sub}/sessions/logout": UserSessionsLogout(provider),
+        "/admin/v1/users/{sub}/password": UserPassword(provider),
+        "/admin/v1/policies/reload": PoliciesReload(provider),
     }
     for path, resource in routes.items():
         app.add_route(path, resource)

@@ -28,7 +28,8 @@ HTTP_ERROR_CODES = {401: "invalid_token", 403: "access_denied", 404: "not_found"
 
 
 def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, status: int, *, error: str,
-            description: str, headers: dict[str, str] | None = None) -> None:
+            description: str, headers: dict[str, str] | None = None,
+            extra: dict[str, Any] | None = None) -> None:
     for name, value in (headers or {}).items():
         resp.set_header(name, value)
     if getattr(req.context, "html", False):
@@ -36,7 +37,7 @@ def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, status
                        request_id=getattr(req.context, "request_id", ""))
         return
     resp.status = status
-    resp.media = {"error": error, "error_description": description}
+    resp.media = {**(extra or {}), "error": error, "error_description": description}
 
 
 def error_handler(browser: Browser) -> Any:
@@ -50,7 +51,7 @@ def error_handler(browser: Browser) -> Any:
                 browser.deliver(resp, ex.response, after_post=req.method == "POST")
             elif isinstance(ex, OAuthError):
                 _render(req, resp, browser, ex.status, error=ex.error, description=ex.description,
-                        headers=ex.headers)
+                        headers=ex.headers, extra=ex.extra)
             elif isinstance(ex, falcon.HTTPError):
                 status = ex.status_code
                 _render(req, resp, browser, status, error=HTTP_ERROR_CODES.get(status, "invalid_request"),

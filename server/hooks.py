@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import falcon
 
 from policy_sso.errors import InvalidRequest
+from policy_sso.oidc import admin, backend
 from policy_sso.oidc.authorize import single_valued
 from policy_sso.oidc.userinfo import bearer_token, verify_bearer
 
@@ -53,3 +55,43 @@ def bearer(req: falcon.Request, resp: falcon.Response, resource: Any, params: di
     form_token = req.context.form.get("access_token") if hasattr(req.context, "form") else None
     token = bearer_token(req.get_header("Authorization"), form_token)
     req.context.token = verify_bearer(resource.provider, token, req.context.now)
+
+
+MAX_JSON_BYTES = 64 * 1024
+
+
+def json_body(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Parse an ``application/json`` object body into ``req.context.json``."""
+    del resp, resource, params
+    ctype = (req.content_type or "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise InvalidRequest("the body must be application/json", status=415)
+    raw = req.bounded_stream.read(MAX_JSON_BYTES + 1)
+    if len(raw) > MAX_JSON_BYTES:
+        raise InvalidRequest("the request body is too large", status=413)
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidRequest("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    req.context.json = body
+
+
+def raw_bearer(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Put the request's bearer token, unverified, into ``req.context.bearer`` (RFC 6750 §2.1)."""
+    del resp, resource, params
+    req.context.bearer = bearer_token(req.get_header("Authorization"), None)
+
+
+def client_token(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Authenticate the calling client by its ``client_credentials`` access token."""
+    raw_bearer(req, resp, resource, params)
+    req.context.client = backend.calling_client(resource.provider, req.context.bearer, req.context.now)
+
+
+def admin_token(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Admit only the configured admin token (compared in constant time)."""
+    header = req.get_header("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    admin.check_admin(resource.provider, token.strip() if scheme.lower() == "bearer" else None)

@@ -17,7 +17,7 @@ from typing import Literal
 from policy_sso.config import Client
 from policy_sso.decision import Decision
 from policy_sso.errors import InvalidRequest, OAuthError
-from policy_sso.oidc import pkce, tokens
+from policy_sso.oidc import forced_sso, pkce, tokens
 from policy_sso.oidc.authorize import (
     AuthorizationError,
     AuthorizationRequest,
@@ -26,8 +26,8 @@ from policy_sso.oidc.authorize import (
 )
 from policy_sso.oidc.claims import user_claims
 from policy_sso.oidc.interaction import Interaction, Step, next_step, satisfied_request
-from policy_sso.oidc.provider import Grant, Provider
-from policy_sso.sessions.model import ClientJoin, Session
+from policy_sso.oidc.provider import Grant, Provider, join_client
+from policy_sso.sessions.model import Session
 from policy_sso.sessions.store import token_key
 
 
@@ -36,6 +36,7 @@ class Answer:
     """The authorization response to deliver now."""
 
     response: AuthorizationResponse
+    session_id: str | None = None  # a session a login_hint_token signed in: the browser's new cookie
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,7 @@ class Interact:
 
     page: Literal["login", "consent"]
     interaction: Interaction
+    session_id: str | None = None
 
 
 def parse_request(p: Provider, params: Mapping[str, str], now: int) -> AuthorizationRequest:
@@ -80,16 +82,28 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     """Return the answer to an authorization request, or the interaction that must run first."""
     areq = parse_request(p, params, now)
     session = p.store.get_session(session_id, now) if session_id else None
+    signed_in = None
+    try:
+        if areq.policy_request.silent:
+            p.limiter.check("silent_auth", session_id or "-", areq.client.client_id, now=now)
+        token = forced_sso.hint_token(params)
+        if token is not None:  # SPEC §5: verified before anything changes
+            session = forced_sso.sign_in_with_hint(p, areq.client.client_id, token, session, now)
+            signed_in = session.id
+    except OAuthError as err:  # the redirect_uri is valid by now: the client hears of it
+        raise AuthorizationError(err, areq.target) from None
     decision = p.tenant.decide(areq.policy_request, session, now)
     if decision.allowed:
-        return Answer(issue(p, areq, session, now))  # type: ignore[arg-type]
+        return Answer(issue(p, areq, session, now), signed_in)  # type: ignore[arg-type]
     if areq.policy_request.silent:
         raise AuthorizationError(decision_error(decision), areq.target)
-    interaction = p.codec.new(areq.params, now)
+    # the pending interaction never carries the (now spent) hint
+    kept = {k: v for k, v in areq.params.items() if k not in forced_sso.HINT_PARAMETERS}
+    interaction = p.codec.new(kept, now)
     step = resolve(p, areq, session, interaction, now)
     if step.kind == "fail":
         raise AuthorizationError(decision_error(step.decision), areq.target)
-    return Interact("consent" if step.kind == "consent" else "login", interaction)
+    return Interact("consent" if step.kind == "consent" else "login", interaction, signed_in)
 
 
 def decision_error(decision: Decision) -> OAuthError:
@@ -114,11 +128,7 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
     §2.1) and touches the session only when last-seen is stale.
     """
     client_id = areq.client.client_id
-    join = session.clients.get(client_id)
-    if join is None:
-        join = ClientJoin(client_id, secrets.token_urlsafe(16), now)
-        joined = p.store.join_client(session.id, join, now)
-        join = joined.clients.get(client_id, join) if joined else join
+    join = join_client(p, session, client_id, now)
     if now - session.last_seen >= p.store.lifetime.touch_interval:
         p.store.touch_session(session.id, now)
     grant = Grant(session.subject, client_id, " ".join(areq.scopes), session.auth_time,

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from policy_sso.config import Client, User
+from policy_sso.oidc.backchannel import BackchannelNotifier, LogoutTarget
 from policy_sso.oidc.client_auth import ClientAuthenticator
 from policy_sso.oidc.interaction import InteractionCodec
+from policy_sso.ratelimit import RateLimiter
 from policy_sso.reload import TenantHolder
-from policy_sso.sessions.model import Session
+from policy_sso.sessions.model import ClientJoin, Session
 from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 
@@ -66,7 +68,9 @@ class Provider:
     store: Store
     keyring: Any
     codec: InteractionCodec
+    notifier: BackchannelNotifier | None = None
     clients: ClientAuthenticator = field(init=False)
+    hint_verifiers: dict[tuple[int, str], Any] = field(init=False, default_factory=dict)
     totp_secrets: dict[str, str] = field(init=False, default_factory=dict)
     _loaded_for: Tenant | None = field(init=False, default=None, repr=False)
 
@@ -97,7 +101,8 @@ class Provider:
               cookie_key: bytes | None = None) -> Provider:
         """Return a provider; without ``cookie_key`` interactions are signed with a random key."""
         holder = tenant if isinstance(tenant, TenantHolder) else TenantHolder(tenant)
-        return cls(holder, store, keyring, InteractionCodec(cookie_key or secrets.token_bytes(32)))
+        notifier = BackchannelNotifier(keyring, holder.tenant.settings.issuer)
+        return cls(holder, store, keyring, InteractionCodec(cookie_key or secrets.token_bytes(32)), notifier)
 
     @property
     def issuer(self) -> str:
@@ -118,6 +123,11 @@ class Provider:
             return ("otp",)
         return ()
 
+    @property
+    def limiter(self) -> RateLimiter:
+        """Return the rate limiter of the tenant in force (limits change with a reload)."""
+        return RateLimiter(self.store, self.tenant.settings.rate_limits)
+
     def id_token_alg(self, client: Client) -> str:
         """Return the client's ID token algorithm when the tenant enables it, else RS256."""
         alg = client.id_token_signed_response_alg
@@ -131,8 +141,25 @@ def end_session(provider: Provider, session_id: str, now: int) -> Session | None
     signing in, admin and backend logout) goes through here, so back-channel
     logout (OIDC Back-Channel Logout 1.0 §2.5) is added in one place.
     """
-    del now  # kept for the back-channel extension: logout tokens carry iat
-    return provider.store.end_session(session_id)
+    del now  # logout tokens carry the notifier's own iat
+    session = provider.store.end_session(session_id)
+    if session is not None and provider.notifier is not None:
+        clients = provider.tenant.clients
+        provider.notifier.notify(
+            LogoutTarget(join.client_id, uri, join.sid, session.subject)
+            for join in session.clients.values()
+            if (uri := getattr(clients.get(join.client_id), "backchannel_logout_uri", None)))
+    return session
+
+
+def join_client(provider: Provider, session: Session, client_id: str, now: int) -> ClientJoin:
+    """Return the client's join of the session (its OIDC ``sid``), recording it on first use."""
+    join = session.clients.get(client_id)
+    if join is None:
+        join = ClientJoin(client_id, secrets.token_urlsafe(16), now)
+        joined = provider.store.join_client(session.id, join, now)
+        join = joined.clients.get(client_id, join) if joined else join
+    return join
 
 
 def state_dir_key(state_dir: Path) -> Path:

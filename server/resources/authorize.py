@@ -33,6 +33,8 @@ class Authorize:
     def _authorize(self, req: falcon.Request, resp: falcon.Response, params: dict[str, str]) -> None:
         result = authorization_flow.authorize(self.provider, params, self.browser.session_id(req),
                                               req.context.now)
+        if result.session_id is not None:  # a login_hint_token signed a user in
+            self.browser.set_session(resp, result.session_id)
         if isinstance(result, authorization_flow.Answer):
             self.browser.deliver(resp, result.response)
             return

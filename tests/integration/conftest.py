@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import waitress
-from live_op import DEMO, BrowserAgent, FakeClock, LiveOP
+from live_op import DEMO, BrowserAgent, FakeClock, LiveOP, with_issuer
 
 from policy_sso.oidc.keys import KeyRing
+from policy_sso.reload import TenantHolder
 from policy_sso.sessions.store import open_store
 from policy_sso.tenant import Tenant, load_tenant
 from server.app import create_app
@@ -28,20 +28,22 @@ def keyring(tmp_path_factory: pytest.TempPathFactory, demo_tenant: Tenant) -> An
     return KeyRing.load_or_create(tmp_path_factory.mktemp("keys"), demo_tenant.settings.tokens.algorithms)
 
 
-def _with_issuer(tenant: Tenant, issuer: str) -> Tenant:
-    return Tenant(tenant.directory, replace(tenant.settings, issuer=issuer), tenant.clients,
-                  tenant.users, tenant.policies, tenant.policy_files)
+@pytest.fixture
+def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant | TenantHolder]:
+    """Return the tenant to serve at a URL (a module overrides this to serve a variant)."""
+    return lambda url: with_issuer(demo_tenant, url)
 
 
 @pytest.fixture
-def op(demo_tenant: Tenant, keyring: Any, tmp_path: Path) -> Iterator[LiveOP]:
-    """Serve the demo tenant on a free loopback port, issuer set to that address."""
+def op(tenant_for: Callable[[str], Tenant | TenantHolder], keyring: Any, tmp_path: Path) -> Iterator[LiveOP]:
+    """Serve ``tenant_for``'s tenant (the demo) on a free loopback port with that issuer."""
     server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
     url = f"http://127.0.0.1:{server.effective_port}"
-    tenant = _with_issuer(demo_tenant, url)
+    served = tenant_for(url)
+    tenant = served.tenant if isinstance(served, TenantHolder) else served
     clock = FakeClock()
     store = open_store(f"sqlite:///{tmp_path}/op.db", tenant.settings.lifetime)
-    server.application = create_app(tenant, store, keyring, clock=clock)
+    server.application = create_app(served, store, keyring, clock=clock)
     stop = threading.Event()
 
     def run() -> None:

@@ -11,7 +11,7 @@ import base64
 import hashlib
 import secrets
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ START = 1_800_000_000
 PASSWORDS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
 REDIRECTS = {"portal": "http://127.0.0.1:9001/callback", "payments-web": "http://127.0.0.1:9002/callback",
              "payments-api": "http://127.0.0.1:9002/api-callback", "docs": "http://127.0.0.1:9003/callback",
-             "spa": "http://127.0.0.1:9005/callback", "backoffice": "http://127.0.0.1:9006/callback"}
+             "spa": "http://127.0.0.1:9005/callback", "backoffice": "http://127.0.0.1:9006/callback",
+             "intranet-bridge": "http://127.0.0.1:9004/callback",
+             "portal-backend": "http://127.0.0.1:9001/api-callback"}
 
 
 class FakeClock:
@@ -249,3 +251,6 @@ def callback(location: str) -> Callback:
     return Callback(location, dict(urllib.parse.parse_qsl(raw, keep_blank_values=True)))
 
 
+def with_issuer(tenant: Tenant, issuer: str) -> Tenant:
+    return Tenant(tenant.directory, replace(tenant.settings, issuer=issuer), tenant.clients,
+                  tenant.users, tenant.policies, tenant.policy_files)

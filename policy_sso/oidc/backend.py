@@ -1,0 +1,173 @@
+"""The backend session API (SPEC §4; the Transmit backend-SSO seed): apps sign users in by session id.
+
+Every call is authenticated by a client access token from the
+``client_credentials`` grant. ``/v1/auth/session/authenticate`` is silent
+authentication without a browser: the calling client's policy decides on the
+session, and a refusal carries the decision itself (outcome, every reason,
+the remedy) instead of a bare ``login_required``.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from policy_sso.config import Client
+from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken, OAuthError
+from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
+from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Grant, Provider, end_session, join_client
+from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
+from policy_sso.oidc.userinfo import verify_bearer
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import Session
+
+SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # what new_session_id makes, and no more
+
+
+class SessionNotFound(OAuthError):
+    """The seed's answer for an unknown, ended or expired session id."""
+
+    error = "session_not_found"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("Session not found", extra={"message": "Session not found"})
+
+
+class Refused(OAuthError):
+    """A policy refusal: 400 with the decision's outcome, reasons and remedy."""
+
+    def __init__(self, decision_json: dict[str, Any], codes: tuple[str, ...]) -> None:
+        super().__init__(" ".join(codes) or decision_json["outcome"], error=decision_json["outcome"],
+                         extra=decision_json)
+
+
+def _string(body: Mapping[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None or value == "":
+        if required:
+            raise InvalidRequest(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string")
+    return value
+
+
+def _session_id(body: Mapping[str, Any]) -> str:
+    """Return the body's session_id; a malformed one is invalid_request, an unknown one not found."""
+    value = _string(body, "session_id")
+    if not SESSION_ID_RE.match(value):  # type: ignore[arg-type]
+        raise InvalidRequest("session_id is malformed")
+    return value  # type: ignore[return-value]
+
+
+def calling_client(p: Provider, token: str, now: int) -> Client:
+    """Return the client a ``client_credentials`` access token belongs to; raise InvalidToken."""
+    claims = verify_bearer(p, token, now)
+    client = p.client(str(claims.get("client_id")))
+    if client is None or claims.get("sub") != client.client_id:
+        err = InvalidToken("a client access token (client_credentials grant) is required")
+        err.headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        raise err
+    return client
+
+
+def _live(p: Provider, session_id: str, now: int) -> Session:
+    session = p.store.get_session(session_id, now)
+    if session is None:
+        raise SessionNotFound()
+    return session
+
+
+def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, Any],
+            now: int) -> dict[str, Any]:
+    """Return tokens when the client's policy allows the session; raise Refused otherwise."""
+    scope = _string(body, "scope", required=False) or "openid"
+    params = {"scope": scope, **{k: v for k in ("acr_values", "max_age", "claims")
+                                 if isinstance(v := body.get(k), str)}}
+    request = AuthRequest.from_params(client.client_id, params)
+    if not set(request.scopes) <= set(client.scopes):
+        raise OAuthError("scope is not allowed for this client", error="invalid_scope")
+    if client.first_party and not request.scopes <= session.consents.get(client.client_id, frozenset()):
+        # a first-party app needs no consent page: its sign-in grants what it asks for
+        session = p.store.grant_consent(session.id, client.client_id, request.scopes, now) or session
+    decision = p.tenant.decide(request, session, now)
+    if not decision.allowed:
+        body_json = decision.to_json()
+        remedy = body_json.get("remedy") or {}
+        if "otp" in remedy.get("methods", ()):
+            remedy["backend"] = "POST /v1/auth/otp with this session_id and the user's TOTP code"
+        raise Refused(body_json, decision.codes)
+    join = join_client(p, session, client.client_id, now)
+    if now - session.last_seen >= p.store.lifetime.touch_interval:
+        p.store.touch_session(session.id, now)
+    grant = Grant(session.subject, client.client_id, " ".join(sorted(request.scopes)), session.auth_time,
+                  p.tenant.evaluator(client.client_id).acr_of(session), session.amr, join.sid, None)
+    settings = p.tenant.settings.tokens
+    access_token = mint_access_token(p, grant, now, secrets.token_urlsafe(16))
+    out: dict[str, Any] = {"session_id": session.id, "access_token": access_token, "token_type": "Bearer",
+                           "expires_in": settings.access_token_lifetime, "scope": grant.scope}
+    if "openid" in request.scopes:
+        out["id_token"] = mint_id_token(p, grant, now, access_token=access_token)
+    return out
+
+
+def password(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """POST /v1/auth/password: a new session, with tokens when the policy allows, else the decision."""
+    username, secret = _string(body, "username"), _string(body, "password")
+    attempt = sign_in_password(p, None, username, secret, now)  # type: ignore[arg-type]
+    if attempt.session_id is None:
+        raise InvalidClient("wrong username or password", error="invalid_grant", status=400)
+    session = _live(p, attempt.session_id, now)
+    try:
+        return _decide(p, client, session, body, now)
+    except Refused as refused:
+        # the password was right, so the user is signed in; the policy wants more before tokens
+        return {"session_id": session.id, "decision": refused.extra}
+
+
+def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """POST /v1/auth/otp: add a TOTP second factor to a session (new session id: no fixation)."""
+    session = _live(p, _session_id(body), now)
+    attempt = sign_in_otp(p, session, _string(body, "code") or "", now)
+    if attempt.session_id is None:
+        raise OAuthError(attempt.message or "the code is not valid", error="invalid_grant")
+    moved = _live(p, attempt.session_id, now)
+    return {"session_id": moved.id, "amr": list(moved.amr)}
+
+
+def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
+    """POST /v1/auth/session/authenticate: silent authentication by session id."""
+    session_id = _session_id(body)
+    p.limiter.check("silent_auth", session_id, client.client_id, now=now)
+    return _decide(p, client, _live(p, session_id, now), body, now)
+
+
+def session_logout(p: Provider, body: Mapping[str, Any], now: int) -> None:
+    """POST /v1/auth/session/logout: end a session by id (idempotent)."""
+    end_session(p, _session_id(body), now)
+
+
+def user_logout(p: Provider, token: str, now: int) -> None:
+    """POST /v1/auth/logout: end the session the user's access token was issued from, and revoke it."""
+    claims = verify_bearer(p, token, now)
+    subject, sid, client_id = claims.get("sub"), claims.get("sid"), claims.get("client_id")
+    if sid is None or subject == client_id:
+        raise InvalidToken("a user's access token is required (this one names no session)")
+    for session in p.store.sessions_of(str(subject), now):
+        join = session.clients.get(str(client_id))
+        if join is not None and join.sid == sid:
+            end_session(p, session.id, now)
+    p.store.use_jti(REVOKED_ACCESS_TOKENS, str(claims["jti"]), int(claims["exp"]) + 1, now=now)
+
+
+def session_status(p: Provider, session_id: str | None, client_id: str, now: int) -> dict[str, Any]:
+    """GET /v1/auth/session/status: whether the browser's IdP session is alive (for polling)."""
+    p.limiter.check("status", session_id or "-", client_id, now=now)
+    session = p.store.get_session(session_id, now) if session_id else None
+    if session is None:
+        return {"active": False}
+    return {"active": True, "expires_at": p.store.lifetime.expires_at(session) - 1,
+            "auth_time": session.auth_time}

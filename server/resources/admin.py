@@ -1,0 +1,53 @@
+"""The admin API (SPEC §4): end a user's sessions, set a password, reload policies."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import falcon
+
+from policy_sso.oidc import admin
+from policy_sso.oidc.provider import Provider
+from server.hooks import admin_token, json_body
+
+
+class _AdminEndpoint:
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+
+class UserSessionsLogout(_AdminEndpoint):
+    """POST /admin/v1/users/{sub}/sessions/logout."""
+
+    @falcon.before(admin_token)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, sub: str) -> None:
+        """End every session of the user, with back-channel logout."""
+        ended = admin.end_user_sessions(self.provider, sub, req.context.now)
+        resp.media = {"sub": sub, "sessions_ended": ended}
+
+
+class UserPassword(_AdminEndpoint):
+    """POST /admin/v1/users/{sub}/password."""
+
+    @falcon.before(admin_token)
+    @falcon.before(json_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response, sub: str) -> None:
+        """Set the password (users.yaml), then end every session of the user."""
+        ended = admin.set_password(self.provider, sub, req.context.json, req.context.now)
+        resp.media = {"sub": sub, "password_set": True, "sessions_ended": ended}
+
+
+class PoliciesReload(_AdminEndpoint):
+    """POST /admin/v1/policies/reload."""
+
+    @falcon.before(admin_token)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Reload; a set with any error is rejected with every diagnostic and the old set stays."""
+        result = admin.reload_policies(self.provider)
+        diagnostics = [asdict(d) for d in result.diagnostics]
+        if result.applied:
+            resp.media = {"applied": True, "policies": result.policies, "diagnostics": diagnostics}
+            return
+        resp.status = falcon.HTTP_422
+        resp.media = {"error": "invalid_policies", "applied": False, "diagnostics": diagnostics,
+                      "error_description": f"{len(diagnostics)} errors; the running policies stay in force"}

@@ -1,0 +1,82 @@
+"""The backend session API (SPEC §4): JSON in, JSON out, each call with a client access token."""
+
+from __future__ import annotations
+
+import falcon
+
+from policy_sso.oidc import backend
+from policy_sso.oidc.provider import Provider
+from server.browser import Browser
+from server.hooks import client_token, json_body, raw_bearer
+
+
+class _BackendEndpoint:
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+
+class Password(_BackendEndpoint):
+    """POST /v1/auth/password: username + password -> session_id, and tokens when the policy allows."""
+
+    @falcon.before(json_body)
+    @falcon.before(client_token)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Sign a user in with a password for the calling client."""
+        resp.media = backend.password(self.provider, req.context.client, req.context.json, req.context.now)
+
+
+class Otp(_BackendEndpoint):
+    """POST /v1/auth/otp: add a TOTP second factor to a session."""
+
+    @falcon.before(json_body)
+    @falcon.before(client_token)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Verify the code; the session moves to a new id."""
+        resp.media = backend.otp(self.provider, req.context.client, req.context.json, req.context.now)
+
+
+class SessionAuthenticate(_BackendEndpoint):
+    """POST /v1/auth/session/authenticate: silent authentication by session id."""
+
+    @falcon.before(json_body)
+    @falcon.before(client_token)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Tokens when the client's policy allows the session; otherwise 400 with the decision."""
+        resp.media = backend.authenticate(self.provider, req.context.client, req.context.json,
+                                          req.context.now)
+
+
+class SessionLogout(_BackendEndpoint):
+    """POST /v1/auth/session/logout: end a session by id."""
+
+    @falcon.before(json_body)
+    @falcon.before(client_token)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """End the session; 204 whether or not it was still alive."""
+        backend.session_logout(self.provider, req.context.json, req.context.now)
+        resp.status = falcon.HTTP_204
+
+
+class UserLogout(_BackendEndpoint):
+    """POST /v1/auth/logout: end the session of the user's own access token."""
+
+    @falcon.before(raw_bearer)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """End the session and revoke the token; 204."""
+        backend.user_logout(self.provider, req.context.bearer, req.context.now)
+        resp.status = falcon.HTTP_204
+
+
+class SessionStatus(_BackendEndpoint):
+    """GET /v1/auth/session/status: is the browser's IdP session alive (polled by apps)."""
+
+    def __init__(self, provider: Provider, browser: Browser) -> None:
+        super().__init__(provider)
+        self.browser = browser
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Answer ``{"active": …}`` for the session cookie; rate-limited per session and client."""
+        client_id = req.get_param("client_id") or "-"
+        resp.media = backend.session_status(self.provider, self.browser.session_id(req), client_id,
+                                            req.context.now)
+        resp.set_header("Cache-Control", "no-store")

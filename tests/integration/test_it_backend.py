@@ -1,0 +1,103 @@
+"""The backend session API over real HTTP: apps sign users in by session id (issue 5, the Transmit seed)."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from live_op import BrowserAgent, LiveOP
+
+
+def client_token(op: LiveOP, client_id: str) -> str:
+    response = op.token(client_id, grant_type="client_credentials")
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+def call(op: LiveOP, path: str, token: str | None, body: dict | None = None, **kwargs) -> requests.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return requests.post(f"{op.url}{path}", json=body, headers=headers, timeout=10, **kwargs)
+
+
+def test_a_session_from_app_a_serves_app_b_once_its_policy_is_met(op: LiveOP, new_browser) -> None:
+    portal, payments = client_token(op, "portal-backend"), client_token(op, "payments-api")
+    # app A: a password sign-in; the lenient portal policy allows it at once
+    signed_in = call(op, "/v1/auth/password", portal, {"username": "alice", "password": "wonderland"})
+    assert signed_in.status_code == 200, signed_in.text
+    session_id = signed_in.json()["session_id"]
+    assert op.verify_id_token(signed_in.json()["id_token"], "portal-backend")["amr"] == ["pwd"]
+
+    # app B requires MFA: refused with the reasons and a remedy, not a bare login_required
+    refused = call(op, "/v1/auth/session/authenticate", payments, {"session_id": session_id,
+                                                                    "scope": "openid profile"})
+    assert refused.status_code == 400
+    body = refused.json()
+    assert body["error"] == "interaction_required"
+    assert {r["code"] for r in body["reasons"]} == {"mfa_required", "acr_insufficient"}
+    assert body["error_description"].split() == [r["code"] for r in body["reasons"]]
+    assert body["remedy"]["action"] == "step_up" and "otp" in body["remedy"]["methods"]
+    assert body["remedy"]["backend"].startswith("POST /v1/auth/otp")
+    assert all(r["source"].startswith("policies/payments.policy:") for r in body["reasons"])
+
+    # the second factor moves the session to a new id (no fixation); the old id is gone
+    stepped = call(op, "/v1/auth/otp", payments, {"session_id": session_id, "code": op.totp("alice")})
+    assert stepped.status_code == 200, stepped.text
+    new_id = stepped.json()["session_id"]
+    assert new_id != session_id and stepped.json()["amr"] == ["otp", "pwd", "mfa"]
+    gone = call(op, "/v1/auth/session/authenticate", payments, {"session_id": session_id})
+    assert gone.json()["error"] == "session_not_found"
+
+    allowed = call(op, "/v1/auth/session/authenticate", payments, {"session_id": new_id,
+                                                                    "scope": "openid profile"})
+    assert allowed.status_code == 200, allowed.text
+    claims = op.verify_id_token(allowed.json()["id_token"], "payments-api")
+    assert set(claims["amr"]) == {"pwd", "otp", "mfa"}
+    assert claims["acr"] == "urn:policy-sso:loa:2"
+
+    # the same session serves prompt=none in the browser flow when the browser holds it
+    browser: BrowserAgent = new_browser()
+    browser.http.cookies.set("psso_session", new_id, domain="127.0.0.1", path="/")
+    answer = browser.silent("portal")
+    assert answer.error == "consent_required"  # the portal app (not first party) still needs consent
+    browser.interact(browser.authorize_request("portal"))
+    assert "code" in browser.silent("portal").params
+
+
+def test_wrong_password_is_refused_without_a_session(op: LiveOP) -> None:
+    response = call(op, "/v1/auth/password", client_token(op, "portal-backend"),
+                    {"username": "alice", "password": "not-her-password"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant" and "session_id" not in response.json()
+
+
+@pytest.mark.parametrize("session_id", ["no-such-session", "x" * 43], ids=["short", "token-shaped"])
+def test_unknown_session_is_the_seeds_session_not_found(op: LiveOP, session_id: str) -> None:
+    response = call(op, "/v1/auth/session/authenticate", client_token(op, "payments-api"),
+                    {"session_id": session_id})
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["error"], body["message"], body["error_description"]) == (
+        "session_not_found", "Session not found", "Session not found")
+
+
+def test_a_user_token_cannot_call_the_backend_api(op: LiveOP) -> None:
+    portal = client_token(op, "portal-backend")
+    user_token = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder"}).json()
+    response = call(op, "/v1/auth/session/authenticate", user_token["access_token"],
+                    {"session_id": user_token["session_id"]})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_token"
+
+
+def test_session_logout_and_user_logout(op: LiveOP) -> None:
+    portal = client_token(op, "portal-backend")
+    first = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder"}).json()
+    assert call(op, "/v1/auth/session/logout", portal, {"session_id": first["session_id"]}).status_code == 204
+    again = call(op, "/v1/auth/session/authenticate", portal, {"session_id": first["session_id"]})
+    assert again.json()["error"] == "session_not_found"
+
+    second = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder"}).json()
+    assert call(op, "/v1/auth/logout", second["access_token"]).status_code == 204
+    ended = call(op, "/v1/auth/session/authenticate", portal, {"session_id": second["session_id"]})
+    assert ended.json()["error"] == "session_not_found"
+    revoked = requests.get(f"{op.url}/userinfo", timeout=10,
+                           headers={"Authorization": f"Bearer {second['access_token']}"})
+    assert revoked.status_code == 401

@@ -1,4 +1,4 @@
-"""Policy authoring commands: ``test`` (SPEC §6, docs/authoring.md).
+"""Policy authoring commands: ``test`` and ``fmt`` (SPEC §6, docs/authoring.md).
 
 Registered into the ``policy-sso`` parser by :func:`register`. Exit status:
 0 on success, 1 on findings (failing tests, files to reformat, lint errors,
@@ -8,13 +8,14 @@ changed decisions, broken input files), 2 on usage errors.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policy_sso.diagnostics import render_text
+from policy_sso.diagnostics import Diagnostic, render_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -162,10 +163,91 @@ def cmd_test(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if run.failed or run.diagnostics or below else EXIT_OK
 
 
+# --- fmt --------------------------------------------------------------------------------
+
+def _dsl_files(paths: list[str]) -> tuple[list[Path], list[str]]:
+    found: dict[Path, None] = {}
+    problems: list[str] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.update((p, None) for p in sorted(path.rglob("*.policy")) if p.is_file())
+        elif path.is_file():
+            if path.name.endswith((".yaml", ".yml")):
+                problems.append(f"{raw}: fmt formats DSL files (*.policy); YAML is left as written")
+            else:
+                found[path] = None
+        else:
+            problems.append(f"{raw}: no such file or directory")
+    return list(found), problems
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    """Rewrite DSL files in the canonical layout (``--check``: show the diff, change nothing)."""
+    from policy_sso.parse.fmt import format_source
+    from policy_sso.tenant import display_path, read_source
+
+    if args.paths == ["-"]:
+        formatted, errors = format_source(sys.stdin.read(), "<stdin>")
+        if formatted is None:
+            sys.stderr.write(render_text(errors))
+            return EXIT_FINDINGS
+        sys.stdout.write(formatted)
+        return EXIT_OK
+    files, problems = _dsl_files(args.paths)
+    if problems:
+        return _usage("fmt", "; ".join(problems))
+    errors: list[Diagnostic] = []
+    changed = 0
+    for path in files:
+        name = display_path(path)
+        text, read_errors = read_source(path)
+        if text is None:
+            errors += read_errors
+            continue
+        raw = path.read_bytes().decode("utf-8", "replace")
+        formatted, syntax = format_source(text, name)
+        if formatted is None:
+            errors += syntax
+            continue
+        if formatted == raw:
+            continue
+        changed += 1
+        if args.check:
+            sys.stdout.writelines(difflib.unified_diff(
+                text.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                f"{name} (original)", f"{name} (formatted)"))
+            if text == formatted:  # only line ends or a byte order mark differ
+                print(f"{name}: line ends or byte order mark would change")
+        else:
+            _write(path, formatted)
+            print(name)
+    sys.stderr.write(render_text(errors))
+    if args.check and changed:
+        print(f"{changed} file{'s' * (changed != 1)} would be reformatted", file=sys.stderr)
+    return EXIT_FINDINGS if errors or (args.check and changed) else EXIT_OK
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace a file's content atomically, keeping its mode."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 # --- wiring -----------------------------------------------------------------------------
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``test`` command to the CLI."""
+    """Add the ``test`` and ``fmt`` commands to the CLI."""
     p = sub.add_parser("test", help="run policy test cases (*.test.yaml) with coverage")
     p.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories searched recursively")
     p.add_argument("--min-coverage", type=float, metavar="N",
@@ -173,3 +255,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
     p.set_defaults(func=cmd_test)
+
+    p = sub.add_parser("fmt", help="canonical formatting of DSL policy files (in place)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="*.policy files or directories; - for stdin")
+    p.add_argument("--check", action="store_true", help="change nothing; show the diff, exit 1 if any")
+    p.set_defaults(func=cmd_fmt)

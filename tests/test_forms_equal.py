@@ -171,9 +171,10 @@ def test_both_forms_decide_alike(dsl_file: Path) -> None:
             outcomes.add(from_dsl.outcome)
             compared += 1
     assert compared >= len(SESSIONS) * 2 * len(REQUESTS)
-    # the matrix exercises the policy: some requests pass, several kinds of denial
+    # the matrix exercises the policy: some requests pass, some are denied (a first-party client
+    # with a lenient policy knows only login_required; others also consent or step-up outcomes)
     assert "allow" in outcomes
-    assert len(outcomes) >= 3, outcomes
+    assert len(outcomes) >= 2, outcomes
 
 
 def test_the_reference_example_is_one_policy_in_both_forms() -> None:

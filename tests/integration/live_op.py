@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies"
 START = 1_800_000_000
 PASSWORDS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
+USERS_OF_TESTS = ("u-alice", "u-bob", "u-carol")
 REDIRECTS = {"portal": "http://127.0.0.1:9001/callback", "payments-web": "http://127.0.0.1:9002/callback",
              "payments-api": "http://127.0.0.1:9002/api-callback", "docs": "http://127.0.0.1:9003/callback",
              "spa": "http://127.0.0.1:9005/callback", "backoffice": "http://127.0.0.1:9006/callback",

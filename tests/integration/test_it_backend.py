@@ -101,3 +101,21 @@ def test_session_logout_and_user_logout(op: LiveOP) -> None:
     revoked = requests.get(f"{op.url}/userinfo", timeout=10,
                            headers={"Authorization": f"Bearer {second['access_token']}"})
     assert revoked.status_code == 401
+
+
+def test_session_status_polling(op: LiveOP, browser: BrowserAgent) -> None:
+    assert browser.get("/v1/auth/session/status", client_id="portal").json() == {"active": False}
+    browser.sign_in("portal", "bob")
+    status = browser.get("/v1/auth/session/status", client_id="portal")
+    assert status.json()["active"] is True and status.headers["Cache-Control"] == "no-store"
+    assert status.json()["expires_at"] > op.clock.now
+    limit = op.tenant.settings.rate_limits["status"].requests
+    answers = [browser.get("/v1/auth/session/status", client_id="portal") for _ in range(limit)]
+    assert answers[-1].status_code == 429 and int(answers[-1].headers["Retry-After"]) >= 1
+    assert answers[-1].json()["error"] == "temporarily_unavailable"
+    browser.get("/logout", client_id="portal")  # no hint: a confirmation page; end it from the API instead
+    session_id = browser.session_cookie
+    portal = client_token(op, "portal-backend")
+    assert call(op, "/v1/auth/session/logout", portal, {"session_id": session_id}).status_code == 204
+    op.clock.advance(60)
+    assert browser.get("/v1/auth/session/status", client_id="portal").json() == {"active": False}

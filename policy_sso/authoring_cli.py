@@ -1,4 +1,4 @@
-"""Policy authoring commands: ``test`` and ``fmt`` (SPEC §6, docs/authoring.md).
+"""Policy authoring commands: ``test``, ``fmt`` and ``lint`` (SPEC §6, docs/authoring.md).
 
 Registered into the ``policy-sso`` parser by :func:`register`. Exit status:
 0 on success, 1 on findings (failing tests, files to reformat, lint errors,
@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from policy_sso.diagnostics import Diagnostic, render_text
+from policy_sso.diagnostics import RENDERERS, Diagnostic, render_text, sort_diagnostics
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -244,10 +244,87 @@ def _write(path: Path, text: str) -> None:
         raise
 
 
+# --- lint -------------------------------------------------------------------------------
+
+def _lint_targets(paths: list[str]) -> tuple[dict[Path, list[Path]], list[Path], list[str]]:
+    """Return the tenants to lint (each with extra policy files to lint in its context),
+    lone policy files outside any tenant, and paths that do not exist."""
+    from policy_sso.tenant import POLICY_SUFFIXES, find_tenant_dir
+
+    tenants: dict[Path, list[Path]] = {}
+    lone: dict[Path, None] = {}
+    missing: list[str] = []
+
+    def policy_files(directory: Path) -> list[Path]:
+        return [p for p in sorted(directory.rglob("*")) if p.name.endswith(POLICY_SUFFIXES) and p.is_file()]
+
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            missing.append(raw)
+            continue
+        home = find_tenant_dir(path)
+        if home is not None:
+            extra = tenants.setdefault(home, [])
+            extra += [p for p in (policy_files(path) if path.is_dir() else [path]) if p not in extra]
+        elif path.is_dir():
+            below = sorted(p.parent for p in path.rglob("tenant.yaml"))
+            for directory in below:
+                tenants.setdefault(directory, []).extend(policy_files(directory))
+            if not below:
+                lone.update((p, None) for p in policy_files(path))
+        else:
+            lone[path] = None
+    return tenants, list(lone), missing
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Run the lint rules over tenants and policy files; print every finding."""
+    from policy_sso.lint import LintContext, lint_in_tenant, lint_policies, lint_tenant
+    from policy_sso.tenant import check_tenant, display_path, parse_policy_file
+
+    tenants, lone, missing = _lint_targets(args.paths)
+    if missing:
+        return _usage("lint", f"no such file or directory: {', '.join(missing)}")
+    findings: list[Diagnostic] = []
+    blocked = 0
+    for directory, files in tenants.items():
+        tenant, diagnostics = check_tenant(Path(display_path(directory)))
+        if tenant is None:
+            findings += [d for d in diagnostics if d.severity == "error"]
+            blocked += 1
+            continue
+        findings += lint_tenant(tenant)
+        loaded = {p.resolve() for p in tenant.policy_files}
+        for path in files:
+            if path.resolve() not in loaded:  # e.g. YAML twins below the tenant directory
+                policies, errors = parse_policy_file(path)
+                findings += errors or lint_in_tenant(tenant, policies)
+    for path in lone:
+        policies, errors = parse_policy_file(path)
+        findings += errors or lint_policies(LintContext(policies, base_dir=path.parent))
+    findings = sort_diagnostics(findings)
+    sys.stdout.write(RENDERERS[args.format](findings) if args.format != "text" else _lint_text(findings))
+    errors_ = sum(d.severity == "error" for d in findings)
+    warnings = len(findings) - errors_
+    if args.format == "text":
+        summary = f"{errors_} error{'s' * (errors_ != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+        if blocked:
+            summary += (f"; {blocked} tenant{'s' * (blocked != 1)} did not validate "
+                        "(lint needs a valid tenant)")
+        print(("ok: " if not findings else "") + summary, file=sys.stderr)
+    return EXIT_FINDINGS if errors_ or (args.strict and warnings) else EXIT_OK
+
+
+def _lint_text(findings: list[Diagnostic]) -> str:
+    return "".join(f"{d.file}:{d.line}:{d.col}: {d.code}: {d.severity}: {d.message}"
+                   + (f" (hint: {d.hint})" if d.hint else "") + "\n" for d in findings)
+
+
 # --- wiring -----------------------------------------------------------------------------
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``test`` and ``fmt`` commands to the CLI."""
+    """Add the ``test``, ``fmt`` and ``lint`` commands to the CLI."""
     p = sub.add_parser("test", help="run policy test cases (*.test.yaml) with coverage")
     p.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories searched recursively")
     p.add_argument("--min-coverage", type=float, metavar="N",
@@ -260,3 +337,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="*.policy files or directories; - for stdin")
     p.add_argument("--check", action="store_true", help="change nothing; show the diff, exit 1 if any")
     p.set_defaults(func=cmd_fmt)
+
+    p = sub.add_parser("lint", help="static analysis of tenants and policies")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="tenant directories or policy files")
+    p.add_argument("--format", choices=sorted(RENDERERS), default="text")
+    p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
+    p.set_defaults(func=cmd_lint)

@@ -23,6 +23,7 @@ import base64
 import http.client
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -195,10 +196,17 @@ def main() -> int:
 
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    # the demo tenant, with the per-session silent-auth limit raised for a load test: the limiter
+    # still counts every request (its store write is part of what is measured), it just never refuses
+    config = state / "tenant"
+    shutil.copytree(ROOT / "policies", config, ignore=shutil.ignore_patterns("tests", "yaml"))
+    tenant_yaml = config / "tenant.yaml"
+    tenant_yaml.write_text(tenant_yaml.read_text().replace(
+        "silent_auth: {requests: 60, window: 1m}", "silent_auth: {requests: 1000000, window: 1m}"))
     server = subprocess.Popen(
         [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),
-         "--threads", str(args.server_threads)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+         "--config", str(config), "--threads", str(args.server_threads)], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = server.stdout.readline()
         if "serving" not in line:

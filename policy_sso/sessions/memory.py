@@ -21,9 +21,8 @@ class MemoryStore:
         self._by_subject: dict[str, set[str]] = {}
         self._codes: dict[str, dict[str, Any]] = {}  # key -> {data, expires_at, issued | None}
         self._refresh: dict[str, dict[str, Any]] = {}  # key -> {family, data, expires_at, spent}
-        self._revoked_families: set[str] = set()
         self._jtis: dict[tuple[str, str], int] = {}
-        self._counters: dict[tuple[str, int], int] = {}
+        self._counters: dict[tuple[str, int], tuple[int, int]] = {}  # (key, start) -> (count, reset)
 
     # sessions ---------------------------------------------------------------------
     def _live(self, session_id: str, now: int) -> Session | None:
@@ -135,7 +134,7 @@ class MemoryStore:
 
     def _refresh_record(self, token_key: str, now: int) -> dict[str, Any] | None:
         record = self._refresh.get(token_key)
-        if record is None or now >= record["expires_at"] or record["family"] in self._revoked_families:
+        if record is None or now >= record["expires_at"]:
             return None
         return record
 
@@ -160,7 +159,6 @@ class MemoryStore:
 
     def revoke_family(self, family_id: str) -> None:
         with self._lock:
-            self._revoked_families.add(family_id)
             for key in [k for k, r in self._refresh.items() if r["family"] == family_id]:
                 del self._refresh[key]
 
@@ -181,8 +179,8 @@ class MemoryStore:
     def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
         with self._lock:
             start = now - now % window
-            count = self._counters.get((key, start), 0) + 1
-            self._counters[(key, start)] = count
+            count = self._counters.get((key, start), (0, 0))[0] + 1
+            self._counters[(key, start)] = (count, start + window)
             return count, start + window
 
     # housekeeping ----------------------------------------------------------------------
@@ -199,7 +197,7 @@ class MemoryStore:
             for key in [k for k, exp in self._jtis.items() if now >= exp]:
                 del self._jtis[key]
                 removed += 1
-            for key in [k for k in self._counters if now >= k[1] + 86400]:
+            for key in [k for k, (_, reset) in self._counters.items() if now >= reset]:
                 del self._counters[key]
                 removed += 1
             return removed

@@ -60,7 +60,7 @@ class SQLiteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lifetime = lifetime
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         self._decoded: dict[tuple[str, str, int], Session] = {}
         self._db().executescript(SCHEMA)
@@ -75,7 +75,11 @@ class SQLiteStore:
             db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
             with self._connections_lock:
-                self._connections.append(db)
+                # a thread that has ended left its connection here: close it, or each
+                # short-lived thread would hold three file descriptors until close()
+                for thread in [t for t in self._connections if not t.is_alive()]:
+                    self._connections.pop(thread).close()
+                self._connections[threading.current_thread()] = db
         return db
 
     def _write(self) -> _Transaction:
@@ -122,8 +126,11 @@ class SQLiteStore:
         return self._read(self._db(), session_id, now)
 
     def touch_session(self, session_id: str, now: int) -> None:
-        self._db().execute("UPDATE sessions SET last_seen = ? WHERE id = ? AND ? - last_seen >= ?",
-                           (now, session_id, now, self.lifetime.touch_interval))
+        # the liveness test belongs in the UPDATE: a touch must never revive an idle, unswept row
+        self._db().execute(
+            "UPDATE sessions SET last_seen = ? WHERE id = ? AND ? - last_seen >= ? "
+            "AND ? < hard_expiry AND ? - last_seen <= ?",
+            (now, session_id, now, self.lifetime.touch_interval, now, now, self.lifetime.inactivity))
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         session = self._read(self._db(), session_id, now)
@@ -263,7 +270,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         with self._connections_lock:
-            for db in self._connections:
+            for db in self._connections.values():
                 db.close()
             self._connections.clear()
         self._local = threading.local()

@@ -1,4 +1,4 @@
-"""Policy authoring commands: ``test``, ``fmt`` and ``lint`` (SPEC §6, docs/authoring.md).
+"""Policy authoring commands: ``test``, ``fmt``, ``lint`` and ``diff`` (SPEC §6, docs/authoring.md).
 
 Registered into the ``policy-sso`` parser by :func:`register`. Exit status:
 0 on success, 1 on findings (failing tests, files to reformat, lint errors,
@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import os
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -321,25 +323,113 @@ def _lint_text(findings: list[Diagnostic]) -> str:
                    + (f" (hint: {d.hint})" if d.hint else "") + "\n" for d in findings)
 
 
+# --- diff -------------------------------------------------------------------------------
+
+def _recorded_sessions(path: str, at: int) -> list[tuple[str, Any]]:
+    """Return ``(name, fixture)`` pairs from a YAML/JSON list; raise ValueError with the reason."""
+    import yaml
+
+    from policy_sso.sessions.fixture import session_from_fixture
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror}") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path} is not valid YAML/JSON text: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("sessions"), list):
+        data = data["sessions"]
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"{path}: expected a non-empty list of session fixtures")
+    out = []
+    for i, entry in enumerate(data):
+        name, fixture = f"recorded #{i + 1}", entry
+        if isinstance(entry, dict) and "session" in entry and "subject" not in entry:
+            name, fixture = str(entry.get("name", name)), entry["session"]
+        elif isinstance(entry, dict) and "name" in entry:
+            name = str(entry["name"])
+        try:
+            session_from_fixture(fixture, at)
+        except (ValueError, TypeError, AttributeError, OverflowError) as err:
+            raise ValueError(f"{path}: session {i + 1}: {err}") from None
+        out.append((name, fixture))
+    return out
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """Compare the decisions of two tenants over a session x request matrix."""
+    from policy_sso.diff import diff_tenants, render_table
+    from policy_sso.policytest import DEFAULT_AT
+    from policy_sso.sessions.fixture import FixtureError, parse_time
+    from policy_sso.tenant import check_tenant
+
+    for raw in (args.old, args.new):
+        if not (Path(raw) / "tenant.yaml").is_file():
+            return _usage("diff", f"{raw} is not a tenant directory (no tenant.yaml)")
+    try:
+        at = parse_time(int(args.at) if args.at and args.at.isdigit() else args.at or DEFAULT_AT,
+                        DEFAULT_AT, "--at")
+        recorded = _recorded_sessions(args.sessions, at) if args.sessions else []
+    except (FixtureError, ValueError) as err:
+        return _usage("diff", str(err))
+    loaded = []
+    for raw in (args.old, args.new):
+        tenant, diagnostics = check_tenant(raw)
+        if tenant is None:
+            sys.stderr.write(render_text([d for d in diagnostics if d.severity == "error"]))
+            print(f"policy-sso diff: {raw} does not validate", file=sys.stderr)
+            return EXIT_FINDINGS
+        loaded.append(tenant)
+    result = diff_tenants(loaded[0], loaded[1], at, recorded)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_table(result))
+    return EXIT_FINDINGS if result.changes else EXIT_OK
+
+
 # --- wiring -----------------------------------------------------------------------------
 
+Command = Callable[[argparse.Namespace], int]
+
+
+def _closed_pipe_is_quiet(command: Command) -> Command:
+    """Return ``command`` made to stop quietly when its reader goes away (``| head``)."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except BrokenPipeError:
+            # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_FINDINGS
+    return run
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the ``test``, ``fmt`` and ``lint`` commands to the CLI."""
+    """Add the ``test``, ``fmt``, ``lint`` and ``diff`` commands to the CLI."""
     p = sub.add_parser("test", help="run policy test cases (*.test.yaml) with coverage")
     p.add_argument("paths", nargs="+", metavar="PATH", help="test files, or directories searched recursively")
     p.add_argument("--min-coverage", type=float, metavar="N",
                    help="fail when less than N percent of requirement checks and when blocks are covered")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
-    p.set_defaults(func=cmd_test)
+    p.set_defaults(func=_closed_pipe_is_quiet(cmd_test))
 
     p = sub.add_parser("fmt", help="canonical formatting of DSL policy files (in place)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="*.policy files or directories; - for stdin")
     p.add_argument("--check", action="store_true", help="change nothing; show the diff, exit 1 if any")
-    p.set_defaults(func=cmd_fmt)
+    p.set_defaults(func=_closed_pipe_is_quiet(cmd_fmt))
 
     p = sub.add_parser("lint", help="static analysis of tenants and policies")
     p.add_argument("paths", nargs="+", metavar="PATH", help="tenant directories or policy files")
     p.add_argument("--format", choices=sorted(RENDERERS), default="text")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
-    p.set_defaults(func=cmd_lint)
+    p.set_defaults(func=_closed_pipe_is_quiet(cmd_lint))
+
+    p = sub.add_parser("diff", help="which decisions change between two tenant directories")
+    p.add_argument("old", metavar="OLD", help="tenant directory before the change")
+    p.add_argument("new", metavar="NEW", help="tenant directory after the change")
+    p.add_argument("--sessions", metavar="FILE", help="recorded session fixtures (a YAML/JSON list)")
+    p.add_argument("--at", metavar="TIME", help="evaluation time (default 2026-01-01T12:00:00Z)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=_closed_pipe_is_quiet(cmd_diff))

@@ -1,0 +1,214 @@
+"""Impact analysis (``policy-sso diff OLD NEW``): which decisions change between two tenants.
+
+Both tenants decide the same matrix: every client registered in either
+(and one unregistered client, which gets the default policy), a set of
+representative sessions (each with and without consent for the
+client) plus any recorded sessions, and requests built from what the
+policies test. A case whose outcome or reason codes differ is a change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from policy_sso.decision import Decision
+from policy_sso.errors import OAuthError
+from policy_sso.model import Condition, Not, Test
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.fixture import session_from_fixture
+from policy_sso.tenant import Tenant
+
+SUBJECT = "diff-user"
+# Stands for every client no policy names, so a change to the default policy shows too.
+OTHER_CLIENT = "(unregistered client)"
+
+
+def _events(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"method": method, "at": at} for method, at in pairs]
+
+
+# Sessions that pass and fail the usual requirements; times count back from the evaluation time.
+REPRESENTATIVE_SESSIONS: dict[str, dict[str, Any] | None] = {
+    "no session": None,
+    "pwd": {"events": _events(("pwd", "-1h")), "last_seen": "-1m"},
+    "pwd+otp fresh": {"events": _events(("pwd", "-1h"), ("otp", "-1m")), "last_seen": "-1m"},
+    "pwd+otp stale otp": {"events": _events(("pwd", "-1h"), ("otp", "-1h")), "last_seen": "-1m"},
+    "pwd+otp 9h ago": {"events": _events(("pwd", "-9h"), ("otp", "-9h")), "last_seen": "-1m"},
+    "pwd+otp idle 20m": {"events": _events(("pwd", "-1h"), ("otp", "-1h")), "last_seen": "-20m"},
+    "pwd+otp idle 2d": {"events": _events(("pwd", "-3d"), ("otp", "-3d")), "last_seen": "-2d"},
+    "wia": {"events": _events(("wia", "-1h")), "last_seen": "-1m"},
+    "hwk+pwd": {"events": _events(("pwd", "-1h"), ("hwk", "-1h")), "last_seen": "-1m"},
+}
+
+
+@dataclass(frozen=True)
+class SessionCase:
+    """A session of the matrix: a fixture, and whether to grant the client the requested scopes."""
+
+    name: str
+    fixture: dict[str, Any] | None
+    consent: bool | None = None  # None: the fixture's own consents, as recorded
+
+
+@dataclass(frozen=True)
+class RequestCase:
+    """A request of the matrix: its label and parameters."""
+
+    name: str
+    params: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one tenant answered: outcome, reason codes (sorted) and the deciding policy."""
+
+    outcome: str
+    reasons: tuple[str, ...]
+    policy: str
+
+    def __str__(self) -> str:
+        return self.outcome + (f" [{', '.join(self.reasons)}]" if self.reasons else "")
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the verdict as a JSON object."""
+        return {"outcome": self.outcome, "reasons": list(self.reasons), "policy": self.policy}
+
+
+@dataclass(frozen=True)
+class Change:
+    """A case whose decision differs between the two tenants."""
+
+    client: str
+    session: str
+    request: str
+    old: Verdict
+    new: Verdict
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the change as a JSON object."""
+        return {"client": self.client, "session": self.session, "request": self.request,
+                "old": self.old.to_json(), "new": self.new.to_json()}
+
+
+@dataclass
+class DiffResult:
+    """Every change found, and how many cases were compared."""
+
+    changes: list[Change]
+    evaluated: int
+    clients: int
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the result as a JSON object (docs/authoring.md)."""
+        return {"evaluated": self.evaluated, "clients_compared": self.clients,
+                "changed": len(self.changes),
+                "clients": sorted({c.client for c in self.changes}),
+                "changes": [c.to_json() for c in self.changes]}
+
+
+def _tests(cond: Condition) -> Iterator[Test]:
+    if isinstance(cond, Test):
+        yield cond
+    elif isinstance(cond, Not):
+        yield from _tests(cond.operand)
+    else:
+        for operand in cond.operands:  # type: ignore[union-attr]
+            yield from _tests(operand)
+
+
+def _tested(tenants: Iterable[Tenant], kind: str) -> list[str]:
+    values: dict[str, None] = {}
+    for tenant in tenants:
+        for policy in tenant.policies.values():
+            for when in policy.whens:
+                values.update((t.value, None) for t in _tests(when.condition) if t.kind == kind)
+    return sorted(values)
+
+
+def request_matrix(old: Tenant, new: Tenant) -> list[RequestCase]:
+    """Return the requests: silent openid, each tested scope, each acr level or tested value, max_age=0."""
+    base = (("prompt", "none"), ("scope", "openid"))
+    requests = [RequestCase("prompt=none scope=openid", base)]
+    for scope in _tested((old, new), "scope"):
+        requests.append(RequestCase(f"prompt=none scope=openid {scope}",
+                                    (("prompt", "none"), ("scope", f"openid {scope}"))))
+    levels = {lvl.id: None for t in (old, new) for lvl in t.settings.acr_levels}
+    levels.update((v, None) for v in _tested((old, new), "acr_values"))
+    for level in levels:
+        requests.append(RequestCase(f"prompt=none scope=openid acr_values={level}",
+                                    (*base, ("acr_values", level))))
+    requests.append(RequestCase("prompt=none scope=openid max_age=0", (*base, ("max_age", "0"))))
+    return requests
+
+
+def session_matrix(recorded: Iterable[tuple[str, dict[str, Any] | None]] = ()) -> list[SessionCase]:
+    """Return the representative sessions, each with and without consent, then the recorded ones."""
+    cases: list[SessionCase] = []
+    for name, events in REPRESENTATIVE_SESSIONS.items():
+        if events is None:
+            cases.append(SessionCase(name, None))
+            continue
+        fixture = {"subject": SUBJECT, **events}
+        cases += [SessionCase(f"{name} / consent", fixture, True),
+                  SessionCase(f"{name} / no consent", fixture, False)]
+    cases += [SessionCase(name, fixture) for name, fixture in recorded]
+    return cases
+
+
+def _required_scopes(tenant: Tenant, client: str) -> set[str]:
+    return {s for req in tenant.policy_for(client).all_requirements()
+            for s in getattr(req, "scopes", ())}
+
+
+def _verdict(tenant: Tenant, client: str, session_case: SessionCase, request: RequestCase,
+             scopes: set[str], *, at: int) -> Verdict:
+    params = dict(request.params)
+    fixture = session_case.fixture
+    if fixture is not None and session_case.consent is not None:
+        granted = sorted(scopes | set(params["scope"].split())) if session_case.consent else []
+        fixture = {**fixture, "consents": {client: granted}}
+    try:
+        req = AuthRequest.from_params(client, params)
+    except OAuthError as err:  # pragma: no cover - the matrix's requests are well-formed
+        return Verdict(err.error, (), "")
+    decision: Decision = tenant.decide(req, session_from_fixture(fixture, at), at)
+    return Verdict(decision.outcome, tuple(sorted(decision.codes)), decision.policy)
+
+
+def diff_tenants(old: Tenant, new: Tenant, at: int,
+                 recorded: Iterable[tuple[str, dict[str, Any] | None]] = ()) -> DiffResult:
+    """Return every case of the matrix whose outcome or reason codes differ between OLD and NEW.
+
+    Recorded fixtures are validated by the caller (``session_from_fixture`` raises FixtureError).
+    """
+    clients = [*sorted(set(old.clients) | set(new.clients)), OTHER_CLIENT]
+    sessions = session_matrix(recorded)
+    requests = request_matrix(old, new)
+    changes: list[Change] = []
+    for client in clients:
+        scopes = _required_scopes(old, client) | _required_scopes(new, client)
+        for session_case in sessions:
+            for request in requests:
+                before = _verdict(old, client, session_case, request, scopes, at=at)
+                after = _verdict(new, client, session_case, request, scopes, at=at)
+                if (before.outcome, before.reasons) != (after.outcome, after.reasons):
+                    changes.append(Change(client, session_case.name, request.name, before, after))
+    return DiffResult(changes, len(clients) * len(sessions) * len(requests), len(clients))
+
+
+def render_table(result: DiffResult) -> str:
+    """Return the changes as an aligned text table with a summary line."""
+    rows = [("CLIENT", "SESSION", "REQUEST", "OLD", "NEW")]
+    rows += [(c.client, c.session, c.request, str(c.old), str(c.new)) for c in result.changes]
+    lines = []
+    if result.changes:
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = ["  ".join(cell.ljust(widths[i]) if i < 4 else cell for i, cell in enumerate(row)).rstrip()
+                 for row in rows]
+    clients = sorted({c.client for c in result.changes})
+    summary = (f"{len(result.changes)} of {result.evaluated} decisions changed"
+               + (f" for {len(clients)} client{'s' * (len(clients) != 1)}: {', '.join(clients)}"
+                  if clients else f" ({result.clients} clients compared)"))
+    return "\n".join([*lines, summary]) + "\n"

@@ -1,0 +1,163 @@
+"""``policy-sso diff``: exactly the cases whose decision flips between two versions of the demo tenant."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from policy_sso.cli import main
+from policy_sso.diff import OTHER_CLIENT, diff_tenants
+from policy_sso.policytest import DEFAULT_AT
+from policy_sso.tenant import load_tenant
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "policies"
+
+# The request matrix for the demo tenant: silent openid, each scope a `when` tests,
+# each acr level, max_age=0.
+REQUESTS = [
+    "prompt=none scope=openid",
+    "prompt=none scope=openid docs:admin",
+    "prompt=none scope=openid payments:write",
+    "prompt=none scope=openid acr_values=urn:policy-sso:loa:1",
+    "prompt=none scope=openid acr_values=urn:policy-sso:loa:2",
+    "prompt=none scope=openid acr_values=urn:policy-sso:loa:3",
+    "prompt=none scope=openid max_age=0",
+]
+BOTH_CONSENTS = (" / consent", " / no consent")
+
+
+def edited(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    copy = tmp_path / "new"
+    shutil.copytree(DEMO, copy)
+    path = copy / file
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+    return copy
+
+
+def flips(old: Path, new: Path) -> set[tuple[str, str, str]]:
+    result = diff_tenants(load_tenant(old), load_tenant(new), DEFAULT_AT)
+    return {(c.client, c.session, c.request) for c in result.changes}
+
+
+def every(clients: tuple[str, ...], *sessions: str, requests: tuple[str, ...] = tuple(REQUESTS)) -> set:
+    """Return every (client, session, request) case of these clients and sessions, both consent variants."""
+    return {(c, s + consent, r) for c in clients for s in sessions for consent in BOTH_CONSENTS
+            for r in requests}
+
+
+EDITS = [
+    # the idle window grows from 15m to 30m: only the session idle for 20m changes, for both payments clients
+    ("payments.policy", "inactivity 15m", "inactivity 30m",
+     every(("payments-api", "payments-web"), "pwd+otp idle 20m")),
+    # Windows sign-in no longer counts for the portal: every wia case of its two clients
+    ("portal.policy", 'any_of "pwd", "wia", "hwk"', 'any_of "pwd", "hwk"',
+     every(("portal", "portal-backend"), "wia")),
+    # docs:admin step-up window 5m -> 2h: every session whose second factor is 1h old now passes,
+    # for that one request (the 9h-old factor still fails; the 2d-idle session fails both ways)
+    ("docs.policy", "require mfa within 5m", "require mfa within 2h",
+     every(("docs",), "pwd+otp stale otp", "pwd+otp idle 20m", "hwk+pwd",
+           requests=("prompt=none scope=openid docs:admin",))),
+    # the default policy applies to clients no policy names
+    ("default.policy", 'any_of "pwd", "otp", "hwk", "wia"', 'any_of "pwd", "otp", "hwk"',
+     every((OTHER_CLIENT,), "wia")),
+]
+
+
+@pytest.mark.parametrize(("file", "old", "new", "expected"), EDITS,
+                         ids=["payments-inactivity", "portal-amr", "docs-step-up", "default-amr"])
+def test_diff_reports_exactly_the_cases_that_flip(tmp_path, file, old, new, expected) -> None:
+    assert flips(DEMO, edited(tmp_path, file, old, new)) == expected
+
+
+def test_identical_tenants_differ_nowhere(capsys) -> None:
+    assert main(["diff", str(DEMO), str(DEMO)]) == 0
+    out = capsys.readouterr().out
+    assert out == "0 of 1071 decisions changed (9 clients compared)\n"
+
+
+def test_table_and_exit_status(tmp_path, capsys) -> None:
+    new = edited(tmp_path, "docs.policy", "require mfa within 5m", "require mfa within 2h")
+    assert main(["diff", str(DEMO), str(new)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["CLIENT", "SESSION", "REQUEST", "OLD", "NEW"]
+    assert lines[1].split("  ")[0] == "docs"
+    assert "pwd+otp stale otp / consent" in lines[1]
+    assert lines[1].split()[-1] == "allow"
+    assert "login_required [step_up_required]" in lines[1]
+    assert lines[-1] == "6 of 1071 decisions changed for 1 client: docs"
+
+
+def test_json_format(tmp_path, capsys) -> None:
+    new = edited(tmp_path, "payments.policy", "inactivity 15m", "inactivity 30m")
+    assert main(["diff", str(DEMO), str(new), "--format", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert (data["evaluated"], data["changed"]) == (1071, 28)
+    assert data["clients"] == ["payments-api", "payments-web"]
+    first = data["changes"][0]
+    assert first == {
+        "client": "payments-api", "session": "pwd+otp idle 20m / consent",
+        "request": "prompt=none scope=openid",
+        "old": {"outcome": "login_required", "reasons": ["inactivity_timeout"], "policy": "payments"},
+        "new": {"outcome": "allow", "reasons": [], "policy": "payments"},
+    }
+
+
+RECORDED = """\
+- name: alice at her desk
+  subject: u-alice
+  last_seen: -25m
+  events: [{method: pwd, at: -3h}, {method: otp, at: -3h}]
+  consents: {payments-web: [openid, profile]}
+- session: {subject: u-bob, last_seen: -5m, events: [{method: pwd, at: -1h}, {method: otp, at: -1h}]}
+  name: bob
+"""
+
+
+def test_recorded_sessions_join_the_matrix(tmp_path, capsys) -> None:
+    sessions = tmp_path / "sessions.yaml"
+    sessions.write_text(RECORDED)
+    new = edited(tmp_path, "payments.policy", "inactivity 15m", "inactivity 30m")
+    assert main(["diff", str(DEMO), str(new), "--sessions", str(sessions), "--format", "json"]) == 1
+    changes = json.loads(capsys.readouterr().out)["changes"]
+    recorded = {(c["client"], c["request"]) for c in changes if c["session"] == "alice at her desk"}
+    assert recorded == {(c, r) for c in ("payments-api", "payments-web") for r in REQUESTS}
+    assert not [c for c in changes if c["session"] == "bob"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["policies", "nowhere"], "nowhere is not a tenant directory (no tenant.yaml)"),
+    (["policies", "policies", "--sessions", "nowhere.yaml"], "cannot read nowhere.yaml"),
+    (["policies", "policies", "--sessions", "policies/tenant.yaml"],
+     "policies/tenant.yaml: expected a non-empty list of session fixtures"),
+    (["policies", "policies", "--at", "yesterday"], "--at: 'yesterday' is not epoch seconds"),
+], ids=["not-a-tenant", "missing-sessions-file", "sessions-not-a-list", "bad-time"])
+def test_usage_errors_exit_2(capsys, monkeypatch, args, message) -> None:
+    monkeypatch.chdir(ROOT)
+    assert main(["diff", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_recorded_session_is_a_usage_error_without_traceback(tmp_path) -> None:
+    sessions = tmp_path / "s.yaml"
+    sessions.write_text("- {subject: u-alice, events: []}\n")
+    run = subprocess.run([sys.executable, "-m", "policy_sso.cli", "diff", str(DEMO), str(DEMO),
+                          "--sessions", str(sessions)], capture_output=True, text=True, check=False)
+    assert run.returncode == 2
+    assert run.stderr == (f"policy-sso diff: {sessions}: session 1: session fixture needs a non-empty "
+                          "list of events\n")
+
+
+def test_a_tenant_that_does_not_validate_exits_1(tmp_path, capsys) -> None:
+    new = edited(tmp_path, "payments.policy", "inactivity 15m", "inactivity 15x")
+    assert main(["diff", str(DEMO), str(new)]) == 1
+    err = capsys.readouterr().err
+    assert "payments.policy:6:16: E_DURATION: invalid duration '15x'" in err
+    assert f"policy-sso diff: {new} does not validate" in err

@@ -37,6 +37,7 @@ MAX_DEPTH = 64
 _SCAN_DEPTH_ABOVE = 10_000  # characters; a shorter text cannot nest deeper than this
 
 Path_ = tuple[str | int, ...]
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass
@@ -105,6 +106,8 @@ class _Converter:
                 return self._collection(node, path)
             finally:
                 self.active.discard(id(node))
+        if node.tag == _STR_TAG:  # most scalars: the text is the value, no constructor needed
+            return node.value
         try:
             return self.constructor.construct_object(node)
         except Exception:  # a tag's constructor may raise anything: !!int "x", 2020-13-45

@@ -86,31 +86,46 @@ def sso_disabled(span: Span) -> Check:
                  span, "True", "sso.active: true", lambda r, s, now: "sso.active: false")
 
 
+def _elapsed(reason: str, description: str, *, since: str, limit: int, span: Span, required: str,
+             observed: str) -> Check:
+    """Return a check that the time since a session instant (``s.<since>``) is within ``limit``.
+
+    ``required`` and ``observed`` are templates filled with the limit and the
+    elapsed time, e.g. ``"idle at most {limit}"`` and ``"idle for {elapsed}"``.
+    """
+    return Check(
+        reason, description, LOGIN_REQUIRED, span, f"now - s.{since} > {int(limit)}",
+        required.format(limit=format_duration(limit)),
+        lambda r, s, now: observed.format(elapsed=human_duration(now - getattr(s, since))))
+
+
 def sliding_lifetime(limit: int, span: Span) -> Check:
     """Return the check for the sliding lifetime counted from the latest authentication."""
-    return Check(
-        "session_expired", "the session outlived its lifetime since the last authentication",
-        LOGIN_REQUIRED, span, f"now - s.auth_time > {int(limit)}",
-        f"at most {format_duration(limit)} since the last authentication",
-        lambda r, s, now: f"last authentication {human_duration(now - s.auth_time)} ago")
+    return _elapsed("session_expired", "the session outlived its lifetime since the last authentication",
+                    since="auth_time", limit=limit, span=span,
+                    required="at most {limit} since the last authentication",
+                    observed="last authentication {elapsed} ago")
 
 
 def absolute_lifetime(limit: int, span: Span) -> Check:
     """Return the check for ``require_login_after``, counted from creation."""
-    return Check(
-        "absolute_lifetime_exceeded", "the session is older than require_login_after",
-        LOGIN_REQUIRED, span, f"now - s.created_at > {int(limit)}",
-        f"at most {format_duration(limit)} since the session was created",
-        lambda r, s, now: f"created {human_duration(now - s.created_at)} ago")
+    return _elapsed("absolute_lifetime_exceeded", "the session is older than require_login_after",
+                    since="created_at", limit=limit, span=span,
+                    required="at most {limit} since the session was created", observed="created {elapsed} ago")
 
 
 def inactivity(limit: int, span: Span) -> Check:
     """Return the check for the idle window (the policy's, else the tenant's)."""
-    return Check(
-        "inactivity_timeout", "the session was idle longer than the inactivity window",
-        LOGIN_REQUIRED, span, f"now - s.last_seen > {int(limit)}",
-        f"idle at most {format_duration(limit)}",
-        lambda r, s, now: f"idle for {human_duration(now - s.last_seen)}")
+    return _elapsed("inactivity_timeout", "the session was idle longer than the inactivity window",
+                    since="last_seen", limit=limit, span=span, required="idle at most {limit}",
+                    observed="idle for {elapsed}")
+
+
+def max_auth_age(limit: int, span: Span) -> Check:
+    """Return the check for the policy's ``max_auth_age``."""
+    return _elapsed("max_age_exceeded", "the last authentication is older than the policy's max_auth_age",
+                    since="auth_time", limit=limit, span=span, required="auth_time at most {limit} ago",
+                    observed="auth_time {elapsed} ago")
 
 
 def request_max_age(span: Span) -> Check:
@@ -122,15 +137,6 @@ def request_max_age(span: Span) -> Check:
         "an authentication within max_age",
         lambda r, s, now: (f"auth_time {human_duration(now - s.auth_time)} ago, "
                            f"max_age {r.max_age}s"))
-
-
-def max_auth_age(limit: int, span: Span) -> Check:
-    """Return the check for the policy's ``max_auth_age``."""
-    return Check(
-        "max_age_exceeded", "the last authentication is older than the policy's max_auth_age",
-        LOGIN_REQUIRED, span, f"now - s.auth_time > {int(limit)}",
-        f"auth_time at most {format_duration(limit)} ago",
-        lambda r, s, now: f"auth_time {human_duration(now - s.auth_time)} ago")
 
 
 def prompt_login(span: Span) -> Check:

@@ -111,7 +111,8 @@ def absolute_lifetime(limit: int, span: Span) -> Check:
     """Return the check for ``require_login_after``, counted from creation."""
     return _elapsed("absolute_lifetime_exceeded", "the session is older than require_login_after",
                     since="created_at", limit=limit, span=span,
-                    required="at most {limit} since the session was created", observed="created {elapsed} ago")
+                    required="at most {limit} since the session was created",
+                    observed="created {elapsed} ago")
 
 
 def inactivity(limit: int, span: Span) -> Check:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
@@ -131,21 +132,29 @@ def _load_key(ref: SecretRef, base: Path) -> tuple[bytes | None, str]:
     return (data, "") if data else (None, "missing")
 
 
-def _key_kind(data: bytes) -> str | None:
-    """Return RSA, EC P-256, Ed25519 for a PEM key, "PEM" for another PEM, None for raw bytes."""
+def load_pem_key(data: bytes) -> Any | None:
+    """Return the public or private key a PEM text holds, or None (not PEM, or unreadable)."""
     if b"-----BEGIN" not in data:
         return None
     for loader in (load_pem_public_key, lambda d: load_pem_private_key(d, password=None)):
         try:
-            key = loader(data)
+            return loader(data)
         except (ValueError, TypeError):
             continue
-        if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
-            return "RSA"
-        if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
-            return "EC P-256" if key.curve.name == "secp256r1" else f"EC {key.curve.name}"
-        if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
-            return "Ed25519"
+    return None
+
+
+def _key_kind(data: bytes) -> str | None:
+    """Return RSA, EC P-256, Ed25519 for a PEM key, "PEM" for another PEM, None for raw bytes."""
+    if b"-----BEGIN" not in data:
+        return None
+    key = load_pem_key(data)
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey):
+        return "EC P-256" if key.curve.name == "secp256r1" else f"EC {key.curve.name}"
+    if isinstance(key, ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey):
+        return "Ed25519"
     return "PEM"
 
 

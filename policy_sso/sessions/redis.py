@@ -5,8 +5,13 @@ passes, so limits hold to the second whatever Redis's own clock says; its TTL,
 relative to that ``now``, only cleans up. Every read-modify-write runs as a
 Lua script, which Redis executes atomically: two instances updating one
 session lose nothing, and a code is redeemed once. A session is a hash
-(``data`` JSON, ``last_seen``, ``hard`` expiry): a read is one HMGET, and a
-touch rewrites one field, at most once per ``touch_interval``.
+(``data`` JSON, ``last_seen``, ``hard`` expiry): a read is one HMGET, a
+get-and-touch one script call (one round trip) that rewrites one field, at
+most once per ``touch_interval``.
+
+Some scripts reach keys they derive (a family's tokens, a subject's
+sessions) rather than keys passed in ``KEYS``: fine on one server or a
+replicated one, not on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -25,28 +30,45 @@ from policy_sso.sessions.store import CodeRedemption, RefreshRotation
 PREFIX = "psso:"
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
-# KEYS[1] session; ARGV now, touch_interval, inactivity. Moves last_seen forward (never back),
-# only once it is touch_interval old, and only while the session is live.
-_TOUCH = """
-local v = redis.call('HMGET', KEYS[1], 'last_seen', 'hard')
-if not v[1] then return 0 end
-local now, last, hard, idle = tonumber(ARGV[1]), tonumber(v[1]), tonumber(v[2]), tonumber(ARGV[3])
-if now >= hard or now - last > idle or now - last < tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'last_seen', now)
-redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
-return 1
+# KEYS[1] session, KEYS[2] subject set; ARGV data, last_seen, hard, ttl, id, index ttl, prefix.
+# Index members whose session has gone (TTL) are dropped here, so a subject who signs in
+# daily does not grow a set of dead ids.
+_CREATE = """
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'last_seen', ARGV[2], 'hard', ARGV[3])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('SREM', KEYS[2], id) end
+end
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
 """
 
-# KEYS[1] session, KEYS[2] subject set; ARGV expected data, new data, hard, ttl, now, inactivity
-# -> 1 when written, 0 when the session is gone, -1 when it changed meanwhile (retry)
+# KEYS[1] session; ARGV now, touch_interval, inactivity -> {data, last_seen, hard} as read, or nil.
+# Moves last_seen forward (never back), only once it is touch_interval old, only while live.
+_GET_AND_TOUCH = """
+local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
+if not v[1] then return false end
+local now, last, hard, idle = tonumber(ARGV[1]), tonumber(v[2]), tonumber(v[3]), tonumber(ARGV[3])
+if now >= hard or now - last > idle then return false end
+if now - last >= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'last_seen', now)
+  redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
+end
+return v
+"""
+
+# KEYS[1] session; ARGV expected data, new data, hard, now, inactivity
+# -> 1 when written, 0 when the session is gone, -1 when it changed meanwhile (retry).
+# The TTL follows the stored last_seen, which a concurrent touch may have moved.
 _COMPARE_AND_SET = """
 local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
 if not v[1] then return 0 end
-local now = tonumber(ARGV[5])
-if now >= tonumber(v[3]) or now - tonumber(v[2]) > tonumber(ARGV[6]) then return 0 end
+local now, last, idle = tonumber(ARGV[4]), tonumber(v[2]), tonumber(ARGV[5])
+if now >= tonumber(v[3]) or now - last > idle then return 0 end
 if v[1] ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'hard', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+local hard = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], 'data', ARGV[2], 'hard', hard)
+redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, last + idle + 1) - now))
 return 1
 """
 
@@ -64,6 +86,23 @@ redis.call('HSET', KEYS[2], 'data', ARGV[2], 'last_seen', ARGV[3], 'hard', ARGV[
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
 redis.call('SADD', KEYS[3], ARGV[7])
 return 1
+"""
+
+# KEYS[1] subject set; ARGV prefix -> {{id, data, last_seen, hard}, ...}; drops ids whose session
+# has gone. With ARGV[2] == 'end' the sessions are deleted too, in the same atomic step, so a
+# session created meanwhile is neither ended nor unindexed.
+_OF_SUBJECT = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. 's:' .. id
+  local v = redis.call('HMGET', key, 'data', 'last_seen', 'hard')
+  if v[1] then table.insert(out, {id, v[1], v[2], v[3]}) end
+  if not v[1] or ARGV[2] == 'end' then
+    redis.call('DEL', key)
+    redis.call('SREM', KEYS[1], id)
+  end
+end
+return out
 """
 
 # KEYS[1] code; ARGV now, issued JSON -> {status, data, issued}
@@ -95,6 +134,22 @@ if redis.call('TTL', fam) < exp - now then redis.call('EXPIRE', fam, math.max(1,
 return {'ok', v[1], v[2]}
 """
 
+# KEYS[1] family set: its tokens and the set go at once, so a rotation cannot slip a
+# successor in between reading the members and deleting them.
+_REVOKE = """
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', key) end
+redis.call('DEL', KEYS[1])
+"""
+
+# KEYS[1] jti; ARGV expires_at, ttl, now ('' without one) -> 1 recorded, 0 replay.
+# A record already expired by the caller's clock may be taken again.
+_USE_JTI = """
+local recorded = redis.call('GET', KEYS[1])
+if recorded and (ARGV[3] == '' or tonumber(recorded) > tonumber(ARGV[3])) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
 
 def _ttl(expires_at: int, now: int | None) -> int:
     """Return a TTL (at least 1 s) from ``now``, or from the wall clock without one."""
@@ -111,7 +166,11 @@ class RedisStore:
             self.redis.ping()
         except redis.RedisError as err:
             raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None
-        self._touch = self.redis.register_script(_TOUCH)
+        self._create = self.redis.register_script(_CREATE)
+        self._get_and_touch = self.redis.register_script(_GET_AND_TOUCH)
+        self._of_subject = self.redis.register_script(_OF_SUBJECT)
+        self._revoke = self.redis.register_script(_REVOKE)
+        self._use_jti = self.redis.register_script(_USE_JTI)
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
         self._move = self.redis.register_script(_MOVE)
         self._redeem = self.redis.register_script(_REDEEM)
@@ -134,55 +193,54 @@ class RedisStore:
         return max(1, min(self._hard(session), session.last_seen + self.lifetime.inactivity + 1) - now)
 
     def create_session(self, session: Session) -> None:
-        key = self._s(session.id)
-        with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping={"data": codec.encode(session), "last_seen": session.last_seen,
-                                    "hard": self._hard(session)})
-            pipe.expire(key, self._session_ttl(session, session.last_seen))
-            pipe.sadd(self._subject(session.subject), session.id)
-            pipe.expire(self._subject(session.subject), self.lifetime.absolute + 86400)
-            pipe.execute()
+        self._create(keys=[self._s(session.id), self._subject(session.subject)],
+                     args=[codec.encode(session), session.last_seen, self._hard(session),
+                           self._session_ttl(session, session.last_seen), session.id,
+                           self.lifetime.absolute + 86400, PREFIX])
 
-    def _read(self, session_id: str, now: int, touch: bool) -> tuple[Session, bytes] | None:
-        """Return the live session and its stored text.
-
-        One HMGET round trip; a touch adds a second (atomic, in Lua) only when
-        last-seen is ``touch_interval`` old, i.e. at most once a minute per
-        session, so a read stays the price of a plain GET.
-        """
-        key = self._s(session_id)
-        data, last_seen, hard = self.redis.hmget(key, "data", "last_seen", "hard")
-        if data is None:
-            return None
-        seen = int(last_seen)
-        if now >= int(hard) or now - seen > self.lifetime.inactivity:
-            return None
-        if touch and now - seen >= self.lifetime.touch_interval:
-            self._touch(keys=[key], args=[now, self.lifetime.touch_interval, self.lifetime.inactivity])
-        cache_key = (session_id, data, seen)
+    def _decode(self, session_id: str, data: bytes, last_seen: int) -> Session:
+        """Return the session stored as ``data``, reusing the object decoded from the same text."""
+        cache_key = (session_id, data, last_seen)
         session = self._decoded.get(cache_key)
         if session is None:  # sessions are immutable: the same stored text decodes to the same value
-            session = codec.decode(session_id, data, seen)
+            session = codec.decode(session_id, data, last_seen)
             if len(self._decoded) >= _DECODED_CACHE:
                 self._decoded.clear()
             self._decoded[cache_key] = session
-        return session, data
+        return session
+
+    def _live(self, now: int, last_seen: int, hard: int) -> bool:
+        return now < hard and now - last_seen <= self.lifetime.inactivity
+
+    def _read(self, session_id: str, now: int) -> tuple[Session, bytes] | None:
+        """Return the live session and its stored text, in one HMGET."""
+        data, last_seen, hard = self.redis.hmget(self._s(session_id), "data", "last_seen", "hard")
+        if data is None or not self._live(now, int(last_seen), int(hard)):
+            return None
+        return self._decode(session_id, data, int(last_seen)), data
 
     def get_session(self, session_id: str, now: int) -> Session | None:
-        found = self._read(session_id, now, touch=False)
+        found = self._read(session_id, now)
         return found[0] if found else None
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
-        found = self._read(session_id, now, touch=True)
-        return found[0] if found else None
+        """Return the live session as read, touching it in the same script call (one round trip)."""
+        key = self._s(session_id)
+        args = (now, self.lifetime.touch_interval, self.lifetime.inactivity)
+        try:
+            # EVALSHA by hand: the Script wrapper's per-call bookkeeping costs ~5% of a round trip
+            found = self.redis.evalsha(self._get_and_touch.sha, 1, key, *args)
+        except redis.exceptions.NoScriptError:  # first call, or the server's script cache was flushed
+            found = self._get_and_touch(keys=[key], args=args)
+        return self._decode(session_id, found[0], int(found[1])) if found else None
 
     def touch_session(self, session_id: str, now: int) -> None:
-        self._read(session_id, now, touch=True)
+        self.get_and_touch(session_id, now)
 
     def _update(self, session_id: str, now: int, change: Any) -> Session | None:
         """Read, change, and compare-and-set atomically in Lua; retry if it changed meanwhile."""
         while True:
-            found = self._read(session_id, now, touch=False)
+            found = self._read(session_id, now)
             if found is None:
                 return None
             session, stored = found
@@ -190,15 +248,15 @@ class RedisStore:
             if updated is session:
                 return session
             encoded = codec.encode(updated)
-            ttl = self._session_ttl(updated, now)
             if updated.id == session_id:
                 result = self._compare_and_set(
-                    keys=[self._s(session_id), self._subject(session.subject)],
-                    args=[stored, encoded, self._hard(updated), ttl, now, self.lifetime.inactivity])
+                    keys=[self._s(session_id)],
+                    args=[stored, encoded, self._hard(updated), now, self.lifetime.inactivity])
             else:
                 result = self._move(
                     keys=[self._s(session_id), self._s(updated.id), self._subject(session.subject)],
-                    args=[stored, encoded, updated.last_seen, self._hard(updated), ttl, session_id,
+                    args=[stored, encoded, updated.last_seen, self._hard(updated),
+                          self._session_ttl(updated, now), session_id,
                           updated.id, now, self.lifetime.inactivity])
             if result == 1:
                 return updated
@@ -239,14 +297,13 @@ class RedisStore:
         return session
 
     def end_sessions_of(self, subject: str) -> list[Session]:
-        ended = [s for sid in self.redis.smembers(self._subject(subject))
-                 if (s := self.end_session(sid.decode()))]
-        self.redis.delete(self._subject(subject))
-        return ended
+        rows = self._of_subject(keys=[self._subject(subject)], args=[PREFIX, "end"])
+        return [codec.decode(sid.decode(), data, int(seen)) for sid, data, seen, _ in rows]
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
-        return [s for sid in self.redis.smembers(self._subject(subject))
-                if (s := self.get_session(sid.decode(), now))]
+        rows = self._of_subject(keys=[self._subject(subject)], args=[PREFIX, "read"])
+        return [self._decode(sid.decode(), data, int(seen)) for sid, data, seen, hard in rows
+                if self._live(now, int(seen), int(hard))]
 
     # authorization codes ---------------------------------------------------------------
     def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
@@ -295,22 +352,12 @@ class RedisStore:
         return family.decode(), json.loads(data)
 
     def revoke_family(self, family_id: str) -> None:
-        family = f"{PREFIX}fam:{family_id}"
-        members = self.redis.smembers(family)
-        if members:
-            self.redis.delete(*members)
-        self.redis.delete(family)
+        self._revoke(keys=[f"{PREFIX}fam:{family_id}"])
 
     # identifiers and counters ------------------------------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
-        key = f"{PREFIX}j:{namespace}:{jti}"
-        if self.redis.set(key, expires_at, nx=True, ex=_ttl(expires_at, now)):
-            return True
-        if now is None:
-            return False
-        recorded = self.redis.get(key)  # an expired record (by the caller's clock) may be reused
-        return recorded is not None and int(recorded) <= now and bool(
-            self.redis.set(key, expires_at, xx=True, ex=_ttl(expires_at, now)))
+        return self._use_jti(keys=[f"{PREFIX}j:{namespace}:{jti}"],
+                             args=[expires_at, _ttl(expires_at, now), "" if now is None else now]) == 1
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         recorded = self.redis.get(f"{PREFIX}j:{namespace}:{jti}")

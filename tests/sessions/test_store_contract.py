@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from policy_sso.sessions import AuthEvent, ClientJoin, Session
+from policy_sso.sessions import AuthEvent, ClientJoin, Session, Store
 from policy_sso.sessions.model import new_session_id
 
 from .conftest import LIFETIME
@@ -31,6 +31,11 @@ def test_lifecycle(store):
     assert store.end_session(session.id) is None
 
 
+def test_every_backend_satisfies_the_protocol(store):
+    assert isinstance(store, Store)
+    assert store.lifetime == LIFETIME
+
+
 def test_unknown_session(store):
     assert store.get_session("nope", NOW) is None
     assert store.get_and_touch("nope", NOW) is None
@@ -41,6 +46,24 @@ def test_inactivity_hit_exactly_and_missed_by_one_second(store):
     session = make(store)
     assert store.get_session(session.id, NOW + LIFETIME.inactivity) is not None
     assert store.get_session(session.id, NOW + LIFETIME.inactivity + 1) is None
+
+
+def test_a_touch_extends_the_inactivity_window(store):
+    session = make(store)
+    touched = NOW + LIFETIME.inactivity  # the last second it is live
+    assert store.get_and_touch(session.id, touched) is not None
+    assert store.get_session(session.id, touched + LIFETIME.inactivity) is not None
+    assert store.get_session(session.id, touched + LIFETIME.inactivity + 1) is None
+
+
+def test_a_touch_never_revives_an_expired_session(store):
+    session = make(store)
+    late = NOW + LIFETIME.inactivity + 1
+    store.touch_session(session.id, late)
+    assert store.get_and_touch(session.id, late) is None
+    assert store.get_session(session.id, late + 1) is None
+    assert store.join_client(session.id, ClientJoin("portal", "sid", late), late) is None
+    assert store.grant_consent(session.id, "portal", frozenset({"openid"}), late) is None
 
 
 def test_sliding_lifetime_extended_by_reauthentication(store):
@@ -120,6 +143,20 @@ def test_concurrent_joins_lose_nothing(store):
     assert set(store.get_session(session.id, NOW).clients) == set(clients)
 
 
+def test_concurrent_consents_lose_nothing(store):
+    session = make(store)
+    scopes = [f"scope-{i}" for i in range(20)]
+    threads = [threading.Thread(target=store.grant_consent,
+                                args=(session.id, "portal" if i % 2 else "shop", frozenset({s}), NOW))
+               for i, s in enumerate(scopes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get_session(session.id, NOW).consents == {
+        "portal": frozenset(scopes[1::2]), "shop": frozenset(scopes[0::2])}
+
+
 def test_end_all_sessions_of_a_subject(store):
     mine = [make(store).id for _ in range(3)]
     other = make(store, subject="u-bob").id
@@ -143,6 +180,13 @@ def test_codes_expire(store):
     store.put_code("c2", {"sub": "u"}, NOW + 60)
     assert store.redeem_code("c2", NOW + 60, {}).status == "unknown"
     assert store.redeem_code("never", NOW, {}).status == "unknown"
+
+
+def test_a_redeemed_code_is_reported_reused_until_it_expires(store):
+    store.put_code("c3", {"sub": "u"}, NOW + 60, NOW)
+    assert store.redeem_code("c3", NOW, {"jti": "a"}).status == "ok"
+    assert store.redeem_code("c3", NOW + 59, {"jti": "b"}).issued == {"jti": "a"}
+    assert store.redeem_code("c3", NOW + 60, {"jti": "c"}).status == "unknown"
 
 
 def test_two_threads_redeem_one_code_exactly_one_wins(store):
@@ -178,6 +222,43 @@ def test_refresh_rotation_and_reuse_detection(store):
     assert (reused.status, reused.family_id) == ("reused", "fam")
     assert store.get_refresh("r2", NOW + 2) is None  # the whole family is revoked
     assert store.rotate_refresh("r2", "r4", NOW + 3, NOW + DAY).status == "unknown"
+    assert store.rotate_refresh("r1", "r5", NOW + 3, NOW + DAY).status == "unknown"
+    assert store.get_refresh("r3", NOW + 3) is None
+
+
+def test_revoking_a_family_leaves_other_families_alone(store):
+    store.put_refresh("a1", "fam-a", {"n": 1}, NOW + DAY, NOW)
+    store.put_refresh("b1", "fam-b", {"n": 2}, NOW + DAY, NOW)
+    assert store.rotate_refresh("a1", "a2", NOW, NOW + DAY).status == "ok"
+    store.revoke_family("fam-a")
+    assert store.get_refresh("a2", NOW) is None
+    assert store.get_refresh("b1", NOW) == ("fam-b", {"n": 2})
+
+
+def test_revocation_racing_a_rotation_leaves_no_live_token(store):
+    for attempt in range(20):
+        family = f"race-{attempt}"
+        store.put_refresh(f"{family}-0", family, {}, NOW + DAY, NOW)
+        barrier = threading.Barrier(2)
+
+        def rotate(family: str = family, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            for step in range(50):
+                if store.rotate_refresh(f"{family}-{step}", f"{family}-{step + 1}", NOW,
+                                        NOW + DAY).status != "ok":
+                    return
+
+        def revoke(family: str = family, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            store.revoke_family(family)
+
+        threads = [threading.Thread(target=rotate), threading.Thread(target=revoke)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        live = [step for step in range(51) if store.get_refresh(f"{family}-{step}", NOW)]
+        assert live == [], (attempt, live)
 
 
 def test_refresh_expiry_and_family_revocation(store):
@@ -199,6 +280,14 @@ def test_jti_single_use_per_namespace(store):
     assert not store.is_jti_used("hint:a", "other", NOW)
 
 
+def test_a_jti_is_refused_until_its_record_expires(store):
+    assert store.use_jti("hint", "j2", NOW + 60, NOW)
+    assert not store.use_jti("hint", "j2", NOW + 120, NOW + 59)
+    assert store.use_jti("hint", "j2", NOW + 120, NOW + 60)
+    assert not store.use_jti("hint", "j2", NOW + 180, NOW + 61)
+    assert store.is_jti_used("hint", "j2", NOW + 119)
+
+
 def test_counters_count_per_fixed_window(store):
     assert store.hit("k", 60, NOW + 5) == (1, NOW + 60)
     assert store.hit("k", 60, NOW + 59) == (2, NOW + 60)
@@ -211,11 +300,14 @@ def test_sweep_removes_expired_records(store):
     store.put_code("c", {}, NOW + 60, NOW)
     store.put_refresh("r", "f", {}, NOW + 60, NOW)
     store.use_jti("n", "j", NOW + 60, NOW)
+    store.hit("k", 60, NOW)
     later = NOW + 31 * DAY
     removed = store.sweep(later)
     # Redis drops each record itself when its TTL runs out; the others delete on sweep
-    assert removed == (0 if type(store).__name__ == "RedisStore" else 4)
+    assert removed == (0 if type(store).__name__ == "RedisStore" else 5)
+    assert store.sweep(later) == 0
     assert store.redeem_code("c", later, {}).status == "unknown"
     assert store.get_refresh("r", later) is None
     assert store.sessions_of("u-alice", later) == []
     assert store.use_jti("n", "j", later + 60, later)
+    assert store.hit("k", 60, later) == (1, later - later % 60 + 60)

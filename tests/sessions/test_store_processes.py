@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import signal
 import subprocess
@@ -75,4 +76,11 @@ def test_sessions_survive_sigkill_mid_stream(tmp_path):
         session = store.get_session(session_id, NOW + 1)
         assert session is not None, session_id
         assert session.subject == subject and session.amr == ("otp", "pwd", "mfa")
+    # sessions written after the last line read, up to the one in flight when the signal
+    # landed: each is whole or absent, never torn (subjects are numbered in write order)
+    for i in itertools.count(len(written)):
+        later = store.sessions_of(f"u-{i}", NOW + 1)
+        if not later:
+            break
+        assert [(s.amr, s.created_at) for s in later] == [(("otp", "pwd", "mfa"), NOW)]
     store.close()

@@ -1,0 +1,40 @@
+"""What only the Redis store has: a server-side script cache and a subject index that TTLs outrun."""
+
+from __future__ import annotations
+
+import redis
+
+from policy_sso.sessions import AuthEvent, Session, open_store
+from policy_sso.sessions.model import new_session_id
+
+from .conftest import LIFETIME, store_url
+
+NOW = 1_767_268_800
+
+
+def make(store, subject: str = "u-alice") -> Session:
+    session = Session(new_session_id(), subject, NOW, NOW, (AuthEvent("pwd", NOW),))
+    store.create_session(session)
+    return session
+
+
+def test_get_and_touch_survives_a_flushed_script_cache(tmp_path, request):
+    url = store_url("redis", tmp_path, request)
+    store = open_store(url, LIFETIME)
+    session = make(store)
+    redis.Redis.from_url(url).script_flush()  # as after a server restart
+    assert store.get_and_touch(session.id, NOW + LIFETIME.touch_interval).id == session.id
+    assert store.get_session(session.id, NOW + 61).last_seen == NOW + LIFETIME.touch_interval
+    store.close()
+
+
+def test_the_subject_index_forgets_sessions_whose_ttl_ran_out(tmp_path, request):
+    url = store_url("redis", tmp_path, request)
+    store, raw = open_store(url, LIFETIME), redis.Redis.from_url(url)
+    gone = make(store)
+    raw.delete(f"psso:s:{gone.id}")  # what Redis does when the session's TTL runs out
+    kept = make(store)
+    assert raw.smembers("psso:u:u-alice") == {kept.id.encode()}
+    assert [s.id for s in store.end_sessions_of("u-alice")] == [kept.id]
+    assert not raw.exists("psso:u:u-alice")
+    store.close()

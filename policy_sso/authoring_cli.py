@@ -267,10 +267,11 @@ def _lint_targets(paths: list[str]) -> tuple[dict[Path, list[Path]], list[Path],
             continue
         home = find_tenant_dir(path)
         if home is not None:
-            extra = tenants.setdefault(home, [])
-            extra += [p for p in (policy_files(path) if path.is_dir() else [path]) if p not in extra]
+            extra = tenants.setdefault(home.resolve(), [])
+            given = policy_files(path) if path.is_dir() else [path]
+            extra += [p for p in given if p.name.endswith(POLICY_SUFFIXES) and p not in extra]
         elif path.is_dir():
-            below = sorted(p.parent for p in path.rglob("tenant.yaml"))
+            below = sorted(p.parent.resolve() for p in path.rglob("tenant.yaml"))
             for directory in below:
                 tenants.setdefault(directory, []).extend(policy_files(directory))
             if not below:

@@ -265,3 +265,19 @@ def test_policy_files_the_tenant_does_not_load_are_linted_in_its_context(tmp_pat
     assert main(["lint", str(directory)]) == 1
     assert capsys.readouterr().out.startswith(
         f"{directory}/yaml/lint.policy.yaml:5:5: L_WHEN_NEVER: error: {NEVER} (hint: look for contradictions")
+
+
+def test_files_of_a_tenant_lint_that_tenant(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    files = ["policies/tenant.yaml", "policies/clients.yaml", "policies/docs.policy",
+             "policies/yaml/docs.policy.yaml"]
+    assert main(["lint", *files]) == 0
+    assert capsys.readouterr() == ("", "ok: 0 errors, 0 warnings\n")
+
+
+def test_a_tenant_named_twice_is_linted_once(tmp_path, capsys) -> None:
+    bad = make_tenant(tmp_path, Case('  require acr "loa9"\n'))
+    (bad / "yaml").mkdir()
+    (bad / "yaml" / "x.policy.yaml").write_text("policy: x\n")
+    assert main(["lint", str(bad / "lint.policy"), str(bad / "yaml" / "x.policy.yaml"), str(bad)]) == 1
+    assert capsys.readouterr().err.endswith("; 1 tenant did not validate (lint needs a valid tenant)\n")

@@ -281,3 +281,9 @@ def test_a_tenant_named_twice_is_linted_once(tmp_path, capsys) -> None:
     (bad / "yaml" / "x.policy.yaml").write_text("policy: x\n")
     assert main(["lint", str(bad / "lint.policy"), str(bad / "yaml" / "x.policy.yaml"), str(bad)]) == 1
     assert capsys.readouterr().err.endswith("; 1 tenant did not validate (lint needs a valid tenant)\n")
+
+
+def test_every_code_is_documented_with_its_severity() -> None:
+    doc = (ROOT / "docs" / "authoring.md").read_text()
+    for code, (severity, _) in CODES.items():
+        assert f"| `{code}` | {severity} |" in doc, code

@@ -135,3 +135,25 @@ def test_try_repo_installs_the_hooks_like_a_user_would(tmp_path: Path) -> None:
                      "schemas/ is not package data yet (policy_sso/parse/yaml_source.py SCHEMA_DIR)")
     assert run.returncode == 0, output
     assert "policy-sso validate" in output and "Passed" in output
+
+
+def test_the_documented_local_hooks_and_ci_commands_match_the_cli() -> None:
+    import re
+    import shlex
+
+    from policy_sso.cli import build_parser
+
+    doc = (ROOT / "docs" / "authoring.md").read_text()
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", doc, re.S)]
+    (local,) = [b for b in blocks if isinstance(b, dict) and b.get("repos", [{}])[0].get("repo") == "local"]
+    by_id = {h["id"]: h for h in hooks()}
+    for hook in local["repos"][0]["hooks"]:
+        assert hook["files"] == by_id[hook["id"]]["files"], hook["id"]
+        assert hook["entry"] == by_id[hook["id"]]["entry"]
+    workflow = yaml.safe_load((ROOT / "docs" / "ci-example.yml").read_text())
+    commands = [line.strip() for step in workflow["jobs"]["policies"]["steps"]
+                for line in step.get("run", "").splitlines() if line.strip().startswith("policy-sso ")]
+    assert len(commands) == 5
+    for command in commands:
+        argv = shlex.split(re.sub(r"\s*(\|\||#).*$", "", command))[1:]
+        build_parser().parse_args(argv)  # exits (a test failure) on an unknown option

@@ -1,135 +1,238 @@
 """Back-channel logout delivery (OIDC Back-Channel Logout 1.0 §2.5), off the request path.
 
-``notify`` only queues: worker threads POST each client's logout token,
-retrying with exponential backoff a bounded number of times. A receiver that
-is down or slow never delays nor fails the logout that caused it, and a
-failed delivery is logged without the token.
+``notify`` only queues and returns: worker threads mint each client's logout
+token (§2.4) and POST it as ``application/x-www-form-urlencoded``, retrying
+with exponential backoff a bounded number of times. Retries wait in a
+schedule, not in a worker, so a receiver that is down or slow never delays
+other clients' deliveries, and never delays or fails the logout that caused
+them. Failures are logged with the client id, never with the token.
+
+Only a 200 or 204 answer counts as delivered (§2.8); redirects are not
+followed, since a redirected POST would lose its body or leave the
+registered URI.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
-import queue
 import secrets
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from policy_sso.oidc.keys import KeyRing
-from policy_sso.oidc.logout_token import mint_logout_token
+from policy_sso.oidc.logout_token import LOGOUT_TOKEN_LIFETIME, mint_logout_token
 
 log = logging.getLogger("policy_sso.backchannel")
 
 
-@dataclass(frozen=True)
-class LogoutTarget:
+class LogoutTarget(NamedTuple):
     """A client to tell that a session ended: its back-channel URI and the sid/sub it knows."""
 
     client_id: str
     uri: str
     sid: str | None
-    subject: str
+    subject: str | None
 
 
 @dataclass
 class _Delivery:
     target: LogoutTarget
-    token: str
+    token: str | None = None
+    expires: float = 0.0
     attempt: int = 0
-    not_before: float = 0.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Turn every 3xx into an HTTPError: a logout token is delivered to the registered URI or not at all."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 class BackchannelNotifier:
-    """Queues logout tokens and delivers them from background worker threads."""
+    """Queues back-channel logouts and delivers them from a small pool of daemon threads (§2.5).
+
+    ``attempts`` is the total number of POSTs per client (first one
+    included); retry ``n`` waits ``backoff * 2**(n-1)`` seconds. At most
+    ``queue_size`` deliveries wait at once; beyond that new ones are dropped
+    and counted, because an unbounded queue would let a dead receiver hold
+    memory without limit. ``on_result(client_id, delivered)`` is called once
+    per finished delivery, for metrics.
+    """
 
     def __init__(self, keyring: KeyRing, issuer: str, *, attempts: int = 4, backoff: float = 0.5,
                  timeout: float = 2.0, workers: int = 2, queue_size: int = 10_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_result: Callable[[str, bool], None] | None = None) -> None:
         self.keyring = keyring
         self.issuer = issuer
-        self.attempts = attempts
+        self.attempts = max(1, attempts)
         self.backoff = backoff
         self.timeout = timeout
         self.clock = clock
+        self.on_result = on_result
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
-        self._queue: queue.Queue[_Delivery] = queue.Queue(maxsize=queue_size)
-        self._pending = 0
-        self._idle = threading.Condition()
-        for i in range(workers):
-            threading.Thread(target=self._work, name=f"backchannel-{i}", daemon=True).start()
+        self.retried = 0
+        self._workers = max(1, workers)
+        self._queue_size = queue_size
+        self._schedule: list[tuple[float, int, _Delivery]] = []  # (due, tie-breaker, delivery)
+        self._order = itertools.count()
+        self._pending = 0  # queued, scheduled for a retry, or being posted
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
-    def notify(self, targets: Iterable[LogoutTarget]) -> None:
-        """Queue a logout token for each target and return at once; never raises."""
-        now = int(self.clock())
-        for target in targets:
-            try:
-                token = mint_logout_token(self.keyring, issuer=self.issuer, audience=target.client_id,
-                                          subject=target.subject, sid=target.sid, now=now,
-                                          jti=secrets.token_urlsafe(16))
-                with self._idle:
+    # the caller's side ----------------------------------------------------------------------
+    def notify(self, targets: Iterable[LogoutTarget | tuple[str, str, str | None, str | None]]) -> None:
+        """Queue a logout for each ``(client_id, backchannel_logout_uri, sid, subject)`` and return at once.
+
+        Never raises: a logout must not fail because a notification could
+        not be queued (that is logged and counted as dropped instead).
+        """
+        try:
+            with self._cond:
+                if self._closed:
+                    return
+                self._start_workers()
+                due = time.monotonic()
+                for given in targets:
+                    try:
+                        target = LogoutTarget(*given)
+                    except TypeError:
+                        log.error("not a back-channel logout target: %s", type(given).__name__)
+                        continue
+                    if self._pending >= self._queue_size:
+                        self.dropped += 1
+                        log.error("back-channel queue full; logout of %s not delivered", target.client_id)
+                        continue
                     self._pending += 1
-                self._queue.put_nowait(_Delivery(target, token))
-            except queue.Full:
-                with self._idle:
-                    self._pending -= 1
-                    self.dropped += 1
-                log.error("back-channel queue full; logout of %s not delivered", target.client_id)
-            except Exception:  # a logout must never fail because a notification could not be made
-                log.exception("could not prepare a logout token for %s", target.client_id)
+                    heapq.heappush(self._schedule, (due, next(self._order), _Delivery(target)))
+                self._cond.notify_all()
+        except Exception:  # e.g. the caller's generator failed: what was queued still goes out
+            log.exception("could not queue back-channel logouts")
+            with self._cond:
+                self._cond.notify_all()
 
     def drain(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued delivery succeeded or gave up; return whether it did in time."""
+        """Wait until every queued delivery succeeded or gave up; return whether that happened in time."""
         deadline = time.monotonic() + timeout
-        with self._idle:
+        with self._cond:
             while self._pending:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._idle.wait(remaining)
+                self._cond.wait(remaining)
         return True
 
-    def _work(self) -> None:
-        while True:
-            delivery = self._queue.get()
-            wait = delivery.not_before - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            if self._post(delivery):
-                self._finish(delivered=True)
-            elif delivery.attempt + 1 < self.attempts:
-                delivery.attempt += 1
-                delivery.not_before = time.monotonic() + self.backoff * 2 ** (delivery.attempt - 1)
-                self._queue.put(delivery)
-            else:
-                log.warning("back-channel logout to %s failed after %d attempts",
-                            delivery.target.client_id, self.attempts)
-                self._finish(delivered=False)
+    def stats(self) -> dict[str, int]:
+        """Return counts for metrics: delivered, failed (gave up), dropped (queue full), retried, pending."""
+        with self._cond:
+            return {"delivered": self.delivered, "failed": self.failed, "dropped": self.dropped,
+                    "retried": self.retried, "pending": self._pending}
 
-    def _finish(self, *, delivered: bool) -> None:
-        with self._idle:
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop accepting logouts, finish what is queued within ``timeout``, and stop the workers."""
+        self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, timeout))
+
+    # the workers' side ----------------------------------------------------------------------
+    def _start_workers(self) -> None:
+        # started on first use: a provider that never logs anyone out costs no threads
+        while len(self._threads) < self._workers:
+            thread = threading.Thread(target=self._work, name=f"backchannel-{len(self._threads)}",
+                                      daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _next(self) -> _Delivery | None:
+        """Return the next delivery when it is due; None once closed."""
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                if self._schedule:
+                    wait = self._schedule[0][0] - time.monotonic()
+                    if wait <= 0:
+                        return heapq.heappop(self._schedule)[2]
+                    self._cond.wait(wait)
+                else:
+                    self._cond.wait()
+
+    def _work(self) -> None:
+        while (delivery := self._next()) is not None:
+            try:
+                delivered = self._attempt(delivery)
+            except Exception:  # a worker must survive anything one delivery can throw
+                log.exception("back-channel logout to %s: attempt %d failed", delivery.target.client_id,
+                              delivery.attempt + 1)
+                delivered = False
+            self._after(delivery, delivered)
+
+    def _attempt(self, delivery: _Delivery) -> bool:
+        now = self.clock()
+        if delivery.token is None or now >= delivery.expires:
+            # minted here, not in notify: signing stays off the request path; a retry resends the same
+            # token (same jti) unless it has expired meanwhile
+            target = delivery.target
+            delivery.token = mint_logout_token(self.keyring, issuer=self.issuer, audience=target.client_id,
+                                               subject=target.subject, sid=target.sid, now=int(now),
+                                               jti=secrets.token_urlsafe(16))
+            delivery.expires = int(now) + LOGOUT_TOKEN_LIFETIME
+        return self._post(delivery)
+
+    def _after(self, delivery: _Delivery, delivered: bool) -> None:
+        client_id = delivery.target.client_id
+        with self._cond:
+            if not delivered and delivery.attempt + 1 < self.attempts and not self._closed:
+                delivery.attempt += 1
+                self.retried += 1
+                due = time.monotonic() + self.backoff * 2 ** (delivery.attempt - 1)
+                heapq.heappush(self._schedule, (due, next(self._order), delivery))
+                self._cond.notify_all()
+                return
             if delivered:
                 self.delivered += 1
             else:
                 self.failed += 1
+                log.warning("back-channel logout to %s failed after %d attempts", client_id,
+                            delivery.attempt + 1)
             self._pending -= 1
-            self._idle.notify_all()
+            self._cond.notify_all()
+        if self.on_result is not None:
+            try:
+                self.on_result(client_id, delivered)
+            except Exception:
+                log.exception("back-channel on_result hook failed")
 
     def _post(self, delivery: _Delivery) -> bool:
-        """POST the logout token (§2.5); return whether the RP answered 200 or 204."""
+        """POST the logout token (§2.5); return whether the RP answered 200 or 204 (§2.8)."""
         body = urllib.parse.urlencode({"logout_token": delivery.token}).encode()
-        request = urllib.request.Request(  # noqa: S310 - a registered http(s) backchannel_logout_uri
-            delivery.target.uri, data=body, method="POST",
+        uri = delivery.target.uri
+        if urllib.parse.urlsplit(uri).scheme not in ("http", "https"):
+            log.warning("back-channel logout to %s: the URI is not http(s)", delivery.target.client_id)
+            return False
+        request = urllib.request.Request(  # noqa: S310 - scheme checked above: a registered http(s) URI
+            uri, data=body, method="POST",
             headers={"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with self._opener.open(request, timeout=self.timeout) as response:
                 return response.status in (200, 204)
-        except (urllib.error.URLError, OSError, ValueError) as err:
+        except OSError as err:  # URLError and HTTPError are OSErrors; the token is never in them
             log.info("back-channel logout to %s: attempt %d failed: %s", delivery.target.client_id,
-                     delivery.attempt + 1, getattr(err, "reason", err))
+                     delivery.attempt + 1, getattr(err, "code", None) or getattr(err, "reason", None)
+                     or type(err).__name__)
             return False

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from policy_sso.config import Client, SecretRef, TenantSettings
 from policy_sso.diagnostics import Diagnostic, sort_diagnostics
@@ -44,7 +43,7 @@ from policy_sso.model import (
 )
 from policy_sso.sessions.model import FACTOR_OF_METHOD
 from policy_sso.tenant import Tenant
-from policy_sso.validate import HMAC_ALGS, Context, _key_kind, _load_key, _trusted_issuer
+from policy_sso.validate import HMAC_ALGS, Context, _key_kind, _load_key, _trusted_issuer, load_pem_key
 
 ERROR, WARNING = "error", "warning"
 
@@ -307,23 +306,11 @@ def _key_strength(trusted: TrustedIssuer, ctx: LintContext) -> Iterator[Diagnost
                        f"{trusted.alg} key is {len(data)} bytes; RFC 7518 §3.2 asks for at least "
                        f"{HMAC_MIN_BYTES[trusted.alg]}",
                        "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(64))'")
-    if kind == "RSA":
-        bits = _rsa_bits(data)
-        if bits is not None and bits < RSA_MIN_BITS:
-            yield _finding(span, "L_WEAK_KEY",
-                           f"RSA key has {bits} bits; RFC 7518 §3.3 asks for at least {RSA_MIN_BITS}",
-                           "have the issuer sign with a 2048-bit (or larger) RSA key, or an EC/Ed25519 key")
-
-
-def _rsa_bits(data: bytes) -> int | None:
-    for loader in (load_pem_public_key, lambda d: load_pem_private_key(d, password=None)):
-        try:
-            key = loader(data)
-        except (ValueError, TypeError):
-            continue
-        if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey):
-            return key.key_size
-    return None
+    key = load_pem_key(data) if kind == "RSA" else None
+    if isinstance(key, rsa.RSAPublicKey | rsa.RSAPrivateKey) and key.key_size < RSA_MIN_BITS:
+        yield _finding(span, "L_WEAK_KEY",
+                       f"RSA key has {key.key_size} bits; RFC 7518 §3.3 asks for at least {RSA_MIN_BITS}",
+                       "have the issuer sign with a 2048-bit (or larger) RSA key, or an EC/Ed25519 key")
 
 
 PolicyRule = Callable[[Policy, LintContext], Iterable[Diagnostic]]

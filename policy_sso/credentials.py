@@ -1,50 +1,69 @@
-"""Credentials users present: argon2 password hashes and TOTP codes (RFC 6238)."""
+"""Credentials users present: argon2id password hashes (RFC 9106) and TOTP codes (RFC 6238)."""
 
 from __future__ import annotations
 
+import functools
 import hmac
+import re
 
 import pyotp
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-_hasher = PasswordHasher()  # argon2id with argon2-cffi's RFC 9106 low-memory defaults
-_DUMMY_HASH = _hasher.hash("policy-sso: a password nobody has")
+# argon2id with argon2-cffi's defaults (RFC 9106 §4 second recommended option: t=3, m=64 MiB, p=4)
+_hasher = PasswordHasher()
 
-TOTP_STEP = 30
+TOTP_STEP = 30  # RFC 6238 §4.1: X, the time step, 30 seconds by default (§5.2)
 TOTP_DIGITS = 6
+_CODE_RE = re.compile(rf"[0-9]{{{TOTP_DIGITS}}}")  # ASCII only: str.isdigit() admits fullwidth digits
 
 
 def hash_password(password: str) -> str:
-    """Return an argon2id hash of ``password`` for users.yaml."""
+    """Return an argon2id hash of ``password`` (PHC string format) for users.yaml."""
     return _hasher.hash(password)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
-    """Return whether ``password`` matches the hash; never raises on a garbled hash."""
+    """Return whether ``password`` matches the argon2 hash; False, never an exception, for a garbled hash."""
+    if not isinstance(password_hash, str | bytes) or not isinstance(password, str | bytes):
+        return False
     try:
         return _hasher.verify(password_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError, ValueError, TypeError):
+    except Exception:  # mismatch, invalid hash, unsupported parameters: all mean "no" to a sign-in
         return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    # made on first use, not at import: the CLI imports this module and must start quickly
+    return _hasher.hash("policy-sso: a password nobody has")
 
 
 def verify_unknown_user(password: str) -> bool:
     """Spend the time of one real verification and return False (no user enumeration by timing)."""
-    verify_password(_DUMMY_HASH, password)
+    verify_password(_dummy_hash(), password)
     return False
 
 
 def totp_now(secret: str, now: int) -> str:
-    """Return the TOTP code of ``secret`` at ``now`` (RFC 6238, 30 s steps, 6 digits)."""
+    """Return the TOTP code of base32 ``secret`` at ``now`` (RFC 6238 §4: SHA-1, 30 s steps, 6 digits)."""
     return pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_STEP).at(now)
 
 
 def verify_totp(secret: str, code: str, now: int, window: int = 1) -> bool:
-    """Return whether ``code`` is valid at ``now`` within ``window`` steps of drift (RFC 6238 §5.2)."""
-    if not code or not code.isdigit() or len(code) != TOTP_DIGITS:
+    """Return whether ``code`` is valid at ``now`` within ``window`` steps of drift (RFC 6238 §5.2).
+
+    Every candidate step is compared in constant time, whether or not an
+    earlier one matched. A malformed code or an unusable secret is False.
+    Replay (§5.2: a code is accepted once) is the caller's to record.
+    """
+    if not isinstance(code, str) or not _CODE_RE.fullmatch(code):
         return False
-    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_STEP)
+    try:
+        totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_STEP)
+        candidates = [totp.at(now + step * TOTP_STEP) for step in range(-window, window + 1)]
+    except (ValueError, TypeError):  # not base32, or shorter than pyotp's 112-bit minimum
+        return False
     matched = False
-    for step in range(-window, window + 1):  # compare every candidate: constant time in the match
-        matched |= hmac.compare_digest(totp.at(now + step * TOTP_STEP), code)
+    for candidate in candidates:
+        matched |= hmac.compare_digest(candidate.encode(), code.encode())
     return matched

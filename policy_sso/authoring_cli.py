@@ -8,6 +8,7 @@ changed decisions, broken input files), 2 on usage errors.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import json
 import os
@@ -144,7 +145,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     if args.format == "json":
         out = {"summary": {"passed": run.passed, "failed": run.failed, "files": len(files)},
                "results": [_result_json(r, t) for r, t in run.results],
-               "errors": [d.__dict__ for d in run.diagnostics],
+               "errors": [dataclasses.asdict(d) for d in run.diagnostics],
                "coverage": _coverage_json(run.coverage), "min_coverage": args.min_coverage}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import sqlite3
+import statistics
 import subprocess
 import tempfile
 import time
@@ -23,14 +24,14 @@ from pathlib import Path
 
 import redis
 
-from policy_sso.sessions import AuthEvent, ClientJoin, SessionLifetime, codec, open_store
+from policy_sso.sessions import AuthEvent, ClientJoin, SessionLifetime, open_store
 from policy_sso.sessions.model import Session, new_session
-from policy_sso.sessions.redis import PREFIX
+from policy_sso.sessions.redis import _SESSION
 
 LIFETIME = SessionLifetime(touch_interval=60)
 
 
-def rate(fn: Callable[[int], None], seconds: float, batch: int = 200) -> float:
+def rate(fn: Callable[[int], None], seconds: float, batch: int = 50) -> float:
     """Return calls per second of ``fn(i)`` over about ``seconds`` (bounded in time)."""
     done, start = 0, time.perf_counter()
     deadline = start + seconds
@@ -42,17 +43,19 @@ def rate(fn: Callable[[int], None], seconds: float, batch: int = 200) -> float:
 
 
 def paired_rates(ours: Callable[[int], None], floor: Callable[[int], None], seconds: float,
-                 slices: int = 10) -> tuple[float, float]:
-    """Return (ours, floor) calls per second, measured in alternating slices.
+                 slices: int = 40) -> tuple[float, float, list[float]]:
+    """Return (ours, floor) calls per second and the sorted per-slice ratios ours/floor.
 
     Other work on the machine drifts over a run; alternating short slices
-    exposes both sides to the same load, so their ratio is what it measures.
+    exposes both sides to the same load, and the median of the paired ratios
+    is what the comparison rests on, not one unlucky slice.
     """
-    ours_rate = floor_rate = 0.0
+    ours_rates, floor_rates = [], []
     for _ in range(slices):
-        floor_rate += rate(floor, seconds / slices / 2)
-        ours_rate += rate(ours, seconds / slices / 2)
-    return ours_rate / slices, floor_rate / slices
+        floor_rates.append(rate(floor, seconds / slices / 2))
+        ours_rates.append(rate(ours, seconds / slices / 2))
+    ratios = sorted(o / f for o, f in zip(ours_rates, floor_rates, strict=True))
+    return statistics.fmean(ours_rates), statistics.fmean(floor_rates), ratios
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -100,7 +103,10 @@ def bench_backend(name: str, url: str, seconds: float, now: int,
     if floor_for is None:
         out["get_and_touch"] = rate(get_and_touch, seconds)
     else:
-        out["get_and_touch"], out["floor"] = paired_rates(get_and_touch, floor_for(ids), seconds)
+        out["get_and_touch"], out["floor"], ratios = paired_rates(get_and_touch, floor_for(ids), seconds)
+        quarter = len(ratios) // 4
+        out["ratio"], out["ratio_low"], out["ratio_high"] = (
+            statistics.median(ratios), ratios[quarter], ratios[-1 - quarter])
     issued = {"family": "f", "jti": "j"}
 
     def code_cycle(i: int) -> None:
@@ -133,24 +139,24 @@ def main() -> None:
         raw = redis.Redis.from_url(redis_url)
 
         def redis_floor(ids: list[str]) -> Callable[[int], None]:
-            for i, session_id in enumerate(ids):  # the same session text as plain strings
-                raw.set(f"psso:floor:{i}", raw.hget(f"psso:s:{session_id}", "data"))
-            return lambda i: raw.get(f"psso:floor:{i % len(ids)}")
+            keys = [f"{_SESSION}{session_id}" for session_id in ids]  # the same stored sessions
+            return lambda i: raw.get(keys[i % len(keys)])
 
         results = {
             "memory": bench_backend("memory", "memory://", args.seconds, now),
             "sqlite": bench_backend("sqlite", f"sqlite:///{db_path}", args.seconds, now, sqlite_floor),
             "redis": bench_backend("redis", redis_url, args.seconds, now, redis_floor),
         }
-        print(f"{'backend':<8}{'get+touch ops/s':>17}{'floor ops/s':>13}{'ratio':>8}"
+        print(f"{'backend':<8}{'get+touch ops/s':>17}{'floor ops/s':>13}{'ratio (IQR)':>18}"
               f"{'code issue+redeem ops/s':>26}")
         for name, r in results.items():
             floor = r.get("floor")
-            ratio = f"{r['get_and_touch'] / floor:>7.0%}" if floor else f"{'-':>7}"
+            ratio = (f"{r['ratio']:.0%} ({r['ratio_low']:.0%}-{r['ratio_high']:.0%})" if floor else "-")
             floor_text = f"{floor:>13,.0f}" if floor else f"{'-':>13}"
-            print(f"{name:<8}{r['get_and_touch']:>17,.0f}{floor_text}{ratio} {r['code']:>25,.0f}")
+            print(f"{name:<8}{r['get_and_touch']:>17,.0f}{floor_text}{ratio:>18} {r['code']:>25,.0f}")
         print("floors: SQLite = primary-key SELECT of the same row on the same file; "
-              "Redis = bare GET on the same server")
+              "Redis = bare GET of the same session key on the same server; "
+              "ratio = median of 40 alternating paired slices")
 
         # bytes per session at scale
         n = args.sessions
@@ -168,9 +174,8 @@ def main() -> None:
             with redis_store.redis.pipeline(transaction=False) as pipe:
                 for s in chunk:  # create_session's own script, a thousand calls a round trip
                     redis_store._create(keys=[redis_store._s(s.id), redis_store._subject(s.subject)],
-                                        args=[codec.encode(s), s.last_seen, redis_store._hard(s),
-                                              redis_store._session_ttl(s, now), s.id,
-                                              LIFETIME.absolute + 86400, PREFIX], client=pipe)
+                                        args=[redis_store._value(s), redis_store._session_ttl(s, now),
+                                              s.id, LIFETIME.absolute + 86400, _SESSION], client=pipe)
                 pipe.execute()
         sqlite_store._db().execute("PRAGMA wal_checkpoint(TRUNCATE)")
         sqlite_bytes = os.path.getsize(big) / n

@@ -4,9 +4,9 @@ Each record stores its absolute expiry, checked against the ``now`` every call
 passes, so limits hold to the second whatever Redis's own clock says; its TTL,
 relative to that ``now``, only cleans up. Every read-modify-write runs as a
 Lua script, which Redis executes atomically: two instances updating one
-session lose nothing, and a code is redeemed once. A session is a hash
-(``data`` JSON, ``last_seen``, ``hard`` expiry): a read is one HMGET, a
-get-and-touch one script call (one round trip) that rewrites one field, at
+session lose nothing, and a code is redeemed once. A session is one string
+(last-seen, hard expiry, JSON): a read is one GET, a get-and-touch one
+script call (one round trip) that rewrites the last-seen digits in place, at
 most once per ``touch_interval``.
 
 Some scripts reach keys they derive (a family's tokens, a subject's
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -28,76 +29,82 @@ from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLif
 from policy_sso.sessions.store import CodeRedemption, RefreshRotation
 
 PREFIX = "psso:"
+_SESSION = f"{PREFIX}ss:"  # "ss": the string form below (the earlier hash form used "s:")
+_HEADER = 22  # last_seen and hard expiry, 11 decimal digits each, before a session's JSON
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
-# KEYS[1] session, KEYS[2] subject set; ARGV data, last_seen, hard, ttl, id, index ttl, prefix.
+# A session is one string: last_seen and the hard expiry as fixed-width decimals, then the
+# JSON. A read is a GET, and a touch rewrites the first 11 bytes in place (SETRANGE).
+# Lua reads both numbers with string.sub; HEADER is their combined width.
+
+# KEYS[1] session, KEYS[2] subject set; ARGV value, ttl, id, index ttl, session key prefix.
 # Index members whose session has gone (TTL) are dropped here, so a subject who signs in
 # daily does not grow a set of dead ids.
 _CREATE = """
-redis.call('HSET', KEYS[1], 'data', ARGV[1], 'last_seen', ARGV[2], 'hard', ARGV[3])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[7] .. 's:' .. id) == 0 then redis.call('SREM', KEYS[2], id) end
+  if redis.call('EXISTS', ARGV[5] .. id) == 0 then redis.call('SREM', KEYS[2], id) end
 end
-redis.call('SADD', KEYS[2], ARGV[5])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[6]))
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 """
 
-# KEYS[1] session; ARGV now, touch_interval, inactivity -> {data, last_seen, hard} as read, or nil.
+# KEYS[1] session; ARGV now, touch_interval, inactivity -> the value as read, or nil.
 # Moves last_seen forward (never back), only once it is touch_interval old, only while live.
 _GET_AND_TOUCH = """
-local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
-if not v[1] then return false end
-local now, last, hard, idle = tonumber(ARGV[1]), tonumber(v[2]), tonumber(v[3]), tonumber(ARGV[3])
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local now, idle = tonumber(ARGV[1]), tonumber(ARGV[3])
+local last, hard = tonumber(string.sub(v, 1, 11)), tonumber(string.sub(v, 12, 22))
 if now >= hard or now - last > idle then return false end
 if now - last >= tonumber(ARGV[2]) then
-  redis.call('HSET', KEYS[1], 'last_seen', now)
+  redis.call('SETRANGE', KEYS[1], 0, string.format('%011d', now))
   redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
 end
 return v
 """
 
-# KEYS[1] session; ARGV expected data, new data, hard, now, inactivity
+# KEYS[1] session; ARGV expected JSON, new JSON, new hard (11 digits), now, inactivity
 # -> 1 when written, 0 when the session is gone, -1 when it changed meanwhile (retry).
-# The TTL follows the stored last_seen, which a concurrent touch may have moved.
+# last_seen is kept as stored (a concurrent touch may have moved it) and sets the TTL.
 _COMPARE_AND_SET = """
-local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
-if not v[1] then return 0 end
-local now, last, idle = tonumber(ARGV[4]), tonumber(v[2]), tonumber(ARGV[5])
-if now >= tonumber(v[3]) or now - last > idle then return 0 end
-if v[1] ~= ARGV[1] then return -1 end
-local hard = tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'data', ARGV[2], 'hard', hard)
-redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, last + idle + 1) - now))
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local now, idle = tonumber(ARGV[4]), tonumber(ARGV[5])
+local last, hard = tonumber(string.sub(v, 1, 11)), tonumber(string.sub(v, 12, 22))
+if now >= hard or now - last > idle then return 0 end
+if string.sub(v, 23) ~= ARGV[1] then return -1 end
+local ttl = math.max(1, math.min(tonumber(ARGV[3]), last + idle + 1) - now)
+redis.call('SET', KEYS[1], string.sub(v, 1, 11) .. ARGV[3] .. ARGV[2], 'EX', ttl)
 return 1
 """
 
 # KEYS[1] old session, KEYS[2] new session, KEYS[3] subject set;
-# ARGV expected data, new data, last_seen, hard, ttl, old id, new id, now, inactivity
+# ARGV expected JSON, new value, ttl, old id, new id, now, inactivity
 _MOVE = """
-local v = redis.call('HMGET', KEYS[1], 'data', 'last_seen', 'hard')
-if not v[1] then return 0 end
-local now = tonumber(ARGV[8])
-if now >= tonumber(v[3]) or now - tonumber(v[2]) > tonumber(ARGV[9]) then return 0 end
-if v[1] ~= ARGV[1] then return -1 end
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local now, idle = tonumber(ARGV[6]), tonumber(ARGV[7])
+local last, hard = tonumber(string.sub(v, 1, 11)), tonumber(string.sub(v, 12, 22))
+if now >= hard or now - last > idle then return 0 end
+if string.sub(v, 23) ~= ARGV[1] then return -1 end
 redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[3], ARGV[6])
-redis.call('HSET', KEYS[2], 'data', ARGV[2], 'last_seen', ARGV[3], 'hard', ARGV[4])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-redis.call('SADD', KEYS[3], ARGV[7])
+redis.call('SREM', KEYS[3], ARGV[4])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
+redis.call('SADD', KEYS[3], ARGV[5])
 return 1
 """
 
-# KEYS[1] subject set; ARGV prefix -> {{id, data, last_seen, hard}, ...}; drops ids whose session
-# has gone. With ARGV[2] == 'end' the sessions are deleted too, in the same atomic step, so a
+# KEYS[1] subject set; ARGV session key prefix, 'end' or 'read' -> {{id, value}, ...}; drops ids whose
+# session has gone. With 'end' the sessions are deleted too, in the same atomic step, so a
 # session created meanwhile is neither ended nor unindexed.
 _OF_SUBJECT = """
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local key = ARGV[1] .. 's:' .. id
-  local v = redis.call('HMGET', key, 'data', 'last_seen', 'hard')
-  if v[1] then table.insert(out, {id, v[1], v[2], v[3]}) end
-  if not v[1] or ARGV[2] == 'end' then
+  local key = ARGV[1] .. id
+  local v = redis.call('GET', key)
+  if v then table.insert(out, {id, v}) end
+  if not v or ARGV[2] == 'end' then
     redis.call('DEL', key)
     redis.call('SREM', KEYS[1], id)
   end
@@ -175,11 +182,11 @@ class RedisStore:
         self._move = self.redis.register_script(_MOVE)
         self._redeem = self.redis.register_script(_REDEEM)
         self._rotate = self.redis.register_script(_ROTATE)
-        self._decoded: dict[tuple[str, bytes, int], Session] = {}
+        self._decoded: dict[tuple[str, bytes], Session] = {}
 
     @staticmethod
     def _s(session_id: str) -> str:
-        return f"{PREFIX}s:{session_id}"
+        return f"{_SESSION}{session_id}"
 
     @staticmethod
     def _subject(subject: str) -> str:
@@ -192,32 +199,34 @@ class RedisStore:
     def _session_ttl(self, session: Session, now: int) -> int:
         return max(1, min(self._hard(session), session.last_seen + self.lifetime.inactivity + 1) - now)
 
-    def create_session(self, session: Session) -> None:
-        self._create(keys=[self._s(session.id), self._subject(session.subject)],
-                     args=[codec.encode(session), session.last_seen, self._hard(session),
-                           self._session_ttl(session, session.last_seen), session.id,
-                           self.lifetime.absolute + 86400, PREFIX])
+    def _value(self, session: Session) -> str:
+        """Return the stored form of a session: last-seen and hard expiry digits, then its JSON."""
+        return f"{session.last_seen:011d}{self._hard(session):011d}{codec.encode(session)}"
 
-    def _decode(self, session_id: str, data: bytes, last_seen: int) -> Session:
-        """Return the session stored as ``data``, reusing the object decoded from the same text."""
-        cache_key = (session_id, data, last_seen)
-        session = self._decoded.get(cache_key)
-        if session is None:  # sessions are immutable: the same stored text decodes to the same value
-            session = codec.decode(session_id, data, last_seen)
+    def _decode(self, session_id: str, value: bytes) -> Session:
+        """Return the session a stored value holds, reusing the object decoded from the same value."""
+        session = self._decoded.get((session_id, value))
+        if session is None:  # sessions are immutable: the same stored value decodes to the same one
+            session = codec.decode(session_id, value[_HEADER:], int(value[:11]))
             if len(self._decoded) >= _DECODED_CACHE:
                 self._decoded.clear()
-            self._decoded[cache_key] = session
+            self._decoded[(session_id, value)] = session
         return session
 
-    def _live(self, now: int, last_seen: int, hard: int) -> bool:
-        return now < hard and now - last_seen <= self.lifetime.inactivity
+    def _live(self, value: bytes, now: int) -> bool:
+        return now < int(value[11:_HEADER]) and now - int(value[:11]) <= self.lifetime.inactivity
+
+    def create_session(self, session: Session) -> None:
+        self._create(keys=[self._s(session.id), self._subject(session.subject)],
+                     args=[self._value(session), self._session_ttl(session, session.last_seen),
+                           session.id, self.lifetime.absolute + 86400, _SESSION])
 
     def _read(self, session_id: str, now: int) -> tuple[Session, bytes] | None:
-        """Return the live session and its stored text, in one HMGET."""
-        data, last_seen, hard = self.redis.hmget(self._s(session_id), "data", "last_seen", "hard")
-        if data is None or not self._live(now, int(last_seen), int(hard)):
+        """Return the live session and its stored value, in one GET."""
+        value = self.redis.get(self._s(session_id))
+        if value is None or not self._live(value, now):
             return None
-        return self._decode(session_id, data, int(last_seen)), data
+        return self._decode(session_id, value), value
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         found = self._read(session_id, now)
@@ -225,14 +234,15 @@ class RedisStore:
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         """Return the live session as read, touching it in the same script call (one round trip)."""
-        key = self._s(session_id)
-        args = (now, self.lifetime.touch_interval, self.lifetime.inactivity)
+        key = _SESSION + session_id
         try:
             # EVALSHA by hand: the Script wrapper's per-call bookkeeping costs ~5% of a round trip
-            found = self.redis.evalsha(self._get_and_touch.sha, 1, key, *args)
+            value = self.redis.execute_command("EVALSHA", self._get_and_touch.sha, 1, key, now,
+                                               self.lifetime.touch_interval, self.lifetime.inactivity)
         except redis.exceptions.NoScriptError:  # first call, or the server's script cache was flushed
-            found = self._get_and_touch(keys=[key], args=args)
-        return self._decode(session_id, found[0], int(found[1])) if found else None
+            value = self._get_and_touch(keys=[key], args=[now, self.lifetime.touch_interval,
+                                                          self.lifetime.inactivity])
+        return self._decode(session_id, value) if value else None
 
     def touch_session(self, session_id: str, now: int) -> None:
         self.get_and_touch(session_id, now)
@@ -247,17 +257,16 @@ class RedisStore:
             updated = change(session)
             if updated is session:
                 return session
-            encoded = codec.encode(updated)
             if updated.id == session_id:
                 result = self._compare_and_set(
                     keys=[self._s(session_id)],
-                    args=[stored, encoded, self._hard(updated), now, self.lifetime.inactivity])
+                    args=[stored[_HEADER:], codec.encode(updated), f"{self._hard(updated):011d}", now,
+                          self.lifetime.inactivity])
             else:
                 result = self._move(
                     keys=[self._s(session_id), self._s(updated.id), self._subject(session.subject)],
-                    args=[stored, encoded, updated.last_seen, self._hard(updated),
-                          self._session_ttl(updated, now), session_id,
-                          updated.id, now, self.lifetime.inactivity])
+                    args=[stored[_HEADER:], self._value(updated), self._session_ttl(updated, now),
+                          session_id, updated.id, now, self.lifetime.inactivity])
             if result == 1:
                 return updated
             if result == 0:
@@ -270,8 +279,7 @@ class RedisStore:
         def change(s: Session) -> Session:
             if join.client_id in s.clients:
                 return s
-            return Session(s.id, s.subject, s.created_at, s.last_seen, s.events,
-                           {**s.clients, join.client_id: join}, s.consents)
+            return replace(s, clients={**s.clients, join.client_id: join})
 
         return self._update(session_id, now, change)
 
@@ -279,31 +287,25 @@ class RedisStore:
                       now: int) -> Session | None:
         def change(s: Session) -> Session:
             granted = s.consents.get(client_id, frozenset()) | frozenset(scopes)
-            return Session(s.id, s.subject, s.created_at, s.last_seen, s.events, s.clients,
-                           {**s.consents, client_id: granted})
+            return replace(s, consents={**s.consents, client_id: granted})
 
         return self._update(session_id, now, change)
 
     def end_session(self, session_id: str) -> Session | None:
-        key = self._s(session_id)
-        with self.redis.pipeline() as pipe:
-            pipe.hmget(key, "data", "last_seen")
-            pipe.delete(key)
-            (data, last_seen), _ = pipe.execute()
-        if data is None:
+        value = self.redis.getdel(self._s(session_id))
+        if value is None:
             return None
-        session = codec.decode(session_id, data, int(last_seen))
+        session = self._decode(session_id, value)
         self.redis.srem(self._subject(session.subject), session_id)
         return session
 
     def end_sessions_of(self, subject: str) -> list[Session]:
-        rows = self._of_subject(keys=[self._subject(subject)], args=[PREFIX, "end"])
-        return [codec.decode(sid.decode(), data, int(seen)) for sid, data, seen, _ in rows]
+        rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "end"])
+        return [self._decode(sid.decode(), value) for sid, value in rows]
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
-        rows = self._of_subject(keys=[self._subject(subject)], args=[PREFIX, "read"])
-        return [self._decode(sid.decode(), data, int(seen)) for sid, data, seen, hard in rows
-                if self._live(now, int(seen), int(hard))]
+        rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "read"])
+        return [self._decode(sid.decode(), value) for sid, value in rows if self._live(value, now)]
 
     # authorization codes ---------------------------------------------------------------
     def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:

@@ -130,9 +130,9 @@ def test_try_repo_installs_the_hooks_like_a_user_would(tmp_path: Path) -> None:
     if "CalledProcessError" in output and "pip" in output:
         pytest.skip("PRE-COMMIT COULD NOT INSTALL THE HOOK ENVIRONMENT (no package index reachable?): "
                     "check by hand as docs/authoring.md shows\n" + output[-2000:])
-    if "site-packages/schemas/" in output:
-        pytest.xfail("the installed package looks for its JSON Schemas in site-packages/schemas/: "
-                     "schemas/ is not package data yet (policy_sso/parse/yaml_source.py SCHEMA_DIR)")
+    if ".schema.json" in output and ("FileNotFoundError" in output or "No such file" in output):
+        pytest.xfail("the installed (non-editable) package cannot find its JSON Schemas: schemas/ must "
+                     "ship as package data (pyproject.toml, policy_sso/parse/yaml_source.py SCHEMA_DIR)")
     assert run.returncode == 0, output
     assert "policy-sso validate" in output and "Passed" in output
 

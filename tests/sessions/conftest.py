@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_sso.sessions import SessionLifetime, open_store
+from policy_sso.sessions import SessionLifetime, Store, open_store
 
 LIFETIME = SessionLifetime(sliding=14 * 86400, absolute=30 * 86400, inactivity=86400, touch_interval=60)
 REDIS_MISSING = ("redis-server is not installed: the Redis store tests need a real server "
@@ -24,13 +24,15 @@ REDIS_MISSING = ("redis-server is not installed: the Redis store tests need a re
 
 
 def free_port() -> int:
+    """Return a loopback port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory) -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Yield the URL of a throwaway redis-server on 127.0.0.1 (no persistence), stopped afterwards."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip(REDIS_MISSING)
@@ -61,6 +63,7 @@ BACKENDS = [name for name, module in (("memory", "policy_sso.sessions.memory"),
 
 
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Return the URL of an empty store of ``backend`` (the Redis database is flushed)."""
     if backend == "memory":
         return "memory://"
     if backend == "sqlite":
@@ -73,7 +76,8 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request, tmp_path):
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Yield an empty store of each backend in turn, closed afterwards."""
     store = open_store(store_url(request.param, tmp_path, request), LIFETIME)
     yield store
     store.close()

@@ -17,6 +17,8 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
+from importlib.abc import Traversable
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +188,15 @@ def load_yaml_documents(text: str, file: str) -> tuple[list[YamlDocument], list[
 
 # --- JSON Schema ------------------------------------------------------------
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+def _schema_dir() -> Path | Traversable:
+    """Return the JSON Schemas: the checkout's schemas/, or the installed package's copy."""
+    checkout = Path(__file__).resolve().parents[2] / "schemas"
+    if checkout.is_dir():
+        return checkout
+    return files("policy_sso.schemas")
+
+
+SCHEMA_DIR = _schema_dir()
 
 
 @cache

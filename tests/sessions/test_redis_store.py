@@ -38,3 +38,19 @@ def test_the_subject_index_forgets_sessions_whose_ttl_ran_out(tmp_path, request)
     assert [s.id for s in store.end_sessions_of("u-alice")] == [kept.id]
     assert not raw.exists("psso:u:u-alice")
     store.close()
+
+
+def test_get_and_touch_is_one_round_trip_even_when_it_touches(tmp_path, request, monkeypatch):
+    url = store_url("redis", tmp_path, request)
+    store = open_store(url, LIFETIME)
+    session = make(store)
+    store.get_and_touch(session.id, NOW)  # loads the script into the server's cache
+    commands: list[str] = []
+    send = store.redis.execute_command
+    monkeypatch.setattr(store.redis, "execute_command",
+                        lambda *args, **options: commands.append(args[0]) or send(*args, **options))
+    assert store.get_and_touch(session.id, NOW + 1).last_seen == NOW  # no touch due
+    assert store.get_and_touch(session.id, NOW + LIFETIME.touch_interval).last_seen == NOW  # touches
+    assert commands == ["EVALSHA", "EVALSHA"]
+    assert store.get_session(session.id, NOW + LIFETIME.touch_interval).last_seen == NOW + 60
+    store.close()

@@ -12,14 +12,17 @@ The client's policy then decides as for any session: a hint that proves
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
-from policy_sso.errors import InvalidRequest
+from policy_sso.errors import InvalidRequest, OAuthError, PolicySSOError
 from policy_sso.oidc.hint_token import HintVerifier
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.sessions.model import AuthEvent, Session, new_session, new_session_id
 
 HINT_PARAMETERS = ("login_hint_token", "sso_token")
+
+log = logging.getLogger("policy_sso.forced_sso")
 
 
 def hint_token(params: Mapping[str, str]) -> str | None:
@@ -38,8 +41,13 @@ def verifier_for(p: Provider, client_id: str) -> HintVerifier:
     key = (id(tenant), policy.name)
     verifier = cache.get(key)
     if verifier is None:
-        verifier = HintVerifier(policy.trust, tenant.directory, tenant.settings.issuer,
-                                tenant.settings.clock_skew)
+        try:
+            verifier = HintVerifier(policy.trust, tenant.directory, tenant.settings.issuer,
+                                    tenant.settings.clock_skew)
+        except PolicySSOError:  # e.g. the key's environment variable is unset on this instance
+            log.error("login_hint_token: a key of policy %r is unavailable", policy.name)
+            raise OAuthError("the trusted issuer's key is not available on this server",
+                             error="server_error", status=500) from None
         if len(cache) > 256:
             cache.clear()
         cache[key] = verifier

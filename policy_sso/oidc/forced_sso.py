@@ -47,7 +47,7 @@ def verifier_for(p: Provider, client_id: str) -> HintVerifier:
         except PolicySSOError:  # e.g. the key's environment variable is unset on this instance
             log.error("login_hint_token: a key of policy %r is unavailable", policy.name)
             raise OAuthError("the trusted issuer's key is not available on this server",
-                             error="server_error", status=500) from None
+                             error="server_error", status=503) from None
         if len(cache) > 256:
             cache.clear()
         cache[key] = verifier

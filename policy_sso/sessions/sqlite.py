@@ -193,15 +193,17 @@ class SQLiteStore:
                            "VALUES (?, ?, NULL, ?)", (code_key, json.dumps(data), expires_at))
 
     def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
-        with self._write() as db:
-            row = db.execute("SELECT data, issued FROM codes WHERE key = ? AND ? < expires_at",
-                             (code_key, now)).fetchone()
-            if row is None:
-                return CodeRedemption("unknown")
-            if row[1] is not None:
-                return CodeRedemption("reused", json.loads(row[0]), json.loads(row[1]))
-            db.execute("UPDATE codes SET issued = ? WHERE key = ?", (json.dumps(issued), code_key))
-            return CodeRedemption("ok", json.loads(row[0]))
+        # one statement, atomic on its own: the first redemption claims the code
+        db = self._db()
+        won = db.execute("UPDATE codes SET issued = ? WHERE key = ? AND issued IS NULL AND ? < expires_at "
+                         "RETURNING data", (json.dumps(issued), code_key, now)).fetchone()
+        if won is not None:
+            return CodeRedemption("ok", json.loads(won[0]))
+        row = db.execute("SELECT data, issued FROM codes WHERE key = ? AND ? < expires_at",
+                         (code_key, now)).fetchone()
+        if row is None or row[1] is None:
+            return CodeRedemption("unknown")
+        return CodeRedemption("reused", json.loads(row[0]), json.loads(row[1]))
 
     # refresh tokens ----------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,

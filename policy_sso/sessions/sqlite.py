@@ -171,9 +171,10 @@ class SQLiteStore:
 
     def end_session(self, session_id: str) -> Session | None:
         with self._write() as db:
-            row = db.execute("DELETE FROM sessions WHERE id = ? RETURNING data, last_seen",
-                             (session_id,)).fetchone()
-        return codec.decode(session_id, row[0], row[1]) if row else None
+            # fetchall steps a RETURNING statement to its end, so it is complete before COMMIT
+            rows = db.execute("DELETE FROM sessions WHERE id = ? RETURNING data, last_seen",
+                              (session_id,)).fetchall()
+        return codec.decode(session_id, rows[0][0], rows[0][1]) if rows else None
 
     def end_sessions_of(self, subject: str) -> list[Session]:
         with self._write() as db:
@@ -196,9 +197,9 @@ class SQLiteStore:
         # one statement, atomic on its own: the first redemption claims the code
         db = self._db()
         won = db.execute("UPDATE codes SET issued = ? WHERE key = ? AND issued IS NULL AND ? < expires_at "
-                         "RETURNING data", (json.dumps(issued), code_key, now)).fetchone()
-        if won is not None:
-            return CodeRedemption("ok", json.loads(won[0]))
+                         "RETURNING data", (json.dumps(issued), code_key, now)).fetchall()
+        if won:  # fetchall completes the statement, which commits it (autocommit)
+            return CodeRedemption("ok", json.loads(won[0][0]))
         row = db.execute("SELECT data, issued FROM codes WHERE key = ? AND ? < expires_at",
                          (code_key, now)).fetchone()
         if row is None or row[1] is None:
@@ -257,7 +258,7 @@ class SQLiteStore:
         (count,) = self._db().execute(
             "INSERT INTO counters (key, start, count, expires_at) VALUES (?, ?, 1, ?) "
             "ON CONFLICT (key, start) DO UPDATE SET count = count + 1 RETURNING count",
-            (key, start, start + window)).fetchone()
+            (key, start, start + window)).fetchall()[0]  # fetchall completes (commits) the statement
         return count, start + window
 
     # housekeeping ---------------------------------------------------------------------------

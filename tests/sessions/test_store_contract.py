@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from policy_sso.sessions import AuthEvent, ClientJoin, Session, Store
 from policy_sso.sessions.model import new_session_id
 
@@ -97,6 +99,19 @@ def test_absolute_lifetime_is_never_extended(store):
     assert store.get_session(current, NOW + 30 * DAY + 1) is None
 
 
+@pytest.mark.parametrize(("created", "authenticated"), [
+    (NOW - 14 * DAY, NOW - 14 * DAY),  # sliding: 14 days after the last authentication
+    (NOW - 30 * DAY, NOW - 60),  # absolute: 30 days after creation, however recent the auth
+], ids=["sliding", "absolute"])
+def test_get_and_touch_refuses_at_the_first_invalid_second(store, created, authenticated):
+    session = Session(new_session_id(), "u-alice", created, NOW - 60, (AuthEvent("pwd", authenticated),))
+    store.create_session(session)
+    assert LIFETIME.expires_at(session) == NOW + 1
+    assert store.get_and_touch(session.id, NOW) is not None  # touches: last-seen moved 60 s
+    assert store.get_and_touch(session.id, NOW + 1) is None
+    assert store.get_session(session.id, NOW + 1) is None
+
+
 def test_touch_only_writes_when_last_seen_moved_enough(store):
     session = make(store)
     store.touch_session(session.id, NOW + LIFETIME.touch_interval - 1)
@@ -164,6 +179,13 @@ def test_end_all_sessions_of_a_subject(store):
     assert {s.id for s in store.end_sessions_of("u-alice")} == set(mine)
     assert store.sessions_of("u-alice", NOW) == []
     assert store.get_session(other, NOW) is not None
+
+
+def test_sessions_of_leaves_out_expired_sessions(store):
+    idle = make(store)
+    active = make(store, at=NOW + DAY)
+    assert {s.id for s in store.sessions_of("u-alice", NOW + DAY)} == {idle.id, active.id}
+    assert [s.id for s in store.sessions_of("u-alice", NOW + DAY + 1)] == [active.id]
 
 
 # --- codes -------------------------------------------------------------------------
@@ -259,6 +281,12 @@ def test_revocation_racing_a_rotation_leaves_no_live_token(store):
             thread.join()
         live = [step for step in range(51) if store.get_refresh(f"{family}-{step}", NOW)]
         assert live == [], (attempt, live)
+
+
+def test_a_refresh_token_expires_to_the_second(store):
+    store.put_refresh("x1", "fam-x", {"n": 1}, NOW + 10, NOW)
+    assert store.get_refresh("x1", NOW + 9) == ("fam-x", {"n": 1})
+    assert store.get_refresh("x1", NOW + 10) is None
 
 
 def test_refresh_expiry_and_family_revocation(store):

@@ -357,12 +357,18 @@ class RedisStore:
         self._revoke(keys=[f"{PREFIX}fam:{family_id}"])
 
     # identifiers and counters ------------------------------------------------------------
+    @staticmethod
+    def _jti(namespace: str, jti: str) -> str:
+        # the namespace's length goes first: namespaces hold colons (hint issuers are URLs),
+        # and ("hint:https://a", "8443:j") must not share a key with ("hint:https://a:8443", "j")
+        return f"{PREFIX}j:{len(namespace)}:{namespace}:{jti}"
+
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
-        return self._use_jti(keys=[f"{PREFIX}j:{namespace}:{jti}"],
+        return self._use_jti(keys=[self._jti(namespace, jti)],
                              args=[expires_at, _ttl(expires_at, now), "" if now is None else now]) == 1
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
-        recorded = self.redis.get(f"{PREFIX}j:{namespace}:{jti}")
+        recorded = self.redis.get(self._jti(namespace, jti))
         return recorded is not None and now < int(recorded)
 
     def hit(self, key: str, window: int, now: int) -> tuple[int, int]:

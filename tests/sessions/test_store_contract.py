@@ -308,6 +308,13 @@ def test_jti_single_use_per_namespace(store):
     assert not store.is_jti_used("hint:a", "other", NOW)
 
 
+def test_namespace_and_jti_never_run_together(store):
+    # issuers are URLs: "hint:https://a" + "8443:j" must not be "hint:https://a:8443" + "j"
+    assert store.use_jti("hint:https://a", "8443:j", NOW + 60, NOW)
+    assert store.use_jti("hint:https://a:8443", "j", NOW + 60, NOW)
+    assert not store.is_jti_used("hint:https://a:8443", "other", NOW)
+
+
 def test_a_jti_is_refused_until_its_record_expires(store):
     assert store.use_jti("hint", "j2", NOW + 60, NOW)
     assert not store.use_jti("hint", "j2", NOW + 120, NOW + 59)

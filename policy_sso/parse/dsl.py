@@ -274,17 +274,37 @@ class _Builder(Transformer):
         return self._test("session_amr", children)
 
 
+# One match per token: the whitespace and comments before it are part of the match
+# (group 1), so a file costs one regex call per token, not two.
 _TOKEN_RE = re.compile(r"""
-    (?P<SKIP>[ \t\r\n\f]+|\#[^\n]*)
-  | (?P<STRING>"(?:[^"\\\n]|\\["\\])*")
-  | (?P<DURATION>[0-9]+[A-Za-z]*)
-  | (?P<WORD>[A-Za-z_][A-Za-z0-9_\-]*)
-  | (?P<LBRACE>\{) | (?P<RBRACE>\}) | (?P<LPAR>\() | (?P<RPAR>\)) | (?P<COMMA>,)
+    (?:[ \t\r\n\f]++|\#[^\n]*+)*+   # possessive: a comment is never given back to match a token
+    (?:
+      (?P<STRING>"(?:[^"\\\n]|\\["\\])*")
+    | (?P<DURATION>[0-9]+[A-Za-z]*)
+    | (?P<WORD>[A-Za-z_][A-Za-z0-9_\-]*)
+    | (?P<LBRACE>\{) | (?P<RBRACE>\}) | (?P<LPAR>\() | (?P<RPAR>\)) | (?P<COMMA>,)
+    )
 """, re.VERBOSE)
+_SKIP_RE = re.compile(r"(?:[ \t\r\n\f]++|\#[^\n]*+)*+")
 
 # Words that are keywords; any other word is a NAME (on_unmet values, algs).
 _KEYWORDS: dict[str, str] = {"any_of": "AMR_MODE", "all_of": "AMR_MODE",
                              "env": "KEY_SOURCE", "file": "KEY_SOURCE"}
+
+
+_TOKEN_SLOTS = ("type", "start_pos", "value", "line", "column", "end_line", "end_column", "end_pos")
+
+
+def _direct_token(kind: str, value: str, start: int, line: int, column: int) -> Token:
+    """Return the Token lark's constructor would, without its two wrapper calls (hot: one per token)."""
+    token = str.__new__(Token, value)
+    token.type, token.start_pos, token.value, token.line, token.column = kind, start, value, line, column
+    token.end_line = token.end_column = token.end_pos = None
+    return token
+
+
+# lark's Token keeps exactly these slots today; with any other layout, use its constructor
+_make_token = _direct_token if getattr(Token, "__slots__", None) == _TOKEN_SLOTS else Token
 
 
 class FastLexer(Lexer):
@@ -302,22 +322,28 @@ class FastLexer(Lexer):
         text: str = getattr(source, "text", source)  # a lark TextSlice over the whole text
         match = _TOKEN_RE.match
         keywords = _KEYWORDS
+        make_token = _make_token
         pos, line, line_start, end = 0, 1, 0, len(text)
         while pos < end:
             m = match(text, pos)
-            if m is None:
-                raise UnexpectedCharacters(text, pos, line, pos - line_start + 1)
+            if m is None:  # only whitespace and comments left, or a character no token starts with
+                skipped = _SKIP_RE.match(text, pos).end()
+                line += text.count("\n", pos, skipped)
+                line_start = text.rfind("\n", 0, skipped) + 1
+                if skipped == end:
+                    return
+                raise UnexpectedCharacters(text, skipped, line, skipped - line_start + 1)
             kind = m.lastgroup
-            value = m.group()
-            if kind == "SKIP":
-                newlines = value.count("\n")
+            start = m.start(kind)
+            if start != pos:  # whitespace or comments came first: keep line and column right
+                newlines = text.count("\n", pos, start)
                 if newlines:
                     line += newlines
-                    line_start = pos + value.rindex("\n") + 1
-            else:
-                if kind == "WORD":
-                    kind = keywords.get(value, "NAME")
-                yield Token(kind, value, pos, line, pos - line_start + 1)
+                    line_start = text.rfind("\n", pos, start) + 1
+            value = m.group(kind)
+            if kind == "WORD":
+                kind = keywords.get(value, "NAME")
+            yield make_token(kind, value, start, line, start - line_start + 1)
             pos = m.end()
 
 

@@ -83,9 +83,8 @@ class MemoryStore:
             session = self._live(session_id, now)
             if session is None:
                 return None
-            if join.client_id in session.clients:
-                return session
-            return self._put(replace(session, clients={**session.clients, join.client_id: join}))
+            joined = session.with_client(join)
+            return joined if joined is session else self._put(joined)
 
     def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
                       now: int) -> Session | None:
@@ -93,8 +92,7 @@ class MemoryStore:
             session = self._live(session_id, now)
             if session is None:
                 return None
-            granted = session.consents.get(client_id, frozenset()) | frozenset(scopes)
-            return self._put(replace(session, consents={**session.consents, client_id: granted}))
+            return self._put(session.with_consent(client_id, scopes))
 
     def end_session(self, session_id: str) -> Session | None:
         with self._lock:

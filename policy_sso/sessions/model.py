@@ -94,6 +94,17 @@ class Session:
         values = sorted(self.methods)
         return (*values, "mfa") if self.mfa else tuple(values)
 
+    def with_client(self, join: ClientJoin) -> Session:
+        """Return this session joined to a client; an existing join (and its ``sid``) is kept."""
+        if join.client_id in self.clients:
+            return self
+        return replace(self, clients={**self.clients, join.client_id: join})
+
+    def with_consent(self, client_id: str, scopes: frozenset[str]) -> Session:
+        """Return this session with ``scopes`` added to what the user granted ``client_id``."""
+        granted = self.consents.get(client_id, frozenset()) | frozenset(scopes)
+        return replace(self, consents={**self.consents, client_id: granted})
+
     def with_event(self, event: AuthEvent, new_id: str) -> Session:
         """Return this session re-authenticated: the event added, under a new id (no fixation)."""
         return replace(self, id=new_id, events=(*self.events, event), last_seen=event.time)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +153,11 @@ class SQLiteStore:
         return self._update(session_id, now, lambda s: s.with_event(event, new_id))
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
-        def change(s: Session) -> Session:
-            if join.client_id in s.clients:
-                return s
-            return replace(s, clients={**s.clients, join.client_id: join})
-
-        return self._update(session_id, now, change)
+        return self._update(session_id, now, lambda s: s.with_client(join))
 
     def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
                       now: int) -> Session | None:
-        def change(s: Session) -> Session:
-            granted = s.consents.get(client_id, frozenset()) | frozenset(scopes)
-            return replace(s, consents={**s.consents, client_id: granted})
-
-        return self._update(session_id, now, change)
+        return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
 
     def end_session(self, session_id: str) -> Session | None:
         with self._write() as db:

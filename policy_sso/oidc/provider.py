@@ -72,6 +72,7 @@ class Provider:
     clients: ClientAuthenticator = field(init=False)
     hint_verifiers: dict[tuple[int, str], Any] = field(init=False, default_factory=dict)
     totp_secrets: dict[str, str] = field(init=False, default_factory=dict)
+    _limiter: RateLimiter = field(init=False, repr=False)
     _loaded_for: Tenant | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +87,10 @@ class Provider:
                     totp[user.sub] = value.decode().strip()
         self.clients = ClientAuthenticator(tenant.clients, tenant.directory)
         self.totp_secrets = totp
+        limits = dict(tenant.settings.rate_limits)
+        if getattr(self, "_limiter", None) is None or self._limiter.limits != limits:
+            # a reload with the same limits keeps the limiter, and the permits it holds
+            self._limiter = RateLimiter(self.store, limits)
         self._loaded_for = tenant
 
     @property
@@ -126,7 +131,8 @@ class Provider:
     @property
     def limiter(self) -> RateLimiter:
         """Return the rate limiter of the tenant in force (limits change with a reload)."""
-        return RateLimiter(self.store, self.tenant.settings.rate_limits)
+        _ = self.tenant  # a swapped-in tenant brings its own limits
+        return self._limiter
 
     def id_token_alg(self, client: Client) -> str:
         """Return the client's ID token algorithm when the tenant enables it, else RS256."""

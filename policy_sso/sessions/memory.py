@@ -174,10 +174,10 @@ class MemoryStore:
             expires_at = self._jtis.get((namespace, jti))
             return expires_at is not None and now < expires_at
 
-    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+    def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
         with self._lock:
             start = now - now % window
-            count = self._counters.get((key, start), (0, 0))[0] + 1
+            count = self._counters.get((key, start), (0, 0))[0] + amount
             self._counters[(key, start)] = (count, start + window)
             return count, start + window
 

@@ -361,11 +361,11 @@ class RedisStore:
         recorded = self.redis.get(self._jti(namespace, jti))
         return recorded is not None and now < int(recorded)
 
-    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+    def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
         start = now - now % window
         counter = f"{PREFIX}n:{key}:{start}"
         with self.redis.pipeline() as pipe:
-            pipe.incr(counter)
+            pipe.incrby(counter, amount)
             pipe.expire(counter, start + window - now + 1)
             count, _ = pipe.execute()
         return int(count), start + window

@@ -243,12 +243,12 @@ class SQLiteStore:
                                  (namespace, jti, now)).fetchone()
         return row is not None
 
-    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
+    def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
         start = now - now % window
         (count,) = self._db().execute(
-            "INSERT INTO counters (key, start, count, expires_at) VALUES (?, ?, 1, ?) "
-            "ON CONFLICT (key, start) DO UPDATE SET count = count + 1 RETURNING count",
-            (key, start, start + window)).fetchall()[0]  # fetchall completes (commits) the statement
+            "INSERT INTO counters (key, start, count, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key, start) DO UPDATE SET count = count + excluded.count RETURNING count",
+            (key, start, amount, start + window)).fetchall()[0]  # fetchall completes (commits) the statement
         return count, start + window
 
     # housekeeping ---------------------------------------------------------------------------

@@ -124,8 +124,8 @@ class Store(Protocol):
         """Return whether ``jti`` is recorded in ``namespace`` (e.g. revoked access tokens)."""
 
     # rate-limit counters ------------------------------------------------------
-    def hit(self, key: str, window: int, now: int) -> tuple[int, int]:
-        """Count one hit in the fixed window holding ``now``; return (count, window reset time)."""
+    def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
+        """Add ``amount`` hits in the fixed window holding ``now``; return (count, window reset time)."""
 
     # housekeeping -------------------------------------------------------------
     def sweep(self, now: int) -> int:

@@ -330,6 +330,13 @@ def test_counters_count_per_fixed_window(store):
     assert store.hit("other", 60, NOW + 60) == (1, NOW + 120)
 
 
+def test_counters_add_a_block_of_hits_at_once(store):
+    assert store.hit("k", 60, NOW, 5) == (5, NOW + 60)
+    assert store.hit("k", 60, NOW + 1) == (6, NOW + 60)
+    assert store.hit("k", 60, NOW + 2, 3) == (9, NOW + 60)
+    assert store.hit("k", 60, NOW + 60, 2) == (2, NOW + 120)
+
+
 def test_sweep_removes_expired_records(store):
     make(store)
     store.put_code("c", {}, NOW + 60, NOW)

@@ -26,7 +26,7 @@ from policy_sso.errors import (
     UnsupportedGrantType,
 )
 from policy_sso.oidc import pkce
-from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
+from policy_sso.oidc.authorization_flow import code_key, mint_access_token, mint_id_token
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Grant, Provider
 from policy_sso.sessions.store import token_key
 
@@ -51,7 +51,7 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     lifetime = p.tenant.settings.tokens.access_token_lifetime
     jti, family = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     issued = {"family": family, "jti": jti, "exp": now + lifetime}
-    redemption = p.store.redeem_code(token_key(code), now, issued)
+    redemption = p.store.redeem_code(code_key(code), now, issued)
     if redemption.status == "reused":
         revoke_issued(p, redemption.issued or {}, now)
         raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")

@@ -4,13 +4,13 @@ Every request is decided by the client's compiled policy. Under
 ``prompt=none`` a refusal goes straight back to the client as the decision's
 error with its reason codes (OIDC Core §3.1.2.6); otherwise the hosted pages
 run until the policy is met (:mod:`policy_sso.oidc.interaction`). The silent
-path costs one session read, one evaluation and one code write.
+path costs one session read and one evaluation: a code carries its grant sealed
+(:mod:`policy_sso.oidc.codes`), and rate-limit permits are leased in blocks.
 """
 
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -26,12 +26,11 @@ from policy_sso.oidc.authorize import (
     validate_authorization_request,
 )
 from policy_sso.oidc.claims import user_claims
+from policy_sso.oidc.codes import CodeGrant
+from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.interaction import Interaction, Step, next_step, satisfied_request
-from policy_sso.oidc.provider import Grant, Provider, join_client
+from policy_sso.oidc.provider import Provider, join_client
 from policy_sso.sessions.model import Session
-from policy_sso.sessions.store import token_key
-
-CODE_PREFIX = 13  # hex digits of the time prefix of a code
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +139,8 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
     out: dict[str, str] = {}
     code = None
     if areq.wants_code:
-        code = new_code()
-        p.store.put_code(code_key(code), {**grant.to_json(), "redirect_uri": areq.target.redirect_uri,
-                                           "code_challenge": areq.code_challenge},
-                         now + settings.code_lifetime, now=now)
+        code = p.codes.seal(CodeGrant(grant, areq.target.redirect_uri, areq.code_challenge,
+                                      now + settings.code_lifetime))
         out["code"] = code
     access_token = None
     if areq.wants_access_token:
@@ -159,21 +156,6 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
         out["id_token"] = mint_id_token(p, grant, now, access_token=access_token, code=code,
                                         extra_claims=extra)
     return areq.target.response(out)
-
-
-def new_code() -> str:
-    """Return a fresh authorization code: a time prefix, then 256 random bits.
-
-    The prefix (microseconds, 13 hex digits) keeps codes issued together next
-    to each other in the store's index, so storing one appends to the index
-    instead of splitting a page at random; the random part is the secret.
-    """
-    return f"{time.time_ns() // 1000:013x}{secrets.token_urlsafe(32)}"
-
-
-def code_key(code: str) -> str:
-    """Return the store key of a code: its time prefix and the digest of the whole code."""
-    return code[:CODE_PREFIX] + token_key(code)
 
 
 def mint_id_token(p: Provider, grant: Grant, now: int, *, access_token: str | None = None,

@@ -17,7 +17,8 @@ from typing import Any
 from policy_sso.config import Client
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
-from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Grant, Provider, end_session, join_client
+from policy_sso.oidc.grant import Grant
+from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider, end_session, join_client
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
 from policy_sso.oidc.userinfo import verify_bearer
 from policy_sso.request import AuthRequest

@@ -1,7 +1,7 @@
 """The OpenID Provider's parts in one place, and the one way a session ends.
 
 :class:`Provider` holds what every endpoint needs: the tenant, the store, the
-signing keys, the interaction codec and the client secrets. Secrets (client
+signing keys, the interaction codec, the code sealer and the client secrets. Secrets (client
 secrets, TOTP seeds) are read once, here, never per request.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 from policy_sso.config import Client, User
 from policy_sso.oidc.backchannel import BackchannelNotifier, LogoutTarget
 from policy_sso.oidc.client_auth import ClientAuthenticator
+from policy_sso.oidc.codes import CodeSealer
 from policy_sso.oidc.interaction import InteractionCodec
 from policy_sso.ratelimit import RateLimiter
 from policy_sso.reload import TenantHolder
@@ -26,33 +27,6 @@ from policy_sso.tenant import Tenant
 REVOKED_ACCESS_TOKENS = "revoked-at"
 # The use_jti namespace that records spent TOTP codes, so a code works once (RFC 6238 §5.2).
 SPENT_TOTP_CODES = "totp"
-
-
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """What an authorization hands on to the tokens minted for it (code, refresh family)."""
-
-    subject: str
-    client_id: str
-    scope: str
-    auth_time: int | None = None
-    acr: str | None = None
-    amr: tuple[str, ...] = ()
-    sid: str | None = None
-    nonce: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the grant as a JSON-safe mapping for the store."""
-        return {"sub": self.subject, "client_id": self.client_id, "scope": self.scope,
-                "auth_time": self.auth_time, "acr": self.acr, "amr": list(self.amr),
-                "sid": self.sid, "nonce": self.nonce}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Grant:
-        """Return the grant stored by :meth:`to_json`."""
-        return cls(data["sub"], data["client_id"], data["scope"], data.get("auth_time"),
-                   data.get("acr"), tuple(data.get("amr") or ()), data.get("sid"),
-                   data.get("nonce"))
 
 
 @dataclass
@@ -68,6 +42,7 @@ class Provider:
     store: Store
     keyring: Any
     codec: InteractionCodec
+    codes: CodeSealer
     notifier: BackchannelNotifier | None = None
     clients: ClientAuthenticator = field(init=False)
     hint_verifiers: dict[tuple[int, str], Any] = field(init=False, default_factory=dict)
@@ -104,10 +79,15 @@ class Provider:
     @classmethod
     def build(cls, tenant: Tenant | TenantHolder, store: Store, keyring: Any,
               cookie_key: bytes | None = None) -> Provider:
-        """Return a provider; without ``cookie_key`` interactions are signed with a random key."""
+        """Return a provider; ``cookie_key`` signs interactions and seals codes (random when omitted).
+
+        Instances sharing a store must share this key (the state directory's
+        ``interaction.key``): a code sealed by one is redeemed at another.
+        """
         holder = tenant if isinstance(tenant, TenantHolder) else TenantHolder(tenant)
         notifier = BackchannelNotifier(keyring, holder.tenant.settings.issuer)
-        return cls(holder, store, keyring, InteractionCodec(cookie_key or secrets.token_bytes(32)), notifier)
+        secret = cookie_key or secrets.token_bytes(32)
+        return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier)
 
     @property
     def issuer(self) -> str:

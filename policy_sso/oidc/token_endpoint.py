@@ -26,8 +26,10 @@ from policy_sso.errors import (
     UnsupportedGrantType,
 )
 from policy_sso.oidc import pkce
-from policy_sso.oidc.authorization_flow import code_key, mint_access_token, mint_id_token
-from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Grant, Provider
+from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
+from policy_sso.oidc.codes import USED_CODES
+from policy_sso.oidc.grant import Grant
+from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 from policy_sso.sessions.store import token_key
 
 
@@ -48,22 +50,21 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     code = form.get("code")
     if not code:
         raise InvalidRequest("code is missing")
-    lifetime = p.tenant.settings.tokens.access_token_lifetime
-    jti, family = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
-    issued = {"family": family, "jti": jti, "exp": now + lifetime}
-    redemption = p.store.redeem_code(code_key(code), now, issued)
-    if redemption.status == "reused":
-        revoke_issued(p, redemption.issued or {}, now)
-        raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
-    if redemption.status != "ok" or redemption.data is None:
+    sealed = p.codes.open(code, now)
+    if sealed is None:
         raise InvalidGrant("the authorization code is invalid or expired")
-    data = redemption.data
-    if data["client_id"] != client.client_id:
+    jti, family = p.codes.derive(code, "jti"), p.codes.derive(code, "family")
+    if not p.store.use_jti(USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at, now):
+        # the first redemption happened before the code expired, so its access token ends by then
+        revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,
+                      now)
+        raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
+    if sealed.grant.client_id != client.client_id:
         raise InvalidGrant("the authorization code was issued to another client")
-    if form.get("redirect_uri") != data["redirect_uri"]:
+    if form.get("redirect_uri") != sealed.redirect_uri:
         raise InvalidGrant("redirect_uri does not match the authorization request")
     verifier = form.get("code_verifier")
-    challenge = data.get("code_challenge")
+    challenge = sealed.code_challenge
     if challenge:
         if not verifier:
             raise InvalidGrant("code_verifier is required (PKCE)")
@@ -71,8 +72,7 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
             raise InvalidGrant("code_verifier does not match the code_challenge")
     elif verifier:
         raise InvalidGrant("code_verifier sent but the authorization request had no code_challenge")
-    grant = Grant.from_json(data)
-    return _tokens(p, client, grant, now, jti=jti, family=family, id_token=True)
+    return _tokens(p, client, sealed.grant, now, jti=jti, family=family, id_token=True)
 
 
 def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
@@ -143,10 +143,7 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
     return out
 
 
-def revoke_issued(p: Provider, issued: Mapping[str, Any], now: int) -> None:
-    """Revoke what a code's first redemption issued: its refresh family and access token."""
-    if issued.get("family"):
-        p.store.revoke_family(issued["family"])
-    if issued.get("jti"):
-        p.store.use_jti(REVOKED_ACCESS_TOKENS, issued["jti"], max(int(issued.get("exp", now)), now + 1),
-                        now=now)
+def revoke_issued(p: Provider, family: str, jti: str, expires_by: int, now: int) -> None:
+    """Revoke what a code's first redemption issued: its refresh family and its access token."""
+    p.store.revoke_family(family)
+    p.store.use_jti(REVOKED_ACCESS_TOKENS, jti, max(expires_by, now + 1), now=now)

@@ -2,7 +2,6 @@
 
 from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime, new_session
 from policy_sso.sessions.store import (
-    CodeRedemption,
     RefreshRotation,
     Store,
     open_store,
@@ -11,7 +10,6 @@ from policy_sso.sessions.store import (
 __all__ = [
     "AuthEvent",
     "ClientJoin",
-    "CodeRedemption",
     "RefreshRotation",
     "Session",
     "SessionLifetime",

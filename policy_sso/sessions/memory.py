@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
-from policy_sso.sessions.store import CodeRedemption, RefreshRotation
+from policy_sso.sessions.store import RefreshRotation
 
 
 class MemoryStore:
@@ -19,7 +19,6 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}
         self._by_subject: dict[str, set[str]] = {}
-        self._codes: dict[str, dict[str, Any]] = {}  # key -> {data, expires_at, issued | None}
         self._refresh: dict[str, dict[str, Any]] = {}  # key -> {family, data, expires_at, spent}
         self._jtis: dict[tuple[str, str], int] = {}
         self._counters: dict[tuple[str, int], tuple[int, int]] = {}  # (key, start) -> (count, reset)
@@ -106,23 +105,6 @@ class MemoryStore:
         with self._lock:
             return [s for sid in list(self._by_subject.get(subject, ())) if (s := self._live(sid, now))]
 
-    # authorization codes ------------------------------------------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
-        with self._lock:
-            self._codes[code_key] = {"data": copy.deepcopy(data), "expires_at": expires_at, "issued": None}
-
-    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
-        with self._lock:
-            record = self._codes.get(code_key)
-            if record is None or now >= record["expires_at"]:
-                self._codes.pop(code_key, None)
-                return CodeRedemption("unknown")
-            if record["issued"] is not None:
-                return CodeRedemption("reused", copy.deepcopy(record["data"]),
-                                      copy.deepcopy(record["issued"]))
-            record["issued"] = copy.deepcopy(issued)
-            return CodeRedemption("ok", copy.deepcopy(record["data"]))
-
     # refresh tokens -------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
                     now: int | None = None) -> None:
@@ -188,10 +170,9 @@ class MemoryStore:
             for sid in [sid for sid, s in self._sessions.items() if not self.lifetime.is_live(s, now)]:
                 self._drop(sid)
                 removed += 1
-            for table in (self._codes, self._refresh):
-                for key in [k for k, r in table.items() if now >= r["expires_at"]]:
-                    del table[key]
-                    removed += 1
+            for key in [k for k, r in self._refresh.items() if now >= r["expires_at"]]:
+                del self._refresh[key]
+                removed += 1
             for key in [k for k, exp in self._jtis.items() if now >= exp]:
                 del self._jtis[key]
                 removed += 1

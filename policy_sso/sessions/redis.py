@@ -1,10 +1,10 @@
-"""The Redis store: several server instances share sessions, codes, tokens and counters.
+"""The Redis store: several server instances share sessions, tokens, used identifiers and counters.
 
 Each record stores its absolute expiry, checked against the ``now`` every call
 passes, so limits hold to the second whatever Redis's own clock says; its TTL,
 relative to that ``now``, only cleans up. Every read-modify-write runs as a
 Lua script, which Redis executes atomically: two instances updating one
-session lose nothing, and a code is redeemed once. A session is one string
+session lose nothing, and an identifier (a code, a jti) is used once. A session is one string
 (last-seen, hard expiry, JSON): a read is one GET, a get-and-touch one
 script call (one round trip) that rewrites the last-seen digits in place, at
 most once per ``touch_interval``.
@@ -25,7 +25,7 @@ import redis
 from policy_sso.errors import StoreError
 from policy_sso.sessions import codec
 from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
-from policy_sso.sessions.store import CodeRedemption, RefreshRotation
+from policy_sso.sessions.store import RefreshRotation
 
 PREFIX = "psso:"
 _SESSION = f"{PREFIX}ss:"  # "ss": the string form below (the earlier hash form used "s:")
@@ -111,15 +111,6 @@ end
 return out
 """
 
-# KEYS[1] code; ARGV now, issued JSON -> {status, data, issued}
-_REDEEM = """
-local v = redis.call('HMGET', KEYS[1], 'data', 'issued', 'exp')
-if not v[1] or tonumber(ARGV[1]) >= tonumber(v[3]) then return {'unknown'} end
-if v[2] then return {'reused', v[1], v[2]} end
-redis.call('HSET', KEYS[1], 'issued', ARGV[2])
-return {'ok', v[1]}
-"""
-
 # KEYS[1] old token, KEYS[2] new token; ARGV prefix, new expiry, now
 _ROTATE = """
 local v = redis.call('HMGET', KEYS[1], 'family', 'data', 'spent', 'exp')
@@ -179,7 +170,6 @@ class RedisStore:
         self._use_jti = self.redis.register_script(_USE_JTI)
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
         self._move = self.redis.register_script(_MOVE)
-        self._redeem = self.redis.register_script(_REDEEM)
         self._rotate = self.redis.register_script(_ROTATE)
         self._decoded: dict[tuple[str, bytes], Session] = {}
 
@@ -296,23 +286,6 @@ class RedisStore:
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "read"])
         return [self._decode(sid.decode(), value) for sid, value in rows if self._live(value, now)]
-
-    # authorization codes ---------------------------------------------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
-        key = f"{PREFIX}c:{code_key}"
-        with self.redis.pipeline() as pipe:
-            pipe.delete(key)
-            pipe.hset(key, mapping={"data": json.dumps(data), "exp": expires_at})
-            pipe.expire(key, _ttl(expires_at, now))
-            pipe.execute()
-
-    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
-        result = self._redeem(keys=[f"{PREFIX}c:{code_key}"], args=[now, json.dumps(issued)])
-        status = result[0].decode()
-        if status == "unknown":
-            return CodeRedemption("unknown")
-        data = json.loads(result[1])
-        return CodeRedemption(status, data, json.loads(result[2]) if status == "reused" else None)
 
     # refresh tokens --------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,

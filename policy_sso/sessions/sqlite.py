@@ -23,7 +23,7 @@ from typing import Any
 
 from policy_sso.sessions import codec
 from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
-from policy_sso.sessions.store import CodeRedemption, RefreshRotation
+from policy_sso.sessions.store import RefreshRotation
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -31,9 +31,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_seen INTEGER NOT NULL, hard_expiry INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_subject ON sessions(subject);
-CREATE TABLE IF NOT EXISTS codes (
-    key TEXT PRIMARY KEY, data TEXT NOT NULL, issued TEXT, expires_at INTEGER NOT NULL
-) WITHOUT ROWID;
+DROP TABLE IF EXISTS codes;
 CREATE TABLE IF NOT EXISTS refresh (
     key TEXT PRIMARY KEY, family TEXT NOT NULL, data TEXT NOT NULL,
     expires_at INTEGER NOT NULL, spent INTEGER NOT NULL DEFAULT 0
@@ -178,24 +176,6 @@ class SQLiteStore:
             "AND ? - last_seen <= ?", (subject, now, now, self.lifetime.inactivity)).fetchall()
         return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
 
-    # authorization codes ---------------------------------------------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
-        self._db().execute("INSERT OR REPLACE INTO codes (key, data, issued, expires_at) "
-                           "VALUES (?, ?, NULL, ?)", (code_key, json.dumps(data), expires_at))
-
-    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
-        # one statement, atomic on its own: the first redemption claims the code
-        db = self._db()
-        won = db.execute("UPDATE codes SET issued = ? WHERE key = ? AND issued IS NULL AND ? < expires_at "
-                         "RETURNING data", (json.dumps(issued), code_key, now)).fetchall()
-        if won:  # fetchall completes the statement, which commits it (autocommit)
-            return CodeRedemption("ok", json.loads(won[0][0]))
-        row = db.execute("SELECT data, issued FROM codes WHERE key = ? AND ? < expires_at",
-                         (code_key, now)).fetchone()
-        if row is None or row[1] is None:
-            return CodeRedemption("unknown")
-        return CodeRedemption("reused", json.loads(row[0]), json.loads(row[1]))
-
     # refresh tokens ----------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
                     now: int | None = None) -> None:
@@ -256,7 +236,7 @@ class SQLiteStore:
         with self._write() as db:
             removed = db.execute("DELETE FROM sessions WHERE ? >= hard_expiry OR ? - last_seen > ?",
                                  (now, now, self.lifetime.inactivity)).rowcount
-            for table in ("codes", "refresh", "jtis", "counters"):
+            for table in ("refresh", "jtis", "counters"):
                 # table names come from this tuple, never from input
                 removed += db.execute(f"DELETE FROM {table} WHERE ? >= expires_at", (now,)).rowcount  # noqa: S608
         return removed

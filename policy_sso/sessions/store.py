@@ -1,9 +1,12 @@
 """The store interface (SPEC §3): one Protocol, three backends chosen by URL.
 
 Besides sessions, the store keeps everything a second server instance must
-see the same way: authorization codes, refresh-token families, used
-login_hint_token ``jti``s, revoked access-token ``jti``s and rate-limit
-counters. Each record has an expiry that the store itself enforces.
+see the same way: refresh-token families, used identifiers (redeemed
+authorization codes, login_hint_token ``jti``s, revoked access tokens) and
+rate-limit counters. Each record has an expiry that the store itself enforces.
+An authorization code carries its own sealed grant
+(:mod:`policy_sso.oidc.codes`); the store records that it was redeemed, which
+is what makes it single-use across instances.
 
 Token values never reach the store in the clear: callers pass a digest
 (``token_key``) as the key.
@@ -26,21 +29,6 @@ from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLif
 def token_key(token: str) -> str:
     """Return the store key for a bearer secret (SHA-256 hex): tokens are never stored as-is."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class CodeRedemption:
-    """The result of redeeming an authorization code.
-
-    ``status`` is ``ok`` the first time (``data`` is what was issued with the
-    code), ``reused`` on every later attempt before expiry (``issued`` is what
-    the first redemption recorded, so the caller can revoke it, RFC 6749
-    §4.1.2), and ``unknown`` for a code never issued or expired.
-    """
-
-    status: Literal["ok", "reused", "unknown"]
-    data: dict[str, Any] | None = None
-    issued: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,13 +83,6 @@ class Store(Protocol):
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         """Return the live sessions of ``subject``."""
 
-    # authorization codes (RFC 6749 §4.1.2: single use) -------------------------
-    def put_code(self, code_key: str, data: dict[str, Any], expires_at: int, now: int | None = None) -> None:
-        """Store a new authorization code's grant data (``now``: the caller's clock, for TTLs)."""
-
-    def redeem_code(self, code_key: str, now: int, issued: dict[str, Any]) -> CodeRedemption:
-        """Atomically redeem a code; the first caller wins and records ``issued``."""
-
     # refresh tokens (rotation with reuse detection) ---------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any],
                     expires_at: int, now: int | None = None) -> None:
@@ -118,7 +99,11 @@ class Store(Protocol):
 
     # single-use and revoked identifiers --------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
-        """Record a ``jti`` as used; return False if it was already used (replay)."""
+        """Record a ``jti`` as used until ``expires_at``; return False if it already was (replay).
+
+        Atomic: of concurrent callers (threads, processes, instances) exactly one
+        gets True. A record past its expiry by ``now`` may be used again.
+        """
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         """Return whether ``jti`` is recorded in ``namespace`` (e.g. revoked access tokens)."""

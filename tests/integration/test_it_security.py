@@ -40,6 +40,17 @@ def test_code_reuse_fails_and_revokes_what_the_first_redemption_issued(op: LiveO
     assert refresh.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.parametrize("respell", ["{}=", "{}==", "{} ", "{}\n", "x{}"], ids=["pad", "pad2", "space", "nl", "x"])
+def test_a_redeemed_code_cannot_be_redeemed_again_spelled_differently(op: LiveOP, browser: BrowserAgent,
+                                                                      respell: str) -> None:
+    code = code_for(browser)
+    form = {"grant_type": "authorization_code", "redirect_uri": REDIRECTS["portal"]}
+    first = op.token("portal", code=code, **form)
+    assert first.status_code == 200
+    again = op.token("portal", code=respell.format(code), **form)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
 @pytest.mark.parametrize(("verifier", "why"), [
     (None, "missing"), ("wrong-" + "v" * 50, "wrong"),
 ], ids=["verifier_missing", "verifier_wrong"])

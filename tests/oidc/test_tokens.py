@@ -226,17 +226,3 @@ def test_id_token_hint_refusals(ring, case):
     with pytest.raises(InvalidToken):
         tokens.verify_id_token_hint(ring, token, issuer, NOW)
 
-
-def test_codes_are_random_and_their_store_keys_ordered_by_issue():
-    from policy_sso.oidc.authorization_flow import code_key, new_code
-
-    codes = [new_code() for _ in range(200)]
-    assert len(set(codes)) == 200
-    keys = [code_key(c) for c in codes]
-    prefixes = [k[:13] for k in keys]
-    assert prefixes == sorted(prefixes)  # issued later, stored after: an index append, not a random insert
-    for code, key in zip(codes, keys, strict=True):
-        secret = code[13:]
-        assert len(base64.urlsafe_b64decode(secret + "=")) == 32  # 256 random bits
-        assert secret not in key  # the store never holds the code itself
-        assert key == code[:13] + hashlib.sha256(code.encode()).hexdigest()

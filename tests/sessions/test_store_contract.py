@@ -188,47 +188,24 @@ def test_sessions_of_leaves_out_expired_sessions(store):
     assert [s.id for s in store.sessions_of("u-alice", NOW + DAY + 1)] == [active.id]
 
 
-# --- codes -------------------------------------------------------------------------
+# --- single use under a race (how a code is redeemed once) ------------------------------
 
-def test_a_code_is_redeemed_once_and_reuse_reports_what_was_issued(store):
-    store.put_code("c1", {"sub": "u-alice", "scope": "openid"}, NOW + 60)
-    first = store.redeem_code("c1", NOW + 1, {"family": "f1", "jti": "a1"})
-    assert (first.status, first.data) == ("ok", {"sub": "u-alice", "scope": "openid"})
-    second = store.redeem_code("c1", NOW + 2, {"family": "f2", "jti": "a2"})
-    assert (second.status, second.issued) == ("reused", {"family": "f1", "jti": "a1"})
-
-
-def test_codes_expire(store):
-    store.put_code("c2", {"sub": "u"}, NOW + 60)
-    assert store.redeem_code("c2", NOW + 60, {}).status == "unknown"
-    assert store.redeem_code("never", NOW, {}).status == "unknown"
-
-
-def test_a_redeemed_code_is_reported_reused_until_it_expires(store):
-    store.put_code("c3", {"sub": "u"}, NOW + 60, NOW)
-    assert store.redeem_code("c3", NOW, {"jti": "a"}).status == "ok"
-    assert store.redeem_code("c3", NOW + 59, {"jti": "b"}).issued == {"jti": "a"}
-    assert store.redeem_code("c3", NOW + 60, {"jti": "c"}).status == "unknown"
-
-
-def test_two_threads_redeem_one_code_exactly_one_wins(store):
+def test_two_threads_use_one_identifier_exactly_one_wins(store):
     for attempt in range(200):
         key = f"race-{attempt}"
-        store.put_code(key, {"n": attempt}, NOW + 60)
-        results: list[str] = []
+        results: list[bool] = []
         barrier = threading.Barrier(2)
 
-        def redeem(tag: str, key: str = key, barrier: threading.Barrier = barrier,
-                   results: list[str] = results) -> None:
+        def use(key: str = key, barrier: threading.Barrier = barrier, results: list[bool] = results) -> None:
             barrier.wait()
-            results.append(store.redeem_code(key, NOW, {"by": tag}).status)
+            results.append(store.use_jti("code", key, NOW + 60, NOW))
 
-        threads = [threading.Thread(target=redeem, args=(t,)) for t in ("a", "b")]
+        threads = [threading.Thread(target=use) for _ in range(2)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        assert sorted(results) == ["ok", "reused"], attempt
+        assert sorted(results) == [False, True], attempt
 
 
 # --- refresh tokens ---------------------------------------------------------------------
@@ -339,16 +316,14 @@ def test_counters_add_a_block_of_hits_at_once(store):
 
 def test_sweep_removes_expired_records(store):
     make(store)
-    store.put_code("c", {}, NOW + 60, NOW)
     store.put_refresh("r", "f", {}, NOW + 60, NOW)
     store.use_jti("n", "j", NOW + 60, NOW)
     store.hit("k", 60, NOW)
     later = NOW + 31 * DAY
     removed = store.sweep(later)
     # Redis drops each record itself when its TTL runs out; the others delete on sweep
-    assert removed == (0 if type(store).__name__ == "RedisStore" else 5)
+    assert removed == (0 if type(store).__name__ == "RedisStore" else 4)
     assert store.sweep(later) == 0
-    assert store.redeem_code("c", later, {}).status == "unknown"
     assert store.get_refresh("r", later) is None
     assert store.sessions_of("u-alice", later) == []
     assert store.use_jti("n", "j", later + 60, later)

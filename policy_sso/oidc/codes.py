@@ -1,0 +1,99 @@
+"""Authorization codes (RFC 6749 §4.1.2): the grant sealed into the code, spent once in the store.
+
+A code is ``base64url(nonce ‖ AES-256-GCM-SIV(grant))`` under a key derived
+from the state directory's secret (HKDF, its own label), so issuing one
+writes nothing and the silent path stays a single session read. The grant
+inside names the client, the redirect_uri, the PKCE challenge and the expiry
+the token endpoint checks; nothing in it is readable or alterable without the
+key. GCM-SIV with a random 96-bit nonce keeps a repeated nonce harmless, so
+the key needs no rotation schedule for the number of codes issued.
+
+Redeeming a code records its identifier as used (``Store.use_jti`` in the
+``code`` namespace: atomic, shared by every instance, kept until the code
+expires), so a code works once. What the first redemption issued, its refresh
+family and access-token ``jti``, is derived from the code with the same key,
+so a second redemption can revoke it without the store keeping it (RFC 6749
+§4.1.2, RFC 9700 §4.5).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from policy_sso.oidc.grant import Grant
+from policy_sso.sessions.store import token_key
+
+USED_CODES = "code"  # the use_jti namespace of redeemed codes
+_VERSION = 1
+_AAD = b"policy-sso authorization code v1"
+_NONCE = 12
+
+
+@dataclass(frozen=True, slots=True)
+class CodeGrant:
+    """What a code carries: the grant, where it may be redeemed, and until when."""
+
+    grant: Grant
+    redirect_uri: str
+    code_challenge: str | None
+    expires_at: int
+
+
+class CodeSealer:
+    """Seals grants into codes and opens them; derives what a code's redemption issues."""
+
+    def __init__(self, secret: bytes) -> None:
+        keys = HKDF(algorithm=hashes.SHA256(), length=64, salt=b"policy-sso",
+                    info=b"authorization codes v1").derive(secret)
+        self._aead = AESGCMSIV(keys[:32])
+        self._mac_key = keys[32:]
+
+    def seal(self, sealed: CodeGrant) -> str:
+        """Return the code carrying ``sealed``."""
+        g = sealed.grant
+        plain = json.dumps([_VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time,
+                            g.acr, g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge],
+                           separators=(",", ":"))
+        nonce = os.urandom(_NONCE)
+        return _b64(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
+
+    def open(self, code: str, now: int) -> CodeGrant | None:
+        """Return the grant a code carries, or None for a code this provider did not seal or that expired."""
+        try:
+            raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
+            # one spelling per code: the decoder skips stray characters and ignores spare bits, and
+            # a second spelling of a sealed code would be a second identifier in the store
+            if _b64(raw) != code:
+                return None
+            plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _AAD)
+        except (ValueError, binascii.Error, InvalidTag):
+            return None
+        fields = json.loads(plain)  # authenticated: this provider wrote it
+        if fields[0] != _VERSION or now >= fields[1]:
+            return None
+        (expires_at, subject, client_id, scope, auth_time, acr, amr, sid, nonce, redirect_uri,
+         challenge) = fields[1:]
+        return CodeGrant(Grant(subject, client_id, scope, auth_time, acr, tuple(amr), sid, nonce),
+                         redirect_uri, challenge, expires_at)
+
+    def used_key(self, code: str, sealed: CodeGrant) -> str:
+        """Return the identifier of an opened code in the store: its expiry first, so the index appends."""
+        return f"{sealed.expires_at:011d}{token_key(code)}"
+
+    def derive(self, code: str, purpose: str) -> str:
+        """Return an identifier derived from the code (``family``, ``jti``): the same on every call."""
+        return _b64(hmac.digest(self._mac_key, f"{purpose}\x1f{code}".encode(), "sha256")[:16])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()

@@ -23,7 +23,6 @@ from policy_sso.oidc.authorize import (
     AuthorizationError,
     AuthorizationRequest,
     AuthorizationResponse,
-    validate_authorization_request,
 )
 from policy_sso.oidc.claims import user_claims
 from policy_sso.oidc.codes import CodeGrant
@@ -70,9 +69,8 @@ def parse_request(p: Provider, params: Mapping[str, str], now: int) -> Authoriza
         user = p.tenant.resolve_user(login_hint)
         return hint_sub, (user.sub if user else login_hint or None)
 
-    return validate_authorization_request(params, p.tenant.clients, p.issuer,
-                                          resolve_hints=resolve_hints,
-                                          verify_challenge=_validate_s256_challenge)
+    return p.request_shapes.validate(params, resolve_hints=resolve_hints,
+                                     verify_challenge=_validate_s256_challenge)
 
 
 def _validate_s256_challenge(challenge: str) -> None:

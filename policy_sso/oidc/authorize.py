@@ -256,10 +256,7 @@ def validate_authorization_request(
                 # RFC 9700 §2.1.1: only S256; "plain" is refused, and so is a missing method
                 raise fail(InvalidRequest("code_challenge_method must be S256"))
             if verify_challenge is not None:
-                try:
-                    verify_challenge(challenge)
-                except (ValueError, OAuthError) as err:
-                    raise fail(InvalidRequest(f"malformed code_challenge: {err}")) from None
+                _check_challenge(verify_challenge, challenge, target)
     elif challenge is not None or method is not None:
         raise fail(InvalidRequest("code_challenge is only allowed when a code is returned"))
 
@@ -276,3 +273,65 @@ def validate_authorization_request(
         policy_request=policy_request, nonce=nonce, code_challenge=challenge,
         claims=params.get("claims") or None, params=dict(params),
     )
+
+
+def _check_challenge(verify: Callable[[str], object], challenge: str, target: ResponseTarget) -> None:
+    try:
+        verify(challenge)
+    except (ValueError, OAuthError) as err:
+        raise AuthorizationError(InvalidRequest(f"malformed code_challenge: {err}"), target) from None
+
+
+class RequestShapes:
+    """Authorization requests validated once per shape, then completed per request.
+
+    A relying party sends the same request over and over, changing only
+    ``state``, ``nonce`` and the PKCE challenge. Everything validation decides
+    follows from the other parameters and from whether those three are
+    present, so the first request of a shape is validated in full and later
+    ones of the same shape reuse its result, checking only what is new (the
+    challenge's form). Requests with hints (resolved against users and
+    tokens) or request objects are always validated in full; refused shapes
+    are never kept. Build one per tenant: it holds that tenant's clients.
+    """
+
+    SHAPE = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "prompt", "max_age",
+             "acr_values", "claims", "code_challenge_method")
+    UNSHAPED = frozenset({"id_token_hint", "login_hint", *UNSUPPORTED_PARAMS})
+    LIMIT = 1024  # shapes kept; past it the cache starts over
+
+    def __init__(self, clients: Mapping[str, Client], issuer: str) -> None:
+        self.clients = clients
+        self.issuer = issuer
+        self._shapes: dict[tuple, AuthorizationRequest] = {}
+
+    def __len__(self) -> int:
+        """Return how many shapes are kept."""
+        return len(self._shapes)
+
+    def validate(self, params: Mapping[str, str], *, resolve_hints: HintResolver | None = None,
+                 verify_challenge: Callable[[str], object] | None = None) -> AuthorizationRequest:
+        """Return the validated request, as :func:`validate_authorization_request` would."""
+        def in_full() -> AuthorizationRequest:
+            return validate_authorization_request(params, self.clients, self.issuer,
+                                                  resolve_hints=resolve_hints,
+                                                  verify_challenge=verify_challenge)
+
+        if not self.UNSHAPED.isdisjoint(params):
+            return in_full()
+        nonce = params.get("nonce") or None
+        challenge = params.get("code_challenge") or None
+        key = (*map(params.get, self.SHAPE), nonce is None, challenge is None)
+        known = self._shapes.get(key)
+        if known is None:
+            areq = in_full()
+            if len(self._shapes) >= self.LIMIT:
+                self._shapes.clear()
+            self._shapes[key] = areq
+            return areq
+        target = ResponseTarget(known.target.redirect_uri, known.target.response_mode, params.get("state"),
+                                self.issuer)
+        if challenge is not None and verify_challenge is not None:
+            _check_challenge(verify_challenge, challenge, target)
+        return AuthorizationRequest(known.client, target, known.response_type, known.scopes,
+                                    known.policy_request, nonce, challenge, known.claims, dict(params))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_sso.config import Client, User
+from policy_sso.oidc.authorize import RequestShapes
 from policy_sso.oidc.backchannel import BackchannelNotifier, LogoutTarget
 from policy_sso.oidc.client_auth import ClientAuthenticator
 from policy_sso.oidc.codes import CodeSealer
@@ -48,6 +49,7 @@ class Provider:
     hint_verifiers: dict[tuple[int, str], Any] = field(init=False, default_factory=dict)
     totp_secrets: dict[str, str] = field(init=False, default_factory=dict)
     _limiter: RateLimiter = field(init=False, repr=False)
+    _shapes: RequestShapes = field(init=False, repr=False)
     _loaded_for: Tenant | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +63,7 @@ class Provider:
                 if value:
                     totp[user.sub] = value.decode().strip()
         self.clients = ClientAuthenticator(tenant.clients, tenant.directory)
+        self._shapes = RequestShapes(tenant.clients, tenant.settings.issuer)
         self.totp_secrets = totp
         limits = dict(tenant.settings.rate_limits)
         if getattr(self, "_limiter", None) is None or self._limiter.limits != limits:
@@ -113,6 +116,12 @@ class Provider:
         """Return the rate limiter of the tenant in force (limits change with a reload)."""
         _ = self.tenant  # a swapped-in tenant brings its own limits
         return self._limiter
+
+    @property
+    def request_shapes(self) -> RequestShapes:
+        """Return the authorization-request validator of the tenant in force."""
+        _ = self.tenant  # a swapped-in tenant brings its own clients
+        return self._shapes
 
     def id_token_alg(self, client: Client) -> str:
         """Return the client's ID token algorithm when the tenant enables it, else RS256."""

@@ -40,7 +40,8 @@ def test_code_reuse_fails_and_revokes_what_the_first_redemption_issued(op: LiveO
     assert refresh.json()["error"] == "invalid_grant"
 
 
-@pytest.mark.parametrize("respell", ["{}=", "{}==", "{} ", "{}\n", "x{}"], ids=["pad", "pad2", "space", "nl", "x"])
+@pytest.mark.parametrize("respell", ["{}=", "{}==", "{} ", "{}\n", "x{}"],
+                         ids=["pad", "pad2", "space", "nl", "x"])
 def test_a_redeemed_code_cannot_be_redeemed_again_spelled_differently(op: LiveOP, browser: BrowserAgent,
                                                                       respell: str) -> None:
     code = code_for(browser)

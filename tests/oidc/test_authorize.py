@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest
+from policy_sso.oidc import pkce
 from policy_sso.oidc.authorize import (
     AuthorizationError,
+    RequestShapes,
     ResponseTarget,
     canonical_response_type,
     form_urlencode,
@@ -155,3 +160,102 @@ def test_repeated_parameter_is_refused() -> None:
 ], ids=["response", "odd_names"])
 def test_form_urlencode_matches_urllib(params: dict[str, str]) -> None:
     assert form_urlencode(params) == urllib.parse.urlencode(params)
+
+
+# --- request shapes: validated once, completed per request -----------------------------------
+
+def outcome(validate: Callable[[], object]) -> object:
+    """Return what validation gives: the request, or the error with everything it would send."""
+    try:
+        return validate()
+    except AuthorizationError as err:
+        return ("redirected", err.error.error, err.error.description, err.target)
+    except InvalidRequest as err:
+        return ("shown", err.error, err.description)
+
+
+POOL = {
+    "client_id": [None, "web", "spa", "nobody"],
+    "redirect_uri": [None, "https://rp.example/cb", "https://rp.example/cb?x=1", "https://spa.example/cb"],
+    "response_type": [None, "code", "id_token", "code id_token", "id_token code", "token"],
+    "response_mode": [None, "query", "fragment", "form_post", "web_message"],
+    "scope": [None, "openid", "openid profile", "profile", "openid openid profile"],
+    "prompt": [None, "none", "login consent", "none login"],
+    "max_age": [None, "", "0", "300", "-1"],
+    "acr_values": [None, "urn:a urn:b"],
+    "claims": [None, '{"id_token": {"acr": {"essential": true, "value": "urn:a"}}}', "{bad"],
+    "code_challenge_method": [None, "S256", "plain"],
+    "code_challenge": [None, "", CHALLENGE, "short", "x" * 43 + "!"],
+    "nonce": [None, "", "n1", "n2"],
+    "state": [None, "s1", "s2"],
+    "login_hint": [None, None, None, "alice"],
+}
+
+
+PER_REQUEST = ("code_challenge", "nonce", "state")
+WEB = {"client_id": "web", "redirect_uri": "https://rp.example/cb", "scope": "openid"}
+VALID_SHAPES = [
+    {**WEB, "response_type": "code"},
+    {**WEB, "response_type": "code", "code_challenge_method": "S256"},
+    {**WEB, "response_type": "id_token"},
+    {**WEB, "response_type": "code id_token", "response_mode": "form_post", "scope": "openid profile"},
+    {**WEB, "response_type": "code", "prompt": "none", "max_age": "0", "claims": POOL["claims"][1]},
+    {"client_id": "spa", "redirect_uri": "https://spa.example/cb", "response_type": "code", "scope": "openid",
+     "code_challenge_method": "S256"},
+]
+# changes to a valid shape: none, or one parameter set to any value of the pool (often an invalid one)
+CHANGES = st.one_of(st.just({}), st.sampled_from(
+    [{k: v} for k, vs in POOL.items() if k not in PER_REQUEST for v in vs]))
+FRESH = st.tuples(st.integers(0, 2), *(st.sampled_from(POOL[k]) for k in PER_REQUEST))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(VALID_SHAPES), st.lists(CHANGES, min_size=1, max_size=3),
+       st.lists(FRESH, min_size=1, max_size=12))
+def test_shapes_give_exactly_what_full_validation_gives(base: dict, changes: list[dict],
+                                                        requests: list[tuple]) -> None:
+    # shapes one parameter apart, each sent again and again with other state, nonce and challenge
+    shapes = RequestShapes(CLIENTS, ISS)
+    check = lambda c: pkce.validate_challenge(c, "S256")  # noqa: E731
+    for pick, *fresh in requests:
+        raw = {**base, **changes[pick % len(changes)], **dict(zip(PER_REQUEST, fresh, strict=True))}
+        p = {k: v for k, v in raw.items() if v is not None}
+        cached = outcome(lambda p=p: shapes.validate(p, verify_challenge=check))
+        full = outcome(lambda p=p: validate_authorization_request(p, CLIENTS, ISS, verify_challenge=check))
+        assert cached == full, p
+
+
+@pytest.mark.parametrize("base", VALID_SHAPES)
+def test_every_parameter_change_is_a_new_shape(base: dict) -> None:
+    # each valid shape, then the same with one parameter changed, then the shape again: each answer
+    # must be the full validation's, so a parameter left out of the shape key shows up here
+    shapes = RequestShapes(CLIENTS, ISS)
+    check = lambda c: pkce.validate_challenge(c, "S256")  # noqa: E731
+    for key, values in POOL.items():
+        for value in values:
+            for raw in (base, {**base, key: value}, base):
+                p = {k: v for k, v in {**raw, "state": "s"}.items() if v is not None}
+                assert outcome(lambda p=p: shapes.validate(p, verify_challenge=check)) == outcome(
+                    lambda p=p: validate_authorization_request(p, CLIENTS, ISS, verify_challenge=check)), p
+
+
+def test_a_shape_is_reused_with_this_requests_state_nonce_and_challenge() -> None:
+    shapes = RequestShapes(CLIENTS, ISS)
+    base = params(client_id="spa", redirect_uri="https://spa.example/cb", code_challenge_method="S256")
+    first = shapes.validate({**base, "state": "a", "nonce": "n1", "code_challenge": CHALLENGE})
+    other = "x" * 43
+    second = shapes.validate({**base, "state": "b", "nonce": "n2", "code_challenge": other},
+                             verify_challenge=lambda c: pkce.validate_challenge(c, "S256"))
+    assert second.client is first.client and second.policy_request is first.policy_request
+    assert (second.target.state, second.nonce, second.code_challenge) == ("b", "n2", other)
+    with pytest.raises(AuthorizationError) as info:
+        shapes.validate({**base, "state": "c", "code_challenge": "short"},
+                        verify_challenge=lambda c: pkce.validate_challenge(c, "S256"))
+    assert (info.value.error.error, info.value.target.state) == ("invalid_request", "c")
+
+
+def test_the_shape_cache_is_bounded() -> None:
+    shapes = RequestShapes(CLIENTS, ISS)
+    for i in range(RequestShapes.LIMIT + 10):
+        shapes.validate(params(acr_values=f"urn:{i}"))
+    assert 0 < len(shapes) <= RequestShapes.LIMIT

@@ -51,13 +51,17 @@ def form_urlencode(params: Mapping[str, str]) -> str:
     Codes, tokens and parameter names are base64url or plain words: they are
     passed through as they are, and only other values pay for percent-encoding.
     """
-    return "&".join(
-        f"{k if _UNRESERVED.fullmatch(k) else _quote(k)}={v if _UNRESERVED.fullmatch(v) else _quote(v)}"
-        for k, v in params.items())
+    return "&".join(f"{_quote(k)}={v if _UNRESERVED.fullmatch(v) else _quote(v)}" for k, v in params.items())
 
 
-# the issuer and redirect-bound values repeat from request to request
+# parameter names, the issuer and redirect-bound values repeat from request to request
 _quote = functools.lru_cache(maxsize=256)(urllib.parse.quote_plus)
+
+
+@functools.lru_cache(maxsize=256)
+def _query_joiner(redirect_uri: str) -> str:
+    # RFC 6749 §3.1.2: a registered URI's own query component is kept
+    return "&" if urllib.parse.urlsplit(redirect_uri).query else "?"
 
 
 def canonical_response_type(value: str) -> str | None:
@@ -102,9 +106,7 @@ class AuthorizationResponse:
         if self.response_mode == "fragment":
             return f"{self.redirect_uri}#{encoded}"
         if self.response_mode == "query":
-            # RFC 6749 §3.1.2: keep the registered URI's own query component
-            joiner = "&" if urllib.parse.urlsplit(self.redirect_uri).query else "?"
-            return f"{self.redirect_uri}{joiner}{encoded}"
+            return f"{self.redirect_uri}{_query_joiner(self.redirect_uri)}{encoded}"
         return None
 
 

@@ -37,6 +37,7 @@ USED_CODES = "code"  # the use_jti namespace of redeemed codes
 _VERSION = 1
 _AAD = b"policy-sso authorization code v1"
 _NONCE = 12
+_JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once: dumps() builds one per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +62,8 @@ class CodeSealer:
     def seal(self, sealed: CodeGrant) -> str:
         """Return the code carrying ``sealed``."""
         g = sealed.grant
-        plain = json.dumps([_VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time,
-                            g.acr, g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge],
-                           separators=(",", ":"))
+        plain = _JSON([_VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time, g.acr,
+                       g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge])
         nonce = os.urandom(_NONCE)
         return _b64(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
 

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 from policy_sso.config import RateLimit
 from policy_sso.errors import RateLimited
+from policy_sso.metrics import Tally
 from policy_sso.sessions.store import Store, token_key
 
 MAX_BLOCK = 32  # permits one store write may buy
@@ -38,9 +39,10 @@ def block_size(limit: RateLimit) -> int:
 class RateLimiter:
     """Checks named limits (``silent_auth``, ``status``, ``login``) against store counters."""
 
-    def __init__(self, store: Store, limits: Mapping[str, RateLimit]) -> None:
+    def __init__(self, store: Store, limits: Mapping[str, RateLimit], refusals: Tally | None = None) -> None:
         self.store = store
         self.limits = dict(limits)
+        self.refusals = refusals if refusals is not None else Tally()  # by kind, for metrics
         # counter key -> [window start, permits left]: what this process holds unspent
         self._leases: dict[str, list[int]] = {}
         self._lock = threading.Lock()
@@ -62,7 +64,7 @@ class RateLimiter:
                     lease[1] -= 1
                     return
                 if lease[1] == EXHAUSTED:  # permits handed out are never given back: refused until reset
-                    raise _refusal(kind, limit, start + limit.window - now)
+                    raise self._refusal(kind, limit, start + limit.window - now)
         block = block_size(limit)
         count, reset_at = self.store.hit(key, limit.window, now, block)
         granted = min(block, limit.requests - (count - block))  # what the limit left of this block
@@ -77,10 +79,10 @@ class RateLimiter:
             else:
                 self._leases[key] = [start, granted - 1]
         if granted <= 0:
-            raise _refusal(kind, limit, reset_at - now)
+            raise self._refusal(kind, limit, reset_at - now)
 
-
-def _refusal(kind: str, limit: RateLimit, seconds_left: int) -> RateLimited:
-    retry_after = max(1, seconds_left)
-    return RateLimited(f"too many {kind.replace('_', ' ')} requests: {limit.requests} per {limit.window}s; "
-                       f"retry after {retry_after}s", retry_after)
+    def _refusal(self, kind: str, limit: RateLimit, seconds_left: int) -> RateLimited:
+        self.refusals.add(kind)
+        retry_after = max(1, seconds_left)
+        return RateLimited(f"too many {kind.replace('_', ' ')} requests: {limit.requests} per "
+                           f"{limit.window}s; retry after {retry_after}s", retry_after)

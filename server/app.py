@@ -24,7 +24,7 @@ from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 from server import error_handlers
 from server.browser import Browser
-from server.middleware import RequestContext, SecurityHeaders
+from server.middleware import Envelope
 from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
 from server.resources.authorize import Authorize
 from server.resources.backend import (
@@ -36,7 +36,7 @@ from server.resources.backend import (
     UserLogout,
 )
 from server.resources.discovery import Discovery, Jwks
-from server.resources.health import Health
+from server.resources.health import Health, MetricsPage
 from server.resources.interaction import Consent, Login
 from server.resources.logout import Logout
 from server.resources.token import Introspect, Revoke, Token
@@ -62,7 +62,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     """
     provider = Provider.build(tenant, store, keyring, cookie_key)
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
-    app = falcon.App(middleware=[RequestContext(clock), SecurityHeaders()])
+    app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests)])
     app.resp_options.secure_cookies_by_default = browser.secure
     routes: dict[str, Any] = {
         "/.well-known/openid-configuration": Discovery(provider),
@@ -76,6 +76,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/userinfo": UserInfo(provider),
         "/logout": Logout(provider, browser),
         "/healthz": Health(),
+        "/metrics": MetricsPage(provider.metrics),
         "/v1/auth/password": Password(provider),
         "/v1/auth/otp": Otp(provider),
         "/v1/auth/session/authenticate": SessionAuthenticate(provider),

@@ -1,4 +1,4 @@
-"""Middleware: the request's clock reading and id, and the headers every response carries."""
+"""The middleware: the request's clock reading and id, the headers every response carries, metrics."""
 
 from __future__ import annotations
 
@@ -9,16 +9,28 @@ from typing import Any
 
 import falcon
 
+from policy_sso.metrics import Tally
+
 # Endpoints a browser app calls with fetch(): readable from any origin, never with cookies.
 CORS_PATHS = frozenset({"/.well-known/openid-configuration", "/jwks", "/token", "/userinfo",
                         "/revoke", "/introspect"})
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Every response: no MIME sniffing, no referrer (codes and states live in URLs).
+COMMON_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+# HTML pages: never framed (clickjacking).
+PAGE_HEADERS = (("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"))
 
 
-class RequestContext:
-    """Read the clock once per request and give the request an id (echoed as X-Request-Id)."""
+class Envelope:
+    """What wraps every request: one clock reading, an id, the security headers, the request count.
 
-    def __init__(self, clock: Callable[[], int]) -> None:
+    One middleware object rather than several: each costs Falcon a call per
+    request per hook, and every request pays for them.
+    """
+
+    def __init__(self, clock: Callable[[], int], requests: Tally) -> None:
         self.clock = clock
+        self.requests = requests
         # a per-process prefix and a counter: unique ids for log correlation, no entropy to spend
         self.prefix = secrets.token_hex(4) + "-"
         self.counter = itertools.count(1)
@@ -26,34 +38,34 @@ class RequestContext:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Set ``req.context.now``, ``request_id`` and the default error style."""
         del resp
-        req.context.now = int(self.clock())
-        req.context.request_id = f"{self.prefix}{next(self.counter):x}"
-        req.context.html = False
+        context = req.context
+        context.now = int(self.clock())
+        context.request_id = f"{self.prefix}{next(self.counter):x}"
+        context.html = False
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict) -> None:
         """Let browser-facing resources render errors as HTML pages."""
         del resp, params
-        req.context.html = bool(getattr(resource, "html_errors", False))
-
-
-class SecurityHeaders:
-    """Caching, framing and CORS headers (RFC 6749 §5.1 no-store; clickjacking defence)."""
+        req.context.html = getattr(resource, "html_errors", False)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        """Add the headers; a resource's own Cache-Control wins."""
+        """Add the headers (caching per RFC 6749 §5.1, framing, CORS); count the request.
+
+        A resource's own Cache-Control wins.
+        """
         del resource, req_succeeded
+        resp.set_headers(COMMON_HEADERS)
         resp.set_header("X-Request-Id", getattr(req.context, "request_id", ""))
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        resp.set_header("Referrer-Policy", "no-referrer")
         if resp.get_header("Cache-Control") is None:
             resp.set_header("Cache-Control", "no-store")
         if (resp.content_type or "").startswith("text/html"):
-            resp.set_header("X-Frame-Options", "DENY")
-            resp.set_header("Content-Security-Policy", "frame-ancestors 'none'")
+            resp.set_headers(PAGE_HEADERS)
         if req.path in CORS_PATHS:
             resp.set_header("Access-Control-Allow-Origin", "*")
             if req.method == "OPTIONS":
                 resp.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
                 resp.set_header("Access-Control-Allow-Methods", "GET, POST")
+        method = req.method if req.method in METHODS else "other"  # labels stay bounded whatever is sent
+        self.requests.add(req.uri_template or "unmatched", method, str(resp.status_code))

@@ -93,6 +93,7 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     except OAuthError as err:  # the redirect_uri is valid by now: the client hears of it
         raise AuthorizationError(err, areq.target) from None
     decision = p.tenant.decide(areq.policy_request, session, now)
+    p.metrics.decisions.add(areq.client.client_id, decision.outcome)
     if decision.allowed:
         return Answer(issue(p, areq, session, now), signed_in)  # type: ignore[arg-type]
     if areq.policy_request.silent:

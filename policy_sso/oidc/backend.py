@@ -95,6 +95,7 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
         # a first-party app needs no consent page: its sign-in grants what it asks for
         session = p.store.grant_consent(session.id, client.client_id, request.scopes, now) or session
     decision = p.tenant.decide(request, session, now)
+    p.metrics.decisions.add(client.client_id, decision.outcome)
     if not decision.allowed:
         body_json = decision.to_json()
         remedy = body_json.get("remedy") or {}

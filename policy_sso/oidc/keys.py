@@ -21,6 +21,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,8 @@ class KeyRing:
     def __init__(self, directory: Path, keys: list[SigningKey]) -> None:
         self.directory = directory
         self._lock = threading.Lock()
+        self._signed: dict[str, tuple[int, float]] = {}  # alg -> signatures, thread CPU seconds
+        self._signed_lock = threading.Lock()  # not _lock: a rotation holds that while it generates a key
         self._set(keys)
 
     def _set(self, keys: list[SigningKey]) -> None:
@@ -206,7 +209,18 @@ class KeyRing:
         ``at+jwt`` for RFC 9068 §2.1, ``logout+jwt`` for Back-Channel Logout §2.4).
         """
         kid, private = self.signing_key(alg)
-        return jwt.encode(claims, private, algorithm=alg, headers={"kid": kid, "typ": typ or "JWT"})
+        started = time.thread_time()
+        token = jwt.encode(claims, private, algorithm=alg, headers={"kid": kid, "typ": typ or "JWT"})
+        spent = time.thread_time() - started
+        with self._signed_lock:
+            count, seconds = self._signed.get(alg, (0, 0.0))
+            self._signed[alg] = (count + 1, seconds + spent)
+        return token
+
+    def signing_stats(self) -> dict[str, tuple[int, float]]:
+        """Return, by algorithm, the signatures made and the CPU seconds they took (for metrics)."""
+        with self._signed_lock:
+            return dict(self._signed)
 
     def verify(self, token: str, *, algorithms: tuple[str, ...] | None = None, typ: str | None = None,
                options: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_sso.config import Client, User
+from policy_sso.metrics import Metrics
 from policy_sso.oidc.authorize import RequestShapes
 from policy_sso.oidc.backchannel import BackchannelNotifier, LogoutTarget
 from policy_sso.oidc.client_auth import ClientAuthenticator
@@ -45,6 +46,7 @@ class Provider:
     codec: InteractionCodec
     codes: CodeSealer
     notifier: BackchannelNotifier | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     clients: ClientAuthenticator = field(init=False)
     hint_verifiers: dict[tuple[int, str], Any] = field(init=False, default_factory=dict)
     totp_secrets: dict[str, str] = field(init=False, default_factory=dict)
@@ -68,7 +70,7 @@ class Provider:
         limits = dict(tenant.settings.rate_limits)
         if getattr(self, "_limiter", None) is None or self._limiter.limits != limits:
             # a reload with the same limits keeps the limiter, and the permits it holds
-            self._limiter = RateLimiter(self.store, limits)
+            self._limiter = RateLimiter(self.store, limits, self.metrics.rate_limited)
         self._loaded_for = tenant
 
     @property
@@ -90,7 +92,11 @@ class Provider:
         holder = tenant if isinstance(tenant, TenantHolder) else TenantHolder(tenant)
         notifier = BackchannelNotifier(keyring, holder.tenant.settings.issuer)
         secret = cookie_key or secrets.token_bytes(32)
-        return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier)
+        metrics = Metrics()
+        metrics.watch_backchannel(notifier.stats)
+        if hasattr(keyring, "signing_stats"):
+            metrics.watch_signing(keyring.signing_stats)
+        return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier, metrics)
 
     @property
     def issuer(self) -> str:

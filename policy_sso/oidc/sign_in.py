@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy_sso import credentials
-from policy_sso.errors import RateLimited
 from policy_sso.oidc.authorization_flow import Answer, Interact, decision_error, issue, parse_request, resolve
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
 from policy_sso.oidc.interaction import Interaction, Step
@@ -60,11 +59,7 @@ def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answ
 def sign_in_password(p: Provider, session_id: str | None, username: str, password: str,
                      now: int) -> Attempt:
     """Return the new session id after a correct password, or a message for the form."""
-    limit = p.tenant.settings.rate_limits.get("login")
-    if limit is not None:
-        count, reset = p.store.hit(f"login:{username.casefold()}", limit.window, now)
-        if count > limit.requests:
-            raise RateLimited("too many sign-in attempts; wait a minute", max(1, reset - now))
+    p.limiter.check("login", username.casefold(), now=now)  # per username: guessing one is slowed
     user = p.tenant.users_by_name.get(username)
     if user is None:
         credentials.verify_unknown_user(password)  # same cost as a real check: no user enumeration

@@ -1,0 +1,108 @@
+"""Prometheus metrics (SPEC §4 ``GET /metrics``): counted cheaply, formatted when scraped.
+
+The request path only adds one to a plain counter under a lock; the
+Prometheus families are built from those counters, the signing keys' own
+counts and the back-channel notifier's when ``/metrics`` is read (a custom
+collector, prometheus-client's way for values kept elsewhere). Labels are
+bounded: routes are the app's URI templates, clients the registered ones,
+outcomes the evaluator's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
+
+
+class Tally:
+    """Counts by label tuple; safe to add to from any thread."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[tuple[str, ...]] = Counter()
+        self._lock = threading.Lock()
+
+    def add(self, *labels: str) -> None:
+        """Count one for ``labels``."""
+        with self._lock:
+            self._counts[labels] += 1
+
+    def snapshot(self) -> dict[tuple[str, ...], int]:
+        """Return the counts so far."""
+        with self._lock:
+            return dict(self._counts)
+
+
+class Metrics:
+    """What the server counts, and the registry that exposes it."""
+
+    def __init__(self) -> None:
+        self.requests = Tally()  # route, method, status
+        self.decisions = Tally()  # client, outcome
+        self.rate_limited = Tally()  # kind
+        self._sources: list[Callable[[], Iterator[Metric]]] = []
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, open fds
+
+    def watch_signing(self, stats: Callable[[], Mapping[str, tuple[int, float]]]) -> None:
+        """Expose signature counts and their CPU seconds by algorithm, read from ``stats``."""
+
+        def families() -> Iterator[Metric]:
+            count = CounterMetricFamily("policy_sso_signatures", "JWS signatures made", labels=["alg"])
+            cpu = CounterMetricFamily("policy_sso_signing_cpu_seconds",
+                                      "CPU time spent making signatures (thread CPU time)", labels=["alg"])
+            for alg, (n, seconds) in sorted(stats().items()):
+                count.add_metric([alg], n)
+                cpu.add_metric([alg], seconds)
+            yield count
+            yield cpu
+
+        self._sources.append(families)
+
+    def watch_backchannel(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Expose back-channel logout deliveries (delivered, failed, dropped, retried, pending)."""
+
+        def families() -> Iterator[Metric]:
+            values = stats()
+            deliveries = CounterMetricFamily("policy_sso_backchannel_logouts",
+                                             "Back-channel logout tokens by result", labels=["result"])
+            for result in ("delivered", "failed", "dropped", "retried"):
+                deliveries.add_metric([result], values.get(result, 0))
+            yield deliveries
+            yield GaugeMetricFamily("policy_sso_backchannel_pending", "Logout tokens waiting to be sent",
+                                    value=values.get("pending", 0))
+
+        self._sources.append(families)
+
+    def exposition(self) -> bytes:
+        """Return every metric in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        yield _family("policy_sso_http_requests", "HTTP requests answered", ["route", "method", "status"],
+                      m.requests)
+        yield _family("policy_sso_decisions", "Policy decisions on authorization requests by outcome",
+                      ["client_id", "outcome"], m.decisions)
+        yield _family("policy_sso_rate_limited", "Requests refused by a rate limit", ["kind"], m.rate_limited)
+        for source in m._sources:
+            yield from source()
+
+
+def _family(name: str, documentation: str, labels: list[str], tally: Tally) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for values, count in sorted(tally.snapshot().items()):
+        family.add_metric(list(values), count)
+    return family
+

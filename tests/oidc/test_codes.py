@@ -95,3 +95,26 @@ def test_store_keys_order_by_expiry_and_never_hold_the_code(sealer):
     assert len(set(keys)) == 3
     code = sealer.seal(early)
     assert code not in sealer.used_key(code, early)
+
+
+def test_nonces_never_repeat_and_a_forked_child_starts_its_own_sequence(sealer):
+    def nonce(code: str) -> bytes:
+        return base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))[:12]
+
+    mine = {nonce(sealer.seal(SEALED)) for _ in range(1000)}
+    assert len(mine) == 1000
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: seal a few codes and report their nonces
+        os.close(read)
+        os.write(write, b"".join(nonce(sealer.seal(SEALED)) for _ in range(10)))
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read()
+    os.waitpid(pid, 0)
+    child = {theirs[i:i + 12] for i in range(0, len(theirs), 12)}
+    assert len(child) == 10
+    after = {nonce(sealer.seal(SEALED)) for _ in range(10)}
+    assert not child & (mine | after)
+    assert {n[:4] for n in child}.isdisjoint({n[:4] for n in mine})  # a prefix of its own

@@ -8,12 +8,14 @@ then measures three phases with a few keep-alive client threads:
 - silent authorize: ``prompt=none`` with the live session cookie, 302 with a code;
 - code exchange: ``POST /token`` (authorization_code, client_secret_basic).
 
-Each phase is bounded in count and time. It prints requests/s, p50/p99
-latency and the server's CPU time per request, read from the server
-process's own counters (/proc/<pid>/stat utime+stime), and times the RS256
-signatures an exchange makes in this process for comparison.
+The phases take turns in rounds (so a machine that speeds up or slows down
+meanwhile weighs on each alike), each bounded in count and time. It prints
+requests/s, p50/p99 latency and the server's CPU time per request, read from
+the server process's own counters (/proc/<pid>/stat utime+stime), and the
+CPU the exchanges' RS256 signatures took in the server (its /metrics), next
+to one signature timed in this idle process.
 
-    python benchmarks/bench_http.py [--requests 3000] [--seconds 10] [--threads 4]
+    python benchmarks/bench_http.py [--requests 3000] [--rounds 5] [--seconds 10] [--threads 4]
 """
 
 from __future__ import annotations
@@ -126,9 +128,9 @@ def sign_in(port: int) -> str:
 
 # --- measurement ---------------------------------------------------------------------
 
-def run_phase(port: int, pid: int, threads: int, count: int, seconds: float,
+def run_slice(port: int, pid: int, threads: int, count: int, seconds: float,
               make: Callable[[int], tuple[str, str, str | None, dict[str, str], int]]) -> dict:
-    """Send up to ``count`` requests (or for ``seconds``) from ``threads`` connections."""
+    """Send up to ``count`` requests (or for ``seconds``) from ``threads`` connections; return raw figures."""
     latencies: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -159,15 +161,31 @@ def run_phase(port: int, pid: int, threads: int, count: int, seconds: float,
     for t in pool:
         t.join()
     user1, sys1 = cpu_times(pid)
-    wall, cpu = time.perf_counter() - t0, (user1 - user0) + (sys1 - sys0)
+    return {"latencies": latencies, "wall": time.perf_counter() - t0, "user": user1 - user0,
+            "sys": sys1 - sys0, "errors": errors}
+
+
+def summarize(slices: list[dict]) -> dict:
+    """Return one phase's figures from its slices: totals over every round."""
+    latencies = sorted(x for s in slices for x in s["latencies"])
+    errors = [e for s in slices for e in s["errors"]]
     n = len(latencies)
     if n == 0:
-        raise SystemExit(f"no request completed in {seconds} s: {errors[:1]}")
-    latencies.sort()
+        raise SystemExit(f"no request completed: {errors[:1]}")
+    wall = sum(s["wall"] for s in slices)
+    user, system = sum(s["user"] for s in slices), sum(s["sys"] for s in slices)
     return {"n": n, "rps": n / wall, "p50": statistics.median(latencies) * 1000,
-            "p99": latencies[min(n - 1, int(n * 0.99))] * 1000, "cpu_ms": cpu / n * 1000,
-            "sys_share": (sys1 - sys0) / cpu if cpu else 0.0,
+            "p99": latencies[min(n - 1, int(n * 0.99))] * 1000, "cpu_ms": (user + system) / n * 1000,
+            "sys_share": system / (user + system) if user + system else 0.0,
             "errors": len(errors), "first_error": errors[0] if errors else ""}
+
+
+def signing(port: int) -> tuple[float, float]:
+    """Return the server's RS256 signature count and their CPU seconds, from its /metrics."""
+    _, _, text = Conn(port).request("GET", "/metrics")
+    found = dict(re.findall(r'^policy_sso_(signatures_total|signing_cpu_seconds_total)\{alg="RS256"\} (\S+)$',
+                            text, re.M))
+    return float(found.get("signatures_total", 0)), float(found.get("signing_cpu_seconds_total", 0))
 
 
 def signature_ms(state_dir: Path, rounds: int = 200) -> float:
@@ -189,15 +207,17 @@ def signature_ms(state_dir: Path, rounds: int = 200) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=3000, help="requests per phase (at most)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds the phases take turns in")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per phase (at most)")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--server-threads", type=int, default=4, help="waitress threads (serve's default)")
     args = parser.parse_args()
+    per_round = max(1, args.requests // args.rounds)
 
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="bench-http-"))
     # the demo tenant, with the per-session silent-auth limit raised for a load test: the limiter
-    # still counts every request (its store write is part of what is measured), it just never refuses
+    # still counts every request (leasing permits from the store in blocks), it just never refuses
     config = state / "tenant"
     shutil.copytree(ROOT / "policies", config, ignore=shutil.ignore_patterns("tests", "yaml"))
     tenant_yaml = config / "tenant.yaml"
@@ -218,6 +238,7 @@ def main() -> int:
         secret = (ROOT / "policies/secrets/portal.secret").read_text().strip()
         basic = "Basic " + base64.b64encode(f"portal:{secret}".encode()).decode()
         silent = authorize_path("none")
+        codes: list[str] = []
 
         def floor(i: int) -> tuple:
             return "GET", "/healthz", None, {}, 200
@@ -225,31 +246,44 @@ def main() -> int:
         def authorize(i: int) -> tuple:
             return "GET", silent, None, {"Cookie": cookie}, 302
 
-        # codes for the exchange phase, minted before it starts (not measured)
-        conn, codes = Conn(port), []
-        for _ in range(args.requests):
-            _, headers, _ = conn.request("GET", silent, None, {"Cookie": cookie})
-            codes.append(urllib.parse.parse_qs(urllib.parse.urlsplit(headers["location"]).query)["code"][0])
-
         def exchange(i: int) -> tuple:
             body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": codes[i],
                                            "redirect_uri": REDIRECT})
             return "POST", "/token", body, {"Authorization": basic,
                                             "Content-Type": "application/x-www-form-urlencoded"}, 200
 
-        results = {}
-        for name, make in (("floor GET /healthz", floor), ("silent authorize", authorize),
-                           ("code exchange", exchange)):
-            run_phase(port, server.pid, args.threads, min(200, args.requests), 2.0,
-                      floor if make is exchange else make)  # warm-up
-            results[name] = run_phase(port, server.pid, args.threads, args.requests, args.seconds, make)
-        sig = signature_ms(state)
+        def mint_codes() -> None:  # codes for an exchange slice, minted just before it (not measured)
+            conn = Conn(port)
+            codes.clear()
+            for _ in range(per_round):
+                _, headers, _ = conn.request("GET", silent, None, {"Cookie": cookie})
+                codes.append(urllib.parse.parse_qs(urllib.parse.urlsplit(headers["location"]).query)["code"][0])
+
+        phases = {"floor GET /healthz": floor, "silent authorize": authorize, "code exchange": exchange}
+        for make in (floor, authorize):  # warm-up
+            run_slice(port, server.pid, args.threads, min(200, per_round), 2.0, make)
+        # the phases take turns, so a machine that slows down or speeds up meanwhile weighs on each alike
+        slices: dict[str, list[dict]] = {name: [] for name in phases}
+        signed, signing_cpu = 0.0, 0.0
+        for _ in range(args.rounds):
+            for name, make in phases.items():
+                if make is exchange:
+                    mint_codes()
+                    before = signing(port)
+                slices[name].append(run_slice(port, server.pid, args.threads, per_round,
+                                              args.seconds / args.rounds, make))
+                if make is exchange:
+                    after = signing(port)
+                    signed, signing_cpu = signed + after[0] - before[0], signing_cpu + after[1] - before[1]
+        results = {name: summarize(parts) for name, parts in slices.items()}
+        idle_sig = signature_ms(state)
     finally:
         server.terminate()
         server.wait(timeout=10)
 
     print(f"bench_http: {args.threads} client threads, waitress threads={args.server_threads}, "
-          f"up to {args.requests} requests or {args.seconds:.0f} s per phase, {os.cpu_count()} CPUs")
+          f"{args.rounds} rounds of up to {per_round} requests per phase, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'phase':<20} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18} "
           f"{'(kernel)':>8} errors")
     for name, r in results.items():
@@ -258,8 +292,12 @@ def main() -> int:
     floor_r, auth_r, ex_r = (results[k] for k in results)
     print(f"silent authorize: {auth_r['rps'] / floor_r['rps']:.0%} of the floor's req/s (target >= 60%), "
           f"{auth_r['cpu_ms']:.3f} ms server CPU/request (target <= 0.5)")
-    print(f"code exchange: 2 RS256 signatures = {2 * sig:.3f} ms; server CPU {ex_r['cpu_ms']:.3f} ms/request "
-          f"= {ex_r['cpu_ms'] / (2 * sig):.2f}x the signatures (target <= 1.5x)")
+    in_server = signing_cpu / signed * 1000 if signed else float("nan")
+    print(f"RS256 signature: {in_server:.3f} ms of CPU in the server under this load (its /metrics, "
+          f"{signed:.0f} signatures), {idle_sig:.3f} ms in an idle process")
+    ex_ms = ex_r["cpu_ms"]
+    print(f"code exchange: server CPU {ex_ms:.3f} ms/request = {ex_ms / (2 * in_server):.2f}x the 2 "
+          f"signatures it makes (target <= 1.5x; {ex_ms / (2 * idle_sig):.2f}x at the idle signature's cost)")
     return 0
 
 

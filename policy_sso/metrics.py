@@ -21,21 +21,36 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text
 
 
 class Tally:
-    """Counts by label tuple; safe to add to from any thread."""
+    """Counts by label tuple; safe to add to from any thread, with no lock on the way.
+
+    Each thread counts in a dict of its own (no increment is lost to another
+    thread's); a scrape adds them up. Copying a dict is one C call, so a
+    scrape never sees one half-updated.
+    """
 
     def __init__(self) -> None:
-        self._counts: Counter[tuple[str, ...]] = Counter()
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._all: list[dict[tuple[str, ...], int]] = []
+        self._lock = threading.Lock()  # guards _all, taken once per thread
 
     def add(self, *labels: str) -> None:
         """Count one for ``labels``."""
-        with self._lock:
-            self._counts[labels] += 1
+        try:
+            counts = self._local.counts
+        except AttributeError:
+            counts = self._local.counts = {}
+            with self._lock:
+                self._all.append(counts)
+        counts[labels] = counts.get(labels, 0) + 1
 
     def snapshot(self) -> dict[tuple[str, ...], int]:
-        """Return the counts so far."""
+        """Return the counts so far, over every thread."""
         with self._lock:
-            return dict(self._counts)
+            parts = [dict(counts) for counts in self._all]
+        total: Counter[tuple[str, ...]] = Counter()
+        for part in parts:
+            total.update(part)
+        return dict(total)
 
 
 class Metrics:

@@ -43,8 +43,8 @@ class RateLimiter:
         self.store = store
         self.limits = dict(limits)
         self.refusals = refusals if refusals is not None else Tally()  # by kind, for metrics
-        # counter key -> [window start, permits left]: what this process holds unspent
-        self._leases: dict[str, list[int]] = {}
+        # (kind, *parts) -> [window start, permits left]: what this process holds unspent
+        self._leases: dict[tuple[str, ...], list[int]] = {}
         self._lock = threading.Lock()
 
     def check(self, kind: str, *parts: str, now: int) -> None:
@@ -55,10 +55,10 @@ class RateLimiter:
         limit = self.limits.get(kind)
         if limit is None:
             return
-        key = f"rl:{kind}:" + token_key("\x1f".join(parts))
+        held_as = (kind, *parts)  # leases are looked up as given; only the store's key is a digest
         start = now - now % limit.window
         with self._lock:
-            lease = self._leases.get(key)
+            lease = self._leases.get(held_as)
             if lease is not None and lease[0] == start:
                 if lease[1] > 0:
                     lease[1] -= 1
@@ -66,18 +66,19 @@ class RateLimiter:
                 if lease[1] == EXHAUSTED:  # permits handed out are never given back: refused until reset
                     raise self._refusal(kind, limit, start + limit.window - now)
         block = block_size(limit)
+        key = f"rl:{kind}:" + token_key("\x1f".join(parts))
         count, reset_at = self.store.hit(key, limit.window, now, block)
         granted = min(block, limit.requests - (count - block))  # what the limit left of this block
         with self._lock:
             if len(self._leases) >= MAX_LEASES:
                 self._leases.pop(next(iter(self._leases)))  # dicts keep insertion order: the oldest goes
-            held = self._leases.get(key)
+            held = self._leases.get(held_as)
             if granted <= 0:
-                self._leases[key] = [start, EXHAUSTED]
+                self._leases[held_as] = [start, EXHAUSTED]
             elif held is not None and held[0] == start and held[1] > 0:
                 held[1] += granted - 1  # another thread leased for this key meanwhile: pool them
             else:
-                self._leases[key] = [start, granted - 1]
+                self._leases[held_as] = [start, granted - 1]
         if granted <= 0:
             raise self._refusal(kind, limit, reset_at - now)
 

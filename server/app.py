@@ -89,7 +89,8 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     }
     for path, resource in routes.items():
         app.add_route(path, resource)
-    error_handlers.register(app, browser)
+    pages = frozenset(path for path, resource in routes.items() if getattr(resource, "html_errors", False))
+    error_handlers.register(app, browser, pages)
     return app
 
 

@@ -27,12 +27,12 @@ HTTP_ERROR_CODES = {401: "invalid_token", 403: "access_denied", 404: "not_found"
                     503: "temporarily_unavailable"}
 
 
-def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, status: int, *, error: str,
-            description: str, headers: dict[str, str] | None = None,
+def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, pages: frozenset[str], status: int,
+            *, error: str, description: str, headers: dict[str, str] | None = None,
             extra: dict[str, Any] | None = None) -> None:
     for name, value in (headers or {}).items():
         resp.set_header(name, value)
-    if getattr(req.context, "html", False):
+    if req.uri_template in pages:
         browser.render(resp, "error.html", status, error=error, description=description,
                        request_id=getattr(req.context, "request_id", ""))
         return
@@ -40,8 +40,8 @@ def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, status
     resp.media = {**(extra or {}), "error": error, "error_description": description}
 
 
-def error_handler(browser: Browser) -> Any:
-    """Return the app's error handler bound to the page renderer."""
+def error_handler(browser: Browser, pages: frozenset[str]) -> Any:
+    """Return the app's error handler bound to the page renderer; ``pages``: routes answering in HTML."""
 
     def handle(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
         del params
@@ -50,22 +50,23 @@ def error_handler(browser: Browser) -> Any:
                 browser.clear_interaction(resp)
                 browser.deliver(resp, ex.response, after_post=req.method == "POST")
             elif isinstance(ex, OAuthError):
-                _render(req, resp, browser, ex.status, error=ex.error, description=ex.description,
+                _render(req, resp, browser, pages, ex.status, error=ex.error, description=ex.description,
                         headers=ex.headers, extra=ex.extra)
             elif isinstance(ex, falcon.HTTPError):
                 status = ex.status_code
-                _render(req, resp, browser, status, error=HTTP_ERROR_CODES.get(status, "invalid_request"),
+                _render(req, resp, browser, pages, status,
+                        error=HTTP_ERROR_CODES.get(status, "invalid_request"),
                         description=str(ex.description or ex.title), headers=dict(ex.headers or {}))
             elif isinstance(ex, StoreError):
                 log.error("store unavailable on %s %s [%s]: %s", req.method, req.path,
                           getattr(req.context, "request_id", "-"), type(ex).__name__)
-                _render(req, resp, browser, 503, error="temporarily_unavailable",
+                _render(req, resp, browser, pages, 503, error="temporarily_unavailable",
                         description="the session store is unavailable; try again shortly",
                         headers={"Retry-After": "5"})
             else:
                 log.exception("unhandled error on %s %s [%s]", req.method, req.path,
                               getattr(req.context, "request_id", "-"))
-                _render(req, resp, browser, 400, error="invalid_request",
+                _render(req, resp, browser, pages, 400, error="invalid_request",
                         description="the request could not be processed")
         except Exception:  # the handler itself must never fail into a 500
             log.exception("error handler failed on %s %s", req.method, req.path)
@@ -76,8 +77,11 @@ def error_handler(browser: Browser) -> Any:
     return handle
 
 
-def register(app: falcon.App, browser: Browser) -> None:
-    """Install the handler for every exception, Falcon's HTTP errors included."""
-    handler = error_handler(browser)
+def register(app: falcon.App, browser: Browser, pages: frozenset[str]) -> None:
+    """Install the handler for every exception, Falcon's HTTP errors included.
+
+    Errors on the routes in ``pages`` (browser-facing) are shown as HTML pages, others as JSON.
+    """
+    handler = error_handler(browser, pages)
     app.add_error_handler(Exception, handler)
     app.add_error_handler(falcon.HTTPError, handler)

@@ -36,18 +36,11 @@ class Envelope:
         self.counter = itertools.count(1)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Set ``req.context.now``, ``request_id`` and the default error style."""
+        """Set ``req.context.now`` and ``request_id``."""
         del resp
         context = req.context
         context.now = int(self.clock())
         context.request_id = f"{self.prefix}{next(self.counter):x}"
-        context.html = False
-
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
-                         params: dict) -> None:
-        """Let browser-facing resources render errors as HTML pages."""
-        del resp, params
-        req.context.html = getattr(resource, "html_errors", False)
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
@@ -56,8 +49,7 @@ class Envelope:
         A resource's own Cache-Control wins.
         """
         del resource, req_succeeded
-        resp.set_headers(COMMON_HEADERS)
-        resp.set_header("X-Request-Id", getattr(req.context, "request_id", ""))
+        resp.set_headers((*COMMON_HEADERS, ("X-Request-Id", getattr(req.context, "request_id", ""))))
         if resp.get_header("Cache-Control") is None:
             resp.set_header("Cache-Control", "no-store")
         if (resp.content_type or "").startswith("text/html"):

@@ -36,6 +36,7 @@ RESPONSE_TYPES: dict[frozenset[str], str] = {
     frozenset({"id_token", "token"}): "id_token token",
     frozenset({"code", "id_token"}): "code id_token",
 }
+RESPONSE_PARTS = {name: parts for parts, name in RESPONSE_TYPES.items()}  # canonical name -> its values
 RESPONSE_MODES = ("query", "fragment", "form_post")
 # Parameters that must not appear twice (RFC 6749 §3.1); we refuse any repeat.
 UNSUPPORTED_PARAMS = {"request": "request_not_supported", "request_uri": "request_uri_not_supported",
@@ -141,17 +142,17 @@ class AuthorizationRequest:
     @property
     def wants_code(self) -> bool:
         """Return whether the response carries an authorization code."""
-        return "code" in self.response_type.split()
+        return "code" in RESPONSE_PARTS[self.response_type]
 
     @property
     def wants_id_token(self) -> bool:
         """Return whether the response carries an ID token (implicit or hybrid flow)."""
-        return "id_token" in self.response_type.split()
+        return "id_token" in RESPONSE_PARTS[self.response_type]
 
     @property
     def wants_access_token(self) -> bool:
         """Return whether the response carries an access token (``id_token token``)."""
-        return "token" in self.response_type.split()
+        return "token" in RESPONSE_PARTS[self.response_type]
 
 
 def single_valued(params: Mapping[str, str | list[str]]) -> dict[str, str]:

@@ -91,9 +91,15 @@ class CodeSealer:
         """Return the identifier of an opened code in the store: its expiry first, so the index appends."""
         return f"{sealed.expires_at:011d}{token_key(code)}"
 
-    def derive(self, code: str, purpose: str) -> str:
-        """Return an identifier derived from the code (``family``, ``jti``): the same on every call."""
-        return _b64(hmac.digest(self._mac_key, f"{purpose}\x1f{code}".encode(), "sha256")[:16])
+    def issued(self, code: str) -> tuple[str, str]:
+        """Return the access-token ``jti`` and refresh ``family`` a code's redemption issues.
+
+        Derived from the code (HMAC), so they are the same on every call: a
+        second redemption finds what the first issued without the store
+        keeping it.
+        """
+        mac = hmac.digest(self._mac_key, code.encode(), "sha256")
+        return _b64(mac[:16]), _b64(mac[16:])
 
 
 class _Nonces:

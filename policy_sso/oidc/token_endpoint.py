@@ -53,7 +53,7 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     sealed = p.codes.open(code, now)
     if sealed is None:
         raise InvalidGrant("the authorization code is invalid or expired")
-    jti, family = p.codes.derive(code, "jti"), p.codes.derive(code, "family")
+    jti, family = p.codes.issued(code)
     if not p.store.use_jti(USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at, now):
         # the first redemption happened before the code expired, so its access token ends by then
         revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,

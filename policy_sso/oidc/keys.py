@@ -14,6 +14,7 @@ Only RS256 (always, OIDC Core §15.1), ES256 and EdDSA (Ed25519) are offered;
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -60,11 +61,25 @@ def _generate(alg: str) -> Any:
     return ed25519.Ed25519PrivateKey.generate()
 
 
+_JWS_ALGORITHMS = {alg: jwt.get_algorithm_by_name(alg) for alg in SUPPORTED}
+_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once: dumps() builds one per call
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=64)
+def _header_segment(alg: str, kid: str, typ: str) -> bytes:
+    """Return the encoded JOSE header of a token (RFC 7515 §4): the same for every token of a key and type."""
+    return _b64(json.dumps({"alg": alg, "kid": kid, "typ": typ}, separators=(",", ":")).encode())
+
+
 def thumbprint(jwk: dict[str, Any]) -> str:
     """Return the RFC 7638 §3 JWK thumbprint (SHA-256, base64url) of a public JWK."""
     members = {k: jwk[k] for k in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return _b64(digest).decode()
 
 
 @dataclass(frozen=True)
@@ -203,14 +218,19 @@ class KeyRing:
         return key.kid, key.private
 
     def sign(self, claims: dict[str, Any], alg: str, typ: str | None = None) -> str:
-        """Return a JWS compact serialisation (RFC 7515 §3.1) of ``claims`` signed with the current key.
+        """Return a JWS compact serialisation (RFC 7515 §3.1, §7.1) of ``claims`` signed with the current key.
 
-        The header carries ``kid`` and ``typ`` (``JWT`` unless given, e.g.
-        ``at+jwt`` for RFC 9068 §2.1, ``logout+jwt`` for Back-Channel Logout §2.4).
+        The header carries ``alg``, ``kid`` and ``typ`` (``JWT`` unless given,
+        e.g. ``at+jwt`` for RFC 9068 §2.1, ``logout+jwt`` for Back-Channel
+        Logout §2.4); its encoded segment is made once per key and type, so a
+        token costs one JSON encoding of its claims and the signature (pyjwt's
+        algorithm for ``alg``: PKCS#1 v1.5, raw r||s for ES256, Ed25519).
         """
         kid, private = self.signing_key(alg)
         started = time.thread_time()
-        token = jwt.encode(claims, private, algorithm=alg, headers={"kid": kid, "typ": typ or "JWT"})
+        signing_input = _header_segment(alg, kid, typ or "JWT") + b"." + _b64(_CLAIMS_JSON(claims).encode())
+        signature = _JWS_ALGORITHMS[alg].sign(signing_input, private)
+        token = (signing_input + b"." + _b64(signature)).decode()
         spent = time.thread_time() - started
         with self._signed_lock:
             count, seconds = self._signed.get(alg, (0, 0.0))

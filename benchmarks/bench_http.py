@@ -74,6 +74,50 @@ class Conn:
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
 
 
+class RawConn:
+    """A keep-alive connection that sends prepared request bytes and reads just the status and body.
+
+    The load generator shares the machine with the server: the less CPU it
+    spends per request (http.client parses every header in Python), the
+    less it disturbs what is measured.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def request(self, raw: bytes) -> int:
+        """Send one request; return the response's status once its whole body has arrived."""
+        self.sock.sendall(raw)
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            self.buffer += self._recv()
+        head, rest = self.buffer[:end], self.buffer[end + 4:]
+        found = CONTENT_LENGTH.search(head)
+        length = int(found.group(1)) if found else 0
+        while len(rest) < length:
+            rest += self._recv()
+        self.buffer = rest[length:]
+        return int(head[9:12])
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+
+CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)")
+
+
+def raw_request(method: str, path: str, headers: dict[str, str] | None = None, body: str = "") -> bytes:
+    """Return an HTTP/1.1 request as bytes."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1",
+             *(f"{name}: {value}" for name, value in (headers or {}).items())]
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body.encode())}")
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
 # --- setup: sign alice in through the HTML forms -------------------------------------
 
 def hidden(html: str) -> dict[str, str]:
@@ -129,7 +173,7 @@ def sign_in(port: int) -> str:
 # --- measurement ---------------------------------------------------------------------
 
 def run_slice(port: int, pid: int, threads: int, count: int, seconds: float,
-              make: Callable[[int], tuple[str, str, str | None, dict[str, str], int]]) -> dict:
+              make: Callable[[int], tuple[bytes, int]]) -> dict:
     """Send up to ``count`` requests (or for ``seconds``) from ``threads`` connections; return raw figures."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -138,19 +182,19 @@ def run_slice(port: int, pid: int, threads: int, count: int, seconds: float,
     deadline = time.perf_counter() + seconds
 
     def worker() -> None:
-        conn = Conn(port)
+        conn = RawConn(port)
         local: list[float] = []
         while time.perf_counter() < deadline:
             with lock:
                 i = next(counter, None)
             if i is None:
                 break
-            method, path, body, headers, expected = make(i)
+            raw, expected = make(i)
             t0 = time.perf_counter()
-            status, _, _ = conn.request(method, path, body, headers)
+            status = conn.request(raw)
             local.append(time.perf_counter() - t0)
             if status != expected:
-                errors.append(f"{status} on {path[:40]}")
+                errors.append(f"{status} on {raw[:40]!r}")
         with lock:
             latencies.extend(local)
 
@@ -210,7 +254,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="rounds the phases take turns in")
     parser.add_argument("--seconds", type=float, default=10.0, help="time per phase (at most)")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
-    parser.add_argument("--server-threads", type=int, default=4, help="waitress threads (serve's default)")
+    parser.add_argument("--server-threads", type=int, help="waitress threads (default: serve's own)")
     args = parser.parse_args()
     per_round = max(1, args.requests // args.rounds)
 
@@ -223,9 +267,10 @@ def main() -> int:
     tenant_yaml = config / "tenant.yaml"
     tenant_yaml.write_text(tenant_yaml.read_text().replace(
         "silent_auth: {requests: 60, window: 1m}", "silent_auth: {requests: 1000000, window: 1m}"))
+    threads = ["--threads", str(args.server_threads)] if args.server_threads else []
     server = subprocess.Popen(
         [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),
-         "--config", str(config), "--threads", str(args.server_threads)], cwd=ROOT,
+         "--config", str(config), *threads], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = server.stdout.readline()
@@ -240,17 +285,21 @@ def main() -> int:
         silent = authorize_path("none")
         codes: list[str] = []
 
-        def floor(i: int) -> tuple:
-            return "GET", "/healthz", None, {}, 200
+        floor_request = raw_request("GET", "/healthz")
+        silent_request = raw_request("GET", silent, {"Cookie": cookie})
 
-        def authorize(i: int) -> tuple:
-            return "GET", silent, None, {"Cookie": cookie}, 302
+        def floor(i: int) -> tuple[bytes, int]:
+            return floor_request, 200
 
-        def exchange(i: int) -> tuple:
+        def authorize(i: int) -> tuple[bytes, int]:
+            return silent_request, 302
+
+        def exchange(i: int) -> tuple[bytes, int]:
             body = urllib.parse.urlencode({"grant_type": "authorization_code", "code": codes[i],
                                            "redirect_uri": REDIRECT})
-            return "POST", "/token", body, {"Authorization": basic,
-                                            "Content-Type": "application/x-www-form-urlencoded"}, 200
+            return raw_request("POST", "/token", {"Authorization": basic,
+                                                  "Content-Type": "application/x-www-form-urlencoded"},
+                               body), 200
 
         def mint_codes() -> None:  # codes for an exchange slice, minted just before it (not measured)
             conn = Conn(port)
@@ -281,7 +330,10 @@ def main() -> int:
         server.terminate()
         server.wait(timeout=10)
 
-    print(f"bench_http: {args.threads} client threads, waitress threads={args.server_threads}, "
+    from server.app import default_threads
+
+    print(f"bench_http: {args.threads} client threads, waitress threads="
+          f"{args.server_threads or default_threads()} (serve's default: {default_threads()}), "
           f"{args.rounds} rounds of up to {per_round} requests per phase, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'phase':<20} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18} "

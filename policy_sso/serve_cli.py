@@ -69,5 +69,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: SQLite in the state dir)")
     p.add_argument("--host", default="127.0.0.1", metavar="H")
     p.add_argument("--port", default=8080, type=int, metavar="P")
-    p.add_argument("--threads", default=4, type=int, metavar="N", help="waitress worker threads (4)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="waitress worker threads (default: one per CPU, from 2 to 4)")
     p.set_defaults(func=cmd_serve)

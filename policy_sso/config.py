@@ -222,10 +222,10 @@ class User:
     span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
 
 
-def user_record(data: dict[str, Any], span: Span) -> User:
-    """Return the User for one schema-valid ``users.yaml`` entry."""
+def user_record(data: dict[str, Any], span: Span, secret_span: Span | None = None) -> User:
+    """Return the User for one schema-valid ``users.yaml`` entry; ``secret_span`` locates its totp_secret."""
     return User(
         sub=data["sub"], username=data["username"], password_hash=data["password_hash"],
-        totp_secret=secret_ref(data.get("totp_secret"), span),
+        totp_secret=secret_ref(data.get("totp_secret"), secret_span or span),
         methods=tuple(data.get("methods", ())), claims=dict(data.get("claims", {})), span=span,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import hmac
 import re
@@ -14,6 +16,7 @@ _hasher = PasswordHasher()
 
 TOTP_STEP = 30  # RFC 6238 §4.1: X, the time step, 30 seconds by default (§5.2)
 TOTP_DIGITS = 6
+MIN_TOTP_SECRET_BITS = 128  # RFC 4226 §4 R6 (RFC 6238 §5.1 keeps it): 160 recommended
 _CODE_RE = re.compile(rf"[0-9]{{{TOTP_DIGITS}}}")  # ASCII only: str.isdigit() admits fullwidth digits
 
 
@@ -42,6 +45,14 @@ def verify_unknown_user(password: str) -> bool:
     """Spend the time of one real verification and return False (no user enumeration by timing)."""
     verify_password(_dummy_hash(), password)
     return False
+
+
+def totp_secret_bits(secret: str) -> int | None:
+    """Return the bit length of a base32 TOTP secret (decoded as pyotp does), or None if not base32."""
+    try:
+        return 8 * len(base64.b32decode(secret + "=" * (-len(secret) % 8), casefold=True))
+    except (binascii.Error, ValueError):
+        return None
 
 
 def totp_now(secret: str, now: int) -> str:

@@ -190,9 +190,10 @@ def check_tenant(directory: str | Path) -> tuple[Tenant | None, list[Diagnostic]
     users_doc, errs = _load_config(directory / "users.yaml", "users")
     diagnostics += errs
     if users_doc:
-        records_u = [user_record(u, Span(users_doc.file, *users_doc.position(("users", i))))
+        records_u = [user_record(u, Span(users_doc.file, *users_doc.position(("users", i))),
+                                 Span(users_doc.file, *users_doc.key_position(("users", i, "totp_secret"))))
                      for i, u in enumerate(users_doc.data["users"])]
-        diagnostics += user_rules(records_u)
+        diagnostics += user_rules(records_u, directory)
         users = {u.sub: u for u in records_u}
 
     patterns = settings.policy_files if settings else ("*.policy", "*.policy.yaml")

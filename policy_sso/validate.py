@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from policy_sso.config import MAX_INACTIVITY, Client, SecretRef, TenantSettings, User
+from policy_sso.credentials import MIN_TOTP_SECRET_BITS, totp_secret_bits
 from policy_sso.diagnostics import Diagnostic
 from policy_sso.model import (
     AcrRequirement,
@@ -307,8 +308,8 @@ def client_rules(clients: list[Client]) -> Iterator[Diagnostic]:
             yield _at(c.span, "E_REDIRECT_URIS", f"client {c.client_id!r} has no redirect_uris")
 
 
-def user_rules(users: list[User]) -> Iterator[Diagnostic]:
-    """Check users.yaml beyond its schema: unique subjects and usernames."""
+def user_rules(users: list[User], base_dir: Path) -> Iterator[Diagnostic]:
+    """Check users.yaml beyond its schema: unique subjects and usernames, usable TOTP secrets."""
     subs: set[str] = set()
     names: set[str] = set()
     for u in users:
@@ -318,6 +319,31 @@ def user_rules(users: list[User]) -> Iterator[Diagnostic]:
             yield _at(u.span, "E_DUPLICATE", f"username {u.username!r} appears twice")
         subs.add(u.sub)
         names.add(u.username)
+        if u.totp_secret is not None:
+            yield from _totp_secret(u, u.totp_secret, base_dir)
+
+
+def _totp_secret(user: User, ref: SecretRef, base_dir: Path) -> Iterator[Diagnostic]:
+    """A TOTP secret must be readable base32 of 128 bits or more; otherwise the user could never pass otp."""
+    data, problem = _load_key(ref, base_dir)
+    if problem:
+        if ref.source == "env":
+            yield _at(ref.span, "W_KEY_UNRESOLVED", f"environment variable {ref.name} is not set",
+                      f"until it is, {user.username!r} cannot complete a second factor", severity="warning")
+        else:
+            yield _at(ref.span, "E_KEY_UNREADABLE", f"TOTP secret file {ref.name!r} cannot be read")
+        return
+    assert data is not None
+    bits = totp_secret_bits(data.decode(errors="replace"))
+    if bits is None:
+        yield _at(ref.span, "E_TOTP_SECRET",
+                  f"the TOTP secret of {user.username!r} is not base32 (RFC 4648 §6)", TOTP_HINT)
+    elif bits < MIN_TOTP_SECRET_BITS:
+        yield _at(ref.span, "E_WEAK_KEY", f"the TOTP secret of {user.username!r} is {bits} bits; at least "
+                  f"{MIN_TOTP_SECRET_BITS} required (RFC 4226 §4)", TOTP_HINT)
+
+
+TOTP_HINT = "generate one with: python -c 'import pyotp; print(pyotp.random_base32())'"
 
 
 STANDALONE_SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients)

@@ -167,9 +167,23 @@ def _glob(directory: Path, patterns: Iterable[str]) -> list[Path]:
     return list(found)
 
 
+@dataclass(frozen=True)
+class _TenantCheck:
+    """What checking a tenant directory found, kept for checking its files one by one."""
+
+    tenant: Tenant | None  # None when anything is in error
+    diagnostics: list[Diagnostic]
+    policy_files: frozenset[Path]  # resolved: the files the tenant's globs include
+    context: Context  # the settings and clients as far as they loaded
+
+
 def check_tenant(directory: str | Path) -> tuple[Tenant | None, list[Diagnostic]]:
     """Return the tenant in ``directory`` and every diagnostic (the tenant is None on errors)."""
-    directory = Path(directory)
+    check = _check_tenant(Path(directory))
+    return check.tenant, check.diagnostics
+
+
+def _check_tenant(directory: Path) -> _TenantCheck:
     diagnostics: list[Diagnostic] = []
     tenant_doc, errs = _load_config(directory / "tenant.yaml", "tenant")
     diagnostics += errs
@@ -203,14 +217,14 @@ def check_tenant(directory: str | Path) -> tuple[Tenant | None, list[Diagnostic]
         found, errs = parse_policy_file(path)
         policies += found
         diagnostics += errs
-    ctx = Context(settings, clients if clients is not None else {}, directory)
+    ctx = Context(settings, clients, directory)
     diagnostics += validate_policies(policies, ctx)
 
     diagnostics = sort_diagnostics(diagnostics)
-    if any(d.severity == "error" for d in diagnostics) or settings is None or clients is None:
-        return None, diagnostics
-    tenant = Tenant(directory, settings, clients, users, {p.name: p for p in policies}, tuple(files))
-    return tenant, diagnostics
+    tenant = None
+    if not any(d.severity == "error" for d in diagnostics) and settings is not None and clients is not None:
+        tenant = Tenant(directory, settings, clients, users, {p.name: p for p in policies}, tuple(files))
+    return _TenantCheck(tenant, diagnostics, frozenset(p.resolve() for p in files), ctx)
 
 
 def load_tenant(directory: str | Path) -> Tenant:
@@ -234,45 +248,57 @@ def check_paths(paths: Iterable[str | Path]) -> list[Diagnostic]:
 
     A directory holding ``tenant.yaml`` is loaded as a tenant; policy files
     below it that its globs do not include (e.g. YAML twins) are checked on
-    their own in the tenant's context. Other files are checked on their own.
+    their own in the tenant's context. A policy file of a tenant is checked
+    as part of it (what ``pre-commit`` passes, one file at a time): its lines
+    among the tenant's diagnostics, the rules across files included. Other
+    files are checked on their own.
     """
     diagnostics: list[Diagnostic] = []
+    tenants: dict[Path, _TenantCheck] = {}
     for raw in paths:
         path = Path(raw)
         if not path.exists():
             diagnostics.append(Diagnostic(str(raw), 1, 1, "E_READ", "no such file or directory"))
             continue
         if path.is_dir() and (path / "tenant.yaml").is_file():
-            tenant, errs = check_tenant(path)
-            diagnostics += errs
-            included = set(tenant.policy_files) if tenant else set()
+            check = tenants[path.resolve()] = _check_tenant(path)
+            diagnostics += check.diagnostics
             extra = [p for p in sorted(path.rglob("*")) if p.name.endswith(POLICY_SUFFIXES)
-                     and p not in included and p.parent != path]
-            diagnostics += _check_files(extra, tenant)
+                     and p.resolve() not in check.policy_files and p.parent != path]
+            diagnostics += _check_files(extra, tenants)
         elif path.is_dir():
             diagnostics += _check_files([p for p in sorted(path.rglob("*")) if p.name.endswith(
-                (*POLICY_SUFFIXES, ".yaml", ".yml"))], None)
+                (*POLICY_SUFFIXES, ".yaml", ".yml"))], tenants)
         else:
-            diagnostics += _check_files([path], None)
+            diagnostics += _check_files([path], tenants)
     return sort_diagnostics(diagnostics)
 
 
 _CONFIG_SCHEMAS = {"tenant.yaml": "tenant", "clients.yaml": "clients", "users.yaml": "users"}
 
 
-def _check_files(files: list[Path], tenant: Tenant | None) -> list[Diagnostic]:
+def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck]) -> list[Diagnostic]:
+    """Return the diagnostics of single files; ``tenants`` caches the tenants they belong to."""
     out: list[Diagnostic] = []
     for path in files:
+        home = find_tenant_dir(path)
+        check = None
+        if home is not None:
+            home = home.resolve()
+            if home not in tenants:
+                tenants[home] = _check_tenant(home)
+            check = tenants[home]
+            resolved = path.resolve()
+            if resolved in check.policy_files or (path.name in _CONFIG_SCHEMAS and resolved.parent == home):
+                shown = display_path(path)  # one of the tenant's own files: its lines of the tenant
+                out += [d for d in check.diagnostics if d.file == shown]
+                continue
         if path.name in _CONFIG_SCHEMAS:
             out += _load_config(path, _CONFIG_SCHEMAS[path.name])[1]
             continue
-        context_tenant = tenant
-        home = find_tenant_dir(path)
-        if context_tenant is None and home is not None:
-            context_tenant, _ = check_tenant(home)
+        # not one of a tenant's files (e.g. a YAML twin): on its own, in the tenant's context if any
+        ctx = check.context if check else Context(base_dir=path.parent)  # key paths: relative to the file
         policies, errs = parse_policy_file(path)
         out += errs
-        ctx = (Context(context_tenant.settings, context_tenant.clients, context_tenant.directory)
-               if context_tenant else Context(base_dir=home or path.parent))  # key paths: tenant-relative
         out += validate_policies(policies, ctx, STANDALONE_SET_RULES)
     return out

@@ -179,6 +179,19 @@ def _outcome(lines: list[str]) -> tuple[int, str]:
     return (1, counts) if errors else (0, "ok: " + counts)  # a warning alone does not fail CI
 
 
+TENANT_FILES = sorted(f"{case}/{p.name}" for case in TENANT_CASES
+                      for p in (BROKEN / case).iterdir() if p.is_file())
+
+
+@pytest.mark.parametrize("file", TENANT_FILES)
+def test_a_tenant_file_alone_prints_its_lines_of_the_tenant(file: str, in_broken: Path, capsys) -> None:
+    """As pre-commit runs it, one file at a time: the tenant's rules apply, those across files too."""
+    status, out, err = _validate(capsys, file)
+    expected = [line for line in EXPECTED.splitlines() if line.startswith(f"{file}:")]
+    assert out.splitlines() == expected
+    assert (status, err) == _outcome(expected)
+
+
 def test_every_broken_file_has_its_expected_lines() -> None:
     """A file added to tests/broken/ without an expectation (or one left over) fails here."""
     files = {p.relative_to(BROKEN).as_posix() for sub in ("dsl", "yaml") for p in (BROKEN / sub).iterdir()}

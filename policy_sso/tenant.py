@@ -8,6 +8,7 @@ reload builds a new one and swaps it in whole.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Iterable
@@ -173,8 +174,13 @@ class _TenantCheck:
 
     tenant: Tenant | None  # None when anything is in error
     diagnostics: list[Diagnostic]
-    policy_files: frozenset[Path]  # resolved: the files the tenant's globs include
+    files: tuple[Path, ...]  # the policy files the tenant's globs include
     context: Context  # the settings and clients as far as they loaded
+
+    @functools.cached_property
+    def policy_files(self) -> frozenset[Path]:
+        """The policy files, resolved (only when single files are checked: loading skips it)."""
+        return frozenset(p.resolve() for p in self.files)
 
 
 def check_tenant(directory: str | Path) -> tuple[Tenant | None, list[Diagnostic]]:
@@ -224,7 +230,7 @@ def _check_tenant(directory: Path) -> _TenantCheck:
     tenant = None
     if not any(d.severity == "error" for d in diagnostics) and settings is not None and clients is not None:
         tenant = Tenant(directory, settings, clients, users, {p.name: p for p in policies}, tuple(files))
-    return _TenantCheck(tenant, diagnostics, frozenset(p.resolve() for p in files), ctx)
+    return _TenantCheck(tenant, diagnostics, tuple(files), ctx)
 
 
 def load_tenant(directory: str | Path) -> Tenant:

@@ -15,10 +15,21 @@ from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.hooks import form_body
 
-EXPIRED = OAuthError("this sign-in has expired or was not started here; go back to the "
-                     "application and start again", error="invalid_request")
-FORGED = OAuthError("the form was not submitted from this sign-in page (CSRF check failed)",
-                    error="access_denied", status=403)
+
+def expired() -> OAuthError:
+    """The error for a sign-in whose interaction is gone.
+
+    A new one per raise: a raised exception keeps its traceback, and with it
+    the request's frames and data, for as long as the exception lives.
+    """
+    return OAuthError("this sign-in has expired or was not started here; go back to the "
+                      "application and start again", error="invalid_request")
+
+
+def forged() -> OAuthError:
+    """The error for a form that fails its CSRF check."""
+    return OAuthError("the form was not submitted from this sign-in page (CSRF check failed)",
+                      error="access_denied", status=403)
 
 
 class _Page:
@@ -33,9 +44,9 @@ class _Page:
         interaction_id = req.get_param("interaction") or form.get("interaction")
         found = self.browser.interaction(req, self.provider.codec, interaction_id, req.context.now)
         if found is None:
-            raise EXPIRED
+            raise expired()
         if req.method == "POST" and not found.csrf_ok(form.get("csrf_token")):
-            raise FORGED
+            raise forged()
         return found
 
     def _proceed(self, req: falcon.Request, resp: falcon.Response, page: sign_in.Page,

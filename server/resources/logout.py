@@ -10,8 +10,11 @@ from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.hooks import form_body, query_params
 
-FORGED = OAuthError("the sign-out form was not submitted from this page (CSRF check failed)",
-                    error="access_denied", status=403)
+
+def forged() -> OAuthError:
+    """The error for a sign-out form that fails its CSRF check (a new one per raise)."""
+    return OAuthError("the sign-out form was not submitted from this page (CSRF check failed)",
+                      error="access_denied", status=403)
 
 
 class Logout:
@@ -40,7 +43,7 @@ class Logout:
         session = self._cookie_session(req)
         if session is not None:
             if not logout.confirmation_ok(self.provider, session.id, token):
-                raise FORGED
+                raise forged()
             logout.log_out(self.provider, session, now)
             self.browser.clear_session(resp)
         self._finish(req, resp, request)

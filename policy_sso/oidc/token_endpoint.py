@@ -53,12 +53,7 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     sealed = p.codes.open(code, now)
     if sealed is None:
         raise InvalidGrant("the authorization code is invalid or expired")
-    jti, family = p.codes.issued(code)
-    if not p.store.use_jti(USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at, now):
-        # the first redemption happened before the code expired, so its access token ends by then
-        revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,
-                      now)
-        raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
+    # every check before the code is spent: a client that cannot redeem it must not use it up either
     if sealed.grant.client_id != client.client_id:
         raise InvalidGrant("the authorization code was issued to another client")
     if form.get("redirect_uri") != sealed.redirect_uri:
@@ -72,6 +67,12 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
             raise InvalidGrant("code_verifier does not match the code_challenge")
     elif verifier:
         raise InvalidGrant("code_verifier sent but the authorization request had no code_challenge")
+    jti, family = p.codes.issued(code)
+    if not p.store.use_jti(USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at, now):
+        # the first redemption happened before the code expired, so its access token ends by then
+        revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,
+                      now)
+        raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
     return _tokens(p, client, sealed.grant, now, jti=jti, family=family, id_token=True)
 
 

@@ -57,13 +57,15 @@ def test_a_redeemed_code_cannot_be_redeemed_again_spelled_differently(op: LiveOP
 ], ids=["verifier_missing", "verifier_wrong"])
 def test_pkce_verifier_missing_or_wrong(op: LiveOP, browser: BrowserAgent, verifier: str | None,
                                         why: str) -> None:
-    _, challenge = pkce_pair()
+    right, challenge = pkce_pair()
     code = code_for(browser, code_challenge=challenge, code_challenge_method="S256")
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECTS["portal"]}
     if verifier:
         form["code_verifier"] = verifier
     resp = op.token("portal", **form)
     assert resp.status_code == 400 and resp.json()["error"] == "invalid_grant", why
+    # a refused attempt does not spend the code (as node-oidc-provider): the right verifier still redeems it
+    assert op.token("portal", **{**form, "code_verifier": right}).status_code == 200
 
 
 def test_pkce_downgrade_verifier_without_challenge(op: LiveOP, browser: BrowserAgent) -> None:
@@ -109,6 +111,8 @@ def test_redirect_uri_mismatch_at_token(op: LiveOP, browser: BrowserAgent) -> No
     resp = op.token("portal", grant_type="authorization_code", code=code,
                     redirect_uri="http://127.0.0.1:9001/other")
     assert resp.json()["error"] == "invalid_grant"
+    assert op.token("portal", grant_type="authorization_code", code=code,
+                    redirect_uri=REDIRECTS["portal"]).status_code == 200
     missing = op.token("portal", grant_type="authorization_code", code=code_for(BrowserAgent(op)))
     assert missing.json()["error"] == "invalid_grant"
 
@@ -117,6 +121,9 @@ def test_code_issued_to_another_client(op: LiveOP, browser: BrowserAgent) -> Non
     code = code_for(browser)
     resp = op.token("docs", grant_type="authorization_code", code=code, redirect_uri=REDIRECTS["portal"])
     assert resp.json()["error"] == "invalid_grant"
+    # another client cannot use the code up: its own client still redeems it
+    assert op.token("portal", grant_type="authorization_code", code=code,
+                    redirect_uri=REDIRECTS["portal"]).status_code == 200
 
 
 @pytest.mark.parametrize("uri", [

@@ -1,6 +1,6 @@
 """The decision compliance suite: every case in tests/cases/*.test.yaml, one test each.
 
-The cases use the same format as ``policy-sso test`` (policy_sso/policytest.py).
+The cases use the same format as ``policy-sso test`` (policy_sso/authoring/policytest.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_sso.policytest import load_cases, run_case
+from policy_sso.authoring.policytest import load_cases, run_case
 from policy_sso.tenant import load_tenant
 
 CASES_DIR = Path(__file__).parent / "cases"

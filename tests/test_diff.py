@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from policy_sso.authoring.diff import OTHER_CLIENT, diff_tenants
+from policy_sso.authoring.policytest import DEFAULT_AT
 from policy_sso.cli import main
-from policy_sso.diff import OTHER_CLIENT, diff_tenants
-from policy_sso.policytest import DEFAULT_AT
 from policy_sso.tenant import load_tenant
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policy_sso.authoring.fmt import format_source, format_text
 from policy_sso.cli import main
 from policy_sso.model import (
     ON_UNMET_VALUES,
@@ -38,7 +39,6 @@ from policy_sso.model import (
 )
 from policy_sso.model import Test as Atom
 from policy_sso.parse.dsl import parse_dsl
-from policy_sso.parse.fmt import format_source, format_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = sorted((ROOT / "tests" / "fmt_corpus").glob("*.policy"))

@@ -18,8 +18,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from policy_sso.authoring.lint import CODES, lint_tenant
 from policy_sso.cli import main
-from policy_sso.lint import CODES, lint_tenant
 from policy_sso.tenant import load_tenant
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from policy_sso.authoring.policytest import CaseError, load_cases, run_paths
 from policy_sso.cli import main
 from policy_sso.compile import compile_policy
 from policy_sso.model import (
@@ -23,7 +24,6 @@ from policy_sso.model import (
     canonical_requirements,
 )
 from policy_sso.parse.yaml_source import load_schema
-from policy_sso.policytest import CaseError, load_cases, run_paths
 from policy_sso.request import AuthRequest
 from policy_sso.tenant import load_tenant
 

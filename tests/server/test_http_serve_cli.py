@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from policy_sso.serve_cli import store_url
+from policy_sso.cli.serve import store_url
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -131,7 +131,7 @@ def _coverage_json(coverage: Any) -> dict[str, Any]:
 
 def cmd_test(args: argparse.Namespace) -> int:
     """Run policy test files; report failures with a diff, a summary and the coverage."""
-    from policy_sso.policytest import find_test_files, run_paths
+    from policy_sso.authoring.policytest import find_test_files, run_paths
 
     if args.min_coverage is not None and not 0 <= args.min_coverage <= 100:
         return _usage("test", "--min-coverage is a percentage between 0 and 100")
@@ -187,7 +187,7 @@ def _dsl_files(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     """Rewrite DSL files in the canonical layout (``--check``: show the diff, change nothing)."""
-    from policy_sso.parse.fmt import format_source
+    from policy_sso.authoring.fmt import format_source
     from policy_sso.tenant import display_path, read_source
 
     if args.paths == ["-"]:
@@ -284,7 +284,7 @@ def _lint_targets(paths: list[str]) -> tuple[dict[Path, list[Path]], list[Path],
 
 def cmd_lint(args: argparse.Namespace) -> int:
     """Run the lint rules over tenants and policy files; print every finding."""
-    from policy_sso.lint import LintContext, lint_in_tenant, lint_policies, lint_tenant
+    from policy_sso.authoring.lint import LintContext, lint_in_tenant, lint_policies, lint_tenant
     from policy_sso.tenant import check_tenant, display_path, parse_policy_file
 
     tenants, lone, missing = _lint_targets(args.paths)
@@ -360,8 +360,8 @@ def _recorded_sessions(path: str, at: int) -> list[tuple[str, Any]]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Compare the decisions of two tenants over a session x request matrix."""
-    from policy_sso.diff import diff_tenants, render_table
-    from policy_sso.policytest import DEFAULT_AT
+    from policy_sso.authoring.diff import diff_tenants, render_table
+    from policy_sso.authoring.policytest import DEFAULT_AT
     from policy_sso.sessions.fixture import FixtureError, parse_time
     from policy_sso.tenant import check_tenant
 

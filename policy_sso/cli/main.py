@@ -148,7 +148,7 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     registers = []
-    for module in ("policy_sso.serve_cli", "policy_sso.tools_cli", "policy_sso.authoring_cli"):
+    for module in ("policy_sso.cli.serve", "policy_sso.cli.tools", "policy_sso.cli.authoring"):
         try:
             registers.append(importlib.import_module(module).register)
         except ModuleNotFoundError as err:

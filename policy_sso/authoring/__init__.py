@@ -1,0 +1,1 @@
+"""The tools a policy author runs in CI: lint, test (cases and coverage), diff and fmt."""

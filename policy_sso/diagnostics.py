@@ -29,6 +29,44 @@ class Diagnostic:
         return f"{text} (hint: {self.hint})" if self.hint else text
 
 
+def edit_distance(a: str, b: str) -> int:
+    """Return the Levenshtein distance between ``a`` and ``b`` (insertions, deletions, substitutions)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def near_names(name: str, candidates: Iterable[str], limit: int = 3) -> list[str]:
+    """Return the candidates close enough to ``name`` to be what was meant, nearest first.
+
+    Close enough, as rustc and Elm judge it: at most a third of the longer name
+    differs (and at least one edit is allowed), or the names differ only in case.
+    """
+    folded = name.casefold()
+    scored = []
+    for candidate in set(candidates):
+        if candidate == name:
+            continue
+        distance = edit_distance(folded, candidate.casefold())
+        if distance <= max(1, max(len(name), len(candidate)) // 3):
+            scored.append((distance, candidate))
+    return [candidate for _, candidate in sorted(scored)[:limit]]
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """Return a hint ``did you mean 'x'?`` naming the nearest candidates, or ``""`` when none is near."""
+    near = near_names(name, candidates)
+    if not near:
+        return ""
+    return "did you mean " + " or ".join(f"'{n}'" for n in near) + "?"
+
+
 def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
     """Return diagnostics ordered by file and position, duplicates dropped."""
     return sorted(set(diagnostics))

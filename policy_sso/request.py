@@ -8,12 +8,71 @@ and for ``policy-sso explain`` alike.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from policy_sso.errors import InvalidRequest
 
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
+# Integer parameters are seconds or counts: ten ASCII digits reach year 2286 as epoch seconds.
+# str.isdigit() admits "²" and Arabic-Indic digits, and int() of 4,300 digits raises (CVE-2020-10735).
+MAX_INT_DIGITS = 10
+_ASCII_INT = re.compile(rf"[0-9]{{1,{MAX_INT_DIGITS}}}")
+# JSON a client sends (the claims parameter, API bodies) nests a few levels (OIDC Core §5.5: three);
+# 32 leaves room and keeps the C parser far from Python's recursion limit.
+MAX_JSON_DEPTH = 32
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def parse_int(value: str, name: str, *, maximum: int = 10**MAX_INT_DIGITS - 1) -> int:
+    """Return ``value`` as a non-negative integer of ASCII digits at most ``maximum``; raise InvalidRequest.
+
+    The one parser for integer request parameters (``max_age`` and the like).
+    """
+    if not isinstance(value, str) or not _ASCII_INT.fullmatch(value):
+        raise InvalidRequest(f"{name} must be a non-negative integer (at most {MAX_INT_DIGITS} ASCII digits)")
+    number = int(value)
+    if number > maximum:
+        raise InvalidRequest(f"{name} must be at most {maximum}")
+    return number
+
+
+def _refuse_constant(constant: str) -> Any:
+    # RFC 8259 §6: NaN and Infinity are not JSON; Python's parser accepts them unless told not to
+    raise InvalidRequest(f"{constant} is not a JSON number (RFC 8259 §6)")
+
+
+def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Return whether brackets outside strings in ``text`` nest deeper than ``limit``."""
+    if text.count("[") + text.count("{") <= limit:
+        return False  # cannot nest deeper than there are openers: the common case costs two counts
+    depth = 0
+    for match in _JSON_TOKEN.finditer(text):
+        lexeme = match.group()
+        if lexeme in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif lexeme in "]}":
+            depth -= 1
+    return False
+
+
+def loads_json(text: str | bytes, name: str = "the body") -> Any:
+    """Return parsed JSON at most MAX_JSON_DEPTH deep, with no NaN or Infinity; raise InvalidRequest."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequest(f"{name} is not UTF-8") from None
+    if json_depth_exceeds(text):
+        raise InvalidRequest(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer of over 4,300 digits
+        raise InvalidRequest(f"{name} is not valid JSON") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +108,7 @@ class AuthRequest:
             raise InvalidRequest("prompt=none cannot be combined with other prompt values")
         max_age = None
         if params.get("max_age", "") != "":
-            raw = params["max_age"]
-            if not raw.isdigit():
-                raise InvalidRequest("max_age must be a non-negative integer number of seconds")
-            max_age = int(raw)
+            max_age = parse_int(params["max_age"], "max_age")
         return cls(
             client_id=client_id,
             scopes=frozenset(params.get("scope", "").split()),
@@ -70,10 +126,7 @@ def essential_acr_values(claims: str | None) -> tuple[str, ...]:
     """Return the acr values requested as essential in a ``claims`` parameter (OIDC Core §5.5.1.1)."""
     if not claims:
         return ()
-    try:
-        parsed = json.loads(claims)
-    except ValueError:
-        raise InvalidRequest("claims is not valid JSON") from None
+    parsed = loads_json(claims, "claims")
     if not isinstance(parsed, dict):
         raise InvalidRequest("claims must be a JSON object")
     values: list[str] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
@@ -11,6 +10,7 @@ from policy_sso.errors import InvalidRequest
 from policy_sso.oidc import admin, backend
 from policy_sso.oidc.authorize import single_valued
 from policy_sso.oidc.userinfo import bearer_token, verify_bearer
+from policy_sso.request import loads_json
 
 MAX_FORM_BYTES = 64 * 1024
 
@@ -69,10 +69,7 @@ def json_body(req: falcon.Request, resp: falcon.Response, resource: Any, params:
     raw = req.bounded_stream.read(MAX_JSON_BYTES + 1)
     if len(raw) > MAX_JSON_BYTES:
         raise InvalidRequest("the request body is too large", status=413)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidRequest("the body is not valid JSON") from None
+    body = loads_json(raw or b"{}")  # depth-bounded, no NaN (issue 14)
     if not isinstance(body, dict):
         raise InvalidRequest("the body must be a JSON object")
     req.context.json = body

@@ -23,6 +23,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -85,8 +86,13 @@ def _signing_key(alg: str, data: bytes) -> Any:
     return data if alg in HMAC_ALGS else load_pem_private_key(data, password=None)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_time(value: Any) -> bool:
+    """Return whether ``value`` is a NumericDate (RFC 7519 §2): a finite number, not a bool.
+
+    NaN compares false with everything, so a NaN ``iat`` would pass every
+    lifetime check; Infinity makes ``int()`` raise.
+    """
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class HintVerifier:
@@ -182,8 +188,13 @@ class HintVerifier:
 def _check_times(claims: dict[str, Any], max_lifetime: int, now: int, skew: int) -> int:
     """Return ``exp`` (whole seconds) once iat/exp are present, current and within ``max_lifetime``."""
     iat, exp = claims.get("iat"), claims.get("exp")
-    if not _is_number(iat) or not _is_number(exp):
-        raise InvalidRequest("login_hint_token: iat and exp are required (NumericDate)")
+    if not _is_time(iat) or not _is_time(exp):
+        raise InvalidRequest("login_hint_token: iat and exp are required (finite NumericDate)")
+    nbf = claims.get("nbf")
+    if nbf is not None and not _is_time(nbf):
+        raise InvalidRequest("login_hint_token: nbf is not a finite NumericDate")
+    if nbf is not None and nbf > now + skew:
+        raise InvalidRequest("login_hint_token: not yet valid (nbf is in the future)")
     if iat > now + skew:
         raise InvalidRequest("login_hint_token: not yet valid (iat is in the future)")
     if now >= exp + skew:

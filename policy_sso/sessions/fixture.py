@@ -12,6 +12,7 @@ such as ``-9h`` or ``-90s``::
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from policy_sso.model import parse_duration
 from policy_sso.sessions.model import AuthEvent, ClientJoin, Session
 
+MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can show
 _RELATIVE = re.compile(r"^([+-])([0-9]+[smhd])$")
 
 
@@ -31,6 +33,8 @@ def parse_time(value: Any, now: int, where: str = "time") -> int:
     if isinstance(value, bool):
         raise FixtureError(f"{where}: expected a time, got {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value) or abs(value) > MAX_EPOCH:  # NaN and Infinity are not times
+            raise FixtureError(f"{where}: {value!r} is not a time")
         return int(value)
     if isinstance(value, datetime):
         return int(value.timestamp())

@@ -1,4 +1,14 @@
-"""Token revocation (RFC 7009) and introspection (RFC 7662) for authenticated clients."""
+"""Token revocation (RFC 7009) and introspection (RFC 7662) for authenticated clients.
+
+Who may touch which token (RFC 7662 §2.1 and §4, RFC 7009 §2.1): every caller
+is an authenticated client (a confidential client by its secret; a public
+client only names itself). A refresh token is described and revoked only for
+the client it was issued to; an access token is revoked only by its client,
+and described to its own client or to a confidential client acting as a
+resource server. Any other token is ``{"active": false}`` at introspection and
+a no-op 200 at revocation, so a caller learns nothing about tokens it does
+not hold.
+"""
 
 from __future__ import annotations
 
@@ -41,8 +51,11 @@ def revoke(p: Provider, client: Client, form: Mapping[str, str], now: int) -> No
 
 
 def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
-    """Return the introspection response for a token (RFC 7662 §2.2); inactive as ``{"active": false}``."""
-    del client  # any authenticated client may introspect (it acts as a resource server)
+    """Return the introspection response for a token (RFC 7662 §2.2); inactive as ``{"active": false}``.
+
+    A public client cannot be a resource server (it holds no credentials to
+    prove it is one, RFC 7662 §4), so it sees only its own tokens.
+    """
     token = form.get("token")
     if not token:
         raise InvalidRequest("token is missing")
@@ -51,12 +64,15 @@ def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -
             claims = verify_bearer(p, token, now)
         except InvalidToken:
             return {"active": False}
+        if client.is_public and claims.get("client_id") != client.client_id:
+            return {"active": False}
         keep = ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti",
                 "auth_time", "acr", "amr", "sid")
         return {"active": True, "token_type": "Bearer",
                 **{k: claims[k] for k in keep if k in claims}}
     found = p.store.get_refresh(token_key(token), now)
-    if found is None:
+    if found is None or found[1].get("client_id") != client.client_id:
+        # a refresh token is a credential of its client alone; no resource server ever receives one
         return {"active": False}
     data = found[1]
     return {"active": True, "token_type": "refresh_token", "client_id": data.get("client_id"),

@@ -25,6 +25,7 @@ from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 from server import error_handlers
 from server.browser import Browser
+from server.limits import ServerLimits, create_server
 from server.middleware import Envelope
 from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
 from server.resources.authorize import Authorize
@@ -121,15 +122,16 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: str = "127.0.0.1",
-          port: int = 8080, threads: int | None = None) -> None:
-    """Serve the tenant on waitress until interrupted; sweep expired records meanwhile."""
-    import waitress
+          port: int = 8080, threads: int | None = None, limits: ServerLimits | None = None) -> None:
+    """Serve the tenant on waitress until interrupted; sweep expired records meanwhile.
 
+    ``limits`` are waitress's body, header, connection and idle limits
+    (:class:`server.limits.ServerLimits` defaults when None).
+    """
     holder = TenantHolder(tenant)
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     app = create_app(holder, store, keyring, cookie_key=load_or_create_key(state_dir_key(state_dir)))
-    server = waitress.create_server(app, host=host, port=port, threads=threads or default_threads(),
-                                    ident="policy-sso")
+    server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (systemd, docker stop) ends the serve loop like Ctrl-C, so the store is closed cleanly
         signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -34,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from policy_sso.sessions.store import open_store
     from policy_sso.tenant import check_tenant
     from server.app import serve
+    from server.limits import ServerLimits
 
     tenant, diagnostics = check_tenant(args.config)
     if tenant is None:
@@ -50,12 +51,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"policy-sso serve: {err}", file=sys.stderr)
         return EXIT_FINDINGS
     try:
-        serve(tenant, store, keyring, state_dir, host=args.host, port=args.port, threads=args.threads)
+        limits = ServerLimits(**{name: value for name in LIMIT_FLAGS
+                                 if (value := getattr(args, name, None)) is not None})
+        serve(tenant, store, keyring, state_dir, host=args.host, port=args.port, threads=args.threads,
+              limits=limits)
     except OSError as err:  # e.g. the port is taken
         print(f"policy-sso serve: cannot listen on {args.host}:{args.port}: {err.strerror}",
               file=sys.stderr)
         return EXIT_FINDINGS
     return EXIT_OK
+
+
+# waitress limits (server/limits.py ServerLimits, docs/security.md "Server limits"): flag -> help
+LIMIT_FLAGS = {
+    "max_request_body_size": "bytes of request body; 413 before a longer one is read (default 65536)",
+    "max_request_header_size": "bytes of request line and headers; 431 beyond (default 32768)",
+    "connection_limit": "open connections; when reached the longest-idle ones are closed (default 1000)",
+    "channel_timeout": "seconds a connection may stay idle (default 30)",
+}
+
+
+def _positive(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,4 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", default=8080, type=int, metavar="P")
     p.add_argument("--threads", type=int, metavar="N",
                    help="waitress worker threads (default: one per CPU, from 2 to 4)")
+    for name, text in LIMIT_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive, metavar="N",
+                       help=text)
     p.set_defaults(func=cmd_serve)

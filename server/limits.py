@@ -1,0 +1,127 @@
+"""waitress with set limits: body and header size, connections, idle time (issue 14, docs/security.md).
+
+waitress's own defaults let a client spool a 1 GiB body to disk before the
+app sees a byte, and 100 idle connections stop it accepting anyone else for
+two minutes. Here every limit has a default fit for an OpenID Provider,
+overridable with ``policy-sso serve`` flags:
+
+- ``max_request_body_size``: the app reads at most 64 KiB of form or JSON
+  (``server.hooks``), so a longer body is refused by waitress itself, while it
+  is still arriving, with a 413 JSON error: never read into memory or a
+  temporary file.
+- ``max_request_header_size``: request line plus headers (cookies, long
+  ``/authorize`` queries with hints and ``claims``); 431 JSON beyond it.
+- ``connection_limit`` and ``channel_timeout``: open connections, and how
+  long one may sit idle. When the limit is reached, the connections that have
+  been idle longest without a request in progress are closed so new clients
+  are still accepted (the slow-loris defence of nginx's ``reset_timedout_connection``):
+  half-open connections cannot starve ``/healthz`` or anyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.server import MultiSocketServer, TcpWSGIServer
+from waitress.task import ErrorTask, ThreadedTaskDispatcher
+
+log = logging.getLogger("policy_sso.server")
+
+# A connection idle at least this long, with no request in progress, may be closed when the server is full.
+EVICTABLE_AFTER = 1.0  # seconds
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """The waitress limits ``serve`` runs with; each default is documented in docs/security.md."""
+
+    max_request_body_size: int = 64 * 1024  # bytes; the app's form/JSON ceiling (server.hooks)
+    max_request_header_size: int = 32 * 1024  # bytes; request line and headers (nginx: 4 x 8 KiB)
+    connection_limit: int = 1000  # open connections (waitress: 100)
+    channel_timeout: int = 30  # seconds a connection may stay idle (waitress: 120)
+    cleanup_interval: int = 10  # seconds between idle sweeps (waitress: 30)
+
+    def adjustments(self) -> dict[str, Any]:
+        """Return the limits as waitress adjustments."""
+        return asdict(self)
+
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own refusals (413, 431, 400) as the JSON errors every endpoint gives (SPEC §4)."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        body = json.dumps({"error": "invalid_request",
+                           "error_description": f"{error.reason.lower()}: {error.body}"}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _JsonErrorChannel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+class LimitedServer(TcpWSGIServer):
+    """A waitress TCP server whose refusals are JSON and that sheds idle connections when full."""
+
+    channel_class = _JsonErrorChannel
+
+    def readable(self) -> bool:
+        """Close the longest-idle connections first when at the limit, then accept as waitress does."""
+        if self.accepting and len(self._map) >= self.adj.connection_limit:
+            self._shed_idle(time.time())  # waitress stamps last_activity with time.time()
+        return bool(super().readable())
+
+    def _shed_idle(self, now: float) -> None:
+        idle = sorted((c for c in self.active_channels.values()
+                       if not c.requests and not c.will_close and now - c.last_activity >= EVICTABLE_AFTER),
+                      key=lambda c: c.last_activity)
+        # room for a tenth of the limit more, so a flood does not make this run on every loop turn
+        excess = len(self._map) - self.adj.connection_limit + max(1, self.adj.connection_limit // 10)
+        for channel in idle[:excess]:
+            channel.will_close = True  # closed by the loop on its next turn (HTTPChannel.handle_write)
+        if idle[:excess]:
+            log.warning("connection limit %d reached: closing %d idle connections",
+                        self.adj.connection_limit, len(idle[:excess]))
+
+
+def _raise_open_files(connections: int) -> None:
+    """Raise the soft limit on open files to fit ``connections`` (poll() is used, not select())."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 64  # the store, log files, keys, back-channel sockets
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            log.warning("open-file limit %d is below the connection limit %d", soft, connections)
+
+
+def create_server(app: Any, *, host: str, port: int, threads: int, limits: ServerLimits | None = None,
+                  ident: str = "policy-sso") -> Any:
+    """Return a waitress server for ``app`` on ``host:port`` with ``limits`` (defaults when None)."""
+    limits = limits or ServerLimits()
+    _raise_open_files(limits.connection_limit)
+    # poll(), not select(): select() cannot watch a descriptor numbered 1024 or more
+    adj = Adjustments(host=host, port=port, threads=threads, ident=ident, asyncore_use_poll=True,
+                      **limits.adjustments())
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(adj.threads)
+    socket_map: dict[int, Any] = {}
+    servers = [LimitedServer(app, socket_map, True, None, dispatcher=dispatcher, adj=adj, sockinfo=info)
+               for info in adj.listen]
+    if len(servers) == 1:
+        return servers[0]
+    # a host name with several addresses (localhost: 127.0.0.1 and ::1): one loop serves them all
+    listening = [(s.effective_host, s.effective_port) for s in servers]
+    return MultiSocketServer(socket_map, adj, listening, dispatcher)

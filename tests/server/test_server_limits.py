@@ -1,0 +1,145 @@
+"""waitress limits over real sockets on loopback: big bodies refused unread, idle connections shed.
+
+Issue 14: a 400 MiB body to /token was spooled to disk before the app's 64 KiB
+check, and 110 half-open connections made /healthz time out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from policy_sso.oidc.keys import KeyRing
+from policy_sso.sessions.store import open_store
+from policy_sso.tenant import Tenant
+from server.app import create_app
+from server.limits import ServerLimits, create_server
+
+
+@contextlib.contextmanager
+def serving(demo: Tenant, ring: KeyRing, limits: ServerLimits | None = None) -> Iterator[Any]:
+    store = open_store("memory://", demo.settings.lifetime)
+    server = create_server(create_app(demo, store, ring, clock=lambda: 1_800_000_000), host="127.0.0.1",
+                           port=0, threads=2, limits=limits)
+    stop = threading.Event()
+
+    def run() -> None:
+        # waitress's run() blocks in poll(); this loop can be stopped between turns
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1, use_poll=True)
+        server.close()
+        server.task_dispatcher.shutdown()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def connect(server: Any, timeout: float = 10.0) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.effective_port), timeout=timeout)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def healthz_seconds(server: Any) -> float:
+    started = time.monotonic()
+    with connect(server, timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        status, _, _ = read_response(sock)
+    assert status == 200
+    return time.monotonic() - started
+
+
+def test_a_huge_body_is_refused_before_it_is_read(demo: Tenant, ring: KeyRing) -> None:
+    with serving(demo, ring) as server, connect(server) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n"
+                     b"Content-Length: 419430400\r\n\r\n" + b"a" * 4096)
+        status, headers, body = read_response(sock)
+        assert status == 413
+        assert headers["content-type"] == "application/json"
+        error = json.loads(body)
+        assert error["error"] == "invalid_request" and error["error_description"]
+        assert time.monotonic() - started < 5  # answered at the headers, not after 400 MiB
+
+
+def test_a_chunked_body_over_the_limit_is_refused(demo: Tenant, ring: KeyRing) -> None:
+    limits = ServerLimits(max_request_body_size=1024)
+    with serving(demo, ring, limits) as server, connect(server) as sock:
+        chunk = b"a" * 4096
+        sock.sendall(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+                     + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n")
+        status, _, body = read_response(sock)
+        assert status == 413
+        assert json.loads(body)["error"] == "invalid_request"
+
+
+def test_a_body_within_the_limit_reaches_the_app(demo: Tenant, ring: KeyRing) -> None:
+    with serving(demo, ring) as server, connect(server) as sock:
+        body = b"grant_type=client_credentials&client_id=nobody"
+        sock.sendall(b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status, _, answer = read_response(sock)
+        assert status == 401
+        assert json.loads(answer)["error"] == "invalid_client"
+
+
+def test_oversized_headers_are_refused_with_json(demo: Tenant, ring: KeyRing) -> None:
+    limits = ServerLimits(max_request_header_size=4096)
+    with serving(demo, ring, limits) as server, connect(server) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: " + b"c" * 8192 + b"\r\n\r\n")
+        status, _, body = read_response(sock)
+        assert status == 431
+        assert json.loads(body)["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(("limits", "ceiling"), [
+    (None, 2.5),  # the defaults: 110 connections are far below the limit
+    # at the limit, the longest-idle connections are closed (after a second idle) so healthz gets in;
+    # channel_timeout alone would have taken two minutes
+    (ServerLimits(connection_limit=50, channel_timeout=120), 10.0),
+], ids=["defaults", "limit-reached-idle-shed"])
+def test_half_open_connections_do_not_starve_healthz(demo: Tenant, ring: KeyRing,
+                                                     limits: ServerLimits | None, ceiling: float) -> None:
+    with serving(demo, ring, limits) as server:
+        idle = []
+        try:
+            for _ in range(110):
+                sock = connect(server)
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+                idle.append(sock)
+            assert healthz_seconds(server) < ceiling
+        finally:
+            for sock in idle:
+                sock.close()

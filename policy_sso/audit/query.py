@@ -1,0 +1,130 @@
+"""The events query shared by ``GET /admin/v1/events`` and ``policy-sso events``.
+
+Pages run newest first and are cut by a keyset cursor on ``(time, id)``
+(Auth0's log API and Keycloak's event queries page the same way): the cursor
+names the last event of a page, and the next page holds only events strictly
+older. Events written while someone pages are newer than every cursor, so
+they never shift, repeat or hide an event of a later page.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from policy_sso.errors import InvalidRequest
+from policy_sso.sessions.fixture import FixtureError, parse_time
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+FILTERS = ("subject", "client", "type", "since", "until", "limit", "cursor")
+_TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]+)?(\.\*)?$|^[a-z_]+\.\*$")
+_CURSOR_RE = re.compile(r"^(-?\d{1,12}):([A-Za-z0-9_.:-]{1,64})$")
+_VALUE_MAX = 256
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page ended: the last event's ``time`` and ``key`` (its id, or its Redis stream id)."""
+
+    time: int
+    key: str
+
+    def encode(self) -> str:
+        """Return the opaque cursor string (URL-safe base64)."""
+        return base64.urlsafe_b64encode(f"{self.time}:{self.key}".encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Return the cursor a string encodes; raise InvalidRequest for anything else."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+        except (binascii.Error, ValueError):
+            raise InvalidRequest("cursor is not one this server returned") from None
+        match = _CURSOR_RE.match(raw)
+        if match is None:
+            raise InvalidRequest("cursor is not one this server returned")
+        return cls(int(match.group(1)), match.group(2))
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters and a page: every given filter must hold (``type`` ending in ``.*`` is a prefix)."""
+
+    subject: str | None = None
+    client: str | None = None
+    type: str | None = None
+    since: int | None = None  # inclusive, epoch seconds
+    until: int | None = None  # inclusive
+    limit: int = DEFAULT_LIMIT
+    cursor: Cursor | None = None
+
+    def matches(self, event: Mapping[str, Any]) -> bool:
+        """Return whether an event's JSON passes the filters (the cursor aside)."""
+        if self.subject is not None and event.get("subject") != self.subject:
+            return False
+        if self.client is not None and event.get("client") != self.client:
+            return False
+        if self.type is not None:
+            kind = str(event.get("type"))
+            if self.type.endswith(".*"):
+                if not kind.startswith(self.type[:-1]):
+                    return False
+            elif kind != self.type:
+                return False
+        time = int(event.get("time", 0))
+        if self.since is not None and time < self.since:
+            return False
+        return self.until is None or time <= self.until
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of events, newest first, and the cursor of the next (None at the end)."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the page as the events API answers it."""
+        return {"events": self.events, "next_cursor": self.next_cursor}
+
+
+def parse_query(params: Mapping[str, str], now: int) -> EventQuery:
+    """Return the query for request parameters; raise InvalidRequest naming the bad one.
+
+    ``since``/``until`` take epoch seconds, ISO 8601 or an offset such as ``-1d``.
+    """
+    unknown = sorted(set(params) - set(FILTERS))
+    if unknown:
+        raise InvalidRequest(f"unknown parameter {unknown[0]!r}; known: {', '.join(FILTERS)}")
+    for name, value in params.items():
+        if len(value) > _VALUE_MAX:
+            raise InvalidRequest(f"{name} is too long")
+    kind = params.get("type") or None
+    if kind is not None and not _TYPE_RE.match(kind):
+        raise InvalidRequest("type must be an event type such as authorization.decision, or a prefix "
+                             "such as logout.*")
+    limit = DEFAULT_LIMIT
+    if params.get("limit"):
+        text = params["limit"]
+        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+            raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        limit = int(text)
+    times: dict[str, int | None] = {}
+    for name in ("since", "until"):
+        value = params.get(name)
+        try:
+            if value and value.isdigit():  # epoch seconds
+                times[name] = int(value[:12])
+            else:
+                times[name] = parse_time(value, now, name) if value else None
+        except FixtureError as err:
+            raise InvalidRequest(str(err)) from None
+    cursor = Cursor.decode(params["cursor"]) if params.get("cursor") else None
+    return EventQuery(params.get("subject") or None, params.get("client") or None, kind,
+                      times["since"], times["until"], limit, cursor)

@@ -1,0 +1,278 @@
+"""The store sink: audit events kept in the session store's backend, queryable, pruned by age.
+
+Each backend has its own class that opens its own connection from the store
+URL, so the session stores stay as they are:
+
+- SQLite: a table ``audit_events`` in the same database file, indexed for the
+  queries admins run (by time, and by subject, client or type over time);
+- Redis: a capped stream (``XADD ... MAXLEN ~``) whose entry ids follow the
+  events' times, so retention is one ``XTRIM MINID``;
+- memory: a bounded deque (tests and demos; gone with the process).
+
+Every backend pages newest first with a keyset cursor (:mod:`policy_sso.audit.query`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from policy_sso.audit.query import Cursor, EventPage, EventQuery
+from policy_sso.errors import StoreError
+
+MEMORY_CAP = 10000
+
+Record = tuple[dict[str, Any], str]  # an event's JSON object and its JSON line
+
+
+class EventStore(Protocol):
+    """What each backend of the store sink implements."""
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Store a batch of events."""
+
+    def query(self, query: EventQuery) -> EventPage:
+        """Return one page of matching events, newest first."""
+
+    def prune(self, before: int) -> int:
+        """Delete events older than ``before`` (epoch seconds); return how many (where known)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+def _page(rows: list[tuple[int, str, dict[str, Any]]], limit: int) -> EventPage:
+    """Return a page from up to ``limit + 1`` rows (the extra one says a next page exists)."""
+    events = [row[2] for row in rows[:limit]]
+    more = len(rows) > limit
+    last = rows[limit - 1] if more else None
+    return EventPage(events, Cursor(last[0], last[1]).encode() if last else None)
+
+
+class MemoryEventStore:
+    """Events in a bounded deque, oldest dropped first."""
+
+    def __init__(self, max_events: int = MEMORY_CAP) -> None:
+        self._events: deque[tuple[int, str, dict[str, Any]]] = deque(maxlen=min(max_events, MEMORY_CAP))
+        self._lock = threading.Lock()
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Append the events."""
+        with self._lock:
+            self._events.extend((event["time"], event["id"], event) for event, _ in records)
+
+    def query(self, query: EventQuery) -> EventPage:
+        """Return one page of matching events, newest first."""
+        with self._lock:
+            rows = list(self._events)
+        if query.cursor is not None:
+            edge = (query.cursor.time, query.cursor.key)
+            rows = [row for row in rows if (row[0], row[1]) < edge]
+        rows = sorted((row for row in rows if query.matches(row[2])), key=lambda r: (r[0], r[1]),
+                      reverse=True)
+        return _page(rows[:query.limit + 1], query.limit)
+
+    def prune(self, before: int) -> int:
+        """Drop events older than ``before``."""
+        with self._lock:
+            kept = [row for row in self._events if row[0] >= before]
+            dropped = len(self._events) - len(kept)
+            self._events = deque(kept, maxlen=self._events.maxlen)
+        return dropped
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_events (
+    id TEXT PRIMARY KEY, time INTEGER NOT NULL, type TEXT NOT NULL,
+    subject TEXT, client TEXT, outcome TEXT, body TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events(time, id);
+CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events(subject, time, id);
+CREATE INDEX IF NOT EXISTS audit_events_client ON audit_events(client, time, id);
+CREATE INDEX IF NOT EXISTS audit_events_type ON audit_events(type, time, id);
+"""
+
+
+class SQLiteEventStore:
+    """The table ``audit_events`` in the store's SQLite file (WAL: queries never block the writer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._db().executescript(SQLITE_SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+            with self._lock:
+                self._connections.append(db)
+        return db
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Insert a batch in one transaction (an id seen before is ignored: writes may be retried)."""
+        db = self._db()
+        rows = [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
+                for e, line in records]
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO audit_events (id, time, type, subject, client, outcome, "
+                           "body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def query(self, query: EventQuery) -> EventPage:
+        """Return one page of matching events, newest first (one indexed SELECT)."""
+        where, args = [], []
+        for column in ("subject", "client"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.type is not None:
+            if query.type.endswith(".*"):
+                where.append("substr(type, 1, ?) = ?")
+                args += [len(query.type) - 1, query.type[:-1]]
+            else:
+                where.append("type = ?")
+                args.append(query.type)
+        if query.since is not None:
+            where.append("time >= ?")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("time <= ?")
+            args.append(query.until)
+        if query.cursor is not None:
+            where.append("(time, id) < (?, ?)")
+            args += [query.cursor.time, query.cursor.key]
+        sql = "SELECT time, id, body FROM audit_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY time DESC, id DESC LIMIT ?"
+        rows = self._db().execute(sql, [*args, query.limit + 1]).fetchall()
+        return _page([(t, i, json.loads(body)) for t, i, body in rows], query.limit)
+
+    def prune(self, before: int) -> int:
+        """Delete events older than ``before``."""
+        return self._db().execute("DELETE FROM audit_events WHERE time < ?", (before,)).rowcount
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            for db in self._connections:
+                db.close()
+            self._connections.clear()
+
+
+STREAM = "psso:audit"  # beside the session store's own psso: keys
+_CHUNK = 500
+_MAX_SEQ = 2**64 - 1
+
+
+class RedisEventStore:
+    """A capped Redis stream; entry ids are ``<event time in ms>-<seq>`` while times only grow."""
+
+    def __init__(self, client: Any, max_events: int = 100000, key: str = STREAM) -> None:
+        self.redis = client
+        self.max_events = max_events
+        self.key = key
+
+    @classmethod
+    def from_url(cls, url: str, max_events: int = 100000) -> RedisEventStore:
+        """Return the sink on the Redis a URL names (its own connection pool)."""
+        import redis
+
+        try:
+            client = redis.Redis.from_url(url)
+            client.ping()
+        except redis.RedisError as err:
+            raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None
+        return cls(client, max_events)
+
+    def write(self, records: Sequence[Record]) -> None:
+        """XADD each event, capped at about ``max_events`` entries."""
+        import redis
+
+        pipe = self.redis.pipeline(transaction=False)
+        for event, line in records:
+            pipe.xadd(self.key, {"e": line}, id=f"{event['time'] * 1000}-*", maxlen=self.max_events,
+                      approximate=True)
+        results = pipe.execute(raise_on_error=False)
+        for (_, line), result in zip(records, results, strict=True):
+            if isinstance(result, redis.ResponseError):
+                # another instance (or a clock that stepped back) wrote a later time first: the
+                # stream's order wins and Redis files the event after its newest entry
+                self.redis.xadd(self.key, {"e": line}, maxlen=self.max_events, approximate=True)
+
+    def query(self, query: EventQuery) -> EventPage:
+        """Return one page of matching events, newest first, scanning the stream in chunks."""
+        high = f"({query.cursor.key}" if query.cursor is not None else (
+            f"{query.until * 1000 + 999}-{_MAX_SEQ}" if query.until is not None else "+")
+        low = f"{query.since * 1000}-0" if query.since is not None else "-"
+        rows: list[tuple[int, str, dict[str, Any]]] = []
+        scanned = 0
+        while len(rows) <= query.limit and scanned <= self.max_events * 2:
+            chunk = self.redis.xrevrange(self.key, high, low, count=_CHUNK)
+            if not chunk:
+                break
+            scanned += len(chunk)
+            for entry_id, fields in chunk:
+                event = json.loads(fields[b"e"])
+                if query.matches(event):
+                    rows.append((event["time"], entry_id.decode(), event))
+                    if len(rows) > query.limit:
+                        break
+            high = f"({chunk[-1][0].decode()}"
+        return _page(rows, query.limit)
+
+    def prune(self, before: int) -> int:
+        """Trim entries older than ``before`` (``XTRIM MINID ~``)."""
+        return int(self.redis.xtrim(self.key, minid=f"{before * 1000}-0", approximate=True) or 0)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.redis.close()
+
+
+def open_event_store(url: str, max_events: int = 100000) -> EventStore:
+    """Return the store sink for a store URL (``memory://``, ``sqlite:///PATH``, ``redis://…``)."""
+    if url.startswith("memory:"):
+        return MemoryEventStore(max_events)
+    if url.startswith("sqlite:"):
+        return SQLiteEventStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("redis:", "rediss:", "unix:")):
+        return RedisEventStore.from_url(url, max_events)
+    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+def event_store_for(store: Any, max_events: int = 100000) -> EventStore:
+    """Return the store sink beside a session store object: same file or server, its own connection."""
+    path = getattr(store, "path", None)
+    if path is not None and type(store).__name__ == "SQLiteStore":
+        return SQLiteEventStore(path)
+    client = getattr(store, "redis", None)
+    if client is not None:
+        import redis
+
+        pool = client.connection_pool
+        own = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
+                                                               **pool.connection_kwargs))
+        return RedisEventStore(own, max_events)
+    return MemoryEventStore(max_events)

@@ -1,0 +1,285 @@
+"""The non-blocking audit writer: ``emit`` queues, a background thread writes to the sinks.
+
+A request never waits for a sink: ``emit`` puts the event on a bounded queue
+and returns; when the queue is full (a sink stalled, or a burst larger than
+the queue) the event is dropped and counted, and ``/metrics`` reports the
+count (``policy_sso_audit_events_dropped``). OPA's decision logger makes the
+same trade: the decision path never blocks on the log.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from queue import Empty, SimpleQueue
+from typing import Any
+
+from policy_sso.audit.event import AuditEvent
+from policy_sso.audit.sinks import Sink
+from policy_sso.audit.stores import EventStore, Record
+from policy_sso.metrics import Tally
+
+log = logging.getLogger("policy_sso.audit")
+
+BATCH = 256  # events written per sink call at most
+PRUNE_INTERVAL = 3600  # seconds between retention prunes of the store sink
+_FAILURE_LOG_INTERVAL = 60.0  # a failing sink is reported at most once a minute
+_USER_AGENT_MAX = 256
+
+_request = threading.local()
+
+
+def bind_request(req: Any) -> None:
+    """Remember the request this thread serves, so events carry its id, address and user agent.
+
+    Called once per request by the server's middleware; the fields are read
+    only when an event is emitted.
+    """
+    _request.req = req
+
+
+def request_fields() -> tuple[str | None, str | None, str | None, str | None]:
+    """Return the current request's (request id, client IP, user agent, route), or Nones outside one."""
+    req = getattr(_request, "req", None)
+    if req is None:
+        return None, None, None, None
+    try:
+        context = req.context
+        agent = req.user_agent
+        return (getattr(context, "request_id", None), getattr(context, "client_ip", None) or req.remote_addr,
+                agent[:_USER_AGENT_MAX] if agent else None, req.uri_template or req.path[:_USER_AGENT_MAX])
+    except Exception:  # a request object of another shape: the event still counts without them
+        return None, None, None, None
+
+
+# How a session ended (the store's end reason) and through which endpoint -> the logout event type.
+_LOGOUT_BY_ENDPOINT = {"/logout": "logout.rp_initiated", "/v1/auth/session/logout": "logout.backend_session",
+                       "/v1/auth/logout": "logout.backend_token"}
+_LOGOUT_BY_REASON = {"ended_by_admin": "logout.admin", "password_changed": "logout.password_changed"}
+
+
+def logout_type(reason: str) -> str:
+    """Return the ``logout.*`` event type for a session ended for ``reason`` in the current request."""
+    if reason in _LOGOUT_BY_REASON:
+        return _LOGOUT_BY_REASON[reason]
+    endpoint = request_fields()[3]
+    if reason == "replaced_by_sign_in":
+        return "logout.hint_token" if endpoint == "/authorize" else "logout.user_switch"
+    return _LOGOUT_BY_ENDPOINT.get(endpoint or "", "logout.ended")
+
+
+def wall_clock() -> int:
+    """Return the current time in integer epoch seconds."""
+    return int(time.time())
+
+
+class _Flush:
+    """A marker on the queue: set once every event queued before it is written."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_STOP = object()
+
+
+class _Writer:
+    """The background thread's side; holds no reference to the AuditLog, so the log can be collected."""
+
+    def __init__(self, queue: SimpleQueue, sinks: Sequence[Sink], events: EventStore | None, *,
+                 clock: Callable[[], int], retention: int, prune_interval: int) -> None:
+        self.queue = queue
+        self.sinks = list(sinks)
+        self.events = events
+        self.clock = clock
+        self.retention = retention
+        self.prune_interval = prune_interval
+        self.next_prune = 0
+        self.prefix = secrets.token_hex(4) + "-"  # ids unique across processes, ordered within one
+        self.counter = 0
+        self.written: dict[str, int] = {sink.name: 0 for sink in self.sinks}
+        self.failed: dict[str, int] = {sink.name: 0 for sink in self.sinks}
+        self._last_report: dict[str, float] = {}
+
+    def run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self.queue.get(timeout=1.0)
+            except Empty:
+                first = None
+            batch: list[Any] = [] if first is None else [first]
+            while batch and len(batch) < BATCH:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except Empty:
+                    break
+            events = [item for item in batch if isinstance(item, AuditEvent)]
+            if events:
+                self._write(events)
+            for item in batch:
+                if isinstance(item, _Flush):
+                    item.done.set()
+                elif item is _STOP:
+                    stop = True
+            self._maybe_prune()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.warning("audit sink %s did not close cleanly", sink.name)
+
+    def _records(self, events: Iterable[AuditEvent]) -> list[Record]:
+        records = []
+        for event in events:
+            data = event.to_json()
+            if not data["id"]:
+                self.counter += 1
+                data["id"] = f"{self.prefix}{self.counter:010x}"
+            records.append((data, json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)))
+        return records
+
+    def _write(self, events: list[AuditEvent]) -> None:
+        try:
+            records = self._records(events)
+        except Exception:
+            log.exception("audit events could not be serialised; %d dropped", len(events))
+            return
+        for sink in self.sinks:
+            try:
+                sink.write(records)
+                self.written[sink.name] += len(records)
+            except Exception as err:
+                self.failed[sink.name] += len(records)
+                now = time.monotonic()
+                if now - self._last_report.get(sink.name, -_FAILURE_LOG_INTERVAL) >= _FAILURE_LOG_INTERVAL:
+                    self._last_report[sink.name] = now
+                    log.warning("audit sink %s failed (%s: %s); %d events not written there",
+                                sink.name, type(err).__name__, err, len(records))
+
+    def _maybe_prune(self) -> None:
+        if self.events is None or not self.retention:
+            return
+        now = self.clock()
+        if now < self.next_prune:
+            return
+        self.next_prune = now + self.prune_interval
+        try:
+            self.events.prune(now - self.retention)
+        except Exception as err:
+            log.warning("audit retention prune failed (%s: %s); retried in %ds", type(err).__name__, err,
+                        self.prune_interval)
+
+
+class AuditLog:
+    """Audit events for one server: ``emit``/``record`` from any thread, written by one background thread.
+
+    ``events`` is the store sink's backend, which also answers queries. With no
+    sinks the log is disabled and ``emit`` returns at once.
+    """
+
+    def __init__(self, sinks: Sequence[Sink] = (), *, events: EventStore | None = None,
+                 queue_size: int = 10000, clock: Callable[[], int] = wall_clock,
+                 session_key: bytes | None = None, retention: int = 30 * 86400,
+                 prune_interval: int = PRUNE_INTERVAL) -> None:
+        self.sinks = tuple(sinks)
+        self.events = events
+        self.queue_size = queue_size
+        self.retention = retention
+        self.enabled = bool(self.sinks)
+        self.dropped = Tally()  # reason
+        self._session_key = session_key or secrets.token_bytes(32)
+        self._queue: SimpleQueue = SimpleQueue()
+        self._writer = _Writer(self._queue, self.sinks, events, clock=clock, retention=retention,
+                               prune_interval=prune_interval)
+        self._thread: threading.Thread | None = None
+        if self.enabled:
+            self._thread = threading.Thread(target=self._writer.run, name="policy-sso-audit", daemon=True)
+            self._thread.start()
+            # a log nobody holds any more (a test's app) stops its thread and closes its sinks
+            weakref.finalize(self, self._queue.put, _STOP)
+
+    @classmethod
+    def disabled(cls) -> AuditLog:
+        """Return a log that records nothing."""
+        return cls()
+
+    # emitting -------------------------------------------------------------------------
+    def emit(self, event: AuditEvent) -> None:
+        """Queue an event for the sinks; never blocks (a full queue drops it and counts the drop)."""
+        if not self.enabled:
+            return
+        if self._queue.qsize() >= self.queue_size:
+            self.dropped.add("queue_full")
+            return
+        self._queue.put(event)
+
+    def session_digest(self, session_id: str) -> str:
+        """Return the keyed digest that names a session in events (HMAC-SHA-256, 128 bits): never the id."""
+        return hmac.digest(self._session_key, session_id.encode(), "sha256")[:16].hex()
+
+    def record(self, type_: str, now: int, *, outcome: str = "", client: str | None = None,
+               subject: str | None = None, session_id: str | None = None, reasons: Iterable[Any] = (),
+               **details: Any) -> None:
+        """Emit an event of ``type_`` with the current request's id, address and user agent."""
+        if not self.enabled:
+            return
+        request_id, ip, agent, endpoint = request_fields()
+        self.emit(AuditEvent(type_, now, "", outcome, client, subject,
+                             self.session_digest(session_id) if session_id else None,
+                             request_id, ip, agent, endpoint, tuple(reasons), details))
+
+    def decision(self, type_: str, client_id: str, session: Any, decision: Any, now: int, *,
+                 request: Any = None, users: Mapping[str, Any] | None = None, **details: Any) -> None:
+        """Emit a policy decision: outcome, every reason with its policy line, silent or interactive.
+
+        Without a session, the subject is the one an id_token_hint or a
+        login_hint names, when that is a user of the tenant.
+        """
+        if not self.enabled:
+            return
+        subject = session.subject if session is not None else None
+        if subject is None and request is not None:
+            hinted = request.id_token_hint_sub or request.login_hint_sub
+            subject = hinted if users is not None and hinted in users else None
+        if request is not None:
+            details.setdefault("silent", request.silent)
+            details.setdefault("scopes", sorted(request.scopes))
+        self.record(type_, now, outcome=decision.outcome, client=client_id, subject=subject,
+                    session_id=session.id if session is not None else None, reasons=decision.reasons,
+                    policy=decision.policy, **details)
+
+    # reading and housekeeping -----------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Return the counts: dropped (queue full), and written and failed per sink."""
+        return {"dropped": sum(self.dropped.snapshot().values()), "written": dict(self._writer.written),
+                "failed": dict(self._writer.failed), "queued": self._queue.qsize()}
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event queued so far is written; return False on timeout (a stalled sink)."""
+        if self._thread is None:
+            return True
+        marker = _Flush()
+        self._queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def prune(self, now: int) -> int:
+        """Delete stored events older than the retention period at ``now``; return how many."""
+        if self.events is None:
+            return 0
+        return self.events.prune(now - self.retention)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, stop the thread and close the sinks."""
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        self._thread = None
+        self.enabled = False

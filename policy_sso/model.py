@@ -32,15 +32,18 @@ def format_duration(seconds: int) -> str:
 
 
 class Span(NamedTuple):
-    """Where a construct starts in its source file (1-based line and column).
+    """Where a construct is in its source file (1-based line and column).
 
-    A NamedTuple, not a dataclass: loading a large tenant builds one per
-    statement, and a tuple is several times cheaper to construct.
+    ``end_col`` is the column just past the construct on its first line (0: unknown), so a
+    diagnostic can underline it. A NamedTuple, not a dataclass: loading a
+    large tenant builds one per statement, and a tuple is several times
+    cheaper to construct.
     """
 
     file: str
     line: int
     col: int
+    end_col: int = 0
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
@@ -184,6 +187,10 @@ class TrustedIssuer:
     max_lifetime: int
     amr: tuple[str, ...]
     span: Span = _span()
+    # where each field was written, so an error about it points there (the block's span otherwise)
+    issuer_span: Span = _span()
+    alg_span: Span = _span()
+    amr_span: Span = _span()
 
 
 # --- policy -----------------------------------------------------------------

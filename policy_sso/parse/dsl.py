@@ -79,11 +79,21 @@ class _Context:
         return line + self.line_offset, col + (self.col_offset if line == 1 else 0)
 
     def span(self, token: Token) -> Span:
-        return Span(self.file, *self.position(token.line or 1, token.column or 1))
+        """Return the token's span; tokens never cross a line, so its length closes it."""
+        line, col = self.position(token.line or 1, token.column or 1)
+        return Span(self.file, line, col, col + len(token))
+
+    def span_to(self, first: Token, last: Token) -> Span:
+        """Return a span from ``first`` to the end of ``last`` when on one line (else ``first``'s)."""
+        span = self.span(first)
+        if last.line != first.line:
+            return span
+        return span._replace(end_col=span.end_col + last.column - first.column + len(last) - len(first))
 
     def error(self, token: Token, code: str, message: str, hint: str = "") -> None:
         span = self.span(token)
-        self.diagnostics.append(Diagnostic(span.file, span.line, span.col, code, message, hint))
+        self.diagnostics.append(Diagnostic(span.file, span.line, span.col, code, message, hint,
+                                           end_line=span.line, end_col=span.end_col))
 
 
 class _Builder(Transformer):
@@ -116,7 +126,7 @@ class _Builder(Transformer):
 
     def policy(self, children: list) -> Policy:
         keyword, name, *stmts = children
-        span = self.ctx.span(keyword)
+        span = self.ctx.span_to(keyword, name)
         clients: list[str] = []
         clients_span: list[Span] = []
         requirements: list = []
@@ -160,17 +170,17 @@ class _Builder(Transformer):
         return ("session", children[1:], None)
 
     def inactivity(self, children: list) -> tuple:
-        return ("inactivity", self._duration(children[1]), self.ctx.span(children[0]))
+        return ("inactivity", self._duration(children[1]), self.ctx.span_to(children[0], children[1]))
 
     def max_auth_age(self, children: list) -> tuple:
-        return ("max_auth_age", self._duration(children[1]), self.ctx.span(children[0]))
+        return ("max_auth_age", self._duration(children[1]), self.ctx.span_to(children[0], children[1]))
 
     def on_unmet(self, children: list) -> tuple:
         keyword, value = children
         if str(value) not in ON_UNMET_VALUES:
             self.ctx.error(value, "E_ON_UNMET", f"unknown on_unmet value {str(value)!r}",
                            "use one of " + ", ".join(ON_UNMET_VALUES))
-        return ("on_unmet", str(value), self.ctx.span(keyword))
+        return ("on_unmet", str(value), self.ctx.span_to(keyword, value))
 
     # --- requirements -------------------------------------------------------
     def require(self, children: list) -> tuple:
@@ -179,48 +189,55 @@ class _Builder(Transformer):
 
     def req_amr(self, children: list) -> AmrRequirement:
         return AmrRequirement(str(children[1]), self._strings(children[2:]),
-                              self.ctx.span(children[0]))
+                              self.ctx.span_to(children[0], children[-1]))
 
     def req_mfa(self, children: list) -> MfaRequirement:
         within = self._duration(children[2]) if len(children) > 2 and children[2] else None
-        return MfaRequirement(within, self.ctx.span(children[0]))
+        return MfaRequirement(within, self.ctx.span_to(children[0], children[-1]))
 
     def req_acr(self, children: list) -> AcrRequirement:
-        return AcrRequirement(_unquote(children[1]), self.ctx.span(children[0]))
+        return AcrRequirement(_unquote(children[1]), self.ctx.span_to(children[0], children[1]))
 
     def req_consent(self, children: list) -> ConsentRequirement:
-        return ConsentRequirement(self._strings(children[1:]), self.ctx.span(children[0]))
+        return ConsentRequirement(self._strings(children[1:]), self.ctx.span_to(children[0], children[-1]))
 
     # --- trust --------------------------------------------------------------
     def trust_block(self, children: list) -> tuple:
         keyword = children[0]
         fields: dict = {}
-        for name, value, token in children[2:]:
+        spans: dict[str, Span] = {}
+        for name, value, token, where in children[2:]:
             if name in fields:
                 self.ctx.error(token, "E_DUPLICATE", f"{name} is set twice in this trust block")
             fields[name] = value
-        span = self.ctx.span(keyword)
+            spans[name] = where
+        span = self.ctx.span_to(keyword, children[1])
         issuer = TrustedIssuer(
             issuer=fields.get("issuer", ""), key=fields.get("key"), alg=fields.get("alg", ""),
             max_lifetime=fields.get("max_lifetime") or 0, amr=fields.get("amr", ()), span=span,
+            issuer_span=spans.get("issuer", span), alg_span=spans.get("alg", span),
+            amr_span=spans.get("amr", span),
         )
         return ("trust", issuer, span)
 
+    # Each trust field: (name, value, keyword token, span of what an error about it underlines).
     def t_issuer(self, children: list) -> tuple:
-        return ("issuer", _unquote(children[1]), children[0])
+        return ("issuer", _unquote(children[1]), children[0], self.ctx.span_to(children[0], children[1]))
 
     def t_key(self, children: list) -> tuple:
         keyword, source, name = children
-        return ("key", KeyRef(str(source), _unquote(name), self.ctx.span(keyword)), keyword)
+        span = self.ctx.span_to(keyword, name)
+        return ("key", KeyRef(str(source), _unquote(name), span), keyword, span)
 
     def t_alg(self, children: list) -> tuple:
-        return ("alg", str(children[1]), children[0])
+        return ("alg", str(children[1]), children[0], self.ctx.span_to(children[0], children[1]))
 
     def t_max_lifetime(self, children: list) -> tuple:
-        return ("max_lifetime", self._duration(children[1]), children[0])
+        return ("max_lifetime", self._duration(children[1]), children[0],
+                self.ctx.span_to(children[0], children[1]))
 
     def t_amr(self, children: list) -> tuple:
-        return ("amr", self._strings(children[1:]), children[0])
+        return ("amr", self._strings(children[1:]), children[0], self.ctx.span_to(children[0], children[-1]))
 
     # --- when ---------------------------------------------------------------
     def when_block(self, children: list) -> tuple:
@@ -256,7 +273,7 @@ class _Builder(Transformer):
         return self._nested(Not(children[1], self.ctx.span(children[0])), (children[1],))
 
     def _test(self, kind: str, children: list) -> Test:
-        return Test(kind, _unquote(children[-1]), self.ctx.span(children[0]))  # type: ignore[arg-type]
+        return Test(kind, _unquote(children[-1]), self.ctx.span_to(children[0], children[-1]))  # type: ignore[arg-type]
 
     def test_scope(self, children: list) -> Test:
         return self._test("scope", children)
@@ -369,7 +386,9 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError) -> Diagnostic:
         hint = "expected " + ", ".join(expected[:8]) + (" …" if len(expected) > 8 else "")
     else:  # pragma: no cover - lark raises only the above for LALR input
         message, hint = "syntax error", ""
-    return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint)
+    token = getattr(err, "token", None)
+    width = len(token) if isinstance(token, Token) and token.type != "$END" and token else 1
+    return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint, end_line=line, end_col=col + width)
 
 
 _STRUCTURE_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[{}\n]')

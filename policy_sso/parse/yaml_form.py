@@ -39,8 +39,7 @@ class _Builder:
         self.doc = doc
 
     def span(self, path: Path_) -> Span:
-        line, col = self.doc.key_position(path) if path else self.doc.position(path)
-        return Span(self.doc.file, line, col)
+        return Span(self.doc.file, *self.doc.span(path))
 
     def requirements(self, data: dict[str, Any], path: Path_) -> list[Requirement]:
         reqs: list[Requirement] = []
@@ -83,6 +82,8 @@ class _Builder:
             issuer=data.get("issuer", ""), key=key, alg=data.get("alg", ""),
             max_lifetime=parse_duration(lifetime) if lifetime else 0,
             amr=tuple(data.get("amr", ())), span=self.span(path),
+            issuer_span=self.span((*path, "issuer")), alg_span=self.span((*path, "alg")),
+            amr_span=self.span((*path, "amr")),
         )
 
     def policy(self) -> Policy:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.abc import Traversable
 from importlib.resources import files
@@ -50,6 +50,9 @@ class YamlDocument:
     data: Any
     positions: dict[Path_, tuple[int, int]]
     key_positions: dict[Path_, tuple[int, int]]
+    # where each node (and key) ends: (line, col) just past it
+    ends: dict[Path_, tuple[int, int]] = field(default_factory=dict)
+    key_ends: dict[Path_, tuple[int, int]] = field(default_factory=dict)
 
     def position(self, path: Path_) -> tuple[int, int]:
         """Return the (line, col) of the node at ``path`` or of its nearest ancestor."""
@@ -61,15 +64,34 @@ class YamlDocument:
         """Return where the key of the mapping entry at ``path`` starts (else the node)."""
         return self.key_positions.get(path) or self.position(path)
 
+    def end(self, path: Path_, *, at_key: bool = False) -> tuple[int, int]:
+        """Return where the node (or key) at exactly ``path`` ends, or (0, 0) when unknown."""
+        if at_key and path in self.key_ends:
+            return self.key_ends[path]
+        return self.ends.get(path, (0, 0)) if path in self.positions else (0, 0)
+
+    def span(self, path: Path_) -> tuple[int, int, int]:
+        """Return (line, col, end_col) of an entry: its key up to the end of its value when on one line."""
+        line, col = self.key_position(path) if path else self.position(path)
+        end_line, end_col = self.end(path)
+        if end_line != line:
+            end_line, end_col = self.end(path, at_key=True)
+        return line, col, end_col if end_line == line else 0
+
     def diagnostic(self, path: Path_, code: str, message: str, hint: str = "",
                    *, at_key: bool = False) -> Diagnostic:
         """Return a diagnostic positioned at ``path`` (at its key when ``at_key``)."""
         line, col = self.key_position(path) if at_key else self.position(path)
-        return Diagnostic(self.file, line, col, code, message, hint)
+        end_line, end_col = self.end(path, at_key=at_key)
+        return Diagnostic(self.file, line, col, code, message, hint, end_line=end_line, end_col=end_col)
 
 
 def _mark(node: yaml.Node) -> tuple[int, int]:
     return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _end(node: yaml.Node) -> tuple[int, int]:
+    return node.end_mark.line + 1, node.end_mark.column + 1
 
 
 class _TooLarge(Exception):
@@ -93,6 +115,7 @@ class _Converter:
     def convert(self, node: yaml.Node, path: Path_) -> Any:
         doc = self.doc
         doc.positions[path] = _mark(node)
+        doc.ends[path] = _end(node)
         self.budget -= 1
         if self.budget < 0:
             raise _TooLarge(node, "aliases expand this document far beyond its size")
@@ -137,6 +160,7 @@ class _Converter:
                                               f"key {key!r} appears twice in this mapping"))
                 continue
             doc.key_positions[(*path, key)] = _mark(key_node)
+            doc.key_ends[(*path, key)] = _end(key_node)
             result[key] = self.convert(value_node, (*path, key))
         return result
 

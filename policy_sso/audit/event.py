@@ -40,6 +40,7 @@ EVENT_TYPES: dict[str, str] = {
     "logout.user_switch": "another user signed in on the same browser, ending the session",
     "logout.hint_token": "a login_hint_token for another user ended the session",
     "logout.password_changed": "a password change ended the user's sessions",
+    "logout.session_limit": "the user's oldest session ended: more sessions than session.max_per_user",
     "logout.ended": "a session ended by another path",
     "backchannel.delivery": "a back-channel logout token was delivered or failed",
     "admin.password_set": "an admin set a user's password (the password never appears)",

@@ -243,8 +243,8 @@ class RedisEventStore:
         return _page(rows, query.limit)
 
     def prune(self, before: int) -> int:
-        """Trim entries older than ``before`` (``XTRIM MINID ~``)."""
-        return int(self.redis.xtrim(self.key, minid=f"{before * 1000}-0", approximate=True) or 0)
+        """Trim entries older than ``before`` (``XTRIM MINID``, exact: ``~`` keeps whole old nodes)."""
+        return int(self.redis.xtrim(self.key, minid=f"{before * 1000}-0", approximate=False) or 0)
 
     def close(self) -> None:
         """Close the connection pool."""

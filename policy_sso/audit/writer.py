@@ -31,6 +31,7 @@ BATCH = 256  # events written per sink call at most
 PRUNE_INTERVAL = 3600  # seconds between retention prunes of the store sink
 _FAILURE_LOG_INTERVAL = 60.0  # a failing sink is reported at most once a minute
 _USER_AGENT_MAX = 256
+MAX_DIAGNOSTICS = 50  # of a rejected reload, recorded in its event (the count says how many in all)
 
 _request = threading.local()
 
@@ -61,7 +62,8 @@ def request_fields() -> tuple[str | None, str | None, str | None, str | None]:
 # How a session ended (the store's end reason) and through which endpoint -> the logout event type.
 _LOGOUT_BY_ENDPOINT = {"/logout": "logout.rp_initiated", "/v1/auth/session/logout": "logout.backend_session",
                        "/v1/auth/logout": "logout.backend_token"}
-_LOGOUT_BY_REASON = {"ended_by_admin": "logout.admin", "password_changed": "logout.password_changed"}
+_LOGOUT_BY_REASON = {"ended_by_admin": "logout.admin", "password_changed": "logout.password_changed",
+                     "session_limit": "logout.session_limit"}
 
 
 def logout_type(reason: str) -> str:
@@ -77,6 +79,33 @@ def logout_type(reason: str) -> str:
 def wall_clock() -> int:
     """Return the current time in integer epoch seconds."""
     return int(time.time())
+
+
+def request_now() -> int:
+    """Return the current request's clock reading (the server's clock), else the wall clock."""
+    req = getattr(_request, "req", None)
+    now = getattr(getattr(req, "context", None), "now", None)
+    return now if isinstance(now, int) else wall_clock()
+
+
+class AuditedTally:
+    """A metrics tally that also records each count as an audit event (rate-limit refusals)."""
+
+    def __init__(self, tally: Tally, audit: AuditLog, type_: str) -> None:
+        self.tally = tally
+        self.audit = weakref.ref(audit)
+        self.type = type_
+
+    def add(self, *labels: str) -> None:
+        """Count one for ``labels`` and record it (``details.kind`` is the first label)."""
+        self.tally.add(*labels)
+        audit = self.audit()
+        if audit is not None:
+            audit.record(self.type, request_now(), outcome="refused", kind=labels[0] if labels else "")
+
+    def snapshot(self) -> dict[tuple[str, ...], int]:
+        """Return the tally's counts."""
+        return self.tally.snapshot()
 
 
 class _Flush:
@@ -123,12 +152,12 @@ class _Writer:
             events = [item for item in batch if isinstance(item, AuditEvent)]
             if events:
                 self._write(events)
+            self._maybe_prune()  # before the flush markers: a flushed log is also pruned
             for item in batch:
                 if isinstance(item, _Flush):
                     item.done.set()
                 elif item is _STOP:
                     stop = True
-            self._maybe_prune()
         for sink in self.sinks:
             try:
                 sink.close()
@@ -254,6 +283,27 @@ class AuditLog:
         self.record(type_, now, outcome=decision.outcome, client=client_id, subject=subject,
                     session_id=session.id if session is not None else None, reasons=decision.reasons,
                     policy=decision.policy, **details)
+
+    def reload_listener(self) -> Callable[[Any], None]:
+        """Return a TenantHolder listener that records each reload's result (it holds the log weakly)."""
+        ref = weakref.ref(self)
+
+        def listen(result: Any) -> None:
+            audit = ref()
+            if audit is None:
+                return
+            diagnostics = [{"file": d.file, "line": d.line, "col": d.col, "code": d.code,
+                            "message": d.message, "severity": d.severity}
+                           for d in result.diagnostics[:MAX_DIAGNOSTICS]]
+            audit.record("policy.reload", request_now(), outcome="accepted" if result.applied else "rejected",
+                         policies=result.policies, diagnostics=diagnostics,
+                         diagnostics_total=len(result.diagnostics))
+
+        return listen
+
+    def refusals(self, tally: Tally) -> AuditedTally:
+        """Return ``tally`` wrapped so each rate-limit refusal is also a ``rate_limit.refused`` event."""
+        return AuditedTally(tally, self, "rate_limit.refused")
 
     # reading and housekeeping -----------------------------------------------------------
     def stats(self) -> dict[str, Any]:

@@ -177,7 +177,8 @@ def test_settings_and_configuration(tmp_path: Path) -> None:
     settings = audit_settings({"sinks": ["stdout", "file", "store"], "file": "events/a.jsonl",
                                "rotate_bytes": 8192, "rotate_keep": 2, "retention": "7d", "queue_size": 64})
     assert (settings.retention, settings.queue_size) == (7 * 86400, 64)
-    log = audit_log(settings, state_dir=tmp_path, store_url=f"sqlite:///{tmp_path}/s.db", stdout=io.StringIO())
+    log = audit_log(settings, state_dir=tmp_path, store_url=f"sqlite:///{tmp_path}/s.db",
+                    stdout=io.StringIO())
     try:
         assert [s.name for s in log.sinks] == ["stdout", "file", "store"]
         assert isinstance(log.events, SQLiteEventStore)

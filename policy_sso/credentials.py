@@ -6,10 +6,14 @@ import base64
 import binascii
 import functools
 import hmac
+import os
 import re
+import threading
 
 import pyotp
 from argon2 import PasswordHasher
+
+from policy_sso.errors import OAuthError
 
 # argon2id with argon2-cffi's defaults (RFC 9106 §4 second recommended option: t=3, m=64 MiB, p=4)
 _hasher = PasswordHasher()
@@ -45,6 +49,55 @@ def verify_unknown_user(password: str) -> bool:
     """Spend the time of one real verification and return False (no user enumeration by timing)."""
     verify_password(_dummy_hash(), password)
     return False
+
+
+class HashingBusy(OAuthError):
+    """Every hashing slot stayed taken through the wait: 503, try again shortly."""
+
+    error = "temporarily_unavailable"
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__("the server is busy checking other sign-ins; try again in a moment",
+                         headers={"Retry-After": "1"})
+
+
+def default_hash_slots() -> int:
+    """Return the hashing slots for a machine: one less than its CPUs, at least 1.
+
+    A password check is ~0.2 s of one CPU (argon2id, 64 MiB) and runs without
+    the interpreter lock; keeping a CPU free of hashing keeps silent sign-in
+    (a few ms of Python) on time while a flood of logins is being checked.
+    """
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+class HashGate:
+    """Bounds how many password hashes run at once; a check that cannot start in time is refused.
+
+    A flood of sign-ins with new usernames (each one a full hash, so that an
+    unknown user costs what a known one does) would otherwise take every CPU
+    and every worker thread.
+    """
+
+    def __init__(self, slots: int = 0, wait: float = 0.1) -> None:
+        self.slots = slots or default_hash_slots()
+        self.wait = wait
+        self._slots = threading.BoundedSemaphore(self.slots)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Return whether ``password`` matches (a None hash: an unknown user, spent and False).
+
+        Raise HashingBusy when no slot frees up within ``wait`` seconds.
+        """
+        if not self._slots.acquire(timeout=self.wait):
+            raise HashingBusy()
+        try:
+            if password_hash is None:
+                return verify_unknown_user(password)
+            return verify_password(password_hash, password)
+        finally:
+            self._slots.release()
 
 
 def totp_secret_bits(secret: str) -> int | None:

@@ -6,6 +6,7 @@ Cookies are HttpOnly and SameSite=Lax, and Secure unless the issuer is plain
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import falcon
@@ -15,6 +16,8 @@ from policy_sso.oidc.authorize import AuthorizationResponse
 from policy_sso.oidc.interaction import Interaction, InteractionCodec
 
 SESSION_COOKIE = "psso_session"
+MAX_SESSION_ID = 128  # new_session_id makes 43 characters; room for other stores' ids, no more
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")  # base64url, what new_session_id makes
 INTERACTION_COOKIE = "psso_interaction"
 
 
@@ -56,9 +59,16 @@ class Browser:
                         http_only=True, same_site="Lax")
 
     def session_id(self, req: falcon.Request) -> str | None:
-        """Return the IdP session id the browser presents, if any."""
+        """Return the IdP session id the browser presents, if any; a value no session could have is none.
+
+        A 200 KB or non-base64url cookie never reaches the store or a limiter
+        key (SPEC §7): it is treated as no session.
+        """
         values = req.get_cookie_values(SESSION_COOKIE)
-        return values[0] if values else None
+        if not values:
+            return None
+        value = values[0]
+        return value if len(value) <= MAX_SESSION_ID and _SESSION_ID.fullmatch(value) else None
 
     def set_session(self, resp: falcon.Response, session_id: str) -> None:
         """Set the IdP session cookie."""

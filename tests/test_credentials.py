@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import pytest
 from argon2 import PasswordHasher
 
 from policy_sso import credentials
-from policy_sso.credentials import hash_password, totp_now, verify_password, verify_totp, verify_unknown_user
+from policy_sso.credentials import (
+    HashGate,
+    HashingBusy,
+    default_hash_slots,
+    hash_password,
+    totp_now,
+    verify_password,
+    verify_totp,
+    verify_unknown_user,
+)
 
 SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits, as RFC 4226 §4 recommends
 RFC6238_SECRET = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # base32 of the SHA-1 seed "12345678901234567890"
@@ -112,3 +124,41 @@ def test_malformed_codes_fail_without_raising(code):
                          ids=["not-base32", "80-bit-too-short-for-pyotp", "empty"])
 def test_an_unusable_secret_is_a_mismatch_not_an_error(secret):
     assert verify_totp(secret, "123456", NOW) is False
+
+
+# --- the hashing gate: a bound on concurrent argon2 ------------------------------------------
+
+def test_the_gate_checks_passwords_and_spends_a_hash_on_unknown_users():
+    gate = HashGate(slots=1, wait=5)
+    stored = hash_password("correct horse")
+    assert gate.verify(stored, "correct horse") is True
+    assert gate.verify(stored, "wrong") is False
+    assert gate.verify(None, "anything") is False
+
+
+def test_a_check_that_cannot_get_a_slot_in_time_is_refused_with_503():
+    gate = HashGate(slots=1, wait=0.05)
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with gate._slots:  # another request's hash, in progress
+            started.set()
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        started.wait(5)
+        with pytest.raises(HashingBusy) as busy:
+            gate.verify(hash_password("x"), "x")
+    finally:
+        release.set()
+        holder.join(5)
+    assert busy.value.status == 503 and busy.value.error == "temporarily_unavailable"
+    assert busy.value.headers == {"Retry-After": "1"}
+    assert gate.verify(None, "x") is False  # the slot is free again
+
+
+def test_the_default_leaves_a_cpu_free_of_hashing():
+    assert default_hash_slots() == max(1, (os.cpu_count() or 1) - 1)
+    assert HashGate().slots == default_hash_slots()

@@ -55,8 +55,14 @@ def form_urlencode(params: Mapping[str, str]) -> str:
     return "&".join(f"{_quote(k)}={v if _UNRESERVED.fullmatch(v) else _quote(v)}" for k, v in params.items())
 
 
-# parameter names, the issuer and redirect-bound values repeat from request to request
-_quote = functools.lru_cache(maxsize=256)(urllib.parse.quote_plus)
+# parameter names, the issuer and redirect-bound values repeat from request to request; a long value
+# (a client's state can be anything) is quoted afresh, so the cache holds at most 256 x 2 x 128 characters
+_quote_short = functools.lru_cache(maxsize=256)(urllib.parse.quote_plus)
+MAX_QUOTE_CACHED = 128
+
+
+def _quote(value: str) -> str:
+    return _quote_short(value) if len(value) <= MAX_QUOTE_CACHED else urllib.parse.quote_plus(value)
 
 
 @functools.lru_cache(maxsize=256)
@@ -296,12 +302,23 @@ class RequestShapes:
     challenge's form). Requests with hints (resolved against users and
     tokens) or request objects are always validated in full; refused shapes
     are never kept. Build one per tenant: it holds that tenant's clients.
+
+    Memory (SPEC §7): only a request whose parameters come to at most
+    MAX_SHAPE_CHARS characters is kept, and at most LIMIT of them, so the
+    cache holds at most LIMIT x SHAPE_ENTRY_BYTES (8 MiB; measured in
+    tests/test_ratelimit.py); a larger request is validated in full.
+    Only a request that passed validation is kept, so its client and
+    redirect_uri are registered ones.
     """
 
     SHAPE = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "prompt", "max_age",
              "acr_values", "claims", "code_challenge_method")
     UNSHAPED = frozenset({"id_token_hint", "login_hint", *UNSUPPORTED_PARAMS})
-    LIMIT = 1024  # shapes kept; past it the cache starts over
+    LIMIT = 512  # shapes kept; past it the cache starts over
+    MAX_SHAPE_CHARS = 1024  # a request's parameters, names and values, for it to be kept
+    # one kept shape at MAX_SHAPE_CHARS, at worst ~11 KB (acr_values of 1-character values, each
+    # parsed into its own string): the key, the validated request, the parameters' copy
+    SHAPE_ENTRY_BYTES = 16 * 1024
 
     def __init__(self, clients: Mapping[str, Client], issuer: str) -> None:
         self.clients = clients
@@ -328,6 +345,8 @@ class RequestShapes:
         known = self._shapes.get(key)
         if known is None:
             areq = in_full()
+            if sum(map(len, params.values())) + sum(map(len, params)) > self.MAX_SHAPE_CHARS:
+                return areq  # too large to keep: memory stays bounded in bytes, not only in entries
             if len(self._shapes) >= self.LIMIT:
                 self._shapes.clear()
             self._shapes[key] = areq

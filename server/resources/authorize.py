@@ -6,9 +6,11 @@ import urllib.parse
 
 import falcon
 
+from policy_sso.errors import StoreUnavailable
 from policy_sso.oidc import authorization_flow
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
+from server.client_address import client_address
 from server.hooks import form_body, query_params
 
 
@@ -31,8 +33,12 @@ class Authorize:
         self._authorize(req, resp, req.context.form)
 
     def _authorize(self, req: falcon.Request, resp: falcon.Response, params: dict[str, str]) -> None:
-        result = authorization_flow.authorize(self.provider, params, self.browser.session_id(req),
-                                              req.context.now)
+        try:
+            result = authorization_flow.authorize(
+                self.provider, params, self.browser.session_id(req), req.context.now,
+                address=client_address(req, self.provider.tenant.settings.trusted_proxies))
+        except StoreUnavailable as fault:  # SPEC §7: the verified redirect_uri hears of it
+            raise authorization_flow.store_fault(self.provider, params, fault, req.context.now) from None
         if result.session_id is not None:  # a login_hint_token signed a user in
             self.browser.set_session(resp, result.session_id)
         if isinstance(result, authorization_flow.Answer):

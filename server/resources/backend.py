@@ -7,12 +7,17 @@ import falcon
 from policy_sso.oidc import backend
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
+from server.client_address import client_address
 from server.hooks import client_token, json_body, raw_bearer
 
 
 class _BackendEndpoint:
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
+
+    def _address(self, req: falcon.Request) -> str:
+        # a backend calling for its users is one address unless it is a trusted proxy that forwards theirs
+        return client_address(req, self.provider.tenant.settings.trusted_proxies)
 
 
 class Password(_BackendEndpoint):
@@ -22,7 +27,8 @@ class Password(_BackendEndpoint):
     @falcon.before(client_token)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Sign a user in with a password for the calling client."""
-        resp.media = backend.password(self.provider, req.context.client, req.context.json, req.context.now)
+        resp.media = backend.password(self.provider, req.context.client, req.context.json, req.context.now,
+                                      address=self._address(req))
 
 
 class Otp(_BackendEndpoint):
@@ -32,7 +38,8 @@ class Otp(_BackendEndpoint):
     @falcon.before(client_token)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Verify the code; the session moves to a new id."""
-        resp.media = backend.otp(self.provider, req.context.client, req.context.json, req.context.now)
+        resp.media = backend.otp(self.provider, req.context.client, req.context.json, req.context.now,
+                                 address=self._address(req))
 
 
 class SessionAuthenticate(_BackendEndpoint):
@@ -78,5 +85,5 @@ class SessionStatus(_BackendEndpoint):
         """Answer ``{"active": …}`` for the session cookie; rate-limited per session and client."""
         client_id = req.get_param("client_id") or "-"
         resp.media = backend.session_status(self.provider, self.browser.session_id(req), client_id,
-                                            req.context.now)
+                                            req.context.now, address=self._address(req))
         resp.set_header("Cache-Control", "no-store")

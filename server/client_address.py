@@ -1,0 +1,74 @@
+"""The client address a request is counted against (rate limits and the guessing throttle).
+
+The socket's peer address, as waitress reports it in ``REMOTE_ADDR``, unless
+that peer is one of the tenant's ``trusted_proxies``: then the address is the
+right-most ``X-Forwarded-For`` entry that is not itself a trusted proxy (the
+first hop the trusted chain vouches for; entries further left were written by
+the client and prove nothing). Nothing else, no ``Forwarded`` or
+``X-Real-IP``, is read. An IPv6 address counts as its /64, the block one
+subscriber is given (RFC 6177), so a host cannot take a fresh address per
+request. The result is short and canonical: limiter keys stay bounded.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+
+import falcon
+
+MAX_FORWARDED_HOPS = 16  # X-Forwarded-For entries examined from the right; a longer chain is not real
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)  # keyed by the tenant's own setting: a handful of values per process
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    out = []
+    for cidr in cidrs:
+        try:
+            out.append(ipaddress.ip_network(cidr, strict=False))
+        except ValueError:  # refused by `validate` (E_TRUSTED_PROXY); never trusted here
+            continue
+    return tuple(out)
+
+
+def canonical(address: str) -> str | None:
+    """Return the address as counted (IPv4 dotted quad, IPv6 its /64), or None when not an address."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> str:
+    """Return the address to count this request against (see the module docstring)."""
+    peer = req.env.get("REMOTE_ADDR") or "-"
+    if not trusted_proxies:
+        return peer if ":" not in peer else (canonical(peer) or peer)  # the common case: no parsing
+    networks = _networks(trusted_proxies)
+    if not _trusted(peer, networks):
+        return canonical(peer) or peer
+    forwarded = req.get_header("X-Forwarded-For") or ""
+    hops = [hop for hop in forwarded.split(",")[-MAX_FORWARDED_HOPS:] if hop.strip()]
+    client = peer
+    for hop in reversed(hops):
+        if _trusted(hop, networks):
+            client = hop  # another proxy of ours: keep walking left
+            continue
+        client = hop
+        break
+    return canonical(client) or canonical(peer) or peer

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from policy_sso.decision import CONSENT_REQUIRED, LOGIN_REQUIRED
+from policy_sso.decision import CONSENT_REQUIRED, LOGIN_REQUIRED, Reason
 from policy_sso.model import (
     AcrRequirement,
     AmrRequirement,
@@ -28,7 +29,18 @@ from policy_sso.model import (
     Span,
     format_duration,
 )
-from policy_sso.sessions.model import FACTOR_OF_METHOD, SECOND_FACTORS
+from policy_sso.sessions.model import (
+    ABSOLUTE_LIFETIME_EXCEEDED,
+    ENDED_BY_ADMIN,
+    FACTOR_OF_METHOD,
+    INACTIVITY_TIMEOUT,
+    LOGGED_OUT,
+    PASSWORD_CHANGED,
+    REPLACED_BY_SIGN_IN,
+    SECOND_FACTORS,
+    SESSION_EXPIRED,
+    SessionEnd,
+)
 
 Observe = Callable[[Any, Any, int], str]
 AcrRank = Callable[[Any], int]
@@ -81,9 +93,16 @@ class Check:
 # --- session validity (login_required) --------------------------------------
 
 def sso_disabled(span: Span) -> Check:
-    """Return the check that refuses silent SSO when the tenant turned it off."""
-    return Check("sso_disabled", "single sign-on is turned off for this tenant", LOGIN_REQUIRED,
-                 span, "True", "sso.active: true", lambda r, s, now: "sso.active: false")
+    """Return the check that, with single sign-on off, a session serves only the client it was made for.
+
+    IBM App ID's "SSO off": each app signs the user in itself. The session the
+    user just created at this client (and the interaction that created it)
+    still serves this client; one from another client does not.
+    """
+    return Check("sso_disabled", "single sign-on is turned off: the session was created at another client",
+                 LOGIN_REQUIRED, span, "s.created_for != r.client_id",
+                 "a session created at this client (sso.active: false)",
+                 lambda r, s, now: f"session created at {s.created_for or 'an unrecorded client'}")
 
 
 def _elapsed(reason: str, description: str, *, since: str, limit: int, span: Span, required: str,
@@ -228,6 +247,53 @@ def essential_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRa
         lambda r, s, now: (f"requested {' '.join(r.essential_acr)}, "
                            f"session acr {acr_name(acr_rank(s))}"),
         RemedyHint("step_up"), (unmet,))
+
+
+def requested_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRank,
+                  acr_name: Callable[[int], str], error: str, *, hint: RemedyHint) -> Check:
+    """Return the check for the ``acr_values`` parameter when the tenant enforces it (the default).
+
+    The Transmit SSO seed: a silent sign-in must satisfy what ``acr_values``
+    requests; the session must reach at least one requested level (OIDC Core
+    §3.1.2.1 lists them in order of preference). ``acr_values: {requested:
+    voluntary}`` in tenant.yaml leaves this check out (voluntary claims).
+    """
+    return Check(
+        "acr_insufficient", "the session is below every acr level the request asks for (acr_values)",
+        error, span, "r.acr_values and {0}(r, s)", "an acr level from the request's acr_values",
+        lambda r, s, now: (f"requested {' '.join((r.step_up_acr,) if r.step_up_acr else r.acr_values)}, "
+                           f"session acr {acr_name(acr_rank(s))}"),
+        RemedyHint("step_up", (), hint.methods), (unmet,))
+
+
+# --- why a session ended (the store's record, SPEC §2) -------------------------
+
+_ENDED: dict[str, tuple[str, str, str | None]] = {
+    # reason: (description, required, the tenant.yaml setting behind it)
+    SESSION_EXPIRED: ("the session outlived its lifetime since the last authentication",
+                      "at most {limit} since the last authentication", "session.lifetime"),
+    ABSOLUTE_LIFETIME_EXCEEDED: ("the session is older than require_login_after",
+                                 "at most {limit} since the session was created",
+                                 "session.require_login_after"),
+    INACTIVITY_TIMEOUT: ("the session was idle longer than the inactivity window",
+                         "idle at most {limit}", "session.inactivity"),
+    LOGGED_OUT: ("the user logged out", "a live session", None),
+    ENDED_BY_ADMIN: ("an administrator ended the user's sessions", "a live session", None),
+    PASSWORD_CHANGED: ("the user's password changed, which ends every session", "a live session", None),
+    REPLACED_BY_SIGN_IN: ("another user signed in on the same browser", "a live session", None),
+}
+
+
+def ended_reason(end: SessionEnd, setting_span: Callable[[str], Span], fallback: Span) -> Reason:
+    """Return the reason for a session that has ended: its code, the limit and the time."""
+    description, required, setting = _ENDED.get(end.reason, ("the session ended", "a live session", None))
+    span = setting_span(setting) if setting else fallback
+    when = datetime.fromtimestamp(end.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    observed = f"session ended at {when}"
+    if end.limit is not None:
+        observed += f" after reaching the {format_duration(end.limit)} limit"
+    return Reason(end.reason, required.format(limit=format_duration(end.limit or 0)), observed,
+                  f"{span.file}:{span.line}", description)
 
 
 # --- consent (consent_required) ----------------------------------------------

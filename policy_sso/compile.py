@@ -39,7 +39,7 @@ from policy_sso.model import (
     Test,
 )
 from policy_sso.request import AuthRequest
-from policy_sso.sessions.model import Session
+from policy_sso.sessions.model import Session, SessionEnd
 
 _TEST_SOURCE = {
     "scope": "{0} in r.scopes", "acr_values": "{0} in r.acr_values", "prompt": "{0} in r.prompt",
@@ -65,6 +65,8 @@ class CompiledPolicy:
     decide: Callable[[AuthRequest, Session | None, int], Decision]
     source: str = field(repr=False)
     acr_of: Callable[[Session], str | None] = field(repr=False)
+    acr_rank: Callable[[Session], int] = field(repr=False, default=lambda s: -1)
+    ended: Callable[[SessionEnd], Decision] = field(repr=False, default=lambda end: Decision(LOGIN_REQUIRED))
 
 
 # --- acr levels -------------------------------------------------------------
@@ -203,29 +205,20 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
     def essential_unmet(r: AuthRequest, s: Session) -> bool:
         return acr_rank(s) < min(rank_of(v) for v in r.essential_acr)
 
+    def requested_unmet(r: AuthRequest, s: Session) -> bool:
+        # values the tenant does not define are left out (OIDC Core §3.1.2.1: the OP may
+        # satisfy acr_values with any level it supports); none known, nothing to enforce
+        if r.step_up_acr is not None:
+            return acr_rank(s) < rank_of(r.step_up_acr)
+        known = [rank_by_id[v] for v in r.acr_values if v in rank_by_id]
+        return bool(known) and acr_rank(s) < min(known)
+
     mfa_level = next((lvl.id for lvl in levels
                       if any(isinstance(q, MfaRequirement) for q in lvl.requires)), None)
     step_up_hint = C.RemedyHint("step_up", (("acr_values", mfa_level),) if mfa_level else (),
                                 C.second_factor_methods(tenant.methods))
 
-    def span(key: str) -> Span:
-        return tenant.span(key)
-
-    table: list[Guarded] = []
-    if not tenant.sso_active:
-        table.append(Guarded(C.sso_disabled(span("sso.active"))))
-    table += [
-        Guarded(C.sliding_lifetime(tenant.lifetime.sliding, span("session.lifetime"))),
-        Guarded(C.absolute_lifetime(tenant.lifetime.absolute, span("session.require_login_after"))),
-        Guarded(C.inactivity(policy.session.inactivity or tenant.lifetime.inactivity,
-                             policy.session.inactivity_span if policy.session.inactivity
-                             else span("session.inactivity"))),
-        Guarded(C.request_max_age(policy.span)),
-    ]
-    if policy.session.max_auth_age:
-        table.append(Guarded(C.max_auth_age(policy.session.max_auth_age,
-                                            policy.session.max_auth_age_span)))
-    table += [Guarded(C.prompt_login(policy.span)), Guarded(C.subject_mismatch(policy.span))]
+    table = _session_checks(policy, tenant)
 
     def requirement(req: Requirement) -> list[C.Check]:
         return C.requirement_checks(req, error=on_unmet, step_up_hint=step_up_hint,
@@ -235,6 +228,9 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
     for req in policy.requirements:
         table += [Guarded(c) for c in requirement(req)]
     table.append(Guarded(C.essential_acr(policy.span, essential_unmet, acr_rank, acr_name, on_unmet)))
+    if tenant.acr_values_requested == "enforced":
+        table.append(Guarded(C.requested_acr(policy.span, requested_unmet, acr_rank, acr_name, on_unmet,
+                                             hint=step_up_hint)))
     if client is None or not client.first_party:
         table.append(Guarded(C.consent((), policy.span, requested=True)))
     table.append(Guarded(C.prompt_consent(policy.span)))
@@ -289,4 +285,34 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
         rank = acr_rank(s)
         return levels[rank].id if rank >= 0 else None
 
-    return CompiledPolicy(policy, tuple(table), namespace["decide"], source, acr_of)
+    return CompiledPolicy(policy, tuple(table), namespace["decide"], source, acr_of, acr_rank,
+                          _ended(policy, tenant))
+
+
+def _session_checks(policy: Policy, tenant: TenantSettings) -> list[Guarded]:
+    """Return the checks that the session is valid for this request (each failing login_required)."""
+    span = tenant.span
+    table: list[Guarded] = []
+    if not tenant.sso_active:
+        table.append(Guarded(C.sso_disabled(span("sso.active"))))
+    table += [
+        Guarded(C.sliding_lifetime(tenant.lifetime.sliding, span("session.lifetime"))),
+        Guarded(C.absolute_lifetime(tenant.lifetime.absolute, span("session.require_login_after"))),
+        Guarded(C.inactivity(policy.session.inactivity or tenant.lifetime.inactivity,
+                             policy.session.inactivity_span if policy.session.inactivity
+                             else span("session.inactivity"))),
+        Guarded(C.request_max_age(policy.span)),
+    ]
+    if policy.session.max_auth_age:
+        table.append(Guarded(C.max_auth_age(policy.session.max_auth_age,
+                                            policy.session.max_auth_age_span)))
+    return [*table, Guarded(C.prompt_login(policy.span)), Guarded(C.subject_mismatch(policy.span))]
+
+
+def _ended(policy: Policy, tenant: TenantSettings) -> Callable[[SessionEnd], Decision]:
+    """Return the refusal for a session the store says has ended, with why (SPEC §2)."""
+    def ended(end: SessionEnd) -> Decision:
+        return Decision(LOGIN_REQUIRED, (C.ended_reason(end, tenant.span, policy.span),),
+                        Remedy("login", _REMEDY_TEXT["login"], {}), policy.name)
+
+    return ended

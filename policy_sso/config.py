@@ -84,6 +84,9 @@ class TenantSettings:
     issuer: str
     default_policy: str
     sso_active: bool = True
+    # acr_values in a request (OIDC Core §3.1.2.1): "enforced" (a silent sign-in must reach a
+    # requested level; the Transmit SSO seed) or "voluntary" (served as voluntary claims)
+    acr_values_requested: Literal["enforced", "voluntary"] = "enforced"
     lifetime: SessionLifetime = SessionLifetime()
     acr_levels: tuple[AcrLevel, ...] = ()
     methods: frozenset[str] = frozenset({"pwd", "otp"})
@@ -141,6 +144,7 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
     return TenantSettings(
         issuer=data["issuer"].rstrip("/"),
         default_policy=data["default_policy"],
+        acr_values_requested=data.get("acr_values", {}).get("requested", "enforced"),
         sso_active=data.get("sso", {}).get("active", True),
         lifetime=lifetime,
         acr_levels=levels,

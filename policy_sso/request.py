@@ -88,6 +88,9 @@ class AuthRequest:
     id_token_hint_sub: str | None = None
     login_hint: str | None = None
     login_hint_sub: str | None = None
+    # The requested acr the hosted pages step up to: the strongest of acr_values the user
+    # can reach (set by the interaction, never by a client; None: any requested level).
+    step_up_acr: str | None = None
 
     @property
     def silent(self) -> bool:

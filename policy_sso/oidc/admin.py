@@ -19,6 +19,7 @@ from policy_sso.credentials import hash_password
 from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.reload import ReloadResult
+from policy_sso.sessions.model import ENDED_BY_ADMIN, PASSWORD_CHANGED
 
 MIN_PASSWORD = 8
 
@@ -40,13 +41,13 @@ def check_admin(p: Provider, token: str | None) -> None:
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
-def end_user_sessions(p: Provider, subject: str, now: int) -> int:
-    """End every session of a user (each with back-channel logout); return how many."""
+def end_user_sessions(p: Provider, subject: str, now: int, reason: str = ENDED_BY_ADMIN) -> int:
+    """End every session of a user (each with back-channel logout, ``reason`` kept); return how many."""
     if p.user(subject) is None:
         raise UserNotFound(f"no user with subject {subject!r}")
     sessions = p.store.sessions_of(subject, now)
     for session in sessions:
-        end_session(p, session.id, now)
+        end_session(p, session.id, now, reason)
     return len(sessions)
 
 
@@ -62,7 +63,7 @@ def set_password(p: Provider, subject: str, body: dict[str, Any], now: int) -> i
     if not result.applied:
         raise OAuthError("users.yaml was updated but the tenant did not reload: "
                          + "; ".join(str(d) for d in result.diagnostics), error="server_error", status=409)
-    return end_user_sessions(p, subject, now)
+    return end_user_sessions(p, subject, now, PASSWORD_CHANGED)
 
 
 def _rewrite_hash(path: Path, subject: str, new_hash: str) -> None:

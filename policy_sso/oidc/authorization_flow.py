@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from policy_sso.config import Client
@@ -29,7 +29,8 @@ from policy_sso.oidc.codes import CodeGrant
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.interaction import Interaction, Step, next_step, satisfied_request
 from policy_sso.oidc.provider import Provider, join_client
-from policy_sso.sessions.model import Session
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import AuthEvent, Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +93,16 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
             signed_in = session.id
     except OAuthError as err:  # the redirect_uri is valid by now: the client hears of it
         raise AuthorizationError(err, areq.target) from None
-    decision = p.tenant.decide(areq.policy_request, session, now)
+    request = areq.policy_request
+    if request.acr_values and not request.silent and session is not None:
+        request = step_up_target(p, request, session, now)
+    decision = p.tenant.decide(request, session, now)
     p.metrics.decisions.add(areq.client.client_id, decision.outcome)
     if decision.allowed:
         return Answer(issue(p, areq, session, now), signed_in)  # type: ignore[arg-type]
-    if areq.policy_request.silent:
+    if request.silent:
+        if session is None and session_id:
+            decision = ended_decision(p, areq.client.client_id, session_id, now) or decision
         raise AuthorizationError(decision_error(decision), areq.target)
     # the pending interaction never carries the (now spent) hint
     kept = {k: v for k, v in areq.params.items() if k not in forced_sso.HINT_PARAMETERS}
@@ -105,6 +111,32 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     if step.kind == "fail":
         raise AuthorizationError(decision_error(step.decision), areq.target)
     return Interact("consent" if step.kind == "consent" else "login", interaction, signed_in)
+
+
+def ended_decision(p: Provider, client_id: str, session_id: str, now: int) -> Decision | None:
+    """Return the refusal naming why the session ``session_id`` ended, while the store remembers."""
+    end = p.store.session_end(session_id, now)
+    return p.tenant.evaluator(client_id).ended(end) if end is not None else None
+
+
+def step_up_target(p: Provider, request: AuthRequest, session: Session, now: int) -> AuthRequest:
+    """Return the request aiming at the strongest requested acr the user can reach on the hosted pages.
+
+    OIDC Core §3.1.2.1 lists ``acr_values`` in order of preference; like
+    Keycloak, the interactive flow steps up to the strongest of them that a
+    fresh password and the second factors this user has can reach. When none
+    is reachable the request is left as it is (the policy's unmet error follows).
+    """
+    levels = p.tenant.settings.acr_levels
+    ranks = {lvl.id: lvl.rank for lvl in levels}
+    trial = session
+    for method in ("pwd", *p.second_factors(session.subject)):
+        trial = trial.with_event(AuthEvent(method, now), session.id)
+    reachable = p.tenant.evaluator(request.client_id).acr_rank(trial)
+    candidates = [v for v in request.acr_values if v in ranks and ranks[v] <= reachable]
+    if not candidates:
+        return request
+    return replace(request, step_up_acr=max(candidates, key=ranks.__getitem__))
 
 
 def decision_error(decision: Decision) -> OAuthError:
@@ -117,6 +149,8 @@ def resolve(p: Provider, areq: AuthorizationRequest, session: Session | None,
             interaction: Interaction, now: int, *, consented: bool = False) -> Step:
     """Return the next step of an interaction for the session as it is now."""
     request = satisfied_request(areq.policy_request, session, interaction, consented)
+    if request.acr_values and session is not None:
+        request = step_up_target(p, request, session, now)
     decision = p.tenant.decide(request, session, now)
     offered = p.second_factors(session.subject) if session else ()
     return next_step(decision, session, lambda s: p.tenant.decide(request, s, now), offered, now)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from policy_sso.config import Client
+from policy_sso.decision import Decision
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.grant import Grant
@@ -22,19 +23,32 @@ from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider, end_sessio
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
 from policy_sso.oidc.userinfo import verify_bearer
 from policy_sso.request import AuthRequest
-from policy_sso.sessions.model import Session
+from policy_sso.sessions.model import Session, SessionEnd
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # what new_session_id makes, and no more
 
 
 class SessionNotFound(OAuthError):
-    """The seed's answer for an unknown, ended or expired session id."""
+    """The seed's answer for an unknown, ended or expired session id.
+
+    While the store remembers why the session ended, the body says so as well
+    (SPEC §2): ``reason`` (the code), ``ended_at``, ``limit`` for an expiry, and
+    ``reasons``/``remedy`` as in a decision. The seed's members stay as they were.
+    """
 
     error = "session_not_found"
     status = 400
 
-    def __init__(self) -> None:
-        super().__init__("Session not found", extra={"message": "Session not found"})
+    def __init__(self, ended: Decision | None = None, end: SessionEnd | None = None) -> None:
+        extra: dict[str, Any] = {"message": "Session not found"}
+        if ended is not None and end is not None:
+            extra["reason"] = end.reason
+            extra["ended_at"] = end.at
+            if end.limit is not None:
+                extra["limit"] = end.limit
+            decision = ended.to_json()
+            extra["reasons"], extra["remedy"] = decision["reasons"], decision["remedy"]
+        super().__init__("Session not found", extra=extra)
 
 
 class Refused(OAuthError):
@@ -75,10 +89,13 @@ def calling_client(p: Provider, token: str, now: int) -> Client:
     return client
 
 
-def _live(p: Provider, session_id: str, now: int) -> Session:
+def _live(p: Provider, session_id: str, now: int, client: Client | None = None) -> Session:
     session = p.store.get_session(session_id, now)
     if session is None:
-        raise SessionNotFound()
+        end = p.store.session_end(session_id, now) if client is not None else None
+        if end is None:
+            raise SessionNotFound()
+        raise SessionNotFound(p.tenant.evaluator(client.client_id).ended(end), end)  # type: ignore[union-attr]
     return session
 
 
@@ -119,7 +136,8 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
 def password(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
     """POST /v1/auth/password: a new session, with tokens when the policy allows, else the decision."""
     username, secret = _string(body, "username"), _string(body, "password")
-    attempt = sign_in_password(p, None, username, secret, now)  # type: ignore[arg-type]
+    attempt = sign_in_password(p, None, username, secret, now,  # type: ignore[arg-type]
+                               client_id=client.client_id)
     if attempt.session_id is None:
         raise InvalidClient("wrong username or password", error="invalid_grant", status=400)
     session = _live(p, attempt.session_id, now)
@@ -132,7 +150,7 @@ def password(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> 
 
 def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
     """POST /v1/auth/otp: add a TOTP second factor to a session (new session id: no fixation)."""
-    session = _live(p, _session_id(body), now)
+    session = _live(p, _session_id(body), now, client)
     attempt = sign_in_otp(p, session, _string(body, "code") or "", now)
     if attempt.session_id is None:
         raise OAuthError(attempt.message or "the code is not valid", error="invalid_grant")
@@ -144,7 +162,7 @@ def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int)
     """POST /v1/auth/session/authenticate: silent authentication by session id."""
     session_id = _session_id(body)
     p.limiter.check("silent_auth", session_id, client.client_id, now=now)
-    return _decide(p, client, _live(p, session_id, now), body, now)
+    return _decide(p, client, _live(p, session_id, now, client), body, now)
 
 
 def session_logout(p: Provider, body: Mapping[str, Any], now: int) -> None:
@@ -170,6 +188,7 @@ def session_status(p: Provider, session_id: str | None, client_id: str, now: int
     p.limiter.check("status", session_id or "-", client_id, now=now)
     session = p.store.get_session(session_id, now) if session_id else None
     if session is None:
-        return {"active": False}
+        end = p.store.session_end(session_id, now) if session_id else None
+        return {"active": False, **({"reason": end.reason, "ended_at": end.at} if end else {})}
     return {"active": True, "expires_at": p.store.lifetime.expires_at(session) - 1,
             "auth_time": session.auth_time}

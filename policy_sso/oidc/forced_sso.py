@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from policy_sso.errors import InvalidRequest, OAuthError, PolicySSOError
 from policy_sso.oidc.hint_token import HintVerifier
-from policy_sso.oidc.provider import Provider, end_session
-from policy_sso.sessions.model import AuthEvent, Session, new_session, new_session_id
+from policy_sso.oidc.provider import Provider, end_session, reusable_for
+from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
 
 HINT_PARAMETERS = ("login_hint_token", "sso_token")
 
@@ -60,14 +60,14 @@ def sign_in_with_hint(p: Provider, client_id: str, token: str, current: Session 
     result = verifier_for(p, client_id).verify(token, now=now, store=p.store,
                                                user_exists=lambda sub: p.user(sub) is not None)
     events = tuple(AuthEvent(method, now) for method in result.amr)
-    if current is not None and current.subject == result.subject:
+    if current is not None and current.subject == result.subject and reusable_for(p, current, client_id):
         session: Session | None = current
         for event in events:  # a new authentication: a new session id (no fixation)
             session = p.store.reauthenticate(session.id, event, new_session_id(), now) if session else None
         if session is not None:
             return session
-    elif current is not None:
-        end_session(p, current.id, now)  # another user was signed in: end that session first
-    session = new_session(result.subject, events, now)
+    elif current is not None and current.subject != result.subject:
+        end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
+    session = new_session(result.subject, events, now, client_id)
     p.store.create_session(session)
     return session

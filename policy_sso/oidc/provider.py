@@ -21,7 +21,7 @@ from policy_sso.oidc.codes import CodeSealer
 from policy_sso.oidc.interaction import InteractionCodec
 from policy_sso.ratelimit import RateLimiter
 from policy_sso.reload import TenantHolder
-from policy_sso.sessions.model import ClientJoin, Session
+from policy_sso.sessions.model import LOGGED_OUT, ClientJoin, Session
 from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 
@@ -135,15 +135,17 @@ class Provider:
         return alg if alg in self.tenant.settings.tokens.algorithms else "RS256"
 
 
-def end_session(provider: Provider, session_id: str, now: int) -> Session | None:
+def end_session(provider: Provider, session_id: str, now: int,
+                reason: str = LOGGED_OUT) -> Session | None:
     """End one IdP session; return it as it was, or None when it was not live.
 
     Every path that ends a session (RP-initiated logout, a different user
     signing in, admin and backend logout) goes through here, so back-channel
-    logout (OIDC Back-Channel Logout 1.0 §2.5) is added in one place.
+    logout (OIDC Back-Channel Logout 1.0 §2.5) is added in one place. The
+    store keeps ``reason`` for a while, so the next silent sign-in with this
+    session is told why it ended.
     """
-    del now  # logout tokens carry the notifier's own iat
-    session = provider.store.end_session(session_id)
+    session = provider.store.end_session(session_id, reason, now)  # logout tokens carry their own iat
     if session is not None and provider.notifier is not None:
         clients = provider.tenant.clients
         provider.notifier.notify(
@@ -151,6 +153,16 @@ def end_session(provider: Provider, session_id: str, now: int) -> Session | None
             for join in session.clients.values()
             if (uri := getattr(clients.get(join.client_id), "backchannel_logout_uri", None)))
     return session
+
+
+def reusable_for(provider: Provider, session: Session, client_id: str) -> bool:
+    """Return whether a new sign-in at ``client_id`` may re-authenticate ``session`` in place.
+
+    With single sign-on off (``sso.active: false``) a session serves only the
+    client it was created for, so a sign-in at another client makes that client
+    its own new session (IBM App ID: with SSO off each app signs the user in).
+    """
+    return provider.tenant.settings.sso_active or session.created_for == client_id
 
 
 def join_client(provider: Provider, session: Session, client_id: str, now: int) -> ClientJoin:

@@ -14,8 +14,8 @@ from policy_sso import credentials
 from policy_sso.oidc.authorization_flow import Answer, Interact, decision_error, issue, parse_request, resolve
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
 from policy_sso.oidc.interaction import Interaction, Step
-from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session
-from policy_sso.sessions.model import AuthEvent, Session, new_session, new_session_id
+from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for
+from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
 
 TOTP_REPLAY_WINDOW = 120  # seconds a used code stays recorded: the ±1 step window and then some
 
@@ -57,8 +57,11 @@ def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answ
 
 
 def sign_in_password(p: Provider, session_id: str | None, username: str, password: str,
-                     now: int) -> Attempt:
-    """Return the new session id after a correct password, or a message for the form."""
+                     now: int, *, client_id: str | None = None) -> Attempt:
+    """Return the new session id after a correct password, or a message for the form.
+
+    ``client_id`` is the client the user signs in at: a new session records it.
+    """
     p.limiter.check("login", username.casefold(), now=now)  # per username: guessing one is slowed
     user = p.tenant.users_by_name.get(username)
     if user is None:
@@ -68,13 +71,14 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
         return Attempt(None, "Wrong username or password.")
     event = AuthEvent("pwd", now)
     current = p.store.get_session(session_id, now) if session_id else None
-    if current is not None and current.subject == user.sub:
+    if current is not None and current.subject == user.sub and (
+            client_id is None or reusable_for(p, current, client_id)):
         moved = p.store.reauthenticate(current.id, event, new_session_id(), now)
         if moved is not None:
             return Attempt(moved.id)
-    elif current is not None:
-        end_session(p, current.id, now)
-    session = new_session(user.sub, (event,), now)
+    elif current is not None and current.subject != user.sub:
+        end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
+    session = new_session(user.sub, (event,), now, client_id)
     p.store.create_session(session)
     return Attempt(session.id)
 

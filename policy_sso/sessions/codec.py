@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionEnd
 
 
 def encode(session: Session) -> str:
@@ -15,7 +15,18 @@ def encode(session: Session) -> str:
         "e": [[e.method, e.time] for e in session.events],
         "j": {c: [j.sid, j.joined_at] for c, j in session.clients.items()},
         "g": {c: sorted(scopes) for c, scopes in session.consents.items()},
+        **({"o": session.created_for} if session.created_for is not None else {}),
     }, separators=(",", ":"))
+
+
+def encode_end(end: SessionEnd) -> str:
+    """Return the record of why a session ended as compact JSON."""
+    return json.dumps(end.to_json(), separators=(",", ":"))
+
+
+def decode_end(text: str | bytes) -> SessionEnd:
+    """Return the record :func:`encode_end` wrote."""
+    return SessionEnd.from_json(json.loads(text))
 
 
 def decode(session_id: str, text: str | bytes, last_seen: int | None = None) -> Session:
@@ -27,4 +38,5 @@ def decode(session_id: str, text: str | bytes, last_seen: int | None = None) -> 
         events=tuple(AuthEvent(m, t) for m, t in data["e"]),
         clients={c: ClientJoin(c, sid, at) for c, (sid, at) in data["j"].items()},
         consents={c: frozenset(scopes) for c, scopes in data["g"].items()},
+        created_for=data.get("o"),  # absent in sessions stored before it was recorded
     )

@@ -8,6 +8,7 @@ such as ``-9h`` or ``-90s``::
     last_seen: -5m           # default: the latest event
     events: [{method: pwd, at: -2h}, {method: otp, at: -10m}]
     consents: {payments-web: [openid, profile]}
+    created_for: payments-web  # the client it was signed in at (matters with sso.active: false)
 """
 
 from __future__ import annotations
@@ -74,4 +75,7 @@ def session_from_fixture(data: Any, now: int, session_id: str = "fixture") -> Se
         raise FixtureError("consents: expected a mapping of client_id to scopes")
     consents = {str(k): frozenset(str(s) for s in (v or [])) for k, v in consents_raw.items()}
     clients = {str(c): ClientJoin(str(c), f"sid-{c}", created) for c in data.get("clients", []) or []}
-    return Session(session_id, subject, created, last_seen, tuple(events), clients, consents)
+    created_for = data.get("created_for")
+    if created_for is not None and not isinstance(created_for, str):
+        raise FixtureError("created_for: expected a client_id")
+    return Session(session_id, subject, created, last_seen, tuple(events), clients, consents, created_for)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
-from policy_sso.sessions.store import RefreshRotation
+from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.store import RefreshRotation, token_key
+
+MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first past this
 
 
 class MemoryStore:
@@ -22,6 +25,7 @@ class MemoryStore:
         self._refresh: dict[str, dict[str, Any]] = {}  # key -> {family, data, expires_at, spent}
         self._jtis: dict[tuple[str, str], int] = {}
         self._counters: dict[tuple[str, int], tuple[int, int]] = {}  # (key, start) -> (count, reset)
+        self._ends: dict[str, SessionEnd] = {}  # token_key(session id) -> why it ended, oldest first
 
     # sessions ---------------------------------------------------------------------
     def _live(self, session_id: str, now: int) -> Session | None:
@@ -30,6 +34,7 @@ class MemoryStore:
             return None
         if not self.lifetime.is_live(session, now):
             self._drop(session_id)
+            self.record_session_end(session_id, self.lifetime.end_of(session))
             return None
         return session
 
@@ -93,13 +98,35 @@ class MemoryStore:
                 return None
             return self._put(session.with_consent(client_id, scopes))
 
-    def end_session(self, session_id: str) -> Session | None:
+    def end_session(self, session_id: str, reason: str = LOGGED_OUT,
+                    now: int | None = None) -> Session | None:
         with self._lock:
-            return self._drop(session_id)
+            session = self._drop(session_id)
+            if session is not None:
+                self.record_session_end(session_id, SessionEnd(reason, _now(now)))
+            return session
 
-    def end_sessions_of(self, subject: str) -> list[Session]:
+    def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
+                        now: int | None = None) -> list[Session]:
         with self._lock:
-            return [s for sid in list(self._by_subject.get(subject, ())) if (s := self._drop(sid))]
+            return [s for sid in list(self._by_subject.get(subject, ()))
+                    if (s := self.end_session(sid, reason, now))]
+
+    # why sessions ended --------------------------------------------------------------
+    def record_session_end(self, session_id: str, end: SessionEnd) -> None:
+        with self._lock:
+            key = token_key(session_id)
+            self._ends.pop(key, None)
+            while len(self._ends) >= MAX_END_RECORDS:
+                del self._ends[next(iter(self._ends))]
+            self._ends[key] = end
+
+    def session_end(self, session_id: str, now: int) -> SessionEnd | None:
+        with self._lock:
+            if self._live(session_id, now) is not None:
+                return None
+            end = self._ends.get(token_key(session_id))
+            return end if end is not None and now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         with self._lock:
@@ -168,7 +195,12 @@ class MemoryStore:
         with self._lock:
             removed = 0
             for sid in [sid for sid, s in self._sessions.items() if not self.lifetime.is_live(s, now)]:
-                self._drop(sid)
+                end = self.lifetime.end_of(self._drop(sid))  # type: ignore[arg-type]
+                if now < end.kept_until():
+                    self.record_session_end(sid, end)
+                removed += 1
+            for key in [k for k, end in self._ends.items() if now >= end.kept_until()]:
+                del self._ends[key]
                 removed += 1
             for key in [k for k, r in self._refresh.items() if now >= r["expires_at"]]:
                 del self._refresh[key]
@@ -183,3 +215,8 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _now(now: int | None) -> int:
+    """Return ``now``, or the wall clock's second when a caller has none (the edge)."""
+    return int(time.time()) if now is None else now

@@ -55,6 +55,10 @@ class Session:
     events: tuple[AuthEvent, ...]
     clients: dict[str, ClientJoin] = field(default_factory=dict)
     consents: dict[str, frozenset[str]] = field(default_factory=dict)
+    # The client the user signed in at to create the session (None: not recorded, e.g. a
+    # fixture). With ``sso.active: false`` the session serves that client only (IBM App ID's
+    # "SSO off": each app signs the user in itself). A re-authentication keeps it.
+    created_for: str | None = None
 
     @cached_property
     def methods(self) -> dict[str, int]:
@@ -115,10 +119,59 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(SESSION_ID_BYTES)
 
 
-def new_session(subject: str, events: tuple[AuthEvent, ...], now: int) -> Session:
-    """Return a new session for ``subject`` authenticated by ``events`` at ``now``."""
+def new_session(subject: str, events: tuple[AuthEvent, ...], now: int,
+                created_for: str | None = None) -> Session:
+    """Return a new session for ``subject`` authenticated by ``events`` at ``now`` (at ``created_for``)."""
     return Session(id=new_session_id(), subject=subject, created_at=now, last_seen=now,
-                   events=events)
+                   events=events, created_for=created_for)
+
+
+# Why a session ended (SPEC §2 reason codes for the lifetime limits; the others say who ended it).
+SESSION_EXPIRED = "session_expired"  # the sliding lifetime since the last authentication
+ABSOLUTE_LIFETIME_EXCEEDED = "absolute_lifetime_exceeded"  # require_login_after since creation
+INACTIVITY_TIMEOUT = "inactivity_timeout"  # idle longer than the inactivity window
+LOGGED_OUT = "logged_out"  # RP-initiated or backend logout
+ENDED_BY_ADMIN = "ended_by_admin"  # the admin API ended the user's sessions
+PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a reason code; a password change ends every session (IBM App ID seed)
+REPLACED_BY_SIGN_IN = "replaced_by_sign_in"  # another user signed in on the same browser
+EXPIRY_REASONS = (SESSION_EXPIRED, ABSOLUTE_LIFETIME_EXCEEDED, INACTIVITY_TIMEOUT)
+END_REASONS = frozenset({*EXPIRY_REASONS, LOGGED_OUT, ENDED_BY_ADMIN, PASSWORD_CHANGED,
+                         REPLACED_BY_SIGN_IN})
+
+# How long the record of why a session ended is kept after the end (a documented fixed
+# period): long enough for an app's next silent sign-in to hear why, short enough to keep
+# nothing of the session but the reason.
+END_RECORD_TTL = 86400
+
+
+@dataclass(frozen=True)
+class SessionEnd:
+    """Why a session ended: the reason code, when (epoch s) and, for an expiry, the limit (s).
+
+    Kept by the store for :data:`END_RECORD_TTL` seconds after ``at``, keyed by
+    the session id's digest; nothing else of the session is kept.
+    """
+
+    reason: str
+    at: int
+    limit: int | None = None
+
+    def to_json(self) -> dict[str, int | str]:
+        """Return the record as a compact JSON object (``r``, ``t`` and, for expiries, ``l``)."""
+        out: dict[str, int | str] = {"r": self.reason, "t": self.at}
+        if self.limit is not None:
+            out["l"] = self.limit
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, int | str]) -> SessionEnd:
+        """Return the record :meth:`to_json` wrote."""
+        limit = data.get("l")
+        return cls(str(data["r"]), int(data["t"]), int(limit) if limit is not None else None)
+
+    def kept_until(self) -> int:
+        """Return the first second at which the record is gone."""
+        return self.at + END_RECORD_TTL
 
 
 @dataclass(frozen=True)
@@ -143,6 +196,19 @@ class SessionLifetime:
         return min(session.auth_time + self.sliding,
                    session.created_at + self.absolute,
                    session.last_seen + self.inactivity) + 1
+
+    def end_of(self, session: Session) -> SessionEnd:
+        """Return how the session ends unless it is used or ended first: the limit reached first.
+
+        ``at`` is the first second it is no longer valid (:meth:`expires_at`); on a
+        tie the sliding lifetime, then require_login_after, then inactivity is named.
+        """
+        return min((SessionEnd(SESSION_EXPIRED, session.auth_time + self.sliding + 1, self.sliding),
+                    SessionEnd(ABSOLUTE_LIFETIME_EXCEEDED, session.created_at + self.absolute + 1,
+                               self.absolute),
+                    SessionEnd(INACTIVITY_TIMEOUT, session.last_seen + self.inactivity + 1,
+                               self.inactivity)),
+                   key=lambda end: end.at)
 
     def is_live(self, session: Session, now: int) -> bool:
         """Return whether the session is still valid at ``now`` (limits are inclusive)."""

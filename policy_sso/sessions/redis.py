@@ -24,8 +24,19 @@ import redis
 
 from policy_sso.errors import StoreError
 from policy_sso.sessions import codec
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
-from policy_sso.sessions.store import RefreshRotation
+from policy_sso.sessions.model import (
+    ABSOLUTE_LIFETIME_EXCEEDED,
+    END_RECORD_TTL,
+    INACTIVITY_TIMEOUT,
+    LOGGED_OUT,
+    SESSION_EXPIRED,
+    AuthEvent,
+    ClientJoin,
+    Session,
+    SessionEnd,
+    SessionLifetime,
+)
+from policy_sso.sessions.store import RefreshRotation, token_key
 
 PREFIX = "psso:"
 _SESSION = f"{PREFIX}ss:"  # "ss": the string form below (the earlier hash form used "s:")
@@ -48,8 +59,9 @@ redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
 """
 
-# KEYS[1] session; ARGV now, touch_interval, inactivity -> the value as read, or nil.
-# Moves last_seen forward (never back), only once it is touch_interval old, only while live.
+# KEYS[1] session, KEYS[2] its end plan; ARGV now, touch_interval, inactivity, end record TTL
+# -> the value as read, or nil. Moves last_seen forward (never back), only once it is
+# touch_interval old, only while live; the end plan's last-seen digits move with it.
 _GET_AND_TOUCH = """
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
@@ -59,6 +71,10 @@ if now >= hard or now - last > idle then return false end
 if now - last >= tonumber(ARGV[2]) then
   redis.call('SETRANGE', KEYS[1], 0, string.format('%011d', now))
   redis.call('EXPIRE', KEYS[1], math.max(1, math.min(hard, now + idle + 1) - now))
+  if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('SETRANGE', KEYS[2], 0, string.format('%011d', now))
+    redis.call('EXPIRE', KEYS[2], math.max(1, math.min(hard, now + idle + 1) - now) + tonumber(ARGV[4]))
+  end
 end
 return v
 """
@@ -148,6 +164,14 @@ return 1
 """
 
 
+_END = f"{PREFIX}end:"  # why a session ended, keyed by token_key(session id)
+
+# A session's end record is written when the session is: its "plan", last-seen (11 digits,
+# moved by each touch) and the hard limit it reaches first (JSON), so once Redis has let the
+# session itself expire, why and when can still be told. Ending a session explicitly
+# replaces the plan with the reason (JSON, starting with '{').
+
+
 def _ttl(expires_at: int, now: int | None) -> int:
     """Return a TTL (at least 1 s) from ``now``, or from the wall clock without one."""
     return max(1, expires_at - (int(time.time()) if now is None else now))
@@ -209,6 +233,7 @@ class RedisStore:
         self._create(keys=[self._s(session.id), self._subject(session.subject)],
                      args=[self._value(session), self._session_ttl(session, session.last_seen),
                            session.id, self.lifetime.absolute + 86400, _SESSION])
+        self._plan_end(session, session.last_seen)
 
     def _read(self, session_id: str, now: int) -> tuple[Session, bytes] | None:
         """Return the live session and its stored value, in one GET."""
@@ -223,14 +248,15 @@ class RedisStore:
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         """Return the live session as read, touching it in the same script call (one round trip)."""
-        key = _SESSION + session_id
+        key, plan = _SESSION + session_id, _END + token_key(session_id)
         try:
             # EVALSHA by hand: the Script wrapper's per-call bookkeeping costs ~5% of a round trip
-            value = self.redis.execute_command("EVALSHA", self._get_and_touch.sha, 1, key, now,
-                                               self.lifetime.touch_interval, self.lifetime.inactivity)
+            value = self.redis.execute_command("EVALSHA", self._get_and_touch.sha, 2, key, plan, now,
+                                               self.lifetime.touch_interval, self.lifetime.inactivity,
+                                               END_RECORD_TTL)
         except redis.exceptions.NoScriptError:  # first call, or the server's script cache was flushed
-            value = self._get_and_touch(keys=[key], args=[now, self.lifetime.touch_interval,
-                                                          self.lifetime.inactivity])
+            value = self._get_and_touch(keys=[key, plan], args=[now, self.lifetime.touch_interval,
+                                                                self.lifetime.inactivity, END_RECORD_TTL])
         return self._decode(session_id, value) if value else None
 
     def touch_session(self, session_id: str, now: int) -> None:
@@ -257,6 +283,8 @@ class RedisStore:
                     args=[stored[_HEADER:], self._value(updated), self._session_ttl(updated, now),
                           session_id, updated.id, now, self.lifetime.inactivity])
             if result == 1:
+                if updated.id != session_id:  # a re-authentication: the old id is simply gone
+                    self._plan_end(updated, now, old_id=session_id)
                 return updated
             if result == 0:
                 return None
@@ -271,17 +299,71 @@ class RedisStore:
                       now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
 
-    def end_session(self, session_id: str) -> Session | None:
+    def end_session(self, session_id: str, reason: str = LOGGED_OUT,
+                    now: int | None = None) -> Session | None:
         value = self.redis.getdel(self._s(session_id))
         if value is None:
             return None
         session = self._decode(session_id, value)
         self.redis.srem(self._subject(session.subject), session_id)
+        self.record_session_end(session_id, SessionEnd(reason, _now(now)))
         return session
 
-    def end_sessions_of(self, subject: str) -> list[Session]:
+    def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
+                        now: int | None = None) -> list[Session]:
         rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "end"])
-        return [self._decode(sid.decode(), value) for sid, value in rows]
+        ended = [self._decode(sid.decode(), value) for sid, value in rows]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for session in ended:
+                pipe.set(_END + token_key(session.id), codec.encode_end(SessionEnd(reason, _now(now))),
+                         ex=END_RECORD_TTL)
+            pipe.execute()
+        return ended
+
+    # why sessions ended ------------------------------------------------------------------
+    def _plan_end(self, session: Session, now: int, old_id: str | None = None) -> None:
+        """Write the session's end plan: its last-seen and the hard limit it reaches first."""
+        sliding = SessionEnd(SESSION_EXPIRED, session.auth_time + self.lifetime.sliding + 1,
+                             self.lifetime.sliding)
+        absolute = SessionEnd(ABSOLUTE_LIFETIME_EXCEEDED, session.created_at + self.lifetime.absolute + 1,
+                              self.lifetime.absolute)
+        hard = sliding if sliding.at <= absolute.at else absolute
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(_END + token_key(session.id), f"{session.last_seen:011d}{codec.encode_end(hard)}",
+                     ex=self._session_ttl(session, now) + END_RECORD_TTL)
+            if old_id is not None:
+                pipe.delete(_END + token_key(old_id))
+            pipe.execute()
+
+    def record_session_end(self, session_id: str, end: SessionEnd) -> None:
+        # the TTL only cleans up: session_end checks kept_until against the caller's now
+        self.redis.set(_END + token_key(session_id), codec.encode_end(end), ex=END_RECORD_TTL)
+
+    def session_end(self, session_id: str, now: int) -> SessionEnd | None:
+        value = self.redis.get(self._s(session_id))
+        if value is not None:
+            if self._live(value, now):
+                return None
+            # expired by the caller's clock before Redis's TTL ran out: keep only the reason
+            session = self._decode(session_id, value)
+            end = self.lifetime.end_of(session)
+            self.redis.delete(self._s(session_id))
+            self.redis.srem(self._subject(session.subject), session_id)
+            self.record_session_end(session_id, end)
+        else:
+            stored = self.redis.get(_END + token_key(session_id))
+            if stored is None:
+                return None
+            if stored.startswith(b"{"):
+                end = codec.decode_end(stored)
+            else:  # a plan: the session went when Redis's TTL ran out, at the first limit it reached
+                idle = self.lifetime.inactivity
+                hard = codec.decode_end(stored[11:])
+                inactive = SessionEnd(INACTIVITY_TIMEOUT, int(stored[:11]) + idle + 1, idle)
+                end = hard if hard.at <= inactive.at else inactive
+                if now < end.at:
+                    return None  # gone before any limit, by no end this store recorded
+        return end if now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "read"])
@@ -350,3 +432,8 @@ class RedisStore:
 
     def close(self) -> None:
         self.redis.close()
+
+
+def _now(now: int | None) -> int:
+    """Return ``now``, or the wall clock's second when a caller has none (the edge)."""
+    return int(time.time()) if now is None else now

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from policy_sso.sessions import codec
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
-from policy_sso.sessions.store import RefreshRotation
+from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.store import RefreshRotation, token_key
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -39,6 +40,9 @@ CREATE TABLE IF NOT EXISTS refresh (
 CREATE INDEX IF NOT EXISTS refresh_family ON refresh(family);
 CREATE TABLE IF NOT EXISTS jtis (
     ns TEXT NOT NULL, jti TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (ns, jti)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS session_ends (
+    key TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT NOT NULL, start INTEGER NOT NULL, count INTEGER NOT NULL, expires_at INTEGER NOT NULL,
@@ -162,18 +166,51 @@ class SQLiteStore:
                       now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
 
-    def end_session(self, session_id: str) -> Session | None:
+    def end_session(self, session_id: str, reason: str = LOGGED_OUT,
+                    now: int | None = None) -> Session | None:
         with self._write() as db:
             # fetchall steps a RETURNING statement to its end, so it is complete before COMMIT
             rows = db.execute("DELETE FROM sessions WHERE id = ? RETURNING data, last_seen",
                               (session_id,)).fetchall()
+            if rows:
+                self._put_end(db, session_id, SessionEnd(reason, _now(now)))
         return codec.decode(session_id, rows[0][0], rows[0][1]) if rows else None
 
-    def end_sessions_of(self, subject: str) -> list[Session]:
+    def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
+                        now: int | None = None) -> list[Session]:
         with self._write() as db:
             rows = db.execute("DELETE FROM sessions WHERE subject = ? RETURNING id, data, last_seen",
                               (subject,)).fetchall()
+            for sid, _, _ in rows:
+                self._put_end(db, sid, SessionEnd(reason, _now(now)))
         return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+
+    # why sessions ended ------------------------------------------------------------------
+    @staticmethod
+    def _put_end(db: sqlite3.Connection, session_id: str, end: SessionEnd) -> None:
+        db.execute("INSERT OR REPLACE INTO session_ends (key, data, expires_at) VALUES (?, ?, ?)",
+                   (token_key(session_id), codec.encode_end(end), end.kept_until()))
+
+    def record_session_end(self, session_id: str, end: SessionEnd) -> None:
+        with self._write() as db:
+            self._put_end(db, session_id, end)
+
+    def session_end(self, session_id: str, now: int) -> SessionEnd | None:
+        with self._write() as db:
+            row = db.execute("SELECT data, last_seen FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            if row is not None:
+                session = codec.decode(session_id, row[0], row[1])
+                if self.lifetime.is_live(session, now):
+                    return None
+                # an expired row not yet swept: keep only why it ended, from here on
+                end: SessionEnd | None = self.lifetime.end_of(session)
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                self._put_end(db, session_id, end)  # type: ignore[arg-type]
+            else:
+                found = db.execute("SELECT data FROM session_ends WHERE key = ?",
+                                   (token_key(session_id),)).fetchone()
+                end = codec.decode_end(found[0]) if found else None
+        return end if end is not None and now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         rows = self._db().execute(
@@ -239,9 +276,15 @@ class SQLiteStore:
     # housekeeping ---------------------------------------------------------------------------
     def sweep(self, now: int) -> int:
         with self._write() as db:
-            removed = db.execute("DELETE FROM sessions WHERE ? >= hard_expiry OR ? - last_seen > ?",
-                                 (now, now, self.lifetime.inactivity)).rowcount
-            for table in ("refresh", "jtis", "counters"):
+            rows = db.execute("DELETE FROM sessions WHERE ? >= hard_expiry OR ? - last_seen > ? "
+                              "RETURNING id, data, last_seen",
+                              (now, now, self.lifetime.inactivity)).fetchall()
+            for sid, data, last_seen in rows:
+                end = self.lifetime.end_of(codec.decode(sid, data, last_seen))
+                if now < end.kept_until():
+                    self._put_end(db, sid, end)
+            removed = len(rows)
+            for table in ("refresh", "jtis", "counters", "session_ends"):
                 # table names come from this tuple, never from input
                 removed += db.execute(f"DELETE FROM {table} WHERE ? >= expires_at", (now,)).rowcount  # noqa: S608
         return removed
@@ -252,6 +295,11 @@ class SQLiteStore:
                 db.close()
             self._connections.clear()
         self._local = threading.local()
+
+
+def _now(now: int | None) -> int:
+    """Return ``now``, or the wall clock's second when a caller has none (the edge)."""
+    return int(time.time()) if now is None else now
 
 
 class _Transaction:

@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionLifetime
+from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
 
 
 def token_key(token: str) -> str:
@@ -74,14 +74,31 @@ class Store(Protocol):
                       now: int) -> Session | None:
         """Add ``scopes`` to what the user granted ``client_id`` in this session; return it."""
 
-    def end_session(self, session_id: str) -> Session | None:
-        """Delete the session; return it as it was (for back-channel logout) or None."""
+    def end_session(self, session_id: str, reason: str = LOGGED_OUT,
+                    now: int | None = None) -> Session | None:
+        """Delete the session, recording why (``reason`` at ``now``); return it as it was or None."""
 
-    def end_sessions_of(self, subject: str) -> list[Session]:
-        """Delete every session of ``subject``; return them."""
+    def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
+                        now: int | None = None) -> list[Session]:
+        """Delete every session of ``subject``, recording why each ended; return them."""
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         """Return the live sessions of ``subject``."""
+
+    # why a session ended (SPEC §2: the app is told exactly why) ------------------
+    def record_session_end(self, session_id: str, end: SessionEnd) -> None:
+        """Keep why a session ended, keyed by ``token_key(session_id)``, until ``end.kept_until()``.
+
+        Only the reason, the time and the limit are kept: nothing else of the session.
+        """
+
+    def session_end(self, session_id: str, now: int) -> SessionEnd | None:
+        """Return why the session ended while the record lasts; None when live, unknown or forgotten.
+
+        Besides explicit ends (logout, admin, password change), a session that
+        expired says which lifetime limit it reached and when
+        (:meth:`SessionLifetime.end_of`).
+        """
 
     # refresh tokens (rotation with reuse detection) ---------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any],

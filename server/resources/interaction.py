@@ -97,7 +97,8 @@ class Login(_Page):
             attempt = sign_in.sign_in_otp(self.provider, session, form["otp"], now)
         else:
             attempt = sign_in.sign_in_password(self.provider, session_id, form.get("username", ""),
-                                               form.get("password", ""), now)
+                                               form.get("password", ""), now,
+                                               client_id=interaction.params.get("client_id"))
         if attempt.session_id is None:
             page = sign_in.current_page(self.provider, interaction, session_id, now)
             self._show(resp, page, interaction, attempt.message, form.get("username", ""))

@@ -118,4 +118,5 @@ def test_session_status_polling(op: LiveOP, browser: BrowserAgent) -> None:
     portal = client_token(op, "portal-backend")
     assert call(op, "/v1/auth/session/logout", portal, {"session_id": session_id}).status_code == 204
     op.clock.advance(60)
-    assert browser.get("/v1/auth/session/status", client_id="portal").json() == {"active": False}
+    assert browser.get("/v1/auth/session/status", client_id="portal").json() == {
+        "active": False, "reason": "logged_out", "ended_at": op.clock.now - 60}

@@ -203,7 +203,8 @@ def test_essential_acr_in_claims_and_acr_values(op: LiveOP, browser: BrowserAgen
 
     # docs: acr_values loa:3 asks for a hardware key, which no hosted page offers
     browser.interact(browser.authorize_request("docs"))
+    # (requested acr_values are enforced: the session is below loa:3 as well)
     hwk = browser.silent("docs", acr_values="urn:policy-sso:loa:3")
-    assert (hwk.error, hwk.codes) == ("login_required", ["amr_missing"])
+    assert (hwk.error, hwk.codes) == ("login_required", ["acr_insufficient", "amr_missing"])
     refused = browser.interact(browser.authorize_request("docs", acr_values="urn:policy-sso:loa:3"))
-    assert (refused.error, refused.codes) == ("login_required", ["amr_missing"])
+    assert (refused.error, refused.codes) == ("login_required", ["acr_insufficient", "amr_missing"])

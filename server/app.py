@@ -19,6 +19,7 @@ from typing import Any
 import falcon
 
 from policy_sso.oidc.interaction import load_or_create_key
+from policy_sso.oidc.logout_token import LOGOUT_TOKEN_LIFETIME
 from policy_sso.oidc.provider import Provider, state_dir_key
 from policy_sso.reload import TenantHolder
 from policy_sso.sessions.store import Store
@@ -117,6 +118,31 @@ def _sweeper(store: Store, clock: Callable[[], int], stop: threading.Event) -> N
             log.exception("store sweep failed")
 
 
+def keys_follow_reloads(keyring: Any) -> Callable[[Tenant], None]:
+    """Return the reload hook that brings the signing keys in line with a newly loaded tenant.
+
+    On SIGHUP and ``POST /admin/v1/policies/reload`` the keyring loads keys
+    added on disk (``keys rotate``, another instance), makes keys for newly
+    configured algorithms, and learns the longest token lifetime (how long a
+    retired key stays published, OIDC Core §10.1.1). A key problem is logged;
+    the policies are in force either way.
+    """
+    def on_swap(tenant: Tenant) -> None:
+        tokens = tenant.settings.tokens
+        try:
+            keyring.reload(tokens.algorithms, token_lifetime=longest_token_lifetime(tenant))
+        except Exception:  # e.g. an unreadable new key file: the running keys stay
+            log.exception("signing keys not reloaded")
+
+    return on_swap
+
+
+def longest_token_lifetime(tenant: Tenant) -> int:
+    """Return how long the longest-lived signed token of the tenant lives (access, ID, logout tokens)."""
+    tokens = tenant.settings.tokens
+    return max(tokens.access_token_lifetime, tokens.id_token_lifetime, LOGOUT_TOKEN_LIFETIME)
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -128,7 +154,7 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     ``limits`` are waitress's body, header, connection and idle limits
     (:class:`server.limits.ServerLimits` defaults when None).
     """
-    holder = TenantHolder(tenant)
+    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring))
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     app = create_app(holder, store, keyring, cookie_key=load_or_create_key(state_dir_key(state_dir)))
     server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits)

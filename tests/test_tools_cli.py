@@ -11,8 +11,10 @@ import pytest
 
 from policy_sso.cli import main
 from policy_sso.credentials import verify_password
-from policy_sso.oidc.keys import KeyRing
+from policy_sso.oidc.keys import PUBLISH_AHEAD, KeyRing
 from policy_sso.tenant import load_tenant
+
+T0 = 1_800_000_000
 
 
 @pytest.fixture
@@ -22,13 +24,31 @@ def tenant_dir(tmp_path: Path, demo_dir: Path) -> Path:
     return target
 
 
-def test_keys_rotate_adds_a_current_key_and_keeps_the_old(tmp_path, capsys):
-    before = KeyRing.load_or_create(tmp_path).signing_key("RS256")[0]
-    assert main(["keys", "rotate", "--state-dir", str(tmp_path), "--alg", "RS256"]) == 0
-    ring = KeyRing.load_or_create(tmp_path)
-    assert ring.signing_key("RS256")[0] != before
-    assert before in {k["kid"] for k in ring.jwks()["keys"]}
+def test_keys_rotate_adds_a_key_that_signs_once_published_and_keeps_the_old(tenant_dir, tmp_path, capsys):
+    state = tmp_path / "state"
+    before = KeyRing.load_or_create(state, now=T0).signing_key("RS256", T0)[0]
+    assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(state),
+                 "--alg", "RS256"]) == 0
     assert "new signing key" in capsys.readouterr().out
+    ring = KeyRing.load_or_create(state, now=T0 + 60)  # a server starting: it publishes the key now
+    assert ring.signing_key("RS256", T0 + 60)[0] == before  # not yet: caches of /jwks lack it
+    after = ring.signing_key("RS256", T0 + 60 + PUBLISH_AHEAD)[0]
+    assert after != before
+    assert {before, after} <= {k["kid"] for k in ring.jwks(T0 + 60 + PUBLISH_AHEAD)["keys"]}
+
+
+def test_keys_rotate_touches_only_the_configured_algorithms(tenant_dir, tmp_path, capsys):
+    tenant_yaml = tenant_dir / "tenant.yaml"
+    text = tenant_yaml.read_text()
+    assert "algorithms: [RS256, ES256, EdDSA]" in text
+    tenant_yaml.write_text(text.replace("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256]"))
+    state = tmp_path / "state"
+    assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(state)]) == 0
+    assert sorted(p.name for p in (state / "keys").glob("*.pem")) == ["RS256.0001.pem"]
+    assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(state),
+                 "--alg", "ES256"]) == 2
+    assert "not among the tenant's algorithms" in capsys.readouterr().err
+    assert sorted(p.name for p in (state / "keys").glob("*.pem")) == ["RS256.0001.pem"]
 
 
 def test_users_add_appends_a_loadable_user_with_an_argon2_hash(tenant_dir, monkeypatch, capsys):

@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from policy_sso.oidc.keys import KeyRing
     from policy_sso.sessions.store import open_store
     from policy_sso.tenant import check_tenant
-    from server.app import serve
+    from server.app import longest_token_lifetime, serve
     from server.limits import ServerLimits
 
     tenant, diagnostics = check_tenant(args.config)
@@ -46,7 +46,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = store_url(args.store, args.state_dir, tenant.settings.store, state_dir)
     try:
         store = open_store(url, tenant.settings.lifetime)
-        keyring = KeyRing.load_or_create(state_dir, tenant.settings.tokens.algorithms)
+        keyring = KeyRing.load_or_create(state_dir, tenant.settings.tokens.algorithms,
+                                         token_lifetime=longest_token_lifetime(tenant))
     except (PolicySSOError, OSError) as err:
         print(f"policy-sso serve: {err}", file=sys.stderr)
         return EXIT_FINDINGS

@@ -27,15 +27,40 @@ def _fail(message: str, status: int = EXIT_USAGE) -> int:
 # --- keys rotate ------------------------------------------------------------------
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    """Add a new current signing key; old keys stay published in the JWKS."""
-    from policy_sso.oidc.keys import KeyRing
+    """Add a new key for each algorithm the tenant signs with (or ``--alg``); old keys stay published.
 
-    ring = KeyRing.load_or_create(Path(args.state_dir))
-    ring.rotate(args.alg)
-    kid, _ = ring.signing_key(args.alg)
-    published = [k["kid"] for k in ring.jwks()["keys"] if k.get("alg") == args.alg]
-    print(f"{args.alg}: new signing key {kid}; {len(published)} {args.alg} keys published")
-    print("restart or reload the server so it signs with the new key", file=sys.stderr)
+    The new key is only written here: a server publishes it when it reloads
+    (SIGHUP, ``POST /admin/v1/policies/reload``) or next looks at the key
+    directory, and signs with it PUBLISH_AHEAD seconds after that, once every
+    relying party's cached JWKS holds it (OIDC Core §10.1.1).
+    """
+    from policy_sso.oidc.keys import (
+        PUBLISH_AHEAD,
+        RESCAN_INTERVAL,
+        create_key,
+        key_directory,
+        mark_legacy_keys,
+        thumbprint_of,
+    )
+
+    try:
+        tenant = load_tenant(Path(args.config))
+    except ConfigError as err:
+        sys.stderr.write(render_text(err.diagnostics))
+        return EXIT_FINDINGS
+    configured = tenant.settings.tokens.algorithms
+    algs = list(dict.fromkeys(args.alg or configured))
+    unknown = [alg for alg in algs if alg not in configured]
+    if unknown:
+        return _fail(f"{unknown[0]} is not among the tenant's algorithms ({', '.join(configured)}); "
+                     "add it to tokens.algorithms in tenant.yaml first")
+    directory = key_directory(args.state_dir or tenant.settings.state_dir)
+    mark_legacy_keys(directory)  # keys made before publication markers keep signing as they did
+    for alg in algs:
+        path = create_key(directory, alg)
+        print(f"{alg}: new signing key {thumbprint_of(path, alg)} ({path.name})")
+    print(f"reload the servers (SIGHUP or POST /admin/v1/policies/reload) to publish it now, or they do "
+          f"within {RESCAN_INTERVAL}s; it signs {PUBLISH_AHEAD}s after it is published", file=sys.stderr)
     return EXIT_OK
 
 
@@ -129,9 +154,12 @@ def cmd_hint_mint(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the operator commands to the CLI."""
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
-    p = keys.add_parser("rotate", help="add a new current signing key; old keys stay published")
-    p.add_argument("--state-dir", default="var", metavar="DIR")
-    p.add_argument("--alg", default="RS256", choices=["RS256", "ES256", "EdDSA"])
+    p = keys.add_parser("rotate", help="add a new signing key per configured algorithm; old keys stay "
+                        "published")
+    p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory (policies/)")
+    p.add_argument("--state-dir", metavar="DIR", help="default: tenant.yaml state_dir")
+    p.add_argument("--alg", action="append", choices=["RS256", "ES256", "EdDSA"],
+                   help="only this algorithm (repeatable; default: every one tenant.yaml configures)")
     p.set_defaults(func=cmd_keys_rotate)
 
     users = sub.add_parser("users", help="the user directory").add_subparsers(dest="users_command",

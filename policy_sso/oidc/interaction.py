@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Literal
 
 from policy_sso.decision import Decision
+from policy_sso.errors import PolicySSOError
+from policy_sso.oidc.keys import write_whole
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import AuthEvent, Session
 
@@ -62,16 +63,19 @@ class Interaction:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """Return the HMAC key stored at ``path``, creating it (mode 0600) on first use."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
+    """Return the HMAC key stored at ``path``, creating it (mode 0600) on first use.
+
+    The file is created whole (a temporary file linked into place), so
+    processes starting together all read the one key that won, never an empty
+    or partial file (which would leave each with a key of its own).
+    """
+    if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(KEY_BYTES)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
+        write_whole(path, secrets.token_bytes(KEY_BYTES))  # False: another process's key won
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES:
+        raise PolicySSOError(f"{path} holds {len(key)} bytes, not a {KEY_BYTES}-byte key: remove it")
+    return key
 
 
 def _b64(data: bytes) -> str:

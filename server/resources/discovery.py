@@ -7,6 +7,7 @@ import json
 import falcon
 
 from policy_sso.oidc.discovery import discovery_document
+from policy_sso.oidc.keys import JWKS_MAX_AGE
 from policy_sso.oidc.provider import Provider
 
 
@@ -36,8 +37,8 @@ class Jwks:
         self.provider = provider
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Return the key set."""
-        del req
+        """Return the key set as of the request's clock; relying parties may keep it JWKS_MAX_AGE seconds."""
         resp.content_type = "application/jwk-set+json"
-        resp.cache_control = ["public", "max-age=300"]
-        resp.text = json.dumps(self.provider.keyring.jwks())
+        # keys.py publishes a key this long (and more) before it signs: keep the two in step
+        resp.cache_control = ["public", f"max-age={JWKS_MAX_AGE}"]
+        resp.text = json.dumps(self.provider.keyring.jwks(req.context.now))

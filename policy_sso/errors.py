@@ -102,3 +102,24 @@ class RateLimited(OAuthError):
     def __init__(self, description: str, retry_after: int) -> None:
         super().__init__(description, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class StoreUnavailable(StoreError, OAuthError):
+    """The store did not answer within its timeout, or failed (SPEC §7: faults are answered, not leaked).
+
+    Every backend raises this, and only this, for a fault of the store itself
+    (Redis down, restarting, loading or paused; SQLite locked or failing I/O).
+    It is an :class:`OAuthError` with RFC 6749 §4.1.2.1's ``temporarily_unavailable``,
+    so a caller that already delivers OAuth errors to a verified redirect_uri
+    delivers this one too; the HTTP layer answers 503 with ``Retry-After``.
+    ``reason`` names the fault for the log (never a key or a value).
+    """
+
+    error = "temporarily_unavailable"
+    status = 503
+    retry_after = 5
+
+    def __init__(self, reason: str) -> None:
+        OAuthError.__init__(self, "the session store is unavailable; try again shortly",
+                            headers={"Retry-After": str(self.retry_after)})
+        self.reason = reason

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import heapq
 import threading
 import time
 from dataclasses import replace
 from typing import Any
 
 from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
-from policy_sso.sessions.store import RefreshRotation, token_key
+from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key
 
 MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first past this
 
@@ -17,8 +18,10 @@ MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first p
 class MemoryStore:
     """Implements :class:`~policy_sso.sessions.store.Store` with dicts; expiry checked on read."""
 
-    def __init__(self, lifetime: SessionLifetime) -> None:
+    def __init__(self, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
         self.lifetime = lifetime
+        self.max_sessions_per_user = (options or StoreOptions()).max_sessions_per_user
+        self._not_before: dict[str, tuple[int, int]] = {}  # subject -> (cut-off, kept until)
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}
         self._by_subject: dict[str, set[str]] = {}
@@ -53,9 +56,19 @@ class MemoryStore:
         self._by_subject.setdefault(session.subject, set()).add(session.id)
         return session
 
-    def create_session(self, session: Session) -> None:
+    def create_session(self, session: Session) -> list[Session]:
         with self._lock:
             self._put(session)
+            ids = self._by_subject[session.subject]
+            if len(ids) <= self.max_sessions_per_user:  # O(1) below the bound
+                return []
+            live = [s for sid in list(ids) if sid != session.id
+                    and (s := self._live(sid, session.last_seen)) is not None]
+            over = len(live) + 1 - self.max_sessions_per_user
+            if over <= 0:
+                return []
+            oldest = heapq.nsmallest(over, live, key=lambda s: (s.created_at, s.id))
+            return [s for old in oldest if (s := self._drop(old.id)) is not None]
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         with self._lock:
@@ -191,9 +204,25 @@ class MemoryStore:
             return count, start + window
 
     # housekeeping ----------------------------------------------------------------------
+    # per-subject token cut-off ------------------------------------------------------------
+    def set_not_before(self, subject: str, at: int, expires_at: int) -> None:
+        with self._lock:
+            if at > self._not_before.get(subject, (0, 0))[0]:
+                self._not_before[subject] = (at, expires_at)
+
+    def not_before(self, subject: str, now: int) -> int:
+        with self._lock:
+            return self._not_before.get(subject, (0, 0))[0]
+
+    def ping(self) -> None:
+        """Return at once: memory is always there."""
+
     def sweep(self, now: int) -> int:
         with self._lock:
             removed = 0
+            for subject in [k for k, (_, until) in self._not_before.items() if now >= until]:
+                del self._not_before[subject]
+                removed += 1
             for sid in [sid for sid, s in self._sessions.items() if not self.lifetime.is_live(s, now)]:
                 end = self.lifetime.end_of(self._drop(sid))  # type: ignore[arg-type]
                 if now < end.kept_until():

@@ -12,6 +12,18 @@ most once per ``touch_interval``.
 Some scripts reach keys they derive (a family's tokens, a subject's
 sessions) rather than keys passed in ``KEYS``: fine on one server or a
 replicated one, not on Redis Cluster.
+
+A subject's sessions are indexed in a sorted set ranked by creation, so
+creating one costs O(log n) and the oldest end first once the subject holds
+``max_sessions_per_user`` (issue 14). Ids whose session ran out by TTL stay
+in the index until a read of the subject's sessions or an eviction drops
+them, and count against the bound meanwhile.
+
+Faults: every call waits at most the store timeout (socket connect and read
+timeouts), is retried only once and only on a dropped connection, and any
+Redis error becomes :class:`~policy_sso.errors.StoreUnavailable`. redis-py
+reconnects on the next call, and a script the server forgot in a restart
+(``NOSCRIPT``) is loaded again by the call that finds it missing.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ import time
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from policy_sso.errors import StoreError
 from policy_sso.sessions import codec
@@ -36,7 +50,7 @@ from policy_sso.sessions.model import (
     SessionEnd,
     SessionLifetime,
 )
-from policy_sso.sessions.store import RefreshRotation, token_key
+from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
 
 PREFIX = "psso:"
 _SESSION = f"{PREFIX}ss:"  # "ss": the string form below (the earlier hash form used "s:")
@@ -47,16 +61,39 @@ _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored 
 # JSON. A read is a GET, and a touch rewrites the first 11 bytes in place (SETRANGE).
 # Lua reads both numbers with string.sub; HEADER is their combined width.
 
-# KEYS[1] session, KEYS[2] subject set; ARGV value, ttl, id, index ttl, session key prefix.
-# Index members whose session has gone (TTL) are dropped here, so a subject who signs in
-# daily does not grow a set of dead ids.
-_CREATE = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if redis.call('EXISTS', ARGV[5] .. id) == 0 then redis.call('SREM', KEYS[2], id) end
+# A subject's index: a sorted set of session ids ranked by creation (a per-subject sequence,
+# so two sessions made in one second still have an order). It used to be a plain set (the
+# legacy key): a script that meets one folds it in first, once.
+_INDEX = """
+local function migrate(index, legacy)
+  if redis.call('EXISTS', legacy) == 1 then
+    for _, id in ipairs(redis.call('SMEMBERS', legacy)) do redis.call('ZADD', index, 'NX', 0, id) end
+    redis.call('DEL', legacy)
+  end
 end
-redis.call('SADD', KEYS[2], ARGV[3])
+local function next_rank(index)
+  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  return (top[2] and tonumber(top[2]) or 0) + 1
+end
+"""
+
+# KEYS[1] session, KEYS[2] subject index, KEYS[3] legacy set; ARGV value, ttl, id, index ttl,
+# session key prefix, max per subject -> {{id, value}, ...}: the live sessions pushed out.
+# O(log n) plus one pop per session beyond the bound; each id is added once and popped once.
+_CREATE = _INDEX + """
+migrate(KEYS[2], KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[2], next_rank(KEYS[2]), ARGV[3])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
+local out = {}
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+while over > 0 do
+  local id = redis.call('ZPOPMIN', KEYS[2])[1]
+  local v = redis.call('GETDEL', ARGV[5] .. id)
+  if v then table.insert(out, {id, v}) end
+  over = over - 1
+end
+return out
 """
 
 # KEYS[1] session, KEYS[2] its end plan; ARGV now, touch_interval, inactivity, end record TTL
@@ -94,37 +131,58 @@ redis.call('SET', KEYS[1], string.sub(v, 1, 11) .. ARGV[3] .. ARGV[2], 'EX', ttl
 return 1
 """
 
-# KEYS[1] old session, KEYS[2] new session, KEYS[3] subject set;
-# ARGV expected JSON, new value, ttl, old id, new id, now, inactivity
-_MOVE = """
+# KEYS[1] old session, KEYS[2] new session, KEYS[3] subject index, KEYS[4] legacy set;
+# ARGV expected JSON, new value, ttl, old id, new id, now, inactivity.
+# The new id takes the old one's rank: re-authenticating keeps a session's age.
+_MOVE = _INDEX + """
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local now, idle = tonumber(ARGV[6]), tonumber(ARGV[7])
 local last, hard = tonumber(string.sub(v, 1, 11)), tonumber(string.sub(v, 12, 22))
 if now >= hard or now - last > idle then return 0 end
 if string.sub(v, 23) ~= ARGV[1] then return -1 end
+migrate(KEYS[3], KEYS[4])
 redis.call('DEL', KEYS[1])
-redis.call('SREM', KEYS[3], ARGV[4])
+local rank = redis.call('ZSCORE', KEYS[3], ARGV[4]) or next_rank(KEYS[3])
+redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[3], rank, ARGV[5])
 return 1
 """
 
-# KEYS[1] subject set; ARGV session key prefix, 'end' or 'read' -> {{id, value}, ...}; drops ids whose
-# session has gone. With 'end' the sessions are deleted too, in the same atomic step, so a
-# session created meanwhile is neither ended nor unindexed.
-_OF_SUBJECT = """
+# KEYS[1] subject index, KEYS[2] legacy set; ARGV session key prefix -> {{id, value}, ...}, oldest
+# first; drops ids whose session has gone. The index holds at most the bound: O(bound).
+_OF_SUBJECT = _INDEX + """
+migrate(KEYS[1], KEYS[2])
 local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local key = ARGV[1] .. id
-  local v = redis.call('GET', key)
-  if v then table.insert(out, {id, v}) end
-  if not v or ARGV[2] == 'end' then
-    redis.call('DEL', key)
-    redis.call('SREM', KEYS[1], id)
-  end
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local v = redis.call('GET', ARGV[1] .. id)
+  if v then table.insert(out, {id, v}) else redis.call('ZREM', KEYS[1], id) end
 end
 return out
+"""
+
+# KEYS[1] subject index, KEYS[2] legacy set; ARGV session key prefix, batch size ->
+# {popped, {id, value}, ...}: ends the oldest ``batch`` sessions in one atomic step (each id is
+# unindexed and its session deleted together, so none is left half-ended); the caller repeats
+# until fewer come back, so ending thousands never holds Redis for long.
+_END_BATCH = _INDEX + """
+migrate(KEYS[1], KEYS[2])
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
+local out = {#popped / 2}
+for i = 1, #popped, 2 do
+  local v = redis.call('GETDEL', ARGV[1] .. popped[i])
+  if v then table.insert(out, {popped[i], v}) end
+end
+return out
+"""
+_END_BATCH_SIZE = 256
+
+# KEYS[1] a subject's token cut-off; ARGV at, ttl: a later cut-off is never replaced by an earlier one.
+_NOT_BEFORE = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+end
 """
 
 # KEYS[1] old token, KEYS[2] new token; ARGV prefix, new expiry, now
@@ -177,19 +235,29 @@ def _ttl(expires_at: int, now: int | None) -> int:
     return max(1, expires_at - (int(time.time()) if now is None else now))
 
 
+@translate_faults(redis.RedisError)
 class RedisStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on a Redis server."""
 
-    def __init__(self, url: str, lifetime: SessionLifetime) -> None:
+    def __init__(self, url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
+        options = options or StoreOptions()
         self.lifetime = lifetime
+        self.max_sessions_per_user = options.max_sessions_per_user
         try:
-            self.redis = redis.Redis.from_url(url)
+            # Timeouts in the URL win (redis-py's query string overrides these). One retry, at
+            # once, only for a dropped connection: redis-py's default (10 retries with backoff)
+            # held every request for seconds while Redis was paused (issue 14).
+            self.redis = redis.Redis.from_url(
+                url, socket_timeout=options.timeout, socket_connect_timeout=options.timeout,
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
             self.redis.ping()
         except redis.RedisError as err:
             raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None
         self._create = self.redis.register_script(_CREATE)
         self._get_and_touch = self.redis.register_script(_GET_AND_TOUCH)
         self._of_subject = self.redis.register_script(_OF_SUBJECT)
+        self._end_batch = self.redis.register_script(_END_BATCH)
+        self._not_before = self.redis.register_script(_NOT_BEFORE)
         self._revoke = self.redis.register_script(_REVOKE)
         self._use_jti = self.redis.register_script(_USE_JTI)
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
@@ -203,7 +271,13 @@ class RedisStore:
 
     @staticmethod
     def _subject(subject: str) -> str:
-        return f"{PREFIX}u:{subject}"
+        """Return the key of the subject's session index (a sorted set)."""
+        return f"{PREFIX}uz:{subject}"
+
+    @staticmethod
+    def _index(subject: str) -> list[str]:
+        """Return the subject's index key and its legacy index key (a plain set, folded in once)."""
+        return [f"{PREFIX}uz:{subject}", f"{PREFIX}u:{subject}"]
 
     # sessions --------------------------------------------------------------------------
     def _hard(self, session: Session) -> int:
@@ -229,11 +303,13 @@ class RedisStore:
     def _live(self, value: bytes, now: int) -> bool:
         return now < int(value[11:_HEADER]) and now - int(value[:11]) <= self.lifetime.inactivity
 
-    def create_session(self, session: Session) -> None:
-        self._create(keys=[self._s(session.id), self._subject(session.subject)],
-                     args=[self._value(session), self._session_ttl(session, session.last_seen),
-                           session.id, self.lifetime.absolute + 86400, _SESSION])
+    def create_session(self, session: Session) -> list[Session]:
+        rows = self._create(keys=[self._s(session.id), *self._index(session.subject)],
+                            args=[self._value(session), self._session_ttl(session, session.last_seen),
+                                  session.id, self.lifetime.absolute + 86400, _SESSION,
+                                  self.max_sessions_per_user])
         self._plan_end(session, session.last_seen)
+        return [self._decode(sid.decode(), value) for sid, value in rows]
 
     def _read(self, session_id: str, now: int) -> tuple[Session, bytes] | None:
         """Return the live session and its stored value, in one GET."""
@@ -279,7 +355,7 @@ class RedisStore:
                           self.lifetime.inactivity])
             else:
                 result = self._move(
-                    keys=[self._s(session_id), self._s(updated.id), self._subject(session.subject)],
+                    keys=[self._s(session_id), self._s(updated.id), *self._index(session.subject)],
                     args=[stored[_HEADER:], self._value(updated), self._session_ttl(updated, now),
                           session_id, updated.id, now, self.lifetime.inactivity])
             if result == 1:
@@ -305,14 +381,18 @@ class RedisStore:
         if value is None:
             return None
         session = self._decode(session_id, value)
-        self.redis.srem(self._subject(session.subject), session_id)
+        self.redis.zrem(self._subject(session.subject), session_id)
         self.record_session_end(session_id, SessionEnd(reason, _now(now)))
         return session
 
     def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
                         now: int | None = None) -> list[Session]:
-        rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "end"])
-        ended = [self._decode(sid.decode(), value) for sid, value in rows]
+        ended: list[Session] = []
+        while True:  # in batches: ending thousands never holds Redis for long
+            popped, *rows = self._end_batch(keys=self._index(subject), args=[_SESSION, _END_BATCH_SIZE])
+            ended += [self._decode(sid.decode(), value) for sid, value in rows]
+            if popped < _END_BATCH_SIZE:
+                break
         with self.redis.pipeline(transaction=False) as pipe:
             for session in ended:
                 pipe.set(_END + token_key(session.id), codec.encode_end(SessionEnd(reason, _now(now))),
@@ -348,7 +428,7 @@ class RedisStore:
             session = self._decode(session_id, value)
             end = self.lifetime.end_of(session)
             self.redis.delete(self._s(session_id))
-            self.redis.srem(self._subject(session.subject), session_id)
+            self.redis.zrem(self._subject(session.subject), session_id)
             self.record_session_end(session_id, end)
         else:
             stored = self.redis.get(_END + token_key(session_id))
@@ -366,7 +446,7 @@ class RedisStore:
         return end if now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
-        rows = self._of_subject(keys=[self._subject(subject)], args=[_SESSION, "read"])
+        rows = self._of_subject(keys=self._index(subject), args=[_SESSION])
         return [self._decode(sid.decode(), value) for sid, value in rows if self._live(value, now)]
 
     # refresh tokens --------------------------------------------------------------------
@@ -425,7 +505,18 @@ class RedisStore:
             count, _ = pipe.execute()
         return int(count), start + window
 
+    # per-subject token cut-off ------------------------------------------------------------
+    def set_not_before(self, subject: str, at: int, expires_at: int) -> None:
+        self._not_before(keys=[f"{PREFIX}nb:{subject}"], args=[at, _ttl(expires_at, at)])
+
+    def not_before(self, subject: str, now: int) -> int:
+        recorded = self.redis.get(f"{PREFIX}nb:{subject}")
+        return int(recorded) if recorded is not None else 0
+
     # housekeeping ----------------------------------------------------------------------------
+    def ping(self) -> None:
+        self.redis.ping()
+
     def sweep(self, now: int) -> int:
         """Return 0: Redis removes every record when its TTL runs out."""
         return 0

@@ -11,10 +11,17 @@ A session row keeps ``last_seen`` and its hard expiry (sliding and absolute
 lifetime) as columns: a read is one primary-key SELECT with the expiry in
 its WHERE clause, and a touch rewrites one integer, only when last-seen has
 moved by ``touch_interval``.
+
+Faults: a call waits for a lock at most the store timeout (SQLite's busy
+timeout); "database is locked", I/O and other operational errors become
+:class:`~policy_sso.errors.StoreUnavailable`, and a transaction that failed is
+rolled back, so the thread's connection serves the next call as if nothing
+had happened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -24,7 +31,7 @@ from typing import Any
 
 from policy_sso.sessions import codec
 from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
-from policy_sso.sessions.store import RefreshRotation, token_key
+from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -44,6 +51,9 @@ CREATE TABLE IF NOT EXISTS jtis (
 CREATE TABLE IF NOT EXISTS session_ends (
     key TEXT PRIMARY KEY, data TEXT NOT NULL, expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS not_before (
+    subject TEXT PRIMARY KEY, at INTEGER NOT NULL, expires_at INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT NOT NULL, start INTEGER NOT NULL, count INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (key, start)
@@ -53,27 +63,45 @@ CREATE TABLE IF NOT EXISTS counters (
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
 
+# sqlite3's operational failures (locked, busy, disk I/O, a file that is not a database);
+# IntegrityError and ProgrammingError are bugs, not faults, and stay what they are
+_FAULTS = (sqlite3.OperationalError, sqlite3.InternalError)
+_STARTUP_BUSY_MS = 30_000  # creating the schema may wait for other processes starting at once
+
+
+@translate_faults(*_FAULTS)
 class SQLiteStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on one SQLite file."""
 
-    def __init__(self, path: str | Path, lifetime: SessionLifetime) -> None:
+    def __init__(self, path: str | Path, lifetime: SessionLifetime,
+                 options: StoreOptions | None = None) -> None:
+        options = options or StoreOptions()
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lifetime = lifetime
+        self.timeout = options.timeout
+        self.max_sessions_per_user = options.max_sessions_per_user
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         self._decoded: dict[tuple[str, str, int], Session] = {}
-        self._db().executescript(SCHEMA)
+        db = self._db()
+        db.execute(f"PRAGMA busy_timeout={_STARTUP_BUSY_MS}")
+        db.executescript(SCHEMA)
+        db.execute(f"PRAGMA busy_timeout={self._busy_ms()}")
+
+    def _busy_ms(self) -> int:
+        return max(1, int(self.timeout * 1000))
 
     # connections ---------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                 timeout=self.timeout)
+            db.execute(f"PRAGMA busy_timeout={self._busy_ms()}")  # a lock waited for at most the timeout
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
             with self._connections_lock:
                 # a thread that has ended left its connection here: close it, or each
@@ -124,9 +152,28 @@ class SQLiteStore:
                     self._hard_expiry(session) + 1))
         return session
 
-    def create_session(self, session: Session) -> None:
+    def create_session(self, session: Session) -> list[Session]:
+        now = session.last_seen
+        live = "subject = ? AND ? < hard_expiry AND ? - last_seen <= ?"
+        args = (session.subject, now, now, self.lifetime.inactivity)
         with self._write() as db:
             self._save(db, session)
+            # first a count on the subject index alone, stopped past the bound (at most bound + 1
+            # index entries, however many sessions the subject made); rows are read only when over
+            (rows_of_subject,) = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE subject = ? LIMIT ?)",
+                (session.subject, self.max_sessions_per_user + 1)).fetchone()
+            if rows_of_subject <= self.max_sessions_per_user:
+                return []
+            (count,) = db.execute(f"SELECT count(*) FROM sessions WHERE {live}", args).fetchone()  # noqa: S608
+            if count <= self.max_sessions_per_user:
+                return []
+            # the oldest by creation end first; the new one never
+            rows = db.execute(
+                f"DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {live} AND id != ? "  # noqa: S608
+                "ORDER BY json_extract(data, '$.c'), id LIMIT ?) RETURNING id, data, last_seen",
+                (*args, session.id, count - self.max_sessions_per_user)).fetchall()
+        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         return self._read(self._db(), session_id, now)
@@ -273,7 +320,23 @@ class SQLiteStore:
             (key, start, amount, start + window)).fetchall()[0]  # fetchall completes (commits) the statement
         return count, start + window
 
+    # per-subject token cut-off ------------------------------------------------------------
+    def set_not_before(self, subject: str, at: int, expires_at: int) -> None:
+        self._db().execute(
+            "INSERT INTO not_before (subject, at, expires_at) VALUES (?, ?, ?) ON CONFLICT (subject) "
+            "DO UPDATE SET at = excluded.at, expires_at = excluded.expires_at WHERE excluded.at > at",
+            (subject, at, expires_at))
+
+    def not_before(self, subject: str, now: int) -> int:
+        row = self._db().execute("SELECT at FROM not_before WHERE subject = ?", (subject,)).fetchone()
+        return row[0] if row else 0
+
     # housekeeping ---------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Return once the write lock can be taken within the timeout (what sign-ins need)."""
+        with self._write():
+            pass
+
     def sweep(self, now: int) -> int:
         with self._write() as db:
             rows = db.execute("DELETE FROM sessions WHERE ? >= hard_expiry OR ? - last_seen > ? "
@@ -284,7 +347,7 @@ class SQLiteStore:
                 if now < end.kept_until():
                     self._put_end(db, sid, end)
             removed = len(rows)
-            for table in ("refresh", "jtis", "counters", "session_ends"):
+            for table in ("refresh", "jtis", "counters", "session_ends", "not_before"):
                 # table names come from this tuple, never from input
                 removed += db.execute(f"DELETE FROM {table} WHERE ? >= expires_at", (now,)).rowcount  # noqa: S608
         return removed
@@ -313,4 +376,18 @@ class _Transaction:
         return self.db
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
-        self.db.execute("ROLLBACK" if kind else "COMMIT")
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+                return
+            except sqlite3.Error:
+                self._rollback()  # a COMMIT that failed (e.g. locked) leaves the transaction open
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is open, so the connection is clean for the next call."""
+        if self.db.in_transaction:
+            # the caller's error is what matters; a rollback that fails too ends with the connection
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")

@@ -19,11 +19,63 @@ the wall clock for their TTL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import types
+import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+
+DEFAULT_TIMEOUT = 1.0  # seconds a store call may wait (SPEC §7: a fault answered within a bounded time)
+DEFAULT_MAX_SESSIONS_PER_USER = 100
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """How a store is run (``tenant.yaml``: ``store_timeout``, ``session.max_per_user``).
+
+    ``timeout``: how long one store call may wait, in seconds: Redis's socket
+    connect and read timeouts, SQLite's busy timeout. A call that runs out
+    raises :class:`~policy_sso.errors.StoreUnavailable`. ``max_sessions_per_user``:
+    creating a session beyond this many for one subject ends the oldest.
+    """
+
+    timeout: float = DEFAULT_TIMEOUT
+    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
+
+
+_Cls = TypeVar("_Cls", bound=type)
+
+
+def translate_faults(*faults: type[BaseException]) -> Callable[[_Cls], _Cls]:
+    """Return a class decorator: in every public method, ``faults`` become StoreUnavailable.
+
+    One place turns a backend's own errors (a Redis connection refused or timed
+    out, SQLite's "database is locked") into the one exception the HTTP layer
+    answers with 503 ``temporarily_unavailable``; callers never see a driver's
+    exception. The original stays chained as ``__cause__``.
+    """
+    from policy_sso.errors import StoreUnavailable
+
+    def wrap(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except faults as err:
+                raise StoreUnavailable(f"{type(err).__name__}: {str(err)[:200]}") from err
+        return guarded
+
+    def decorate(cls: _Cls) -> _Cls:
+        for name, value in list(vars(cls).items()):
+            if not name.startswith("_") and isinstance(value, types.FunctionType):
+                setattr(cls, name, wrap(value))
+        return cls
+
+    return decorate
 
 
 def token_key(token: str) -> str:
@@ -52,8 +104,13 @@ class Store(Protocol):
     lifetime: SessionLifetime
 
     # sessions ---------------------------------------------------------------
-    def create_session(self, session: Session) -> None:
-        """Store a new session, indexed by its subject."""
+    def create_session(self, session: Session) -> list[Session]:
+        """Store a new session, indexed by its subject; return the sessions it pushed out.
+
+        A subject keeps at most ``max_sessions_per_user`` sessions: beyond that
+        the oldest (by creation) end, and are returned so the caller can send
+        their back-channel logout. Costs O(1) amortised whatever the subject holds.
+        """
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         """Return the live session or None (unknown, ended or expired per ``lifetime``)."""
@@ -129,7 +186,20 @@ class Store(Protocol):
     def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
         """Add ``amount`` hits in the fixed window holding ``now``; return (count, window reset time)."""
 
+    # per-subject token cut-off (a password change) ----------------------------
+    def set_not_before(self, subject: str, at: int, expires_at: int) -> None:
+        """Record that ``subject``'s grants authenticated before ``at`` are revoked, until ``expires_at``.
+
+        A later cut-off wins over an earlier one, whatever order they arrive in.
+        """
+
+    def not_before(self, subject: str, now: int) -> int:
+        """Return ``subject``'s token cut-off (epoch s), or 0 when none is recorded."""
+
     # housekeeping -------------------------------------------------------------
+    def ping(self) -> None:
+        """Return when the store answers (within its timeout); raise StoreUnavailable otherwise."""
+
     def sweep(self, now: int) -> int:
         """Delete expired records; return how many (a no-op where the backend expires itself)."""
 
@@ -137,21 +207,43 @@ class Store(Protocol):
         """Release connections and files."""
 
 
-def open_store(url: str, lifetime: SessionLifetime) -> Store:
-    """Return the store named by ``url``: ``memory://``, ``sqlite:///path`` or ``redis://host:port/db``."""
+def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> Store:
+    """Return the store named by ``url``: ``memory://``, ``sqlite:///path`` or ``redis://host:port/db``.
+
+    A timeout in the URL wins over ``options.timeout``: ``sqlite:///path?timeout=0.5``,
+    ``redis://host:port/db?socket_timeout=0.5&socket_connect_timeout=0.5``.
+    """
+    options = options or StoreOptions()
     if url.startswith("memory:"):
         from policy_sso.sessions.memory import MemoryStore
 
-        return MemoryStore(lifetime)
+        return MemoryStore(lifetime, options)
     if url.startswith("sqlite:"):
         from policy_sso.sessions.sqlite import SQLiteStore
 
         # SQLAlchemy's convention: sqlite:///relative/path, sqlite:////absolute/path
-        return SQLiteStore(url.removeprefix("sqlite:///"), lifetime)
+        path, _, query = url.removeprefix("sqlite:///").partition("?")
+        timeout = urllib.parse.parse_qs(query).get("timeout")
+        if timeout:
+            options = StoreOptions(_seconds(timeout[-1], url), options.max_sessions_per_user)
+        return SQLiteStore(path, lifetime, options)
     if url.startswith(("redis:", "rediss:", "unix:")):
         from policy_sso.sessions.redis import RedisStore
 
-        return RedisStore(url, lifetime)
+        return RedisStore(url, lifetime, options)
     from policy_sso.errors import StoreError
 
     raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+def _seconds(text: str, url: str) -> float:
+    """Return a positive timeout in seconds read from a store URL; raise StoreError otherwise."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 60:  # NaN fails this test too
+        from policy_sso.errors import StoreError
+
+        raise StoreError(f"the timeout in store URL {url.partition('?')[0]!r} must be seconds in (0, 60]")
+    return value

@@ -11,12 +11,13 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from policy_sso.sessions import SessionLifetime, Store, open_store
+from policy_sso.sessions.store import StoreOptions
 
 LIFETIME = SessionLifetime(sliding=14 * 86400, absolute=30 * 86400, inactivity=86400, touch_interval=60)
 REDIS_MISSING = ("redis-server is not installed: the Redis store tests need a real server "
@@ -73,6 +74,20 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
 
     redis.Redis.from_url(url).flushdb()
     return url
+
+
+@pytest.fixture(params=BACKENDS)
+def open_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[StoreOptions], Store]]:
+    """Yield a function opening an empty store of each backend in turn with given options."""
+    opened: list[Store] = []
+
+    def make(options: StoreOptions) -> Store:
+        opened.append(open_store(store_url(request.param, tmp_path, request), LIFETIME, options))
+        return opened[-1]
+
+    yield make
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -34,9 +34,24 @@ def test_the_subject_index_forgets_sessions_whose_ttl_ran_out(tmp_path, request)
     gone = make(store)
     raw.delete(f"psso:ss:{gone.id}")  # what Redis does when the session's TTL runs out
     kept = make(store)
-    assert raw.smembers("psso:u:u-alice") == {kept.id.encode()}
+    assert [s.id for s in store.sessions_of("u-alice", NOW)] == [kept.id]  # a read drops dead ids
+    assert raw.zrange("psso:uz:u-alice", 0, -1) == [kept.id.encode()]
     assert [s.id for s in store.end_sessions_of("u-alice")] == [kept.id]
+    assert not raw.exists("psso:uz:u-alice")
+    store.close()
+
+
+def test_a_legacy_set_index_is_folded_into_the_sorted_one(tmp_path, request):
+    # before the bound, a subject's index was a plain set: its sessions must still be found and ended
+    url = store_url("redis", tmp_path, request)
+    store, raw = open_store(url, LIFETIME), redis.Redis.from_url(url)
+    old = make(store)
+    raw.delete("psso:uz:u-alice")
+    raw.sadd("psso:u:u-alice", old.id)
+    new = make(store)
+    assert {s.id for s in store.sessions_of("u-alice", NOW)} == {old.id, new.id}
     assert not raw.exists("psso:u:u-alice")
+    assert {s.id for s in store.end_sessions_of("u-alice")} == {old.id, new.id}
     store.close()
 
 

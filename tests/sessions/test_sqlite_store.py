@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 
+import pytest
+
+from policy_sso.errors import StoreError, StoreUnavailable
 from policy_sso.sessions import AuthEvent, Session, open_store
 from policy_sso.sessions.model import new_session_id
 
@@ -29,3 +33,37 @@ def test_the_file_is_in_wal_mode(tmp_path):
     open_store(f"sqlite:///{path}", LIFETIME).close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_a_locked_file_is_a_store_fault_answered_within_the_timeout(tmp_path):
+    # issue 14: a backup (or any other connection) holding the write lock; busy_timeout was 30 s
+    path = tmp_path / "store.db"
+    store = open_store(f"sqlite:///{path}?timeout=0.3", LIFETIME)
+    session = Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),))
+    store.create_session(session)
+    locker = sqlite3.connect(path, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as fault:
+            store.create_session(Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),)))
+        waited = time.monotonic() - started
+        assert 0.25 <= waited < 0.3 + 2.0, waited  # the timeout, plus a loaded machine's margin
+        assert "locked" in fault.value.reason
+        assert isinstance(fault.value.__cause__, sqlite3.OperationalError)
+        with pytest.raises(StoreUnavailable):
+            store.ping()
+        assert store.get_session(session.id, NOW) is not None  # WAL: reads go on meanwhile
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    # the failed transaction was rolled back: the same thread's connection works at once
+    after = Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),))
+    assert store.create_session(after) == []
+    store.ping()
+    store.close()
+
+
+def test_the_timeout_in_the_url_must_be_seconds(tmp_path):
+    with pytest.raises(StoreError, match="timeout"):
+        open_store(f"sqlite:///{tmp_path / 'store.db'}?timeout=nan", LIFETIME)

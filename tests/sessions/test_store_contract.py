@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
+import time
 
 import pytest
 
 from policy_sso.sessions import AuthEvent, ClientJoin, Session, Store
 from policy_sso.sessions.model import new_session_id
+from policy_sso.sessions.store import StoreOptions
 
 from .conftest import LIFETIME
 
@@ -328,3 +331,83 @@ def test_sweep_removes_expired_records(store):
     assert store.sessions_of("u-alice", later) == []
     assert store.use_jti("n", "j", later + 60, later)
     assert store.hit("k", 60, later) == (1, later - later % 60 + 60)
+
+
+# --- sessions per user: bounded, the oldest end first, O(1) creation (issue 14) ---------
+
+def sessions_for(store, count: int, subject: str = "u-alice") -> list[Session]:
+    """Create ``count`` sessions of ``subject``, one a second; return them oldest first."""
+    return [make(store, subject=subject, at=NOW + i) for i in range(count)]
+
+
+def test_below_the_bound_no_session_ends(open_backend):
+    store = open_backend(StoreOptions(max_sessions_per_user=3))
+    made = [Session(new_session_id(), "u-alice", NOW + i, NOW + i, (AuthEvent("pwd", NOW + i),))
+            for i in range(3)]
+    assert [store.create_session(s) for s in made] == [[], [], []]
+    assert {s.id for s in store.sessions_of("u-alice", NOW + 5)} == {s.id for s in made}
+
+
+def test_beyond_the_bound_the_oldest_sessions_end_first(open_backend):
+    store = open_backend(StoreOptions(max_sessions_per_user=3))
+    first, second, *rest = sessions_for(store, 3)
+    bob = make(store, subject="u-bob")
+    fourth = Session(new_session_id(), "u-alice", NOW + 10, NOW + 10, (AuthEvent("pwd", NOW + 10),))
+    pushed_out = store.create_session(fourth)
+    assert [s.id for s in pushed_out] == [first.id]
+    assert pushed_out[0].subject == "u-alice"  # returned whole, for its back-channel logout
+    assert store.get_session(first.id, NOW + 10) is None
+    fifth = Session(new_session_id(), "u-alice", NOW + 11, NOW + 11, (AuthEvent("pwd", NOW + 11),))
+    assert [s.id for s in store.create_session(fifth)] == [second.id]
+    kept = {s.id for s in store.sessions_of("u-alice", NOW + 11)}
+    assert kept == {*(s.id for s in rest), fourth.id, fifth.id}
+    assert store.get_session(bob.id, NOW + 11) is not None  # another user's sessions are not touched
+
+
+def test_a_reauthenticated_session_keeps_its_age(open_backend):
+    store = open_backend(StoreOptions(max_sessions_per_user=2))
+    oldest, younger = sessions_for(store, 2)
+    moved = store.reauthenticate(oldest.id, AuthEvent("otp", NOW + 5), new_session_id(), NOW + 5)
+    newest = Session(new_session_id(), "u-alice", NOW + 6, NOW + 6, (AuthEvent("pwd", NOW + 6),))
+    assert [s.id for s in store.create_session(newest)] == [moved.id]
+    assert {s.id for s in store.sessions_of("u-alice", NOW + 6)} == {younger.id, newest.id}
+
+
+@pytest.mark.parametrize("bound", [100, 10_000], ids=["evicting_at_the_default_bound", "below_a_high_bound"])
+def test_creating_the_5000th_session_costs_what_the_first_did(open_backend, bound):
+    # issue 14: on Redis each creation scanned every session of the user (88 ms at 4,321)
+    store = open_backend(StoreOptions(max_sessions_per_user=bound))
+    timings: list[float] = []
+    for i in range(5000):
+        session = Session(new_session_id(), "u-alice", NOW + i, NOW + i, (AuthEvent("pwd", NOW + i),))
+        started = time.perf_counter()
+        store.create_session(session)
+        timings.append(time.perf_counter() - started)
+    first, last = statistics.median(timings[:50]), statistics.median(timings[-50:])
+    # generous margins (a loaded machine): the old cost grew ~500x over this range
+    assert last < 0.005, f"median of the last 50 creations {last * 1000:.2f} ms"
+    assert last < 4 * first + 0.001, f"first {first * 1000:.3f} ms, last {last * 1000:.3f} ms"
+    assert len(store.sessions_of("u-alice", NOW + 5000)) == min(bound, 5000)
+
+
+def test_ending_thousands_of_sessions_ends_every_one(open_backend):
+    store = open_backend(StoreOptions(max_sessions_per_user=10_000))
+    made = {s.id for s in sessions_for(store, 1000)}  # more than one Redis batch
+    assert {s.id for s in store.end_sessions_of("u-alice")} == made
+    assert store.sessions_of("u-alice", NOW + 1000) == []
+
+
+# --- the per-subject token cut-off (a password change, issue 14) --------------------------
+
+def test_a_later_cut_off_wins_whatever_the_order(store):
+    assert store.not_before("u-alice", NOW) == 0
+    store.set_not_before("u-alice", NOW + 10, NOW + DAY)
+    store.set_not_before("u-alice", NOW + 5, NOW + DAY)  # an instance with a slower clock
+    assert store.not_before("u-alice", NOW + 20) == NOW + 10
+    store.set_not_before("u-alice", NOW + 30, NOW + DAY)
+    assert store.not_before("u-alice", NOW + 40) == NOW + 30
+    assert store.not_before("u-bob", NOW + 40) == 0
+
+
+def test_the_store_answers_a_ping(store):
+    assert store.ping() is None

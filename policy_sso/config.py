@@ -15,6 +15,8 @@ DEFAULT_INACTIVITY = 86400
 MAX_SECRET_BYTES = 65536  # a key or secret file larger than this is not a key
 
 
+DEFAULT_POLICY_FILES = ("*.policy", "*.policy.yaml", "*.policy.yml")
+DEFAULT_CLIENT_SCOPES = ("openid", "profile", "email", "offline_access")
 @dataclass(frozen=True)
 class SecretRef:
     """A secret kept outside the YAML: an environment variable or a file."""
@@ -82,7 +84,7 @@ class TenantSettings:
     """``tenant.yaml``."""
 
     issuer: str
-    default_policy: str
+    default_policy: str = "default"  # what a client's ``policy: default`` stands for; governs no one alone
     sso_active: bool = True
     # acr_values in a request (OIDC Core §3.1.2.1): "enforced" (a silent sign-in must reach a
     # requested level; the Transmit SSO seed) or "voluntary" (served as voluntary claims)
@@ -90,7 +92,8 @@ class TenantSettings:
     lifetime: SessionLifetime = SessionLifetime()
     acr_levels: tuple[AcrLevel, ...] = ()
     methods: frozenset[str] = frozenset({"pwd", "otp"})
-    policy_files: tuple[str, ...] = ("*.policy", "*.policy.yaml")
+    policy_files: tuple[str, ...] = DEFAULT_POLICY_FILES
+    scopes: frozenset[str] = frozenset()  # scopes policies may name beyond those the clients request
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     tokens: TokenSettings = TokenSettings()
     store: str = "sqlite:///var/policy-sso.db"
@@ -143,13 +146,13 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
     tokens = data.get("tokens", {})
     return TenantSettings(
         issuer=data["issuer"].rstrip("/"),
-        default_policy=data["default_policy"],
-        acr_values_requested=data.get("acr_values", {}).get("requested", "enforced"),
+        default_policy=data.get("default_policy", "default"),
         sso_active=data.get("sso", {}).get("active", True),
         lifetime=lifetime,
         acr_levels=levels,
         methods=frozenset(data.get("methods", ["pwd", "otp"])),
-        policy_files=tuple(data.get("policy_files", ["*.policy", "*.policy.yaml"])),
+        policy_files=tuple(data.get("policy_files", DEFAULT_POLICY_FILES)),
+        scopes=frozenset(data.get("scopes", ())),
         rate_limits={k: RateLimit(v["requests"], parse_duration(v["window"]))
                      for k, v in data.get("rate_limits", {}).items()},
         tokens=TokenSettings(
@@ -181,7 +184,7 @@ class Client:
     backchannel_logout_uri: str | None = None
     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
     response_types: tuple[str, ...] = ("code",)
-    scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
+    scopes: tuple[str, ...] = DEFAULT_CLIENT_SCOPES
     id_token_signed_response_alg: str = "RS256"  # noqa: S105 - an algorithm name
     first_party: bool = False
     span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
@@ -192,8 +195,9 @@ class Client:
         return self.type == "public"
 
 
-def client_record(data: dict[str, Any], span: Span) -> Client:
-    """Return the Client for one schema-valid ``clients.yaml`` entry."""
+def client_record(data: dict[str, Any], span: Span, policy_span: Span | None = None) -> Client:
+    """Return the Client for one schema-valid ``clients.yaml`` entry (``policy_span``: its policy key)."""
+        acr_values_requested=data.get("acr_values", {}).get("requested", "enforced"),
     public = data.get("type") == "public"
     return Client(
         client_id=data["client_id"], name=data.get("name", data["client_id"]),
@@ -206,7 +210,7 @@ def client_record(data: dict[str, Any], span: Span) -> Client:
         backchannel_logout_uri=data.get("backchannel_logout_uri"),
         grant_types=tuple(data.get("grant_types", ("authorization_code", "refresh_token"))),
         response_types=tuple(data.get("response_types", ("code",))),
-        scopes=tuple(data.get("scopes", ("openid", "profile", "email", "offline_access"))),
+        scopes=tuple(data.get("scopes", DEFAULT_CLIENT_SCOPES)),
         id_token_signed_response_alg=data.get("id_token_signed_response_alg", "RS256"),
         first_party=bool(data.get("first_party", False)),
         span=span,
@@ -233,3 +237,13 @@ def user_record(data: dict[str, Any], span: Span, secret_span: Span | None = Non
         totp_secret=secret_ref(data.get("totp_secret"), secret_span or span),
         methods=tuple(data.get("methods", ())), claims=dict(data.get("claims", {})), span=span,
     )
+    policy: str | None = None  # as written in clients.yaml; see governing_policy_name()
+    policy_span: Span | None = field(default=None, compare=False)
+
+    def governing_policy_name(self, settings: TenantSettings | None) -> str | None:
+        """Return the policy its ``policy:`` key names (``default``: tenant.yaml's default_policy)."""
+        if self.policy == "default" and settings is not None:
+            return settings.default_policy
+        return self.policy
+        policy=data.get("policy"),
+        policy_span=policy_span if "policy" in data else None,

@@ -1,7 +1,10 @@
 """The running tenant, swapped whole on reload (``POST /admin/v1/policies/reload``, SIGHUP).
 
-A reload loads the tenant directory again; a set with any error is rejected
-with all its diagnostics and the running tenant stays in force. Readers take
+A reload loads the tenant directory again; a set with any error (a policy
+file emptied or not loaded, a client left without a governing policy, an
+unknown name, a policy_files pattern outside the tenant…) is rejected with
+all its diagnostics and the running tenant stays in force. A reload that
+applies reports which clients changed governing policy. Readers take
 ``holder.tenant`` once per request and use that object throughout, so a
 request never sees half of one tenant and half of another.
 """
@@ -22,12 +25,43 @@ log = logging.getLogger("policy_sso.reload")
 
 
 @dataclass(frozen=True)
+class GovernanceChange:
+    """A client whose governing policy differs between two tenants (None: not registered there)."""
+
+    client_id: str
+    old: str | None
+    new: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        """Return ``{"client_id", "from", "to"}`` for the admin API."""
+        return {"client_id": self.client_id, "from": self.old, "to": self.new}
+
+    def __str__(self) -> str:
+        return f"{self.client_id}: {self.old or '(not registered)'} -> {self.new or '(not registered)'}"
+
+
+def governance_changes(old: Tenant, new: Tenant) -> tuple[GovernanceChange, ...]:
+    """Return the clients whose governing policy differs from ``old`` to ``new``, by client_id."""
+    def policy_of(tenant: Tenant, client_id: str) -> str | None:
+        return tenant.policy_for(client_id).name if tenant.governs(client_id) else None
+
+    changes = []
+    for client_id in sorted(set(old.clients) | set(new.clients)):
+        before, after = policy_of(old, client_id), policy_of(new, client_id)
+        if before != after:
+            changes.append(GovernanceChange(client_id, before, after))
+    return tuple(changes)
+
+
+@dataclass(frozen=True)
 class ReloadResult:
-    """What a reload did: whether the new tenant is in force, and every diagnostic."""
+    """What a reload did: whether the new tenant is in force, every diagnostic, and which clients
+    changed governing policy (only when applied)."""
 
     applied: bool
     diagnostics: tuple[Diagnostic, ...]
     policies: int = 0
+    changes: tuple[GovernanceChange, ...] = ()
 
 
 class TenantHolder:
@@ -48,7 +82,13 @@ class TenantHolder:
     def reload(self) -> ReloadResult:
         """Load the directory again; swap the tenant in only if it has no error."""
         with self._lock:
-            tenant, diagnostics = check_tenant(self.directory)
+            try:
+                tenant, diagnostics = check_tenant(self.directory)
+            except Exception as err:  # a loader bug must never take the running set (or the server) down
+                log.exception("policy reload failed; the running policies stay")
+                problem = Diagnostic(str(self.directory), 1, 1, "E_RELOAD",
+                                     f"the tenant could not be loaded: {type(err).__name__}")
+                return ReloadResult(False, (problem,))
             errors = tuple(d for d in diagnostics if d.severity == "error")
             if tenant is None:
                 log.warning("policy reload rejected: %d errors; the running policies stay", len(errors))
@@ -61,10 +101,29 @@ class TenantHolder:
             if self._on_swap is not None:
                 self._on_swap(tenant)
             log.info("policies reloaded: %d policies", len(tenant.policies))
-            return ReloadResult(True, tuple(diagnostics), len(tenant.policies))
+            for change in changes:
+                log.info("governing policy changed: %s", change)
+            return ReloadResult(True, tuple(diagnostics), len(tenant.policies), changes)
 
     def install_sighup(self) -> None:
-        """Reload on SIGHUP (main thread only, where Python delivers signals)."""
+            changes = governance_changes(self._tenant, tenant)
+        """Reload on SIGHUP (main thread only, where Python delivers signals).
+
+        The reload runs in its own thread: the handler returns at once, so the
+        serving loop is never blocked by loading a large tenant, and nothing a
+        reload raises can unwind the main thread and stop the server.
+        """
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
             return
-        signal.signal(signal.SIGHUP, lambda signum, frame: self.reload())
+        signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(
+            target=self._reload_logged, name="policy-reload", daemon=True).start())
+
+    def _reload_logged(self) -> None:
+        """Reload and log the outcome (SIGHUP has no one to answer): each diagnostic as one line."""
+        try:
+            result = self.reload()
+        except Exception:  # a listener failed: the reload itself has been decided already
+            log.exception("policy reload: a listener failed")
+            return
+        for diagnostic in result.diagnostics if not result.applied else ():
+            log.warning("policy reload refused: %s", diagnostic)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from policy_sso.compile import CompiledPolicy, compile_policy
 from policy_sso.config import (
+    DEFAULT_POLICY_FILES,
     Client,
     TenantSettings,
     User,
@@ -25,8 +26,8 @@ from policy_sso.config import (
     user_record,
 )
 from policy_sso.decision import Decision
-from policy_sso.diagnostics import Diagnostic, sort_diagnostics
-from policy_sso.errors import ConfigError
+from policy_sso.diagnostics import Diagnostic, did_you_mean, sort_diagnostics
+from policy_sso.errors import ConfigError, PolicySSOError
 from policy_sso.model import Policy, Span
 from policy_sso.parse.dsl import parse_dsl
 from policy_sso.parse.yaml_form import parse_yaml_policies
@@ -43,6 +44,17 @@ from policy_sso.validate import (
 )
 
 POLICY_SUFFIXES = (".policy", ".policy.yaml", ".policy.yml")
+POLICY_PATTERNS = {".policy": "*.policy", ".policy.yaml": "*.policy.yaml", ".policy.yml": "*.policy.yml"}
+
+
+class UnknownClientError(PolicySSOError):
+    """A client_id the tenant does not register (or no policy governs); ``hint`` names a near one."""
+
+    def __init__(self, client_id: str, hint: str = "") -> None:
+        self.client_id = client_id
+        self.hint = hint
+        super().__init__(f"client {client_id!r} is not registered in clients.yaml"
+                         + (f" ({hint})" if hint else ""))
 
 
 def display_path(path: Path) -> str:
@@ -83,11 +95,21 @@ def parse_policy_text(text: str, file: str) -> tuple[list[Policy], list[Diagnost
 
 
 def parse_policy_file(path: Path) -> tuple[list[Policy], list[Diagnostic]]:
-    """Return the policies in a file and every diagnostic of its syntax and schema."""
+    """Return the policies in a file and every diagnostic of its syntax and schema.
+
+    A file with no policy block is an error: a policy file caught empty
+    (truncated before it is written) must never load as "no requirements".
+    """
     text, errors = read_source(path)
     if text is None:
         return [], errors
-    return parse_policy_text(text, display_path(path))
+    name = display_path(path)
+    policies, errors = parse_policy_text(text, name)
+    if not policies and not errors:
+        what = "is empty" if not text.strip() else "holds no policy block"
+        errors = [Diagnostic(name, 1, 1, "E_EMPTY_POLICY_FILE", f"this policy file {what}",
+                             "write a policy block, or delete the file")]
+    return policies, errors
 
 
 def _spans(doc: YamlDocument) -> dict[str, Span]:
@@ -130,11 +152,31 @@ class Tenant:
         for policy in self.policies.values():
             for client in policy.clients:
                 self._policy_of[client] = policy.name
+        for client_id, client in self.clients.items():  # an explicit ``policy:`` in clients.yaml
+            named = client.governing_policy_name(self.settings)
+            if named is not None and named in self.policies:
+                self._policy_of.setdefault(client_id, named)
         self.users_by_name = {u.username: u for u in self.users.values()}
 
+    def governs(self, client_id: str) -> bool:
+        """Return whether ``client_id`` is a registered client with a governing policy."""
+        return client_id in self.clients and client_id in self._policy_of
+
+    def client_hint(self, client_id: str) -> str:
+        """Return ``did you mean …?`` for an unknown client_id, else the registered ones (for errors)."""
+        return did_you_mean(client_id, self.clients) or (
+            "registered clients: " + (", ".join(sorted(self.clients)) or "none"))
+
     def policy_for(self, client_id: str) -> Policy:
-        """Return the client's policy, else the tenant's default policy."""
-        return self.policies[self._policy_of.get(client_id, self.settings.default_policy)]
+        """Return the policy governing a registered client; raise UnknownClientError for any other id.
+
+        No client is ever placed on a default: a validated tenant governs every
+        registered client explicitly, and an unknown id is refused (SPEC §7).
+        """
+        name = self._policy_of.get(client_id)
+        if name is None or client_id not in self.clients:
+            raise UnknownClientError(client_id, self.client_hint(client_id))
+        return self.policies[name]
 
     def evaluator(self, client_id: str) -> CompiledPolicy:
         """Return the compiled evaluator for a client (compiled once, then cached)."""
@@ -159,13 +201,56 @@ class Tenant:
         return self.users.get(hint) or self.users_by_name.get(hint)
 
 
-def _glob(directory: Path, patterns: Iterable[str]) -> list[Path]:
+def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path], list[Diagnostic]]:
+    """Return the files ``policy_files`` matches, and a diagnostic per pattern that leaves the tenant."""
+    patterns = settings.policy_files if settings else DEFAULT_POLICY_FILES
     found: dict[Path, None] = {}
-    for pattern in patterns:
-        for path in sorted(directory.glob(pattern)):
-            if path.is_file():
-                found[path] = None
-    return list(found)
+    problems: list[Diagnostic] = []
+    root = directory.resolve()
+    hint = 'policy_files are glob patterns relative to the tenant directory, e.g. "*.policy"'
+    for i, pattern in enumerate(patterns):
+        span = settings.span(f"policy_files.{i}") if settings else Span("tenant.yaml", 1, 1)
+        if os.path.isabs(pattern) or pattern.startswith("~") or ".." in Path(pattern).parts:
+            message = f"policy_files pattern {pattern!r} reaches outside the tenant directory"
+            problems.append(Diagnostic(span.file, span.line, span.col, "E_POLICY_FILES_PATH", message, hint))
+            continue
+        try:
+            matches = sorted(directory.glob(pattern))
+        except (ValueError, NotImplementedError, OSError) as err:  # e.g. "**x": not a whole component
+            problems.append(Diagnostic(span.file, span.line, span.col, "E_POLICY_FILES_PATH",
+                                       f"policy_files pattern {pattern!r} is not a usable glob: {err}", hint))
+            continue
+        for path in matches:
+            if not path.is_file():
+                continue
+            if not path.resolve().is_relative_to(root):  # a symbolic link out of the tenant
+                problems.append(Diagnostic(display_path(path), 1, 1, "E_POLICY_FILES_PATH",
+                                           f"{display_path(path)} links outside the tenant directory", hint))
+                continue
+            found[path] = None
+    return list(found), problems
+
+
+def _unmatched_policy_files(directory: Path, loaded: list[Path],
+                            settings: TenantSettings | None) -> Iterator[Diagnostic]:
+    """Yield an error for each file in the tenant directory that looks like a policy but is not loaded."""
+    if settings is None:
+        return
+    known = {p.resolve() for p in loaded}
+    try:
+        entries = sorted(directory.iterdir())
+    except OSError:
+        return
+    for path in entries:
+        suffix = next((s for s in POLICY_SUFFIXES if path.name.endswith(s)), None)
+        if suffix is None or not path.is_file() or path.resolve() in known:
+            continue
+        written = ", ".join(f'"{p}"' for p in settings.policy_files)
+        yield Diagnostic(display_path(path), 1, 1, "E_POLICY_NOT_LOADED",
+                         f"this policy file is not loaded: policy_files [{written}] in tenant.yaml "
+                         "does not match it",
+                         f'add "{POLICY_PATTERNS[suffix]}" to policy_files in tenant.yaml, '
+                         "or move the file out of the tenant directory")
 
 
 @dataclass(frozen=True)
@@ -201,7 +286,8 @@ def _check_tenant(directory: Path) -> _TenantCheck:
     clients_doc, errs = _load_config(directory / "clients.yaml", "clients")
     diagnostics += errs
     if clients_doc:
-        records = [client_record(c, Span(clients_doc.file, *clients_doc.position(("clients", i))))
+        records = [client_record(c, Span(clients_doc.file, *clients_doc.position(("clients", i))),
+                                 Span(clients_doc.file, *clients_doc.position(("clients", i, "policy"))))
                    for i, c in enumerate(clients_doc.data["clients"])]
         diagnostics += client_rules(records)
         clients = {c.client_id: c for c in records}
@@ -216,8 +302,9 @@ def _check_tenant(directory: Path) -> _TenantCheck:
         diagnostics += user_rules(records_u, directory)
         users = {u.sub: u for u in records_u}
 
-    patterns = settings.policy_files if settings else ("*.policy", "*.policy.yaml")
-    files = _glob(directory, patterns)
+    files, errs = _glob(directory, settings)
+    diagnostics += errs
+    diagnostics += _unmatched_policy_files(directory, files, settings)
     policies: list[Policy] = []
     for path in files:
         found, errs = parse_policy_file(path)
@@ -295,9 +382,13 @@ def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck]) -> list[D
                 tenants[home] = _check_tenant(home)
             check = tenants[home]
             resolved = path.resolve()
-            if resolved in check.policy_files or (path.name in _CONFIG_SCHEMAS and resolved.parent == home):
-                shown = display_path(path)  # one of the tenant's own files: its lines of the tenant
-                out += [d for d in check.diagnostics if d.file == shown]
+            own = path.name in _CONFIG_SCHEMAS or path.name.endswith(POLICY_SUFFIXES)  # loaded or must be
+            if resolved in check.policy_files or (own and resolved.parent == home):
+                # One of the tenant's own files: every error that involves it, including those
+                # whose other half lives elsewhere (a client claimed here and in another file).
+                shown = display_path(path)
+                out += [d for d in check.diagnostics
+                        if d.file == shown or any(r.file == shown for r in d.related)]
                 continue
         if path.name in _CONFIG_SCHEMAS:
             out += _load_config(path, _CONFIG_SCHEMAS[path.name])[1]

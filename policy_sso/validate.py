@@ -17,13 +17,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 
 from policy_sso.config import MAX_INACTIVITY, Client, SecretRef, TenantSettings, User
 from policy_sso.credentials import MIN_TOTP_SECRET_BITS, totp_secret_bits
-from policy_sso.diagnostics import Diagnostic
+from policy_sso.diagnostics import Diagnostic, did_you_mean
 from policy_sso.model import (
     AcrRequirement,
     AmrRequirement,
     And,
     Condition,
     Not,
+    ConsentRequirement,
     Or,
     Policy,
     Span,
@@ -72,21 +73,27 @@ def _tests(cond: Condition) -> Iterator[Test]:
 
 def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     """Methods must be RFC 8176 values or enabled in tenant.yaml."""
-    hint = "use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods"
+    general = "use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods"
+
+    def hint(method: str) -> str:
+        return did_you_mean(method, ctx.methods) or general
+
     for req in policy.all_requirements():
         if isinstance(req, AmrRequirement):
             for method in req.methods:
                 if method not in ctx.methods:
-                    yield _at(req.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}", hint)
+                    yield _at(req.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}",
+                              hint(method))
     for when in policy.whens:
         for test in _tests(when.condition):
             if test.kind == "session_amr" and test.value not in ctx.methods:
                 yield _at(test.span, "E_UNKNOWN_METHOD",
-                          f"unknown authentication method {test.value!r}", hint)
+                          f"unknown authentication method {test.value!r}", hint(test.value))
     for trusted in policy.trust:
         for method in trusted.amr:
             if method not in ctx.methods:
-                yield _at(trusted.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}", hint)
+                yield _at(trusted.amr_span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}",
+                          hint(method))
 
 
 def undefined_acr(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
@@ -94,10 +101,14 @@ def undefined_acr(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     if ctx.settings is None:
         return
     defined = [lvl.id for lvl in ctx.settings.acr_levels]
-    for req in policy.all_requirements():
+
+    def problem(level: str, span: Span) -> Diagnostic:
+        return _at(span, "E_UNKNOWN_ACR", f"acr level {level!r} is not defined in tenant.yaml",
+                   did_you_mean(level, defined) or "defined levels: " + (", ".join(defined) or "none"))
+
+    for req in policy.all_requirements():  # (acr_values has X on an undefined X: a lint warning)
         if isinstance(req, AcrRequirement) and req.level not in defined:
-            yield _at(req.span, "E_UNKNOWN_ACR", f"acr level {req.level!r} is not defined in tenant.yaml",
-                      "defined levels: " + (", ".join(defined) or "none"))
+            yield problem(req.level, req.span)
 
 
 def inactivity_window(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
@@ -124,7 +135,48 @@ def condition_values(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
                 yield _at(test.span, "E_VALUE", f"unknown prompt value {test.value!r}",
                           "one of " + ", ".join(sorted(PROMPT_VALUES)))
             if test.kind == "client" and ctx.clients is not None and test.value not in ctx.clients:
-                yield _at(test.span, "E_UNKNOWN_CLIENT", f"client {test.value!r} is not registered")
+                yield _at(test.span, "E_UNKNOWN_CLIENT", f"client {test.value!r} is not registered",
+                          did_you_mean(test.value, ctx.clients) or "register it in clients.yaml")
+
+
+def governed_clients(policy: Policy, ctx: Context) -> list[Client]:
+    """Return the registered clients ``policy`` governs: those it names, those whose ``policy:`` names it."""
+    if ctx.clients is None:
+        return []
+    named = set(policy.clients)
+    return [c for c in ctx.clients.values()
+            if c.client_id in named or c.governing_policy_name(ctx.settings) == policy.name]
+
+
+def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """Scopes in ``require consent`` and ``when scope has`` must be ones a governed client may request.
+
+    A consent for a scope no client may request can never be granted (silent
+    sign-in refused for ever); a ``when scope has`` on such a scope never fires.
+    Scopes the tenant declares (tenant.yaml ``scopes``) are accepted too.
+    """
+    if ctx.clients is None:
+        return  # a lone file: no clients to check against
+    governed = governed_clients(policy, ctx)
+    pool = governed or list(ctx.clients.values())  # a policy governing no one: any client's scopes
+    known = {s for c in pool for s in c.scopes} | (ctx.settings.scopes if ctx.settings else frozenset())
+    whose = (f"the clients policy {policy.name!r} governs ({', '.join(c.client_id for c in governed)})"
+             if governed else "any registered client")
+
+    def problem(scope: str, span: Span, what: str) -> Diagnostic:
+        return _at(span, "E_UNKNOWN_SCOPE", f"{what} scope {scope!r}, which {whose} may not request",
+                   did_you_mean(scope, known)
+                   or "add it to the client's scopes in clients.yaml, or declare it in tenant.yaml scopes")
+
+    for req in policy.all_requirements():
+        if isinstance(req, ConsentRequirement):
+            for scope in req.scopes:
+                if scope not in known:
+                    yield problem(scope, req.span, "consent required for")
+    for when in policy.whens:
+        for test in _tests(when.condition):
+            if test.kind == "scope" and test.value not in known:
+                yield problem(test.value, test.span, "condition on")
 
 
 def _load_key(ref: SecretRef, base: Path) -> tuple[bytes | None, str]:
@@ -223,29 +275,54 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
 
 PolicyRule = Callable[[Policy, Context], Iterable[Diagnostic]]
 POLICY_RULES: tuple[PolicyRule, ...] = (
-    unknown_methods, undefined_acr, inactivity_window, condition_values, trusted_issuers,
+    unknown_methods, undefined_acr, inactivity_window, condition_values, trusted_issuers, unknown_scopes,
 )
 
 
 # --- rules across files -----------------------------------------------------------
 
 def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
-    """Policy names are unique; every client_id belongs to at most one policy."""
+    """Policy names are unique; every client_id belongs to at most one policy.
+
+    A client two policies claim is reported at every claim, each naming the
+    others: whichever file is new, ``validate`` of that file fails on it.
+    """
     names: dict[str, Policy] = {}
-    owners: dict[str, Span] = {}
+    owners: dict[str, list[tuple[Policy, Span]]] = {}
+def _client_spans(policy: Policy) -> Iterator[tuple[str, Span]]:
+    yield from zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients), strict=False)
+
+
     for policy in policies:
         if policy.name in names:
-            yield _at(policy.span, "E_DUPLICATE_POLICY", f"policy {policy.name!r} is defined twice",
-                      f"first defined at {names[policy.name].span}")
+            first = names[policy.name].span
+            yield _related(_at(policy.span, "E_DUPLICATE_POLICY", f"policy {policy.name!r} is defined twice",
+                               f"first defined at {first}"), first, "first defined here")
         names.setdefault(policy.name, policy)
-        for client, span in zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients),
-                                strict=False):
-            if client in owners:
-                yield _at(span, "E_DUPLICATE_CLIENT",
-                          f"client {client!r} already belongs to a policy at {owners[client]}",
-                          "a client belongs to at most one policy")
-            else:
-                owners[client] = span
+        for client, span in _client_spans(policy):
+            owners.setdefault(client, []).append((policy, span))
+    for client, claims in owners.items():
+        if len(claims) < 2:
+            continue
+        for policy, span in claims:
+            others = [(p, s) for p, s in claims if s is not span]
+            where = ", ".join(f"{p.name!r} at {s}" for p, s in others)
+            problem = _at(span, "E_DUPLICATE_CLIENT",
+                          f"client {client!r} is claimed by policy {policy.name!r} and also by {where}",
+                          "a client belongs to exactly one policy: remove it from all but one")
+            for p, s in others:
+                problem = _related(problem, s, f"also claimed by policy {p.name!r}")
+            yield problem
+
+
+def _related(diagnostic: Diagnostic, span: Span, label: str) -> Diagnostic:
+    """Return ``diagnostic`` with ``span`` attached as a related place (both halves of one mistake)."""
+    from dataclasses import replace
+
+    from policy_sso.diagnostics import Related
+
+    note = Related(span.file, span.line, span.col, label, getattr(span, "end_col", 0))
+    return replace(diagnostic, related=(*diagnostic.related, note))
 
 
 def unknown_clients(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
@@ -253,21 +330,84 @@ def unknown_clients(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic
     if ctx.clients is None:
         return
     for policy in policies:
-        for client, span in zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients),
-                                strict=False):
+        for client, span in _client_spans(policy):
             if client not in ctx.clients:
-                yield _at(span, "E_UNKNOWN_CLIENT", f"client {client!r} is not registered in clients.yaml")
+                yield _at(span, "E_UNKNOWN_CLIENT", f"client {client!r} is not registered in clients.yaml",
+                          did_you_mean(client, ctx.clients) or "register it in clients.yaml")
 
 
 def default_policy(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
-    """tenant.yaml's default_policy must exist."""
-    if ctx.settings and ctx.settings.default_policy not in {p.name for p in policies}:
+    """tenant.yaml's default_policy, when written there, must exist."""
+    names = {p.name for p in policies}
+    if ctx.settings and "default_policy" in ctx.settings.spans and ctx.settings.default_policy not in names:
         yield _at(ctx.settings.span("default_policy"), "E_UNKNOWN_POLICY",
-                  f"default_policy {ctx.settings.default_policy!r} is not defined")
+                  f"default_policy {ctx.settings.default_policy!r} is not defined",
+                  did_you_mean(ctx.settings.default_policy, names))
+
+
+def governing_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
+    """Every registered client has exactly one governing policy, never by accident (SPEC §7 fail closed).
+
+    A client is governed by the policy that names it in ``clients``, or by the
+    policy its own ``policy:`` key in clients.yaml names (``policy: default``:
+    tenant.yaml's default_policy). A client with neither is an error.
+    """
+    if ctx.clients is None:
+        return
+    by_name = {p.name: p for p in policies}
+    claims: dict[str, list[tuple[Policy, Span]]] = {}
+    unregistered: list[tuple[str, Policy, Span]] = []
+    for policy in policies:
+        for client, span in _client_spans(policy):
+            claims.setdefault(client, []).append((policy, span))
+            if client not in ctx.clients:
+                unregistered.append((client, policy, span))
+    for client in ctx.clients.values():
+        named = client.governing_policy_name(ctx.settings)
+        listed = claims.get(client.client_id, [])
+        if named is None:
+            if not listed:
+                yield _no_policy(client, unregistered, ctx)
+            continue
+        where = client.policy_span or client.span
+        via = " (default_policy in tenant.yaml)" if client.policy != named else ""
+        if named not in by_name:
+            defined = ", ".join(sorted(by_name)) or "none"
+            yield _at(where, "E_UNKNOWN_POLICY",
+                      f"client {client.client_id!r} names policy {named!r}{via}, which is not defined",
+                      did_you_mean(named, by_name) or f"defined policies: {defined}")
+        for policy, span in listed:
+            if policy.name == named:
+                continue
+            message = (f"client {client.client_id!r} is governed by policy {named!r} (its policy key in "
+                       f"clients.yaml) and also named by policy {policy.name!r}")
+            hint = "a client belongs to exactly one policy: drop one of the two"
+            yield _related(_at(where, "E_POLICY_CONFLICT", message, hint), span,
+                           f"named by policy {policy.name!r}")
+            yield _related(_at(span, "E_POLICY_CONFLICT", message, hint), where,
+                           "its policy key in clients.yaml")
+
+
+def _no_policy(client: Client, unregistered: list[tuple[str, Policy, Span]], ctx: Context) -> Diagnostic:
+    """Return the error for a client no policy governs, pointing at a near name a policy lists instead."""
+    default = ctx.settings.default_policy if ctx.settings else "default"
+    hint = (f"name it in a policy's clients, or write `policy: default` under it in clients.yaml "
+            f"to put it on the default policy {default!r}")
+    typo = next(((name, policy, span) for name, policy, span in unregistered
+                 if client.client_id in did_you_mean(name, [client.client_id])), None)
+    problem = _at(client.span, "E_NO_POLICY", f"client {client.client_id!r} is governed by no policy", hint)
+    if typo is not None:
+        name, policy, span = typo
+        message = (f"client {client.client_id!r} is governed by no policy; "
+                   f"policy {policy.name!r} names {name!r} at {span}")
+        hint = f"did you mean {client.client_id!r} there?"
+        problem = _related(_at(client.span, "E_NO_POLICY", message, hint), span,
+                           f"did you mean {client.client_id!r}?")
+    return problem
 
 
 SetRule = Callable[[list[Policy], Context], Iterable[Diagnostic]]
-SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients, default_policy)
+SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients, default_policy, governing_policies)
 
 
 # --- tenant, clients and users ---------------------------------------------------

@@ -131,18 +131,30 @@ def test_allowed_session_exits_0(tmp_path: Path, capsys) -> None:
     assert out == "client payments-web -> policy payments (policies/payments.policy:2)\noutcome: allow\n"
 
 
-def test_no_session_and_a_client_without_policy(tmp_path: Path, capsys) -> None:
-    """``null`` is no session; an unnamed client gets the tenant's default_policy."""
+def test_no_session_is_login_required_at_the_policy_line(tmp_path: Path, capsys) -> None:
+    """``null`` is no session."""
     session = _fixture(tmp_path, None)
-    status, out, _ = _explain(capsys, "--client", "someone-else", "--session", session,
-                              "--request", "prompt=none")
+    status, out, _ = _explain(capsys, "--client", "wiki", "--session", session, "--request", "prompt=none")
     assert status == 1
     assert out.splitlines()[:4] == [
-        "client someone-else -> policy default (policies/default.policy:2)",
+        "client wiki -> policy default (policies/default.policy:3)",
         "outcome: login_required",
         "reasons:",
-        "  no_session  policies/default.policy:2",
+        "  no_session  policies/default.policy:3",
     ]
+
+
+@pytest.mark.parametrize(("client", "hint"), [
+    ("payment-web", "did you mean 'payments-web' or 'payments-api'?"),
+    ("someone-else", "registered clients: backoffice, docs, intranet-bridge, payments-api, payments-web, "
+                     "portal, portal-backend, spa, wiki"),
+], ids=["typo", "unrelated"])
+def test_an_unregistered_client_is_refused_never_given_the_default_policy(tmp_path: Path, capsys,
+                                                                          client: str, hint: str) -> None:
+    session = _fixture(tmp_path, None)
+    status, out, err = _explain(capsys, "--client", client, "--session", session)
+    assert (status, out) == (2, "")
+    assert err == f"policy-sso explain: client {client!r} is not registered in policies/clients.yaml ({hint})\n"
 
 
 def test_yaml_fixture_with_a_session_key(tmp_path: Path, capsys) -> None:
@@ -242,7 +254,7 @@ def test_usage_error_missing_session(capsys) -> None:
     (b'{"subject": "u", "events": [{"method": "pwd"}], "consents": {"portal": 5}}',
      "session file {path}: 'int' object is not iterable"),
     (b"subject: u\nevents: [{method: pwd, at: .inf}]\n",
-     "session file {path}: cannot convert float infinity to integer"),
+     "session file {path}: events[0].at: inf is not a time"),
     (b"[1, 2", "session file {path} is not valid JSON/YAML: "),
 ], ids=["missing-file", "not-utf8", "no-subject", "consents-not-a-list", "infinite-time", "bad-yaml"])
 def test_usage_error_unreadable_session(content: bytes | None, message: str, tmp_path: Path,

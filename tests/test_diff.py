@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_sso.authoring.diff import OTHER_CLIENT, diff_tenants
+from policy_sso.authoring.diff import diff_tenants
 from policy_sso.authoring.policytest import DEFAULT_AT
 from policy_sso.cli import main
 from policy_sso.tenant import load_tenant
@@ -18,27 +18,30 @@ from policy_sso.tenant import load_tenant
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "policies"
 
-# The request matrix for the demo tenant: silent openid, each scope a `when` tests,
-# each acr level, max_age=0.
-REQUESTS = [
+# The request matrix for the demo tenant: silent openid, each scope a `when` tests that the
+# client may request (clients.yaml scopes), each acr level, max_age=0.
+BASE = (
     "prompt=none scope=openid",
-    "prompt=none scope=openid docs:admin",
-    "prompt=none scope=openid payments:write",
     "prompt=none scope=openid acr_values=urn:policy-sso:loa:1",
     "prompt=none scope=openid acr_values=urn:policy-sso:loa:2",
     "prompt=none scope=openid acr_values=urn:policy-sso:loa:3",
     "prompt=none scope=openid max_age=0",
-]
+)
+PAYMENTS = (*BASE, "prompt=none scope=openid payments:write")
 BOTH_CONSENTS = (" / consent", " / no consent")
+SESSIONS = 17  # no session, and 8 representative sessions with and without consent
+# 9 clients x 5 requests, and docs, payments-web, payments-api each try one scope of their own
+DECISIONS = (9 * 5 + 3) * SESSIONS
 
 
-def edited(tmp_path: Path, file: str, old: str, new: str) -> Path:
+def edited(tmp_path: Path, file: str, old: str, new: str, *more: tuple[str, str, str]) -> Path:
     copy = tmp_path / "new"
     shutil.copytree(DEMO, copy)
-    path = copy / file
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
+    for name, before, after in ((file, old, new), *more):
+        path = copy / name
+        text = path.read_text()
+        assert text.count(before) == 1, before
+        path.write_text(text.replace(before, after))
     return copy
 
 
@@ -47,7 +50,7 @@ def flips(old: Path, new: Path) -> set[tuple[str, str, str]]:
     return {(c.client, c.session, c.request) for c in result.changes}
 
 
-def every(clients: tuple[str, ...], *sessions: str, requests: tuple[str, ...] = tuple(REQUESTS)) -> set:
+def every(clients: tuple[str, ...], *sessions: str, requests: tuple[str, ...] = BASE) -> set:
     """Return every (client, session, request) case of these clients and sessions, both consent variants."""
     return {(c, s + consent, r) for c in clients for s in sessions for consent in BOTH_CONSENTS
             for r in requests}
@@ -56,7 +59,7 @@ def every(clients: tuple[str, ...], *sessions: str, requests: tuple[str, ...] = 
 EDITS = [
     # the idle window grows from 15m to 30m: only the session idle for 20m changes, for both payments clients
     ("payments.policy", "inactivity 15m", "inactivity 30m",
-     every(("payments-api", "payments-web"), "pwd+otp idle 20m")),
+     every(("payments-api", "payments-web"), "pwd+otp idle 20m", requests=PAYMENTS)),
     # Windows sign-in no longer counts for the portal: every wia case of its two clients
     ("portal.policy", 'any_of "pwd", "wia", "hwk"', 'any_of "pwd", "hwk"',
      every(("portal", "portal-backend"), "wia")),
@@ -65,9 +68,9 @@ EDITS = [
     ("docs.policy", "require mfa within 5m", "require mfa within 2h",
      every(("docs",), "pwd+otp stale otp", "pwd+otp idle 20m", "hwk+pwd",
            requests=("prompt=none scope=openid docs:admin",))),
-    # the default policy applies to clients no policy names
+    # the default policy governs the one client that opts in with `policy: default`
     ("default.policy", 'any_of "pwd", "otp", "hwk", "wia"', 'any_of "pwd", "otp", "hwk"',
-     every((OTHER_CLIENT,), "wia")),
+     every(("wiki",), "wia")),
 ]
 
 
@@ -77,10 +80,40 @@ def test_diff_reports_exactly_the_cases_that_flip(tmp_path, file, old, new, expe
     assert flips(DEMO, edited(tmp_path, file, old, new)) == expected
 
 
+def test_a_client_moved_onto_the_default_policy_flips_where_the_policies_differ(tmp_path) -> None:
+    new = edited(tmp_path, "default.policy",
+                 'any_of "pwd", "otp", "hwk", "wia"', 'any_of "pwd", "otp", "hwk"',
+                 ("portal.policy", 'clients "portal", "portal-backend"', 'clients "portal"'),
+                 ("clients.yaml", "    first_party: true\n\n  - client_id: payments-web",
+                  "    first_party: true\n    policy: default\n\n  - client_id: payments-web"))
+    assert flips(DEMO, new) == every(("portal-backend", "wiki"), "wia")
+
+
+def test_only_scopes_a_client_may_request_are_tried() -> None:
+    demo = load_tenant(DEMO)
+    requests = {c.request for c in diff_tenants(demo, demo, DEFAULT_AT).changes}
+    assert requests == set()  # identical: nothing changes; the matrix itself is checked below
+    from policy_sso.authoring.diff import request_matrix
+
+    assert [r.name for r in request_matrix(demo, demo, "portal")] == list(BASE)
+    assert [r.name for r in request_matrix(demo, demo, "docs")] == [
+        *BASE[:1], "prompt=none scope=openid docs:admin", *BASE[1:]]
+
+
+def test_a_recorded_session_naming_an_unknown_client_is_refused(tmp_path, capsys) -> None:
+    sessions = tmp_path / "s.yaml"
+    sessions.write_text("- {subject: u-alice, events: [{method: pwd, at: -1h}],\n"
+                        "   consents: {payment-web: [openid]}}\n")
+    assert main(["diff", str(DEMO), str(DEMO), "--sessions", str(sessions)]) == 2
+    assert capsys.readouterr().err == (
+        f"policy-sso diff: {sessions}: session 1 (recorded #1) names client 'payment-web', which neither "
+        "tenant registers (did you mean 'payments-web' or 'payments-api'?)\n")
+
+
 def test_identical_tenants_differ_nowhere(capsys) -> None:
     assert main(["diff", str(DEMO), str(DEMO)]) == 0
     out = capsys.readouterr().out
-    assert out == "0 of 1071 decisions changed (9 clients compared)\n"
+    assert out == f"0 of {DECISIONS} decisions changed (9 clients compared)\n"
 
 
 def test_table_and_exit_status(tmp_path, capsys) -> None:
@@ -92,14 +125,14 @@ def test_table_and_exit_status(tmp_path, capsys) -> None:
     assert "pwd+otp stale otp / consent" in lines[1]
     assert lines[1].split()[-1] == "allow"
     assert "login_required [step_up_required]" in lines[1]
-    assert lines[-1] == "6 of 1071 decisions changed for 1 client: docs"
+    assert lines[-1] == f"6 of {DECISIONS} decisions changed for 1 client: docs"
 
 
 def test_json_format(tmp_path, capsys) -> None:
     new = edited(tmp_path, "payments.policy", "inactivity 15m", "inactivity 30m")
     assert main(["diff", str(DEMO), str(new), "--format", "json"]) == 1
     data = json.loads(capsys.readouterr().out)
-    assert (data["evaluated"], data["changed"]) == (1071, 28)
+    assert (data["evaluated"], data["changed"]) == (DECISIONS, 24)
     assert data["clients"] == ["payments-api", "payments-web"]
     first = data["changes"][0]
     assert first == {
@@ -128,7 +161,7 @@ def test_recorded_sessions_join_the_matrix(tmp_path, capsys) -> None:
     assert main(["diff", str(DEMO), str(new), "--sessions", str(sessions), "--format", "json"]) == 1
     changes = json.loads(capsys.readouterr().out)["changes"]
     recorded = {(c["client"], c["request"]) for c in changes if c["session"] == "alice at her desk"}
-    assert recorded == {(c, r) for c in ("payments-api", "payments-web") for r in REQUESTS}
+    assert recorded == {(c, r) for c in ("payments-api", "payments-web") for r in PAYMENTS}
     assert not [c for c in changes if c["session"] == "bob"]
 
 

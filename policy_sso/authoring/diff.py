@@ -1,10 +1,12 @@
 """Impact analysis (``policy-sso diff OLD NEW``): which decisions change between two tenants.
 
-Both tenants decide the same matrix: every client registered in either
-(and one unregistered client, which gets the default policy), a set of
-representative sessions (each with and without consent for the
+Both tenants decide the same matrix: every client registered in either, a
+set of representative sessions (each with and without consent for the
 client) plus any recorded sessions, and requests built from what the
-policies test. A case whose outcome or reason codes differ is a change.
+policies test, restricted to the scopes each client may request (another
+request is refused before any policy sees it). A case whose outcome or
+reason codes differ is a change; a client registered in only one of the
+two is ``unregistered`` in the other.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_sso.decision import Decision
+from policy_sso.diagnostics import did_you_mean
 from policy_sso.errors import OAuthError
 from policy_sso.model import Condition, Not, Test
 from policy_sso.request import AuthRequest
@@ -21,8 +24,7 @@ from policy_sso.sessions.fixture import session_from_fixture
 from policy_sso.tenant import Tenant
 
 SUBJECT = "diff-user"
-# Stands for every client no policy names, so a change to the default policy shows too.
-OTHER_CLIENT = "(unregistered client)"
+UNREGISTERED = "unregistered"  # the verdict of a tenant that does not register the client
 
 
 def _events(*pairs: tuple[str, str]) -> list[dict[str, str]]:
@@ -127,11 +129,20 @@ def _tested(tenants: Iterable[Tenant], kind: str) -> list[str]:
     return sorted(values)
 
 
-def request_matrix(old: Tenant, new: Tenant) -> list[RequestCase]:
-    """Return the requests: silent openid, each tested scope, each acr level or tested value, max_age=0."""
+def requestable_scopes(old: Tenant, new: Tenant, client: str) -> frozenset[str]:
+    """Return the scopes ``client`` may request in either tenant (clients.yaml ``scopes``)."""
+    return frozenset(s for t in (old, new) if client in t.clients for s in t.clients[client].scopes)
+
+
+def request_matrix(old: Tenant, new: Tenant, client: str | None = None) -> list[RequestCase]:
+    """Return the requests: silent openid, each tested scope the client may request, each acr level
+    or tested value, max_age=0."""
     base = (("prompt", "none"), ("scope", "openid"))
     requests = [RequestCase("prompt=none scope=openid", base)]
+    allowed = requestable_scopes(old, new, client) if client is not None else None
     for scope in _tested((old, new), "scope"):
+        if allowed is not None and scope not in allowed:
+            continue
         requests.append(RequestCase(f"prompt=none scope=openid {scope}",
                                     (("prompt", "none"), ("scope", f"openid {scope}"))))
     levels = {lvl.id: None for t in (old, new) for lvl in t.settings.acr_levels}
@@ -158,12 +169,16 @@ def session_matrix(recorded: Iterable[tuple[str, dict[str, Any] | None]] = ()) -
 
 
 def _required_scopes(tenant: Tenant, client: str) -> set[str]:
+    if not tenant.governs(client):
+        return set()
     return {s for req in tenant.policy_for(client).all_requirements()
             for s in getattr(req, "scopes", ())}
 
 
 def _verdict(tenant: Tenant, client: str, session_case: SessionCase, request: RequestCase,
              scopes: set[str], *, at: int) -> Verdict:
+    if not tenant.governs(client):
+        return Verdict(UNREGISTERED, (), "")
     params = dict(request.params)
     fixture = session_case.fixture
     if fixture is not None and session_case.consent is not None:
@@ -183,19 +198,34 @@ def diff_tenants(old: Tenant, new: Tenant, at: int,
 
     Recorded fixtures are validated by the caller (``session_from_fixture`` raises FixtureError).
     """
-    clients = [*sorted(set(old.clients) | set(new.clients)), OTHER_CLIENT]
+    clients = sorted(set(old.clients) | set(new.clients))
     sessions = session_matrix(recorded)
-    requests = request_matrix(old, new)
     changes: list[Change] = []
+    evaluated = 0
     for client in clients:
         scopes = _required_scopes(old, client) | _required_scopes(new, client)
+        requests = request_matrix(old, new, client)
+        evaluated += len(sessions) * len(requests)
         for session_case in sessions:
             for request in requests:
                 before = _verdict(old, client, session_case, request, scopes, at=at)
                 after = _verdict(new, client, session_case, request, scopes, at=at)
                 if (before.outcome, before.reasons) != (after.outcome, after.reasons):
                     changes.append(Change(client, session_case.name, request.name, before, after))
-    return DiffResult(changes, len(clients) * len(sessions) * len(requests), len(clients))
+    return DiffResult(changes, evaluated, len(clients))
+
+
+def unknown_session_clients(fixture: Any, old: Tenant, new: Tenant) -> list[tuple[str, str]]:
+    """Return ``(client_id, hint)`` for each client a recorded session names that neither tenant registers."""
+    if not isinstance(fixture, dict):
+        return []
+    named = [*(fixture.get("consents") or {}), *(fixture.get("clients") or [])]
+    registered = set(old.clients) | set(new.clients)
+    out: list[tuple[str, str]] = []
+    for client in dict.fromkeys(str(c) for c in named):
+        if client not in registered:
+            out.append((client, did_you_mean(client, registered)))
+    return out
 
 
 def render_table(result: DiffResult) -> str:

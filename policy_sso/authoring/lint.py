@@ -24,7 +24,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from policy_sso.config import Client, SecretRef, TenantSettings
-from policy_sso.diagnostics import Diagnostic, sort_diagnostics
+from policy_sso.diagnostics import Diagnostic, did_you_mean, sort_diagnostics
 from policy_sso.model import (
     AcrRequirement,
     AmrRequirement,
@@ -155,13 +155,15 @@ def _holds(cond: Condition, truth: dict[tuple[str, str], bool]) -> bool:
 
 
 def _client_choices(policy: Policy, ctx: LintContext, named: set[str]) -> list[str] | None:
-    """Return the client_ids this policy can decide for (``""`` standing for any other)."""
-    if policy.clients:
-        return list(policy.clients)
-    if ctx.settings is None or policy.name != ctx.settings.default_policy:
-        return None  # a policy that decides for nobody: nothing to say about its conditions
-    claimed = {c for p in ctx.policies for c in p.clients}
-    return [*sorted(named - claimed), ""]
+    """Return the client_ids this policy can decide for: those it names and those whose
+    ``policy:`` in clients.yaml names it (``""`` standing for any other, without a tenant)."""
+    opted = [cid for cid, c in ctx.clients.items()
+             if cid not in policy.clients and c.governing_policy_name(ctx.settings) == policy.name]
+    if policy.clients or opted:
+        return [*policy.clients, *opted]
+    if ctx.settings is None and named:
+        return [*sorted(named), ""]
+    return None  # a policy that decides for nobody: nothing to say about its conditions
 
 
 def satisfiable(cond: Condition, policy: Policy, ctx: LintContext,
@@ -238,12 +240,13 @@ def undefined_acr_values(policy: Policy, ctx: LintContext) -> Iterator[Diagnosti
     if ctx.settings is None:
         return
     defined = [lvl.id for lvl in ctx.settings.acr_levels]
-    hint = "defined levels: " + (", ".join(defined) or "none")
+    listed = "defined levels: " + (", ".join(defined) or "none")
     for when in policy.whens:
         for test in _atoms(when.condition):
             if test.kind == "acr_values" and test.value not in defined:
                 yield _finding(test.span, "L_ACR_UNDEFINED",
-                               f"acr_values has {test.value!r}: no such level in tenant.yaml", hint)
+                               f"acr_values has {test.value!r}: no such level in tenant.yaml",
+                               did_you_mean(test.value, defined) or listed)
 
 
 def dead_when_blocks(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:

@@ -93,6 +93,8 @@ class Case:
     reasons: tuple[str, ...] | None
     at: int
     row: tuple[tuple[str, Any], ...] = ()
+    client_col: int = 1  # where ``client:`` is written (on ``line`` or, in a table row, its column)
+    client_line: int = 0
 
 
 @dataclass
@@ -277,11 +279,13 @@ class _Loader:
             return None
         reasons = body["expect"].get("reasons")
         line, _ = self.doc.position(where)
+        client_line, client_col = self.doc.position((*where, "client") if "client" in raw else where)
         return Case(
             name=name, file=self.file, line=line, client=body["client"], session=session,
             request=_request_params(body.get("request")), outcome=body["expect"]["outcome"],
             reasons=tuple(reasons) if reasons is not None else None,
             at=case_at, row=tuple(row.items()) if row is not None else (),
+            client_col=client_col, client_line=client_line,
         )
 
 
@@ -380,6 +384,9 @@ def run_file(path: Path, tenants: dict[Path, Tenant] | None = None) -> list[Case
     key = tenant_dir.resolve()
     if key not in tenants:
         tenants[key] = load_tenant(tenant_dir)
+    unknown = [unknown_client(case, tenants[key]) for case in cases if not tenants[key].governs(case.client)]
+    if unknown:
+        raise CaseError(unknown)
     return [run_case(tenants[key], case) for case in cases]
 
 
@@ -540,6 +547,14 @@ class TestRun:
         return len(self.results) - self.passed
 
 
+def unknown_client(case: Case, tenant: Tenant) -> Diagnostic:
+    """Return the error for a case whose client the tenant does not register."""
+    registry = display_path(tenant.directory / "clients.yaml")
+    return Diagnostic(display_path(Path(case.file)), case.client_line or case.line, case.client_col,
+                      "E_UNKNOWN_CLIENT", f"client {case.client!r} is not registered in {registry}",
+                      tenant.client_hint(case.client))
+
+
 def run_paths(files: Iterable[Path]) -> TestRun:
     """Run every case of the test files, collecting load errors and coverage."""
     run = TestRun()
@@ -564,6 +579,9 @@ def run_paths(files: Iterable[Path]) -> TestRun:
         tenant = tenants[key]
         run.coverage.add_tenant(tenant)
         for case in cases:
+            if not tenant.governs(case.client):  # never evaluated against some default (SPEC §7)
+                run.diagnostics.append(unknown_client(case, tenant))
+                continue
             result = run_case(tenant, case)
             run.results.append((result, tenant))
             run.coverage.record(tenant, result)

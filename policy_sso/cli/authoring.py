@@ -1,4 +1,4 @@
-"""Policy authoring commands: ``test``, ``fmt``, ``lint`` and ``diff`` (SPEC §6, docs/authoring.md).
+"""Policy authoring commands: ``test``, ``fmt``, ``lint`` and ``diff`` (docs/authoring.md).
 
 Registered into the ``policy-sso`` parser by :func:`register`. Exit status:
 0 on success, 1 on findings (failing tests, files to reformat, lint errors,
@@ -360,7 +360,7 @@ def _recorded_sessions(path: str, at: int) -> list[tuple[str, Any]]:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """Compare the decisions of two tenants over a session x request matrix."""
-    from policy_sso.authoring.diff import diff_tenants, render_table
+    from policy_sso.authoring.diff import diff_tenants, render_table, unknown_session_clients
     from policy_sso.authoring.policytest import DEFAULT_AT
     from policy_sso.sessions.fixture import FixtureError, parse_time
     from policy_sso.tenant import check_tenant
@@ -382,6 +382,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"policy-sso diff: {raw} does not validate", file=sys.stderr)
             return EXIT_FINDINGS
         loaded.append(tenant)
+    for i, (name, fixture) in enumerate(recorded, 1):
+        for client, hint in unknown_session_clients(fixture, loaded[0], loaded[1]):
+            return _usage("diff", f"{args.sessions}: session {i} ({name}) names client {client!r}, "
+                          "which neither tenant registers" + (f" ({hint})" if hint else ""))
     result = diff_tenants(loaded[0], loaded[1], at, recorded)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")

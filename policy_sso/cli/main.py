@@ -1,4 +1,4 @@
-"""The ``policy-sso`` command line (SPEC §6): exit 0 on success, 1 on findings, 2 on usage errors."""
+"""The ``policy-sso`` command line: exit 0 on success, 1 on findings, 2 on usage errors."""
 
 from __future__ import annotations
 
@@ -15,13 +15,15 @@ import yaml
 
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import RENDERERS
-from policy_sso.errors import OAuthError
+from policy_sso.errors import ConfigError, OAuthError, PolicySSOError
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import FixtureError, parse_time, session_from_fixture
 from policy_sso.sessions.model import Session
-from policy_sso.tenant import Tenant, check_paths, check_tenant
+from policy_sso.tenant import Tenant, check_paths, check_tenant, find_tenant_dir
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+DESCRIPTION = """policy-sso: an OpenID Provider whose single sign-on is governed by declarative policy.
+Exit status: 0 success, 1 findings (errors, a refused decision, failing tests), 2 usage errors."""
 
 
 class UsageError(Exception):
@@ -32,6 +34,9 @@ class UsageError(Exception):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check tenants and policy files; print every diagnostic."""
+    missing = [raw for raw in args.paths if not Path(raw).exists()]
+    if missing:
+        raise UsageError("no such file or directory: " + ", ".join(missing))
     diagnostics = check_paths(args.paths)
     sys.stdout.write(RENDERERS[args.format](diagnostics))
     errors = sum(d.severity == "error" for d in diagnostics)
@@ -83,12 +88,37 @@ def _explain_text(client: str, decision: Decision, request: AuthRequest, tenant:
     return "\n".join(lines) + "\n"
 
 
+def tenant_directory(config: str | None, near: str | None = None) -> Path:
+    """Return the tenant to use, found as ``policy-sso test`` finds it; raise UsageError when there is none.
+
+    ``--config DIR`` when given; else the nearest directory holding a
+    tenant.yaml at or above the session file, then at or above the working
+    directory; else ``policies/`` (the demo tenant, from the repository root).
+    """
+    if config is not None:
+        if not (Path(config) / "tenant.yaml").is_file():
+            raise UsageError(f"{config} is not a tenant directory (no tenant.yaml)")
+        return Path(config)
+    for start in ([Path(near)] if near else []) + [Path.cwd()]:
+        found = find_tenant_dir(start) if start.exists() else None
+        if found is not None:
+            return Path(os.path.relpath(found)) if not os.path.relpath(found).startswith("..") else found
+    if (Path("policies") / "tenant.yaml").is_file():
+        return Path("policies")
+    raise UsageError("no tenant found (no tenant.yaml here or above); give --config DIR")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Print the decision for a client, a session fixture and a request."""
-    tenant, diagnostics = check_tenant(args.config)
+    directory = tenant_directory(args.config, args.session)
+    tenant, diagnostics = check_tenant(directory)
     if tenant is None:
         sys.stderr.write(RENDERERS["text"](diagnostics))
+        print(f"policy-sso explain: the tenant in {directory} does not validate", file=sys.stderr)
         return EXIT_FINDINGS
+    if not tenant.governs(args.client):  # never an answer from a default policy (fail closed)
+        raise UsageError(f"client {args.client!r} is not registered in {directory / 'clients.yaml'} "
+                         f"({tenant.client_hint(args.client)})")
     try:
         at = int(args.at) if args.at and args.at.isdigit() else args.at  # epoch seconds arrive as text
         now = parse_time(at, int(time.time()), "--at") if at else int(time.time())
@@ -116,16 +146,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 # --- wiring ---------------------------------------------------------------------
 
+def package_version() -> str:
+    """Return the installed package's version (from its metadata), or ``unknown`` in a bare checkout."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("policy-sso")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="policy-sso", description=__doc__)
+    parser = argparse.ArgumentParser(prog="policy-sso", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"policy-sso {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="schema, syntax and semantic checks of tenants and policies")
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="tenant directories, policy files, or files of a tenant (checked with their tenant)")
     p.add_argument("--format", choices=sorted(RENDERERS), default="text")
     p.set_defaults(func=cmd_validate)
 
@@ -134,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--session", required=True, metavar="FILE", help="session fixture (JSON/YAML)")
     p.add_argument("--request", default="", metavar="QUERY", help="authorization request query string")
     p.add_argument("--at", metavar="TIME", help="evaluate at this time (epoch, ISO 8601 or -1h)")
-    p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory")
+    p.add_argument("--config", metavar="DIR",
+                   help="tenant directory (default: the nearest one holding tenant.yaml at or above the "
+                   "session file or here, else policies/)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_explain)
 
@@ -148,7 +193,8 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     registers = []
-    for module in ("policy_sso.cli.serve", "policy_sso.cli.tools", "policy_sso.cli.authoring"):
+    for module in ("policy_sso.cli.serve", "policy_sso.cli.tools", "policy_sso.cli.authoring",
+                   "policy_sso.cli.events"):
         try:
             registers.append(importlib.import_module(module).register)
         except ModuleNotFoundError as err:
@@ -169,11 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"policy-sso {args.command}: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except ConfigError as err:  # a command that needs a valid tenant met an invalid one
+        sys.stderr.write(RENDERERS["text"](err.diagnostics))
+        print(f"policy-sso {args.command}: {err}", file=sys.stderr)
+        return EXIT_FINDINGS
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader went away (``| head``): stop quietly, like other Unix tools
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush cannot fail again
+        return EXIT_FINDINGS
+    except (PolicySSOError, OSError) as err:  # e.g. a file that cannot be written
+        print(f"policy-sso {args.command}: {err}", file=sys.stderr)
         return EXIT_FINDINGS
 
 

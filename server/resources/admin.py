@@ -43,11 +43,15 @@ class PoliciesReload(_AdminEndpoint):
     @falcon.before(admin_token)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Reload; a set with any error is rejected with every diagnostic and the old set stays."""
-        result = admin.reload_policies(self.provider)
+        result = admin.reload_policies(self.provider, req.context.now)
         diagnostics = [asdict(d) for d in result.diagnostics]
         if result.applied:
-            resp.media = {"applied": True, "policies": result.policies, "diagnostics": diagnostics}
+            resp.media = {"applied": True, "policies": result.policies, "diagnostics": diagnostics,
+                          "governance_changes": [c.to_json() for c in result.changes]}
             return
         resp.status = falcon.HTTP_422
+        count = len(diagnostics)
+        first = f": {result.diagnostics[0]}" if result.diagnostics else ""
         resp.media = {"error": "invalid_policies", "applied": False, "diagnostics": diagnostics,
-                      "error_description": f"{len(diagnostics)} errors; the running policies stay in force"}
+                      "error_description": f"{count} error{'s' * (count != 1)}{first}; "
+                      "the running policies stay in force"}

@@ -2,10 +2,17 @@
 
 ``notify`` only queues and returns: worker threads mint each client's logout
 token (§2.4) and POST it as ``application/x-www-form-urlencoded``, retrying
-with exponential backoff a bounded number of times. Retries wait in a
-schedule, not in a worker, so a receiver that is down or slow never delays
-other clients' deliveries, and never delays or fails the logout that caused
-them. Failures are logged with the client id, never with the token.
+with exponential backoff a bounded number of times. Failures are logged with
+the client id, never with the token.
+
+Deliveries queue per receiver (the URI's scheme, host and port), and a
+receiver has at most one POST in flight: a receiver that hangs until the
+timeout holds one worker, never the others, so every other receiver's logouts
+go out meanwhile (issue 14: one hanging receiver had delayed twelve queued
+logouts of other clients by 12 s). Retries wait in a schedule, not in a
+worker. The queues are bounded in total and per receiver, the workers in
+number; what does not fit is dropped and counted, never waited for, so a
+logout never waits for a notification.
 
 Only a 200 or 204 answer counts as delivered (§2.8); redirects are not
 followed, since a redirected POST would lose its body or leave the
@@ -22,6 +29,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -56,19 +64,30 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def receiver_of(uri: str) -> str:
+    """Return the receiver a back-channel URI belongs to: its scheme, host and port (lower case)."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+    except ValueError:
+        return uri[:256]
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
 class BackchannelNotifier:
-    """Queues back-channel logouts and delivers them from a small pool of daemon threads (§2.5).
+    """Queues back-channel logouts per receiver and delivers them from a small pool of daemon threads (§2.5).
 
     ``attempts`` is the total number of POSTs per client (first one
     included); retry ``n`` waits ``backoff * 2**(n-1)`` seconds. At most
-    ``queue_size`` deliveries wait at once; beyond that new ones are dropped
-    and counted, because an unbounded queue would let a dead receiver hold
-    memory without limit. ``on_result(client_id, delivered)`` is called once
-    per finished delivery, for metrics.
+    ``queue_size`` deliveries wait at once, and at most ``per_receiver`` for
+    one receiver; beyond that new ones are dropped and counted, because an
+    unbounded queue would let a dead receiver hold memory without limit.
+    ``workers`` threads post, one receiver at a time each.
+    ``on_result(client_id, delivered)`` is called once per finished delivery,
+    for metrics.
     """
 
     def __init__(self, keyring: KeyRing, issuer: str, *, attempts: int = 4, backoff: float = 0.5,
-                 timeout: float = 2.0, workers: int = 2, queue_size: int = 10_000,
+                 timeout: float = 2.0, workers: int = 4, queue_size: int = 10_000, per_receiver: int = 1_000,
                  clock: Callable[[], float] = time.time,
                  on_result: Callable[[str, bool], None] | None = None) -> None:
         self.keyring = keyring
@@ -84,8 +103,14 @@ class BackchannelNotifier:
         self.retried = 0
         self._workers = max(1, workers)
         self._queue_size = queue_size
-        self._schedule: list[tuple[float, int, _Delivery]] = []  # (due, tie-breaker, delivery)
+        self._per_receiver = max(1, per_receiver)
+        self._schedule: list[tuple[float, int, _Delivery]] = []  # retries: (due, tie-breaker, delivery)
         self._order = itertools.count()
+        self._queues: dict[str, deque[_Delivery]] = {}  # receiver -> deliveries due now, in order
+        self._ready: deque[str] = deque()  # receivers with a delivery due and none in flight, in turn
+        self._in_ready: set[str] = set()
+        self._busy: set[str] = set()  # receivers with a POST in flight
+        self._held = Counter[str]()  # receiver -> its deliveries queued, scheduled or in flight
         self._pending = 0  # queued, scheduled for a retry, or being posted
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -104,24 +129,35 @@ class BackchannelNotifier:
                 if self._closed:
                     return
                 self._start_workers()
-                due = time.monotonic()
                 for given in targets:
                     try:
                         target = LogoutTarget(*given)
                     except TypeError:
                         log.error("not a back-channel logout target: %s", type(given).__name__)
                         continue
-                    if self._pending >= self._queue_size:
+                    receiver = receiver_of(str(target.uri))
+                    if self._pending >= self._queue_size or self._held[receiver] >= self._per_receiver:
                         self.dropped += 1
                         log.error("back-channel queue full; logout of %s not delivered", target.client_id)
                         continue
                     self._pending += 1
-                    heapq.heappush(self._schedule, (due, next(self._order), _Delivery(target)))
+                    self._held[receiver] += 1
+                    self._enqueue(receiver, _Delivery(target))
                 self._cond.notify_all()
         except Exception:  # e.g. the caller's generator failed: what was queued still goes out
             log.exception("could not queue back-channel logouts")
             with self._cond:
                 self._cond.notify_all()
+
+    def _enqueue(self, receiver: str, delivery: _Delivery) -> None:
+        """Put a due delivery in its receiver's queue, and the receiver in turn if idle (lock held)."""
+        self._queues.setdefault(receiver, deque()).append(delivery)
+        self._mark_ready(receiver)
+
+    def _mark_ready(self, receiver: str) -> None:
+        if receiver not in self._busy and receiver not in self._in_ready and self._queues.get(receiver):
+            self._ready.append(receiver)
+            self._in_ready.add(receiver)
 
     def drain(self, timeout: float = 10.0) -> bool:
         """Wait until every queued delivery succeeded or gave up; return whether that happened in time."""
@@ -159,18 +195,21 @@ class BackchannelNotifier:
             thread.start()
 
     def _next(self) -> _Delivery | None:
-        """Return the next delivery when it is due; None once closed."""
+        """Return the next due delivery of a receiver with nothing in flight; None once closed."""
         with self._cond:
             while True:
                 if self._closed:
                     return None
-                if self._schedule:
-                    wait = self._schedule[0][0] - time.monotonic()
-                    if wait <= 0:
-                        return heapq.heappop(self._schedule)[2]
-                    self._cond.wait(wait)
-                else:
-                    self._cond.wait()
+                now = time.monotonic()
+                while self._schedule and self._schedule[0][0] <= now:
+                    delivery = heapq.heappop(self._schedule)[2]
+                    self._enqueue(receiver_of(str(delivery.target.uri)), delivery)
+                if self._ready:
+                    receiver = self._ready.popleft()
+                    self._in_ready.discard(receiver)
+                    self._busy.add(receiver)
+                    return self._queues[receiver].popleft()
+                self._cond.wait(self._schedule[0][0] - now if self._schedule else None)
 
     def _work(self) -> None:
         while (delivery := self._next()) is not None:
@@ -196,12 +235,15 @@ class BackchannelNotifier:
 
     def _after(self, delivery: _Delivery, delivered: bool) -> None:
         client_id = delivery.target.client_id
+        receiver = receiver_of(str(delivery.target.uri))
         with self._cond:
+            self._busy.discard(receiver)
             if not delivered and delivery.attempt + 1 < self.attempts and not self._closed:
                 delivery.attempt += 1
                 self.retried += 1
                 due = time.monotonic() + self.backoff * 2 ** (delivery.attempt - 1)
                 heapq.heappush(self._schedule, (due, next(self._order), delivery))
+                self._mark_ready(receiver)
                 self._cond.notify_all()
                 return
             if delivered:
@@ -211,6 +253,13 @@ class BackchannelNotifier:
                 log.warning("back-channel logout to %s failed after %d attempts", client_id,
                             delivery.attempt + 1)
             self._pending -= 1
+            self._held[receiver] -= 1
+            if self._held[receiver] <= 0:
+                del self._held[receiver]
+            if self._queues.get(receiver):
+                self._mark_ready(receiver)
+            elif receiver in self._queues:
+                del self._queues[receiver]  # an idle receiver costs nothing
             self._cond.notify_all()
         if self.on_result is not None:
             try:

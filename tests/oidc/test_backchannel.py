@@ -247,3 +247,34 @@ def test_no_threads_until_first_use_and_close_stops_them(ring):
     assert not any(t.is_alive() for t in notifier._threads)
     notifier.notify([LogoutTarget("portal", "http://127.0.0.1:1/", "sid", "u")])  # after close: ignored
     assert notifier.stats()["pending"] == 0
+
+
+def test_a_hanging_receiver_delays_no_other_receiver(ring, notifiers, receivers):
+    hanging, healthy = receivers(delay=3.0), receivers()
+    notifier = notifiers(ring, backoff=0.01, attempts=1, timeout=2.0)
+    notifier.notify([LogoutTarget(f"stuck-{i}", hanging.url, "sid", "u") for i in range(12)])
+    time.sleep(0.1)  # the hanging receiver's first POST is in flight
+    started = time.monotonic()
+    notifier.notify([LogoutTarget("portal", healthy.url, "sid", "u")])
+    _wait_for(lambda: len(healthy.claims) == 1, 5.0)
+    assert len(healthy.claims) == 1
+    assert time.monotonic() - started < 1.5  # was 12 s: behind twelve 2 s timeouts on two workers
+    assert len(hanging.requests) <= 2  # one POST at a time to the hanging receiver, never a flood
+
+
+def test_each_receiver_has_a_bounded_queue(ring, notifiers, receivers):
+    slow, other = receivers(delay=0.3), receivers()
+    notifier = notifiers(ring, backoff=0.01, attempts=1, per_receiver=3)
+    notifier.notify([LogoutTarget(f"c{i}", slow.url, "sid", "u") for i in range(6)])
+    notifier.notify([LogoutTarget("other", other.url, "sid", "u")])
+    assert notifier.drain(10)
+    assert (notifier.delivered, notifier.dropped) == (4, 3)
+    assert len(other.claims) == 1
+
+
+def test_workers_stay_bounded_however_many_receivers(ring, notifiers, receivers):
+    notifier = notifiers(ring, backoff=0.01, attempts=1, timeout=0.2, workers=3)
+    urls = [receivers().url for _ in range(8)]
+    notifier.notify([LogoutTarget(f"c{i}", url, "sid", "u") for i, url in enumerate(urls)])
+    assert notifier.drain(10)
+    assert len(notifier._threads) == 3 and notifier.delivered == 8

@@ -13,10 +13,10 @@ from policy_sso.sessions.model import SessionLifetime
 MAX_INACTIVITY = 604800  # SPEC §3 / IBM App ID: at most 7 days
 DEFAULT_INACTIVITY = 86400
 MAX_SECRET_BYTES = 65536  # a key or secret file larger than this is not a key
-
-
 DEFAULT_POLICY_FILES = ("*.policy", "*.policy.yaml", "*.policy.yml")
 DEFAULT_CLIENT_SCOPES = ("openid", "profile", "email", "offline_access")
+
+
 @dataclass(frozen=True)
 class SecretRef:
     """A secret kept outside the YAML: an environment variable or a file."""
@@ -148,6 +148,7 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
         issuer=data["issuer"].rstrip("/"),
         default_policy=data.get("default_policy", "default"),
         sso_active=data.get("sso", {}).get("active", True),
+        acr_values_requested=data.get("acr_values", {}).get("requested", "enforced"),
         lifetime=lifetime,
         acr_levels=levels,
         methods=frozenset(data.get("methods", ["pwd", "otp"])),
@@ -187,7 +188,15 @@ class Client:
     scopes: tuple[str, ...] = DEFAULT_CLIENT_SCOPES
     id_token_signed_response_alg: str = "RS256"  # noqa: S105 - an algorithm name
     first_party: bool = False
+    policy: str | None = None  # as written in clients.yaml; see governing_policy_name()
     span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
+    policy_span: Span | None = field(default=None, compare=False)
+
+    def governing_policy_name(self, settings: TenantSettings | None) -> str | None:
+        """Return the policy its ``policy:`` key names (``default``: tenant.yaml's default_policy)."""
+        if self.policy == "default" and settings is not None:
+            return settings.default_policy
+        return self.policy
 
     @property
     def is_public(self) -> bool:
@@ -197,7 +206,6 @@ class Client:
 
 def client_record(data: dict[str, Any], span: Span, policy_span: Span | None = None) -> Client:
     """Return the Client for one schema-valid ``clients.yaml`` entry (``policy_span``: its policy key)."""
-        acr_values_requested=data.get("acr_values", {}).get("requested", "enforced"),
     public = data.get("type") == "public"
     return Client(
         client_id=data["client_id"], name=data.get("name", data["client_id"]),
@@ -213,7 +221,9 @@ def client_record(data: dict[str, Any], span: Span, policy_span: Span | None = N
         scopes=tuple(data.get("scopes", DEFAULT_CLIENT_SCOPES)),
         id_token_signed_response_alg=data.get("id_token_signed_response_alg", "RS256"),
         first_party=bool(data.get("first_party", False)),
+        policy=data.get("policy"),
         span=span,
+        policy_span=policy_span if "policy" in data else None,
     )
 
 
@@ -237,13 +247,3 @@ def user_record(data: dict[str, Any], span: Span, secret_span: Span | None = Non
         totp_secret=secret_ref(data.get("totp_secret"), secret_span or span),
         methods=tuple(data.get("methods", ())), claims=dict(data.get("claims", {})), span=span,
     )
-    policy: str | None = None  # as written in clients.yaml; see governing_policy_name()
-    policy_span: Span | None = field(default=None, compare=False)
-
-    def governing_policy_name(self, settings: TenantSettings | None) -> str | None:
-        """Return the policy its ``policy:`` key names (``default``: tenant.yaml's default_policy)."""
-        if self.policy == "default" and settings is not None:
-            return settings.default_policy
-        return self.policy
-        policy=data.get("policy"),
-        policy_span=policy_span if "policy" in data else None,

@@ -97,6 +97,7 @@ class TenantHolder:
                 problem = Diagnostic(str(self.directory / "tenant.yaml"), 1, 1, "E_RELOAD_ISSUER",
                                      "the issuer cannot change while the server runs; restart instead")
                 return ReloadResult(False, (problem,))
+            changes = governance_changes(self._tenant, tenant)
             self._tenant = tenant
             if self._on_swap is not None:
                 self._on_swap(tenant)
@@ -106,7 +107,6 @@ class TenantHolder:
             return ReloadResult(True, tuple(diagnostics), len(tenant.policies), changes)
 
     def install_sighup(self) -> None:
-            changes = governance_changes(self._tenant, tenant)
         """Reload on SIGHUP (main thread only, where Python delivers signals).
 
         The reload runs in its own thread: the handler returns at once, so the

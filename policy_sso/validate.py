@@ -23,8 +23,8 @@ from policy_sso.model import (
     AmrRequirement,
     And,
     Condition,
-    Not,
     ConsentRequirement,
+    Not,
     Or,
     Policy,
     Span,
@@ -281,6 +281,10 @@ POLICY_RULES: tuple[PolicyRule, ...] = (
 
 # --- rules across files -----------------------------------------------------------
 
+def _client_spans(policy: Policy) -> Iterator[tuple[str, Span]]:
+    yield from zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients), strict=False)
+
+
 def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
     """Policy names are unique; every client_id belongs to at most one policy.
 
@@ -289,10 +293,6 @@ def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
     """
     names: dict[str, Policy] = {}
     owners: dict[str, list[tuple[Policy, Span]]] = {}
-def _client_spans(policy: Policy) -> Iterator[tuple[str, Span]]:
-    yield from zip(policy.clients, policy.clients_span or [policy.span] * len(policy.clients), strict=False)
-
-
     for policy in policies:
         if policy.name in names:
             first = names[policy.name].span

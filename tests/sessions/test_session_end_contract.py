@@ -71,9 +71,9 @@ def test_unknown_and_rotated_ids_have_no_record(store):
 def test_an_idle_session_ended_by_inactivity(store):
     session = make(store)
     assert store.get_session(session.id, NOW + DAY + 1) is None
-    assert store.session_end(session.id, NOW + DAY + 1) == SessionEnd("inactivity_timeout", NOW + DAY + 1, DAY)
-    # asked again later: the same record, not recomputed
-    assert store.session_end(session.id, NOW + 2 * DAY) == SessionEnd("inactivity_timeout", NOW + DAY + 1, DAY)
+    idle = SessionEnd("inactivity_timeout", NOW + DAY + 1, DAY)
+    assert store.session_end(session.id, NOW + DAY + 1) == idle
+    assert store.session_end(session.id, NOW + 2 * DAY) == idle  # asked again later: the same record
     assert store.session_end(session.id, NOW + DAY + 1 + END_RECORD_TTL) is None
 
 
@@ -108,7 +108,8 @@ def test_a_record_keeps_nothing_but_the_reason(store):
 def test_sweeping_an_expired_session_keeps_why(store):
     session = make(store)
     store.sweep(NOW + DAY + 5)
-    assert store.session_end(session.id, NOW + DAY + 5) == SessionEnd("inactivity_timeout", NOW + DAY + 1, DAY)
+    assert store.session_end(session.id, NOW + DAY + 5) == SessionEnd("inactivity_timeout", NOW + DAY + 1,
+                                                                       DAY)
 
 
 # --- backend specifics ---------------------------------------------------------------------
@@ -124,7 +125,8 @@ def test_redis_remembers_why_after_its_own_ttl_removed_the_session(tmp_path, req
     keep_alive(store, lived.id, NOW + 14 * DAY)
     for session in (idle, lived):
         raw.delete(f"psso:ss:{session.id}")  # what Redis does when the session's TTL runs out
-    assert store.session_end(idle.id, NOW + 2 * DAY) == SessionEnd("inactivity_timeout", NOW + DAY + 1, DAY)
+    assert store.session_end(idle.id, NOW + 2 * DAY) == SessionEnd("inactivity_timeout", NOW + DAY + 1,
+                                                                   DAY)
     assert store.session_end(lived.id, NOW + 15 * DAY) == SessionEnd(
         "session_expired", NOW + 14 * DAY + 1, 14 * DAY)
     # the record is keyed by the id's digest: the id itself is nowhere in the store any more
@@ -141,4 +143,5 @@ def test_memory_keeps_a_bounded_number_of_records(monkeypatch):
     sessions = [make(store) for _ in range(5)]
     for session in sessions:
         store.end_session(session.id, "logged_out", NOW)
-    assert [store.session_end(s.id, NOW + 1) is not None for s in sessions] == [False, False, True, True, True]
+    kept = [store.session_end(s.id, NOW + 1) is not None for s in sessions]
+    assert kept == [False, False, True, True, True]

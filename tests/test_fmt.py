@@ -100,9 +100,9 @@ def test_every_comment_survives() -> None:
 
 
 @pytest.mark.parametrize(("source", "message"), [
-    ('policy "a" {\n  require mfa\n', "2:11: E_SYNTAX: unexpected end of file"),
-    ('policy "a" {\n  requir mfa\n}\n', "2:3: E_SYNTAX: unexpected 'requir'"),
-    ('policy "a" { clients "x }\n', "1:22: E_SYNTAX: unexpected character"),
+    ('policy "a" {\n  require mfa\n', "1:12: E_SYNTAX: this 'policy' block is never closed"),
+    ('policy "a" {\n  requir mfa\n}\n', "2:3: E_SYNTAX: unknown keyword 'requir'"),
+    ('policy "a" { clients "x }\n', "1:22: E_SYNTAX: unterminated string"),
 ], ids=["unclosed-block", "misspelt-keyword", "unterminated-string"])
 def test_a_syntax_error_is_not_formatted(source: str, message: str) -> None:
     formatted, errors = format_source(source, "f.policy")
@@ -171,7 +171,7 @@ def test_a_file_with_a_syntax_error_is_left_alone_and_reported(tmp_path, capsys)
     path.write_text('policy "a" {\n  requir mfa\n}\n')
     assert main(["fmt", str(path)]) == 1
     assert path.read_text() == 'policy "a" {\n  requir mfa\n}\n'
-    assert f"{path}:2:3: E_SYNTAX: unexpected 'requir'" in capsys.readouterr().err
+    assert f"{path}:2:3: E_SYNTAX: unknown keyword 'requir'" in capsys.readouterr().err
 
 
 def test_stdin_to_stdout_without_traceback(tmp_path) -> None:
@@ -181,7 +181,7 @@ def test_stdin_to_stdout_without_traceback(tmp_path) -> None:
     run = subprocess.run([sys.executable, "-m", "policy_sso.cli", "fmt", "-"], input='policy "a" {',
                          capture_output=True, text=True, check=False)
     assert run.returncode == 1
-    assert "<stdin>:1:12: E_SYNTAX: unexpected end of file" in run.stderr
+    assert "<stdin>:1:12: E_SYNTAX: this 'policy' block is never closed" in run.stderr
     assert "Traceback" not in run.stderr
 
 

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
 
 from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
-from lark.lexer import Lexer
 
-from policy_sso.diagnostics import Diagnostic
+from policy_sso.diagnostics import Diagnostic, Related, near_names
 from policy_sso.model import (
     ON_UNMET_VALUES,
     AcrRequirement,
@@ -48,6 +46,7 @@ from policy_sso.model import (
     canonical_requirements,
     parse_duration,
 )
+from policy_sso.parse.lexer import KEYWORDS, TOKEN_RE, FastLexer, explain_duration
 
 # The semantic rules and the compiler walk conditions recursively; no policy needs more.
 MAX_CONDITION_DEPTH = 32
@@ -73,6 +72,7 @@ class _Context:
     col_offset: int = 0  # a block may start mid-line: its first line's columns are shifted
     diagnostics: list[Diagnostic] = field(default_factory=list)
     depths: dict[int, int] = field(default_factory=dict)  # id(condition) -> nesting depth
+    recovered_lines: list[int] = field(default_factory=list)  # where the lexer recovered from a mistake
 
     def position(self, line: int, col: int) -> tuple[int, int]:
         """Return the file position of a (line, column) inside the block."""
@@ -89,6 +89,13 @@ class _Context:
         if last.line != first.line:
             return span
         return span._replace(end_col=span.end_col + last.column - first.column + len(last) - len(first))
+
+    def lex_error(self, line: int, column: int, width: int, message: str, hint: str) -> None:
+        """Record a mistake the lexer recovered from (E_SYNTAX), at a (line, column) of the block."""
+        line, col = self.position(line, column)
+        self.recovered_lines.append(line)
+        self.diagnostics.append(Diagnostic(self.file, line, col, "E_SYNTAX", message, hint,
+                                           end_line=line, end_col=col + width))
 
     def error(self, token: Token, code: str, message: str, hint: str = "") -> None:
         span = self.span(token)
@@ -108,8 +115,7 @@ class _Builder(Transformer):
         try:
             seconds = parse_duration(str(token))
         except ValueError:
-            self.ctx.error(token, "E_DURATION", f"invalid duration {str(token)!r}",
-                           "write an integer followed by s, m, h or d, e.g. 15m")
+            self.ctx.error(token, "E_DURATION", *explain_duration(str(token)))
             return None
         if seconds == 0:
             self.ctx.error(token, "E_DURATION", "a duration must be greater than zero")
@@ -291,104 +297,126 @@ class _Builder(Transformer):
         return self._test("session_amr", children)
 
 
-# One match per token: the whitespace and comments before it are part of the match
-# (group 1), so a file costs one regex call per token, not two.
-_TOKEN_RE = re.compile(r"""
-    (?:[ \t\r\n\f]++|\#[^\n]*+)*+   # possessive: a comment is never given back to match a token
-    (?:
-      (?P<STRING>"(?:[^"\\\n]|\\["\\])*")
-    | (?P<DURATION>[0-9]+[A-Za-z]*)
-    | (?P<WORD>[A-Za-z_][A-Za-z0-9_\-]*)
-    | (?P<LBRACE>\{) | (?P<RBRACE>\}) | (?P<LPAR>\() | (?P<RPAR>\)) | (?P<COMMA>,)
-    )
-""", re.VERBOSE)
-_SKIP_RE = re.compile(r"(?:[ \t\r\n\f]++|\#[^\n]*+)*+")
-
-# Words that are keywords; any other word is a NAME (on_unmet values, algs).
-_KEYWORDS: dict[str, str] = {"any_of": "AMR_MODE", "all_of": "AMR_MODE",
-                             "env": "KEY_SOURCE", "file": "KEY_SOURCE"}
-
-
-_TOKEN_SLOTS = ("type", "start_pos", "value", "line", "column", "end_line", "end_column", "end_pos")
-
-
-def _direct_token(kind: str, value: str, start: int, line: int, column: int) -> Token:
-    """Return the Token lark's constructor would, without its two wrapper calls (hot: one per token)."""
-    token = str.__new__(Token, value)
-    token.type, token.start_pos, token.value, token.line, token.column = kind, start, value, line, column
-    token.end_line = token.end_column = token.end_pos = None
-    return token
-
-
-# lark's Token keeps exactly these slots today; with any other layout, use its constructor
-_make_token = _direct_token if getattr(Token, "__slots__", None) == _TOKEN_SLOTS else Token
-
-
-class FastLexer(Lexer):
-    """Tokens for the policy grammar from one regex scan (same terminals as grammar.lark)."""
-
-    __future_interface__ = 2
-
-    def __init__(self, lexer_conf: object) -> None:
-        for terminal in getattr(lexer_conf, "terminals", ()):
-            if terminal.pattern.type == "str" and re.fullmatch(r"[a-z_]+", terminal.pattern.value):
-                _KEYWORDS.setdefault(terminal.pattern.value, terminal.name)
-
-    def lex(self, lexer_state: object, parser_state: object) -> Iterator[Token]:
-        source = lexer_state.text  # type: ignore[attr-defined]
-        text: str = getattr(source, "text", source)  # a lark TextSlice over the whole text
-        match = _TOKEN_RE.match
-        keywords = _KEYWORDS
-        make_token = _make_token
-        pos, line, line_start, end = 0, 1, 0, len(text)
-        while pos < end:
-            m = match(text, pos)
-            if m is None:  # only whitespace and comments left, or a character no token starts with
-                skipped = _SKIP_RE.match(text, pos).end()
-                line += text.count("\n", pos, skipped)
-                line_start = text.rfind("\n", 0, skipped) + 1
-                if skipped == end:
-                    return
-                raise UnexpectedCharacters(text, skipped, line, skipped - line_start + 1)
-            kind = m.lastgroup
-            start = m.start(kind)
-            if start != pos:  # whitespace or comments came first: keep line and column right
-                newlines = text.count("\n", pos, start)
-                if newlines:
-                    line += newlines
-                    line_start = text.rfind("\n", pos, start) + 1
-            value = m.group(kind)
-            if kind == "WORD":
-                kind = keywords.get(value, "NAME")
-            yield make_token(kind, value, start, line, start - line_start + 1)
-            pos = m.end()
-
-
 _builder = _Builder()
 _parser = Lark(
     files("policy_sso.parse").joinpath("grammar.lark").read_text(),
     parser="lalr", lexer=FastLexer, transformer=_builder, maybe_placeholders=False,
 )
-_lock = threading.Lock()  # the callbacks share one per-parse context
+_lock = threading.Lock()  # the callbacks and the lexer share one per-parse context
+
+# Keywords that start a statement of a policy block, and what opens a block.
+_STATEMENT_STARTS = frozenset({"CLIENTS", "SESSION", "REQUIRE", "ON_UNMET", "TRUST", "WHEN", "POLICY"})
+_BLOCK_KEYWORDS = {"POLICY": "policy", "SESSION": "session", "TRUST": "trust", "WHEN": "when"}
 
 
-def _syntax_diagnostic(ctx: _Context, err: LarkError) -> Diagnostic:
+def _indent(text: str, pos: int) -> int | None:
+    """Return the indentation of the line holding ``pos`` when ``pos`` starts it, else None."""
+    line_start = text.rfind("\n", 0, pos) + 1
+    before = text[line_start:pos]
+    return len(before) if not before.strip() else None
+
+
+def unclosed_block(text: str, upto: int) -> tuple[int, str] | None:
+    """Return the offset of the ``{`` left open before ``upto`` and its block's keyword, or None.
+
+    Of the blocks still open, the innermost is blamed, unless a ``}`` earlier
+    closed a block at another's indentation (the ``}`` of the block around it):
+    then that block is the one missing its ``}`` (rustc's "unclosed delimiter").
+    """
+    stack, blamed = _open_blocks(text, upto)
+    if not stack:
+        return None
+    return blamed or (stack[-1][0], stack[-1][1])
+
+
+def _open_blocks(text: str, upto: int) -> tuple[list[tuple[int, str, int | None]], tuple[int, str] | None]:
+    """Return the blocks open at ``upto`` (offset of '{', keyword, indentation) and a mis-indented one."""
+    stack: list[tuple[int, str, int | None]] = []  # (offset of '{', keyword, indentation of its line)
+    opener = ""
+    pos = 0
+    blamed: tuple[int, str] | None = None
+    while pos < upto:
+        m = TOKEN_RE.match(text, pos)
+        if m is None or m.start(m.lastgroup) >= upto:
+            break
+        kind, start, pos = m.lastgroup, m.start(m.lastgroup), m.end()
+        word = KEYWORDS.get(m.group(kind), "") if kind == "WORD" else ""
+        if word in _BLOCK_KEYWORDS and not opener:
+            opener = _BLOCK_KEYWORDS[word]
+            opener_indent = _indent(text, start)
+        elif kind == "LBRACE":
+            stack.append((start, opener or "block", opener_indent if opener else None))
+            opener = ""
+        elif kind == "RBRACE" and stack:
+            at, keyword, indent = stack.pop()
+            closing = _indent(text, start)
+            if (blamed is None and closing is not None and indent is not None and closing != indent
+                    and any(outer == closing for _, _, outer in stack)):
+                blamed = (at, keyword)
+            opener = ""
+    return stack, blamed
+
+
+def _token_width(token: object) -> int:
+    return len(token) if isinstance(token, Token) and token.type != "$END" and token else 1
+
+
+def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
+    """Return the one diagnostic a syntax error deserves, in the user's words."""
     line, col = ctx.position(max(getattr(err, "line", 1) or 1, 1), max(getattr(err, "column", 1) or 1, 1))
+    token = getattr(err, "token", None)
+    width = _token_width(token)
     if isinstance(err, UnexpectedCharacters):
         char = err.char if err.char != "\n" else "end of line"
         message = f"unexpected character {char!r}"
         hint = "strings are double-quoted; '#' starts a comment"
     elif isinstance(err, UnexpectedToken | UnexpectedEOF):
-        token = getattr(err, "token", None)
-        found = "end of file" if token is None or token.type == "$END" else repr(str(token))
-        expected = sorted(_FRIENDLY.get(t, repr(t.lower())) for t in (err.expected or ()))
+        expected = set(err.expected or ())
+        at_end = token is None or token.type == "$END"
+        found = "end of file" if at_end else repr(str(token))
+        names = sorted(_FRIENDLY.get(t, repr(t.lower())) for t in expected)
         message = f"unexpected {found}"
-        hint = "expected " + ", ".join(expected[:8]) + (" …" if len(expected) > 8 else "")
+        hint = "expected " + ", ".join(names[:8]) + (" …" if len(names) > 8 else "")
+        if "RBRACE" in expected and (at_end or token.type in _STATEMENT_STARTS):
+            if at_end or unclosed_block(chunk, len(chunk)) is not None:
+                unclosed = _unclosed(ctx, chunk, len(chunk) if at_end else token.start_pos, token, at_end)
+                if unclosed is not None:
+                    return unclosed
+            elif (inside := unclosed_block(chunk, token.start_pos)) is not None:
+                message = f"'{token}' cannot be used inside a '{inside[1]}' block"
+        if not at_end and token.type == "NAME" and "STRING" in expected:
+            message = f"expected a quoted string, found {str(token)!r}"
+            hint = f'strings are double-quoted: write "{token}"'
+        elif not at_end and token.type in ("NAME", "DURATION"):
+            near = near_names(str(token), [t.lower() for t in expected if t.lower() in KEYWORDS])
+            if near:
+                hint = "did you mean " + " or ".join(f"'{n}'" for n in near) + "?"
     else:  # pragma: no cover - lark raises only the above for LALR input
         message, hint = "syntax error", ""
-    token = getattr(err, "token", None)
-    width = len(token) if isinstance(token, Token) and token.type != "$END" and token else 1
     return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint, end_line=line, end_col=col + width)
+
+
+def _unclosed(ctx: _Context, chunk: str, upto: int, token: Token | None, at_end: bool) -> Diagnostic | None:
+    """Return the error for a block left open, at its ``{``, with where it had to close as a note."""
+    found = unclosed_block(chunk, upto)
+    if found is None:
+        return None
+    offset, keyword = found
+    line = chunk.count("\n", 0, offset) + 1
+    line, col = ctx.position(line, offset - chunk.rfind("\n", 0, offset))
+    if at_end:
+        message = f"this '{keyword}' block is never closed: '{{' has no matching '}}'"
+        hint = "add '}' where the block ends"
+        related: tuple[Related, ...] = ()
+    else:
+        assert token is not None
+        message = f"this '{keyword}' block is not closed before '{token}'"
+        hint = f"add '}}' to close the {keyword} block before '{token}'"
+        t_line, t_col = ctx.position(token.line or 1, token.column or 1)
+        related = (Related(ctx.file, t_line, t_col, f"'{token}' starts here, outside the {keyword} block",
+                           t_col + len(token)),)
+    return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint, end_line=line, end_col=col + 1,
+                      related=related)
 
 
 _STRUCTURE_RE = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[{}\n]')
@@ -420,26 +448,49 @@ def split_blocks(text: str) -> list[tuple[int, str]]:
     return chunks
 
 
+def _parse_chunk(ctx: _Context, chunk: str) -> tuple[list[Policy], list[Diagnostic]]:
+    """Return the policies of one chunk and its diagnostics: recoveries, then at most one syntax error.
+
+    A syntax error on a line the lexer already recovered on (or the next) is
+    the same mistake seen twice, and is dropped: one mistake, one error.
+    """
+    _builder.ctx = ctx
+    FastLexer.report = ctx.lex_error
+    try:
+        return list(_parser.parse(chunk)), ctx.diagnostics
+    except LarkError as err:
+        inner = getattr(err, "orig_exc", None)
+        error = _syntax_diagnostic(ctx, inner if isinstance(inner, LarkError) else err, chunk)
+        if not any(error.line in (line, line + 1) for line in ctx.recovered_lines):
+            ctx.diagnostics.append(error)
+        return [], ctx.diagnostics
+    finally:
+        FastLexer.report = _no_report
+
+
+def _no_report(line: int, column: int, width: int, message: str, hint: str) -> None:
+    """Drop a lexer recovery (outside a parse)."""
+
+
 def parse_dsl(text: str, file: str = "<string>") -> tuple[list[Policy], list[Diagnostic]]:
     """Return the policies in a DSL source and every diagnostic found while parsing it."""
     policies: list[Policy] = []
     diagnostics: list[Diagnostic] = []
     with _lock:
         ctx = _Context(file)
-        _builder.ctx = ctx
         try:
+            _builder.ctx = ctx
+            FastLexer.report = ctx.lex_error
             return list(_parser.parse(text)), ctx.diagnostics
         except LarkError:
             pass  # parse block by block to report every block's first syntax error
+        finally:
+            FastLexer.report = _no_report
         start = 0  # the blocks are consecutive slices of the text
         for offset, chunk in split_blocks(text):
             ctx = _Context(file, offset, start - (text.rfind("\n", 0, start) + 1))
             start += len(chunk)
-            _builder.ctx = ctx
-            try:
-                policies.extend(_parser.parse(chunk))
-            except LarkError as err:
-                inner = getattr(err, "orig_exc", None)
-                diagnostics.append(_syntax_diagnostic(ctx, inner if isinstance(inner, LarkError) else err))
-            diagnostics.extend(ctx.diagnostics)
+            found, errors = _parse_chunk(ctx, chunk)
+            policies.extend(found)
+            diagnostics.extend(errors)
     return policies, diagnostics

@@ -14,6 +14,7 @@ python-jsonschema, which lists every error with its path.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,7 +28,9 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, relevance
 
-from policy_sso.diagnostics import Diagnostic
+from policy_sso.diagnostics import Diagnostic, did_you_mean
+from policy_sso.parse.lexer import explain_duration
+from policy_sso.parse.yaml_errors import explain_yaml_error
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -188,10 +191,7 @@ def load_yaml_documents(text: str, file: str) -> tuple[list[YamlDocument], list[
     except _TooLarge as err:
         return [], [Diagnostic(file, err.line, err.col, "E_YAML", str(err))]
     except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = err.problem or err.context or "invalid YAML"
-        return [], [Diagnostic(file, line, col, "E_YAML", problem)]
+        return [], [explain_yaml_error(err, text, file)]
     except (yaml.YAMLError, ValueError) as err:  # e.g. a NUL byte: the reader rejects it
         return [], [Diagnostic(file, 1, 1, "E_YAML", str(err).splitlines()[0])]
     # Without aliases a document has at most about two nodes a character.
@@ -279,15 +279,54 @@ def schema_diagnostics(doc: YamlDocument, schema_name: str) -> Iterator[Diagnost
         if error.validator == "additionalProperties" and isinstance(error.instance, dict):
             allowed = set(error.schema.get("properties", {}))
             for key in sorted(set(error.instance) - allowed, key=str):
-                yield doc.diagnostic((*path, key), "E_UNKNOWN_KEY", f"unknown key {key!r}",
-                                     "allowed: " + ", ".join(sorted(allowed)), at_key=True)
+                hint = _unknown_key_hint(str(key), error.instance[key], error.schema,
+                                         load_schema(schema_name))
+                yield doc.diagnostic((*path, key), "E_UNKNOWN_KEY", f"unknown key {key!r}", hint, at_key=True)
             continue
         code = _CODE_OF_VALIDATOR.get(str(error.validator), "E_SCHEMA")
+        squashed = _SQUASHED.fullmatch(error.instance) if isinstance(error.instance, str) else None
         if error.validator == "pattern" and "[smhd]" in str(error.validator_value):
             code = "E_DURATION"
-            message = f"invalid duration {error.instance!r}"
-            hint = "write an integer followed by s, m, h or d, e.g. 15m"
+            message, hint = explain_duration(str(error.instance))
         else:
             where = "/" + "/".join(str(p) for p in path) if path else "the document"
             message, hint = f"{error.message} (at {where})", ""
+            if error.validator == "type" and squashed:  # "inactivity:15m" is one string to YAML
+                hint = (f"missing space after ':'? write '{squashed[1]}: {squashed[2]}': "
+                        "YAML needs a space after the ':' of a key")
         yield doc.diagnostic(path, code, message, hint)
+
+
+_SQUASHED = re.compile(r"([A-Za-z_][\w-]*):(\S.*)")
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Return ``schema`` with a local ``$ref`` followed, and an array's items schema for an array."""
+    for _ in range(4):  # refs to refs are short chains here
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/$defs/"):
+            schema = root.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
+        elif schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+            schema = schema["items"]
+        else:
+            break
+    return schema
+
+
+def _unknown_key_hint(key: str, value: Any, schema: dict[str, Any], root: dict[str, Any]) -> str:
+    """Return the hint for a key the schema does not allow here.
+
+    A near name of an allowed key ("did you mean"), else the key this one
+    belongs under (``inactivity`` at the top of a policy belongs under
+    ``session:``), else the allowed keys.
+    """
+    allowed = schema.get("properties", {})
+    near = did_you_mean(key, allowed)
+    if near:
+        return near
+    homes = [name for name, sub in allowed.items()
+             if isinstance(sub, dict) and key in _resolve(sub, root).get("properties", {})]
+    if homes:
+        shown = value if isinstance(value, str | int | float | bool) else "…"
+        return f"'{key}' belongs under '{homes[0]}:', e.g. {homes[0]}: {{{key}: {shown}}}"
+    return "allowed: " + ", ".join(sorted(allowed))

@@ -264,14 +264,15 @@ def open_event_store(url: str, max_events: int = 100000) -> EventStore:
 
 def event_store_for(store: Any, max_events: int = 100000) -> EventStore:
     """Return the store sink beside a session store object: same file or server, its own connection."""
-    path = getattr(store, "path", None)
-    if path is not None and type(store).__name__ == "SQLiteStore":
-        return SQLiteEventStore(path)
-    client = getattr(store, "redis", None)
-    if client is not None:
+    from policy_sso.sessions.redis import RedisStore
+    from policy_sso.sessions.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return SQLiteEventStore(store.path)
+    if isinstance(store, RedisStore):
         import redis
 
-        pool = client.connection_pool
+        pool = store.redis.connection_pool
         own = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class,
                                                                **pool.connection_kwargs))
         return RedisEventStore(own, max_events)

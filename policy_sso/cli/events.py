@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -119,4 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cursor", metavar="C", help="the cursor a previous page printed")
     p.add_argument("--now", type=int, metavar="EPOCH", help=argparse.SUPPRESS)  # tests: relative times
     p.add_argument("--format", choices=("text", "json"), default="text")
+    # `--since -1d` reads as an offset, not as an option: argparse takes a dash-and-digits word for a
+    # value only when it looks like a negative number, so the durations are taught to look like one
+    p._negative_number_matcher = re.compile(r"^-\d+[smhd]?$|^-\d*\.\d+$")
     p.set_defaults(func=cmd_events)

@@ -1,0 +1,404 @@
+"""Audit events over real HTTP, on SQLite and on Redis (issue 15, acceptance 1-4).
+
+The story: alice signs in at the portal, payments refuses her silently (and
+says why, with the policy lines), the portal lets her in silently. The events
+are asserted in the stdout sink, the file sink and through the admin API, and
+``policy-sso events`` answers "why could alice not get into payments?".
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import waitress
+from live_op import DEMO, PASSWORDS, REDIRECTS, BrowserAgent, FakeClock, LiveOP, with_issuer
+
+from policy_sso.audit import AuditEvent, AuditLog, AuditSettings
+from policy_sso.audit.configure import audit_log
+from policy_sso.audit.stores import Record
+from policy_sso.cli.main import main as cli
+from policy_sso.sessions.store import open_store
+from policy_sso.tenant import Tenant
+from server.app import create_app
+
+ADMIN = "admin-token-for-audit-tests-0123456789"
+PAYMENTS_LINES = {line.strip(): n for n, line in
+                  enumerate((DEMO / "payments.policy").read_text().splitlines(), 1)}
+
+
+# --- a redis-server of our own (tests/sessions/conftest.py's, for this directory) ---------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("redis-server did not start")
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+# --- a live provider with every sink on -----------------------------------------------------------
+
+@dataclass
+class Audited:
+    op: LiveOP
+    audit: AuditLog
+    stdout: io.StringIO
+    file: Path
+    store_url: str
+
+    def events(self, **params: str) -> requests.Response:
+        return requests.get(f"{self.op.url}/admin/v1/events", params=params,
+                            headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+
+    def lines(self) -> list[dict]:
+        assert self.audit.flush(), "the audit writer did not catch up"
+        return [json.loads(line) for line in self.stdout.getvalue().splitlines()]
+
+
+def serve(tenant_at: Callable[[str], Tenant], store_url: str, keyring: Any, tmp_path: Path,
+          make_audit: Callable[[FakeClock], tuple[AuditLog, io.StringIO]]) -> Iterator[tuple[LiveOP, AuditLog,
+                                                                                          io.StringIO]]:
+    server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
+    url = f"http://127.0.0.1:{server.effective_port}"
+    tenant = tenant_at(url)
+    clock = FakeClock()
+    store = open_store(store_url, tenant.settings.lifetime)
+    audit, stdout = make_audit(clock)
+    server.application = create_app(tenant, store, keyring, clock=clock, audit=audit)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.close()
+        server.task_dispatcher.shutdown()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield LiveOP(url, clock, store, tenant, keyring), audit, stdout
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        audit.close()
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/op.db"
+    url = request.getfixturevalue("redis_url")
+    import redis
+
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture
+def audited(demo_tenant: Tenant, keyring: Any, tmp_path: Path, store_url: str,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Audited]:
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
+    settings = AuditSettings(sinks=("stdout", "file", "store"), file="audit.jsonl", rotate_bytes=1 << 20,
+                             rotate_keep=2)
+
+    def make(clock: FakeClock) -> tuple[AuditLog, io.StringIO]:
+        out = io.StringIO()
+        return audit_log(settings, state_dir=tmp_path, store_url=store_url, clock=clock, stdout=out), out
+
+    for op, audit, out in serve(lambda url: with_issuer(demo_tenant, url), store_url, keyring, tmp_path,
+                                make):
+        yield Audited(op, audit, out, tmp_path / "audit.jsonl", store_url)
+
+
+def exchange(op: LiveOP, client_id: str, code: str) -> dict:
+    resp = op.token(client_id, grant_type="authorization_code", code=code, redirect_uri=REDIRECTS[client_id])
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def decisions(events: list[dict], client: str) -> list[dict]:
+    return [e for e in events if e["type"] == "authorization.decision" and e["client"] == client]
+
+
+def source(text: str) -> str:
+    return f"policies/payments.policy:{PAYMENTS_LINES[text]}"
+
+
+# --- the story ------------------------------------------------------------------------------------
+
+def test_sign_in_a_refused_and_an_allowed_silent_authorize_are_on_record(audited: Audited) -> None:
+    op = audited.op
+    browser = BrowserAgent(op)
+    portal = browser.sign_in("portal")
+    assert portal.error is None
+    exchange(op, "portal", portal.params["code"])
+    refused = browser.silent("payments-web")
+    assert (refused.error, refused.codes) == ("interaction_required",
+                                              ["mfa_required", "acr_insufficient", "consent_missing"])
+    assert browser.silent("portal").params.get("code")
+
+    events = audited.lines()
+    # the sign-in: the password factor, never the password
+    (sign_in,) = [e for e in events if e["type"] == "sign_in.success"]
+    assert (sign_in["subject"], sign_in["outcome"], sign_in["details"]["factor"]) == ("u-alice", "success",
+                                                                                     "pwd")
+    assert sign_in["endpoint"] == "/login" and sign_in["ip"] == "127.0.0.1" and sign_in["request_id"]
+    # the portal: first interactive (no session), then after the interaction, then silently allowed
+    portal_events = decisions(events, "portal")
+    assert [(e["details"]["silent"], e["outcome"], [r["code"] for r in e["reasons"]])
+            for e in portal_events] == [(False, "login_required", ["no_session"]), (False, "allow", []),
+                                        (True, "allow", [])]
+    assert portal_events[-1]["subject"] == "u-alice" and portal_events[-1]["session"]
+    # payments: refused silently, every reason with the policy line behind it
+    (payments,) = decisions(events, "payments-web")
+    assert (payments["outcome"], payments["subject"], payments["details"]["silent"],
+            payments["details"]["policy"]) == ("interaction_required", "u-alice", True, "payments")
+    assert [(r["code"], r["source"]) for r in payments["reasons"]] == [
+        ("mfa_required", source("require mfa")),
+        ("acr_insufficient", source('require acr "urn:policy-sso:loa:2"')),
+        ("consent_missing", source('require consent "openid", "profile"')),
+        ("consent_missing", source('policy "payments" {'))]  # the scopes requested, beyond the policy's
+    assert all(r["required"] and r["observed"] for r in payments["reasons"])
+    # the tokens the portal got for the code
+    (issued,) = [e for e in events if e["type"] == "token.issued"]
+    assert (issued["client"], issued["subject"], issued["details"]["issued"]) == (
+        "portal", "u-alice", ["access_token", "id_token"])
+    # one session throughout (the sign-in made it; both silent requests used it)
+    assert portal_events[-1]["session"] == payments["session"]
+
+    # the file sink holds the same lines; the admin API the same events
+    assert [json.loads(line) for line in audited.file.read_text().splitlines()] == events
+    answer = audited.events(subject="alice", client="payments-web", type="authorization.decision")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"events": [payments], "next_cursor": None}
+    everything = audited.events(limit="500").json()["events"]
+    assert everything == sorted(events, key=lambda e: (e["time"], e["id"]), reverse=True)
+
+
+def test_why_could_alice_not_get_into_payments(audited: Audited, capsys: pytest.CaptureFixture) -> None:
+    browser = BrowserAgent(audited.op)
+    browser.sign_in("portal")
+    assert browser.silent("payments-web").error == "interaction_required"
+    audited.lines()
+    audited.op.clock.advance(3600 * 5)
+    status = cli(["events", "--config", str(DEMO), "--store", audited.store_url, "--subject", "alice",
+                  "--client", "payments-web", "--since", "-1d", "--now", str(audited.op.clock.now)])
+    out = capsys.readouterr().out
+    assert status == 0
+    first, *reasons = out.splitlines()
+    assert "authorization.decision  interaction_required  client=payments-web  subject=u-alice" in first
+    assert "silent" in first and "policy=payments" in first
+    assert re.match(r"\s+mfa_required\s+policies/payments.policy:\d+$", reasons[0])
+    assert [line.split()[0] for line in reasons if not line.strip().startswith("required")] == [
+        "mfa_required", "acr_insufficient", "consent_missing", "consent_missing"]
+    status = cli(["events", "--config", str(DEMO), "--store", audited.store_url, "--subject", "alice",
+                  "--client", "payments-web", "--format", "json", "--since", "-1h",
+                  "--now", str(audited.op.clock.now)])
+    assert status == 0 and json.loads(capsys.readouterr().out) == {"events": [], "next_cursor": None}
+
+
+# --- the events API ---------------------------------------------------------------------------------
+
+def test_the_events_api_refuses_without_the_admin_token(audited: Audited) -> None:
+    url = f"{audited.op.url}/admin/v1/events"
+    for headers in ({}, {"Authorization": "Bearer not-the-admin-token-42"},
+                    {"Authorization": f"Basic {ADMIN}"}):
+        resp = requests.get(url, headers=headers, timeout=10)
+        assert resp.status_code == 401, headers
+        assert resp.json()["error"] == "invalid_token" and resp.json()["error_description"]
+    refused = [e for e in audited.lines() if e["type"] == "admin.refused"]
+    assert len(refused) == 3 and all(e["endpoint"] == "/admin/v1/events" for e in refused)
+    assert ADMIN not in audited.stdout.getvalue() and "not-the-admin" not in audited.stdout.getvalue()
+
+
+def _emit(audit: AuditLog, n: int, start: int, **fields: Any) -> None:
+    for i in range(n):
+        audit.emit(AuditEvent("token.issued", start + i // 4, outcome="success", **fields))
+
+
+def test_the_events_api_filters_and_bounds_its_pages(audited: Audited) -> None:
+    t0 = audited.op.clock.now
+    _emit(audited.audit, 120, t0 - 1000, client="portal", subject="u-alice")
+    _emit(audited.audit, 30, t0 - 500, client="docs", subject="u-bob")
+    audited.lines()
+    page = audited.events().json()
+    assert len(page["events"]) == 50 and page["next_cursor"]
+    assert len(audited.events(limit="500").json()["events"]) == 150
+    for bad in ("0", "501", "-1", "x"):
+        resp = audited.events(limit=bad)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_request", bad
+    assert {e["client"] for e in audited.events(subject="u-bob", limit="500").json()["events"]} == {"docs"}
+    assert len(audited.events(client="portal", limit="500").json()["events"]) == 120
+    assert len(audited.events(type="token.*", limit="500").json()["events"]) == 150
+    assert audited.events(type="sign_in.success").json()["events"] == []
+    window = audited.events(since=str(t0 - 500), until=str(t0 - 496), limit="500").json()["events"]
+    assert len(window) == 20 and all(t0 - 500 <= e["time"] <= t0 - 496 for e in window)
+    assert audited.events(cursor="garbage!").status_code == 400
+
+
+def test_pagination_stays_stable_while_events_are_written(audited: Audited) -> None:
+    t0 = audited.op.clock.now
+    _emit(audited.audit, 90, t0 - 100, client="portal")
+    audited.lines()
+    expected = [e["id"] for e in audited.events(limit="500").json()["events"]]
+    browser = BrowserAgent(audited.op)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(50):
+        params = {"limit": "7", **({"cursor": cursor} if cursor else {})}
+        page = audited.events(**params).json()
+        seen += [e["id"] for e in page["events"]]
+        # meanwhile: requests that are audited, and events at the newest time and later
+        assert browser.silent("portal").error == "login_required"
+        _emit(audited.audit, 3, t0 + 1, client="docs")
+        audited.op.clock.advance(1)
+        audited.audit.flush()
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    newer = len(audited.events(limit="500").json()["events"]) - len(expected)
+    assert seen == expected and newer > 0
+
+
+# --- no secret in any event or log line ---------------------------------------------------------------
+
+def test_no_secret_appears_in_any_event_or_log_line(audited: Audited,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    op = audited.op
+    secrets_seen: set[str] = {PASSWORDS["alice"], op.secret("portal"), op.secret("portal-backend"),
+                              op.secret("payments-web"), ADMIN}
+    browser = BrowserAgent(op)
+
+    def keep_cookies(resp: requests.Response, *args: Any, **kwargs: Any) -> None:
+        secrets_seen.update(c.value for c in resp.cookies if c.value)
+
+    browser.http.hooks["response"].append(keep_cookies)
+    caplog.set_level(logging.DEBUG)
+    # browser: sign-in with consent, a wrong password, a second factor, code exchanges, refresh, logout
+    wrong = browser.follow(browser.authorize_request("portal"))
+    browser.submit(wrong, {"username": "alice", "password": "not-her-password-123"})
+    secrets_seen.add("not-her-password-123")
+    portal = browser.sign_in("portal", scope="openid profile offline_access")
+    secrets_seen.add(portal.params["code"])
+    tokens = exchange(op, "portal", portal.params["code"])
+    secrets_seen.update(v for k, v in tokens.items() if k.endswith("_token"))
+    refreshed = op.token("portal", grant_type="refresh_token", refresh_token=tokens["refresh_token"]).json()
+    secrets_seen.update(v for k, v in refreshed.items() if k.endswith("_token"))
+    reuse = op.token("portal", grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert reuse.status_code == 400
+    secrets_seen.add(op.totp("alice"))
+    payments = browser.sign_in("payments-web")
+    assert payments.error is None, payments.params
+    secrets_seen.add(payments.params["code"])
+    secrets_seen.update(v for k, v in exchange(op, "payments-web", payments.params["code"]).items()
+                        if k.endswith("_token"))
+    # backend: a client token, a password sign-in, silent authenticate, logout by session id
+    backend = op.token("portal-backend", grant_type="client_credentials").json()["access_token"]
+    secrets_seen.add(backend)
+    headers = {"Authorization": f"Bearer {backend}"}
+    signed = requests.post(f"{op.url}/v1/auth/password", headers=headers, timeout=10,
+                           json={"username": "bob", "password": PASSWORDS["bob"]}).json()
+    secrets_seen.update([PASSWORDS["bob"], signed["session_id"], signed.get("access_token", "x" * 20)])
+    authn = requests.post(f"{op.url}/v1/auth/session/authenticate", json={"session_id": signed["session_id"]},
+                          headers=headers, timeout=10)
+    assert authn.status_code == 200, authn.text
+    secrets_seen.update(v for k, v in authn.json().items() if k.endswith("_token"))
+    assert requests.post(f"{op.url}/v1/auth/session/logout", json={"session_id": signed["session_id"]},
+                         headers=headers, timeout=10).status_code == 204
+    # RP-initiated logout with the id_token_hint
+    browser.get("/logout", id_token_hint=tokens["id_token"])
+
+    events = audited.lines()
+    kinds = {e["type"] for e in events}
+    assert {"sign_in.failure", "sign_in.success", "second_factor.success", "consent.granted",
+            "authorization.decision", "token.issued", "token.refreshed", "token.refresh_reuse",
+            "backend.session_authenticate", "logout.backend_session", "logout.rp_initiated"} <= kinds
+    texts = {"stdout": audited.stdout.getvalue(), "file": audited.file.read_text(),
+             "api": audited.events(limit="500").text,
+             # the server's log lines (urllib3's are the test client's own, the URLs it was asked to get)
+             "logs": "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records
+                                if not r.name.startswith("urllib3"))}
+    secrets_seen.discard("")
+    for name, text in texts.items():
+        for secret in secrets_seen:
+            if secret.isdigit():  # a TOTP code: as a number of its own, not inside a timestamp
+                assert not re.search(rf"(?<!\d){secret}(?!\d)", text), (name, "TOTP code")
+            else:
+                assert secret not in text, (name, secret[:6] + "…")
+
+
+# --- a stalled sink never holds up a request ----------------------------------------------------------
+
+class StalledSink:
+    name = "stalled"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def write(self, records: Sequence[Record]) -> None:
+        self.release.wait(60)
+
+    def close(self) -> None:
+        self.release.set()
+
+
+def test_a_stalled_sink_never_makes_requests_wait(demo_tenant: Tenant, keyring: Any, tmp_path: Path) -> None:
+    sink = StalledSink()
+
+    def make(clock: FakeClock) -> tuple[AuditLog, io.StringIO]:
+        return AuditLog([sink], queue_size=8, clock=clock), io.StringIO()
+
+    try:
+        for op, audit, _ in serve(lambda url: with_issuer(demo_tenant, url), f"sqlite:///{tmp_path}/op.db",
+                                  keyring, tmp_path, make):
+            browser = BrowserAgent(op)
+            slowest = 0.0
+            for _ in range(40):
+                started = time.monotonic()
+                assert browser.silent("portal").error == "login_required"
+                slowest = max(slowest, time.monotonic() - started)
+            assert slowest < 5.0  # a request that waited on the sink would hang for a minute
+            assert audit.stats()["dropped"] >= 40 - 8 - 1
+            metrics = requests.get(f"{op.url}/metrics", timeout=10).text
+            dropped = re.search(r"^policy_sso_audit_events_dropped_total (\S+)$", metrics, re.M)
+            assert dropped and float(dropped.group(1)) >= 31
+    finally:
+        sink.release.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -92,6 +93,23 @@ class Metrics:
             yield deliveries
             yield GaugeMetricFamily("policy_sso_backchannel_pending", "Logout tokens waiting to be sent",
                                     value=values.get("pending", 0))
+
+        self._sources.append(families)
+
+    def watch_audit(self, stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Expose audit events dropped (queue full) and written or failed per sink, read from ``stats``."""
+
+        def families() -> Iterator[Metric]:
+            values = stats()
+            yield CounterMetricFamily("policy_sso_audit_events_dropped",
+                                      "Audit events dropped because the writer's queue was full",
+                                      value=values.get("dropped", 0))
+            for name, help_text in (("written", "Audit events written"),
+                                    ("failed", "Audit events a sink failed to write")):
+                family = CounterMetricFamily(f"policy_sso_audit_events_{name}", help_text, labels=["sink"])
+                for sink, count in sorted(values.get(name, {}).items()):
+                    family.add_metric([sink], count)
+                yield family
 
         self._sources.append(families)
 

@@ -73,6 +73,7 @@ class TenantHolder:
         self.directory = Path(directory or tenant.directory)
         self._lock = threading.Lock()
         self._on_swap = on_swap
+        self.listeners: list[Callable[[ReloadResult], None]] = []  # told every result (the audit log)
 
     @property
     def tenant(self) -> Tenant:
@@ -80,7 +81,13 @@ class TenantHolder:
         return self._tenant
 
     def reload(self) -> ReloadResult:
-        """Load the directory again; swap the tenant in only if it has no error."""
+        """Load the directory again; swap the tenant in only if it has no error; tell the listeners."""
+        result = self._reload()
+        for listener in list(self.listeners):
+            listener(result)
+        return result
+
+    def _reload(self) -> ReloadResult:
         with self._lock:
             try:
                 tenant, diagnostics = check_tenant(self.directory)

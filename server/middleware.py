@@ -9,6 +9,7 @@ from typing import Any
 
 import falcon
 
+from policy_sso.audit.writer import bind_request
 from policy_sso.metrics import Tally
 
 # Endpoints a browser app calls with fetch(): readable from any origin, never with cookies.
@@ -41,6 +42,7 @@ class Envelope:
         context = req.context
         context.now = int(self.clock())
         context.request_id = f"{self.prefix}{next(self.counter):x}"
+        bind_request(req)  # audit events read the request id, address and user agent from it
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:

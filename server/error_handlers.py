@@ -4,6 +4,10 @@
 - OAuthError: its ``error``/``status``/headers as JSON (RFC 6749 §5.2), or an
   HTML page on browser-facing endpoints (an unverified redirect_uri is never
   redirected to, RFC 9700 §4.1.1).
+- StoreUnavailable (the store down, restarting or slow; SPEC §7): 503
+  ``temporarily_unavailable`` with ``Retry-After``, as JSON, as a page, or at
+  the verified redirect_uri when it came wrapped in an AuthorizationError; one
+  warning line with the request id, never a traceback.
 - Falcon's own HTTP errors (404, 405, bad media): the same JSON shape.
 - Anything else: logged without the query string or body (which carry codes,
   tokens and passwords) and answered with a generic error.
@@ -16,7 +20,7 @@ from typing import Any
 
 import falcon
 
-from policy_sso.errors import OAuthError, StoreError
+from policy_sso.errors import OAuthError, StoreError, StoreUnavailable
 from policy_sso.oidc.authorize import AuthorizationError
 from server.browser import Browser
 
@@ -40,6 +44,12 @@ def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, pages:
     resp.media = {**(extra or {}), "error": error, "error_description": description}
 
 
+def _log_store_fault(req: falcon.Request, fault: StoreUnavailable) -> None:
+    # a fault of the store, not a bug: one line to correlate by request id, no traceback
+    log.warning("store unavailable on %s %s [%s]: %s", req.method, req.path,
+                getattr(req.context, "request_id", "-"), fault.reason)
+
+
 def error_handler(browser: Browser, pages: frozenset[str]) -> Any:
     """Return the app's error handler bound to the page renderer; ``pages``: routes answering in HTML."""
 
@@ -47,8 +57,14 @@ def error_handler(browser: Browser, pages: frozenset[str]) -> Any:
         del params
         try:
             if isinstance(ex, AuthorizationError):
+                if isinstance(ex.error, StoreUnavailable):
+                    _log_store_fault(req, ex.error)
                 browser.clear_interaction(resp)
                 browser.deliver(resp, ex.response, after_post=req.method == "POST")
+            elif isinstance(ex, StoreUnavailable):
+                _log_store_fault(req, ex)
+                _render(req, resp, browser, pages, ex.status, error=ex.error, description=ex.description,
+                        headers=ex.headers)
             elif isinstance(ex, OAuthError):
                 _render(req, resp, browser, pages, ex.status, error=ex.error, description=ex.description,
                         headers=ex.headers, extra=ex.extra)

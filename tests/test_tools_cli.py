@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jwt
@@ -93,3 +96,94 @@ def test_hint_mint_uses_the_trusting_policy(tenant_dir, capsys):
 def test_hint_mint_needs_a_key(tenant_dir, capsys):
     assert main(["hint", "mint", "--config", str(tenant_dir), "--issuer", "x", "--sub", "u"]) == 2
     assert "--key" in capsys.readouterr().err
+
+
+# --- users add without a terminal -------------------------------------------------------------
+
+def _cli(*args: str, stdin: str = "", cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user's script would: a pipe for stdin, no terminal."""
+    return subprocess.run([sys.executable, "-m", "policy_sso.cli", *args], input=stdin, capture_output=True,
+                          text=True, check=False, cwd=cwd, timeout=120)
+
+
+GIVEN_TOTP = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"  # 160 bits
+
+
+def test_users_add_reads_the_password_from_a_pipe_and_creates_users_yaml(tenant_dir):
+    (tenant_dir / "users.yaml").unlink()
+    run = _cli("users", "add", "--config", str(tenant_dir), "--username", "erin", "--sub", "u-erin",
+               "--totp-secret", GIVEN_TOTP.lower(), stdin="piped password\n")
+    assert run.returncode == 0, run.stderr
+    assert "(created)" in run.stdout and "otpauth" not in run.stderr  # a given secret is not echoed
+    user = load_tenant(tenant_dir).users["u-erin"]
+    assert verify_password(user.password_hash, "piped password")
+    assert (tenant_dir / "secrets" / "erin.totp").read_text() == GIVEN_TOTP + "\n"
+    assert GIVEN_TOTP not in (tenant_dir / "users.yaml").read_text()  # secrets never in the YAML
+
+
+def test_users_add_opens_an_empty_users_list_from_a_password_file(tenant_dir, tmp_path):
+    (tenant_dir / "users.yaml").write_text("users: []  # nobody yet\n")
+    password = tmp_path / "pw"
+    password.write_text("from a file 123\nsecond line ignored\n")
+    run = _cli("users", "add", "--config", str(tenant_dir), "--username", "fay", "--sub", "u-fay",
+               "--password-file", str(password))
+    assert run.returncode == 0, run.stderr
+    users = load_tenant(tenant_dir).users
+    assert list(users) == ["u-fay"] and verify_password(users["u-fay"].password_hash, "from a file 123")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--totp-secret", "JBSWY3DPEHPK3PXP"], "--totp-secret has 80 bits; at least 128 required"),
+    (["--totp-secret", "not base32!"], "--totp-secret is not base32"),
+    (["--password-file", "/nonexistent/pw"], "cannot read --password-file /nonexistent/pw"),
+], ids=["short-totp", "garbled-totp", "missing-password-file"])
+def test_users_add_usage_errors_exit_2_and_change_nothing(tenant_dir, args, message):
+    before = (tenant_dir / "users.yaml").read_text()
+    run = _cli("users", "add", "--config", str(tenant_dir), "--username", "gil", *args,
+               stdin="long enough pw\n")
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert (tenant_dir / "users.yaml").read_text() == before
+    assert not (tenant_dir / "secrets" / "gil.totp").exists()
+
+
+# --- the CLI as a whole -------------------------------------------------------------------------
+
+def test_version_comes_from_the_package_metadata():
+    from importlib.metadata import version
+
+    run = _cli("--version")
+    assert (run.returncode, run.stdout) == (0, f"policy-sso {version('policy-sso')}\n")
+
+
+def test_help_texts_speak_to_users():
+    from policy_sso.cli import build_parser
+
+    parser = build_parser()
+    texts = [parser.format_help()]
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in actions:
+        for sub in action.choices.values():
+            texts.append(sub.format_help())
+            for nested in (a for a in sub._actions if isinstance(a, argparse._SubParsersAction)):
+                texts += [p.format_help() for p in nested.choices.values()]
+    assert len(texts) > 10
+    for text in texts:
+        assert "SPEC" not in text and "§6" not in text, text
+
+
+@pytest.mark.parametrize("args", [
+    ["validate"], ["validate", "nowhere"], ["explain", "--client", "portal"],
+    ["explain", "--client", "portal", "--session", "nowhere.json"],
+    ["explain", "--client", "portal", "--session", "policies/tenant.yaml", "--config", "nowhere"],
+    ["explain", "--client", "portl", "--session", "policies/tenant.yaml"],
+    ["test", "nowhere"], ["lint", "nowhere"], ["fmt", "nowhere"], ["diff", "policies", "nowhere"],
+    ["users", "add", "--config", "nowhere", "--username", "x"],
+    ["hint", "mint", "--issuer", "x", "--sub", "y", "--key", "nowhere"],
+    ["hint", "mint", "--issuer", "x", "--sub", "y", "--key", "policies/tenant.yaml",
+     "--lifetime", "5 minutes"],
+    ["keys", "rotate", "--config", "nowhere"], ["no-such-command"],
+], ids=lambda a: "-".join(a)[:40])
+def test_usage_errors_and_missing_paths_exit_2_without_a_traceback(args):
+    run = _cli(*args, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.strip()

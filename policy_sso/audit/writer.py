@@ -301,6 +301,18 @@ class AuditLog:
 
         return listen
 
+    def backchannel_listener(self) -> Callable[[str, bool], None]:
+        """Return the notifier's ``on_result`` hook: each finished delivery as a ``backchannel.delivery``."""
+        ref = weakref.ref(self)
+
+        def listen(client_id: str, delivered: bool) -> None:
+            audit = ref()
+            if audit is not None:
+                audit.record("backchannel.delivery", wall_clock(), client=client_id,
+                             outcome="delivered" if delivered else "failed")
+
+        return listen
+
     def refusals(self, tally: Tally) -> AuditedTally:
         """Return ``tally`` wrapped so each rate-limit refusal is also a ``rate_limit.refused`` event."""
         return AuditedTally(tally, self, "rate_limit.refused")

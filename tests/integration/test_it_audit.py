@@ -31,8 +31,9 @@ from policy_sso.audit import AuditEvent, AuditLog, AuditSettings
 from policy_sso.audit.configure import audit_log
 from policy_sso.audit.stores import Record
 from policy_sso.cli.main import main as cli
+from policy_sso.reload import TenantHolder
 from policy_sso.sessions.store import open_store
-from policy_sso.tenant import Tenant
+from policy_sso.tenant import Tenant, load_tenant
 from server.app import create_app
 
 ADMIN = "admin-token-for-audit-tests-0123456789"
@@ -92,16 +93,17 @@ class Audited:
         return [json.loads(line) for line in self.stdout.getvalue().splitlines()]
 
 
-def serve(tenant_at: Callable[[str], Tenant], store_url: str, keyring: Any, tmp_path: Path,
+def serve(tenant_at: Callable[[str], Tenant | TenantHolder], store_url: str, keyring: Any, tmp_path: Path,
           make_audit: Callable[[FakeClock], tuple[AuditLog, io.StringIO]]) -> Iterator[tuple[LiveOP, AuditLog,
                                                                                           io.StringIO]]:
     server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
     url = f"http://127.0.0.1:{server.effective_port}"
-    tenant = tenant_at(url)
+    served = tenant_at(url)
+    tenant = served.tenant if isinstance(served, TenantHolder) else served
     clock = FakeClock()
     store = open_store(store_url, tenant.settings.lifetime)
     audit, stdout = make_audit(clock)
-    server.application = create_app(tenant, store, keyring, clock=clock, audit=audit)
+    server.application = create_app(served, store, keyring, clock=clock, audit=audit)
     stop = threading.Event()
 
     def run() -> None:
@@ -402,3 +404,68 @@ def test_a_stalled_sink_never_makes_requests_wait(demo_tenant: Tenant, keyring: 
             assert dropped and float(dropped.group(1)) >= 31
     finally:
         sink.release.set()
+
+
+# --- admin actions, reloads, every kind of logout, rate-limit refusals -----------------------------------
+
+def test_admin_actions_reloads_logouts_and_refusals_are_on_record(keyring: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
+    tenant_dir = tmp_path / "tenant"
+    shutil.copytree(DEMO, tenant_dir, ignore=shutil.ignore_patterns("tests", "yaml"))
+
+    def holder_at(url: str) -> TenantHolder:
+        config = tenant_dir / "tenant.yaml"
+        text = config.read_text().replace("issuer: http://127.0.0.1:8080", f"issuer: {url}")
+        config.write_text(text.replace("silent_auth: {requests: 60, window: 1m}",
+                                       "silent_auth: {requests: 3, window: 1m}"))
+        return TenantHolder(load_tenant(tenant_dir))
+
+    def make(clock: FakeClock) -> tuple[AuditLog, io.StringIO]:
+        out = io.StringIO()
+        settings = AuditSettings(sinks=("stdout", "store"))
+        return audit_log(settings, state_dir=tmp_path, store_url=f"sqlite:///{tmp_path}/op.db", clock=clock,
+                         stdout=out), out
+
+    def admin(op: LiveOP, path: str, body: dict | None = None) -> requests.Response:
+        return requests.post(f"{op.url}{path}", json=body, headers={"Authorization": f"Bearer {ADMIN}"},
+                             timeout=10)
+
+    for op, audit, out in serve(holder_at, f"sqlite:///{tmp_path}/op.db", keyring, tmp_path, make):
+        alice, bob = BrowserAgent(op), BrowserAgent(op)
+        alice.sign_in("portal")
+        bob.sign_in("portal", "bob")
+        assert admin(op, "/admin/v1/users/u-alice/sessions/logout").json()["sessions_ended"] == 1
+        new_password = {"password": "a brand new secret"}
+        assert admin(op, "/admin/v1/users/u-bob/password", new_password).status_code == 200
+        assert admin(op, "/admin/v1/policies/reload").status_code == 200
+        (tenant_dir / "portal.policy").write_text('policy "portal" {\n  require acr "no-such-level"\n}\n')
+        assert admin(op, "/admin/v1/policies/reload").status_code == 422
+        carol = BrowserAgent(op)
+        carol.sign_in("portal", "carol")
+        carol.get("/logout", id_token_hint="not-a-token")  # refused: shown, nothing ends
+        answers = [carol.silent("portal").error for _ in range(4)]
+        assert answers[-1] == "temporarily_unavailable"
+        assert audit.flush()
+        events = [json.loads(line) for line in out.getvalue().splitlines()]
+
+    def of(kind: str) -> list[dict]:
+        return [e for e in events if e["type"] == kind]
+
+    assert [(e["subject"], e["details"]["reason"], e["details"]["sessions_ended"])
+            for e in of("admin.sessions_ended")] == [("u-alice", "ended_by_admin", 1),
+                                                     ("u-bob", "password_changed", 1)]
+    assert [e["subject"] for e in of("logout.admin")] == ["u-alice"]
+    (password,) = of("admin.password_set")
+    assert password["subject"] == "u-bob" and "a brand new secret" not in out.getvalue()
+    assert [e["subject"] for e in of("logout.password_changed")] == ["u-bob"]
+    # the password change reloads users.yaml, then the two reloads asked for
+    assert [e["outcome"] for e in of("policy.reload")] == ["accepted", "accepted", "rejected"]
+    *_, accepted, rejected = of("policy.reload")
+    assert (accepted["outcome"], accepted["details"]["diagnostics_total"]) == ("accepted", 0)
+    assert rejected["outcome"] == "rejected" and rejected["details"]["diagnostics"]
+    assert all({"file", "line", "code", "message"} <= set(d) for d in rejected["details"]["diagnostics"])
+    assert any(d["code"] == "E_UNKNOWN_ACR" for d in rejected["details"]["diagnostics"])
+    (refused,) = of("rate_limit.refused")
+    assert (refused["details"]["kind"], refused["outcome"], refused["endpoint"]) == (
+        "silent_auth", "refused", "/authorize")

@@ -253,19 +253,27 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
     checks_by_index = [g.check for g in table]
     name = policy.name
 
-    verdicts: dict[tuple[int, ...], tuple[str, Remedy]] = {}
+    verdicts: dict[tuple[int, ...], tuple[str, Remedy, tuple[int, ...]]] = {}
 
-    def verdict(indices: tuple[int, ...]) -> tuple[str, Remedy]:
-        """Return the outcome and remedy of a set of failed checks (memoized: it depends on nothing else)."""
+    def verdict(indices: tuple[int, ...]) -> tuple[str, Remedy, tuple[int, ...]]:
+        """Return the outcome, remedy and reported checks of a set of failed checks (memoized).
+
+        A reason code is reported once, at its first failing check: a policy's
+        ``require consent`` and the implicit check of the requested scopes both
+        fail as consent_missing, and error_description must not say it twice.
+        """
         failed = [checks_by_index[i] for i in indices]
         outcome = min((c.error for c in failed), key=lambda e: OUTCOME_RANK.get(e, 3))
-        return verdicts.setdefault(indices, (outcome, _remedy(failed, outcome)))
+        first: dict[str, int] = {}
+        for i in indices:
+            first.setdefault(checks_by_index[i].reason, i)
+        return verdicts.setdefault(indices, (outcome, _remedy(failed, outcome), tuple(first.values())))
 
     def deny(indices: list[int], r: AuthRequest, s: Session, now: int) -> Decision:
         key = tuple(indices)
-        outcome, remedy = verdicts.get(key) or verdict(key)
+        outcome, remedy, reported = verdicts.get(key) or verdict(key)
         reasons = tuple([Reason(c.reason, c.required, (c.observe, r, s, now), c.source, c.description)
-                         for c in map(checks_by_index.__getitem__, key)])
+                         for c in map(checks_by_index.__getitem__, reported)])
         return Decision(outcome, reasons, remedy, name)
 
     no_session = Decision(

@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.chmod(state_dir, 0o700)  # keys and the session database live here
     url = store_url(args.store, args.state_dir, tenant.settings.store, state_dir)
     try:
-        store = open_store(url, tenant.settings.lifetime)
+        store = open_store(url, tenant.settings.lifetime, tenant.settings.store_options)
         keyring = KeyRing.load_or_create(state_dir, tenant.settings.tokens.algorithms,
                                          token_lifetime=longest_token_lifetime(tenant))
     except (PolicySSOError, OSError) as err:

@@ -17,6 +17,7 @@ from typing import Any
 
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest, InvalidToken
+from policy_sso.oidc.credential_change import grant_revoked
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 from policy_sso.oidc.userinfo import verify_bearer
 from policy_sso.sessions.store import token_key
@@ -43,11 +44,15 @@ def revoke(p: Provider, client: Client, form: Mapping[str, str], now: int) -> No
         if claims.get("client_id") == client.client_id:
             p.store.use_jti(REVOKED_ACCESS_TOKENS, str(claims["jti"]),
                             max(int(claims.get("exp", now)), now + 1), now=now)
+            p.audit.record("token.revoked", now, outcome="revoked", client=client.client_id,
+                           subject=str(claims.get("sub")), kind="access_token")
         return
     found = p.store.get_refresh(token_key(token), now)
     if found is not None and found[1].get("client_id") == client.client_id:
         # RFC 7009 §2.1: revoking a refresh token may revoke the whole grant
         p.store.revoke_family(found[0])
+        p.audit.record("token.revoked", now, outcome="revoked", client=client.client_id,
+                       subject=found[1].get("sub"), kind="refresh_token")
 
 
 def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
@@ -75,5 +80,7 @@ def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -
         # a refresh token is a credential of its client alone; no resource server ever receives one
         return {"active": False}
     data = found[1]
+    if grant_revoked(p, data.get("sub"), data.get("auth_time"), now):  # a password change since
+        return {"active": False}
     return {"active": True, "token_type": "refresh_token", "client_id": data.get("client_id"),
             "sub": data.get("sub"), "scope": data.get("scope"), "iss": p.issuer}

@@ -7,6 +7,7 @@ from typing import Any
 from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc import tokens
 from policy_sso.oidc.claims import user_claims
+from policy_sso.oidc.credential_change import token_revoked
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 
 REALM = 'Bearer realm="policy-sso"'
@@ -48,7 +49,8 @@ def verify_bearer(p: Provider, token: str, now: int) -> dict[str, Any]:
         claims = tokens.verify_access_token(p.keyring, token, p.issuer, now)
     except Exception:
         claims = None
-    if not claims or p.store.is_jti_used(REVOKED_ACCESS_TOKENS, str(claims.get("jti")), now):
+    if (not claims or p.store.is_jti_used(REVOKED_ACCESS_TOKENS, str(claims.get("jti")), now)
+            or token_revoked(p, claims, now)):  # the user's password changed since (issue 14)
         err = InvalidToken("the access token is invalid, expired or revoked")
         err.headers = bearer_challenge(err)
         raise err

@@ -42,7 +42,7 @@ def op(tenant_for: Callable[[str], Tenant | TenantHolder], keyring: Any, tmp_pat
     served = tenant_for(url)
     tenant = served.tenant if isinstance(served, TenantHolder) else served
     clock = FakeClock()
-    store = open_store(f"sqlite:///{tmp_path}/op.db", tenant.settings.lifetime)
+    store = open_store(f"sqlite:///{tmp_path}/op.db", tenant.settings.lifetime, tenant.settings.store_options)
     server.application = create_app(served, store, keyring, clock=clock)
     stop = threading.Event()
 

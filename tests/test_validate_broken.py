@@ -269,13 +269,13 @@ yaml/duplicate-key.policy.yaml:5:1: E_DUPLICATE_KEY: key 'require' appears twice
 yaml/latin1.policy.yaml:3:14: E_ENCODING: not UTF-8 text: invalid continuation byte (byte 0xe9)
    3 | clients: [caf�]
      |              ^
-yaml/malformed.policy.yaml:3:10: E_YAML: this '{' is never closed (hint: close it with '}' on the same line, or write the entries on indented lines without brackets)
+yaml/malformed.policy.yaml:3:10: E_YAML: this '{' is never closed (hint: close it with '}' after its last entry, or write the entries on indented lines without brackets)
    3 | session: {inactivity: 15m
      |          ^
 yaml/malformed.policy.yaml:4:8: note: expected ',' or '}' here
    4 | require:
      |        ^
-yaml/many-errors.policy.yaml:3:10: E_TYPE: 'portal' is not of type 'array' (at /clients)
+yaml/many-errors.policy.yaml:3:10: E_TYPE: 'clients' must be a list, not the text 'portal' (hint: write clients: [portal])
    3 | clients: portal
      |          ^^^^^^
 yaml/many-errors.policy.yaml:5:15: E_DURATION: invalid duration '15x' (hint: write an integer followed by s, m, h or d, e.g. 15m)
@@ -284,7 +284,7 @@ yaml/many-errors.policy.yaml:5:15: E_DURATION: invalid duration '15x' (hint: wri
 yaml/many-errors.policy.yaml:6:3: E_UNKNOWN_KEY: unknown key 'idle' (hint: allowed: inactivity, max_auth_age)
    6 |   idle: 5m
      |   ^^^^
-yaml/many-errors.policy.yaml:8:8: E_TYPE: 'sometimes' is not of type 'boolean' (at /require/mfa)
+yaml/many-errors.policy.yaml:8:8: E_TYPE: 'mfa' must be true or false, not the text 'sometimes'
    8 |   mfa: sometimes
      |        ^^^^^^^^^
 yaml/many-errors.policy.yaml:9:8: E_EMPTY: '' should be non-empty (at /require/acr)
@@ -311,7 +311,7 @@ yaml/many-errors.policy.yaml:21:5: E_MISSING_KEY: 'if' is a required property (a
 yaml/missing-name.policy.yaml:2:1: E_MISSING_KEY: 'policy' is a required property (at the document)
    2 | clients: [portal]
      | ^^^^^^^^^^^^^^^^^
-yaml/recursive-alias.policy.yaml:3:10: E_TYPE: None is not of type 'string' (at /clients/1)
+yaml/recursive-alias.policy.yaml:3:10: E_TYPE: item 2 of 'clients' must be a string, not empty
    3 | clients: &self [portal, *self]
      |          ^^^^^^^^^^^^^^^^^^^^^
 yaml/recursive-alias.policy.yaml:3:10: E_YAML: recursive alias
@@ -326,7 +326,7 @@ yaml/unknown-method.policy.yaml:4:9: E_UNKNOWN_METHOD: unknown authentication me
 yaml/unknown-method.policy.yaml:6:16: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
    6 |   - if: {not: {prompt_is: never}}
      |                ^^^^^^^^^^^^^^^^
-yaml/wrong-type.policy.yaml:3:10: E_TYPE: 'portal' is not of type 'array' (at /clients)
+yaml/wrong-type.policy.yaml:3:10: E_TYPE: 'clients' must be a list, not the text 'portal' (hint: write clients: [portal])
    3 | clients: portal
      |          ^^^^^^
 yaml/zero-duration.policy.yaml:3:23: E_DURATION: a duration must be greater than zero
@@ -617,7 +617,8 @@ def test_bom_and_crlf_keep_line_numbers(tmp_path: Path, monkeypatch, capsys) -> 
         "bom.policy:3:22: E_DURATION: a duration must be greater than zero",
         "   3 |   require mfa within 0m",
         "     |                      ^^",
-        "bom.policy.yaml:2:23: E_TYPE: 0 is not of type 'string' (at /session/inactivity)",
+        "bom.policy.yaml:2:23: E_TYPE: 'inactivity' must be a duration like 15m, not the number 0 "
+        "(hint: a duration has a unit right after the number: write 0m (or s, h, d))",
         "   2 | session: {inactivity: 0}",
         "     |                       ^",
     ]

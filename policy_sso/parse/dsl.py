@@ -25,7 +25,7 @@ from importlib.resources import files
 from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedToken
 
-from policy_sso.diagnostics import Diagnostic, Related, near_names
+from policy_sso.diagnostics import Diagnostic, Related, did_you_mean, near_names
 from policy_sso.model import (
     ON_UNMET_VALUES,
     AcrRequirement,
@@ -185,7 +185,8 @@ class _Builder(Transformer):
         keyword, value = children
         if str(value) not in ON_UNMET_VALUES:
             self.ctx.error(value, "E_ON_UNMET", f"unknown on_unmet value {str(value)!r}",
-                           "use one of " + ", ".join(ON_UNMET_VALUES))
+                           did_you_mean(str(value), ON_UNMET_VALUES)
+                           or "use one of " + ", ".join(ON_UNMET_VALUES))
         return ("on_unmet", str(value), self.ctx.span_to(keyword, value))
 
     # --- requirements -------------------------------------------------------

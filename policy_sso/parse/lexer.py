@@ -169,7 +169,7 @@ def _read_loose_string(text: str, start: int, line: int, column: int, report: Re
     value = m.group()
     if m.group(1):  # closed: an escape other than \" and \\ inside
         at = next((e.start() for e in _ESCAPE_RE.finditer(value) if e.group() not in ('\\"', "\\\\")), 0)
-        report(line, column + at, 2, f"unknown escape {value[at:at + 2]!r} in a string",
+        report(line, column + at, 2, f"unknown escape '{value[at:at + 2]}' in a string",
                "only \\\" and \\\\ are escapes; write a backslash as \\\\")
         return value, len(value)
     body = value.rstrip(" \t\r")

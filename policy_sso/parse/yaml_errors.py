@@ -67,7 +67,7 @@ def explain_yaml_error(err: yaml.MarkedYAMLError, text: str, file: str) -> Diagn
         brace, closer = ("{", "}") if "mapping" in context else ("[", "]")
         note = Related(file, line, col, f"expected ',' or '{closer}' here", col + 1)
         return at(ctx_line, ctx_col, f"this '{brace}' is never closed",
-                  f"close it with '{closer}' on the same line, or write the entries on indented lines "
+                  f"close it with '{closer}' after its last entry, or write the entries on indented lines "
                   "without brackets", related=(note,))
     if problem.startswith("mapping values are not allowed"):
         return _colon_in_value(at, lines, line, col, source)

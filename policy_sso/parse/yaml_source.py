@@ -291,10 +291,53 @@ def schema_diagnostics(doc: YamlDocument, schema_name: str) -> Iterator[Diagnost
         else:
             where = "/" + "/".join(str(p) for p in path) if path else "the document"
             message, hint = f"{error.message} (at {where})", ""
-            if error.validator == "type" and squashed:  # "inactivity:15m" is one string to YAML
-                hint = (f"missing space after ':'? write '{squashed[1]}: {squashed[2]}': "
-                        "YAML needs a space after the ':' of a key")
+            if error.validator == "type":
+                message, hint = _type_problem(path, error.instance, error.validator_value)
+                if isinstance(error.instance, int) and "[smhd]" in str(error.schema.get("pattern", "")):
+                    message = f"'{path[-1]}' must be a duration like 15m, not the number {error.instance}"
+                    hint = ("a duration has a unit right after the number: "
+                            f"write {error.instance}m (or s, h, d)")
+                if squashed:  # "inactivity:15m" is one string to YAML
+                    message = f"{error.instance!r} is read as one string, not 'key: value'"
+                    hint = f"write '{squashed[1]}: {squashed[2]}': YAML needs a space after the ':' of a key"
         yield doc.diagnostic(path, code, message, hint)
+
+
+_TYPE_NAMES = {"array": "a list", "object": "a mapping", "string": "a string", "boolean": "true or false",
+               "integer": "a whole number", "number": "a number", "null": "empty"}
+
+
+def _kind(value: Any) -> str:
+    """Return how a person would call a YAML value: 'the text 'x'', 'the number 0', 'a list'…"""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return f"{str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text {value!r}"
+    return "a list" if isinstance(value, list) else "a mapping"
+
+
+def _type_problem(path: Path_, value: Any, expected: Any) -> tuple[str, str]:
+    """Return the message and hint for a value of the wrong type, in YAML's words (a list, a mapping)."""
+    wanted = [expected] if isinstance(expected, str) else list(expected)
+    what = " or ".join(_TYPE_NAMES.get(t, t) for t in wanted)
+    key = next((p for p in reversed(path) if isinstance(p, str)), "")
+    if path and isinstance(path[-1], int):
+        name = f"item {path[-1] + 1} of '{key}'"
+    else:
+        name = f"'{key}'" if key else "the document"
+    message = f"{name} must be {what}, not {_kind(value)}"
+    hint = ""
+    if "array" in wanted and isinstance(value, str | int | float):
+        hint = f"write {key}: [{value}]"
+    elif "string" in wanted and isinstance(value, int | float | bool):
+        hint = f"quote it: {key}: \"{value if not isinstance(value, bool) else str(value).lower()}\""
+    elif value is None and path and isinstance(path[-1], str):
+        hint = f"write a value after '{key}:'"
+    return message, hint
 
 
 _SQUASHED = re.compile(r"([A-Za-z_][\w-]*):(\S.*)")

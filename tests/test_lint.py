@@ -86,6 +86,7 @@ def key_file(name: str, kind: str) -> tuple[tuple[str, str], ...]:
 
 
 REFRESH = "refresh_token_lifetime: 14d"
+VOLUNTARY = (("methods: [pwd, otp]", "methods: [pwd, otp]\nacr_values: {requested: voluntary}"),)
 
 # (code, bad case, the exact finding it gives, a correct case that gives nothing)
 RULES = [
@@ -147,6 +148,14 @@ RULES = [
     ("L_WEAK_KEY-rsa", Case(trust('file "hint.pem"', "RS256"), keys=key_file("hint.pem", "rsa1024")),
      "lint.policy:5:5: L_WEAK_KEY: RSA key has 1024 bits; RFC 7518 §3.3 asks for at least 2048",
      Case(trust('file "hint.pem"', "RS256"), keys=key_file("hint.pem", "rsa2048"))),
+    ("L_ACR_VALUES_VOLUNTARY", Case(when('acr_values has "loa2"'), tenant=VOLUNTARY),
+     "lint.policy:3:8: L_ACR_VALUES_VOLUNTARY: acr_values has 'loa2': tenant.yaml makes requested "
+     "acr_values voluntary, and this block does not require the level",
+     Case(when('acr_values has "loa2"', '    require acr "loa2"\n'), tenant=VOLUNTARY)),
+    ("L_ACR_VALUES_ENFORCED", Case(when('acr_values has "loa2"', '    require acr "loa2"\n')),
+     "lint.policy:3:3: L_ACR_VALUES_ENFORCED: requested acr_values are enforced (tenant.yaml), so "
+     "requiring 'loa2' when it is requested repeats that check",
+     Case(when('acr_values has "loa2"'))),
     ("L_FRESH_LOGIN_SILENT-max_auth_age", Case("  session {\n    max_auth_age 30s\n  }\n"),
      "lint.policy:4:5: L_FRESH_LOGIN_SILENT: max_auth_age 30s demands a new login on nearly every request, "
      "which prompt=none forbids",

@@ -25,6 +25,7 @@ from policy_sso.model import (
 )
 from policy_sso.parse.yaml_source import load_schema
 from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import END_REASONS, SessionEnd
 from policy_sso.tenant import load_tenant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -283,4 +284,5 @@ def test_schema_reason_codes_are_the_codes_checks_produce() -> None:
     compiled = compile_policy(policy, settings)
     produced = {g.check.reason for g in compiled.checks}
     produced |= set(compiled.decide(AuthRequest("app"), None, 0).codes)  # no session
+    produced |= {compiled.ended(SessionEnd(reason, 0)).codes[0] for reason in END_REASONS}  # ended
     assert set(load_schema("policytest")["$defs"]["reason"]["enum"]) == produced

@@ -60,6 +60,8 @@ CODES: dict[str, tuple[str, str]] = {
     "L_MFA_UNSATISFIABLE": (ERROR, "require mfa, but the enabled methods span fewer than two factors"),
     "L_ACR_UNSATISFIABLE": (ERROR, "require acr of a level no session can reach"),
     "L_ACR_UNDEFINED": (WARNING, "acr_values has names a level tenant.yaml does not define"),
+    "L_ACR_VALUES_VOLUNTARY": (WARNING, "a requested acr level is tested but, being voluntary, not required"),
+    "L_ACR_VALUES_ENFORCED": (WARNING, "require acr of a requested level the tenant already enforces"),
     "L_WHEN_NEVER": (ERROR, "a when block whose condition can never hold"),
     "L_WHEN_SHADOWED": (WARNING, "a when block whose requirements already apply unconditionally"),
     "L_INACTIVITY_EXCEEDS_LIFETIME": (WARNING, "an idle window longer than the session can live"),
@@ -249,6 +251,35 @@ def undefined_acr_values(policy: Policy, ctx: LintContext) -> Iterator[Diagnosti
                                did_you_mean(test.value, defined) or listed)
 
 
+def requested_acr_mode(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
+    """``when acr_values has X`` read against tenant.yaml ``acr_values.requested`` (issue 13).
+
+    Voluntary: a block that tests a requested level without requiring it lets
+    a lower session through. Enforced: ``when acr_values has X { require acr X }``
+    repeats the check every policy already has (and reports the reason twice).
+    """
+    if ctx.settings is None:
+        return
+    voluntary = ctx.settings.acr_values_requested == "voluntary"
+    for when in policy.whens:
+        required = {r.level for r in when.requirements if isinstance(r, AcrRequirement)}
+        for test in _atoms(when.condition):
+            if test.kind != "acr_values":
+                continue
+            if voluntary and test.value not in required:
+                yield _finding(test.span, "L_ACR_VALUES_VOLUNTARY",
+                               f"acr_values has {test.value!r}: tenant.yaml makes requested acr_values "
+                               "voluntary, and this block does not require the level",
+                               f'add require acr "{test.value}" to the block, or set acr_values: '
+                               "{requested: enforced} in tenant.yaml")
+            elif (not voluntary and isinstance(when.condition, Test) and len(when.requirements) == 1
+                  and required == {test.value}):
+                yield _finding(when.span, "L_ACR_VALUES_ENFORCED",
+                               f"requested acr_values are enforced (tenant.yaml), so requiring "
+                               f"{test.value!r} when it is requested repeats that check",
+                               "drop the when block (the reason acr_insufficient is reported twice)")
+
+
 def dead_when_blocks(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
     """``when`` blocks that can never fire, or that add nothing to what always applies."""
     for when in policy.whens:
@@ -318,7 +349,8 @@ def _key_strength(trusted: TrustedIssuer, ctx: LintContext) -> Iterator[Diagnost
 
 PolicyRule = Callable[[Policy, LintContext], Iterable[Diagnostic]]
 POLICY_RULES: tuple[PolicyRule, ...] = (
-    unsatisfiable_requirements, undefined_acr_values, dead_when_blocks, fresh_login_on_silent,
+    unsatisfiable_requirements, undefined_acr_values, requested_acr_mode, dead_when_blocks,
+    fresh_login_on_silent,
     trusted_issuer_keys,
 )
 

@@ -61,7 +61,7 @@ from policy_sso.parse.yaml_source import (
     schema_diagnostics,
 )
 from policy_sso.request import AuthRequest
-from policy_sso.sessions.fixture import FixtureError, parse_time, session_from_fixture
+from policy_sso.sessions.fixture import FixtureError, ended_from_fixture, parse_time, session_from_fixture
 from policy_sso.sessions.model import Session
 from policy_sso.tenant import Tenant, display_path, find_tenant_dir, load_tenant, read_source
 
@@ -360,6 +360,12 @@ def run_case(tenant: Tenant, case: Case) -> CaseResult:
     except OAuthError as err:
         return _compare(CaseResult(case, Decision(err.error, (), None, "")))
     decision = tenant.decide(request, session, case.at)
+    try:
+        ended = ended_from_fixture(case.session, case.at) if session is None else None
+    except FixtureError as err:
+        return CaseResult(case, None, f"bad session fixture: {err}")
+    if ended is not None:  # why the session ended, as the store would say (issue 13)
+        decision = tenant.evaluator(case.client).ended(ended)
     return _compare(CaseResult(case, decision, request=request, session=session))
 
 

@@ -17,8 +17,8 @@ from policy_sso.decision import Decision
 from policy_sso.diagnostics import RENDERERS
 from policy_sso.errors import ConfigError, OAuthError, PolicySSOError
 from policy_sso.request import AuthRequest
-from policy_sso.sessions.fixture import FixtureError, parse_time, session_from_fixture
-from policy_sso.sessions.model import Session
+from policy_sso.sessions.fixture import FixtureError, ended_from_fixture, parse_time, session_from_fixture
+from policy_sso.sessions.model import Session, SessionEnd
 from policy_sso.tenant import Tenant, check_paths, check_tenant, find_tenant_dir
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -50,6 +50,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 # --- explain --------------------------------------------------------------------
 
 def _load_fixture(path: str, now: int) -> Session | None:
+    data = _fixture_data(path)
+    try:
+        return session_from_fixture(data, now)
+    # FixtureError is a ValueError; the others come from values of the wrong type
+    # the fixture reader does not check (consents: {app: 5}, at: .inf).
+    except (ValueError, TypeError, AttributeError, OverflowError) as err:
+        raise UsageError(f"session file {path}: {err}") from None
+
+
+def _load_ended(path: str, now: int) -> SessionEnd | None:
+    """Return why the fixture's session ended (``ended: {reason, at, limit}``), or None."""
+    try:
+        return ended_from_fixture(_fixture_data(path), now)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise UsageError(f"session file {path}: {err}") from None
+
+
+def _fixture_data(path: str) -> object:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
@@ -60,12 +78,7 @@ def _load_fixture(path: str, now: int) -> Session | None:
         raise UsageError(f"session file {path} is not valid JSON/YAML: {err}") from None
     if isinstance(data, dict) and "session" in data and "subject" not in data:
         data = data["session"]
-    try:
-        return session_from_fixture(data, now)
-    # FixtureError is a ValueError; the others come from values of the wrong type
-    # the fixture reader does not check (consents: {app: 5}, at: .inf).
-    except (ValueError, TypeError, AttributeError, OverflowError) as err:
-        raise UsageError(f"session file {path}: {err}") from None
+    return data
 
 
 def _explain_text(client: str, decision: Decision, request: AuthRequest, tenant: Tenant) -> str:
@@ -79,6 +92,10 @@ def _explain_text(client: str, decision: Decision, request: AuthRequest, tenant:
             lines.append(f"  {r.code:<{width}}  {r.source}")
             lines.append(f"  {'':<{width}}  required: {r.required}")
             lines.append(f"  {'':<{width}}  observed: {r.observed}")
+    if request.acr_values:
+        mode = tenant.settings.acr_values_requested
+        lines.append(f"requested acr_values {' '.join(request.acr_values)}: {mode} "
+                     f"(tenant.yaml acr_values.requested)")
     if decision.remedy:
         lines.append(f"remedy: {decision.remedy.message}")
     if request.silent and not decision.allowed:
@@ -136,8 +153,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"invalid request: {err.error}: {err.description}", file=sys.stderr)
         return EXIT_FINDINGS
     decision = tenant.decide(request, session, now)
+    ended = _load_ended(args.session, now) if session is None else None
+    if ended is not None:  # the store's record of why the session ended (issue 13)
+        decision = tenant.evaluator(args.client).ended(ended)
     if args.format == "json":
         out = {"client_id": args.client, "at": now, **decision.to_json()}
+        if request.acr_values:
+            out["acr_values"] = {"requested": tenant.settings.acr_values_requested}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
     else:
         sys.stdout.write(_explain_text(args.client, decision, request, tenant))

@@ -9,6 +9,10 @@ such as ``-9h`` or ``-90s``::
     events: [{method: pwd, at: -2h}, {method: otp, at: -10m}]
     consents: {payments-web: [openid, profile]}
     created_for: payments-web  # the client it was signed in at (matters with sso.active: false)
+
+A session that has ended is written by why, as the store remembers it::
+
+    ended: {reason: inactivity_timeout, at: -5m, limit: 1d}
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from policy_sso.model import parse_duration
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session
+from policy_sso.sessions.model import END_REASONS, AuthEvent, ClientJoin, Session, SessionEnd
 
 MAX_EPOCH = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second datetime can show
 _RELATIVE = re.compile(r"^([+-])([0-9]+[smhd])$")
@@ -51,9 +55,26 @@ def parse_time(value: Any, now: int, where: str = "time") -> int:
     raise FixtureError(f"{where}: {value!r} is not epoch seconds, ISO 8601 or an offset like -9h")
 
 
+def ended_from_fixture(data: Any, now: int) -> SessionEnd | None:
+    """Return why a fixture's session ended (its ``ended`` mapping), or None; raise FixtureError."""
+    if not isinstance(data, dict) or "ended" not in data:
+        return None
+    ended = data["ended"]
+    if not isinstance(ended, dict) or ended.get("reason") not in END_REASONS:
+        raise FixtureError("ended: expected {reason: CODE, at: TIME, limit: DURATION}, CODE one of "
+                           + ", ".join(sorted(END_REASONS)))
+    limit = ended.get("limit")
+    if limit is not None and not (isinstance(limit, int) and not isinstance(limit, bool)):
+        try:
+            limit = parse_duration(str(limit))
+        except ValueError:
+            raise FixtureError(f"ended.limit: {limit!r} is not a duration such as 1d or 3600s") from None
+    return SessionEnd(ended["reason"], parse_time(ended.get("at", now), now, "ended.at"), limit)
+
+
 def session_from_fixture(data: Any, now: int, session_id: str = "fixture") -> Session | None:
-    """Return the session a fixture describes (None for ``null``); raise FixtureError."""
-    if data is None:
+    """Return the session a fixture describes (None for ``null`` or an ended one); raise FixtureError."""
+    if data is None or (isinstance(data, dict) and "ended" in data):
         return None
     if not isinstance(data, dict):
         raise FixtureError("a session fixture is a mapping (or null for no session)")

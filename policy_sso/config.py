@@ -66,8 +66,33 @@ class AcrLevel:
 
 @dataclass(frozen=True)
 class RateLimit:
+    """At most ``requests`` (or, for the guessing throttle, failures) per fixed ``window`` seconds."""
+
     requests: int
     window: int
+
+
+# docs/security.md "Guessing and rate limits": what each default protects
+DEFAULT_LOGIN_LIMIT = RateLimit(30, 60)  # password attempts per client address, checked before hashing
+
+
+@dataclass(frozen=True)
+class GuessingSettings:
+    """``tenant.yaml`` ``guessing``: the throttle on wrong passwords and one-time codes.
+
+    Failures are counted per (account, client address) and per client address,
+    each in escalating windows (the later tiers are the backoff: NIST SP 800-63B
+    §5.2.2, RFC 4226 §7.3, Authelia's regulation), never per account alone, so
+    a guesser elsewhere cannot lock the owner out.
+    """
+
+    per_account_address: tuple[RateLimit, ...] = (RateLimit(5, 60), RateLimit(20, 3600),
+                                                  RateLimit(100, 86400))
+    per_address: tuple[RateLimit, ...] = (RateLimit(30, 60), RateLimit(300, 86400))
+    concurrent_hashes: int = 0  # 0: one less than the CPUs, at least 1
+    # how long a password check waits for a hashing slot before 503: a waiting worker thread serves
+    # no one else, so 0 unless serve runs more worker threads than hashing slots and one spare
+    hash_wait_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +120,8 @@ class TenantSettings:
     policy_files: tuple[str, ...] = DEFAULT_POLICY_FILES
     scopes: frozenset[str] = frozenset()  # scopes policies may name beyond those the clients request
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
+    guessing: GuessingSettings = GuessingSettings()
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client address
     tokens: TokenSettings = TokenSettings()
     store: str = "sqlite:///var/policy-sso.db"
     state_dir: str = "var"
@@ -124,6 +151,23 @@ def _level_requirements(requires: dict[str, Any], span: Span) -> tuple[Requireme
     if requires.get("mfa"):
         reqs.append(MfaRequirement(None, span))
     return tuple(reqs)
+
+
+def guessing_settings(data: dict[str, Any]) -> GuessingSettings:
+    """Return the guessing throttle for a schema-valid ``guessing`` mapping (defaults for what is absent)."""
+    default = GuessingSettings()
+
+    def tiers(key: str, fallback: tuple[RateLimit, ...]) -> tuple[RateLimit, ...]:
+        if key not in data:
+            return fallback
+        return tuple(RateLimit(t["failures"], parse_duration(t["window"])) for t in data[key])
+
+    return GuessingSettings(
+        per_account_address=tiers("per_account_address", default.per_account_address),
+        per_address=tiers("per_address", default.per_address),
+        concurrent_hashes=data.get("concurrent_hashes", default.concurrent_hashes),
+        hash_wait_ms=data.get("hash_wait_ms", default.hash_wait_ms),
+    )
 
 
 def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSettings:
@@ -156,6 +200,8 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
         scopes=frozenset(data.get("scopes", ())),
         rate_limits={k: RateLimit(v["requests"], parse_duration(v["window"]))
                      for k, v in data.get("rate_limits", {}).items()},
+        guessing=guessing_settings(data.get("guessing", {})),
+        trusted_proxies=tuple(data.get("trusted_proxies", ())),
         tokens=TokenSettings(
             access_token_lifetime=_dur(tokens, "access_token_lifetime", 600),
             id_token_lifetime=_dur(tokens, "id_token_lifetime", 600),

@@ -7,6 +7,7 @@ tenant) together with the tenant context; none raises.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,6 +429,13 @@ def tenant_rules(settings: TenantSettings) -> Iterator[Diagnostic]:
     for level in settings.acr_levels:
         if ids.count(level.id) > 1 and ids.index(level.id) != level.rank:
             yield _at(level.span, "E_DUPLICATE", f"acr level {level.id!r} is defined twice")
+    for cidr in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            yield _at(settings.span("trusted_proxies"), "E_TRUSTED_PROXY",
+                      f"trusted_proxies: {cidr!r} is not an IP address or CIDR", "e.g. 10.0.0.0/8 or ::1/128")
+
 
 
 def client_rules(clients: list[Client]) -> Iterator[Diagnostic]:

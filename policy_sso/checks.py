@@ -39,6 +39,7 @@ from policy_sso.sessions.model import (
     REPLACED_BY_SIGN_IN,
     SECOND_FACTORS,
     SESSION_EXPIRED,
+    SESSION_LIMIT,
     SessionEnd,
 )
 
@@ -281,6 +282,8 @@ _ENDED: dict[str, tuple[str, str, str | None]] = {
     ENDED_BY_ADMIN: ("an administrator ended the user's sessions", "a live session", None),
     PASSWORD_CHANGED: ("the user's password changed, which ends every session", "a live session", None),
     REPLACED_BY_SIGN_IN: ("another user signed in on the same browser", "a live session", None),
+    SESSION_LIMIT: ("the user's newer sessions pushed it out (session.max_per_user)", "a live session",
+                    "session.max_per_user"),
 }
 
 

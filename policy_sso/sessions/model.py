@@ -134,9 +134,10 @@ LOGGED_OUT = "logged_out"  # RP-initiated or backend logout
 ENDED_BY_ADMIN = "ended_by_admin"  # the admin API ended the user's sessions
 PASSWORD_CHANGED = "password_changed"  # noqa: S105 - a reason code; a password change ends every session (IBM App ID seed)
 REPLACED_BY_SIGN_IN = "replaced_by_sign_in"  # another user signed in on the same browser
+SESSION_LIMIT = "session_limit"  # pushed out by the user's newer sessions (session.max_per_user)
 EXPIRY_REASONS = (SESSION_EXPIRED, ABSOLUTE_LIFETIME_EXCEEDED, INACTIVITY_TIMEOUT)
 END_REASONS = frozenset({*EXPIRY_REASONS, LOGGED_OUT, ENDED_BY_ADMIN, PASSWORD_CHANGED,
-                         REPLACED_BY_SIGN_IN})
+                         REPLACED_BY_SIGN_IN, SESSION_LIMIT})
 
 # How long the record of why a session ended is kept after the end (a documented fixed
 # period): long enough for an app's next silent sign-in to hear why, short enough to keep

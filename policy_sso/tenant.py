@@ -303,15 +303,20 @@ def _check_tenant(directory: Path) -> _TenantCheck:
         users = {u.sub: u for u in records_u}
 
     files, errs = _glob(directory, settings)
+    errs += _unmatched_policy_files(directory, files, settings)
     diagnostics += errs
-    diagnostics += _unmatched_policy_files(directory, files, settings)
     policies: list[Policy] = []
+    unreadable = bool(errs)
     for path in files:
         found, errs = parse_policy_file(path)
         policies += found
         diagnostics += errs
+        unreadable = unreadable or any(d.severity == "error" for d in errs)
     ctx = Context(settings, clients, directory)
-    diagnostics += validate_policies(policies, ctx)
+    findings = validate_policies(policies, ctx)
+    if unreadable:  # a policy file not loaded may be the one naming the client: its error is the one
+        findings = [d for d in findings if d.code != "E_NO_POLICY"]
+    diagnostics += findings
 
     diagnostics = sort_diagnostics(diagnostics)
     tenant = None

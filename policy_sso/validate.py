@@ -161,11 +161,11 @@ def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     governed = governed_clients(policy, ctx)
     pool = governed or list(ctx.clients.values())  # a policy governing no one: any client's scopes
     known = {s for c in pool for s in c.scopes} | (ctx.settings.scopes if ctx.settings else frozenset())
-    whose = (f"the clients policy {policy.name!r} governs ({', '.join(c.client_id for c in governed)})"
-             if governed else "any registered client")
+    whose = (f"no client of policy {policy.name!r} ({', '.join(c.client_id for c in governed)})"
+             if governed else "no registered client")
 
     def problem(scope: str, span: Span, what: str) -> Diagnostic:
-        return _at(span, "E_UNKNOWN_SCOPE", f"{what} scope {scope!r}, which {whose} may not request",
+        return _at(span, "E_UNKNOWN_SCOPE", f"{what} scope {scope!r}, which {whose} may request",
                    did_you_mean(scope, known)
                    or "add it to the client's scopes in clients.yaml, or declare it in tenant.yaml scopes")
 
@@ -305,11 +305,12 @@ def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
     for client, claims in owners.items():
         if len(claims) < 2:
             continue
-        for policy, span in claims:
+        names = [p.name for p, _ in claims]
+        listed = ", ".join(repr(n) for n in names[:-1]) + f" and {names[-1]!r}"
+        for _, span in claims:
             others = [(p, s) for p, s in claims if s is not span]
-            where = ", ".join(f"{p.name!r} at {s}" for p, s in others)
             problem = _at(span, "E_DUPLICATE_CLIENT",
-                          f"client {client!r} is claimed by policy {policy.name!r} and also by {where}",
+                          f"client {client!r} is claimed by {len(claims)} policies: {listed}",
                           "a client belongs to exactly one policy: remove it from all but one")
             for p, s in others:
                 problem = _related(problem, s, f"also claimed by policy {p.name!r}")
@@ -363,16 +364,19 @@ def governing_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
             claims.setdefault(client, []).append((policy, span))
             if client not in ctx.clients:
                 unregistered.append((client, policy, span))
+    settings = ctx.settings
+    default_reported = (settings is not None and "default_policy" in settings.spans
+                        and settings.default_policy not in by_name)  # by default_policy(): said once
     for client in ctx.clients.values():
         named = client.governing_policy_name(ctx.settings)
         listed = claims.get(client.client_id, [])
         if named is None:
             if not listed:
-                yield _no_policy(client, unregistered, ctx)
+                yield from _no_policy(client, unregistered, ctx)
             continue
         where = client.policy_span or client.span
         via = " (default_policy in tenant.yaml)" if client.policy != named else ""
-        if named not in by_name:
+        if named not in by_name and not (via and default_reported):
             defined = ", ".join(sorted(by_name)) or "none"
             yield _at(where, "E_UNKNOWN_POLICY",
                       f"client {client.client_id!r} names policy {named!r}{via}, which is not defined",
@@ -389,22 +393,16 @@ def governing_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
                            "its policy key in clients.yaml")
 
 
-def _no_policy(client: Client, unregistered: list[tuple[str, Policy, Span]], ctx: Context) -> Diagnostic:
-    """Return the error for a client no policy governs, pointing at a near name a policy lists instead."""
+def _no_policy(client: Client, unregistered: list[tuple[str, Policy, Span]],
+               ctx: Context) -> Iterator[Diagnostic]:
+    """Yield the error for a client no policy governs, unless a policy names a near name instead:
+    then unknown_clients' "did you mean" on that name is the one error for the one mistake."""
+    if any(client.client_id in did_you_mean(name, [client.client_id]) for name, _, _ in unregistered):
+        return
     default = ctx.settings.default_policy if ctx.settings else "default"
     hint = (f"name it in a policy's clients, or write `policy: default` under it in clients.yaml "
             f"to put it on the default policy {default!r}")
-    typo = next(((name, policy, span) for name, policy, span in unregistered
-                 if client.client_id in did_you_mean(name, [client.client_id])), None)
-    problem = _at(client.span, "E_NO_POLICY", f"client {client.client_id!r} is governed by no policy", hint)
-    if typo is not None:
-        name, policy, span = typo
-        message = (f"client {client.client_id!r} is governed by no policy; "
-                   f"policy {policy.name!r} names {name!r} at {span}")
-        hint = f"did you mean {client.client_id!r} there?"
-        problem = _related(_at(client.span, "E_NO_POLICY", message, hint), span,
-                           f"did you mean {client.client_id!r}?")
-    return problem
+    yield _at(client.span, "E_NO_POLICY", f"client {client.client_id!r} is governed by no policy", hint)
 
 
 SetRule = Callable[[list[Policy], Context], Iterable[Diagnostic]]

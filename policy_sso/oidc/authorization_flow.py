@@ -79,14 +79,20 @@ def _validate_s256_challenge(challenge: str) -> None:
 
 
 def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
-              now: int) -> Answer | Interact:
-    """Return the answer to an authorization request, or the interaction that must run first."""
+              now: int, *, address: str = "-") -> Answer | Interact:
+    """Return the answer to an authorization request, or the interaction that must run first.
+
+    ``address`` is the client's (server.client_address): silent requests with
+    no known session are rate-limited by it.
+    """
     areq = parse_request(p, params, now)
     session = p.store.get_session(session_id, now) if session_id else None
     signed_in = None
     try:
         if areq.policy_request.silent:
-            p.limiter.check("silent_auth", session_id or "-", areq.client.client_id, now=now)
+            # keyed by the session the store knows, else by address: never by the raw cookie
+            p.limiter.check_caller("silent_auth", session.id if session else None, areq.client.client_id,
+                                   address, now=now)
         token = forced_sso.hint_token(params)
         if token is not None:  # SPEC §5: verified before anything changes
             session = forced_sso.sign_in_with_hint(p, areq.client.client_id, token, session, now)

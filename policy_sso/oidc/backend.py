@@ -133,11 +133,12 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
     return out
 
 
-def password(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
+def password(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
+             address: str = "-") -> dict[str, Any]:
     """POST /v1/auth/password: a new session, with tokens when the policy allows, else the decision."""
     username, secret = _string(body, "username"), _string(body, "password")
     attempt = sign_in_password(p, None, username, secret, now,  # type: ignore[arg-type]
-                               client_id=client.client_id)
+                               client_id=client.client_id, address=address)
     if attempt.session_id is None:
         raise InvalidClient("wrong username or password", error="invalid_grant", status=400)
     session = _live(p, attempt.session_id, now)
@@ -148,10 +149,11 @@ def password(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> 
         return {"session_id": session.id, "decision": refused.extra}
 
 
-def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
+def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
+        address: str = "-") -> dict[str, Any]:
     """POST /v1/auth/otp: add a TOTP second factor to a session (new session id: no fixation)."""
     session = _live(p, _session_id(body), now, client)
-    attempt = sign_in_otp(p, session, _string(body, "code") or "", now)
+    attempt = sign_in_otp(p, session, _string(body, "code") or "", now, address)
     if attempt.session_id is None:
         raise OAuthError(attempt.message or "the code is not valid", error="invalid_grant")
     moved = _live(p, attempt.session_id, now)
@@ -161,8 +163,10 @@ def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[
 def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
     """POST /v1/auth/session/authenticate: silent authentication by session id."""
     session_id = _session_id(body)
-    p.limiter.check("silent_auth", session_id, client.client_id, now=now)
-    return _decide(p, client, _live(p, session_id, now, client), body, now)
+    known = p.store.get_session(session_id, now)
+    # the client is authenticated; an id the store does not know counts against the client, not the id
+    p.limiter.check("silent_auth", session_id if known else "-", client.client_id, now=now)
+    return _decide(p, client, known or _live(p, session_id, now, client), body, now)
 
 
 def session_logout(p: Provider, body: Mapping[str, Any], now: int) -> None:
@@ -183,10 +187,16 @@ def user_logout(p: Provider, token: str, now: int) -> None:
     p.store.use_jti(REVOKED_ACCESS_TOKENS, str(claims["jti"]), int(claims["exp"]) + 1, now=now)
 
 
-def session_status(p: Provider, session_id: str | None, client_id: str, now: int) -> dict[str, Any]:
-    """GET /v1/auth/session/status: whether the browser's IdP session is alive (for polling)."""
-    p.limiter.check("status", session_id or "-", client_id, now=now)
+def session_status(p: Provider, session_id: str | None, client_id: str, now: int, *,
+                   address: str = "-") -> dict[str, Any]:
+    """GET /v1/auth/session/status: whether the browser's IdP session is alive (for polling).
+
+    Limited per known session and registered client, else per client
+    ``address``: neither the cookie nor the client_id is trusted as a key.
+    """
     session = p.store.get_session(session_id, now) if session_id else None
+    p.limiter.check_caller("status", session.id if session else None,
+                           client_id if p.client(client_id) is not None else None, address, now=now)
     if session is None:
         end = p.store.session_end(session_id, now) if session_id else None
         return {"active": False, **({"reason": end.reason, "ended_at": end.at} if end else {})}

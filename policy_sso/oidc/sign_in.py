@@ -15,6 +15,7 @@ from policy_sso.oidc.authorization_flow import Answer, Interact, decision_error,
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
 from policy_sso.oidc.interaction import Interaction, Step
 from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for
+from policy_sso.ratelimit import ADDRESS
 from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
 
 TOTP_REPLAY_WINDOW = 120  # seconds a used code stays recorded: the ±1 step window and then some
@@ -57,18 +58,27 @@ def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answ
 
 
 def sign_in_password(p: Provider, session_id: str | None, username: str, password: str,
-                     now: int, *, client_id: str | None = None) -> Attempt:
+                     now: int, *, client_id: str | None = None, address: str = "-") -> Attempt:
     """Return the new session id after a correct password, or a message for the form.
 
     ``client_id`` is the client the user signs in at: a new session records it.
+    Before any hashing: the client address's attempt limit (``login``), then
+    the guessing throttle for this account at this address; both refuse with
+    RateLimited. A wrong password counts against the account at this address
+    and the address, never the account everywhere (SPEC §7: no lockout).
+    ``address`` is the client's (:mod:`server.client_address`).
     """
-    p.limiter.check("login", username.casefold(), now=now)  # per username: guessing one is slowed
+    limiter = p.limiter
+    limiter.check("login", ADDRESS, address, now=now)  # per address: floods of new usernames stop here
     user = p.tenant.users_by_name.get(username)
-    if user is None:
-        credentials.verify_unknown_user(password)  # same cost as a real check: no user enumeration
+    # an unknown username is throttled like a known one (its own digest), so refusals tell nothing
+    account = user.sub if user is not None else "?" + username.casefold()
+    limiter.guessing.admit("pwd", account, address, now)
+    # an unknown user costs one real hash too: no user enumeration by timing
+    if not limiter.guessing.hashing.verify(user.password_hash if user else None, password):
+        limiter.guessing.failed("pwd", account, address, now)
         return Attempt(None, "Wrong username or password.")
-    if not credentials.verify_password(user.password_hash, password):
-        return Attempt(None, "Wrong username or password.")
+    assert user is not None  # verify() is False for an unknown user
     event = AuthEvent("pwd", now)
     current = p.store.get_session(session_id, now) if session_id else None
     if current is not None and current.subject == user.sub and (
@@ -83,15 +93,23 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
     return Attempt(session.id)
 
 
-def sign_in_otp(p: Provider, session: Session, code: str, now: int) -> Attempt:
-    """Return the new session id after a valid, unused TOTP code (RFC 6238), or a message."""
+def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str = "-") -> Attempt:
+    """Return the new session id after a valid, unused TOTP code (RFC 6238), or a message.
+
+    RFC 4226 §7.3: guessing is throttled per user and client address, checked
+    before the code is; a wrong or replayed code counts as a failure.
+    """
+    guessing = p.limiter.guessing
+    guessing.admit("otp", session.subject, address, now)
     secret = p.totp_secrets.get(session.subject)
     code = code.strip().replace(" ", "")
-    if secret is None or not code.isdigit() or not credentials.verify_totp(secret, code, now):
+    if secret is None or not credentials.verify_totp(secret, code, now):
+        guessing.failed("otp", session.subject, address, now)
         return Attempt(None, "That code is not valid. Try the current code from your app.")
     # RFC 6238 §5.2: a verified code must not be accepted a second time
     if not p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code}", now + TOTP_REPLAY_WINDOW,
                            now=now):
+        guessing.failed("otp", session.subject, address, now)
         return Attempt(None, "That code was already used. Wait for the next one.")
     moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now)
     if moved is None:

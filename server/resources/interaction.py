@@ -6,13 +6,14 @@ import urllib.parse
 
 import falcon
 
-from policy_sso.errors import AccessDenied, OAuthError
+from policy_sso.errors import AccessDenied, OAuthError, RateLimited
 from policy_sso.oidc import sign_in
 from policy_sso.oidc.authorization_flow import Answer, Interact
 from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
 from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
+from server.client_address import client_address
 from server.hooks import form_body
 
 
@@ -94,11 +95,22 @@ class Login(_Page):
                 page = sign_in.current_page(self.provider, interaction, None, now)
                 self._show(resp, page, interaction, "Your session ended. Sign in again.")
                 return
-            attempt = sign_in.sign_in_otp(self.provider, session, form["otp"], now)
-        else:
-            attempt = sign_in.sign_in_password(self.provider, session_id, form.get("username", ""),
-                                               form.get("password", ""), now,
-                                               client_id=interaction.params.get("client_id"))
+        address = client_address(req, self.provider.tenant.settings.trusted_proxies)
+        try:
+            if "otp" in form:
+                attempt = sign_in.sign_in_otp(self.provider, session, form["otp"], now, address)
+            else:
+                attempt = sign_in.sign_in_password(self.provider, session_id, form.get("username", ""),
+                                                   form.get("password", ""), now,
+                                                   client_id=interaction.params.get("client_id"),
+                                                   address=address)
+        except RateLimited as throttled:
+            # the form again, with the wait, as a 429 page: the person reads it, a script sees the status
+            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            resp.set_header("Retry-After", str(throttled.retry_after))
+            self._show(resp, page, interaction, f"Too many attempts. Try again in {throttled.retry_after} "
+                       "seconds.", form.get("username", ""), status=429)
+            return
         if attempt.session_id is None:
             page = sign_in.current_page(self.provider, interaction, session_id, now)
             self._show(resp, page, interaction, attempt.message, form.get("username", ""))
@@ -111,9 +123,9 @@ class Login(_Page):
         self._proceed(req, resp, page, interaction)
 
     def _show(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
-              message: str = "", username: str = "") -> None:
+              message: str = "", username: str = "", *, status: int = 200) -> None:
         common = {"client_name": self._client_name(page), "interaction_id": interaction.id,
-                  "csrf": interaction.csrf, "message": message}
+                  "csrf": interaction.csrf, "message": message, "status": status}
         if page.step.kind == "otp" and page.session is not None:
             self.browser.render(resp, "otp.html", username=self._username(page.session.subject),
                                 **common)

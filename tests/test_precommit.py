@@ -157,3 +157,20 @@ def test_the_documented_local_hooks_and_ci_commands_match_the_cli() -> None:
     for command in commands:
         argv = shlex.split(re.sub(r"\s*(\|\||#).*$", "", command))[1:]
         build_parser().parse_args(argv)  # exits (a test failure) on an unknown option
+
+
+@needs_pre_commit
+@pytest.mark.parametrize("name", ["a-payments-fast.policy", "zz-payments-fast.policy"],
+                         ids=["sorted-before-the-owner", "sorted-after-the-owner"])
+def test_a_new_file_taking_another_policys_client_fails_on_the_new_file(repo: Path, name: str) -> None:
+    """Only the new file is staged, as in a commit that adds it: pre-commit passes just that file."""
+    new = repo / "policies" / name
+    new.write_text('policy "payments-fast" {\n  clients "payments-web"\n  require amr any_of "pwd"\n}\n')
+    git(repo, "add", str(new))
+    run = pre_commit(repo, "run")  # the staged files, as `git commit` runs it
+    assert run.returncode == 1, run.stdout
+    failed = [line.split(".")[0] for line in run.stdout.splitlines() if line.endswith("Failed")]
+    assert "policy-sso validate" in failed
+    assert (f"policies/{name}:2:11: E_DUPLICATE_CLIENT: client 'payments-web' is claimed by 2 policies"
+            in run.stdout), run.stdout
+    assert "policies/payments.policy:3:11: note: also claimed by policy 'payments'" in run.stdout

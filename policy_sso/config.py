@@ -72,8 +72,13 @@ class RateLimit:
     window: int
 
 
-# docs/security.md "Guessing and rate limits": what each default protects
-DEFAULT_LOGIN_LIMIT = RateLimit(30, 60)  # password attempts per client address, checked before hashing
+# docs/security.md "Guessing and rate limits": what each default protects. A tenant's rate_limits
+# replace these kind by kind; a kind it leaves out keeps its default.
+DEFAULT_RATE_LIMITS = {
+    "silent_auth": RateLimit(60, 60),  # per known session and client, else per client address
+    "status": RateLimit(30, 60),  # the same keys
+    "login": RateLimit(30, 60),  # password attempts per client address, checked before hashing
+}
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policy_sso.config import DEFAULT_LOGIN_LIMIT, Client, User
+from policy_sso.config import DEFAULT_RATE_LIMITS, Client, User
 from policy_sso.metrics import Metrics
 from policy_sso.oidc.authorize import RequestShapes
 from policy_sso.oidc.backchannel import BackchannelNotifier, LogoutTarget
@@ -67,7 +67,7 @@ class Provider:
         self.clients = ClientAuthenticator(tenant.clients, tenant.directory)
         self._shapes = RequestShapes(tenant.clients, tenant.settings.issuer)
         self.totp_secrets = totp
-        limits = {"login": DEFAULT_LOGIN_LIMIT, **tenant.settings.rate_limits}
+        limits = {**DEFAULT_RATE_LIMITS, **tenant.settings.rate_limits}
         guessing = tenant.settings.guessing
         if (getattr(self, "_limiter", None) is None or self._limiter.limits != limits
                 or self._limiter.guessing.settings != guessing):

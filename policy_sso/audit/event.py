@@ -10,6 +10,7 @@ secrets, cookies) never enter an event.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -56,6 +57,12 @@ SECRET_KEYS = frozenset({"password", "otp", "code", "access_token", "refresh_tok
                          "client_secret", "session_id", "cookie", "token", "secret"})
 
 
+@functools.lru_cache(maxsize=64)
+def _timestamp(time: int) -> str:
+    """Return epoch seconds as RFC 3339 UTC (cached: a busy second has many events)."""
+    return datetime.fromtimestamp(time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True, slots=True)
 class ReasonRecord:
     """One reason of a decision as recorded: code, the policy line (``FILE:LINE``), required, observed."""
@@ -95,7 +102,7 @@ class AuditEvent:
             "id": self.id,
             "type": self.type,
             "time": self.time,
-            "timestamp": datetime.fromtimestamp(self.time, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "timestamp": _timestamp(self.time),
             "request_id": self.request_id,
             "client": self.client,
             "subject": self.subject,
@@ -106,7 +113,8 @@ class AuditEvent:
             "outcome": self.outcome,
             "reasons": [{"code": r.code, "source": r.source, "required": r.required,
                          "observed": r.observed} for r in self.reasons],
-            "details": {k: v for k, v in self.details.items() if k not in SECRET_KEYS},
+            "details": {k: sorted(v) if isinstance(v, frozenset | set) else v
+                        for k, v in self.details.items() if k not in SECRET_KEYS},
         }
 
     def to_line(self) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from policy_sso.audit.settings import AuditSettings, audit_settings
 from policy_sso.model import AmrRequirement, MfaRequirement, Requirement, Span, parse_duration
 from policy_sso.sessions.model import SessionLifetime
 
@@ -132,6 +133,7 @@ class TenantSettings:
     state_dir: str = "var"
     admin_token: SecretRef | None = None
     clock_skew: int = 30
+    audit: AuditSettings = AuditSettings()
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
 
     def span(self, key: str) -> Span:
@@ -218,6 +220,7 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
         state_dir=data.get("state_dir", "var"),
         admin_token=secret_ref(data.get("admin_token"), spans.get("admin_token")),
         clock_skew=_dur(data, "clock_skew", 30),
+        audit=audit_settings(data.get("audit")),
         spans=spans,
     )
 

@@ -125,8 +125,9 @@ def test_a_bad_reload_returns_every_error_and_the_old_decisions_stand(op: LiveOP
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "invalid_policies" and body["applied"] is False
+    # docs claimed by two policies, portal-backend left without one (issue 12: never by accident)
     assert {d["code"] for d in body["diagnostics"]} == {"E_DUPLICATE_CLIENT", "E_UNKNOWN_METHOD",
-                                                        "E_UNKNOWN_ACR"}
+                                                        "E_UNKNOWN_ACR", "E_NO_POLICY"}
     assert all(d["line"] > 0 for d in body["diagnostics"])
     assert _portal_silent(op, portal, signed["session_id"]).status_code == 200
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy_sso.errors import InvalidRequest
+from policy_sso.request import parse_int
 from policy_sso.sessions.fixture import FixtureError, parse_time
 
 DEFAULT_LIMIT = 50
@@ -111,16 +112,15 @@ def parse_query(params: Mapping[str, str], now: int) -> EventQuery:
                              "such as logout.*")
     limit = DEFAULT_LIMIT
     if params.get("limit"):
-        text = params["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        limit = parse_int(params["limit"], "limit", maximum=MAX_LIMIT)  # ASCII digits: isdigit() takes "²"
+        if limit < 1:
             raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        limit = int(text)
     times: dict[str, int | None] = {}
     for name in ("since", "until"):
         value = params.get(name)
         try:
-            if value and value.isdigit():  # epoch seconds
-                times[name] = int(value[:12])
+            if value and value.isascii() and value.isdigit():  # epoch seconds
+                times[name] = parse_int(value, name)
             else:
                 times[name] = parse_time(value, now, name) if value else None
         except FixtureError as err:

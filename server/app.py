@@ -18,6 +18,8 @@ from typing import Any
 
 import falcon
 
+from policy_sso.audit import AuditLog
+from policy_sso.audit.configure import server_audit_log
 from policy_sso.oidc.interaction import load_or_create_key
 from policy_sso.oidc.logout_token import LOGOUT_TOKEN_LIFETIME
 from policy_sso.oidc.provider import Provider, state_dir_key
@@ -39,6 +41,7 @@ from server.resources.backend import (
     UserLogout,
 )
 from server.resources.discovery import Discovery, Jwks
+from server.resources.events import Events
 from server.resources.health import Health, MetricsPage
 from server.resources.interaction import Consent, Login
 from server.resources.logout import Logout
@@ -56,14 +59,16 @@ def wall_clock() -> int:
 
 
 def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
-               clock: Callable[[], int] = wall_clock, cookie_key: bytes | None = None) -> falcon.App:
+               clock: Callable[[], int] = wall_clock, cookie_key: bytes | None = None,
+               audit: AuditLog | None = None) -> falcon.App:
     """Return the WSGI app serving ``tenant`` (or a reloadable holder) with ``store`` and ``keyring``.
 
     ``clock`` is read once per request; ``cookie_key`` signs pending
     interactions (random per process when omitted, so pass the state
-    directory's key when several processes serve the same tenant).
+    directory's key when several processes serve the same tenant). ``audit``
+    defaults to the sinks tenant.yaml's ``audit:`` block names.
     """
-    provider = Provider.build(tenant, store, keyring, cookie_key)
+    provider = Provider.build(tenant, store, keyring, cookie_key, audit)
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
     app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests)])
     app.resp_options.secure_cookies_by_default = browser.secure
@@ -89,6 +94,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/admin/v1/users/{sub}/sessions/logout": UserSessionsLogout(provider),
         "/admin/v1/users/{sub}/password": UserPassword(provider),
         "/admin/v1/policies/reload": PoliciesReload(provider),
+        "/admin/v1/events": Events(provider),
     }
     for path, resource in routes.items():
         app.add_route(path, resource)
@@ -156,7 +162,9 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     """
     holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring))
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
-    app = create_app(holder, store, keyring, cookie_key=load_or_create_key(state_dir_key(state_dir)))
+    cookie_key = load_or_create_key(state_dir_key(state_dir))
+    audit = server_audit_log(tenant.settings.audit, state_dir, store, cookie_key)
+    app = create_app(holder, store, keyring, cookie_key=cookie_key, audit=audit)
     server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits)
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (systemd, docker stop) ends the serve loop like Ctrl-C, so the store is closed cleanly
@@ -172,4 +180,5 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     finally:
         stop.set()
         server.close()
+        audit.close()  # what is queued is written before the store closes
         store.close()

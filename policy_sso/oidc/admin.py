@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from policy_sso.audit.writer import request_now
 from policy_sso.credentials import hash_password
 from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc.provider import Provider, end_session
@@ -37,6 +38,7 @@ def check_admin(p: Provider, token: str | None) -> None:
         raise InvalidToken("the admin API is disabled: no admin token is configured "
                            f"({ref.describe() if ref else 'admin_token in tenant.yaml'})")
     if not token or not hmac.compare_digest(token.encode(), expected):
+        p.audit.record("admin.refused", request_now(), outcome="refused", reason="missing_or_wrong_token")
         raise InvalidToken("the admin token is missing or wrong",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
@@ -48,6 +50,8 @@ def end_user_sessions(p: Provider, subject: str, now: int, reason: str = ENDED_B
     sessions = p.store.sessions_of(subject, now)
     for session in sessions:
         end_session(p, session.id, now, reason)
+    p.audit.record("admin.sessions_ended", now, outcome="success", subject=subject, reason=reason,
+                   sessions_ended=len(sessions))
     return len(sessions)
 
 
@@ -63,6 +67,7 @@ def set_password(p: Provider, subject: str, body: dict[str, Any], now: int) -> i
     if not result.applied:
         raise OAuthError("users.yaml was updated but the tenant did not reload: "
                          + "; ".join(str(d) for d in result.diagnostics), error="server_error", status=409)
+    p.audit.record("admin.password_set", now, outcome="success", subject=subject)  # never the password
     return end_user_sessions(p, subject, now, PASSWORD_CHANGED)
 
 

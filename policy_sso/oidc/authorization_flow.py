@@ -105,11 +105,14 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     decision = p.tenant.decide(request, session, now)
     p.metrics.decisions.add(areq.client.client_id, decision.outcome)
     if decision.allowed:
+        audit_decision(p, areq, session, decision, now)
         return Answer(issue(p, areq, session, now), signed_in)  # type: ignore[arg-type]
     if request.silent:
         if session is None and session_id:
             decision = ended_decision(p, areq.client.client_id, session_id, now) or decision
+        audit_decision(p, areq, session, decision, now)
         raise AuthorizationError(decision_error(decision), areq.target)
+    audit_decision(p, areq, session, decision, now)
     # the pending interaction never carries the (now spent) hint
     kept = {k: v for k, v in areq.params.items() if k not in forced_sso.HINT_PARAMETERS}
     interaction = p.codec.new(kept, now)
@@ -117,6 +120,13 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     if step.kind == "fail":
         raise AuthorizationError(decision_error(step.decision), areq.target)
     return Interact("consent" if step.kind == "consent" else "login", interaction, signed_in)
+
+
+def audit_decision(p: Provider, areq: AuthorizationRequest, session: Session | None, decision: Decision,
+                   now: int, **details: object) -> None:
+    """Record an authorization decision: outcome, reasons with their policy lines, silent or not."""
+    p.audit.decision("authorization.decision", areq.client.client_id, session, decision, now,
+                     request=areq.policy_request, users=p.tenant.users, **details)
 
 
 def ended_decision(p: Provider, client_id: str, session_id: str, now: int) -> Decision | None:

@@ -113,6 +113,8 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
         session = p.store.grant_consent(session.id, client.client_id, request.scopes, now) or session
     decision = p.tenant.decide(request, session, now)
     p.metrics.decisions.add(client.client_id, decision.outcome)
+    p.audit.decision("backend.session_authenticate", client.client_id, session, decision, now,
+                     request=request)
     if not decision.allowed:
         body_json = decision.to_json()
         remedy = body_json.get("remedy") or {}

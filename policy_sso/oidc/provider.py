@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policy_sso.audit import AuditLog, logout_type
+from policy_sso.audit.configure import server_audit_log
 from policy_sso.config import DEFAULT_RATE_LIMITS, Client, User
 from policy_sso.metrics import Metrics
 from policy_sso.oidc.authorize import RequestShapes
@@ -47,6 +49,7 @@ class Provider:
     codes: CodeSealer
     notifier: BackchannelNotifier | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    audit: AuditLog = field(default_factory=AuditLog.disabled)
     clients: ClientAuthenticator = field(init=False)
     hint_verifiers: dict[tuple[int, str], Any] = field(init=False, default_factory=dict)
     totp_secrets: dict[str, str] = field(init=False, default_factory=dict)
@@ -72,7 +75,8 @@ class Provider:
         if (getattr(self, "_limiter", None) is None or self._limiter.limits != limits
                 or self._limiter.guessing.settings != guessing):
             # a reload with the same limits keeps the limiter, and the permits it holds
-            self._limiter = RateLimiter(self.store, limits, self.metrics.rate_limited, guessing)
+            self._limiter = RateLimiter(self.store, limits, self.audit.refusals(self.metrics.rate_limited),
+                                        guessing)
         self._loaded_for = tenant
 
     @property
@@ -85,8 +89,10 @@ class Provider:
 
     @classmethod
     def build(cls, tenant: Tenant | TenantHolder, store: Store, keyring: Any,
-              cookie_key: bytes | None = None) -> Provider:
+              cookie_key: bytes | None = None, audit: AuditLog | None = None) -> Provider:
         """Return a provider; ``cookie_key`` signs interactions and seals codes (random when omitted).
+
+        ``audit`` defaults to the sinks of ``tenant.yaml``'s ``audit:`` block.
 
         Instances sharing a store must share this key (the state directory's
         ``interaction.key``): a code sealed by one is redeemed at another.
@@ -98,7 +104,15 @@ class Provider:
         metrics.watch_backchannel(notifier.stats)
         if hasattr(keyring, "signing_stats"):
             metrics.watch_signing(keyring.signing_stats)
-        return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier, metrics)
+        if audit is None:
+            settings = holder.tenant.settings
+            audit = server_audit_log(settings.audit, Path(settings.state_dir), store, secret)
+        metrics.watch_audit(audit.stats)
+        holder.listeners.append(audit.reload_listener())
+        if notifier.on_result is None:
+            notifier.on_result = audit.backchannel_listener()
+        return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier, metrics,
+                   audit)
 
     @property
     def issuer(self) -> str:
@@ -148,6 +162,9 @@ def end_session(provider: Provider, session_id: str, now: int,
     session is told why it ended.
     """
     session = provider.store.end_session(session_id, reason, now)  # logout tokens carry their own iat
+    if session is not None:
+        provider.audit.record(logout_type(reason), now, outcome="ended", subject=session.subject,
+                              session_id=session.id, reason=reason, clients=sorted(session.clients))
     if session is not None and provider.notifier is not None:
         clients = provider.tenant.clients
         provider.notifier.notify(

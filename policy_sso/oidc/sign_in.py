@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy_sso import credentials
-from policy_sso.oidc.authorization_flow import Answer, Interact, decision_error, issue, parse_request, resolve
+from policy_sso.oidc.authorization_flow import (
+    Answer,
+    Interact,
+    audit_decision,
+    decision_error,
+    issue,
+    parse_request,
+    resolve,
+)
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
 from policy_sso.oidc.interaction import Interaction, Step
 from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for
@@ -49,6 +57,8 @@ def current_page(p: Provider, interaction: Interaction, session_id: str | None, 
 def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answer | Interact:
     """Return where the interaction goes after a page: the client, or the next page."""
     kind = page.step.kind
+    if kind in ("complete", "fail"):  # the interaction's last word on the request
+        audit_decision(p, page.request, page.session, page.step.decision, now, interaction=True)
     if kind == "complete":
         assert page.session is not None
         return Answer(issue(p, page.request, page.session, now))
@@ -77,8 +87,13 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
     # an unknown user costs one real hash too: no user enumeration by timing
     if not limiter.guessing.hashing.verify(user.password_hash if user else None, password):
         limiter.guessing.failed("pwd", account, address, now)
+        p.audit.record("sign_in.failure", now, outcome="failure", client=client_id,  # never the password
+                       subject=user.sub if user else None, factor="pwd",
+                       failure="wrong_password" if user else "unknown_user")
         return Attempt(None, "Wrong username or password.")
     assert user is not None  # verify() is False for an unknown user
+    p.audit.record("sign_in.success", now, outcome="success", client=client_id, subject=user.sub,
+                   factor="pwd")
     event = AuthEvent("pwd", now)
     current = p.store.get_session(session_id, now) if session_id else None
     if current is not None and current.subject == user.sub and (
@@ -105,15 +120,21 @@ def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str
     code = code.strip().replace(" ", "")
     if secret is None or not credentials.verify_totp(secret, code, now):
         guessing.failed("otp", session.subject, address, now)
+        p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
+                       session_id=session.id, factor="otp", failure="invalid_code")  # never the code
         return Attempt(None, "That code is not valid. Try the current code from your app.")
     # RFC 6238 §5.2: a verified code must not be accepted a second time
     if not p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code}", now + TOTP_REPLAY_WINDOW,
                            now=now):
         guessing.failed("otp", session.subject, address, now)
+        p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
+                       session_id=session.id, factor="otp", failure="replayed_code")
         return Attempt(None, "That code was already used. Wait for the next one.")
     moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now)
     if moved is None:
         return Attempt(None, "Your session ended. Sign in again.")
+    p.audit.record("second_factor.success", now, outcome="success", subject=session.subject,
+                   session_id=moved.id, factor="otp")
     return Attempt(moved.id)
 
 
@@ -122,4 +143,6 @@ def grant_consent(p: Provider, page: Page, now: int) -> Session | None:
     assert page.session is not None
     remedy = page.step.decision.remedy
     scopes = frozenset(page.request.scopes) | frozenset(remedy.scopes if remedy else ())
+    p.audit.record("consent.granted", now, outcome="granted", client=page.request.client.client_id,
+                   subject=page.session.subject, session_id=page.session.id, scopes=sorted(scopes))
     return p.store.grant_consent(page.session.id, page.request.client.client_id, scopes, now)

@@ -84,6 +84,7 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
     expires = now + p.tenant.settings.tokens.refresh_token_lifetime
     rotation = p.store.rotate_refresh(token_key(old), token_key(new), now, expires)
     if rotation.status == "reused":
+        p.audit.record("token.refresh_reuse", now, outcome="family_revoked", client=client.client_id)
         raise InvalidGrant("the refresh token was already used; its token family is revoked")
     if rotation.status != "ok" or rotation.data is None or rotation.family_id is None:
         raise InvalidGrant("the refresh token is invalid, expired or revoked")
@@ -141,6 +142,11 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
         p.store.put_refresh(token_key(refresh), family, grant.to_json(),
                             now + settings.refresh_token_lifetime, now=now)
         out["refresh_token"] = refresh
+    # only the authorization_code grant passes a family; client_credentials names the client as subject
+    p.audit.record("token.issued" if family is not None or grant.subject == client.client_id
+                   else "token.refreshed", now, outcome="success", client=client.client_id,
+                   subject=grant.subject, scope=grant.scope,
+                   issued=sorted(k for k in out if k.endswith("_token")))
     return out
 
 

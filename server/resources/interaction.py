@@ -171,6 +171,8 @@ class Consent(_Page):
             self._proceed(req, resp, page, interaction)
             return
         if decision == "deny":
+            self.provider.audit.record("consent.denied", now, outcome="denied", subject=page.session.subject,
+                                       client=page.request.client.client_id, session_id=page.session.id)
             self.browser.clear_interaction(resp)
             response = page.request.target.error(AccessDenied("the user denied access"))
             self.browser.deliver(resp, response, after_post=True)

@@ -20,6 +20,7 @@ import falcon
 
 from policy_sso.audit import AuditLog
 from policy_sso.audit.configure import server_audit_log
+from policy_sso.errors import StoreUnavailable
 from policy_sso.oidc.interaction import load_or_create_key
 from policy_sso.oidc.logout_token import LOGOUT_TOKEN_LIFETIME
 from policy_sso.oidc.provider import Provider, state_dir_key
@@ -42,7 +43,7 @@ from server.resources.backend import (
 )
 from server.resources.discovery import Discovery, Jwks
 from server.resources.events import Events
-from server.resources.health import Health, MetricsPage
+from server.resources.health import Health, MetricsPage, Readiness
 from server.resources.interaction import Consent, Login
 from server.resources.logout import Logout
 from server.resources.token import Introspect, Revoke, Token
@@ -84,6 +85,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/userinfo": UserInfo(provider),
         "/logout": Logout(provider, browser),
         "/healthz": Health(),
+        "/readyz": Readiness(provider),
         "/metrics": MetricsPage(provider.metrics),
         "/v1/auth/password": Password(provider),
         "/v1/auth/otp": Otp(provider),
@@ -120,6 +122,8 @@ def _sweeper(store: Store, clock: Callable[[], int], stop: threading.Event) -> N
     while not stop.wait(SWEEP_INTERVAL):
         try:
             store.sweep(clock())
+        except StoreUnavailable as fault:  # the store is away: one line, no traceback, retried
+            log.warning("store sweep skipped: %s", fault.reason)
         except Exception:  # a failed sweep is retried next round; serving goes on
             log.exception("store sweep failed")
 

@@ -18,6 +18,7 @@ import yaml
 from policy_sso.audit.writer import request_now
 from policy_sso.credentials import hash_password
 from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
+from policy_sso.oidc.credential_change import changed_passwords, revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.reload import ReloadResult
 from policy_sso.sessions.model import ENDED_BY_ADMIN, PASSWORD_CHANGED
@@ -62,6 +63,8 @@ def set_password(p: Provider, subject: str, body: dict[str, Any], now: int) -> i
     password = body.get("password")
     if not isinstance(password, str) or len(password) < MIN_PASSWORD:
         raise InvalidRequest(f"password must be a string of at least {MIN_PASSWORD} characters")
+    # the old password's grants are revoked first: a store fault stops here, with nothing changed
+    revoke_grants_of(p, subject, now)
     _rewrite_hash(p.tenant.directory / "users.yaml", subject, hash_password(password))
     result = p.holder.reload()
     if not result.applied:
@@ -106,6 +109,17 @@ def _password_node(root: yaml.Node | None, subject: str) -> yaml.ScalarNode | No
     return None
 
 
-def reload_policies(p: Provider) -> ReloadResult:
-    """Reload the tenant; a set with any error is rejected whole and the running one stays."""
-    return p.holder.reload()
+def reload_policies(p: Provider, now: int | None = None) -> ReloadResult:
+    """Reload the tenant; a set with any error is rejected whole and the running one stays.
+
+    A user whose password hash changed in ``users.yaml`` is treated as after a
+    password change (with ``now``): the old password's grants are revoked and
+    the user's sessions end.
+    """
+    before = p.tenant.users
+    result = p.holder.reload()
+    if result.applied and now is not None:
+        for subject in changed_passwords(before, p.tenant.users):
+            revoke_grants_of(p, subject, now)
+            end_user_sessions(p, subject, now, PASSWORD_CHANGED)
+    return result

@@ -17,7 +17,7 @@ from typing import Literal
 
 from policy_sso.config import Client
 from policy_sso.decision import Decision
-from policy_sso.errors import InvalidRequest, OAuthError
+from policy_sso.errors import InvalidRequest, OAuthError, StoreUnavailable
 from policy_sso.oidc import forced_sso, pkce, tokens
 from policy_sso.oidc.authorize import (
     AuthorizationError,
@@ -153,6 +153,18 @@ def step_up_target(p: Provider, request: AuthRequest, session: Session, now: int
     if not candidates:
         return request
     return replace(request, step_up_acr=max(candidates, key=ranks.__getitem__))
+
+
+def store_fault(p: Provider, params: Mapping[str, str], fault: StoreUnavailable,
+                now: int) -> AuthorizationError:
+    """Return the error that tells the client of a store fault at its verified redirect_uri.
+
+    :func:`parse_request` checks the client and its redirect_uri against the
+    registered ones without touching the store, so a request the store failed
+    on is validated again here at no store cost (RFC 6749 §4.1.2.1
+    ``temporarily_unavailable``, with ``state`` and ``iss``).
+    """
+    return AuthorizationError(fault, parse_request(p, params, now).target)
 
 
 def decision_error(decision: Decision) -> OAuthError:

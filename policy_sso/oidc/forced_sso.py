@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 from policy_sso.errors import InvalidRequest, OAuthError, PolicySSOError
 from policy_sso.oidc.hint_token import HintVerifier
-from policy_sso.oidc.provider import Provider, end_session, reusable_for
+from policy_sso.oidc.provider import Provider, end_session, reusable_for, start_session
 from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
 
 HINT_PARAMETERS = ("login_hint_token", "sso_token")
@@ -69,5 +69,5 @@ def sign_in_with_hint(p: Provider, client_id: str, token: str, current: Session 
     elif current is not None and current.subject != result.subject:
         end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
     session = new_session(result.subject, events, now, client_id)
-    p.store.create_session(session)
+    start_session(p, session, now)  # the oldest beyond the bound end
     return session

@@ -23,7 +23,7 @@ from policy_sso.oidc.codes import CodeSealer
 from policy_sso.oidc.interaction import InteractionCodec
 from policy_sso.ratelimit import RateLimiter
 from policy_sso.reload import TenantHolder
-from policy_sso.sessions.model import LOGGED_OUT, ClientJoin, Session
+from policy_sso.sessions.model import LOGGED_OUT, ClientJoin, Session, SessionEnd
 from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 
@@ -163,15 +163,37 @@ def end_session(provider: Provider, session_id: str, now: int,
     """
     session = provider.store.end_session(session_id, reason, now)  # logout tokens carry their own iat
     if session is not None:
-        provider.audit.record(logout_type(reason), now, outcome="ended", subject=session.subject,
-                              session_id=session.id, reason=reason, clients=sorted(session.clients))
-    if session is not None and provider.notifier is not None:
+        session_ended(provider, session, now, reason)
+    return session
+
+
+# Why a session ended when its user signed in once more than ``session.max_per_user`` allows.
+SESSION_LIMIT = "session_limit"
+
+
+def start_session(provider: Provider, session: Session, now: int) -> Session:
+    """Store a new session; return it. The user's oldest sessions beyond the bound end.
+
+    Each session the store pushed out (``session.max_per_user``, issue 14) ends
+    as any other does: its reason kept, audited, and back-channel logout to its
+    clients (OIDC Back-Channel Logout 1.0 §2.5).
+    """
+    for old in provider.store.create_session(session) or ():
+        provider.store.record_session_end(old.id, SessionEnd(SESSION_LIMIT, now))
+        session_ended(provider, old, now, SESSION_LIMIT)
+    return session
+
+
+def session_ended(provider: Provider, session: Session, now: int, reason: str) -> None:
+    """Audit an ended session and send back-channel logout tokens to its clients."""
+    provider.audit.record(logout_type(reason), now, outcome="ended", subject=session.subject,
+                          session_id=session.id, reason=reason, clients=sorted(session.clients))
+    if provider.notifier is not None:
         clients = provider.tenant.clients
         provider.notifier.notify(
             LogoutTarget(join.client_id, uri, join.sid, session.subject)
             for join in session.clients.values()
             if (uri := getattr(clients.get(join.client_id), "backchannel_logout_uri", None)))
-    return session
 
 
 def reusable_for(provider: Provider, session: Session, client_id: str) -> bool:

@@ -28,6 +28,7 @@ from policy_sso.errors import (
 from policy_sso.oidc import pkce
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.codes import USED_CODES
+from policy_sso.oidc.credential_change import grant_revoked
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 from policy_sso.sessions.store import token_key
@@ -67,6 +68,8 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
             raise InvalidGrant("code_verifier does not match the code_challenge")
     elif verifier:
         raise InvalidGrant("code_verifier sent but the authorization request had no code_challenge")
+    if grant_revoked(p, sealed.grant.subject, sealed.grant.auth_time, now):  # a password change since
+        raise InvalidGrant("the authorization code is invalid or expired")
     jti, family = p.codes.issued(code)
     if not p.store.use_jti(USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at, now):
         # the first redemption happened before the code expired, so its access token ends by then
@@ -91,6 +94,9 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
     if rotation.data.get("client_id") != client.client_id:
         p.store.revoke_family(rotation.family_id)
         raise InvalidGrant("the refresh token was issued to another client")
+    if grant_revoked(p, rotation.data.get("sub"), rotation.data.get("auth_time"), now):
+        p.store.revoke_family(rotation.family_id)  # the user's password changed since (issue 14)
+        raise InvalidGrant("the refresh token is invalid, expired or revoked")
     grant = Grant.from_json(rotation.data)
     if form.get("scope"):
         # RFC 6749 §6: a narrower scope is allowed, a wider one is not

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from policy_sso.audit.settings import AuditSettings, audit_settings
 from policy_sso.model import AmrRequirement, MfaRequirement, Requirement, Span, parse_duration
 from policy_sso.sessions.model import SessionLifetime
+from policy_sso.sessions.store import DEFAULT_MAX_SESSIONS_PER_USER, DEFAULT_TIMEOUT, StoreOptions
 
 MAX_INACTIVITY = 604800  # SPEC §3 / IBM App ID: at most 7 days
 DEFAULT_INACTIVITY = 86400
@@ -130,6 +131,9 @@ class TenantSettings:
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client address
     tokens: TokenSettings = TokenSettings()
     store: str = "sqlite:///var/policy-sso.db"
+    # store_timeout and session.max_per_user (issue 14): how long a store call may wait, and
+    # how many sessions one user keeps before the oldest ends
+    store_options: StoreOptions = StoreOptions()
     state_dir: str = "var"
     admin_token: SecretRef | None = None
     clock_skew: int = 30
@@ -217,6 +221,8 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
             algorithms=tuple(tokens.get("algorithms", ["RS256", "ES256", "EdDSA"])),
         ),
         store=data.get("store", "sqlite:///var/policy-sso.db"),
+        store_options=StoreOptions(float(data.get("store_timeout", DEFAULT_TIMEOUT)),
+                                   int(session.get("max_per_user", DEFAULT_MAX_SESSIONS_PER_USER))),
         state_dir=data.get("state_dir", "var"),
         admin_token=secret_ref(data.get("admin_token"), spans.get("admin_token")),
         clock_skew=_dur(data, "clock_skew", 30),

@@ -22,7 +22,7 @@ from policy_sso.oidc.authorization_flow import (
 )
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
 from policy_sso.oidc.interaction import Interaction, Step
-from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for
+from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for, start_session
 from policy_sso.ratelimit import ADDRESS
 from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
 
@@ -104,7 +104,7 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
     elif current is not None and current.subject != user.sub:
         end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
     session = new_session(user.sub, (event,), now, client_id)
-    p.store.create_session(session)
+    start_session(p, session, now)  # the oldest beyond the bound end
     return Attempt(session.id)
 
 

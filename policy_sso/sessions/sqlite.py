@@ -243,20 +243,23 @@ class SQLiteStore:
             self._put_end(db, session_id, end)
 
     def session_end(self, session_id: str, now: int) -> SessionEnd | None:
-        with self._write() as db:
-            row = db.execute("SELECT data, last_seen FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if row is not None:
-                session = codec.decode(session_id, row[0], row[1])
-                if self.lifetime.is_live(session, now):
-                    return None
-                # an expired row not yet swept: keep only why it ended, from here on
-                end: SessionEnd | None = self.lifetime.end_of(session)
-                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-                self._put_end(db, session_id, end)  # type: ignore[arg-type]
-            else:
-                found = db.execute("SELECT data FROM session_ends WHERE key = ?",
-                                   (token_key(session_id),)).fetchone()
-                end = codec.decode_end(found[0]) if found else None
+        db = self._db()
+        row = db.execute("SELECT data, last_seen FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        end: SessionEnd | None
+        if row is not None:
+            session = codec.decode(session_id, row[0], row[1])
+            if self.lifetime.is_live(session, now):
+                return None
+            # an expired row not yet swept: keep only why it ended, from here on (the write
+            # lock only here: the usual miss, an id with a record or none, is one read)
+            end = self.lifetime.end_of(session)
+            with self._write() as locked:
+                locked.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                self._put_end(locked, session_id, end)
+        else:
+            found = db.execute("SELECT data FROM session_ends WHERE key = ?",
+                               (token_key(session_id),)).fetchone()
+            end = codec.decode_end(found[0]) if found else None
         return end if end is not None and now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:

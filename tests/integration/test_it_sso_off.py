@@ -42,6 +42,8 @@ def call(op: LiveOP, path: str, token: str, body: dict) -> requests.Response:
                          timeout=10)
 
 
+# joserfc warns that RFC 9864 deprecates "EdDSA"; the docs client's ID tokens are signed with it
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
 def test_each_app_signs_the_user_in_itself(op: LiveOP, browser: BrowserAgent) -> None:
     # app A: a password sign-in works, and its session serves app A silently afterwards
     first = browser.sign_in("portal")

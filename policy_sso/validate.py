@@ -306,7 +306,9 @@ def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
         if len(claims) < 2:
             continue
         names = [p.name for p, _ in claims]
-        listed = ", ".join(repr(n) for n in names[:-1]) + f" and {names[-1]!r}"
+        shown = [f"{n!r}" if names.count(n) == 1 else f"{n!r} at {s}" for n, (_, s) in zip(
+            names, claims, strict=True)]  # one policy defined twice: tell the two apart
+        listed = ", ".join(shown[:-1]) + f" and {shown[-1]}"
         for _, span in claims:
             others = [(p, s) for p, s in claims if s is not span]
             problem = _at(span, "E_DUPLICATE_CLIENT",

@@ -41,13 +41,13 @@ dsl/bad-duration-unit.policy:4:16: E_DURATION: invalid duration '2w' (hint: writ
 dsl/bad-prompt.policy:3:8: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
    3 |   when prompt is "never" {
      |        ^^^^^^^^^^^^^^^^^
-dsl/client-in-two-policies.policy:3:21: E_DUPLICATE_CLIENT: client 'docs' is claimed by policy 'first' and also by 'second' at dsl/client-in-two-policies.policy:7 (hint: a client belongs to exactly one policy: remove it from all but one)
+dsl/client-in-two-policies.policy:3:21: E_DUPLICATE_CLIENT: client 'docs' is claimed by 2 policies: 'first' and 'second' (hint: a client belongs to exactly one policy: remove it from all but one)
    3 |   clients "portal", "docs"
      |                     ^^^^^^
 dsl/client-in-two-policies.policy:7:11: note: also claimed by policy 'second'
    7 |   clients "docs"
      |           ^^^^^^
-dsl/client-in-two-policies.policy:7:11: E_DUPLICATE_CLIENT: client 'docs' is claimed by policy 'second' and also by 'first' at dsl/client-in-two-policies.policy:3 (hint: a client belongs to exactly one policy: remove it from all but one)
+dsl/client-in-two-policies.policy:7:11: E_DUPLICATE_CLIENT: client 'docs' is claimed by 2 policies: 'first' and 'second' (hint: a client belongs to exactly one policy: remove it from all but one)
    7 |   clients "docs"
      |           ^^^^^^
 dsl/client-in-two-policies.policy:3:21: note: also claimed by policy 'first'
@@ -77,7 +77,7 @@ dsl/inactivity-over-7d.policy:4:5: E_INACTIVITY_MAX: inactivity 8d exceeds the m
 dsl/latin1.policy:3:15: E_ENCODING: not UTF-8 text: invalid continuation byte (byte 0xe9)
    3 |   clients "caf�"
      |               ^
-dsl/many-errors.policy:4:11: E_DUPLICATE_CLIENT: client 'portal' is claimed by policy 'many' and also by 'many' at dsl/many-errors.policy:37 (hint: a client belongs to exactly one policy: remove it from all but one)
+dsl/many-errors.policy:4:11: E_DUPLICATE_CLIENT: client 'portal' is claimed by 2 policies: 'many' at dsl/many-errors.policy:4 and 'many' at dsl/many-errors.policy:37 (hint: a client belongs to exactly one policy: remove it from all but one)
    4 |   clients "portal"
      |           ^^^^^^^^
 dsl/many-errors.policy:37:11: note: also claimed by policy 'many'
@@ -125,7 +125,7 @@ dsl/many-errors.policy:36:1: E_DUPLICATE_POLICY: policy 'many' is defined twice 
 dsl/many-errors.policy:3:1: note: first defined here
    3 | policy "many" {
      | ^^^^^^^^^^^^^
-dsl/many-errors.policy:37:11: E_DUPLICATE_CLIENT: client 'portal' is claimed by policy 'many' and also by 'many' at dsl/many-errors.policy:4 (hint: a client belongs to exactly one policy: remove it from all but one)
+dsl/many-errors.policy:37:11: E_DUPLICATE_CLIENT: client 'portal' is claimed by 2 policies: 'many' at dsl/many-errors.policy:4 and 'many' at dsl/many-errors.policy:37 (hint: a client belongs to exactly one policy: remove it from all but one)
   37 |   clients "portal"
      |           ^^^^^^^^
 dsl/many-errors.policy:4:11: note: also claimed by policy 'many'
@@ -221,13 +221,13 @@ tenant-policies/app.policy.yaml:3:1: E_DUPLICATE_POLICY: policy 'web' is defined
 tenant-policies/web.policy:2:1: note: first defined here
    2 | policy "web" {
      | ^^^^^^^^^^^^
-tenant-policies/app.policy.yaml:4:16: E_DUPLICATE_CLIENT: client 'web' is claimed by policy 'web' and also by 'web' at tenant-policies/web.policy:3 (hint: a client belongs to exactly one policy: remove it from all but one)
+tenant-policies/app.policy.yaml:4:16: E_DUPLICATE_CLIENT: client 'web' is claimed by 2 policies: 'web' at tenant-policies/web.policy:3 and 'web' at tenant-policies/app.policy.yaml:4 (hint: a client belongs to exactly one policy: remove it from all but one)
    4 | clients: [app, web]
      |                ^^^
 tenant-policies/web.policy:3:11: note: also claimed by policy 'web'
    3 |   clients "web", "ghost"
      |           ^^^^^
-tenant-policies/web.policy:3:11: E_DUPLICATE_CLIENT: client 'web' is claimed by policy 'web' and also by 'web' at tenant-policies/app.policy.yaml:4 (hint: a client belongs to exactly one policy: remove it from all but one)
+tenant-policies/web.policy:3:11: E_DUPLICATE_CLIENT: client 'web' is claimed by 2 policies: 'web' at tenant-policies/web.policy:3 and 'web' at tenant-policies/app.policy.yaml:4 (hint: a client belongs to exactly one policy: remove it from all but one)
    3 |   clients "web", "ghost"
      |           ^^^^^
 tenant-policies/app.policy.yaml:4:16: note: also claimed by policy 'web'

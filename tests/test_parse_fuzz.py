@@ -13,6 +13,7 @@ Deterministic for CI: derandomized, no example database; about 1,300 examples.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import shutil
 from functools import cache
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_sso.compile import compile_policy
-from policy_sso.diagnostics import Diagnostic
+from policy_sso.diagnostics import Diagnostic, SourceLines, render_github, render_json, render_text
 from policy_sso.model import Policy
 from policy_sso.parse.dsl import parse_dsl
 from policy_sso.parse.yaml_form import parse_yaml_policies
@@ -101,13 +102,25 @@ def demo_tenant() -> Tenant:
     return load_tenant(DEMO)
 
 
-def _check_diagnostics(diagnostics: object) -> list[Diagnostic]:
+def _check_diagnostics(diagnostics: object, sources: dict[str, str] | None = None) -> list[Diagnostic]:
+    """Every diagnostic is well formed, its span closes after it starts, and it renders in every format."""
     assert isinstance(diagnostics, list)
     for d in diagnostics:
         assert isinstance(d, Diagnostic), d
         assert re.fullmatch(r"[EW]_[A-Z_]+", d.code), d
         assert d.line >= 1 and d.col >= 1, d
         assert d.severity in ("error", "warning"), d
+        assert d.end_line == 0 or d.end_line >= d.line, d
+        assert d.end_line != d.line or d.end_col > d.col, d
+        assert all(r.line >= 1 and r.col >= 1 and r.label for r in d.related), d
+    text = render_text(diagnostics, sources)
+    assert text.count("\n") >= len(diagnostics)
+    if sources:  # each header is followed by its source line and the carets under the span
+        lines = SourceLines(sources)
+        shown = [d for d in diagnostics if lines.line(d.file, d.line) is not None]
+        assert all(f"{d.line:>4} |" in text for d in shown), text
+    json.loads(render_json(diagnostics))
+    assert render_github(diagnostics).count("\n") == len(diagnostics)
     return diagnostics
 
 
@@ -150,7 +163,7 @@ def _check_yaml_positions(text: str, diagnostics: list[Diagnostic]) -> None:
 @given(text=mutated(DSL_SOURCES))
 def test_mutated_dsl_gives_policies_or_diagnostics(text: str) -> None:
     policies, diagnostics = parse_dsl(text, "fuzz.policy")
-    _check_dsl_positions(text, _check_diagnostics(diagnostics))
+    _check_dsl_positions(text, _check_diagnostics(diagnostics, {"fuzz.policy": text}))
     _check_policies(policies)
 
 
@@ -158,7 +171,7 @@ def test_mutated_dsl_gives_policies_or_diagnostics(text: str) -> None:
 @given(text=random_text)
 def test_random_dsl_gives_policies_or_diagnostics(text: str) -> None:
     policies, diagnostics = parse_dsl(text, "fuzz.policy")
-    _check_dsl_positions(text, _check_diagnostics(diagnostics))
+    _check_dsl_positions(text, _check_diagnostics(diagnostics, {"fuzz.policy": text}))
     _check_policies(policies)
 
 
@@ -168,7 +181,7 @@ def test_random_dsl_gives_policies_or_diagnostics(text: str) -> None:
 @given(text=mutated(YAML_SOURCES))
 def test_mutated_yaml_gives_policies_or_diagnostics(text: str) -> None:
     policies, diagnostics = parse_yaml_policies(text, "fuzz.policy.yaml")
-    _check_yaml_positions(text, _check_diagnostics(diagnostics))
+    _check_yaml_positions(text, _check_diagnostics(diagnostics, {"fuzz.policy.yaml": text}))
     _check_policies(policies)
 
 
@@ -176,7 +189,7 @@ def test_mutated_yaml_gives_policies_or_diagnostics(text: str) -> None:
 @given(text=random_text)
 def test_random_yaml_gives_policies_or_diagnostics(text: str) -> None:
     policies, diagnostics = parse_yaml_policies(text, "fuzz.policy.yaml")
-    _check_yaml_positions(text, _check_diagnostics(diagnostics))
+    _check_yaml_positions(text, _check_diagnostics(diagnostics, {"fuzz.policy.yaml": text}))
     _check_policies(policies)
 
 

@@ -80,15 +80,18 @@ class _Context:
 
     def span(self, token: Token) -> Span:
         """Return the token's span; tokens never cross a line, so its length closes it."""
-        line, col = self.position(token.line or 1, token.column or 1)
-        return Span(self.file, line, col, col + len(token))
+        line, col = token.line or 1, token.column or 1
+        if line == 1:
+            col += self.col_offset
+        return Span(self.file, line + self.line_offset, col, col + len(token))
 
     def span_to(self, first: Token, last: Token) -> Span:
         """Return a span from ``first`` to the end of ``last`` when on one line (else ``first``'s)."""
-        span = self.span(first)
-        if last.line != first.line:
-            return span
-        return span._replace(end_col=span.end_col + last.column - first.column + len(last) - len(first))
+        line, col = first.line or 1, first.column or 1
+        if line == 1:
+            col += self.col_offset
+        end = col + (last.column - first.column + len(last) if last.line == line else len(first))
+        return Span(self.file, line + self.line_offset, col, end)
 
     def lex_error(self, line: int, column: int, width: int, message: str, hint: str) -> None:
         """Record a mistake the lexer recovered from (E_SYNTAX), at a (line, column) of the block."""

@@ -81,6 +81,9 @@ def explain_yaml_error(err: yaml.MarkedYAMLError, text: str, file: str) -> Diagn
         return at(line, col, f"the alias {name or '*'} names no anchor",
                   "a value starting with '*' is an alias: define the &anchor before it, or quote the value",
                   max(1, len(name)))
+    if "expected node content" in problem:
+        return at(line, col, "a value is missing here",
+                  "write a value, or quote text that starts with a YAML indicator (- : [ { & * ! | > %)")
     if "cannot start any token" in problem:
         char = source[col - 1:col] or "?"
         return at(line, col, f"a plain value cannot start with {char!r}", "quote the value")

@@ -68,10 +68,14 @@ class YamlDocument:
         return self.key_positions.get(path) or self.position(path)
 
     def end(self, path: Path_, *, at_key: bool = False) -> tuple[int, int]:
-        """Return where the node (or key) at exactly ``path`` ends, or (0, 0) when unknown."""
+        """Return where the node (or key) at exactly ``path`` ends, or (0, 0) when unknown or empty."""
         if at_key and path in self.key_ends:
-            return self.key_ends[path]
-        return self.ends.get(path, (0, 0)) if path in self.positions else (0, 0)
+            start, end = self.key_positions[path], self.key_ends[path]
+        elif path in self.positions:
+            start, end = self.positions[path], self.ends.get(path, (0, 0))
+        else:
+            return 0, 0
+        return end if end > start else (0, 0)
 
     def span(self, path: Path_) -> tuple[int, int, int]:
         """Return (line, col, end_col) of an entry: its key up to the end of its value when on one line."""
@@ -79,7 +83,7 @@ class YamlDocument:
         end_line, end_col = self.end(path)
         if end_line != line:
             end_line, end_col = self.end(path, at_key=True)
-        return line, col, end_col if end_line == line else 0
+        return line, col, end_col if end_line == line and end_col > col else 0
 
     def diagnostic(self, path: Path_, code: str, message: str, hint: str = "",
                    *, at_key: bool = False) -> Diagnostic:

@@ -303,7 +303,8 @@ def _check_tenant(directory: Path) -> _TenantCheck:
         users = {u.sub: u for u in records_u}
 
     files, errs = _glob(directory, settings)
-    errs += _unmatched_policy_files(directory, files, settings)
+    refused = {d.file for d in errs}  # a match refused (a link out of the tenant) is reported once
+    errs += [d for d in _unmatched_policy_files(directory, files, settings) if d.file not in refused]
     diagnostics += errs
     policies: list[Policy] = []
     unreadable = bool(errs)

@@ -81,3 +81,52 @@ def test_sighup_reloads(tenant_dir: Path):
         assert _portal_decision(holder) == "login_required"
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_an_applied_reload_names_the_clients_whose_policy_changed(tenant_dir: Path):
+    holder = TenantHolder(load_tenant(tenant_dir))
+    portal = tenant_dir / "portal.policy"
+    portal.write_text(portal.read_text().replace('clients "portal", "portal-backend"', 'clients "portal"'))
+    clients = tenant_dir / "clients.yaml"
+    clients.write_text(clients.read_text().replace(
+        "    first_party: true\n\n  - client_id: payments-web",
+        "    first_party: true\n    policy: default\n\n  - client_id: payments-web"))
+    result = holder.reload()
+    assert result.applied, [str(d) for d in result.diagnostics]
+    assert [c.to_json() for c in result.changes] == [
+        {"client_id": "portal-backend", "from": "portal", "to": "default"}]
+    assert holder.tenant.policy_for("portal-backend").name == "default"
+
+
+def test_a_loader_failure_is_a_refusal_not_an_exception(tenant_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    holder = TenantHolder(load_tenant(tenant_dir))
+    before = holder.tenant
+
+    def explode(directory):
+        raise RuntimeError("a bug in a loader")
+
+    monkeypatch.setattr("policy_sso.reload.check_tenant", explode)
+    result = holder.reload()
+    assert not result.applied and [d.code for d in result.diagnostics] == ["E_RELOAD"]
+    assert holder.tenant is before
+
+
+def test_sighup_with_a_broken_set_leaves_the_process_and_the_set_alone(tenant_dir: Path):
+    holder = TenantHolder(load_tenant(tenant_dir))
+    before = holder.tenant
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        holder.install_sighup()
+        (tenant_dir / "portal.policy").write_text("")  # caught between truncate and write
+        results = []
+        holder.listeners.append(results.append)
+        os.kill(os.getpid(), signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while not results and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert results and not results[0].applied
+        assert ("portal.policy", "E_EMPTY_POLICY_FILE") in {(Path(d.file).name, d.code)
+                                                           for d in results[0].diagnostics}
+        assert holder.tenant is before and _portal_decision(holder) == "allow"
+    finally:
+        signal.signal(signal.SIGHUP, previous)

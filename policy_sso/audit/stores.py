@@ -200,7 +200,8 @@ class RedisEventStore:
         import redis
 
         try:
-            client = redis.Redis.from_url(url)
+            # a paused or unreachable server answers within seconds, not never
+            client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
             client.ping()
         except redis.RedisError as err:
             raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None

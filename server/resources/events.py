@@ -11,7 +11,7 @@ from __future__ import annotations
 import falcon
 
 from policy_sso.audit.query import EventQuery, parse_query
-from policy_sso.errors import OAuthError
+from policy_sso.errors import OAuthError, StoreUnavailable
 from policy_sso.oidc.provider import Provider
 from server.hooks import admin_token, query_params
 
@@ -41,4 +41,8 @@ class Events:
         if user is not None:
             query = EventQuery(user.sub, query.client, query.type, query.since, query.until, query.limit,
                                query.cursor)
-        resp.media = events.query(query).to_json()
+        try:
+            page = events.query(query)
+        except Exception as err:  # the store is down or failing: 503, never a 500 (SPEC §7)
+            raise StoreUnavailable(f"audit events query: {type(err).__name__}") from None
+        resp.media = page.to_json()

@@ -33,6 +33,7 @@ BATCH = 1024  # events written per sink call at most
 # context switch) cost more server CPU than writing the event (bench_http: silent authorize went from
 # 0.32 to 0.61 ms/request with one wake-up per event).
 LINGER = 0.05
+IDLE_WAKE = 10.0  # seconds an idle writer sleeps between retention checks
 PRUNE_INTERVAL = 3600  # seconds between retention prunes of the store sink
 _FAILURE_LOG_INTERVAL = 60.0  # a failing sink is reported at most once a minute
 _USER_AGENT_MAX = 256
@@ -147,7 +148,7 @@ class _Writer:
         stop = False
         while not stop:
             try:
-                first = self.queue.get(timeout=1.0)
+                first = self.queue.get(timeout=IDLE_WAKE)
             except Empty:
                 first = None
             batch: list[Any] = [] if first is None else [first]

@@ -57,7 +57,9 @@ class Context:
 
 
 def _at(span: Span, code: str, message: str, hint: str = "", severity: str = "error") -> Diagnostic:
-    return Diagnostic(span.file, span.line, span.col, code, message, hint, severity)
+    end_col = getattr(span, "end_col", 0)  # config spans may be plain (file, line, col)
+    return Diagnostic(span.file, span.line, span.col, code, message, hint, severity,
+                      span.line if end_col else 0, end_col)
 
 
 def _tests(cond: Condition) -> Iterator[Test]:
@@ -222,7 +224,7 @@ def trusted_issuers(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     for trusted in policy.trust:
         yield from _trusted_issuer(trusted, ctx)
         if trusted.issuer in seen:
-            yield _at(trusted.span, "E_DUPLICATE", f"issuer {trusted.issuer!r} is trusted twice")
+            yield _at(trusted.issuer_span, "E_DUPLICATE", f"issuer {trusted.issuer!r} is trusted twice")
         seen.add(trusted.issuer)
 
 
@@ -236,10 +238,11 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
         yield _at(t.span, "E_TRUST_NO_AMR", "trust block declares no amr",
                   "say what a valid hint proves, e.g. amr \"wia\"")
     if t.alg.lower() == "none":
-        yield _at(t.span, "E_ALG_NONE", "alg none is never accepted for login_hint_token")
+        yield _at(t.alg_span, "E_ALG_NONE", "alg none is never accepted for login_hint_token",
+                  "sign hints with one of " + ", ".join(sorted(SUPPORTED_ALGS)))
         return
     if t.alg not in SUPPORTED_ALGS:
-        yield _at(t.span, "E_ALG_UNSUPPORTED",
+        yield _at(t.alg_span, "E_ALG_UNSUPPORTED",
                   f"unsupported alg {t.alg!r}" if t.alg else "trust block has no alg",
                   "one of " + ", ".join(sorted(SUPPORTED_ALGS)))
         return

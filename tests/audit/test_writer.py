@@ -209,3 +209,26 @@ def test_a_failing_sink_is_counted_and_the_others_still_write(sinks: list[str]) 
     stats = log.stats()
     log.close()
     assert stats["failed"]["broken"] == 1 and stats["written"][good.name] == 1
+
+
+def test_reload_and_backchannel_listeners_record_and_hold_the_log_weakly() -> None:
+    from policy_sso.diagnostics import Diagnostic
+    from policy_sso.reload import ReloadResult
+
+    out = io.StringIO()
+    log = AuditLog([StdoutSink(out)])
+    on_reload, on_delivery = log.reload_listener(), log.backchannel_listener()
+    on_reload(ReloadResult(False, (Diagnostic("portal.policy", 2, 3, "E_UNKNOWN_ACR", "unknown acr 'x'"),)))
+    on_delivery("payments-web", False)
+    on_delivery("portal", True)
+    log.close()
+    reload_event, *deliveries = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert (reload_event["type"], reload_event["outcome"], reload_event["details"]["diagnostics"]) == (
+        "policy.reload", "rejected", [{"file": "portal.policy", "line": 2, "col": 3, "code": "E_UNKNOWN_ACR",
+                                       "message": "unknown acr 'x'", "severity": "error"}])
+    assert [(e["type"], e["client"], e["outcome"]) for e in deliveries] == [
+        ("backchannel.delivery", "payments-web", "failed"), ("backchannel.delivery", "portal", "delivered")]
+    del log
+    gc.collect()
+    on_reload(ReloadResult(True, ()))  # the log is gone: nothing happens, nothing raises
+    on_delivery("portal", True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,14 @@ ROUTES = ["/.well-known/openid-configuration", "/jwks", "/authorize", "/login", 
           "/v1/auth/logout", "/v1/auth/session/status", "/admin/v1/users/u-alice/sessions/logout",
           "/admin/v1/users/u-alice/password", "/admin/v1/policies/reload", "/admin/v1/events", "/nope"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+_GET, _POST = ("GET",), ("POST",)
+ROUTE_METHODS = {  # the methods each route serves (the others are tried too, less often)
+    **dict.fromkeys(["/.well-known/openid-configuration", "/jwks", "/healthz", "/readyz", "/metrics",
+                     "/v1/auth/session/status", "/admin/v1/events"], _GET),
+    **dict.fromkeys(["/token", "/revoke", "/introspect", "/v1/auth/password", "/v1/auth/otp",
+                     "/v1/auth/session/authenticate", "/v1/auth/session/logout", "/v1/auth/logout",
+                     "/admin/v1/users/u-alice/sessions/logout", "/admin/v1/users/u-alice/password",
+                     "/admin/v1/policies/reload"], _POST)}
 DEMO = Path(__file__).resolve().parents[2] / "policies"
 START = 1_800_000_000
 
@@ -128,8 +137,11 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+ADMIN_TOKEN = "fuzz-admin-token-" + "a" * 32
+BEARERS: list[str] = []  # filled once the app runs: the admin token and a client_credentials access token
 authorizations = st.one_of(
-    st.none(), st.just(_basic("portal", (DEMO / "secrets" / "portal.secret").read_text().strip())),
+    st.none(), st.deferred(lambda: st.sampled_from(BEARERS)),
+    st.just(_basic("portal", (DEMO / "secrets" / "portal.secret").read_text().strip())),
     st.builds(_basic, st.sampled_from(sorted(CLIENTS)), st.text(max_size=10)),
     st.builds(lambda v: f"Bearer {v}", st.sampled_from(HOSTILE)),
     st.text(max_size=40).map(lambda t: t.encode("latin-1", "replace").decode("latin-1")))
@@ -150,9 +162,25 @@ class _Unhandled(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def app_client(demo: Tenant, ring: KeyRing) -> falcon.testing.TestClient:
+def app_client(demo: Tenant, ring: KeyRing) -> Iterator[falcon.testing.TestClient]:
     store = open_store("memory://", demo.settings.lifetime)
-    return falcon.testing.TestClient(create_app(demo, store, ring, clock=lambda: START))
+    client = falcon.testing.TestClient(create_app(demo, store, ring, clock=lambda: START))
+    secret = (DEMO / "secrets" / "portal-backend.secret").read_text().strip()
+    issued = client.simulate_post("/token", body="grant_type=client_credentials",
+                                  headers={"Content-Type": "application/x-www-form-urlencoded",
+                                           "Authorization": _basic("portal-backend", secret)})
+    assert issued.status_code == 200, issued.text
+    # the admin API and the backend API are fuzzed past their authentication too
+    BEARERS[:] = [f"Bearer {ADMIN_TOKEN}", f"Bearer {issued.json['access_token']}"]
+    saved = os.environ.get("POLICY_SSO_ADMIN_TOKEN")
+    os.environ["POLICY_SSO_ADMIN_TOKEN"] = ADMIN_TOKEN
+    try:
+        yield client
+    finally:
+        if saved is None:
+            os.environ.pop("POLICY_SSO_ADMIN_TOKEN", None)
+        else:
+            os.environ["POLICY_SSO_ADMIN_TOKEN"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -178,10 +206,13 @@ def _body(draw: Any, content_type: str | None) -> bytes:
 
 @st.composite
 def requests_to(draw: Any, path: str) -> dict[str, Any]:
-    if path == "/authorize" and draw(st.integers(0, 3)):
-        # mostly well-formed carriers (a query, or a form POST), so the parameters are what varies
-        method = draw(st.sampled_from(["GET", "POST"]))
-        content_type = "application/x-www-form-urlencoded" if method == "POST" else None
+    if draw(st.integers(0, 3)):
+        # mostly well-formed carriers (a query, or a POST of the route's media type), so the
+        # parameters and bodies are what varies and the requests get past method and media checks
+        method = draw(st.sampled_from(ROUTE_METHODS.get(path, ("GET", "POST"))))
+        json_route = path.startswith(("/v1/", "/admin/"))
+        content_type = (None if method == "GET" else
+                        "application/json" if json_route else "application/x-www-form-urlencoded")
     else:
         method = draw(st.sampled_from(METHODS))
         content_type = draw(content_types)

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 import waitress
+from backend_support import LogoutReceiver
 from live_op import DEMO, PASSWORDS, REDIRECTS, BrowserAgent, FakeClock, LiveOP, with_issuer
 
 from policy_sso.audit import AuditEvent, AuditLog, AuditSettings
@@ -420,7 +421,14 @@ def test_admin_actions_reloads_logouts_and_refusals_are_on_record(keyring: Any, 
     tenant_dir = tmp_path / "tenant"
     shutil.copytree(DEMO, tenant_dir, ignore=shutil.ignore_patterns("tests", "yaml"))
 
+    receiver = LogoutReceiver()
+
     def holder_at(url: str) -> TenantHolder:
+        clients = tenant_dir / "clients.yaml"
+        clients.write_text(clients.read_text().replace(
+            "    scopes: [openid, profile, email, offline_access]\n\n  - client_id: portal-backend",
+            "    scopes: [openid, profile, email, offline_access]\n"
+            f"    backchannel_logout_uri: {receiver.url}\n\n  - client_id: portal-backend", 1))
         config = tenant_dir / "tenant.yaml"
         text = config.read_text().replace("issuer: http://127.0.0.1:8080", f"issuer: {url}")
         config.write_text(text.replace("silent_auth: {requests: 60, window: 1m}",
@@ -442,6 +450,7 @@ def test_admin_actions_reloads_logouts_and_refusals_are_on_record(keyring: Any, 
         alice.sign_in("portal")
         bob.sign_in("portal", "bob")
         assert admin(op, "/admin/v1/users/u-alice/sessions/logout").json()["sessions_ended"] == 1
+        assert len(receiver.wait_for(1)) == 1  # the portal heard of it
         new_password = {"password": "a brand new secret"}
         assert admin(op, "/admin/v1/users/u-bob/password", new_password).status_code == 200
         assert admin(op, "/admin/v1/policies/reload").status_code == 200
@@ -452,8 +461,13 @@ def test_admin_actions_reloads_logouts_and_refusals_are_on_record(keyring: Any, 
         carol.get("/logout", id_token_hint="not-a-token")  # refused: shown, nothing ends
         answers = [carol.silent("portal").error for _ in range(4)]
         assert answers[-1] == "temporarily_unavailable"
+        deadline = time.monotonic() + 10  # deliveries are recorded when the notifier's thread is done
+        while out.getvalue().count("backchannel.delivery") < 2 and time.monotonic() < deadline:
+            audit.flush()
+            time.sleep(0.05)
         assert audit.flush()
         events = [json.loads(line) for line in out.getvalue().splitlines()]
+    receiver.close()
 
     def of(kind: str) -> list[dict]:
         return [e for e in events if e["type"] == kind]
@@ -472,6 +486,8 @@ def test_admin_actions_reloads_logouts_and_refusals_are_on_record(keyring: Any, 
     assert rejected["outcome"] == "rejected" and rejected["details"]["diagnostics"]
     assert all({"file", "line", "code", "message"} <= set(d) for d in rejected["details"]["diagnostics"])
     assert any(d["code"] == "E_UNKNOWN_ACR" for d in rejected["details"]["diagnostics"])
+    # alice's sessions ended by the admin, bob's by his password change: the portal heard of both
+    assert [(e["client"], e["outcome"]) for e in of("backchannel.delivery")] == [("portal", "delivered")] * 2
     (refused,) = of("rate_limit.refused")
     assert (refused["details"]["kind"], refused["outcome"], refused["endpoint"]) == (
         "silent_auth", "refused", "/authorize")

@@ -23,7 +23,7 @@ _ASCII_INT = re.compile(rf"[0-9]{{1,{MAX_INT_DIGITS}}}")
 # JSON a client sends (the claims parameter, API bodies) nests a few levels (OIDC Core §5.5: three);
 # 32 leaves room and keeps the C parser far from Python's recursion limit.
 MAX_JSON_DEPTH = 32
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+_JSON_STRUCTURE = re.compile(r'[\[\]{}"\\]')
 
 
 def parse_int(value: str, name: str, *, maximum: int = 10**MAX_INT_DIGITS - 1) -> int:
@@ -45,17 +45,32 @@ def _refuse_constant(constant: str) -> Any:
 
 
 def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Return whether brackets outside strings in ``text`` nest deeper than ``limit``."""
+    """Return whether brackets outside strings in ``text`` nest deeper than ``limit``.
+
+    One pass over the structural characters (linear, whatever the quoting:
+    a regular expression for whole strings would rescan from every quote).
+    """
     if text.count("[") + text.count("{") <= limit:
         return False  # cannot nest deeper than there are openers: the common case costs two counts
     depth = 0
-    for match in _JSON_TOKEN.finditer(text):
-        lexeme = match.group()
-        if lexeme in "[{":
+    in_string = False
+    escaped = -1  # the index of the character a backslash in a string escapes
+    for match in _JSON_STRUCTURE.finditer(text):
+        char, at = match.group(), match.start()
+        if in_string:
+            if at == escaped:
+                continue
+            if char == "\\":
+                escaped = at + 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
             depth += 1
             if depth > limit:
                 return True
-        elif lexeme in "]}":
+        elif char in "]}":
             depth -= 1
     return False
 

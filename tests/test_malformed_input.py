@@ -121,3 +121,14 @@ def test_a_hint_not_yet_valid_by_nbf_is_refused() -> None:
 def test_session_fixture_times_must_be_finite(value: float) -> None:
     with pytest.raises(FixtureError):
         parse_time(value, NOW)
+
+
+def test_the_depth_check_is_linear_in_the_body() -> None:
+    import time
+
+    # an unterminated string of escaped quotes after enough openers: a whole-string regex rescans per quote
+    hostile = "[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1) + '"' + '\\"' * 32_000
+    started = time.perf_counter()
+    with pytest.raises(InvalidRequest):
+        loads_json(hostile)
+    assert time.perf_counter() - started < 1.0  # quadratic took minutes; linear takes milliseconds

@@ -35,6 +35,7 @@ acr_levels:
 methods: [pwd, otp, hwk, wia]
 default_policy: p0
 policy_files: ["*.policy"]
+scopes: [write, "payments:write", "docs:admin"]  # what the policies test beyond the clients' scopes
 """
 
 # Ten requirements: inactivity, max_auth_age, amr any_of, amr all_of, mfa, acr, consent,

@@ -7,6 +7,7 @@ tenant) together with the tenant context; none raises.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -54,6 +55,22 @@ class Context:
     @property
     def methods(self) -> frozenset[str]:
         return KNOWN_METHODS | (self.settings.methods if self.settings else frozenset())
+
+    @functools.cached_property
+    def requestable_scopes(self) -> frozenset[str]:
+        """Return every scope some registered client may request."""
+        return frozenset(s for c in (self.clients or {}).values() for s in c.scopes)
+
+    @functools.cached_property
+    def opted_in(self) -> dict[str, list[Client]]:
+        """Return, per policy name, the clients whose ``policy:`` key names it (built once: a tenant
+        of 10,000 policies must not scan every client per policy)."""
+        out: dict[str, list[Client]] = {}
+        for client in (self.clients or {}).values():
+            name = client.governing_policy_name(self.settings)
+            if name is not None:
+                out.setdefault(name, []).append(client)
+        return out
 
 
 def _at(span: Span, code: str, message: str, hint: str = "", severity: str = "error") -> Diagnostic:
@@ -146,9 +163,8 @@ def governed_clients(policy: Policy, ctx: Context) -> list[Client]:
     """Return the registered clients ``policy`` governs: those it names, those whose ``policy:`` names it."""
     if ctx.clients is None:
         return []
-    named = set(policy.clients)
-    return [c for c in ctx.clients.values()
-            if c.client_id in named or c.governing_policy_name(ctx.settings) == policy.name]
+    named = [ctx.clients[c] for c in policy.clients if c in ctx.clients]
+    return named + [c for c in ctx.opted_in.get(policy.name, []) if c.client_id not in policy.clients]
 
 
 def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
@@ -161,8 +177,9 @@ def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     if ctx.clients is None:
         return  # a lone file: no clients to check against
     governed = governed_clients(policy, ctx)
-    pool = governed or list(ctx.clients.values())  # a policy governing no one: any client's scopes
-    known = {s for c in pool for s in c.scopes} | (ctx.settings.scopes if ctx.settings else frozenset())
+    declared = ctx.settings.scopes if ctx.settings else frozenset()
+    # a policy governing no one: any client's scopes
+    known = ({s for c in governed for s in c.scopes} if governed else set(ctx.requestable_scopes)) | declared
     whose = (f"no client of policy {policy.name!r} ({', '.join(c.client_id for c in governed)})"
              if governed else "no registered client")
 

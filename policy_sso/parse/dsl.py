@@ -361,6 +361,16 @@ def _open_blocks(text: str, upto: int) -> tuple[list[tuple[int, str, int | None]
     return stack, blamed
 
 
+# Characters people bring from other languages, and what the DSL writes instead.
+_CHARACTER_HINTS = {
+    ":": "no ':' after a keyword in a policy file: write 'inactivity 15m' (key: value is the YAML form)",
+    "=": "no '=' in a policy file: write the keyword, then its value ('inactivity 15m')",
+    ";": "statements end with the line: no ';'",
+    "'": "strings are double-quoted: \"like this\"",
+    "[": "lists are written without brackets: clients \"a\", \"b\"",
+}
+
+
 def _token_width(token: object) -> int:
     return len(token) if isinstance(token, Token) and token.type != "$END" and token else 1
 
@@ -373,7 +383,7 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
     if isinstance(err, UnexpectedCharacters):
         char = err.char if err.char != "\n" else "end of line"
         message = f"unexpected character {char!r}"
-        hint = "strings are double-quoted; '#' starts a comment"
+        hint = _CHARACTER_HINTS.get(char, "strings are double-quoted; '#' starts a comment")
     elif isinstance(err, UnexpectedToken | UnexpectedEOF):
         expected = set(err.expected or ())
         at_end = token is None or token.type == "$END"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policy_sso.cli import main
 from policy_sso.credentials import verify_password
@@ -187,3 +189,33 @@ def test_usage_errors_and_missing_paths_exit_2_without_a_traceback(args):
     run = _cli(*args, cwd=Path(__file__).resolve().parents[1])
     assert run.returncode == 2, run.stdout + run.stderr
     assert "Traceback" not in run.stderr and run.stderr.strip()
+
+
+# --- no input yields a traceback ----------------------------------------------------------------
+
+COMMANDS = [["validate"], ["explain"], ["test"], ["lint"], ["fmt"], ["diff"], ["users", "add"],
+            ["hint", "mint"], ["keys", "rotate"], ["users"], []]
+WORDS = ["validate", "explain", "add", "mint",
+         "--client", "--session", "--config", "--request", "--at", "--format", "--username", "--sub", "--key",
+         "--issuer", "--password-file", "--totp-secret", "--sessions", "--check", "--min-coverage", "--alg",
+         "policies", "policies/tenant.yaml", "policies/portal.policy", "policies/clients.yaml", "nowhere",
+         "portal", "payment-web", "json", "github", "text", "-1h", "yesterday", "1e999", "", "-", "\x00", "é",
+         "scope=openid%20x&prompt=none", "JBSWY3DP", "policies/secrets/intranet-hint.key", "RS256", "-v"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(COMMANDS), words=st.lists(st.sampled_from(WORDS), max_size=7))
+def test_no_command_line_makes_a_traceback(command, words, tmp_path_factory, monkeypatch, capsys):
+    argv = [*command, *words]
+    work = tmp_path_factory.mktemp("cli")
+    shutil.copytree(Path(__file__).resolve().parents[1] / "policies", work / "policies",
+                    ignore=shutil.ignore_patterns("yaml"))
+    monkeypatch.chdir(work)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long enough password\n"))
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # argparse's --help
+        status = exit_.code
+    out, err = capsys.readouterr()
+    assert status in (0, 1, 2), (argv, status)
+    assert "Traceback" not in out + err, argv

@@ -52,6 +52,9 @@ EVENT_TYPES: dict[str, str] = {
     "rate_limit.refused": "a request was refused by a rate limit; details.kind",
 }
 
+# One encoder for every event: json.dumps with options builds a new JSONEncoder per call.
+encode_line = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
 # Details keys whose values are never written, whatever a caller passes (defence in depth).
 SECRET_KEYS = frozenset({"password", "otp", "code", "access_token", "refresh_token", "id_token",
                          "client_secret", "session_id", "cookie", "token", "secret"})
@@ -119,4 +122,4 @@ class AuditEvent:
 
     def to_line(self) -> str:
         """Return the event as one line of compact JSON (no newline)."""
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False, default=str)
+        return encode_line(self.to_json())

@@ -10,7 +10,6 @@ same trade: the decision path never blocks on the log.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import secrets
 import threading
@@ -20,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from queue import Empty, SimpleQueue
 from typing import Any
 
-from policy_sso.audit.event import AuditEvent
+from policy_sso.audit.event import AuditEvent, encode_line
 from policy_sso.audit.sinks import Sink
 from policy_sso.audit.stores import EventStore, Record
 from policy_sso.metrics import Tally
@@ -181,7 +180,7 @@ class _Writer:
             if not data["id"]:
                 self.counter += 1
                 data["id"] = f"{self.prefix}{self.counter:010x}"
-            records.append((data, json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str)))
+            records.append((data, encode_line(data)))
         return records
 
     def _write(self, events: list[AuditEvent]) -> None:

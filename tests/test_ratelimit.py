@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policy_sso.config import GuessingSettings, RateLimit
+from policy_sso.config import GuessingSettings, RateLimit, guessing_settings, tenant_settings
 from policy_sso.errors import RateLimited
 from policy_sso.metrics import Tally
 from policy_sso.oidc.authorize import RequestShapes
@@ -23,6 +23,7 @@ from policy_sso.ratelimit import (
 )
 from policy_sso.sessions import SessionLifetime, open_store
 from policy_sso.tenant import load_tenant
+from policy_sso.validate import tenant_rules
 
 DEMO = Path(__file__).resolve().parents[1] / "policies"
 
@@ -304,3 +305,24 @@ def test_a_request_too_large_to_keep_is_validated_but_not_kept():
         areq = shapes.validate(_shape_flood("acr_values", i, 200 * 1024))
         assert areq.client.client_id == "portal"
     assert len(shapes) == 0
+
+
+# --- settings: tenant.yaml's guessing and trusted_proxies --------------------------------------
+
+def test_guessing_settings_default_and_parse():
+    assert guessing_settings({}) == GuessingSettings()
+    parsed = guessing_settings({"per_account_address": [{"failures": 3, "window": "1m"}],
+                                "concurrent_hashes": 2, "hash_wait_ms": 50})
+    assert parsed.per_account_address == (RateLimit(3, 60),)
+    assert parsed.per_address == GuessingSettings().per_address  # left out: the default
+    assert (parsed.concurrent_hashes, parsed.hash_wait_ms) == (2, 50)
+
+
+@pytest.mark.parametrize(("cidr", "codes"), [("10.0.0.0/8", []), ("::1", []),
+                                             ("999.1.1.1", ["E_TRUSTED_PROXY"]),
+                                             ("10.0.0.0/33", ["E_TRUSTED_PROXY"])],
+                         ids=["ipv4-cidr", "ipv6-address", "not-an-address", "prefix-too-long"])
+def test_trusted_proxies_are_addresses_or_cidrs(cidr, codes):
+    settings = tenant_settings({"issuer": "https://op.example", "trusted_proxies": [cidr]}, {})
+    assert settings.trusted_proxies == (cidr,)
+    assert [d.code for d in tenant_rules(settings)] == codes

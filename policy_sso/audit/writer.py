@@ -19,6 +19,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from queue import Empty, SimpleQueue
 from typing import Any
 
+from policy_sso.audit.context import (  # noqa: F401 - bind_request, logout_type: the server imports them here
+    bind_request,
+    logout_type,
+    request_fields,
+    request_now,
+    wall_clock,
+)
 from policy_sso.audit.event import AuditEvent, encode_line
 from policy_sso.audit.sinks import Sink
 from policy_sso.audit.stores import EventStore, Record
@@ -35,64 +42,8 @@ LINGER = 0.05
 IDLE_WAKE = 10.0  # seconds an idle writer sleeps between retention checks
 PRUNE_INTERVAL = 3600  # seconds between retention prunes of the store sink
 _FAILURE_LOG_INTERVAL = 60.0  # a failing sink is reported at most once a minute
-_USER_AGENT_MAX = 256
 DIGEST_CACHE = 4096  # session digests remembered (the ids are in the store's caches already)
 MAX_DIAGNOSTICS = 50  # of a rejected reload, recorded in its event (the count says how many in all)
-
-_request = threading.local()
-
-
-def bind_request(req: Any) -> None:
-    """Remember the request this thread serves, so events carry its id, address and user agent.
-
-    Called once per request by the server's middleware; the fields are read
-    only when an event is emitted.
-    """
-    _request.req = req
-
-
-def request_fields() -> tuple[str | None, str | None, str | None, str | None]:
-    """Return the current request's (request id, client IP, user agent, route), or Nones outside one."""
-    req = getattr(_request, "req", None)
-    if req is None:
-        return None, None, None, None
-    try:
-        context = req.context
-        agent = req.user_agent
-        return (getattr(context, "request_id", None), getattr(context, "client_ip", None) or req.remote_addr,
-                agent[:_USER_AGENT_MAX] if agent else None, req.uri_template or req.path[:_USER_AGENT_MAX])
-    except Exception:  # a request object of another shape: the event still counts without them
-        return None, None, None, None
-
-
-# How a session ended (the store's end reason) and through which endpoint -> the logout event type.
-_LOGOUT_BY_ENDPOINT = {"/logout": "logout.rp_initiated", "/v1/auth/session/logout": "logout.backend_session",
-                       "/v1/auth/logout": "logout.backend_token"}
-_LOGOUT_BY_REASON = {"ended_by_admin": "logout.admin", "password_changed": "logout.password_changed",
-                     "session_limit": "logout.session_limit"}
-
-
-def logout_type(reason: str) -> str:
-    """Return the ``logout.*`` event type for a session ended for ``reason`` in the current request."""
-    if reason in _LOGOUT_BY_REASON:
-        return _LOGOUT_BY_REASON[reason]
-    endpoint = request_fields()[3]
-    if reason == "replaced_by_sign_in":
-        return "logout.hint_token" if endpoint == "/authorize" else "logout.user_switch"
-    return _LOGOUT_BY_ENDPOINT.get(endpoint or "", "logout.ended")
-
-
-def wall_clock() -> int:
-    """Return the current time in integer epoch seconds."""
-    return int(time.time())
-
-
-def request_now() -> int:
-    """Return the current request's clock reading (the server's clock), else the wall clock."""
-    req = getattr(_request, "req", None)
-    now = getattr(getattr(req, "context", None), "now", None)
-    return now if isinstance(now, int) else wall_clock()
-
 
 class AuditedTally:
     """A metrics tally that also records each count as an audit event (rate-limit refusals)."""

@@ -38,6 +38,7 @@ from live_op import (
 )
 from requests.adapters import HTTPAdapter
 
+from policy_sso.credentials import HashGate, HashingBusy
 from policy_sso.tenant import Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,6 +204,24 @@ def test_an_untrusted_peer_cannot_pick_its_address_with_x_forwarded_for(op: Live
     creds = {"username": "carol", "password": PASSWORDS["carol"]}
     refused = api(op, attacker, "/v1/auth/password", token, creds, forwarded_for="192.0.2.200")
     assert refused.status_code == 429
+
+
+def test_a_sign_in_that_finds_every_hashing_slot_busy_is_answered_503(op: LiveOP,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    def busy(self: HashGate, password_hash: str | None, password: str) -> bool:
+        raise HashingBusy()  # every slot taken by other sign-ins (the gate itself: tests/test_credentials.py)
+
+    monkeypatch.setattr(HashGate, "verify", busy)
+    browser = browser_from(op, NEIGHBOUR)
+    page = browser.follow(browser.authorize_request("portal"))
+    shown = browser.submit(page, {"username": "alice", "password": PASSWORDS["alice"]})
+    assert shown.status_code == 503 and "Location" not in shown.headers and page_kind(shown) == "login"
+    assert "busy" in shown.text and shown.headers["Retry-After"] == "1"
+    token = client_token(op, "portal-backend")
+    answer = api(op, http_from(NEIGHBOUR), "/v1/auth/password", token,
+                 {"username": "alice", "password": PASSWORDS["alice"]})
+    assert answer.status_code == 503 and answer.json()["error"] == "temporarily_unavailable"
+    assert answer.headers["Retry-After"] == "1"
 
 
 # --- limiter keys: floods without a known session are limited per address ----------------------

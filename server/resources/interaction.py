@@ -6,6 +6,7 @@ import urllib.parse
 
 import falcon
 
+from policy_sso.credentials import HashingBusy
 from policy_sso.errors import AccessDenied, OAuthError, RateLimited
 from policy_sso.oidc import sign_in
 from policy_sso.oidc.authorization_flow import Answer, Interact
@@ -104,12 +105,15 @@ class Login(_Page):
                                                    form.get("password", ""), now,
                                                    client_id=interaction.params.get("client_id"),
                                                    address=address)
-        except RateLimited as throttled:
-            # the form again, with the wait, as a 429 page: the person reads it, a script sees the status
+        except (RateLimited, HashingBusy) as refused:
+            # the form again, with the wait, as a 429 (throttled) or 503 (every hashing slot busy) page:
+            # the person reads it, a script sees the status; never a redirect
             page = sign_in.current_page(self.provider, interaction, session_id, now)
-            resp.set_header("Retry-After", str(throttled.retry_after))
-            self._show(resp, page, interaction, f"Too many attempts. Try again in {throttled.retry_after} "
-                       "seconds.", form.get("username", ""), status=429)
+            resp.set_headers(refused.headers)
+            message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
+                       if isinstance(refused, RateLimited) else
+                       "The server is busy checking other sign-ins. Try again in a moment.")
+            self._show(resp, page, interaction, message, form.get("username", ""), status=refused.status)
             return
         if attempt.session_id is None:
             page = sign_in.current_page(self.provider, interaction, session_id, now)

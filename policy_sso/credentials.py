@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import concurrent.futures
+import contextlib
 import functools
 import hmac
 import os
@@ -72,18 +74,30 @@ def default_hash_slots() -> int:
     return max(1, (os.cpu_count() or 1) - 1)
 
 
+HASHING_NICENESS = 10  # how much lower than request handling hashes run (Linux: per-thread nice)
+
+
+def _lower_priority() -> None:
+    # Linux schedules threads individually: this thread's hashes yield the CPU to the threads
+    # answering requests (a silent sign-in is a few ms of Python). Elsewhere it is a no-op.
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICENESS)
+
+
 class HashGate:
     """Bounds how many password hashes run at once; a check that cannot start in time is refused.
 
     A flood of sign-ins with new usernames (each one a full hash, so that an
     unknown user costs what a known one does) would otherwise take every CPU
-    and every worker thread.
+    and every worker thread. Hashes run in ``slots`` threads of their own at
+    a lower CPU priority; the request's thread waits for its result.
     """
 
-    def __init__(self, slots: int = 0, wait: float = 0.1) -> None:
+    def __init__(self, slots: int = 0, wait: float = 0.0) -> None:
         self.slots = slots or default_hash_slots()
         self.wait = wait
         self._slots = threading.BoundedSemaphore(self.slots)
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.slots, "argon2", _lower_priority)
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """Return whether ``password`` matches (a None hash: an unknown user, spent and False).
@@ -94,8 +108,8 @@ class HashGate:
             raise HashingBusy()
         try:
             if password_hash is None:
-                return verify_unknown_user(password)
-            return verify_password(password_hash, password)
+                return self._pool.submit(verify_unknown_user, password).result()
+            return self._pool.submit(verify_password, password_hash, password).result()
         finally:
             self._slots.release()
 

@@ -29,6 +29,7 @@ from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 from server import error_handlers
 from server.browser import Browser
+from server.client_address import client_address
 from server.limits import ServerLimits, create_server
 from server.middleware import Envelope
 from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
@@ -70,6 +71,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     defaults to the sinks tenant.yaml's ``audit:`` block names.
     """
     provider = Provider.build(tenant, store, keyring, cookie_key, audit)
+    provider.audit.address_of = lambda req: client_address(req, provider.tenant.settings.trusted_proxies)
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
     app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests)])
     app.resp_options.secure_cookies_by_default = browser.secure

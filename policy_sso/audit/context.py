@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 _USER_AGENT_MAX = 256
@@ -25,15 +26,20 @@ def bind_request(req: Any) -> None:
     _request.req = req
 
 
-def request_fields() -> tuple[str | None, str | None, str | None, str | None]:
-    """Return the current request's (request id, client IP, user agent, route), or Nones outside one."""
+def request_fields(address_of: Callable[[Any], str] | None = None,
+                   ) -> tuple[str | None, str | None, str | None, str | None]:
+    """Return the current request's (request id, client IP, user agent, route), or Nones outside one.
+
+    ``address_of`` names the client behind trusted proxies (the server's
+    ``client_address``); without it the socket's peer is the address.
+    """
     req = getattr(_request, "req", None)
     if req is None:
         return None, None, None, None
     try:
         context = req.context
         agent = req.user_agent
-        return (getattr(context, "request_id", None), getattr(context, "client_ip", None) or req.remote_addr,
+        return (getattr(context, "request_id", None), address_of(req) if address_of else req.remote_addr,
                 agent[:_USER_AGENT_MAX] if agent else None, req.uri_template or req.path[:_USER_AGENT_MAX])
     except Exception:  # a request object of another shape: the event still counts without them
         return None, None, None, None

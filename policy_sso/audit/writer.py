@@ -184,6 +184,7 @@ class AuditLog:
         self.enabled = bool(self.sinks)
         self.dropped = Tally()  # reason
         self._session_key = session_key or secrets.token_bytes(32)
+        self.address_of: Callable[[Any], str] | None = None  # the server sets its client_address here
         self._digests: dict[str, str] = {}
         self._queue: SimpleQueue = SimpleQueue()
         self._writer = _Writer(self._queue, self.sinks, events, clock=clock, retention=retention,
@@ -226,7 +227,7 @@ class AuditLog:
         """Emit an event of ``type_`` with the current request's id, address and user agent."""
         if not self.enabled:
             return
-        request_id, ip, agent, endpoint = request_fields()
+        request_id, ip, agent, endpoint = request_fields(self.address_of)
         self.emit(AuditEvent(type_, now, "", outcome, client, subject,
                              self.session_digest(session_id) if session_id else None,
                              request_id, ip, agent, endpoint, tuple(reasons), details))
@@ -249,7 +250,7 @@ class AuditLog:
             details.setdefault("scopes", request.scopes)  # a frozenset: sorted by the writer
         details["policy"] = decision.policy
         # built here rather than through record(): this runs on every authorization request
-        request_id, ip, agent, endpoint = request_fields()
+        request_id, ip, agent, endpoint = request_fields(self.address_of)
         self.emit(AuditEvent(type_, now, "", decision.outcome, client_id, subject,
                              self.session_digest(session.id) if session is not None else None,
                              request_id, ip, agent, endpoint, decision.reasons, details))

@@ -93,3 +93,24 @@ def test_a_username_names_its_subject(make: Callable[..., Any]) -> None:
     assert [e["subject"] for e in get(client, subject="alice").json["events"]] == ["u-alice"]
     assert [e["subject"] for e in get(client, subject="u-bob").json["events"]] == ["u-bob"]
     assert get(client, subject="nobody").json["events"] == []
+
+
+def test_the_address_is_the_client_behind_a_trusted_proxy(demo: Tenant, ring: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
+    proxied = Tenant(demo.directory, replace(demo.settings, trusted_proxies=("127.0.0.0/8",)), demo.clients,
+                     demo.users, demo.policies, demo.policy_files)
+    events = MemoryEventStore()
+    audit = AuditLog([StoreSink(events)], events=events)
+    store = open_store("memory://", demo.settings.lifetime)
+    client = falcon.testing.TestClient(create_app(proxied, store, ring, clock=lambda: T0, audit=audit))
+    params = {"client_id": "portal", "redirect_uri": "http://127.0.0.1:9001/callback",
+              "response_type": "code", "scope": "openid", "prompt": "none", "state": "s"}
+    client.simulate_get("/authorize", params=params, headers={"X-Forwarded-For": "198.51.100.4, 203.0.113.9"},
+                        remote_addr="127.0.0.1")
+    assert audit.flush()
+    (event,) = events.query(EventQuery(type="authorization.decision")).events
+    audit.close()
+    assert event["ip"] == "203.0.113.9"  # the first hop the trusted proxy vouches for

@@ -73,6 +73,8 @@ class _Context:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     depths: dict[int, int] = field(default_factory=dict)  # id(condition) -> nesting depth
     recovered_lines: list[int] = field(default_factory=list)  # where the lexer recovered from a mistake
+    text: str = ""  # the whole file, when this context parses one block of it
+    start: int = 0  # where the block starts in ``text``
 
     def position(self, line: int, col: int) -> tuple[int, int]:
         """Return the file position of a (line, column) inside the block."""
@@ -391,6 +393,9 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
         names = sorted(_FRIENDLY.get(t, repr(t.lower())) for t in expected)
         message = f"unexpected {found}"
         hint = "expected " + ", ".join(names[:8]) + (" …" if len(names) > 8 else "")
+        missing = _missing_piece(ctx, chunk, token, expected, at_end)
+        if missing is not None:
+            return missing
         if "RBRACE" in expected and (at_end or token.type in _STATEMENT_STARTS):
             if at_end or unclosed_block(chunk, len(chunk)) is not None:
                 unclosed = _unclosed(ctx, chunk, len(chunk) if at_end else token.start_pos, token, at_end)
@@ -408,6 +413,92 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
     else:  # pragma: no cover - lark raises only the above for LALR input
         message, hint = "syntax error", ""
     return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint, end_line=line, end_col=col + width)
+
+
+def _previous_token(chunk: str, upto: int) -> tuple[int, str] | None:
+    """Return the offset and text of the last token that ends before ``upto`` (comments skipped)."""
+    last, pos = None, 0
+    while pos < upto:
+        m = TOKEN_RE.match(chunk, pos)
+        if m is None or m.start(m.lastgroup) >= upto:
+            break
+        last, pos = (m.start(m.lastgroup), m.group(m.lastgroup)), m.end()
+    return last
+
+
+def _missing_piece(ctx: _Context, chunk: str, token: Token | None, expected: set[str],
+                   at_end: bool) -> Diagnostic | None:
+    """Return the error for a missing ',' or value, or a stray '}', said where the piece is missing."""
+    upto = len(chunk) if at_end else token.start_pos  # type: ignore[union-attr]
+    if not at_end and token.type == "RBRACE" and ("POLICY" in expected or "$END" in expected):
+        return _stray_brace(ctx, chunk, token)
+    previous = _previous_token(chunk, upto)
+    if previous is None:
+        return None
+    offset, text = previous
+    p_line = chunk.count("\n", 0, offset) + 1
+    line, col = ctx.position(p_line, offset - chunk.rfind("\n", 0, offset))
+    if not at_end and token.type == "STRING" and "COMMA" in expected and token.line == p_line:
+        return Diagnostic(ctx.file, line, col + len(text), "E_SYNTAX", f"missing ',' before {token!s}",
+                          f"separate the strings with commas: {text}, {token}",
+                          end_line=line, end_col=col + len(text) + 1)
+    values = expected & {"STRING", "DURATION", "NAME"}
+    if values and (at_end or (token.line or 0) > p_line):  # the line ended where a value was due
+        wanted = " or ".join(_FRIENDLY[v] for v in sorted(values))
+        if text == ",":
+            return Diagnostic(ctx.file, line, col, "E_SYNTAX",
+                              "a ',' at the end of the line, with nothing after it",
+                              f"remove the ',' or add {wanted} after it", end_line=line, end_col=col + 1)
+        return Diagnostic(ctx.file, line, col, "E_SYNTAX",
+                          f"'{text}' needs {wanted} after it, on the same line",
+                          f"e.g. {_EXAMPLES.get(text, text + ' ' + _FRIENDLY[min(values)])}",
+                          end_line=line, end_col=col + len(text))
+    return None
+
+
+def _stray_brace(ctx: _Context, chunk: str, token: Token) -> Diagnostic:
+    """Return the error for a '}' that closes no block, at the '}' indented unlike its block if any.
+
+    A ``}`` indented like a block's contents that closes the block is the extra
+    one: the ``}`` after it, in the block's column, was meant to close it.
+    """
+    line, col = ctx.position(token.line or 1, token.column or 1)
+    stray = Diagnostic(ctx.file, line, col, "E_SYNTAX", "this '}' closes no block",
+                       "remove it, or look for a block closed twice", end_line=line, end_col=col + 1)
+    text = ctx.text or chunk  # braces before this chunk are in the file's text
+    upto = ctx.start + token.start_pos
+    stack: list[int] = []
+    culprit = None
+    pos = 0
+    while pos < upto:
+        m = TOKEN_RE.match(text, pos)
+        if m is None:
+            break
+        kind, start, pos = m.lastgroup, m.start(m.lastgroup), m.end()
+        if kind == "LBRACE":
+            line_start = text.rfind("\n", 0, start) + 1
+            stack.append(len(text[line_start:start]) - len(text[line_start:start].lstrip()))
+        elif kind == "RBRACE" and stack:
+            opener, closing = stack.pop(), _indent(text, start)
+            if closing is not None and closing != opener and start < upto:
+                culprit = start
+    if culprit is None:
+        return stray
+    c_line = text.count("\n", 0, culprit) + 1
+    c_col = culprit - text.rfind("\n", 0, culprit)
+    note = Related(ctx.file, line, col, "so this '}' closes nothing", col + 1)
+    return Diagnostic(ctx.file, c_line, c_col, "E_SYNTAX",
+                      "one '}' too many: this one is indented like the block's contents, "
+                      "yet closes the block",
+                      "remove it: the '}' below closes the block", end_line=c_line, end_col=c_col + 1,
+                      related=(note,))
+
+
+# What a keyword's value looks like, for "needs a value" hints.
+_EXAMPLES = {"within": "within 5m", "inactivity": "inactivity 15m", "max_auth_age": "max_auth_age 8h",
+             "max_lifetime": "max_lifetime 2m", "clients": 'clients "web"', "acr": 'acr "loa2"',
+             "consent": 'consent "openid"', "alg": "alg HS256", "issuer": 'issuer "https://idp.example.com"',
+             "on_unmet": "on_unmet interaction_required", "policy": 'policy "web" {'}
 
 
 def _unclosed(ctx: _Context, chunk: str, upto: int, token: Token | None, at_end: bool) -> Diagnostic | None:
@@ -502,7 +593,7 @@ def parse_dsl(text: str, file: str = "<string>") -> tuple[list[Policy], list[Dia
             FastLexer.report = _no_report
         start = 0  # the blocks are consecutive slices of the text
         for offset, chunk in split_blocks(text):
-            ctx = _Context(file, offset, start - (text.rfind("\n", 0, start) + 1))
+            ctx = _Context(file, offset, start - (text.rfind("\n", 0, start) + 1), text=text, start=start)
             start += len(chunk)
             found, errors = _parse_chunk(ctx, chunk)
             policies.extend(found)

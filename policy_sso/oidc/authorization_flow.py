@@ -143,8 +143,10 @@ def step_up_target(p: Provider, request: AuthRequest, session: Session, now: int
     fresh password and the second factors this user has can reach. When none
     is reachable the request is left as it is (the policy's unmet error follows).
     """
-    levels = p.tenant.settings.acr_levels
-    ranks = {lvl.id: lvl.rank for lvl in levels}
+    settings = p.tenant.settings
+    if settings.acr_values_requested != "enforced":
+        return request  # voluntary claims: nothing to step up to
+    ranks = {lvl.id: lvl.rank for lvl in settings.acr_levels}
     trial = session
     for method in ("pwd", *p.second_factors(session.subject)):
         trial = trial.with_event(AuthEvent(method, now), session.id)

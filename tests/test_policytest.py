@@ -181,11 +181,11 @@ LOAD_ERRORS = [
     ("unknown-key", CASE.replace("client: portal", "client: portal\n    sesion: null"),
      "4:5: E_UNKNOWN_KEY: unknown key 'sesion'"),
     ("unknown-outcome", CASE.replace("outcome: allow", "outcome: allowed"),
-     "5:23: E_VALUE: 'allowed' is not one of ['allow', 'login_required',"),
+     "5:23: E_VALUE: 'allowed' is not a valid value for 'outcome' (hint: did you mean 'allow'?)"),
     ("unknown-reason", CASE.replace("{outcome: allow}", "{outcome: allow, reasons: [mfa_requried]}"),
-     "5:40: E_VALUE: 'mfa_requried' is not one of ['no_session',"),
+     "5:40: E_VALUE: 'mfa_requried' is not a valid value in 'reasons' (hint: did you mean 'mfa_required'?)"),
     ("missing-expect", CASE.replace("    expect: {outcome: allow}\n", ""),
-     "3:5: E_MISSING_KEY: 'expect' is a required property"),
+     "3:5: E_MISSING_KEY: item 1 of 'cases' has no 'expect:' (hint: add 'expect:' to it)"),
     ("bad-time", CASE.replace("{method: pwd}", "{method: pwd, at: yesterday}"),
      "4:14: E_TEST: session: events[0].at: 'yesterday' is not epoch seconds, ISO 8601 or an offset"),
     ("not-yaml", "cases: [\n", "E_YAML"),
@@ -207,7 +207,7 @@ def test_a_malformed_file_is_reported_without_traceback(tmp_path) -> None:
     proc = subprocess.run([sys.executable, "-m", "policy_sso.cli", "test", str(path)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 1
-    assert f"{path}:5:23: E_VALUE: 'allowed' is not one of" in proc.stderr
+    assert f"{path}:5:23: E_VALUE: 'allowed' is not a valid value for 'outcome'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "0 passed, 0 failed, 1 errors in test files or tenants" in proc.stdout
 

@@ -263,9 +263,12 @@ yaml/bad-scalar.policy.yaml:5:17: E_DURATION: invalid duration '2024-13-01' (hin
 yaml/bad-scalar.policy.yaml:5:17: E_YAML: invalid scalar '2024-13-01' (as !!timestamp) (hint: quote the value to keep it a string)
    5 |   max_auth_age: 2024-13-01
      |                 ^
-yaml/duplicate-key.policy.yaml:5:1: E_DUPLICATE_KEY: key 'require' appears twice in this mapping
+yaml/duplicate-key.policy.yaml:5:1: E_DUPLICATE_KEY: key 'require' appears twice in this mapping (hint: YAML keeps only one of the two: merge them into one)
    5 | require:
-     | ^
+     | ^^^^^^^
+yaml/duplicate-key.policy.yaml:3:1: note: first written here
+   3 | require:
+     | ^^^^^^^
 yaml/latin1.policy.yaml:3:14: E_ENCODING: not UTF-8 text: invalid continuation byte (byte 0xe9)
    3 | clients: [caf�]
      |              ^
@@ -287,28 +290,28 @@ yaml/many-errors.policy.yaml:6:3: E_UNKNOWN_KEY: unknown key 'idle' (hint: allow
 yaml/many-errors.policy.yaml:8:8: E_TYPE: 'mfa' must be true or false, not the text 'sometimes'
    8 |   mfa: sometimes
      |        ^^^^^^^^^
-yaml/many-errors.policy.yaml:9:8: E_EMPTY: '' should be non-empty (at /require/acr)
+yaml/many-errors.policy.yaml:9:8: E_EMPTY: 'acr' is empty (hint: give it a value)
    9 |   acr: ""
      |        ^^
-yaml/many-errors.policy.yaml:10:12: E_EMPTY: [] should be non-empty (at /require/consent)
+yaml/many-errors.policy.yaml:10:12: E_EMPTY: 'consent' is empty (hint: list at least one item)
   10 |   consent: []
      |            ^^
-yaml/many-errors.policy.yaml:11:11: E_VALUE: 'later' is not one of ['login_required', 'interaction_required', 'unmet_authentication_requirements'] (at /on_unmet)
+yaml/many-errors.policy.yaml:11:11: E_VALUE: 'later' is not a valid value for 'on_unmet' (hint: one of login_required, interaction_required, unmet_authentication_requirements)
   11 | on_unmet: later
      |           ^^^^^
-yaml/many-errors.policy.yaml:15:12: E_SCHEMA: {'env': 'A', 'file': 'b'} has too many properties (at /trust/login_hint_token/0/key)
+yaml/many-errors.policy.yaml:15:12: E_SCHEMA: 'key' takes a single entry, but has 2: env, file (hint: keep one of them)
   15 |       key: {env: A, file: b}
      |            ^^^^^^^^^^^^^^^^^
 yaml/many-errors.policy.yaml:17:21: E_DURATION: invalid duration '2 minutes': a duration is an integer immediately followed by its unit s, m, h or d (hint: write 2m)
   17 |       max_lifetime: 2 minutes
      |                     ^^^^^^^^^
-yaml/many-errors.policy.yaml:19:9: E_SCHEMA: {'scope_has': 'x', 'prompt_is': 'login'} has too many properties (at /when/0/if)
+yaml/many-errors.policy.yaml:19:9: E_SCHEMA: 'if' takes a single entry, but has 2: scope_has, prompt_is (hint: keep one of them; combine conditions with all: [...] or any: [...])
   19 |   - if: {scope_has: "x", prompt_is: login}
      |         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-yaml/many-errors.policy.yaml:21:5: E_MISSING_KEY: 'if' is a required property (at /when/1)
+yaml/many-errors.policy.yaml:21:5: E_MISSING_KEY: item 2 of 'when' has no 'if:' (hint: add 'if:' to it)
   21 |   - require: {mfa: true}
      |     ^^^^^^^^^^^^^^^^^^^^
-yaml/missing-name.policy.yaml:2:1: E_MISSING_KEY: 'policy' is a required property (at the document)
+yaml/missing-name.policy.yaml:2:1: E_MISSING_KEY: missing 'policy:' key (hint: add 'policy:' at the top)
    2 | clients: [portal]
      | ^^^^^^^^^^^^^^^^^
 yaml/recursive-alias.policy.yaml:3:10: E_TYPE: item 2 of 'clients' must be a string, not empty

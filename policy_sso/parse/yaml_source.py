@@ -14,7 +14,6 @@ python-jsonschema, which lists every error with its path.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,10 +25,9 @@ from typing import Any
 import fastjsonschema
 import yaml
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, relevance
 
-from policy_sso.diagnostics import Diagnostic, did_you_mean
-from policy_sso.parse.lexer import explain_duration
+from policy_sso.diagnostics import Diagnostic, Related
+from policy_sso.parse.schema_errors import explain_schema_error
 from policy_sso.parse.yaml_errors import explain_yaml_error
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -163,8 +161,15 @@ class _Converter:
             key = key_node.value
             if key in result:
                 line, col = _mark(key_node)
-                self.errors.append(Diagnostic(doc.file, line, col, "E_DUPLICATE_KEY",
-                                              f"key {key!r} appears twice in this mapping"))
+                end_line, end_col = _end(key_node)
+                first_line, first_col = doc.key_positions[(*path, key)]
+                first_end = doc.key_ends[(*path, key)]
+                note = Related(doc.file, first_line, first_col, "first written here",
+                               first_end[1] if first_end[0] == first_line else 0)
+                self.errors.append(Diagnostic(
+                    doc.file, line, col, "E_DUPLICATE_KEY", f"key {key!r} appears twice in this mapping",
+                    "YAML keeps only one of the two: merge them into one", end_line=end_line,
+                    end_col=end_col if end_line == line else 0, related=(note,)))
                 continue
             doc.key_positions[(*path, key)] = _mark(key_node)
             doc.key_ends[(*path, key)] = _end(key_node)
@@ -254,126 +259,10 @@ def is_valid(data: Any, schema_name: str) -> bool:
     return True
 
 
-_CODE_OF_VALIDATOR = {
-    "additionalProperties": "E_UNKNOWN_KEY", "required": "E_MISSING_KEY", "type": "E_TYPE",
-    "enum": "E_VALUE", "const": "E_VALUE", "minItems": "E_EMPTY", "minLength": "E_EMPTY",
-    "uniqueItems": "E_DUPLICATE", "minProperties": "E_EMPTY", "maxProperties": "E_SCHEMA",
-}
-
-
-def _leaf(error: ValidationError) -> ValidationError:
-    """Return the most specific error inside a oneOf/anyOf error.
-
-    Like jsonschema's ``best_match`` descent: the deepest error, preferring a
-    branch whose type fits the instance, so ``amr: {one_of: [pwd]}`` reports
-    the unknown key rather than "is not of type 'array'".
-    """
-    while error.context:
-        error = min(error.context, key=relevance)
-    return error
-
-
 def schema_diagnostics(doc: YamlDocument, schema_name: str) -> Iterator[Diagnostic]:
     """Yield one diagnostic per JSON Schema violation, at the offending node's line."""
     if is_valid(doc.data, schema_name):
         return
+    root = load_schema(schema_name)
     for raw in validator(schema_name).iter_errors(doc.data):
-        error = _leaf(raw)
-        path = tuple(error.absolute_path)
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            allowed = set(error.schema.get("properties", {}))
-            for key in sorted(set(error.instance) - allowed, key=str):
-                hint = _unknown_key_hint(str(key), error.instance[key], error.schema,
-                                         load_schema(schema_name))
-                yield doc.diagnostic((*path, key), "E_UNKNOWN_KEY", f"unknown key {key!r}", hint, at_key=True)
-            continue
-        code = _CODE_OF_VALIDATOR.get(str(error.validator), "E_SCHEMA")
-        squashed = _SQUASHED.fullmatch(error.instance) if isinstance(error.instance, str) else None
-        if error.validator == "pattern" and "[smhd]" in str(error.validator_value):
-            code = "E_DURATION"
-            message, hint = explain_duration(str(error.instance))
-        else:
-            where = "/" + "/".join(str(p) for p in path) if path else "the document"
-            message, hint = f"{error.message} (at {where})", ""
-            if error.validator == "type":
-                message, hint = _type_problem(path, error.instance, error.validator_value)
-                if isinstance(error.instance, int) and "[smhd]" in str(error.schema.get("pattern", "")):
-                    message = f"'{path[-1]}' must be a duration like 15m, not the number {error.instance}"
-                    hint = ("a duration has a unit right after the number: "
-                            f"write {error.instance}m (or s, h, d)")
-                if squashed:  # "inactivity:15m" is one string to YAML
-                    message = f"{error.instance!r} is read as one string, not 'key: value'"
-                    hint = f"write '{squashed[1]}: {squashed[2]}': YAML needs a space after the ':' of a key"
-        yield doc.diagnostic(path, code, message, hint)
-
-
-_TYPE_NAMES = {"array": "a list", "object": "a mapping", "string": "a string", "boolean": "true or false",
-               "integer": "a whole number", "number": "a number", "null": "empty"}
-
-
-def _kind(value: Any) -> str:
-    """Return how a person would call a YAML value: 'the text 'x'', 'the number 0', 'a list'…"""
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return f"{str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the text {value!r}"
-    return "a list" if isinstance(value, list) else "a mapping"
-
-
-def _type_problem(path: Path_, value: Any, expected: Any) -> tuple[str, str]:
-    """Return the message and hint for a value of the wrong type, in YAML's words (a list, a mapping)."""
-    wanted = [expected] if isinstance(expected, str) else list(expected)
-    what = " or ".join(_TYPE_NAMES.get(t, t) for t in wanted)
-    key = next((p for p in reversed(path) if isinstance(p, str)), "")
-    if path and isinstance(path[-1], int):
-        name = f"item {path[-1] + 1} of '{key}'"
-    else:
-        name = f"'{key}'" if key else "the document"
-    message = f"{name} must be {what}, not {_kind(value)}"
-    hint = ""
-    if "array" in wanted and isinstance(value, str | int | float):
-        hint = f"write {key}: [{value}]"
-    elif "string" in wanted and isinstance(value, int | float | bool):
-        hint = f"quote it: {key}: \"{value if not isinstance(value, bool) else str(value).lower()}\""
-    elif value is None and path and isinstance(path[-1], str):
-        hint = f"write a value after '{key}:'"
-    return message, hint
-
-
-_SQUASHED = re.compile(r"([A-Za-z_][\w-]*):(\S.*)")
-
-
-def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    """Return ``schema`` with a local ``$ref`` followed, and an array's items schema for an array."""
-    for _ in range(4):  # refs to refs are short chains here
-        ref = schema.get("$ref", "")
-        if ref.startswith("#/$defs/"):
-            schema = root.get("$defs", {}).get(ref.removeprefix("#/$defs/"), {})
-        elif schema.get("type") == "array" and isinstance(schema.get("items"), dict):
-            schema = schema["items"]
-        else:
-            break
-    return schema
-
-
-def _unknown_key_hint(key: str, value: Any, schema: dict[str, Any], root: dict[str, Any]) -> str:
-    """Return the hint for a key the schema does not allow here.
-
-    A near name of an allowed key ("did you mean"), else the key this one
-    belongs under (``inactivity`` at the top of a policy belongs under
-    ``session:``), else the allowed keys.
-    """
-    allowed = schema.get("properties", {})
-    near = did_you_mean(key, allowed)
-    if near:
-        return near
-    homes = [name for name, sub in allowed.items()
-             if isinstance(sub, dict) and key in _resolve(sub, root).get("properties", {})]
-    if homes:
-        shown = value if isinstance(value, str | int | float | bool) else "…"
-        return f"'{key}' belongs under '{homes[0]}:', e.g. {homes[0]}: {{{key}: {shown}}}"
-    return "allowed: " + ", ".join(sorted(allowed))
+        yield from explain_schema_error(doc, raw, root)

@@ -40,6 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if tenant is None:
         sys.stderr.write(RENDERERS["text"](diagnostics))
         return EXIT_FINDINGS
+    _report_reloads()
     state_dir = Path(args.state_dir or tenant.settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)  # keys and the session database live here
@@ -76,6 +77,19 @@ def _positive(text: str) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 10) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return int(text)
+
+
+def _report_reloads() -> None:
+    """Send what a reload did to stderr: SIGHUP has no one else to tell which policies are in force,
+    which clients changed policy, or why a set was refused."""
+    import logging
+
+    log = logging.getLogger("policy_sso.reload")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

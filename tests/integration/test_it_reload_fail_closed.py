@@ -182,6 +182,18 @@ class _Server:
                 found.add((Path(match[1]).name, match[2]))
         return found
 
+    def wait_for_line(self, text: str, timeout: float = 60) -> bool:
+        """Send SIGHUP; return whether a stderr line holding ``text`` follows in time."""
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if text in self.lines.get(timeout=0.5):
+                    return True
+            except queue.Empty:
+                assert self.proc.poll() is None, "the server died on SIGHUP"
+        return False
+
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -217,3 +229,10 @@ def test_sighup_refuses_each_broken_set_and_the_server_keeps_enforcing_mfa(serve
         shutil.rmtree(tenant)  # back to the running set's files before the next breakage
         shutil.copytree(pristine, tenant)
     assert server.proc.poll() is None
+    # a completed move applies, and the log names the client that changed policy
+    _half_move(tenant)
+    payments = tenant / "payments.policy"
+    payments.write_text(payments.read_text().replace('clients "payments-web", "payments-api"',
+                                                     'clients "payments-api"'))
+    assert server.wait_for_line("governing policy changed: payments-web: payments -> portal")
+    assert browser.silent("payments-web").codes == ["consent_missing"]

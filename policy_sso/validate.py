@@ -400,9 +400,11 @@ def governing_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
         via = " (default_policy in tenant.yaml)" if client.policy != named else ""
         if named not in by_name and not (via and default_reported):
             defined = ", ".join(sorted(by_name)) or "none"
+            hint = did_you_mean(named, by_name) or (
+                f"define a policy named 'default', or set default_policy in tenant.yaml to one of: {defined}"
+                if client.policy == "default" and not via else f"defined policies: {defined}")
             yield _at(where, "E_UNKNOWN_POLICY",
-                      f"client {client.client_id!r} names policy {named!r}{via}, which is not defined",
-                      did_you_mean(named, by_name) or f"defined policies: {defined}")
+                      f"client {client.client_id!r} names policy {named!r}{via}, which is not defined", hint)
         for policy, span in listed:
             if policy.name == named:
                 continue

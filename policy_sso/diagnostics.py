@@ -160,17 +160,23 @@ def _snippet(lines: SourceLines, file: str, line: int, col: int, *, end_line: in
             f"{gutter} | {' ' * len(shown_before)}{'^' * width}"]
 
 
-def render_text(diagnostics: Iterable[Diagnostic], sources: dict[str, str] | None = None) -> str:
+def render_text(diagnostics: Iterable[Diagnostic], sources: dict[str, str] | None = None, *,
+                severity_label: bool = False) -> str:
     """Render each diagnostic as its ``FILE:LINE:COL: CODE: message`` line, the source line with a
     caret under the span, and each related place as a ``note`` with its own snippet.
 
     Files are read here, lazily, by the path each diagnostic prints (``sources``
     may supply texts that are not files); an unreadable file just has no snippet.
+    ``severity_label`` writes ``CODE: error: message`` (lint's findings mix both).
     """
     lines = SourceLines(sources)
     out: list[str] = []
     for d in diagnostics:
-        out.append(str(d))
+        if severity_label:
+            out.append(f"{d.file}:{d.line}:{d.col}: {d.code}: {d.severity}: {d.message}"
+                       + (f" (hint: {d.hint})" if d.hint else ""))
+        else:
+            out.append(str(d))
         out.extend(_snippet(lines, d.file, d.line, d.col, end_line=d.end_line, end_col=d.end_col))
         for r in d.related:
             out.append(f"{r.file}:{r.line}:{r.col}: note: {r.label}")

@@ -227,7 +227,9 @@ def test_text_output_exit_codes_and_strict(tmp_path, capsys) -> None:
     out, err = capsys.readouterr()
     assert out == (f"{warn}/lint.policy:3:3: L_WHEN_SHADOWED: warning: this when block adds nothing: it "
                    "requires nothing (hint: delete the block, or make its requirements stricter than the "
-                   "policy's)\n")
+                   "policy's)\n"
+                   '   3 |   when scope has "x" {\n'
+                   "     |   ^^^^\n")
     assert err == "0 errors, 1 warning\n"
     assert main(["lint", "--strict", str(warn)]) == 1
 
@@ -240,7 +242,8 @@ def test_errors_exit_1_in_every_format(tmp_path, capsys) -> None:
     assert (finding["code"], finding["severity"], finding["line"]) == ("L_AMR_UNSATISFIABLE", "error", 3)
     assert main(["lint", "--format", "github", str(bad)]) == 1
     github = capsys.readouterr().out
-    assert github.startswith(f"::error file={bad}/lint.policy,line=3,col=11,title=L_AMR_UNSATISFIABLE::")
+    assert github.startswith(f"::error file={bad}/lint.policy,line=3,col=11,endLine=3,endColumn=26,"
+                             "title=L_AMR_UNSATISFIABLE::")
 
 
 def test_a_lone_policy_file_is_linted_without_a_tenant(capsys, monkeypatch) -> None:

@@ -97,7 +97,9 @@ class LintContext:
 
 
 def _finding(span: Span, code: str, message: str, hint: str = "") -> Diagnostic:
-    return Diagnostic(span.file, span.line, span.col, code, message, hint, CODES[code][0])
+    end_col = getattr(span, "end_col", 0)  # the construct's underline in the text format
+    return Diagnostic(span.file, span.line, span.col, code, message, hint, CODES[code][0],
+                      span.line if end_col else 0, end_col)
 
 
 def _factors(methods: Iterable[str]) -> frozenset[str]:

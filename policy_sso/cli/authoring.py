@@ -321,8 +321,7 @@ def cmd_lint(args: argparse.Namespace) -> int:
 
 
 def _lint_text(findings: list[Diagnostic]) -> str:
-    return "".join(f"{d.file}:{d.line}:{d.col}: {d.code}: {d.severity}: {d.message}"
-                   + (f" (hint: {d.hint})" if d.hint else "") + "\n" for d in findings)
+    return render_text(findings, severity_label=True)
 
 
 # --- diff -------------------------------------------------------------------------------

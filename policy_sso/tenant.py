@@ -114,10 +114,10 @@ def parse_policy_file(path: Path) -> tuple[list[Policy], list[Diagnostic]]:
 
 def _spans(doc: YamlDocument) -> dict[str, Span]:
     spans = {"": Span(doc.file, 1, 1)}
-    for path, (line, col) in {**doc.positions, **doc.key_positions}.items():
-        spans[".".join(str(p) for p in path)] = Span(doc.file, line, col)
-    for path, (line, col) in doc.key_positions.items():  # keys win: point at "lifetime:"
-        spans[".".join(str(p) for p in path)] = Span(doc.file, line, col)
+    for path in doc.positions:
+        spans[".".join(str(p) for p in path)] = Span(doc.file, *doc.node_span(path))
+    for path in doc.key_positions:  # keys win: point at "lifetime:", underline "lifetime: 14d"
+        spans[".".join(str(p) for p in path)] = Span(doc.file, *doc.span(path))
     return spans
 
 
@@ -286,8 +286,9 @@ def _check_tenant(directory: Path) -> _TenantCheck:
     clients_doc, errs = _load_config(directory / "clients.yaml", "clients")
     diagnostics += errs
     if clients_doc:
-        records = [client_record(c, Span(clients_doc.file, *clients_doc.position(("clients", i))),
-                                 Span(clients_doc.file, *clients_doc.position(("clients", i, "policy"))))
+        records = [client_record(c, Span(clients_doc.file,
+                                         *clients_doc.node_span(("clients", i), ("clients", i, "client_id"))),
+                                 Span(clients_doc.file, *clients_doc.node_span(("clients", i, "policy"))))
                    for i, c in enumerate(clients_doc.data["clients"])]
         diagnostics += client_rules(records)
         clients = {c.client_id: c for c in records}
@@ -296,8 +297,9 @@ def _check_tenant(directory: Path) -> _TenantCheck:
     users_doc, errs = _load_config(directory / "users.yaml", "users")
     diagnostics += errs
     if users_doc:
-        records_u = [user_record(u, Span(users_doc.file, *users_doc.position(("users", i))),
-                                 Span(users_doc.file, *users_doc.key_position(("users", i, "totp_secret"))))
+        records_u = [user_record(u, Span(users_doc.file,
+                                         *users_doc.node_span(("users", i), ("users", i, "sub"))),
+                                 Span(users_doc.file, *users_doc.span(("users", i, "totp_secret"))))
                      for i, u in enumerate(users_doc.data["users"])]
         diagnostics += user_rules(records_u, directory)
         users = {u.sub: u for u in records_u}

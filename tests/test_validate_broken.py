@@ -172,22 +172,22 @@ dsl/zero-duration.policy:3:22: E_DURATION: a duration must be greater than zero
      |                      ^^
 tenant-config/clients.yaml:3:5: E_CLIENT_SECRET: confidential client 'backend' has no secret (hint: add secret: {env: VAR} or {file: path})
    3 |   - client_id: backend
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^^
 tenant-config/clients.yaml:6:5: E_CLIENT_SECRET: public client 'spa' must not have a secret
    6 |   - client_id: spa
-     |     ^
+     |     ^^^^^^^^^^^^^^
 tenant-config/clients.yaml:11:5: E_GRANT: public client 'mobile' cannot use client_credentials
   11 |   - client_id: mobile
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^
 tenant-config/clients.yaml:16:5: E_REDIRECT_URIS: client 'worker' has no redirect_uris
   16 |   - client_id: worker
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^
 tenant-config/clients.yaml:19:5: E_DUPLICATE: client_id 'worker' is registered twice
   19 |   - client_id: worker
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^
 tenant-config/tenant.yaml:6:3: E_INACTIVITY_MAX: inactivity 10d exceeds 7d (604800 s)
    6 |   inactivity: 10d
-     |   ^
+     |   ^^^^^^^^^^^^^^^
 tenant-config/tenant.yaml:8:5: E_UNKNOWN_METHOD: unknown authentication method 'voice-print'
    8 |   - id: loa1
      |     ^
@@ -196,25 +196,25 @@ tenant-config/tenant.yaml:12:5: E_DUPLICATE: acr level 'loa1' is defined twice
      |     ^
 tenant-config/tenant.yaml:15:1: E_UNKNOWN_POLICY: default_policy 'standard' is not defined
   15 | default_policy: standard
-     | ^
+     | ^^^^^^^^^^^^^^^^^^^^^^^^
 tenant-config/users.yaml:6:5: E_DUPLICATE: subject 'u-1' appears twice
    6 |   - sub: u-1
-     |     ^
+     |     ^^^^^^^^
 tenant-config/users.yaml:6:5: E_DUPLICATE: username 'alice' appears twice
    6 |   - sub: u-1
-     |     ^
+     |     ^^^^^^^^
 tenant-config/users.yaml:13:5: E_WEAK_KEY: the TOTP secret of 'short' is 80 bits; at least 128 required (RFC 4226 §4) (hint: generate one with: python -c 'import pyotp; print(pyotp.random_base32())')
   13 |     totp_secret: {file: secrets/short.totp}
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 tenant-config/users.yaml:18:5: E_TOTP_SECRET: the TOTP secret of 'garbled' is not base32 (RFC 4648 §6) (hint: generate one with: python -c 'import pyotp; print(pyotp.random_base32())')
   18 |     totp_secret: {file: secrets/garbled.totp}
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 tenant-config/users.yaml:23:5: E_KEY_UNREADABLE: TOTP secret file 'secrets/lost.totp' cannot be read
   23 |     totp_secret: {file: secrets/lost.totp}
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 tenant-config/users.yaml:28:5: W_KEY_UNRESOLVED: environment variable POLICY_SSO_BROKEN_UNSET_TOTP is not set (hint: until it is, 'elsewhere' cannot complete a second factor)
   28 |     totp_secret: {env: POLICY_SSO_BROKEN_UNSET_TOTP}
-     |     ^
+     |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 tenant-policies/app.policy.yaml:3:1: E_DUPLICATE_POLICY: policy 'web' is defined twice (hint: first defined at tenant-policies/web.policy:2)
    3 | policy: web
      | ^
@@ -579,7 +579,8 @@ def test_github_format_annotates_each_error(in_broken: Path, capsys) -> None:
         "environment variable POLICY_SSO_TEST_UNSET_HINT_KEY is not set "
         "(hint: the server refuses to start without it)")
     assert lines[1] == (
-        "::error file=tenant-config/clients.yaml,line=3,col=5,title=E_CLIENT_SECRET::E_CLIENT_SECRET: "
+        "::error file=tenant-config/clients.yaml,line=3,col=5,endLine=3,endColumn=22,title=E_CLIENT_SECRET::"
+        "E_CLIENT_SECRET: "
         "confidential client 'backend' has no secret (hint: add secret: {env: VAR} or {file: path})")
 
 

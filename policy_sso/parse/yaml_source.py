@@ -83,6 +83,13 @@ class YamlDocument:
             end_line, end_col = self.end(path, at_key=True)
         return line, col, end_col if end_line == line and end_col > col else 0
 
+    def node_span(self, path: Path_, underline: Path_ | None = None) -> tuple[int, int, int]:
+        """Return (line, col, end_col) of the node at ``path``, underlined to the end of the node at
+        ``underline`` (default: itself) when that ends on the same line."""
+        line, col = self.position(path)
+        end_line, end_col = self.end(path if underline is None else underline)
+        return line, col, end_col if end_line == line and end_col > col else 0
+
     def diagnostic(self, path: Path_, code: str, message: str, hint: str = "",
                    *, at_key: bool = False) -> Diagnostic:
         """Return a diagnostic positioned at ``path`` (at its key when ``at_key``)."""

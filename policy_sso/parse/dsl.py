@@ -102,6 +102,13 @@ class _Context:
         self.diagnostics.append(Diagnostic(self.file, line, col, "E_SYNTAX", message, hint,
                                            end_line=line, end_col=col + width))
 
+    def twice(self, again: Span, first: Span, what: str, where: str) -> None:
+        """Record that ``what`` is set a second time (at ``again``), pointing at the first setting."""
+        self.diagnostics.append(Diagnostic(
+            again.file, again.line, again.col, "E_DUPLICATE", f"{what} is set twice in {where}",
+            "keep one of the two", end_line=again.line if again.end_col else 0, end_col=again.end_col,
+            related=(Related(first.file, first.line, first.col, "first set here", first.end_col),)))
+
     def error(self, token: Token, code: str, message: str, hint: str = "") -> None:
         span = self.span(token)
         self.diagnostics.append(Diagnostic(span.file, span.line, span.col, code, message, hint,
@@ -157,12 +164,18 @@ class _Builder(Transformer):
             elif tag == "trust":
                 trust.append(value)
             elif tag == "on_unmet":
+                if on_unmet_span is not span:
+                    self.ctx.twice(where, on_unmet_span, "on_unmet", f"policy {_unquote(name)!r}")
                 on_unmet, on_unmet_span = value, where
             elif tag == "session":
                 for key, seconds, at in value:
                     if key == "inactivity":
+                        if inactivity_span is not span:
+                            self.ctx.twice(at, inactivity_span, key, f"policy {_unquote(name)!r}")
                         inactivity, inactivity_span = seconds, at
                     else:
+                        if max_auth_age_span is not span:
+                            self.ctx.twice(at, max_auth_age_span, key, f"policy {_unquote(name)!r}")
                         max_auth_age, max_auth_age_span = seconds, at
         return Policy(
             name=_unquote(name), clients=tuple(clients),
@@ -218,9 +231,9 @@ class _Builder(Transformer):
         keyword = children[0]
         fields: dict = {}
         spans: dict[str, Span] = {}
-        for name, value, token, where in children[2:]:
+        for name, value, _token, where in children[2:]:
             if name in fields:
-                self.ctx.error(token, "E_DUPLICATE", f"{name} is set twice in this trust block")
+                self.ctx.twice(where, spans[name], name, "this trust block")
             fields[name] = value
             spans[name] = where
         span = self.ctx.span_to(keyword, children[1])

@@ -207,6 +207,13 @@ def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path],
     found: dict[Path, None] = {}
     problems: list[Diagnostic] = []
     root = directory.resolve()
+    inside: dict[Path, bool] = {directory: True}  # per parent directory: resolved only once
+
+    def escapes(path: Path) -> bool:
+        if path.parent not in inside:
+            inside[path.parent] = path.parent.resolve().is_relative_to(root)
+        # only a link (or a directory that links out) can leave: no resolve() per ordinary file
+        return not inside[path.parent] or (path.is_symlink() and not path.resolve().is_relative_to(root))
     hint = 'policy_files are glob patterns relative to the tenant directory, e.g. "*.policy"'
     for i, pattern in enumerate(patterns):
         span = settings.span(f"policy_files.{i}") if settings else Span("tenant.yaml", 1, 1)
@@ -223,7 +230,7 @@ def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path],
         for path in matches:
             if not path.is_file():
                 continue
-            if not path.resolve().is_relative_to(root):  # a symbolic link out of the tenant
+            if escapes(path):  # a symbolic link out of the tenant
                 problems.append(Diagnostic(display_path(path), 1, 1, "E_POLICY_FILES_PATH",
                                            f"{display_path(path)} links outside the tenant directory", hint))
                 continue
@@ -236,14 +243,14 @@ def _unmatched_policy_files(directory: Path, loaded: list[Path],
     """Yield an error for each file in the tenant directory that looks like a policy but is not loaded."""
     if settings is None:
         return
-    known = {p.resolve() for p in loaded}
+    known = set(loaded)  # glob and iterdir both give DIRECTORY/NAME: no need to resolve
     try:
         entries = sorted(directory.iterdir())
     except OSError:
         return
     for path in entries:
         suffix = next((s for s in POLICY_SUFFIXES if path.name.endswith(s)), None)
-        if suffix is None or not path.is_file() or path.resolve() in known:
+        if suffix is None or path in known or not path.is_file():
             continue
         written = ", ".join(f'"{p}"' for p in settings.policy_files)
         yield Diagnostic(display_path(path), 1, 1, "E_POLICY_NOT_LOADED",

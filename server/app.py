@@ -47,6 +47,7 @@ from server.resources.events import Events
 from server.resources.health import Health, MetricsPage, Readiness
 from server.resources.interaction import Consent, Login
 from server.resources.logout import Logout
+from server.resources.openapi import OpenApi
 from server.resources.token import Introspect, Revoke, Token
 from server.resources.userinfo import UserInfo
 
@@ -89,6 +90,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/healthz": Health(),
         "/readyz": Readiness(provider),
         "/metrics": MetricsPage(provider.metrics),
+        "/openapi.json": OpenApi(),
         "/v1/auth/password": Password(provider),
         "/v1/auth/otp": Otp(provider),
         "/v1/auth/session/authenticate": SessionAuthenticate(provider),

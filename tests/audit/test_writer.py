@@ -17,7 +17,7 @@ from policy_sso.audit import AuditEvent, AuditLog, AuditSettings, audit_settings
 from policy_sso.audit.configure import audit_log
 from policy_sso.audit.query import EventQuery
 from policy_sso.audit.sinks import FileSink, StdoutSink, StoreSink
-from policy_sso.audit.stores import MemoryEventStore, Record, SQLiteEventStore
+from policy_sso.audit.stores import EventStore, MemoryEventStore, Record, RedisEventStore, SQLiteEventStore
 
 T0 = 1_800_000_000
 
@@ -88,9 +88,15 @@ def test_retention_is_pruned_by_the_writer_on_its_clock() -> None:
         log.close()
 
 
-def test_sqlite_retention_with_a_fake_clock(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_store_retention_with_a_fake_clock(backend: str, tmp_path: Path,
+                                           request: pytest.FixtureRequest) -> None:
     clock = FakeClock()
-    events = SQLiteEventStore(tmp_path / "store.db")
+    if backend == "sqlite":
+        events: EventStore = SQLiteEventStore(tmp_path / "store.db")
+    else:
+        events = RedisEventStore.from_url(request.getfixturevalue("redis_url"))
+        events.redis.delete(events.key)
     log = AuditLog([StoreSink(events)], events=events, clock=clock, retention=3600, prune_interval=60)
     try:
         for t in (T0, T0 + 1800, T0 + 3599):

@@ -221,6 +221,10 @@ def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path],
             message = f"policy_files pattern {pattern!r} reaches outside the tenant directory"
             problems.append(Diagnostic(span.file, span.line, span.col, "E_POLICY_FILES_PATH", message, hint))
             continue
+        if not Path(pattern).parts:  # "", ".", "./": names no file (and pathlib's glob fails on them)
+            problems.append(Diagnostic(span.file, span.line, span.col, "E_POLICY_FILES_PATH",
+                                       f"policy_files pattern {pattern!r} names no file", hint))
+            continue
         try:
             matches = sorted(directory.glob(pattern))
         except (ValueError, NotImplementedError, OSError) as err:  # e.g. "**x": not a whole component

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from policy_sso.cli import main
 from policy_sso.tenant import check_paths, check_tenant
@@ -71,3 +74,18 @@ def test_validate_of_the_untouched_file_also_reports_the_claim_made_elsewhere(te
 def test_validate_exits_2_for_a_path_that_does_not_exist(capsys) -> None:
     assert main(["validate", "no/such/tenant"]) == 2
     assert capsys.readouterr().err == "policy-sso validate: no such file or directory: no/such/tenant\n"
+
+
+PATTERN_PARTS = ["*", "**", "?", "[", "]", "[!a]", "/", "..", ".", "~", "\\", "policies", "*.policy",
+                 "x.policy.yaml", "\x00", " ", "é", "{a,b}", "$HOME", "C:", "//", "-"]
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(patterns=st.lists(st.lists(st.sampled_from(PATTERN_PARTS), min_size=1, max_size=5).map("".join),
+                         min_size=1, max_size=3))
+def test_any_policy_files_pattern_is_loaded_or_a_diagnostic_never_a_crash(tenant: Path, patterns) -> None:
+    _set_policy_files(tenant, json.dumps(patterns))
+    loaded, diagnostics = check_tenant(tenant)  # must not raise
+    assert loaded is not None or any(d.severity == "error" for d in diagnostics)
+    if loaded is not None:
+        assert all(p.resolve().is_relative_to(tenant.resolve()) for p in loaded.policy_files)

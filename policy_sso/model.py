@@ -66,6 +66,7 @@ class AmrRequirement:
     mode: Literal["any_of", "all_of"]
     methods: tuple[str, ...]
     span: Span = _span()
+    method_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # one per method
 
     kind = "amr"
 
@@ -96,6 +97,7 @@ class ConsentRequirement:
 
     scopes: tuple[str, ...]
     span: Span = _span()
+    scope_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # one per scope
 
     kind = "consent"
 
@@ -191,6 +193,7 @@ class TrustedIssuer:
     issuer_span: Span = _span()
     alg_span: Span = _span()
     amr_span: Span = _span()
+    amr_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # one per method
 
 
 # --- policy -----------------------------------------------------------------

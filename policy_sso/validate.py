@@ -79,6 +79,11 @@ def _at(span: Span, code: str, message: str, hint: str = "", severity: str = "er
                       span.line if end_col else 0, end_col)
 
 
+def _item(spans: tuple[Span, ...], i: int, whole: Span) -> Span:
+    """Return where the i-th value of a statement is written, or the statement's span if unknown."""
+    return spans[i] if i < len(spans) else whole
+
+
 def _tests(cond: Condition) -> Iterator[Test]:
     if isinstance(cond, Test):
         yield cond
@@ -100,9 +105,10 @@ def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
 
     for req in policy.all_requirements():
         if isinstance(req, AmrRequirement):
-            for method in req.methods:
+            for i, method in enumerate(req.methods):
                 if method not in ctx.methods:
-                    yield _at(req.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}",
+                    yield _at(_item(req.method_spans, i, req.span), "E_UNKNOWN_METHOD",
+                              f"unknown authentication method {method!r}",
                               hint(method))
     for when in policy.whens:
         for test in _tests(when.condition):
@@ -110,9 +116,10 @@ def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
                 yield _at(test.span, "E_UNKNOWN_METHOD",
                           f"unknown authentication method {test.value!r}", hint(test.value))
     for trusted in policy.trust:
-        for method in trusted.amr:
+        for i, method in enumerate(trusted.amr):
             if method not in ctx.methods:
-                yield _at(trusted.amr_span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}",
+                yield _at(_item(trusted.amr_spans, i, trusted.amr_span), "E_UNKNOWN_METHOD",
+                          f"unknown authentication method {method!r}",
                           hint(method))
 
 
@@ -190,9 +197,9 @@ def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
 
     for req in policy.all_requirements():
         if isinstance(req, ConsentRequirement):
-            for scope in req.scopes:
+            for i, scope in enumerate(req.scopes):
                 if scope not in known:
-                    yield problem(scope, req.span, "consent required for")
+                    yield problem(scope, _item(req.scope_spans, i, req.span), "consent required for")
     for when in policy.whens:
         for test in _tests(when.condition):
             if test.kind == "scope" and test.value not in known:
@@ -457,7 +464,6 @@ def tenant_rules(settings: TenantSettings) -> Iterator[Diagnostic]:
         except ValueError:
             yield _at(settings.span("trusted_proxies"), "E_TRUSTED_PROXY",
                       f"trusted_proxies: {cidr!r} is not an IP address or CIDR", "e.g. 10.0.0.0/8 or ::1/128")
-
 
 
 def client_rules(clients: list[Client]) -> Iterator[Diagnostic]:

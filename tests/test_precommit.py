@@ -89,7 +89,7 @@ BREAKAGES = [
      '  clients "portal" ,"portal-backend"', ["policy-sso fmt"], "files were modified by this hook"),
     ("validate-unknown-method", "policies/portal.policy", '"pwd", "wia", "hwk"', '"pwd", "wia", "hwkk"',
      ["policy-sso validate", "policy-sso lint", "policy-sso test"],
-     "policies/portal.policy:4:11: E_UNKNOWN_METHOD: unknown authentication method 'hwkk'"),
+     "policies/portal.policy:4:36: E_UNKNOWN_METHOD: unknown authentication method 'hwkk'"),
     ("lint-dead-when", "policies/portal.policy", '  require amr any_of "pwd", "wia", "hwk"',
      '  require amr any_of "pwd", "wia", "hwk"\n  when prompt is "none" and prompt is "login" {\n'
      '    require mfa\n  }', ["policy-sso lint"], "policies/portal.policy:5:3: L_WHEN_NEVER: error:"),

@@ -89,9 +89,9 @@ dsl/many-errors.policy:6:5: E_INACTIVITY_MAX: inactivity 10d exceeds the maximum
 dsl/many-errors.policy:7:18: E_DURATION: a duration must be greater than zero
    7 |     max_auth_age 0h
      |                  ^^
-dsl/many-errors.policy:9:11: E_UNKNOWN_METHOD: unknown authentication method 'carrier-pigeon' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/many-errors.policy:9:29: E_UNKNOWN_METHOD: unknown authentication method 'carrier-pigeon' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
    9 |   require amr all_of "pwd", "carrier-pigeon"
-     |           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+     |                             ^^^^^^^^^^^^^^^^
 dsl/many-errors.policy:10:12: E_ON_UNMET: unknown on_unmet value 'later' (hint: use one of login_required, interaction_required, unmet_authentication_requirements)
   10 |   on_unmet later
      |            ^^^^^
@@ -104,9 +104,9 @@ dsl/many-errors.policy:19:3: E_TRUST_NO_LIFETIME: trust block has no max_lifetim
 dsl/many-errors.policy:21:5: E_ALG_KEY_MISMATCH: alg RS256 needs a RSA public key, found EC P-256
   21 |     key file "../keys/ec-p256-public.pem"
      |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-dsl/many-errors.policy:23:5: E_UNKNOWN_METHOD: unknown authentication method 'telepathy' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/many-errors.policy:23:16: E_UNKNOWN_METHOD: unknown authentication method 'telepathy' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
   23 |     amr "wia", "telepathy"
-     |     ^^^^^^^^^^^^^^^^^^^^^^
+     |                ^^^^^^^^^^^
 dsl/many-errors.policy:25:8: E_VALUE: unknown prompt value 'silent' (hint: one of consent, login, none, select_account)
   25 |   when prompt is "silent" or session amr has "smoke-signal" {
      |        ^^^^^^^^^^^^^^^^^^
@@ -155,9 +155,9 @@ dsl/trust-incomplete.policy:5:5: E_ALG_UNSUPPORTED: unsupported alg 'HS1' (hint:
 dsl/trust-no-key.policy:3:3: E_TRUST_NO_KEY: trust block has no key (hint: add key env "VAR" or key file "path")
    3 |   trust login_hint_token {
      |   ^^^^^^^^^^^^^^^^^^^^^^
-dsl/unknown-method.policy:3:11: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/unknown-method.policy:3:29: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
    3 |   require amr any_of "pwd", "magic-link"
-     |           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+     |                             ^^^^^^^^^^^^
 dsl/unknown-on-unmet.policy:4:12: E_ON_UNMET: unknown on_unmet value 'access_denied' (hint: use one of login_required, interaction_required, unmet_authentication_requirements)
    4 |   on_unmet access_denied
      |            ^^^^^^^^^^^^^
@@ -323,9 +323,9 @@ yaml/recursive-alias.policy.yaml:3:10: E_YAML: recursive alias
 yaml/unknown-key.policy.yaml:4:1: E_UNKNOWN_KEY: unknown key 'required' (hint: did you mean 'require'?)
    4 | required:
      | ^^^^^^^^
-yaml/unknown-method.policy.yaml:4:9: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+yaml/unknown-method.policy.yaml:4:23: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
    4 |   amr: {all_of: [pwd, magic-link]}
-     |         ^^^^^^^^^^^^^^^^^^^^^^^^^
+     |                       ^^^^^^^^^^
 yaml/unknown-method.policy.yaml:6:16: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
    6 |   - if: {not: {prompt_is: never}}
      |                ^^^^^^^^^^^^^^^^

@@ -138,6 +138,9 @@ class _Builder(Transformer):
     def _strings(children: list) -> tuple[str, ...]:
         return tuple(_unquote(c) for c in children if isinstance(c, Token) and c.type == "STRING")
 
+    def _string_spans(self, children: list) -> tuple[Span, ...]:
+        return tuple(self.ctx.span(c) for c in children if isinstance(c, Token) and c.type == "STRING")
+
     # --- policy -------------------------------------------------------------
     def start(self, children: list) -> list[Policy]:
         return children
@@ -214,7 +217,7 @@ class _Builder(Transformer):
 
     def req_amr(self, children: list) -> AmrRequirement:
         return AmrRequirement(str(children[1]), self._strings(children[2:]),
-                              self.ctx.span_to(children[0], children[-1]))
+                              self.ctx.span_to(children[0], children[-1]), self._string_spans(children[2:]))
 
     def req_mfa(self, children: list) -> MfaRequirement:
         within = self._duration(children[2]) if len(children) > 2 and children[2] else None
@@ -224,7 +227,8 @@ class _Builder(Transformer):
         return AcrRequirement(_unquote(children[1]), self.ctx.span_to(children[0], children[1]))
 
     def req_consent(self, children: list) -> ConsentRequirement:
-        return ConsentRequirement(self._strings(children[1:]), self.ctx.span_to(children[0], children[-1]))
+        return ConsentRequirement(self._strings(children[1:]), self.ctx.span_to(children[0], children[-1]),
+                                  self._string_spans(children[1:]))
 
     # --- trust --------------------------------------------------------------
     def trust_block(self, children: list) -> tuple:
@@ -237,11 +241,12 @@ class _Builder(Transformer):
             fields[name] = value
             spans[name] = where
         span = self.ctx.span_to(keyword, children[1])
+        amr, amr_spans = fields.get("amr", ((), ()))  # the methods, and where each is written
         issuer = TrustedIssuer(
             issuer=fields.get("issuer", ""), key=fields.get("key"), alg=fields.get("alg", ""),
-            max_lifetime=fields.get("max_lifetime") or 0, amr=fields.get("amr", ()), span=span,
+            max_lifetime=fields.get("max_lifetime") or 0, amr=amr, span=span,
             issuer_span=spans.get("issuer", span), alg_span=spans.get("alg", span),
-            amr_span=spans.get("amr", span),
+            amr_span=spans.get("amr", span), amr_spans=amr_spans,
         )
         return ("trust", issuer, span)
 
@@ -262,7 +267,8 @@ class _Builder(Transformer):
                 self.ctx.span_to(children[0], children[1]))
 
     def t_amr(self, children: list) -> tuple:
-        return ("amr", self._strings(children[1:]), children[0], self.ctx.span_to(children[0], children[-1]))
+        return ("amr", (self._strings(children[1:]), self._string_spans(children[1:])), children[0],
+                self.ctx.span_to(children[0], children[-1]))
 
     # --- when ---------------------------------------------------------------
     def when_block(self, children: list) -> tuple:

@@ -41,6 +41,10 @@ class _Builder:
     def span(self, path: Path_) -> Span:
         return Span(self.doc.file, *self.doc.span(path))
 
+    def item_spans(self, path: Path_, count: int) -> tuple[Span, ...]:
+        """Return the span of each item of the list at ``path`` (each value, not its key)."""
+        return tuple(Span(self.doc.file, *self.doc.node_span((*path, i))) for i in range(count))
+
     def requirements(self, data: dict[str, Any], path: Path_) -> list[Requirement]:
         reqs: list[Requirement] = []
         amr = data.get("amr")
@@ -49,7 +53,8 @@ class _Builder:
             at = (*path, "amr", i) if isinstance(amr, list) else (*path, "amr")
             for mode in ("any_of", "all_of"):
                 if mode in group:
-                    reqs.append(AmrRequirement(mode, tuple(group[mode]), self.span((*at, mode))))
+                    reqs.append(AmrRequirement(mode, tuple(group[mode]), self.span((*at, mode)),
+                                               self.item_spans((*at, mode), len(group[mode]))))
         mfa = data.get("mfa")
         if mfa:
             within = parse_duration(mfa["within"]) if isinstance(mfa, dict) else None
@@ -57,7 +62,8 @@ class _Builder:
         if "acr" in data:
             reqs.append(AcrRequirement(data["acr"], self.span((*path, "acr"))))
         if "consent" in data:
-            reqs.append(ConsentRequirement(tuple(data["consent"]), self.span((*path, "consent"))))
+            reqs.append(ConsentRequirement(tuple(data["consent"]), self.span((*path, "consent")),
+                                           self.item_spans((*path, "consent"), len(data["consent"]))))
         return reqs
 
     def condition(self, data: dict[str, Any], path: Path_) -> Condition:
@@ -84,6 +90,7 @@ class _Builder:
             amr=tuple(data.get("amr", ())), span=self.span(path),
             issuer_span=self.span((*path, "issuer")), alg_span=self.span((*path, "alg")),
             amr_span=self.span((*path, "amr")),
+            amr_spans=self.item_spans((*path, "amr"), len(data.get("amr", ()))),
         )
 
     def policy(self) -> Policy:

@@ -68,8 +68,11 @@ class TenantHolder:
     """Holds the tenant in force; ``reload`` replaces it only with a complete, valid one."""
 
     def __init__(self, tenant: Tenant, directory: Path | None = None,
-                 on_swap: Callable[[Tenant], None] | None = None) -> None:
+                 on_swap: Callable[[Tenant], None] | None = None,
+                 adjust: Callable[[Tenant], Tenant] | None = None) -> None:
         self._tenant = tenant
+        # what serve's flags override in every tenant loaded (``--issuer``): a reload keeps the override
+        self._adjust = adjust
         self.directory = Path(directory or tenant.directory)
         self._lock = threading.Lock()
         self._on_swap = on_swap
@@ -81,8 +84,13 @@ class TenantHolder:
         return self._tenant
 
     def reload(self) -> ReloadResult:
-        """Load the directory again; swap the tenant in only if it has no error; tell the listeners."""
+        """Load the directory again; swap the tenant in only if it has no error; tell the listeners.
+
+        A refused set is logged one diagnostic a line, whether SIGHUP or the admin API asked.
+        """
         result = self._reload()
+        for diagnostic in result.diagnostics if not result.applied else ():  # SIGHUP or the admin API
+            log.warning("policy reload refused: %s", diagnostic)
         for listener in list(self.listeners):
             listener(result)
         return result
@@ -100,6 +108,8 @@ class TenantHolder:
             if tenant is None:
                 log.warning("policy reload rejected: %d errors; the running policies stay", len(errors))
                 return ReloadResult(False, errors or tuple(diagnostics))
+            if self._adjust is not None:
+                tenant = self._adjust(tenant)
             if tenant.settings.issuer != self._tenant.settings.issuer:
                 problem = Diagnostic(str(self.directory / "tenant.yaml"), 1, 1, "E_RELOAD_ISSUER",
                                      "the issuer cannot change while the server runs; restart instead")
@@ -128,9 +138,6 @@ class TenantHolder:
     def _reload_logged(self) -> None:
         """Reload and log the outcome (SIGHUP has no one to answer): each diagnostic as one line."""
         try:
-            result = self.reload()
+            self.reload()  # logs a refused set's diagnostics itself
         except Exception:  # a listener failed: the reload itself has been decided already
             log.exception("policy reload: a listener failed")
-            return
-        for diagnostic in result.diagnostics if not result.applied else ():
-            log.warning("policy reload refused: %s", diagnostic)

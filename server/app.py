@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import falcon
 
@@ -74,7 +75,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     provider = Provider.build(tenant, store, keyring, cookie_key, audit)
     provider.audit.address_of = lambda req: client_address(req, provider.tenant.settings.trusted_proxies)
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
-    app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests)])
+    app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests, provider.audit.address_of)])
     app.resp_options.secure_cookies_by_default = browser.secure
     routes: dict[str, Any] = {
         "/.well-known/openid-configuration": Discovery(provider),
@@ -157,18 +158,47 @@ def longest_token_lifetime(tenant: Tenant) -> int:
     return max(tokens.access_token_lifetime, tokens.id_token_lifetime, LOGOUT_TOKEN_LIFETIME)
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def issuer_port_mismatch(issuer: str, port: int) -> str | None:
+    """Return a warning when a loopback issuer names another port than the one listened on, else None.
+
+    Discovery, redirects and every token name the issuer: served on 127.0.0.1:8081 with the issuer at
+    :8080, each endpoint a client is sent to is somebody else's port. An issuer on another host is a
+    public name in front of a proxy, where the ports differ on purpose.
+    """
+    url = urlsplit(issuer)
+    host = (url.hostname or "").lower()
+    if not (host in LOOPBACK_HOSTS or host.startswith("127.")):
+        return None
+    try:
+        named = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if named == port:
+        return None
+    fixed = url._replace(netloc=f"{url.hostname}:{port}" if ":" not in host else f"[{host}]:{port}")
+    return (f"ISSUER AND PORT DISAGREE: the issuer {issuer} names port {named} but this server listens "
+            f"on port {port}: discovery, "
+            f"redirects and tokens all point at :{named}, so clients will not reach this server. "
+            f"Start it with --issuer {fixed.geturl()} (or POLICY_SSO_ISSUER), or listen on --port {named}")
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
 def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: str = "127.0.0.1",
-          port: int = 8080, threads: int | None = None, limits: ServerLimits | None = None) -> None:
+          port: int = 8080, threads: int | None = None, limits: ServerLimits | None = None,
+          adjust: Callable[[Tenant], Tenant] | None = None) -> None:
     """Serve the tenant on waitress until interrupted; sweep expired records meanwhile.
 
     ``limits`` are waitress's body, header, connection and idle limits
-    (:class:`server.limits.ServerLimits` defaults when None).
+    (:class:`server.limits.ServerLimits` defaults when None); ``adjust`` is
+    applied to every reloaded tenant (``serve --issuer``).
     """
-    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring))
+    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring), adjust=adjust)
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     cookie_key = load_or_create_key(state_dir_key(state_dir))
     audit = server_audit_log(tenant.settings.audit, state_dir, store, cookie_key)
@@ -181,6 +211,9 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     threading.Thread(target=_sweeper, args=(store, wall_clock, stop), daemon=True).start()
     print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
           f"{server.effective_port} (state in {state_dir})", flush=True)
+    mismatch = issuer_port_mismatch(tenant.settings.issuer, server.effective_port)
+    if mismatch:
+        log.warning(mismatch)
     try:
         server.run()  # returns after SIGINT/SIGTERM (waitress catches SystemExit and KeyboardInterrupt)
     except (KeyboardInterrupt, SystemExit):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import falcon
 
 from policy_sso.audit.writer import bind_request
 from policy_sso.metrics import Tally
+from server.logs import access_enabled, log_access
 
 # Endpoints a browser app calls with fetch(): readable from any origin, never with cookies.
 CORS_PATHS = frozenset({"/.well-known/openid-configuration", "/jwks", "/token", "/userinfo",
@@ -29,9 +31,11 @@ class Envelope:
     request per hook, and every request pays for them.
     """
 
-    def __init__(self, clock: Callable[[], int], requests: Tally) -> None:
+    def __init__(self, clock: Callable[[], int], requests: Tally,
+                 address_of: Callable[[falcon.Request], str] | None = None) -> None:
         self.clock = clock
         self.requests = requests
+        self.address_of = address_of or (lambda req: req.remote_addr)  # for the access line
         # a per-process prefix and a counter: unique ids for log correlation, no entropy to spend
         self.prefix = secrets.token_hex(4) + "-"
         self.counter = itertools.count(1)
@@ -40,13 +44,14 @@ class Envelope:
         """Set ``req.context.now`` and ``request_id``."""
         del resp
         context = req.context
+        context.started = time.perf_counter()
         context.now = int(self.clock())
         context.request_id = f"{self.prefix}{next(self.counter):x}"
         bind_request(req)  # audit events read the request id, address and user agent from it
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
-        """Add the headers (caching per RFC 6749 §5.1, framing, CORS); count the request.
+        """Add the headers (caching per RFC 6749 §5.1, framing, CORS); count and log the request.
 
         A resource's own Cache-Control wins.
         """
@@ -62,4 +67,10 @@ class Envelope:
                 resp.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
                 resp.set_header("Access-Control-Allow-Methods", "GET, POST")
         method = req.method if req.method in METHODS else "other"  # labels stay bounded whatever is sent
-        self.requests.add(req.uri_template or "unmatched", method, str(resp.status_code))
+        status = resp.status_code
+        self.requests.add(req.uri_template or "unmatched", method, str(status))
+        context = req.context
+        if access_enabled() and hasattr(context, "started"):  # path only, never the query (server/logs.py)
+            size = None if resp.stream is not None else len(resp.render_body() or b"")
+            ms = (time.perf_counter() - context.started) * 1000
+            log_access(context.request_id, (req.method, req.path, status, size, ms, self.address_of(req)))

@@ -3,6 +3,12 @@
 Defaults serve the demo tenant from ``policies/`` with state (signing keys,
 the interaction key, the SQLite store) in ``./var`` on 127.0.0.1:8080, so the
 README's first command works from the repository root with no arguments.
+
+Every option can also come from the environment, ``POLICY_SSO_`` and the
+option's name (``--port`` is ``POLICY_SSO_PORT``, ``--max-request-body-size``
+``POLICY_SSO_MAX_REQUEST_BODY_SIZE``). Precedence, as in docs/operations.md:
+the flag, then the environment, then tenant.yaml (issuer, store, state_dir),
+then the default.
 """
 
 from __future__ import annotations
@@ -10,7 +16,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policy_sso.tenant import Tenant
+
+ENV_PREFIX = "POLICY_SSO_"
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -35,12 +49,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from policy_sso.tenant import check_tenant
     from server.app import longest_token_lifetime, serve
     from server.limits import ServerLimits
+    from server.logs import configure_logging
 
+    configure_logging(args.log_format or "text", args.log_level or "info")
     tenant, diagnostics = check_tenant(args.config)
     if tenant is None:
         sys.stderr.write(RENDERERS["text"](diagnostics))
         return EXIT_FINDINGS
-    _report_reloads()
+    adjust = issuer_override(args.issuer)
+    tenant = adjust(tenant)
     state_dir = Path(args.state_dir or tenant.settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)  # keys and the session database live here
@@ -56,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits = ServerLimits(**{name: value for name in LIMIT_FLAGS
                                  if (value := getattr(args, name, None)) is not None})
         serve(tenant, store, keyring, state_dir, host=args.host, port=args.port, threads=args.threads,
-              limits=limits)
+              limits=limits, adjust=adjust)
     except OSError as err:  # e.g. the port is taken
         print(f"policy-sso serve: cannot listen on {args.host}:{args.port}: {err.strerror}",
               file=sys.stderr)
@@ -79,33 +96,101 @@ def _positive(text: str) -> int:
     return int(text)
 
 
-def _report_reloads() -> None:
-    """Send what a reload did to stderr: SIGHUP has no one else to tell which policies are in force,
-    which clients changed policy, or why a set was refused."""
-    import logging
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535; 0: any free port)")
+    return int(text)
 
-    log = logging.getLogger("policy_sso.reload")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
+
+def _issuer(text: str) -> str:
+    # tenant.yaml's rule (schemas/tenant.schema.json): an http(s) URL without query or fragment
+    # (OIDC Discovery §3: the issuer is compared as a string, so no trailing slash either)
+    if not text.startswith(("https://", "http://")) or "?" in text or "#" in text or len(text) < 9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an issuer URL (http(s)://host[:port][/path], "
+                                         "no query or fragment)")
+    return text.rstrip("/")
+
+
+def _one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text.lower()
+
+    return parse
+
+
+def issuer_override(issuer: str | None) -> Callable[[Tenant], Tenant]:
+    """Return what makes a loaded tenant serve ``issuer`` (``--issuer``); the identity when None.
+
+    The server's holder applies it to every reloaded tenant as well, so a
+    reload never finds the issuer changed.
+    """
+    def adjust(tenant: Tenant) -> Tenant:
+        if issuer is None or issuer == tenant.settings.issuer:
+            return tenant
+        from policy_sso.tenant import Tenant
+
+        return Tenant(tenant.directory, replace(tenant.settings, issuer=issuer), tenant.clients,
+                      tenant.users, tenant.policies, tenant.policy_files)
+
+    return adjust
+
+
+def _from_environment(parser: argparse.ArgumentParser, environ: dict[str, str] | Any) -> None:
+    """Make ``POLICY_SSO_<OPTION>`` each option's default (the flag still wins), and say so in --help.
+
+    argparse converts a string default with the option's type when the flag is
+    absent, so a bad value in the environment is a usage error (exit 2) naming
+    the variable, like a bad flag.
+    """
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        var = ENV_PREFIX + action.dest.upper()
+        action.help = f"{action.help or ''} [env {var}]".strip()
+        if environ.get(var, "") == "":
+            continue
+        if action.nargs == 0:  # a switch (--flag): on for 1, true, yes, on
+            action.default = environ[var].strip().lower() in {"1", "true", "yes", "on"}
+            continue
+        if action.type is not None:
+            action.type = _naming(var, action.type)
+        action.default = environ[var]
+
+
+def _naming(var: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+            raise argparse.ArgumentTypeError(f"{err} (from the command line or {var})") from None
+
+    return parse
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``serve`` command to the CLI."""
+    """Add the ``serve`` command to the CLI, every option also read from ``POLICY_SSO_<OPTION>``."""
     p = subparsers.add_parser("serve", help="run the OpenID Provider (waitress)")
     p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory (policies/)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="keys and the SQLite store (default: tenant.yaml state_dir, ./var)")
     p.add_argument("--store", metavar="URL",
                    help="memory://, sqlite:///PATH or redis://HOST:PORT/DB "
-                   "(default: SQLite in the state dir)")
-    p.add_argument("--host", default="127.0.0.1", metavar="H")
-    p.add_argument("--port", default=8080, type=int, metavar="P")
-    p.add_argument("--threads", type=int, metavar="N",
+                   "(default: SQLite in --state-dir if given, else tenant.yaml store)")
+    p.add_argument("--issuer", type=_issuer, metavar="URL",
+                   help="the issuer every token and discovery names (default: tenant.yaml issuer); "
+                   "behind a TLS proxy, its public https URL")
+    p.add_argument("--host", default="127.0.0.1", metavar="H", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", default=8080, type=_port, metavar="P", help="port to listen on (8080)")
+    p.add_argument("--threads", type=_positive, metavar="N",
                    help="waitress worker threads (default: one per CPU, from 2 to 4)")
     for name, text in LIMIT_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive, metavar="N",
                        help=text)
+    p.add_argument("--log-format", type=_one_of("text", "json"), metavar="text|json",
+                   help="log lines on stderr as text or JSON objects (default text)")
+    p.add_argument("--log-level", type=_one_of("debug", "info", "warning", "error"), metavar="LEVEL",
+                   help="debug, info (an access line per request), warning or error (default info)")
     p.set_defaults(func=cmd_serve)
+    _from_environment(p, os.environ)

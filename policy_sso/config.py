@@ -111,6 +111,27 @@ class TokenSettings:
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
 
 
+# RFC 9449 §3.1: asymmetric algorithms only; never "none" nor a MAC (HS*), whose key a proof cannot carry
+DPOP_ALGORITHMS = ("ES256", "EdDSA", "RS256", "PS256")
+
+
+@dataclass(frozen=True)
+class ParSettings:
+    """``tenant.yaml`` ``par``: pushed authorization requests (RFC 9126)."""
+
+    required: bool = False  # every client must push its requests (RFC 9126 §5)
+    request_uri_lifetime: int = 60  # how long a request_uri is usable (RFC 9126 §2.2 expires_in)
+
+
+@dataclass(frozen=True)
+class DpopSettings:
+    """``tenant.yaml`` ``dpop``: what a DPoP proof may be signed with and how fresh it must be (RFC 9449)."""
+
+    algorithms: tuple[str, ...] = DPOP_ALGORITHMS
+    proof_lifetime: int = 60  # a proof's iat may be this old (RFC 9449 §11.1)
+    nonce: bool = False  # require server-provided nonces (RFC 9449 §8, §9)
+
+
 @dataclass(frozen=True)
 class TenantSettings:
     """``tenant.yaml``."""
@@ -138,6 +159,8 @@ class TenantSettings:
     admin_token: SecretRef | None = None
     clock_skew: int = 30
     audit: AuditSettings = AuditSettings()
+    par: ParSettings = ParSettings()
+    dpop: DpopSettings = DpopSettings()
     spans: dict[str, Span] = field(default_factory=dict, compare=False, repr=False)
 
     def span(self, key: str) -> Span:
@@ -227,6 +250,11 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
         admin_token=secret_ref(data.get("admin_token"), spans.get("admin_token")),
         clock_skew=_dur(data, "clock_skew", 30),
         audit=audit_settings(data.get("audit")),
+        par=ParSettings(required=bool(data.get("par", {}).get("required", False)),
+                        request_uri_lifetime=_dur(data.get("par", {}), "request_uri_lifetime", 60)),
+        dpop=DpopSettings(algorithms=tuple(data.get("dpop", {}).get("algorithms", DPOP_ALGORITHMS)),
+                          proof_lifetime=_dur(data.get("dpop", {}), "proof_lifetime", 60),
+                          nonce=bool(data.get("dpop", {}).get("nonce", False))),
         spans=spans,
     )
 
@@ -248,6 +276,8 @@ class Client:
     scopes: tuple[str, ...] = DEFAULT_CLIENT_SCOPES
     id_token_signed_response_alg: str = "RS256"  # noqa: S105 - an algorithm name
     first_party: bool = False
+    require_pushed_authorization_requests: bool = False  # RFC 9126 §6
+    dpop_bound_access_tokens: bool = False  # RFC 9449 §5.2: every token request carries a DPoP proof
     policy: str | None = None  # as written in clients.yaml; see governing_policy_name()
     span: Span = field(default=Span("<builtin>", 0, 0), compare=False)
     policy_span: Span | None = field(default=None, compare=False)
@@ -281,6 +311,8 @@ def client_record(data: dict[str, Any], span: Span, policy_span: Span | None = N
         scopes=tuple(data.get("scopes", DEFAULT_CLIENT_SCOPES)),
         id_token_signed_response_alg=data.get("id_token_signed_response_alg", "RS256"),
         first_party=bool(data.get("first_party", False)),
+        require_pushed_authorization_requests=bool(data.get("require_pushed_authorization_requests", False)),
+        dpop_bound_access_tokens=bool(data.get("dpop_bound_access_tokens", False)),
         policy=data.get("policy"),
         span=span,
         policy_span=policy_span if "policy" in data else None,

@@ -24,7 +24,7 @@ from policy_sso.oidc.authorize import (
     AuthorizationRequest,
     AuthorizationResponse,
 )
-from policy_sso.oidc.claims import user_claims
+from policy_sso.oidc.claims import requested_claims, subject_value, user_claims
 from policy_sso.oidc.codes import CodeGrant
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.interaction import Interaction, Step, next_step, satisfied_request
@@ -66,6 +66,8 @@ def parse_request(p: Provider, params: Mapping[str, str], now: int) -> Authoriza
             if client.client_id not in ([aud] if isinstance(aud, str) else (aud or [])):
                 raise InvalidRequest("id_token_hint was not issued to this client")
             hint_sub = str(claims.get("sub"))
+        # OIDC Core §5.5.1: an ID token asked for with a sub value answers for that user only
+        hint_sub = hint_sub or subject_value(params.get("claims"))
         login_hint = params.get("login_hint")
         user = p.tenant.resolve_user(login_hint)
         return hint_sub, (user.sub if user else login_hint or None)
@@ -197,7 +199,8 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
     if now - session.last_seen >= p.store.lifetime.touch_interval:
         p.store.touch_session(session.id, now)
     grant = Grant(session.subject, client_id, " ".join(areq.scopes), session.auth_time,
-                  p.tenant.evaluator(client_id).acr_of(session), session.amr, join.sid, areq.nonce)
+                  p.tenant.evaluator(client_id).acr_of(session), session.amr, join.sid, areq.nonce,
+                  areq.claims_request.userinfo, areq.claims_request.id_token)
     settings = p.tenant.settings.tokens
     out: dict[str, str] = {}
     code = None
@@ -226,6 +229,10 @@ def mint_id_token(p: Provider, grant: Grant, now: int, *, access_token: str | No
     """Return an ID token for a grant, signed with the client's algorithm (OIDC Core §2)."""
     client = p.client(grant.client_id)
     alg = p.id_token_alg(client) if client else "RS256"
+    if grant.id_token_claims:  # OIDC Core §5.5: the claims parameter's id_token member
+        user = p.user(grant.subject)
+        if user is not None:
+            extra_claims = {**requested_claims(user, grant.id_token_claims), **(extra_claims or {})}
     return tokens.mint_id_token(
         p.keyring, issuer=p.issuer, subject=grant.subject, audience=grant.client_id,
         auth_time=grant.auth_time, nonce=grant.nonce, acr=grant.acr, amr=list(grant.amr),
@@ -233,10 +240,10 @@ def mint_id_token(p: Provider, grant: Grant, now: int, *, access_token: str | No
         access_token=access_token, code=code, extra_claims=extra_claims)
 
 
-def mint_access_token(p: Provider, grant: Grant, now: int, jti: str) -> str:
-    """Return an RFC 9068 JWT access token for a grant."""
+def mint_access_token(p: Provider, grant: Grant, now: int, jti: str, jkt: str | None = None) -> str:
+    """Return an RFC 9068 JWT access token for a grant; ``jkt`` binds it to a DPoP key (RFC 9449 §6)."""
     return tokens.mint_access_token(
         p.keyring, issuer=p.issuer, subject=grant.subject, client_id=grant.client_id,
         scope=grant.scope, now=now, lifetime=p.tenant.settings.tokens.access_token_lifetime,
         jti=jti, auth_time=grant.auth_time, acr=grant.acr, amr=list(grant.amr) or None,
-        sid=grant.sid)
+        sid=grant.sid, userinfo_claims=grant.userinfo_claims, jkt=jkt)

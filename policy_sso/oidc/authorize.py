@@ -26,6 +26,7 @@ from policy_sso.errors import (
     UnauthorizedClient,
     UnsupportedResponseType,
 )
+from policy_sso.oidc.claims import NO_CLAIMS, ClaimsRequest, parse_claims_request
 from policy_sso.request import AuthRequest
 
 # The response types this provider implements, keyed by their unordered value set
@@ -144,6 +145,7 @@ class AuthorizationRequest:
     code_challenge: str | None = None
     claims: str | None = None
     params: dict[str, str] = field(default_factory=dict)
+    claims_request: ClaimsRequest = NO_CLAIMS  # the user claims asked for (OIDC Core §5.5)
 
     @property
     def wants_code(self) -> bool:
@@ -275,12 +277,13 @@ def validate_authorization_request(
         policy_request = AuthRequest.from_params(client.client_id, params,
                                                  id_token_hint_sub=id_token_hint_sub,
                                                  login_hint_sub=login_hint_sub)
+        claims_request = parse_claims_request(params.get("claims"))
     except OAuthError as err:
         raise fail(err) from None
     return AuthorizationRequest(
         client=client, target=target, response_type=response_type, scopes=scopes,
         policy_request=policy_request, nonce=nonce, code_challenge=challenge,
-        claims=params.get("claims") or None, params=dict(params),
+        claims=params.get("claims") or None, params=dict(params), claims_request=claims_request,
     )
 
 
@@ -356,4 +359,5 @@ class RequestShapes:
         if challenge is not None and verify_challenge is not None:
             _check_challenge(verify_challenge, challenge, target)
         return AuthorizationRequest(known.client, target, known.response_type, known.scopes,
-                                    known.policy_request, nonce, challenge, known.claims, dict(params))
+                                    known.policy_request, nonce, challenge, known.claims, dict(params),
+                                    known.claims_request)

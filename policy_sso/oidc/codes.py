@@ -64,7 +64,9 @@ class CodeSealer:
         """Return the code carrying ``sealed``."""
         g = sealed.grant
         plain = _JSON([_VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time, g.acr,
-                       g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge])
+                       g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge,
+                       *((g.userinfo_claims, g.id_token_claims) if g.userinfo_claims or g.id_token_claims
+                         else ())])
         nonce = _NONCES.next()
         return _b64(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
 
@@ -83,8 +85,11 @@ class CodeSealer:
         if fields[0] != _VERSION or now >= fields[1]:
             return None
         (expires_at, subject, client_id, scope, auth_time, acr, amr, sid, nonce, redirect_uri,
-         challenge) = fields[1:]
-        return CodeGrant(Grant(subject, client_id, scope, auth_time, acr, tuple(amr), sid, nonce),
+         challenge) = fields[1:12]
+        # the claims parameter's names ride along only when a request had one (OIDC Core §5.5)
+        userinfo, id_token = fields[12:14] if len(fields) > 12 else ((), ())
+        return CodeGrant(Grant(subject, client_id, scope, auth_time, acr, tuple(amr), sid, nonce,
+                               tuple(userinfo), tuple(id_token)),
                          redirect_uri, challenge, expires_at)
 
     def used_key(self, code: str, sealed: CodeGrant) -> str:

@@ -18,16 +18,27 @@ class Grant:
     amr: tuple[str, ...] = ()
     sid: str | None = None
     nonce: str | None = None
+    # the user claims the ``claims`` parameter asked for, per member (OIDC Core §5.5)
+    userinfo_claims: tuple[str, ...] = ()
+    id_token_claims: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the grant as a JSON-safe mapping for the store."""
         return {"sub": self.subject, "client_id": self.client_id, "scope": self.scope,
                 "auth_time": self.auth_time, "acr": self.acr, "amr": list(self.amr),
-                "sid": self.sid, "nonce": self.nonce}
+                "sid": self.sid, "nonce": self.nonce,
+                **({"userinfo_claims": list(self.userinfo_claims)} if self.userinfo_claims else {}),
+                **({"id_token_claims": list(self.id_token_claims)} if self.id_token_claims else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Grant:
         """Return the grant stored by :meth:`to_json`."""
         return cls(data["sub"], data["client_id"], data["scope"], data.get("auth_time"),
                    data.get("acr"), tuple(data.get("amr") or ()), data.get("sid"),
-                   data.get("nonce"))
+                   data.get("nonce"), tuple(data.get("userinfo_claims") or ()),
+                   tuple(data.get("id_token_claims") or ()))
+
+    def with_scope(self, scope: str) -> Grant:
+        """Return the grant for a refreshed token: ``scope`` (RFC 6749 §6) and no nonce (OIDC Core §12.2)."""
+        return Grant(self.subject, self.client_id, scope, self.auth_time, self.acr, self.amr, self.sid,
+                     None, self.userinfo_claims, self.id_token_claims)

@@ -72,8 +72,9 @@ def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -
         if client.is_public and claims.get("client_id") != client.client_id:
             return {"active": False}
         keep = ("scope", "client_id", "sub", "exp", "iat", "nbf", "aud", "iss", "jti",
-                "auth_time", "acr", "amr", "sid")
-        return {"active": True, "token_type": "Bearer",
+                "auth_time", "acr", "amr", "sid", "cnf")
+        # RFC 9449 §6.2: a bound token introspects with its cnf and the DPoP type
+        return {"active": True, "token_type": "DPoP" if "cnf" in claims else "Bearer",
                 **{k: claims[k] for k in keep if k in claims}}
     found = p.store.get_refresh(token_key(token), now)
     if found is None or found[1].get("client_id") != client.client_id:

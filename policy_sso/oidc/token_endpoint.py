@@ -9,6 +9,10 @@
 - refresh_token: rotated on every use; presenting a spent token revokes the
   whole family (RFC 9700 §4.14.2).
 - client_credentials: confidential clients only, an access token for the client.
+- DPoP (RFC 9449 §5): with a proof, the authorization_code and refresh_token
+  grants issue access tokens bound to its key (``cnf.jkt``, token_type
+  ``DPoP``), and a public client's refresh tokens too (§5.8); a bound refresh
+  token presented with another key, or none, is treated as stolen.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from policy_sso.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
-from policy_sso.oidc import pkce
+from policy_sso.oidc import dpop, pkce
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.codes import USED_CODES
 from policy_sso.oidc.credential_change import grant_revoked
@@ -33,9 +37,16 @@ from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 from policy_sso.sessions.store import token_key
 
+# the grants a DPoP proof binds (RFC 9449 §5); client_credentials tokens call the backend API as Bearer
+DPOP_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
-def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
-    """Return the token response for an authenticated client's request (RFC 6749 §5.1)."""
+
+def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int, *,
+                  dpop_proof: str | None = None) -> dict[str, Any]:
+    """Return the token response for an authenticated client's request (RFC 6749 §5.1).
+
+    ``dpop_proof`` is the request's DPoP header (RFC 9449 §5).
+    """
     grant_type = form.get("grant_type")
     if not grant_type:
         raise InvalidRequest("grant_type is missing")
@@ -44,10 +55,22 @@ def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     if grant_type not in client.grant_types:
         raise UnauthorizedClient(f"the client may not use grant_type {grant_type!r}")
-    return handler(p, client, form, now)
+    jkt = None
+    if grant_type in DPOP_GRANTS and (dpop_proof is not None or client.dpop_bound_access_tokens):
+        jkt = token_proof(p, dpop_proof, now).jkt
+    return handler(p, client, form, now, jkt)
 
 
-def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+def token_proof(p: Provider, proof: str | None, now: int) -> dpop.Proof:
+    """Return the verified DPoP proof of a token request (RFC 9449 §4.3, §5)."""
+    return dpop.verify_proof(
+        proof, method="POST", url=p.issuer + "/token", now=now, settings=p.tenant.settings.dpop,
+        use_jti=lambda key, expires: p.store.use_jti(dpop.USED_PROOFS, key, expires, now),
+        nonce_mac=lambda text: p.codes.issued(text)[0])
+
+
+def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], now: int,
+                        jkt: str | None) -> dict[str, Any]:
     code = form.get("code")
     if not code:
         raise InvalidRequest("code is missing")
@@ -76,10 +99,11 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
         revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,
                       now)
         raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
-    return _tokens(p, client, sealed.grant, now, jti=jti, family=family, id_token=True)
+    return _tokens(p, client, sealed.grant, now, jti=jti, family=family, id_token=True, jkt=jkt)
 
 
-def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: int,
+                   jkt: str | None) -> dict[str, Any]:
     old = form.get("refresh_token")
     if not old:
         raise InvalidRequest("refresh_token is missing")
@@ -94,6 +118,11 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
     if rotation.data.get("client_id") != client.client_id:
         p.store.revoke_family(rotation.family_id)
         raise InvalidGrant("the refresh token was issued to another client")
+    bound = rotation.data.get("jkt")
+    if bound is not None and bound != jkt:
+        # RFC 9449 §5.8: a bound refresh token works only with its key's proof; without it, it is stolen
+        p.store.revoke_family(rotation.family_id)
+        raise InvalidGrant("the refresh token is bound to another DPoP key; its token family is revoked")
     if grant_revoked(p, rotation.data.get("sub"), rotation.data.get("auth_time"), now):
         p.store.revoke_family(rotation.family_id)  # the user's password changed since (issue 14)
         raise InvalidGrant("the refresh token is invalid, expired or revoked")
@@ -103,18 +132,18 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
         asked = form["scope"].split()
         if not set(asked) <= set(grant.scope.split()):
             raise InvalidScope("scope exceeds what the refresh token was granted")
-        grant = Grant(grant.subject, grant.client_id, " ".join(asked), grant.auth_time, grant.acr,
-                      grant.amr, grant.sid, None)
+        grant = grant.with_scope(" ".join(asked))
     else:
-        grant = Grant(grant.subject, grant.client_id, grant.scope, grant.auth_time, grant.acr,
-                      grant.amr, grant.sid, None)
+        grant = grant.with_scope(grant.scope)
     response = _tokens(p, client, grant, now, jti=secrets.token_urlsafe(16), family=None,
-                       id_token="openid" in grant.scope.split())
+                       id_token="openid" in grant.scope.split(), jkt=jkt)
     response["refresh_token"] = new
     return response
 
 
-def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], now: int,
+                        jkt: str | None) -> dict[str, Any]:
+    del jkt  # not a DPoP grant here (DPOP_GRANTS)
     if client.is_public:
         raise UnauthorizedClient("public clients cannot use client_credentials")
     asked = form.get("scope", "").split()
@@ -133,10 +162,11 @@ GRANTS = {
 
 
 def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, family: str | None,
-            id_token: bool) -> dict[str, Any]:
+            id_token: bool, jkt: str | None = None) -> dict[str, Any]:
     settings = p.tenant.settings.tokens
-    access_token = mint_access_token(p, grant, now, jti)
-    out: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer",
+    access_token = mint_access_token(p, grant, now, jti, jkt)
+    # RFC 9449 §5.1: a bound token's type is DPoP
+    out: dict[str, Any] = {"access_token": access_token, "token_type": "DPoP" if jkt else "Bearer",
                            "expires_in": settings.access_token_lifetime, "scope": grant.scope}
     if id_token:
         out["id_token"] = mint_id_token(p, grant, now, access_token=access_token)
@@ -145,8 +175,10 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
     if (family is not None and "refresh_token" in client.grant_types
             and "offline_access" in grant.scope.split()):
         refresh = secrets.token_urlsafe(32)
-        p.store.put_refresh(token_key(refresh), family, grant.to_json(),
-                            now + settings.refresh_token_lifetime, now=now)
+        data = grant.to_json()
+        if jkt is not None and client.is_public:
+            data["jkt"] = jkt  # RFC 9449 §5.8: a public client's refresh tokens are bound to its key
+        p.store.put_refresh(token_key(refresh), family, data, now + settings.refresh_token_lifetime, now=now)
         out["refresh_token"] = refresh
     # only the authorization_code grant passes a family; client_credentials names the client as subject
     p.audit.record("token.issued" if family is not None or grant.subject == client.client_id

@@ -60,18 +60,25 @@ def mint_id_token(keyring: KeyRing, *, issuer: str, subject: str, audience: str,
 def mint_access_token(keyring: KeyRing, *, issuer: str, subject: str, client_id: str, scope: str,
                       now: int, lifetime: int, jti: str, auth_time: int | None = None,
                       acr: str | None = None, amr: list[str] | None = None, sid: str | None = None,
-                      audience: str | None = None, alg: str = "RS256") -> str:
+                      audience: str | None = None, alg: str = "RS256",
+                      userinfo_claims: tuple[str, ...] = (), jkt: str | None = None) -> str:
     """Return an RFC 9068 access token: typ at+jwt (§2.1), iss, exp, aud, sub, client_id, iat, jti (§2.2).
 
     ``aud`` is the provider itself (its UserInfo endpoint) unless
     ``audience`` names a resource; ``auth_time``, ``acr`` and ``amr`` are
-    added when the grant has them (§2.2.1).
+    added when the grant has them (§2.2.1). ``userinfo_claims`` names the
+    claims the ``claims`` parameter asked UserInfo for (OIDC Core §5.5);
+    ``jkt`` binds the token to a DPoP key (``cnf.jkt``, RFC 9449 §6.1).
     """
     claims: dict[str, Any] = {"iss": issuer, "exp": now + lifetime, "aud": audience or issuer,
                               "sub": subject, "client_id": client_id, "iat": now, "jti": jti,
                               "scope": scope}
     optional = {"auth_time": auth_time, "acr": acr, "amr": list(amr) if amr else None, "sid": sid}
     claims.update({k: v for k, v in optional.items() if v is not None})
+    if userinfo_claims:
+        claims["userinfo_claims"] = list(userinfo_claims)
+    if jkt is not None:
+        claims["cnf"] = {"jkt": jkt}
     return keyring.sign(claims, alg, typ=ACCESS_TOKEN_TYP)
 
 

@@ -22,7 +22,8 @@ class Token(_ClientEndpoint):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Exchange a grant for tokens."""
         resp.media = token_endpoint.token_request(self.provider, req.context.client,
-                                                  req.context.form, req.context.now)
+                                                  req.context.form, req.context.now,
+                                                  dpop_proof=req.get_header("DPoP"))
         resp.set_header("Pragma", "no-cache")
 
 

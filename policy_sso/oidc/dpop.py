@@ -1,0 +1,193 @@
+"""DPoP: proofs of possession and sender-constrained tokens (RFC 9449).
+
+A DPoP proof is a JWT the client signs with a key it holds, its public key in
+the header (§4.2). :func:`verify_proof` checks it as §4.3 lists: ``typ``
+``dpop+jwt``, an asymmetric ``alg`` of the configured list (never ``none``
+nor a MAC, §3.1), a public ``jwk`` only (§4.3 step 6), the signature by that
+key, ``htm`` and ``htu`` naming this request, ``iat`` within the window, a
+``jti`` used once (recorded with ``Store.use_jti``, so it holds across every
+instance sharing the store, §11.1), ``ath`` the hash of the access token at a
+resource (§7.1) and, when the tenant asks for them, a server nonce (§8, §9).
+
+A token bound to the key carries ``cnf.jkt``, the key's RFC 7638 thumbprint
+(§6.1); :func:`check_binding` is the resource's check that the proof's key is
+that one (§7.1), and a bound token presented as a Bearer token is refused
+(§7.2). Nonces are stateless: an HMAC of the current time slot, so any
+instance with the state directory's key accepts them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from policy_sso.config import DpopSettings
+from policy_sso.errors import InvalidRequest, OAuthError
+
+PROOF_TYP = "dpop+jwt"
+USED_PROOFS = "dpop"  # the use_jti namespace of spent proof jti values
+NONCE_HEADER = "DPoP-Nonce"
+NONCE_SLOT = 300  # seconds a server nonce is issued for; the previous slot's is still accepted
+MAX_PROOF_CHARS = 8192  # a proof carries a public key: an RSA-4096 JWK fits many times over
+MAX_JTI_CHARS = 256
+# RFC 7638 §3.2: the required members of each key type, in lexicographic order
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+# private key members of every key type (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2)
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_KEY_TYPE_OF_ALG = {"ES256": "EC", "EdDSA": "OKP", "RS256": "RSA", "PS256": "RSA"}
+MIN_RSA_BITS = 2048
+
+
+class InvalidDpopProof(OAuthError):
+    """RFC 9449 §5, §12.2: the DPoP proof is missing, malformed or does not fit the request."""
+
+    error = "invalid_dpop_proof"
+    status = 400
+
+
+class UseDpopNonce(OAuthError):
+    """RFC 9449 §8: the proof must carry the server nonce sent in the DPoP-Nonce header."""
+
+    error = "use_dpop_nonce"
+    status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Proof:
+    """A verified DPoP proof: the key's thumbprint (what tokens are bound to) and its jti."""
+
+    jkt: str
+    jti: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """Return the JWK's SHA-256 thumbprint, base64url (RFC 7638 §3; RFC 9449 §6.1 ``jkt``)."""
+    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty", ""))
+    if members is None or not all(isinstance(jwk.get(m), str) for m in members):
+        raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return _b64(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+def access_token_hash(token: str) -> str:
+    """Return ``ath``: base64url of the SHA-256 of the access token (RFC 9449 §4.2)."""
+    return _b64(hashlib.sha256(token.encode("ascii", "replace")).digest())
+
+
+def same_uri(htu: Any, url: str) -> bool:
+    """Return whether ``htu`` names ``url``, query and fragment aside (RFC 9449 §4.3, RFC 3986 §6.2)."""
+    if not isinstance(htu, str):
+        return False
+    a, b = urllib.parse.urlsplit(htu), urllib.parse.urlsplit(url)
+    return ((a.scheme.lower(), a.netloc.lower(), a.path or "/")
+            == (b.scheme.lower(), b.netloc.lower(), b.path or "/"))
+
+
+def server_nonce(mac: Callable[[str], str], now: int, slot_offset: int = 0) -> str:
+    """Return the server nonce of the time slot of ``now`` (``slot_offset`` -1: the previous slot)."""
+    return mac(f"dpop-nonce {now // NONCE_SLOT + slot_offset}")
+
+
+def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings: DpopSettings,
+                 use_jti: Callable[[str, int], bool], access_token: str | None = None,
+                 nonce_mac: Callable[[str], str] | None = None) -> Proof:
+    """Return the verified proof of a request; raise InvalidDpopProof or UseDpopNonce (RFC 9449 §4.3).
+
+    ``use_jti(key, expires_at)`` records the proof as used, False when it
+    was (the store's ``use_jti``); it runs last, so a refused proof is not
+    spent. ``access_token`` is given at a resource: the proof's ``ath`` must
+    be its hash. ``nonce_mac`` makes nonces (when ``settings.nonce``).
+    """
+    if not proof or len(proof) > MAX_PROOF_CHARS or proof.count(".") != 2:
+        raise InvalidDpopProof("a single DPoP proof JWT is required in the DPoP header")
+    try:
+        header = jwt.get_unverified_header(proof)
+    except jwt.PyJWTError:
+        raise InvalidDpopProof("the DPoP proof is not a JWT") from None
+    if header.get("typ") != PROOF_TYP:
+        raise InvalidDpopProof("the DPoP proof's typ must be dpop+jwt")
+    alg = header.get("alg")
+    if alg not in settings.algorithms or alg not in _KEY_TYPE_OF_ALG:
+        raise InvalidDpopProof(f"the DPoP proof's alg must be one of {' '.join(settings.algorithms)}")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise InvalidDpopProof("the DPoP proof's header has no jwk")
+    if not _PRIVATE_MEMBERS.isdisjoint(jwk):
+        # §4.3 step 6: the header carries the public key only
+        raise InvalidDpopProof("the DPoP proof's jwk contains a private key")
+    if jwk.get("kty") != _KEY_TYPE_OF_ALG[alg]:
+        raise InvalidDpopProof("the DPoP proof's jwk does not fit its alg")
+    jkt = thumbprint(jwk)
+    claims = _verified_claims(proof, jwk, alg)
+    if claims.get("htm") != method:
+        raise InvalidDpopProof(f"the DPoP proof's htm must be {method}")
+    if not same_uri(claims.get("htu"), url):
+        raise InvalidDpopProof(f"the DPoP proof's htu must be {url}")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        raise InvalidDpopProof("the DPoP proof has no usable jti")
+    iat = claims.get("iat")
+    if not isinstance(iat, int | float) or isinstance(iat, bool):
+        raise InvalidDpopProof("the DPoP proof has no iat")
+    # §11.1: a proof is accepted only while fresh, so its jti need only be kept that long
+    skew = 5  # a client's clock a little ahead of ours
+    if iat < now - settings.proof_lifetime or iat > now + skew:
+        raise InvalidDpopProof("the DPoP proof's iat is too old or in the future")
+    if access_token is not None and claims.get("ath") != access_token_hash(access_token):
+        raise InvalidDpopProof("the DPoP proof's ath is not the hash of the access token")
+    if settings.nonce and nonce_mac is not None:
+        got = claims.get("nonce")
+        if got not in (server_nonce(nonce_mac, now), server_nonce(nonce_mac, now, -1)):
+            raise UseDpopNonce("the DPoP proof must carry the server's nonce",
+                               headers={NONCE_HEADER: server_nonce(nonce_mac, now)})
+    key = hashlib.sha256(f"{jkt} {jti}".encode()).hexdigest()
+    if not use_jti(key, int(iat) + settings.proof_lifetime + skew + 1):
+        raise InvalidDpopProof("the DPoP proof was already used")
+    return Proof(jkt, jti)
+
+
+def _verified_claims(proof: str, jwk: dict[str, Any], alg: str) -> dict[str, Any]:
+    try:
+        key = jwt.PyJWK(jwk, alg)
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key") from None
+    if jwk["kty"] == "RSA" and getattr(key.key, "key_size", 0) < MIN_RSA_BITS:
+        raise InvalidDpopProof(f"the DPoP proof's RSA key is shorter than {MIN_RSA_BITS} bits")
+    try:
+        claims = jwt.decode(proof, key.key, algorithms=[alg],
+                            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
+                                     "verify_aud": False, "verify_iss": False, "require": []})
+    except jwt.PyJWTError:
+        raise InvalidDpopProof("the DPoP proof's signature does not verify with its jwk") from None
+    if not isinstance(claims, dict):
+        raise InvalidDpopProof("the DPoP proof's payload is not a JSON object")
+    return claims
+
+
+def check_binding(token_claims: dict[str, Any], proof: Proof | None) -> None:
+    """Refuse a token presented without the proof its binding calls for (RFC 9449 §7.1, §7.2).
+
+    ``proof`` is None for a Bearer presentation: a DPoP-bound token is then
+    refused; with a proof, the token must be bound to the proof's key.
+    """
+    cnf = token_claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if proof is None:
+        if jkt is not None:
+            raise InvalidRequest("a DPoP-bound access token must be presented with the DPoP scheme",
+                                 error="invalid_token", status=401)
+        return
+    if jkt != proof.jkt:
+        raise InvalidRequest("the access token is not bound to the DPoP proof's key",
+                             error="invalid_token", status=401)

@@ -132,3 +132,20 @@ def test_the_depth_check_is_linear_in_the_body() -> None:
     with pytest.raises(InvalidRequest):
         loads_json(hostile)
     assert time.perf_counter() - started < 1.0  # the quadratic scan took about 40 s; this takes ~30 ms
+
+
+@pytest.mark.parametrize("iat", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "minus-inf"])
+def test_a_dpop_proof_with_a_time_that_is_not_a_finite_number_is_refused(iat: float) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from policy_sso.config import DpopSettings
+    from policy_sso.oidc.dpop import InvalidDpopProof, verify_proof
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    jwk.pop("key_ops", None)
+    proof = jwt.encode({"htm": "POST", "htu": f"{OP}/token", "jti": "p1", "iat": iat}, private,
+                       algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
+    with pytest.raises(InvalidDpopProof, match="iat"):
+        verify_proof(proof, method="POST", url=f"{OP}/token", now=NOW, settings=DpopSettings(),
+                     use_jti=lambda key, expires: True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,7 +139,8 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
         raise InvalidDpopProof("the DPoP proof has no usable jti")
     iat = claims.get("iat")
-    if not isinstance(iat, int | float) or isinstance(iat, bool):
+    if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+        # NaN passes every comparison below and then makes int() raise (issue 14: finite times only)
         raise InvalidDpopProof("the DPoP proof has no iat")
     # §11.1: a proof is accepted only while fresh, so its jti need only be kept that long
     skew = 5  # a client's clock a little ahead of ours

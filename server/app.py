@@ -49,6 +49,7 @@ from server.resources.health import Health, MetricsPage, Readiness
 from server.resources.interaction import Consent, Login
 from server.resources.logout import Logout
 from server.resources.openapi import OpenApi
+from server.resources.par import PushedAuthorizationRequest
 from server.resources.token import Introspect, Revoke, Token
 from server.resources.userinfo import UserInfo
 
@@ -86,6 +87,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/token": Token(provider),
         "/revoke": Revoke(provider),
         "/introspect": Introspect(provider),
+        "/par": PushedAuthorizationRequest(provider),
         "/userinfo": UserInfo(provider),
         "/logout": Logout(provider, browser),
         "/healthz": Health(),
@@ -211,7 +213,7 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     threading.Thread(target=_sweeper, args=(store, wall_clock, stop), daemon=True).start()
     print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
           f"{server.effective_port} (state in {state_dir})", flush=True)
-    mismatch = issuer_port_mismatch(tenant.settings.issuer, server.effective_port)
+    mismatch = issuer_port_mismatch(tenant.settings.issuer, int(server.effective_port))  # waitress: a str
     if mismatch:
         log.warning(mismatch)
     try:

@@ -18,7 +18,7 @@ from typing import Literal
 from policy_sso.config import Client
 from policy_sso.decision import Decision
 from policy_sso.errors import InvalidRequest, OAuthError, StoreUnavailable
-from policy_sso.oidc import forced_sso, pkce, tokens
+from policy_sso.oidc import forced_sso, par, pkce, tokens
 from policy_sso.oidc.authorize import (
     AuthorizationError,
     AuthorizationRequest,
@@ -27,7 +27,7 @@ from policy_sso.oidc.authorize import (
 from policy_sso.oidc.claims import requested_claims, subject_value, user_claims
 from policy_sso.oidc.codes import CodeGrant
 from policy_sso.oidc.grant import Grant
-from policy_sso.oidc.interaction import Interaction, Step, next_step, satisfied_request
+from policy_sso.oidc.interaction import ENROLLABLE_FACTORS, Interaction, Step, next_step, satisfied_request
 from policy_sso.oidc.provider import Provider, join_client
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import AuthEvent, Session
@@ -87,7 +87,13 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     ``address`` is the client's (server.client_address): silent requests with
     no known session are rate-limited by it.
     """
+    pushed = "request_uri" in params
+    if pushed:  # RFC 9126 §4: the pushed request, spent once; the policy decides it like any other
+        params = par.pushed_params(p, params, now)
     areq = parse_request(p, params, now)
+    if not pushed and par.par_required(p, areq.client):
+        raise AuthorizationError(InvalidRequest("this client must push its authorization requests to /par"
+                                                " (RFC 9126)"), areq.target)
     session = p.store.get_session(session_id, now) if session_id else None
     signed_in = None
     try:
@@ -168,6 +174,8 @@ def store_fault(p: Provider, params: Mapping[str, str], fault: StoreUnavailable,
     on is validated again here at no store cost (RFC 6749 §4.1.2.1
     ``temporarily_unavailable``, with ``state`` and ``iss``).
     """
+    if "request_uri" in params:  # the pushed request's redirect_uri, without spending it again
+        params = par.pushed_params(p, params, now, spend=False)
     return AuthorizationError(fault, parse_request(p, params, now).target)
 
 
@@ -185,7 +193,9 @@ def resolve(p: Provider, areq: AuthorizationRequest, session: Session | None,
         request = step_up_target(p, request, session, now)
     decision = p.tenant.decide(request, session, now)
     offered = p.second_factors(session.subject) if session else ()
-    return next_step(decision, session, lambda s: p.tenant.decide(request, s, now), offered, now)
+    # the factors the hosted pages could add but this user lacks: a page explains, or offers enrolment
+    lacking = tuple(m for m in ENROLLABLE_FACTORS if m in p.tenant.settings.methods and m not in offered)
+    return next_step(decision, session, lambda s: p.tenant.decide(request, s, now), offered, now, lacking)
 
 
 def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -> AuthorizationResponse:

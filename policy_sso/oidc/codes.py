@@ -92,6 +92,11 @@ class CodeSealer:
                                tuple(userinfo), tuple(id_token)),
                          redirect_uri, challenge, expires_at)
 
+    def derive_key(self, label: bytes) -> bytes:
+        """Return a 32-byte key for another sealed artifact (HKDF of this sealer's key, ``label`` its own)."""
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=b"policy-sso", info=label)
+        return hkdf.derive(self._mac_key)
+
     def used_key(self, code: str, sealed: CodeGrant) -> str:
         """Return the identifier of an opened code in the store: its expiry first, so the index appends."""
         return f"{sealed.expires_at:011d}{token_key(code)}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from policy_sso.oidc.authorize import RESPONSE_MODES, RESPONSE_TYPES
-from policy_sso.oidc.claims import CLAIMS_OF_SCOPE
+from policy_sso.oidc.claims import CLAIMS_OF_SCOPE, supported_claims
 
 ENDPOINTS = {
     "authorization_endpoint": "/authorize",
@@ -15,6 +15,7 @@ ENDPOINTS = {
     "end_session_endpoint": "/logout",
     "revocation_endpoint": "/revoke",
     "introspection_endpoint": "/introspect",
+    "pushed_authorization_request_endpoint": "/par",  # RFC 9126 §5
 }
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
@@ -26,7 +27,10 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
     Every value listed is one the provider implements: response types and
     modes, PKCE S256 only (RFC 9700 §2.1.1), the acr levels of ``tenant.yaml``,
     the configured signing algorithms (never ``none``), RP-Initiated and
-    Back-Channel Logout, and ``iss`` in authorization responses (RFC 9207 §3).
+    Back-Channel Logout, ``iss`` in authorization responses (RFC 9207 §3),
+    every user claim a ``claims`` parameter can name (the tenant's custom
+    ones too, OIDC Core §5.5), pushed authorization requests (RFC 9126 §5)
+    and DPoP (RFC 9449 §5.1).
     """
     settings = tenant.settings
     issuer = settings.issuer
@@ -34,9 +38,7 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
     for client in tenant.clients.values():
         scopes.update(dict.fromkeys(client.scopes))
     claims = dict.fromkeys(["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
-                            "sid", "at_hash", "c_hash", "preferred_username"])
-    for names in CLAIMS_OF_SCOPE.values():
-        claims.update(dict.fromkeys(names))
+                            "sid", "at_hash", "c_hash", *supported_claims(tenant.users.values())])
     algorithms = [a for a in settings.tokens.algorithms if a != "none"]
     return {
         "issuer": issuer,
@@ -62,4 +64,6 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
         "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
         "authorization_response_iss_parameter_supported": True,
+        "require_pushed_authorization_requests": settings.par.required,
+        "dpop_signing_alg_values_supported": list(settings.dpop.algorithms),
     }

@@ -1,0 +1,24 @@
+"""POST /par (RFC 9126): pushed authorization requests from authenticated clients."""
+
+from __future__ import annotations
+
+import falcon
+
+from policy_sso.oidc import par
+from policy_sso.oidc.provider import Provider
+from server.hooks import authenticate_client, form_body
+
+
+class PushedAuthorizationRequest:
+    """The pushed authorization request endpoint (RFC 9126 §2); responses are never cached (§2.2)."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.provider = provider
+
+    @falcon.before(form_body)
+    @falcon.before(authenticate_client)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Validate and seal the request; 201 with its request_uri and expires_in."""
+        resp.media = par.push(self.provider, req.context.client, req.context.form, req.context.now)
+        resp.status = falcon.HTTP_201
+        resp.set_header("Pragma", "no-cache")

@@ -30,6 +30,7 @@ NOT_DOCUMENTED = {
     "/userinfo": "OIDC Core §5.3; described by discovery",
     "/metrics": "Prometheus text format",
     "/openapi.json": "the document itself",
+    "/favicon.ico": "an image for browsers",
 }
 VERBS = ("get", "post", "put", "patch", "delete")
 

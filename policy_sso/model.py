@@ -87,6 +87,7 @@ class AcrRequirement:
 
     level: str
     span: Span = _span()
+    value_span: Span = _span()  # where the level itself is written
 
     kind = "acr"
 
@@ -135,6 +136,7 @@ class Test:
     kind: TestKind
     value: str
     span: Span = _span()
+    value_span: Span = _span()  # where the value itself is written (errors about it point there)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,11 @@ def _item(spans: tuple[Span, ...], i: int, whole: Span) -> Span:
     return spans[i] if i < len(spans) else whole
 
 
+def _value(construct: Test | AcrRequirement) -> Span:
+    """Return where a test's or an acr requirement's value is written (else the construct's span)."""
+    return construct.value_span if construct.value_span.line else construct.span
+
+
 def _tests(cond: Condition) -> Iterator[Test]:
     if isinstance(cond, Test):
         yield cond
@@ -113,7 +118,7 @@ def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     for when in policy.whens:
         for test in _tests(when.condition):
             if test.kind == "session_amr" and test.value not in ctx.methods:
-                yield _at(test.span, "E_UNKNOWN_METHOD",
+                yield _at(_value(test), "E_UNKNOWN_METHOD",
                           f"unknown authentication method {test.value!r}", hint(test.value))
     for trusted in policy.trust:
         for i, method in enumerate(trusted.amr):
@@ -135,7 +140,7 @@ def undefined_acr(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
 
     for req in policy.all_requirements():  # (acr_values has X on an undefined X: a lint warning)
         if isinstance(req, AcrRequirement) and req.level not in defined:
-            yield problem(req.level, req.span)
+            yield problem(req.level, _value(req))
 
 
 def inactivity_window(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
@@ -159,10 +164,10 @@ def condition_values(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     for when in policy.whens:
         for test in _tests(when.condition):
             if test.kind == "prompt" and test.value not in PROMPT_VALUES:
-                yield _at(test.span, "E_VALUE", f"unknown prompt value {test.value!r}",
+                yield _at(_value(test), "E_VALUE", f"unknown prompt value {test.value!r}",
                           "one of " + ", ".join(sorted(PROMPT_VALUES)))
             if test.kind == "client" and ctx.clients is not None and test.value not in ctx.clients:
-                yield _at(test.span, "E_UNKNOWN_CLIENT", f"client {test.value!r} is not registered",
+                yield _at(_value(test), "E_UNKNOWN_CLIENT", f"client {test.value!r} is not registered",
                           did_you_mean(test.value, ctx.clients) or "register it in clients.yaml")
 
 
@@ -203,7 +208,7 @@ def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     for when in policy.whens:
         for test in _tests(when.condition):
             if test.kind == "scope" and test.value not in known:
-                yield problem(test.value, test.span, "condition on")
+                yield problem(test.value, _value(test), "condition on")
 
 
 def _load_key(ref: SecretRef, base: Path) -> tuple[bytes | None, str]:

@@ -257,7 +257,7 @@ def test_a_tenant_that_does_not_validate_reports_why(tmp_path, capsys) -> None:
     bad = make_tenant(tmp_path, Case('  require acr "loa9"\n'))
     assert main(["lint", str(bad)]) == 1
     out, err = capsys.readouterr()
-    assert f"{bad}/lint.policy:3:11: E_UNKNOWN_ACR: error: acr level 'loa9' is not defined" in out
+    assert f"{bad}/lint.policy:3:15: E_UNKNOWN_ACR: error: acr level 'loa9' is not defined" in out
     assert "1 tenant did not validate (lint needs a valid tenant)" in err
 
 

@@ -38,9 +38,9 @@ dsl/alg-none.policy:6:5: E_ALG_NONE: alg none is never accepted for login_hint_t
 dsl/bad-duration-unit.policy:4:16: E_DURATION: invalid duration '2w' (hint: write an integer followed by s, m, h or d, e.g. 15m)
    4 |     inactivity 2w
      |                ^^
-dsl/bad-prompt.policy:3:8: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
+dsl/bad-prompt.policy:3:18: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
    3 |   when prompt is "never" {
-     |        ^^^^^^^^^^^^^^^^^
+     |                  ^^^^^^^
 dsl/client-in-two-policies.policy:3:21: E_DUPLICATE_CLIENT: client 'docs' is claimed by 2 policies: 'first' and 'second' (hint: a client belongs to exactly one policy: remove it from all but one)
    3 |   clients "portal", "docs"
      |                     ^^^^^^
@@ -107,12 +107,12 @@ dsl/many-errors.policy:21:5: E_ALG_KEY_MISMATCH: alg RS256 needs a RSA public ke
 dsl/many-errors.policy:23:16: E_UNKNOWN_METHOD: unknown authentication method 'telepathy' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
   23 |     amr "wia", "telepathy"
      |                ^^^^^^^^^^^
-dsl/many-errors.policy:25:8: E_VALUE: unknown prompt value 'silent' (hint: one of consent, login, none, select_account)
+dsl/many-errors.policy:25:18: E_VALUE: unknown prompt value 'silent' (hint: one of consent, login, none, select_account)
   25 |   when prompt is "silent" or session amr has "smoke-signal" {
-     |        ^^^^^^^^^^^^^^^^^^
-dsl/many-errors.policy:25:30: E_UNKNOWN_METHOD: unknown authentication method 'smoke-signal' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+     |                  ^^^^^^^^
+dsl/many-errors.policy:25:46: E_UNKNOWN_METHOD: unknown authentication method 'smoke-signal' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
   25 |   when prompt is "silent" or session amr has "smoke-signal" {
-     |                              ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+     |                                              ^^^^^^^^^^^^^^
 dsl/many-errors.policy:26:24: E_DURATION: invalid duration '90x' (hint: write an integer followed by s, m, h or d, e.g. 15m)
   26 |     require mfa within 90x
      |                        ^^^
@@ -239,12 +239,12 @@ tenant-policies/web.policy:3:18: E_UNKNOWN_CLIENT: client 'ghost' is not registe
 tenant-policies/web.policy:5:5: E_INACTIVITY_LONGER: inactivity 2h is longer than the tenant's 1h (hint: a policy may only shorten the tenant's inactivity window)
    5 |     inactivity 2h
      |     ^^^^^^^^^^^^^
-tenant-policies/web.policy:7:11: E_UNKNOWN_ACR: acr level 'urn:example:loa:9' is not defined in tenant.yaml (hint: did you mean 'urn:example:loa:1' or 'urn:example:loa:2'?)
+tenant-policies/web.policy:7:15: E_UNKNOWN_ACR: acr level 'urn:example:loa:9' is not defined in tenant.yaml (hint: did you mean 'urn:example:loa:1' or 'urn:example:loa:2'?)
    7 |   require acr "urn:example:loa:9"
-     |           ^^^^^^^^^^^^^^^^^^^^^^^
-tenant-policies/web.policy:8:8: E_UNKNOWN_CLIENT: client 'phantom' is not registered (hint: register it in clients.yaml)
+     |               ^^^^^^^^^^^^^^^^^^^
+tenant-policies/web.policy:8:18: E_UNKNOWN_CLIENT: client 'phantom' is not registered (hint: register it in clients.yaml)
    8 |   when client is "phantom" {
-     |        ^^^^^^^^^^^^^^^^^^^
+     |                  ^^^^^^^^^
 yaml/alias-bomb.policy.yaml:2:25: E_YAML: aliases expand this document far beyond its size
    2 | policy: &a [x, x, x, x, x, x, x, x, x, x]
      |                         ^
@@ -326,9 +326,9 @@ yaml/unknown-key.policy.yaml:4:1: E_UNKNOWN_KEY: unknown key 'required' (hint: d
 yaml/unknown-method.policy.yaml:4:23: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
    4 |   amr: {all_of: [pwd, magic-link]}
      |                       ^^^^^^^^^^
-yaml/unknown-method.policy.yaml:6:16: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
+yaml/unknown-method.policy.yaml:6:27: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
    6 |   - if: {not: {prompt_is: never}}
-     |                ^^^^^^^^^^^^^^^^
+     |                           ^^^^^
 yaml/wrong-type.policy.yaml:3:10: E_TYPE: 'clients' must be a list, not the text 'portal' (hint: write clients: [portal])
    3 | clients: portal
      |          ^^^^^^

@@ -224,7 +224,8 @@ class _Builder(Transformer):
         return MfaRequirement(within, self.ctx.span_to(children[0], children[-1]))
 
     def req_acr(self, children: list) -> AcrRequirement:
-        return AcrRequirement(_unquote(children[1]), self.ctx.span_to(children[0], children[1]))
+        return AcrRequirement(_unquote(children[1]), self.ctx.span_to(children[0], children[1]),
+                              self.ctx.span(children[1]))
 
     def req_consent(self, children: list) -> ConsentRequirement:
         return ConsentRequirement(self._strings(children[1:]), self.ctx.span_to(children[0], children[-1]),
@@ -304,7 +305,8 @@ class _Builder(Transformer):
         return self._nested(Not(children[1], self.ctx.span(children[0])), (children[1],))
 
     def _test(self, kind: str, children: list) -> Test:
-        return Test(kind, _unquote(children[-1]), self.ctx.span_to(children[0], children[-1]))  # type: ignore[arg-type]
+        return Test(kind, _unquote(children[-1]), self.ctx.span_to(children[0], children[-1]),  # type: ignore[arg-type]
+                    self.ctx.span(children[-1]))
 
     def test_scope(self, children: list) -> Test:
         return self._test("scope", children)

@@ -60,7 +60,8 @@ class _Builder:
             within = parse_duration(mfa["within"]) if isinstance(mfa, dict) else None
             reqs.append(MfaRequirement(within, self.span((*path, "mfa"))))
         if "acr" in data:
-            reqs.append(AcrRequirement(data["acr"], self.span((*path, "acr"))))
+            reqs.append(AcrRequirement(data["acr"], self.span((*path, "acr")),
+                                       Span(self.doc.file, *self.doc.node_span((*path, "acr")))))
         if "consent" in data:
             reqs.append(ConsentRequirement(tuple(data["consent"]), self.span((*path, "consent")),
                                            self.item_spans((*path, "consent"), len(data["consent"]))))
@@ -76,7 +77,8 @@ class _Builder:
             if len(operands) == 1:
                 return operands[0]
             return (And if key == "all" else Or)(operands, operands[0].span)
-        return Test(_TEST_KEYS[key], value, self.span(at))  # type: ignore[arg-type]
+        return Test(_TEST_KEYS[key], value, self.span(at),  # type: ignore[arg-type]
+                    Span(self.doc.file, *self.doc.node_span(at)))
 
     def trusted_issuer(self, data: dict[str, Any], path: Path_) -> TrustedIssuer:
         key = None

@@ -1,0 +1,334 @@
+"""A public app pushes its request (RFC 9126), signs the user in with the request_uri, and holds
+DPoP-bound tokens (RFC 9449): over real HTTP, proofs made and tokens checked with joserfc.
+
+The story: the SPA pushes its authorization request to /par, the browser
+authorizes with client_id + request_uri, the SPA redeems the code with a DPoP
+proof and calls /userinfo with `Authorization: DPoP` and a proof of that call;
+its refresh token works only with its key. Every misuse is refused: a
+request_uri replayed, expired or used by another client, a proof replayed,
+for another method or URL, too old, with a private key, with alg none, or by
+another key, and the bound token presented as a Bearer token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+import requests
+from joserfc import jwt
+from joserfc.jwk import ECKey, KeySet
+from live_op import BrowserAgent, Callback, LiveOP, pkce_pair, with_issuer
+
+from policy_sso.config import Client
+from policy_sso.tenant import Tenant
+
+pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")  # joserfc: RFC 9864 renames EdDSA
+APP = "spa-dpop"
+CALLBACK = "http://127.0.0.1:9008/callback"
+
+
+@pytest.fixture
+def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant]:
+    """The demo tenant plus a public client that must push its requests and always uses DPoP."""
+    app = Client(client_id=APP, name="SPA with DPoP", type="public", token_endpoint_auth_method="none",
+                 redirect_uris=(CALLBACK,), scopes=("openid", "profile", "email", "offline_access"),
+                 require_pushed_authorization_requests=True, dpop_bound_access_tokens=True,
+                 policy="default")
+
+    def make(url: str) -> Tenant:
+        base = with_issuer(demo_tenant, url)
+        return Tenant(base.directory, base.settings, {**base.clients, APP: app}, base.users,
+                      base.policies, base.policy_files)
+
+    return make
+
+
+class Prover:
+    """The app's DPoP key and the proofs it signs (RFC 9449 §4.2), with joserfc."""
+
+    def __init__(self, op: LiveOP) -> None:
+        self.op = op
+        self.key = ECKey.generate_key("P-256")
+
+    @property
+    def jkt(self) -> str:
+        return self.key.thumbprint()
+
+    def proof(self, method: str, path: str, *, access_token: str | None = None, iat: int | None = None,
+              header_jwk: dict | None = None, **claims: Any) -> str:
+        body: dict[str, Any] = {"htm": method, "htu": self.op.url + path, "jti": secrets.token_urlsafe(12),
+                                "iat": self.op.clock.now if iat is None else iat, **claims}
+        if access_token is not None:
+            body["ath"] = base64.urlsafe_b64encode(
+                hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()
+        header = {"typ": "dpop+jwt", "alg": "ES256",
+                  "jwk": header_jwk if header_jwk is not None else self.key.as_dict(private=False)}
+        return jwt.encode(header, body, self.key)
+
+    def token(self, proof: str | None = None, **form: str) -> requests.Response:
+        headers = {"DPoP": proof if proof is not None else self.proof("POST", "/token")}
+        return requests.post(f"{self.op.url}/token", data={"client_id": APP, **form}, headers=headers,
+                             timeout=10)
+
+    def userinfo(self, access_token: str, *, scheme: str = "DPoP", proof: str | None = None,
+                 method: str = "GET") -> requests.Response:
+        headers = {"Authorization": f"{scheme} {access_token}"}
+        if scheme == "DPoP":
+            headers["DPoP"] = proof if proof is not None else self.proof(method, "/userinfo",
+                                                                         access_token=access_token)
+        return requests.request(method, f"{self.op.url}/userinfo", headers=headers, timeout=10)
+
+
+def push(op: LiveOP, client_id: str = APP, **params: str) -> requests.Response:
+    verifier_challenge = params.pop("code_challenge", None)
+    form = {"client_id": client_id, "response_type": "code", "redirect_uri": CALLBACK,
+            "scope": "openid profile email offline_access", "state": "st-1", "nonce": "n-1",
+            "code_challenge_method": "S256", **params}
+    if verifier_challenge:
+        form["code_challenge"] = verifier_challenge
+    return requests.post(f"{op.url}/par", data=form, timeout=10)
+
+
+def authorize_with(browser: BrowserAgent, request_uri: str, client_id: str = APP,
+                   **extra: str) -> requests.Response:
+    return browser.get("/authorize", client_id=client_id, request_uri=request_uri, **extra)
+
+
+def access_claims(op: LiveOP, token: str) -> dict[str, Any]:
+    keys = KeySet.import_key_set(requests.get(f"{op.url}/jwks", timeout=10).json())
+    decoded = jwt.decode(token, keys, algorithms=["RS256", "ES256", "EdDSA"])
+    assert decoded.header["typ"] == "at+jwt"
+    return decoded.claims
+
+
+def sign_in_pushed(op: LiveOP, browser: BrowserAgent, **params: str) -> tuple[Callback, str, str]:
+    """Push, authorize with the request_uri, sign in; return (callback, code_verifier, request_uri)."""
+    verifier, challenge = pkce_pair()
+    pushed = push(op, code_challenge=challenge, **params)
+    assert pushed.status_code == 201, pushed.text
+    body = pushed.json()
+    assert body["request_uri"].startswith("urn:ietf:params:oauth:request_uri:")
+    assert body["expires_in"] == 60
+    assert pushed.headers["Cache-Control"] == "no-store"
+    cb = browser.interact(authorize_with(browser, body["request_uri"]))
+    assert isinstance(cb, Callback) and cb.error is None, getattr(cb, "params", cb)
+    return cb, verifier, body["request_uri"]
+
+
+def test_discovery_advertises_par_and_dpop(op: LiveOP) -> None:
+    doc = requests.get(f"{op.url}/.well-known/openid-configuration", timeout=10).json()
+    assert doc["pushed_authorization_request_endpoint"] == f"{op.url}/par"
+    assert doc["require_pushed_authorization_requests"] is False  # per client here, not tenant-wide
+    assert set(doc["dpop_signing_alg_values_supported"]) == {"ES256", "EdDSA", "RS256", "PS256"}
+    assert not {"none", "HS256"} & set(doc["dpop_signing_alg_values_supported"])
+
+
+def test_push_authorize_redeem_with_dpop_and_call_userinfo(op: LiveOP, browser: BrowserAgent) -> None:
+    cb, verifier, request_uri = sign_in_pushed(op, browser)
+    assert cb.url.startswith(CALLBACK + "?")
+    assert cb.params["state"] == "st-1" and cb.params["iss"] == op.url  # the pushed state comes back
+
+    app = Prover(op)
+    resp = app.token(grant_type="authorization_code", code=cb.params["code"], redirect_uri=CALLBACK,
+                     code_verifier=verifier)
+    assert resp.status_code == 200, resp.text
+    tokens = resp.json()
+    assert tokens["token_type"] == "DPoP"
+    claims = access_claims(op, tokens["access_token"])
+    assert claims["cnf"] == {"jkt": app.jkt}  # RFC 9449 §6.1
+    assert claims["client_id"] == APP
+    assert op.verify_id_token(tokens["id_token"], APP, nonce="n-1")["sub"] == "u-alice"
+
+    for method in ("GET", "POST"):
+        info = app.userinfo(tokens["access_token"], method=method)
+        assert info.status_code == 200, info.text
+        assert info.json()["sub"] == "u-alice" and info.json()["email"] == "alice@example.com"
+
+    # introspection by a resource server shows the binding (RFC 9449 §6.2)
+    seen = op.post_as("portal", "/introspect", token=tokens["access_token"]).json()
+    assert seen["active"] is True and seen["token_type"] == "DPoP" and seen["cnf"] == {"jkt": app.jkt}
+
+    # the request_uri worked once (RFC 9126 §4)
+    again = BrowserAgent(op).http.get(f"{op.url}/authorize", params={"client_id": APP,
+                                                                     "request_uri": request_uri},
+                                      allow_redirects=False, timeout=10)
+    assert again.status_code == 400 and "invalid_request_uri" in again.text
+    assert "Location" not in again.headers
+
+
+def test_refresh_token_of_a_public_client_is_bound_to_its_key(op: LiveOP, browser: BrowserAgent) -> None:
+    cb, verifier, _ = sign_in_pushed(op, browser)
+    app = Prover(op)
+    tokens = app.token(grant_type="authorization_code", code=cb.params["code"], redirect_uri=CALLBACK,
+                       code_verifier=verifier).json()
+    refreshed = app.token(grant_type="refresh_token", refresh_token=tokens["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    assert refreshed.json()["token_type"] == "DPoP"
+    assert access_claims(op, refreshed.json()["access_token"])["cnf"] == {"jkt": app.jkt}
+
+    thief = Prover(op)  # holds the refresh token, not the key
+    stolen = thief.token(grant_type="refresh_token", refresh_token=refreshed.json()["refresh_token"])
+    assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"
+    # treated as theft: the family is gone for the app too (RFC 9700 §4.14.2)
+    after = app.token(grant_type="refresh_token", refresh_token=refreshed.json()["refresh_token"])
+    assert after.status_code == 400
+
+
+def test_a_client_that_must_use_dpop_cannot_redeem_without_a_proof(op: LiveOP, browser: BrowserAgent) -> None:
+    cb, verifier, _ = sign_in_pushed(op, browser)
+    form = {"grant_type": "authorization_code", "code": cb.params["code"], "redirect_uri": CALLBACK,
+            "code_verifier": verifier, "client_id": APP}
+    resp = requests.post(f"{op.url}/token", data=form, timeout=10)
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof"
+    # the refused request did not spend the code
+    assert Prover(op).token(**{k: v for k, v in form.items() if k != "client_id"}).status_code == 200
+
+
+def _unsigned_proof(op: LiveOP, prover: Prover, path: str, access_token: str) -> str:
+    header = {"typ": "dpop+jwt", "alg": "none", "jwk": prover.key.as_dict(private=False)}
+    body = {"htm": "GET", "htu": op.url + path, "jti": "none-1", "iat": op.clock.now,
+            "ath": base64.urlsafe_b64encode(
+                hashlib.sha256(access_token.encode()).digest()).rstrip(b"=").decode()}
+
+    def b64(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{b64(header)}.{b64(body)}."
+
+
+def test_misused_proofs_and_tokens_at_userinfo_are_refused(op: LiveOP, browser: BrowserAgent) -> None:
+    cb, verifier, _ = sign_in_pushed(op, browser)
+    app = Prover(op)
+    token = app.token(grant_type="authorization_code", code=cb.params["code"], redirect_uri=CALLBACK,
+                      code_verifier=verifier).json()["access_token"]
+    used = app.proof("GET", "/userinfo", access_token=token)
+    assert app.userinfo(token, proof=used).status_code == 200
+    other = Prover(op)
+    cases = {
+        "replayed": used,
+        "other_method": app.proof("POST", "/userinfo", access_token=token),
+        "other_url": app.proof("GET", "/token", access_token=token),
+        "too_old": app.proof("GET", "/userinfo", access_token=token, iat=op.clock.now - 300),
+        "private_key_in_header": app.proof("GET", "/userinfo", access_token=token,
+                                           header_jwk=app.key.as_dict(private=True)),
+        "alg_none": _unsigned_proof(op, app, "/userinfo", token),
+        "another_key": other.proof("GET", "/userinfo", access_token=token),
+        "no_ath": app.proof("GET", "/userinfo"),
+    }
+    for case, proof in cases.items():
+        resp = app.userinfo(token, proof=proof)
+        assert resp.status_code == 401, (case, resp.status_code, resp.text)
+        challenge = resp.headers["WWW-Authenticate"]
+        assert challenge.startswith("DPoP "), (case, challenge)  # RFC 9449 §7.1
+        assert 'algs="' in challenge and "error=" in challenge, (case, challenge)
+        assert resp.json()["error"] in ("invalid_dpop_proof", "invalid_token"), (case, resp.json())
+
+    # the bound token as a Bearer token (RFC 9449 §7.2), in the header and in a form body
+    bearer = app.userinfo(token, scheme="Bearer")
+    assert bearer.status_code == 401 and bearer.json()["error"] == "invalid_token"
+    assert bearer.headers["WWW-Authenticate"].startswith("DPoP ")
+    posted = requests.post(f"{op.url}/userinfo", data={"access_token": token}, timeout=10)
+    assert posted.status_code == 401 and posted.json()["error"] == "invalid_token"
+
+
+def test_misused_proofs_at_the_token_endpoint_are_refused(op: LiveOP, browser: BrowserAgent) -> None:
+    cb, verifier, _ = sign_in_pushed(op, browser)
+    app = Prover(op)
+    form = {"grant_type": "authorization_code", "code": cb.params["code"], "redirect_uri": CALLBACK,
+            "code_verifier": verifier}
+    good = app.proof("POST", "/token")
+    for case, proof in {"other_method": app.proof("GET", "/token"),
+                        "other_url": app.proof("POST", "/userinfo"),
+                        "too_old": app.proof("POST", "/token", iat=op.clock.now - 120),
+                        "private_key": app.proof("POST", "/token", header_jwk=app.key.as_dict(private=True)),
+                        }.items():
+        resp = app.token(proof, **form)
+        assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", (case, resp.text)
+    assert app.token(good, **form).status_code == 200
+    # the proof was spent with that request: replaying it is refused
+    replay = app.token(good, grant_type="refresh_token", refresh_token="whatever")
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_dpop_proof"
+
+
+def test_request_uri_refused_when_expired_or_used_by_another_client(op: LiveOP,
+                                                                    browser: BrowserAgent) -> None:
+    _, challenge = pkce_pair()
+    request_uri = push(op, code_challenge=challenge).json()["request_uri"]
+    # another client cannot use it (RFC 9126 §4: client_id must be the pusher's)
+    stolen = authorize_with(browser, request_uri, client_id="spa")
+    assert stolen.status_code == 400 and "invalid_request_uri" in stolen.text
+    op.clock.advance(61)
+    expired = authorize_with(browser, request_uri)
+    assert expired.status_code == 400 and "invalid_request_uri" in expired.text
+    forged = authorize_with(browser, "urn:ietf:params:oauth:request_uri:" + secrets.token_urlsafe(40))
+    assert forged.status_code == 400 and "invalid_request_uri" in forged.text
+
+
+def test_par_required_client_is_refused_without_it_and_par_validates_like_authorize(
+        op: LiveOP, browser: BrowserAgent) -> None:
+    _, challenge = pkce_pair()
+    plain = browser.get("/authorize", client_id=APP, redirect_uri=CALLBACK, response_type="code",
+                        scope="openid", state="s", code_challenge=challenge, code_challenge_method="S256")
+    assert plain.status_code in (302, 303)
+    refused = urllib.parse.parse_qs(urllib.parse.urlsplit(plain.headers["Location"]).query)
+    assert refused["error"] == ["invalid_request"] and "/par" in refused["error_description"][0]
+
+    # /par refuses what /authorize would: no PKCE for a public client, an unregistered redirect_uri,
+    # a scope the client may not ask for, a request_uri inside a pushed request
+    for params, error in [({}, "invalid_request"),
+                          ({"code_challenge": challenge, "redirect_uri": "http://evil.example/cb"},
+                           "invalid_request"),
+                          ({"code_challenge": challenge, "scope": "openid payments:write"}, "invalid_scope"),
+                          ({"code_challenge": challenge, "request_uri": "urn:x"}, "invalid_request")]:
+        resp = push(op, **params)
+        assert resp.status_code == 400 and resp.json()["error"] == error, (params, resp.text)
+    # a confidential client authenticates at /par (RFC 9126 §2)
+    anonymous = push(op, client_id="portal", redirect_uri="http://127.0.0.1:9001/callback")
+    assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
+    portal = requests.post(f"{op.url}/par", auth=("portal", op.secret("portal")), timeout=10,
+                           data={"response_type": "code", "redirect_uri": "http://127.0.0.1:9001/callback",
+                                 "scope": "openid", "state": "p"})
+    assert portal.status_code == 201, portal.text
+
+
+def test_the_policy_decides_a_pushed_request_like_any_other(op: LiveOP, browser: BrowserAgent) -> None:
+    _, challenge = pkce_pair()
+    # no session: a pushed prompt=none request is refused with the policy's error at the callback
+    request_uri = push(op, code_challenge=challenge, prompt="none").json()["request_uri"]
+    cb = browser.follow(authorize_with(browser, request_uri))
+    assert isinstance(cb, Callback) and cb.error == "login_required" and cb.params["state"] == "st-1"
+    # signed in, the same pushed silent request succeeds
+    sign_in_pushed(op, browser)
+    request_uri = push(op, code_challenge=challenge, prompt="none").json()["request_uri"]
+    cb = browser.follow(authorize_with(browser, request_uri))
+    assert isinstance(cb, Callback) and cb.error is None and cb.params["code"]
+
+
+def test_tenant_wide_switch_requires_par_for_every_client(demo_tenant: Tenant, keyring: Any,
+                                                           tmp_path: Any) -> None:
+    import falcon.testing
+
+    from policy_sso.config import ParSettings
+    from policy_sso.sessions.store import open_store
+    from server.app import create_app
+
+    settings = replace(demo_tenant.settings, par=ParSettings(required=True))
+    tenant = Tenant(demo_tenant.directory, settings, demo_tenant.clients, demo_tenant.users,
+                    demo_tenant.policies, demo_tenant.policy_files)
+    store = open_store("memory://", settings.lifetime)
+    client = falcon.testing.TestClient(create_app(tenant, store, keyring))
+    doc = client.simulate_get("/.well-known/openid-configuration").json
+    assert doc["require_pushed_authorization_requests"] is True
+    resp = client.simulate_get("/authorize", params={"client_id": "portal", "response_type": "code",
+                                                     "redirect_uri": "http://127.0.0.1:9001/callback",
+                                                     "scope": "openid", "state": "s"})
+    location = urllib.parse.urlsplit(resp.headers["Location"])
+    assert urllib.parse.parse_qs(location.query)["error"] == ["invalid_request"]

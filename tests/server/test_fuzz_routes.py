@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import falcon.testing
+import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -80,6 +81,25 @@ WORDS = ["", " ", "\x00", "%zz", "\u2028", "a" * 2000, "none", "login", "consent
          "authorization_code", "refresh_token", "client_credentials", "alice", "u-alice", "123456", "allow",
          "deny", "yes"]
 HOSTILE = NUMBERS + JSONS + JWTS + WORDS
+
+
+def _dpop_proofs() -> list[str]:
+    """Return DPoP proofs (RFC 9449) self-signed as anyone can, with hostile times and shapes."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    jwk.pop("key_ops", None)
+    proofs = []
+    for method, path in (("POST", "/token"), ("GET", "/userinfo"), ("POST", "/userinfo")):
+        for iat in (float("nan"), float("inf"), 1e300, START, "x", True):
+            proofs.append(jwt.encode({"htm": method, "htu": f"http://127.0.0.1:8080{path}", "jti": "j",
+                                      "iat": iat}, private, algorithm="ES256",
+                                     headers={"typ": "dpop+jwt", "jwk": jwk}))
+    return [*proofs, *JWTS]
+
+
+DPOP_PROOFS = _dpop_proofs()
 PARAM_NAMES = ["client_id", "redirect_uri", "response_type", "response_mode", "scope", "state", "nonce",
                "prompt", "max_age", "acr_values", "claims", "code_challenge", "code_challenge_method",
                "login_hint", "login_hint_token", "sso_token", "id_token_hint", "request", "request_uri",
@@ -125,8 +145,12 @@ valid_requests = st.sampled_from(sorted(CLIENTS)).flatmap(lambda c: st.sampled_f
                "code_challenge_method": "S256"}))
 changes = st.lists(st.one_of(st.sampled_from(sorted(FOCUS)), st.sampled_from(PARAM_NAMES)), min_size=1,
                    max_size=3, unique=True).flatmap(named_values)
+# a token request of a grant type a client may use, changed likewise
+token_requests = st.sampled_from(["authorization_code", "refresh_token", "client_credentials"]).map(
+    lambda grant: {"grant_type": grant, "code": "c", "refresh_token": "r", "redirect_uri": REDIRECTS[0]})
 params = st.one_of(junk_params, st.builds(lambda base, extra: {**base, **extra}, valid_requests, changes),
                    st.builds(lambda base, extra: {**base, **extra}, valid_requests, changes))
+token_params = st.one_of(params, st.builds(lambda base, extra: {**base, **extra}, token_requests, changes))
 json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), values),
                            lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                    st.dictionaries(st.text(max_size=8), inner, max_size=3)),
@@ -142,6 +166,7 @@ BEARERS: list[str] = []  # filled once the app runs: the admin token and a clien
 authorizations = st.one_of(
     st.none(), st.deferred(lambda: st.sampled_from(BEARERS)),
     st.just(_basic("portal", (DEMO / "secrets" / "portal.secret").read_text().strip())),
+    st.just(_basic("portal-backend", (DEMO / "secrets" / "portal-backend.secret").read_text().strip())),
     st.builds(_basic, st.sampled_from(sorted(CLIENTS)), st.text(max_size=10)),
     st.builds(lambda v: f"Bearer {v}", st.sampled_from(HOSTILE)),
     st.text(max_size=40).map(lambda t: t.encode("latin-1", "replace").decode("latin-1")))
@@ -194,9 +219,10 @@ def unhandled() -> Iterator[_Unhandled]:
         root.removeHandler(handler)
 
 
-def _body(draw: Any, content_type: str | None) -> bytes:
+def _body(draw: Any, content_type: str | None, path: str) -> bytes:
     if content_type == "application/x-www-form-urlencoded":
-        return draw(params.map(lambda p: urllib.parse.urlencode(p).encode()))
+        form = token_params if path in ("/token", "/revoke", "/introspect") else params
+        return draw(form.map(lambda p: urllib.parse.urlencode(p).encode()))
     if content_type == "application/json":
         return draw(st.one_of(json_values.map(lambda v: json.dumps(v).encode()),
                               st.sampled_from(HOSTILE).map(str.encode)))
@@ -222,11 +248,13 @@ def requests_to(draw: Any, path: str) -> dict[str, Any]:
     authorization = draw(authorizations)
     if authorization:
         headers["Authorization"] = authorization
+    if draw(st.integers(0, 3)) == 0:
+        headers["DPoP"] = draw(st.sampled_from(DPOP_PROOFS))
     if draw(st.booleans()):
         headers["Cookie"] = draw(st.sampled_from(["psso_session=" + "a" * 40, "psso_interaction=x.y.z",
                                                   "psso_session=%00", "psso_session=²"]))
     return {"method": method, "path": path, "query": draw(params), "headers": headers,
-            "body": _body(draw, content_type) if method in ("POST", "PUT", "PATCH") else b""}
+            "body": _body(draw, content_type, path) if method in ("POST", "PUT", "PATCH") else b""}
 
 
 def _verified_redirect(request: dict[str, Any]) -> str | None:
@@ -321,3 +349,17 @@ def test_known_malformed_input_is_an_error_at_the_verified_redirect_uri(
     assert where == "http://127.0.0.1:9001/callback", resp.text
     assert answer["error"] == ["invalid_request"] and answer["state"] == ["s"]
     assert not unhandled.lines
+
+
+@pytest.mark.parametrize("index", range(6), ids=["iat-nan", "iat-inf", "iat-1e300", "iat-fresh", "iat-text",
+                                                 "iat-bool"])
+def test_hostile_dpop_proofs_at_the_token_endpoint_are_request_errors(
+        app_client: falcon.testing.TestClient, unhandled: _Unhandled, index: int) -> None:
+    unhandled.lines.clear()
+    secret = (DEMO / "secrets" / "portal.secret").read_text().strip()
+    resp = app_client.simulate_post("/token", body="grant_type=refresh_token&refresh_token=r", headers={
+        "Content-Type": "application/x-www-form-urlencoded", "DPoP": DPOP_PROOFS[index],
+        "Authorization": _basic("portal", secret)})
+    assert resp.status_code == 400 and not unhandled.lines
+    # a fresh proof passes and the made-up refresh token is what is refused
+    assert resp.json["error"] == ("invalid_grant" if index == 3 else "invalid_dpop_proof")

@@ -208,7 +208,8 @@ class Store(Protocol):
 
 
 def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> Store:
-    """Return the store named by ``url``: ``memory://``, ``sqlite:///path`` or ``redis://host:port/db``.
+    """Return the store named by ``url``: ``memory://``, ``sqlite:///path``, ``redis://host:port/db``
+    or ``postgresql://user@host:port/db``.
 
     A timeout in the URL wins over ``options.timeout``: ``sqlite:///path?timeout=0.5``,
     ``redis://host:port/db?socket_timeout=0.5&socket_connect_timeout=0.5``.
@@ -227,13 +228,18 @@ def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None
         if timeout:
             options = StoreOptions(_seconds(timeout[-1], url), options.max_sessions_per_user)
         return SQLiteStore(path, lifetime, options)
+    if url.startswith(("postgresql:", "postgres:")):
+        from policy_sso.sessions.postgres import PostgresStore
+
+        return PostgresStore(url, lifetime, options)
     if url.startswith(("redis:", "rediss:", "unix:")):
         from policy_sso.sessions.redis import RedisStore
 
         return RedisStore(url, lifetime, options)
     from policy_sso.errors import StoreError
 
-    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH, "
+                     "redis://HOST:PORT/DB or postgresql://USER@HOST:PORT/DB")
 
 
 def _seconds(text: str, url: str) -> float:

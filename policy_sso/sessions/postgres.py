@@ -1,0 +1,408 @@
+"""The PostgreSQL store: many instances on many machines share one durable database.
+
+Semantics are SQLite's (:mod:`policy_sso.sessions.sqlite`), with the same
+tables: a session row keeps ``last_seen`` and its hard expiry as columns, so
+a read is one primary-key SELECT with the expiry in its WHERE clause, and
+get-and-touch is one statement (a data-modifying CTE: one round trip) that
+returns the row as read and moves last-seen only once it is
+``touch_interval`` old. Read-modify-write takes the row lock
+(``SELECT ... FOR UPDATE``) in a transaction; single use (codes, jtis) is one
+``INSERT ... ON CONFLICT`` whose row count says who won; creating a session
+takes a per-subject advisory lock so the per-user bound holds under
+concurrent sign-ins.
+
+Connections come from a pool (psycopg_pool), opened by the process that uses
+it: a worker forked from a supervisor opens its own store. The store timeout
+bounds the wait for a pooled connection, the connect (libpq rounds it up to
+2 s) and every statement and lock wait (``statement_timeout``,
+``lock_timeout``); a timeout, a refused or dropped connection, a deadlock or
+a serialization failure becomes :class:`~policy_sso.errors.StoreUnavailable`,
+and the pool replaces a broken connection.
+
+The schema is created and migrated on start, under an advisory lock so
+instances starting at once do not race; ``policy_sso_schema`` records the
+version reached, and each migration runs once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from policy_sso.errors import StoreError
+from policy_sso.sessions import codec
+from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
+
+# Each entry migrates from the previous version; statements are idempotent (IF NOT EXISTS) so a
+# database created by hand, or a migration interrupted before its version was recorded, is fine.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        "CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, subject TEXT NOT NULL, "
+        "created_at BIGINT NOT NULL, data TEXT NOT NULL, last_seen BIGINT NOT NULL, "
+        "hard_expiry BIGINT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS sessions_subject ON sessions (subject, created_at, id)",
+        "CREATE TABLE IF NOT EXISTS refresh (key TEXT PRIMARY KEY, family TEXT NOT NULL, "
+        "data TEXT NOT NULL, expires_at BIGINT NOT NULL, spent BOOLEAN NOT NULL DEFAULT FALSE)",
+        "CREATE INDEX IF NOT EXISTS refresh_family ON refresh (family)",
+        "CREATE TABLE IF NOT EXISTS jtis (ns TEXT NOT NULL, jti TEXT NOT NULL, "
+        "expires_at BIGINT NOT NULL, PRIMARY KEY (ns, jti))",
+        "CREATE TABLE IF NOT EXISTS session_ends (key TEXT PRIMARY KEY, data TEXT NOT NULL, "
+        "expires_at BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS not_before (subject TEXT PRIMARY KEY, at BIGINT NOT NULL, "
+        "expires_at BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS counters (key TEXT NOT NULL, start BIGINT NOT NULL, "
+        "count BIGINT NOT NULL, expires_at BIGINT NOT NULL, PRIMARY KEY (key, start))",
+    ),
+    (
+        # per subject: an upper bound on its session rows created at or after ``floor`` (see
+        # create_session): creating a session is O(1) until n passes max_sessions_per_user
+        "CREATE TABLE IF NOT EXISTS subject_sessions (subject TEXT PRIMARY KEY, n BIGINT NOT NULL, "
+        "floor BIGINT NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+_SCHEMA_LOCK = 0x70737330  # advisory lock key taken while migrating ("pss0")
+_STARTUP_TIMEOUT_MS = 30_000  # migrating may wait for another instance migrating at once
+_POOL_MAX = 16  # waitress threads plus the hashing slots, with room
+
+# operational failures (connection refused or lost, statement or lock timeout, deadlock,
+# serialization failure, a pool that cannot hand out a connection in time); an IntegrityError
+# or a ProgrammingError is a bug and stays what it is
+_FAULTS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+
+
+@translate_faults(*_FAULTS)
+class PostgresStore:
+    """Implements :class:`~policy_sso.sessions.store.Store` on a PostgreSQL database."""
+
+    def __init__(self, url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
+        options = options or StoreOptions()
+        self.lifetime = lifetime
+        self.timeout = options.timeout
+        self.max_sessions_per_user = options.max_sessions_per_user
+        ms = max(1, int(options.timeout * 1000))
+        kwargs = {"autocommit": True, "connect_timeout": max(2, math.ceil(options.timeout)),
+                  "options": f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                             f"-c idle_in_transaction_session_timeout={max(ms * 10, 10_000)}"}
+        self.pool = psycopg_pool.ConnectionPool(url, kwargs=kwargs, min_size=1, max_size=_POOL_MAX,
+                                                timeout=options.timeout, open=False, name="policy-sso")
+        where = url.rsplit("@", 1)[-1]
+        try:
+            self.pool.open(wait=True, timeout=max(2.0, options.timeout * 2))
+            self._migrate()
+        except BaseException as err:
+            self.pool.close()
+            if isinstance(err, (*_FAULTS, psycopg.Error)):
+                raise StoreError(f"cannot use PostgreSQL at {where}: {str(err)[:200]}") from None
+            raise
+
+    # connections and schema ------------------------------------------------------------
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[psycopg.Connection[Any]]:
+        with self.pool.connection() as db:
+            yield db
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction on a pooled connection: committed on success, rolled back on error."""
+        with self.pool.connection() as db, db.transaction():
+            yield db
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            db.execute(f"SET LOCAL statement_timeout = {_STARTUP_TIMEOUT_MS}")
+            db.execute(f"SET LOCAL lock_timeout = {_STARTUP_TIMEOUT_MS}")
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            db.execute("CREATE TABLE IF NOT EXISTS policy_sso_schema (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM policy_sso_schema").fetchone()
+            version = row[0] if row and row[0] is not None else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the PostgreSQL schema is version {version}, newer than this "
+                                 f"policy-sso knows ({SCHEMA_VERSION}): upgrade policy-sso")
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    db.execute(statement)
+                db.execute("INSERT INTO policy_sso_schema (version) VALUES (%s)", (number,))
+
+    # sessions ------------------------------------------------------------------------
+    def _hard_expiry(self, session: Session) -> int:
+        return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute)
+
+    def _read(self, db: psycopg.Connection[Any], session_id: str, now: int,
+              lock: bool = False) -> Session | None:
+        sql = ("SELECT data, last_seen FROM sessions WHERE id = %s AND %s < hard_expiry "
+               "AND %s - last_seen <= %s")
+        row = db.execute(sql + " FOR UPDATE" if lock else sql,
+                         (session_id, now, now, self.lifetime.inactivity)).fetchone()
+        return codec.decode(session_id, row[0], row[1]) if row else None
+
+    def _save(self, db: psycopg.Connection[Any], session: Session) -> Session:
+        db.execute("INSERT INTO sessions (id, subject, created_at, data, last_seen, hard_expiry) "
+                   "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                   "subject = excluded.subject, created_at = excluded.created_at, data = excluded.data, "
+                   "last_seen = excluded.last_seen, hard_expiry = excluded.hard_expiry",
+                   (session.id, session.subject, session.created_at, codec.encode(session),
+                    session.last_seen, self._hard_expiry(session) + 1))
+        return session
+
+    def create_session(self, session: Session) -> list[Session]:
+        now = session.last_seen
+        live = "%s < hard_expiry AND %s - last_seen <= %s"
+        bound = self.max_sessions_per_user
+        with self._write() as db:
+            # The subject's row in subject_sessions: its upsert's row lock queues one subject's
+            # sign-ins (two at once cannot both stay under the bound). Every live session of the
+            # subject was created at or after ``floor`` (the last evicted one's creation), and at
+            # most ``n`` rows were: creating is O(1) until n passes the bound, and the count then
+            # starts at the floor, past the index entries of evicted sessions (dead until VACUUM).
+            n, floor = db.execute(
+                "INSERT INTO subject_sessions (subject, n, floor) VALUES (%s, 1, 0) ON CONFLICT (subject) "
+                "DO UPDATE SET n = subject_sessions.n + 1, floor = LEAST(subject_sessions.floor, %s) "
+                "RETURNING n, floor", (session.subject, session.created_at)).fetchone()
+            self._save(db, session)
+            if n <= bound:
+                return []
+            total, count = db.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE {live}) FROM sessions "  # noqa: S608
+                "WHERE subject = %s AND created_at >= %s",
+                (now, now, self.lifetime.inactivity, session.subject, floor)).fetchone()
+            rows = []
+            if count > bound:
+                # the oldest by creation end first; the new one never
+                rows = db.execute(
+                    f"DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE subject = %s "  # noqa: S608
+                    f"AND created_at >= %s AND {live} AND id != %s ORDER BY created_at, id LIMIT %s) "
+                    "RETURNING id, data, last_seen, created_at",
+                    (session.subject, floor, now, now, self.lifetime.inactivity, session.id,
+                     count - bound)).fetchall()
+                floor = max([floor, *(row[3] for row in rows)])
+            db.execute("UPDATE subject_sessions SET n = %s, floor = %s WHERE subject = %s",
+                       (total - len(rows), floor, session.subject))
+        return [codec.decode(sid, data, last_seen) for sid, data, last_seen, _ in rows]
+
+    def get_session(self, session_id: str, now: int) -> Session | None:
+        with self._db() as db:
+            return self._read(db, session_id, now)
+
+    def touch_session(self, session_id: str, now: int) -> None:
+        # the liveness test belongs in the UPDATE: a touch must never revive an idle, unswept row
+        with self._db() as db:
+            db.execute("UPDATE sessions SET last_seen = %s WHERE id = %s AND %s - last_seen >= %s "
+                       "AND %s < hard_expiry AND %s - last_seen <= %s",
+                       (now, session_id, now, self.lifetime.touch_interval, now, now,
+                        self.lifetime.inactivity))
+
+    def get_and_touch(self, session_id: str, now: int) -> Session | None:
+        # one statement, one round trip: the CTE reads the live row; the UPDATE moves last-seen
+        # (never back) once it is touch_interval old; the SELECT returns the row as read
+        with self._db() as db:
+            row = db.execute(
+                "WITH s AS (SELECT id, data, last_seen FROM sessions WHERE id = %(id)s "
+                "AND %(now)s < hard_expiry AND %(now)s - last_seen <= %(idle)s), "
+                "t AS (UPDATE sessions SET last_seen = %(now)s FROM s WHERE sessions.id = s.id "
+                "AND %(now)s - sessions.last_seen >= %(touch)s AND %(now)s - sessions.last_seen <= %(idle)s "
+                "RETURNING 1) SELECT data, last_seen FROM s",
+                {"id": session_id, "now": now, "idle": self.lifetime.inactivity,
+                 "touch": self.lifetime.touch_interval}).fetchone()
+        return codec.decode(session_id, row[0], row[1]) if row else None
+
+    def _update(self, session_id: str, now: int, change: Any) -> Session | None:
+        with self._write() as db:
+            session = self._read(db, session_id, now, lock=True)
+            if session is None:
+                return None
+            updated = change(session)
+            if updated is session:
+                return session
+            if updated.id != session_id:
+                db.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+            return self._save(db, updated)
+
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id))
+
+    def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_client(join))
+
+    def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
+                      now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
+
+    def end_session(self, session_id: str, reason: str = LOGGED_OUT,
+                    now: int | None = None) -> Session | None:
+        with self._write() as db:
+            row = db.execute("DELETE FROM sessions WHERE id = %s RETURNING data, last_seen",
+                             (session_id,)).fetchone()
+            if row is not None:
+                self._put_end(db, session_id, SessionEnd(reason, _now(now)))
+        return codec.decode(session_id, row[0], row[1]) if row else None
+
+    def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
+                        now: int | None = None) -> list[Session]:
+        with self._write() as db:
+            rows = db.execute("DELETE FROM sessions WHERE subject = %s RETURNING id, data, last_seen",
+                              (subject,)).fetchall()
+            for sid, _, _ in rows:
+                self._put_end(db, sid, SessionEnd(reason, _now(now)))
+        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+
+    # why sessions ended ------------------------------------------------------------------
+    @staticmethod
+    def _put_end(db: psycopg.Connection[Any], session_id: str, end: SessionEnd) -> None:
+        db.execute("INSERT INTO session_ends (key, data, expires_at) VALUES (%s, %s, %s) "
+                   "ON CONFLICT (key) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+                   (token_key(session_id), codec.encode_end(end), end.kept_until()))
+
+    def record_session_end(self, session_id: str, end: SessionEnd) -> None:
+        with self._db() as db:
+            self._put_end(db, session_id, end)
+
+    def session_end(self, session_id: str, now: int) -> SessionEnd | None:
+        end: SessionEnd | None
+        with self._db() as db:
+            row = db.execute("SELECT data, last_seen FROM sessions WHERE id = %s", (session_id,)).fetchone()
+        if row is not None:
+            session = codec.decode(session_id, row[0], row[1])
+            if self.lifetime.is_live(session, now):
+                return None
+            # an expired row not yet swept: keep only why it ended, from here on
+            end = self.lifetime.end_of(session)
+            with self._write() as db:
+                db.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+                self._put_end(db, session_id, end)
+        else:
+            with self._db() as db:
+                found = db.execute("SELECT data FROM session_ends WHERE key = %s",
+                                   (token_key(session_id),)).fetchone()
+            end = codec.decode_end(found[0]) if found else None
+        return end if end is not None and now < end.kept_until() else None
+
+    def sessions_of(self, subject: str, now: int) -> list[Session]:
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT id, data, last_seen FROM sessions WHERE subject = %s AND %s < hard_expiry "
+                "AND %s - last_seen <= %s ORDER BY created_at, id",
+                (subject, now, now, self.lifetime.inactivity)).fetchall()
+        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+
+    # refresh tokens ----------------------------------------------------------------------
+    def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
+                    now: int | None = None) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO refresh (key, family, data, expires_at, spent) "
+                       "VALUES (%s, %s, %s, %s, FALSE) ON CONFLICT (key) DO UPDATE SET "
+                       "family = excluded.family, data = excluded.data, expires_at = excluded.expires_at, "
+                       "spent = FALSE", (token_key, family_id, json.dumps(data), expires_at))
+
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+        with self._write() as db:
+            found = db.execute("SELECT family FROM refresh WHERE key = %s", (old_key,)).fetchone()
+            if found is None:
+                return RefreshRotation("unknown")
+            # the family's lock first, the row's after (as revoke_family takes them, so the two never
+            # deadlock): a revocation cannot miss a successor this rotation inserts, and concurrent
+            # presentations of one token queue: the first rotates, the next finds it spent and
+            # revokes the family (RFC 9700 §4.14.2)
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (found[0],))
+            row = db.execute("SELECT family, data, spent FROM refresh WHERE key = %s AND %s < expires_at "
+                             "FOR UPDATE", (old_key, now)).fetchone()
+            if row is None:
+                return RefreshRotation("unknown")
+            family, data, spent = row
+            if spent:
+                db.execute("DELETE FROM refresh WHERE family = %s", (family,))
+                return RefreshRotation("reused", family)
+            db.execute("UPDATE refresh SET spent = TRUE WHERE key = %s", (old_key,))
+            db.execute("INSERT INTO refresh (key, family, data, expires_at, spent) "
+                       "VALUES (%s, %s, %s, %s, FALSE) ON CONFLICT (key) DO UPDATE SET "
+                       "family = excluded.family, data = excluded.data, expires_at = excluded.expires_at, "
+                       "spent = FALSE", (new_key, family, data, expires_at))
+            return RefreshRotation("ok", family, json.loads(data))
+
+    def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
+        with self._db() as db:
+            row = db.execute("SELECT family, data FROM refresh WHERE key = %s AND %s < expires_at "
+                             "AND NOT spent", (token_key, now)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
+
+    def revoke_family(self, family_id: str) -> None:
+        with self._write() as db:
+            # under the family's lock, the DELETE's snapshot (taken after it) sees every successor
+            db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (family_id,))
+            db.execute("DELETE FROM refresh WHERE family = %s", (family_id,))
+
+    # identifiers and counters -----------------------------------------------------------
+    def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
+        # one statement: of concurrent inserts PostgreSQL lets exactly one through; a record
+        # already expired by the caller's clock may be taken again
+        with self._db() as db:
+            cursor = db.execute(
+                "INSERT INTO jtis (ns, jti, expires_at) VALUES (%s, %s, %s) ON CONFLICT (ns, jti) "
+                "DO UPDATE SET expires_at = excluded.expires_at WHERE jtis.expires_at <= %s",
+                (namespace, jti, expires_at, now if now is not None else -1))
+            return cursor.rowcount == 1
+
+    def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
+        with self._db() as db:
+            row = db.execute("SELECT 1 FROM jtis WHERE ns = %s AND jti = %s AND %s < expires_at",
+                             (namespace, jti, now)).fetchone()
+        return row is not None
+
+    def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
+        start = now - now % window
+        with self._db() as db:
+            (count,) = db.execute(
+                "INSERT INTO counters (key, start, count, expires_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (key, start) DO UPDATE SET count = counters.count + excluded.count "
+                "RETURNING count", (key, start, amount, start + window)).fetchone()
+        return int(count), start + window
+
+    # per-subject token cut-off ------------------------------------------------------------
+    def set_not_before(self, subject: str, at: int, expires_at: int) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO not_before (subject, at, expires_at) VALUES (%s, %s, %s) "
+                       "ON CONFLICT (subject) DO UPDATE SET at = excluded.at, "
+                       "expires_at = excluded.expires_at WHERE excluded.at > not_before.at",
+                       (subject, at, expires_at))
+
+    def not_before(self, subject: str, now: int) -> int:
+        with self._db() as db:
+            row = db.execute("SELECT at FROM not_before WHERE subject = %s", (subject,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # housekeeping ---------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Return once a pooled connection answers a query within the timeout."""
+        with self._db() as db:
+            db.execute("SELECT 1")
+
+    def sweep(self, now: int) -> int:
+        with self._write() as db:
+            rows = db.execute("DELETE FROM sessions WHERE %s >= hard_expiry OR %s - last_seen > %s "
+                              "RETURNING id, data, last_seen",
+                              (now, now, self.lifetime.inactivity)).fetchall()
+            for sid, data, last_seen in rows:
+                end = self.lifetime.end_of(codec.decode(sid, data, last_seen))
+                if now < end.kept_until():
+                    self._put_end(db, sid, end)
+            removed = len(rows)
+            for table in ("refresh", "jtis", "counters", "session_ends", "not_before"):
+                # table names come from this tuple, never from input
+                removed += db.execute(f"DELETE FROM {table} WHERE %s >= expires_at", (now,)).rowcount  # noqa: S608
+        return removed
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def _now(now: int | None) -> int:
+    """Return ``now``, or the wall clock's second when a caller has none (the edge)."""
+    return int(time.time()) if now is None else now

@@ -1,0 +1,60 @@
+"""PostgreSQL specifics: a blocked or unreachable server is a bounded StoreUnavailable, the schema
+is versioned and migrating twice is a no-op."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from policy_sso.errors import StoreError, StoreUnavailable
+from policy_sso.sessions import AuthEvent, Session, open_store
+from policy_sso.sessions.model import new_session_id
+from policy_sso.sessions.store import StoreOptions
+
+from .conftest import LIFETIME, empty_postgres, free_port
+
+NOW = 1_767_268_800
+
+
+@pytest.fixture
+def url(postgres_url):
+    empty_postgres(postgres_url)
+    return postgres_url
+
+
+def test_a_row_locked_elsewhere_is_store_unavailable_within_the_timeout(url):
+    import psycopg
+
+    store = open_store(url, LIFETIME, StoreOptions(timeout=0.5))
+    session = Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),))
+    store.create_session(session)
+    with psycopg.connect(url) as other, other.transaction():
+        other.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (session.id,))
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.grant_consent(session.id, "portal", frozenset({"openid"}), NOW + 1)
+        assert time.monotonic() - started < 5
+    # the pool's connection serves the next call as if nothing had happened
+    assert store.grant_consent(session.id, "portal", frozenset({"openid"}), NOW + 1) is not None
+    store.ping()
+    store.close()
+
+
+def test_an_unreachable_server_is_a_store_error_naming_it():
+    started = time.monotonic()
+    with pytest.raises(StoreError, match=r"cannot use PostgreSQL at 127\.0\.0\.1"):
+        open_store(f"postgresql://psso@127.0.0.1:{free_port()}/psso", LIFETIME, StoreOptions(timeout=0.5))
+    assert time.monotonic() - started < 15
+
+
+def test_the_schema_is_versioned_and_opening_again_migrates_nothing(url):
+    import psycopg
+
+    from policy_sso.sessions.postgres import SCHEMA_VERSION
+
+    open_store(url, LIFETIME).close()
+    open_store(url, LIFETIME).close()
+    with psycopg.connect(url) as db:
+        versions = [row[0] for row in db.execute("SELECT version FROM policy_sso_schema ORDER BY version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))

@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from policy_sso.audit.context import request_fields
@@ -78,6 +81,56 @@ class JsonFormatter(UtcFormatter):
         return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
+def _line_encoder() -> Callable[[dict[str, Any]], str]:
+    """Return a compact JSON encoder made once (``JSONEncoder.encode`` makes a C encoder per call)."""
+    if c_make_encoder is None:  # an interpreter without the C accelerator
+        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    iterencode = c_make_encoder(None, None, encode_basestring, None, ":", ",", False, False, True)
+    return lambda obj: "".join(iterencode(obj, 0))
+
+
+class AccessWriter:
+    """Writes access lines straight to the log stream, in the handler's format, without logging's machinery.
+
+    An access line is written on every request: through ``logging`` (a
+    record, filters, a formatter, a handler lock and a flush) it cost about
+    30 us of CPU in text and 65 us in JSON on the benchmark machine, 10-25%
+    of a silent authorize. Here it is one f-string (the JSON a C encoder),
+    the timestamp's seconds formatted once a second, and one locked write.
+    """
+
+    def __init__(self, stream: IO[str], log_format: str) -> None:
+        self.stream = stream
+        self.json = log_format == "json"
+        self.encode = _line_encoder()
+        self.lock = threading.Lock()
+        self.second = -1
+        self.stamp = ""
+
+    def write(self, request_id: str, line: tuple[str, str, int, int | None, float, str]) -> None:
+        """Write one access line (fields as :data:`ACCESS_FIELDS`)."""
+        now = time.time()
+        second = int(now)
+        if second != self.second:  # racing threads both format the same second: harmless
+            self.stamp, self.second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)), second
+        stamp = f"{self.stamp}.{int((now - second) * 1000):03d}Z"
+        method, path, status, size, duration_ms, ip = line
+        shown = "-" if size is None else size
+        message = f"{method} {path} {status} {shown}B {duration_ms}ms ip={ip}"
+        if self.json:
+            text = self.encode({"time": stamp, "level": "info", "logger": "policy_sso.access",
+                                "request_id": request_id, "message": message, "method": method, "path": path,
+                                "status": status, "bytes": size, "duration_ms": duration_ms, "ip": ip}) + "\n"
+        else:
+            text = f"{stamp} INFO policy_sso.access [{request_id}] {message}\n"
+        with self.lock:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+_writer: AccessWriter | None = None  # set by configure_logging; None: access lines go through logging
+
+
 def configure_logging(log_format: str = "text", level: str = "info", stream: IO[str] | None = None) -> None:
     """Send the ``policy_sso`` and ``waitress`` loggers to ``stream`` (stderr) in ``log_format`` at ``level``.
 
@@ -95,24 +148,30 @@ def configure_logging(log_format: str = "text", level: str = "info", stream: IO[
         logger.addHandler(handler)
         logger.setLevel(level.upper())
         logger.propagate = False  # one line per record, whatever the root logger does
+    global _writer  # noqa: PLW0603 (one writer a process, as the handler it stands in for)
+    _writer = AccessWriter(handler.stream, log_format) if ACCESS.isEnabledFor(logging.INFO) else None
 
 
 def access_enabled() -> bool:
     """Return whether access lines are written (INFO on for ``policy_sso.access``; cached by logging)."""
-    return ACCESS.isEnabledFor(logging.INFO)
+    return _writer is not None or ACCESS.isEnabledFor(logging.INFO)
 
 
 def log_access(request_id: str, line: tuple[str, str, int, int | None, float, str]) -> None:
     """Write the access line of one request (the caller checks :func:`access_enabled` first).
 
-    ``line`` holds :data:`ACCESS_FIELDS`' values. The record is made directly
-    and handed to the logger once: no caller lookup (``findCaller`` walks the
-    stack), so a line costs little per request.
+    ``line`` holds :data:`ACCESS_FIELDS`' values. Under :func:`configure_logging`
+    the :class:`AccessWriter` writes it; otherwise (an embedding application's
+    own handlers) a record is made directly and handed to the logger once.
     """
     method, path, status, size, duration_ms, ip = line
     if len(path) > PATH_MAX or not path.isprintable():  # a decoded path may hold newlines: no forged lines
         path = path[:PATH_MAX].encode("unicode_escape").decode("ascii")
     duration_ms = round(duration_ms, 2)
+    writer = _writer
+    if writer is not None:
+        writer.write(request_id, (method, path, status, size, duration_ms, ip))
+        return
     record = logging.LogRecord("policy_sso.access", logging.INFO, __file__, 0, "%s %s %s %sB %sms ip=%s",
                                (method, path, status, "-" if size is None else size, duration_ms, ip), None)
     record.request_id = request_id

@@ -18,6 +18,7 @@ from typing import Any
 import falcon.testing
 import pytest
 
+import server.logs as logs_module
 from policy_sso.errors import StoreUnavailable
 from policy_sso.sessions.store import open_store
 from server.browser import SESSION_COOKIE
@@ -43,6 +44,7 @@ def logs() -> Iterator[Callable[[str], io.StringIO]]:
         return buffer
 
     yield install
+    logs_module._writer = None  # serve's direct writer goes with its handler
     for name, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = handlers
@@ -154,3 +156,15 @@ def test_lines_outside_a_request_have_a_timestamp_and_no_id(logs: Any) -> None:
     thread.join()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z WARNING policy_sso\.server \[-\] sweep skipped\n",
                         buffer.getvalue())
+
+
+def test_without_serve_logging_an_access_line_is_one_log_record(client: falcon.testing.TestClient,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """An application embedding the app with its own logging handlers gets the lines as records."""
+    assert logs_module._writer is None
+    caplog.set_level(logging.INFO, logger="policy_sso.access")
+    answer = client.simulate_get("/healthz", query_string="code=c0de-s3cret")
+    (record,) = [r for r in caplog.records if r.name == "policy_sso.access"]
+    assert record.request_id == answer.headers["X-Request-Id"]
+    assert record.access[:4] == ("GET", "/healthz", 200, len(answer.content))
+    assert "c0de" not in record.getMessage()

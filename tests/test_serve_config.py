@@ -7,6 +7,7 @@ environment, then tenant.yaml (issuer, store, state_dir), then the default.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -196,3 +197,21 @@ def test_the_flag_wins_and_a_port_the_issuer_does_not_name_is_warned_about(tmp_p
         err = _stop(proc)
     warning = next(line for line in err.splitlines() if "DISAGREE" in line)
     assert " WARNING " in warning and f"--issuer http://127.0.0.1:{port}" in warning
+
+
+def test_a_refused_reload_logs_each_diagnostic_on_its_own_line(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """Whoever asked (SIGHUP or the admin API), the log says why the running set stays."""
+    import shutil
+
+    config = tmp_path / "tenant"
+    shutil.copytree(DEMO, config, ignore=shutil.ignore_patterns("tests", "yaml"))
+    holder = TenantHolder(load_tenant(config))
+    policy = next(config.glob("*.policy"))
+    policy.write_text(policy.read_text() + '\npolicy "broken" {\n  clients "nobody-here"\n  require mfa\n}\n'
+                      'policy "also-broken" {\n  clients "nobody-either"\n}\n')
+    caplog.set_level(logging.WARNING, logger="policy_sso.reload")
+    result = holder.reload()
+    assert not result.applied and len(result.diagnostics) >= 2
+    refused = [r.getMessage() for r in caplog.records if "policy reload refused: " in r.getMessage()]
+    assert refused == [f"policy reload refused: {d}" for d in result.diagnostics]

@@ -65,6 +65,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory, open fds
+        _latest[:] = [self]
 
     def watch_signing(self, stats: Callable[[], Mapping[str, tuple[int, float]]]) -> None:
         """Expose signature counts and their CPU seconds by algorithm, read from ``stats``."""
@@ -114,8 +115,88 @@ class Metrics:
         self._sources.append(families)
 
     def exposition(self) -> bytes:
-        """Return every metric in the Prometheus text format."""
+        """Return every metric in the Prometheus text format (every worker's under ``serve --workers``)."""
+        own = generate_latest(self.registry)
+        if not _worker:
+            return own
+        slot, siblings = _worker[0]
+        return combine_expositions([(slot, own), *siblings()])
+
+    def own_exposition(self) -> bytes:
+        """Return this process's metrics alone (what a worker hands a sibling being scraped)."""
         return generate_latest(self.registry)
+
+
+# ``serve --workers``: this worker's slot and what fetches its siblings' expositions; the last
+# Metrics built in the process (a worker builds one) answers the siblings' scrapes
+_worker: list[tuple[str, Callable[[], list[tuple[str, bytes]]]]] = []
+_latest: list[Metrics] = []
+
+
+def share_across_workers(slot: str, siblings: Callable[[], list[tuple[str, bytes]]]) -> Callable[[], bytes]:
+    """Make ``/metrics`` cover every worker; return what produces this worker's own exposition."""
+    _worker[:] = [(slot, siblings)]
+    return lambda: _latest[-1].own_exposition() if _latest else b""
+
+
+# per-process values that do not add up across workers: the earliest start, the highest limit
+_COMBINE = {"process_start_time_seconds": min, "process_max_fds": max}
+
+
+def combine_expositions(parts: list[tuple[str, bytes]]) -> bytes:
+    """Return one exposition from several workers' (slot, text): samples with equal labels summed.
+
+    Counters and gauges add up (requests, decisions, CPU seconds, memory), so
+    a scrape reads as one server's; ``policy_sso_worker_http_requests``
+    ``{worker=...}`` keeps each worker's own request count and
+    ``policy_sso_workers`` says how many answered this scrape.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    per_worker = CounterMetricFamily("policy_sso_worker_http_requests",
+                                     "HTTP requests answered by each worker (serve --workers)",
+                                     labels=["worker"])
+    for slot, text in parts:
+        handled = 0.0
+        for family in text_string_to_metric_families(text.decode()):
+            families.setdefault(family.name, family)
+            table = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if sample.name == "policy_sso_http_requests_total":
+                    handled += sample.value
+                merge = _COMBINE.get(sample.name)
+                old = table.get(key)
+                table[key] = sample.value if old is None else (merge or _add)(old, sample.value)
+        per_worker.add_metric([slot], handled)
+    combined = []
+    for name, family in families.items():
+        merged = Metric(name, family.documentation, family.type)
+        for (sample_name, labels), value in values[name].items():
+            merged.add_sample(sample_name, dict(labels), value)
+        combined.append(merged)
+    combined.append(per_worker)
+    combined.append(GaugeMetricFamily("policy_sso_workers", "Worker processes that answered this scrape",
+                                      value=len(parts)))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed(combined))
+    return generate_latest(registry)
+
+
+def _add(a: float, b: float) -> float:
+    return a + b
+
+
+class _Fixed:
+    """A collector yielding families built beforehand (the combined exposition)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
 
 
 class _Collector:

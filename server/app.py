@@ -46,7 +46,7 @@ from server.resources.backend import (
 from server.resources.discovery import Discovery, Jwks
 from server.resources.events import Events
 from server.resources.health import Health, MetricsPage, Readiness
-from server.resources.interaction import Consent, Login
+from server.resources.interaction import Consent, Favicon, Login
 from server.resources.logout import Logout
 from server.resources.openapi import OpenApi
 from server.resources.par import PushedAuthorizationRequest
@@ -84,6 +84,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/authorize": Authorize(provider, browser),
         "/login": Login(provider, browser),
         "/consent": Consent(provider, browser),
+        "/favicon.ico": Favicon(),
         "/token": Token(provider),
         "/revoke": Revoke(provider),
         "/introspect": Introspect(provider),
@@ -193,26 +194,35 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: str = "127.0.0.1",
           port: int = 8080, threads: int | None = None, limits: ServerLimits | None = None,
-          adjust: Callable[[Tenant], Tenant] | None = None) -> None:
+          adjust: Callable[[Tenant], Tenant] | None = None, sock: Any = None,
+          worker: Any = None) -> None:
     """Serve the tenant on waitress until interrupted; sweep expired records meanwhile.
 
     ``limits`` are waitress's body, header, connection and idle limits
     (:class:`server.limits.ServerLimits` defaults when None); ``adjust`` is
-    applied to every reloaded tenant (``serve --issuer``).
+    applied to every reloaded tenant (``serve --issuer``). ``sock`` and
+    ``worker``: one worker of ``serve --workers`` (:mod:`server.supervisor`),
+    accepting on the supervisor's socket; SIGTERM drains it.
     """
     holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring), adjust=adjust)
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     cookie_key = load_or_create_key(state_dir_key(state_dir))
     audit = server_audit_log(tenant.settings.audit, state_dir, store, cookie_key)
     app = create_app(holder, store, keyring, cookie_key=cookie_key, audit=audit)
-    server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits)
-    if threading.current_thread() is threading.main_thread():
+    server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits,
+                           sock=sock)
+    if worker is not None:
+        from server.supervisor import start_worker
+
+        start_worker(server, worker)  # SIGTERM drains; /metrics covers every worker; no banner
+    elif threading.current_thread() is threading.main_thread():
         # SIGTERM (systemd, docker stop) ends the serve loop like Ctrl-C, so the store is closed cleanly
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stop = threading.Event()
     threading.Thread(target=_sweeper, args=(store, wall_clock, stop), daemon=True).start()
-    print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
-          f"{server.effective_port} (state in {state_dir})", flush=True)
+    if worker is None:
+        print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
+              f"{server.effective_port} (state in {state_dir})", flush=True)
     mismatch = issuer_port_mismatch(tenant.settings.issuer, int(server.effective_port))  # waitress: a str
     if mismatch:
         log.warning(mismatch)

@@ -108,8 +108,12 @@ def _raise_open_files(connections: int) -> None:
 
 
 def create_server(app: Any, *, host: str, port: int, threads: int, limits: ServerLimits | None = None,
-                  ident: str = "policy-sso") -> Any:
-    """Return a waitress server for ``app`` on ``host:port`` with ``limits`` (defaults when None)."""
+                  ident: str = "policy-sso", sock: Any = None) -> Any:
+    """Return a waitress server for ``app`` on ``host:port`` with ``limits`` (defaults when None).
+
+    ``sock``: a socket already bound and listening (``serve --workers``: inherited from the
+    supervisor) to accept on instead of binding ``host:port``.
+    """
     limits = limits or ServerLimits()
     _raise_open_files(limits.connection_limit)
     # poll(), not select(): select() cannot watch a descriptor numbered 1024 or more
@@ -118,6 +122,9 @@ def create_server(app: Any, *, host: str, port: int, threads: int, limits: Serve
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict[int, Any] = {}
+    if sock is not None:
+        return LimitedServer(app, socket_map, True, sock, dispatcher=dispatcher, adj=adj, bind_socket=False,
+                             sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
     servers = [LimitedServer(app, socket_map, True, None, dispatcher=dispatcher, adj=adj, sockinfo=info)
                for info in adj.listen]
     if len(servers) == 1:

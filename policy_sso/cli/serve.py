@@ -69,6 +69,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (PolicySSOError, OSError) as err:
         print(f"policy-sso serve: {err}", file=sys.stderr)
         return EXIT_FINDINGS
+    workers = worker_count(args.workers, url)
+    if isinstance(workers, str):
+        store.close()
+        print(f"policy-sso serve: {workers}", file=sys.stderr)
+        return EXIT_USAGE
+    if workers > 1:
+        from server.supervisor import serve_workers
+
+        store.close()  # opened to check it; each worker opens its own after the fork
+        return serve_workers(workers, args, tenant, url, keyring, state_dir, adjust)
     try:
         limits = ServerLimits(**{name: value for name in LIMIT_FLAGS
                                  if (value := getattr(args, name, None)) is not None})
@@ -79,6 +89,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_FINDINGS
     return EXIT_OK
+
+
+def worker_count(flag: int | None, url: str) -> int | str:
+    """Return how many worker processes to run (``--workers``, else one per CPU), or why not.
+
+    The memory store lives in one process: several workers would each have
+    their own sessions, so it runs one worker unless more are asked for,
+    which is refused.
+    """
+    if url.startswith("memory:"):
+        if flag is not None and flag > 1:
+            return (f"--workers {flag} needs a store the workers share (sqlite:///PATH, redis://, "
+                    "postgresql://); memory:// keeps sessions inside one process")
+        return 1
+    return flag if flag is not None else max(1, os.cpu_count() or 1)
 
 
 # waitress limits (server/limits.py ServerLimits, docs/security.md "Server limits"): flag -> help
@@ -176,13 +201,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", metavar="DIR",
                    help="keys and the SQLite store (default: tenant.yaml state_dir, ./var)")
     p.add_argument("--store", metavar="URL",
-                   help="memory://, sqlite:///PATH or redis://HOST:PORT/DB "
+                   help="memory://, sqlite:///PATH, redis://HOST:PORT/DB or postgresql://USER@HOST/DB "
                    "(default: SQLite in --state-dir if given, else tenant.yaml store)")
     p.add_argument("--issuer", type=_issuer, metavar="URL",
                    help="the issuer every token and discovery names (default: tenant.yaml issuer); "
                    "behind a TLS proxy, its public https URL")
     p.add_argument("--host", default="127.0.0.1", metavar="H", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", default=8080, type=_port, metavar="P", help="port to listen on (8080)")
+    p.add_argument("--workers", type=_positive, metavar="N",
+                   help="server processes on one listening socket, under a supervisor that restarts "
+                   "them (default: one per CPU; 1 with the memory store)")
     p.add_argument("--threads", type=_positive, metavar="N",
                    help="waitress worker threads (default: one per CPU, from 2 to 4)")
     for name, text in LIMIT_FLAGS.items():

@@ -133,6 +133,43 @@ class DpopSettings:
 
 
 @dataclass(frozen=True)
+class EnrolmentSettings:
+    """``tenant.yaml`` ``enrolment``: which factors users may add themselves, and after what.
+
+    ``factors``: the methods a user may enrol (``otp``: an authenticator app,
+    ``hwk``: a passkey). ``after``: the amr a session must hold to enrol one
+    (any of them; ``pwd`` lets a password alone add the first factor, as
+    Keycloak's "configure OTP" required action does). ``within``: how recent
+    that authentication must be, in seconds. ``users``: the subjects allowed,
+    empty for everyone.
+    """
+
+    factors: frozenset[str] = frozenset({"otp", "hwk"})
+    after: frozenset[str] = frozenset({"pwd"})
+    within: int = 600
+    users: frozenset[str] = frozenset()
+
+    def allows(self, subject: str, factor: str) -> bool:
+        """Return whether ``subject`` may enrol ``factor`` at all (the authentication is checked apart)."""
+        return factor in self.factors and (not self.users or subject in self.users)
+
+
+def enrolment_settings(data: dict[str, Any]) -> EnrolmentSettings:
+    """Return the EnrolmentSettings of a schema-valid ``enrolment:`` block."""
+    default = EnrolmentSettings()
+    return EnrolmentSettings(
+        factors=frozenset(data.get("factors", default.factors)),
+        after=frozenset(data.get("after", default.after)),
+        within=_dur(data, "within", default.within),
+        users=frozenset(data.get("users", ())),
+    )
+
+
+def _scope_name(item: str | dict[str, Any]) -> str:
+    return item["name"] if isinstance(item, dict) else item
+
+
+@dataclass(frozen=True)
 class TenantSettings:
     """``tenant.yaml``."""
 
@@ -147,6 +184,9 @@ class TenantSettings:
     methods: frozenset[str] = frozenset({"pwd", "otp"})
     policy_files: tuple[str, ...] = DEFAULT_POLICY_FILES
     scopes: frozenset[str] = frozenset()  # scopes policies may name beyond those the clients request
+    # what the consent page says a scope is for (``scopes:`` items written {name, description})
+    scope_descriptions: dict[str, str] = field(default_factory=dict)
+    enrolment: EnrolmentSettings = EnrolmentSettings()
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     guessing: GuessingSettings = GuessingSettings()
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client address
@@ -231,7 +271,10 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
         acr_levels=levels,
         methods=frozenset(data.get("methods", ["pwd", "otp"])),
         policy_files=tuple(data.get("policy_files", DEFAULT_POLICY_FILES)),
-        scopes=frozenset(data.get("scopes", ())),
+        scopes=frozenset(_scope_name(item) for item in data.get("scopes", ())),
+        scope_descriptions={item["name"]: item["description"] for item in data.get("scopes", ())
+                            if isinstance(item, dict) and item.get("description")},
+        enrolment=enrolment_settings(data.get("enrolment", {})),
         rate_limits={k: RateLimit(v["requests"], parse_duration(v["window"]))
                      for k, v in data.get("rate_limits", {}).items()},
         guessing=guessing_settings(data.get("guessing", {})),
@@ -276,6 +319,7 @@ class Client:
     scopes: tuple[str, ...] = DEFAULT_CLIENT_SCOPES
     id_token_signed_response_alg: str = "RS256"  # noqa: S105 - an algorithm name
     first_party: bool = False
+    client_name: str | None = None  # what people see on the hosted pages (RFC 7591 §2); ``name`` is a note
     require_pushed_authorization_requests: bool = False  # RFC 9126 §6
     dpop_bound_access_tokens: bool = False  # RFC 9449 §5.2: every token request carries a DPoP proof
     policy: str | None = None  # as written in clients.yaml; see governing_policy_name()
@@ -311,6 +355,7 @@ def client_record(data: dict[str, Any], span: Span, policy_span: Span | None = N
         scopes=tuple(data.get("scopes", DEFAULT_CLIENT_SCOPES)),
         id_token_signed_response_alg=data.get("id_token_signed_response_alg", "RS256"),
         first_party=bool(data.get("first_party", False)),
+        client_name=data.get("client_name"),
         require_pushed_authorization_requests=bool(data.get("require_pushed_authorization_requests", False)),
         dpop_bound_access_tokens=bool(data.get("dpop_bound_access_tokens", False)),
         policy=data.get("policy"),

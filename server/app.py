@@ -46,7 +46,7 @@ from server.resources.backend import (
 from server.resources.discovery import Discovery, Jwks
 from server.resources.events import Events
 from server.resources.health import Health, MetricsPage, Readiness
-from server.resources.interaction import Consent, Login
+from server.resources.interaction import Consent, Favicon, Login
 from server.resources.logout import Logout
 from server.resources.openapi import OpenApi
 from server.resources.par import PushedAuthorizationRequest
@@ -84,6 +84,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/authorize": Authorize(provider, browser),
         "/login": Login(provider, browser),
         "/consent": Consent(provider, browser),
+        "/favicon.ico": Favicon(),
         "/token": Token(provider),
         "/revoke": Revoke(provider),
         "/introspect": Introspect(provider),

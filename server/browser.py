@@ -7,6 +7,7 @@ Cookies are HttpOnly and SameSite=Lax, and Secure unless the issuer is plain
 from __future__ import annotations
 
 import re
+import secrets
 from typing import Any
 
 import falcon
@@ -20,6 +21,41 @@ MAX_SESSION_ID = 128  # new_session_id makes 43 characters; room for other store
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")  # base64url, what new_session_id makes
 INTERACTION_COOKIE = "psso_interaction"
 
+# What a person reads for each error code (the code itself only in the page's "details" line).
+# One entry a situation; a translation replaces the strings, the keys stay.
+MESSAGES: dict[str, tuple[str, str]] = {
+    "invalid_request": ("This sign-in link does not work",
+                        "The sign-in request is incomplete or has expired. Go back to the application "
+                        "and start again."),
+    "invalid_client": ("This application is not known here",
+                       "The application that sent you is not registered with this sign-in service."),
+    "unauthorized_client": ("This application is not allowed to do that",
+                            "Go back to the application and try again, or contact its support."),
+    "access_denied": ("This page was not sent from here",
+                      "The form did not come from this sign-in page, or it is too old. "
+                      "Reload the page and try again."),
+    "temporarily_unavailable": ("The sign-in service is busy",
+                                "It could not answer just now. Wait a few seconds and try again."),
+    "server_error": ("Something went wrong on our side",
+                     "Try again in a moment. If it keeps happening, contact your administrator."),
+    "not_found": ("This page does not exist", "Check the address, or go back to the application."),
+    "method_not_allowed": ("This page cannot be used that way",
+                           "Go back to the application and start again."),
+    "invalid_token": ("You are not signed in", "Sign in again from the application."),
+}
+DEFAULT_MESSAGE = ("Something went wrong", "Go back to the application and start again.")
+
+
+def user_message(error: str) -> tuple[str, str]:
+    """Return the (title, text) a person reads for an error code."""
+    return MESSAGES.get(error, DEFAULT_MESSAGE)
+
+
+# A content security policy for the hosted pages: no inline script but the page's own (its nonce),
+# no framing (clickjacking), forms only to this server and the clients' redirect_uris (form_post).
+CSP = ("default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+       "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+
 
 class Browser:
     """Cookie names and flags, the template environment and response delivery."""
@@ -30,13 +66,18 @@ class Browser:
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("server", "templates"), autoescape=True,
             undefined=jinja2.ChainableUndefined)
+        self.templates.globals["user_message"] = user_message
 
     # --- pages ---------------------------------------------------------------
     def render(self, resp: falcon.Response, template: str, status: int = 200, **context: Any) -> None:
-        """Render an HTML page into the response."""
+        """Render an HTML page into the response, with a fresh CSP nonce for its own script and style."""
+        nonce = secrets.token_urlsafe(16)
         resp.status = status
         resp.content_type = falcon.MEDIA_HTML
-        resp.text = self.templates.get_template(template).render(**context)
+        resp.set_header("Content-Security-Policy", CSP.format(nonce=nonce))
+        resp.set_header("X-Frame-Options", "DENY")
+        resp.set_header("Cache-Control", "no-store")
+        resp.text = self.templates.get_template(template).render(nonce=nonce, **context)
 
     def deliver(self, resp: falcon.Response, response: AuthorizationResponse, *,
                 after_post: bool = False) -> None:

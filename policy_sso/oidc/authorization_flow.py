@@ -195,7 +195,8 @@ def resolve(p: Provider, areq: AuthorizationRequest, session: Session | None,
     offered = p.second_factors(session.subject) if session else ()
     # the factors the hosted pages could add but this user lacks: a page explains, or offers enrolment
     lacking = tuple(m for m in ENROLLABLE_FACTORS if m in p.tenant.settings.methods and m not in offered)
-    return next_step(decision, session, lambda s: p.tenant.decide(request, s, now), offered, now, lacking)
+    return next_step(decision, session, lambda s: p.tenant.decide(request, s, now), offered, now,
+                     lacking=lacking)
 
 
 def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -> AuthorizationResponse:

@@ -39,8 +39,12 @@ LOGIN_REASONS = frozenset({"no_session", "session_expired", "absolute_lifetime_e
                            "inactivity_timeout", "max_age_exceeded", "prompt_login",
                            "subject_mismatch", "sso_disabled"})
 CONSENT_REASONS = frozenset({"consent_missing", "prompt_consent"})
+# The second factors a user can add on the hosted pages: an authenticator app, a passkey (RFC 8176).
+ENROLLABLE_FACTORS = ("otp", "hwk")
 
-StepKind = Literal["complete", "login", "otp", "consent", "fail"]
+# A step the user could clear with a second factor they have not enrolled yet: the hosted pages
+# explain what the app requires and offer enrolment where the tenant allows it (issue 18).
+StepKind = Literal["complete", "login", "otp", "consent", "factor", "fail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +167,15 @@ class Step:
 
 
 def next_step(decision: Decision, session: Session | None,
-              decide: Callable[[Session], Decision], offered: tuple[str, ...], now: int) -> Step:
+              decide: Callable[[Session], Decision], offered: tuple[str, ...], now: int,
+              *, lacking: tuple[str, ...] = ()) -> Step:
     """Return the page that resolves ``decision``, given the second factors the user can offer.
 
     ``decide`` re-evaluates the same request for another session; it is used to
     try a factor on a copy of the session before asking the user for it.
+    ``lacking`` are the factors the tenant knows but the user has not enrolled:
+    when one of them would clear the decision, the step is ``factor`` (a page
+    that says so) instead of ``fail`` (the error sent back to the app).
     """
     if decision.allowed:
         return Step("complete", decision)
@@ -188,4 +196,6 @@ def next_step(decision: Decision, session: Session | None,
             return Step("otp", decision)
     if clears(("pwd",)) or any(clears(("pwd", m)) for m in offered):
         return Step("login", decision)
+    if any(clears((m,)) or clears(("pwd", m)) for m in lacking):
+        return Step("factor", decision)
     return Step("fail", decision)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import urllib.parse
+from dataclasses import replace
 
 import falcon
 
+from policy_sso.config import Client
 from policy_sso.credentials import HashingBusy
 from policy_sso.errors import AccessDenied, OAuthError, RateLimited
-from policy_sso.oidc import sign_in
+from policy_sso.oidc import enrolment, sign_in
 from policy_sso.oidc.authorization_flow import Answer, Interact
 from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
 from policy_sso.oidc.interaction import Interaction
@@ -16,6 +18,16 @@ from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.client_address import client_address
 from server.hooks import form_body
+
+
+def display_name(client: Client) -> str:
+    """Return the name people see for a client: clients.yaml ``client_name``, else its note, else its id."""
+    return client.client_name or client.name or client.client_id
+
+
+def scope_description(p: Provider, scope: str) -> str:
+    """Return what the consent page says a scope allows: tenant.yaml's description, else the standard one."""
+    return p.tenant.settings.scope_descriptions.get(scope) or SCOPE_DESCRIPTIONS.get(scope, "")
 
 
 def expired() -> OAuthError:
@@ -64,7 +76,7 @@ class _Page:
         self.browser.redirect(resp, f"/{result.page}?{query}", after_post=after_post)
 
     def _client_name(self, page: sign_in.Page) -> str:
-        return page.request.client.name or page.request.client.client_id
+        return display_name(page.request.client)
 
     def _username(self, subject: str | None) -> str:
         user = self.provider.user(subject) if subject else None
@@ -81,6 +93,8 @@ class Login(_Page):
                                     req.context.now)
         if page.step.kind in ("login", "otp"):
             self._show(resp, page, interaction)
+        elif page.step.kind == "factor":
+            self._factor_page(resp, page, interaction, req.context.now)
         else:
             self._proceed(req, resp, page, interaction)
 
@@ -90,6 +104,9 @@ class Login(_Page):
         interaction = self._interaction(req)
         form, now = req.context.form, req.context.now
         session_id = self.browser.session_id(req)
+        if form.get("cancel") == "yes":  # "back to the app" from the factor page: the app hears why
+            self._cancel(req, resp, interaction)
+            return
         if "otp" in form:
             session = self.provider.store.get_session(session_id, now) if session_id else None
             if session is None:
@@ -126,6 +143,24 @@ class Login(_Page):
         page = sign_in.current_page(self.provider, interaction, attempt.session_id, now)
         self._proceed(req, resp, page, interaction)
 
+    def _factor_page(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
+                     now: int) -> None:
+        """Show what the app requires that the user has no factor for, and what they can do."""
+        assert page.session is not None
+        needs = enrolment.factor_needs(self.provider, page, interaction, now)
+        self.browser.render(resp, "factor_required.html", client_name=self._client_name(page),
+                            username=self._username(page.session.subject), needs=needs,
+                            interaction_id=interaction.id, csrf=interaction.csrf)
+
+    def _cancel(self, req: falcon.Request, resp: falcon.Response, interaction: Interaction) -> None:
+        """Send the app the decision's error: the user chose to go back without the factor."""
+        now = req.context.now
+        page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req), now)
+        if page.step.kind in ("factor", "fail"):
+            page = sign_in.Page(page.request, page.session, replace(page.step, kind="fail"))
+        self.browser.clear_interaction(resp)
+        self._proceed(req, resp, page, interaction)
+
     def _show(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
               message: str = "", username: str = "", *, status: int = 200) -> None:
         common = {"client_name": self._client_name(page), "interaction_id": interaction.id,
@@ -156,7 +191,7 @@ class Consent(_Page):
             return
         remedy = page.step.decision.remedy
         names = dict.fromkeys([*page.request.scopes, *(remedy.scopes if remedy else ())])
-        scopes = [{"name": s, "description": SCOPE_DESCRIPTIONS.get(s, "")} for s in names]
+        scopes = [{"name": s, "description": scope_description(self.provider, s)} for s in names]
         self.browser.render(resp, "consent.html", client_name=self._client_name(page),
                             username=self._username(page.session.subject), scopes=scopes,
                             interaction_id=interaction.id, csrf=interaction.csrf)
@@ -185,3 +220,20 @@ class Consent(_Page):
             sign_in.grant_consent(self.provider, page, now)
         page = sign_in.current_page(self.provider, interaction, session_id, now, consented=True)
         self._proceed(req, resp, page, interaction)
+
+
+# A small key in the brand colour: the pages' icon, so browsers stop asking for a 404.
+FAVICON = (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+           b'<rect width="32" height="32" rx="6" fill="#1a5fb4"/>'
+           b'<circle cx="12" cy="16" r="5" fill="none" stroke="#fff" stroke-width="3"/>'
+           b'<path d="M17 16h10m-3 0v4m-3-4v3" stroke="#fff" stroke-width="3" fill="none"/></svg>')
+
+
+class Favicon:
+    """GET /favicon.ico: the hosted pages' icon (SVG), cached for a day."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Return the icon."""
+        resp.content_type = "image/svg+xml"
+        resp.set_header("Cache-Control", "public, max-age=86400")
+        resp.data = FAVICON

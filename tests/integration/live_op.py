@@ -217,6 +217,8 @@ class BrowserAgent:
                 result = self.follow(self.submit(page, {"otp": self.op.totp(username)}))
             elif kind == "consent":
                 result = self.follow(self.submit(page, {}, ("decision", consent)))
+            elif kind == "factor":  # the app needs a factor the user lacks: they go back to the app
+                result = self.follow(self.submit(page, {}, ("cancel", "yes")))
             else:
                 raise AssertionError(f"stuck on a {kind} page ({page.status_code}): {page.text[:300]}")
         raise AssertionError("too many pages")
@@ -243,6 +245,8 @@ def page_kind(page: requests.Response) -> str:
         return "consent"
     if ("logout", "yes") in forms[0].buttons:
         return "logout"
+    if ("cancel", "yes") in forms[0].buttons:
+        return "factor"
     return "unknown"
 
 

@@ -179,7 +179,11 @@ def test_logout_then_prompt_none_is_login_required(op: LiveOP, browser: BrowserA
 
 
 def test_user_without_a_second_factor_cannot_meet_an_mfa_policy(op: LiveOP, browser: BrowserAgent) -> None:
-    cb = browser.interact(browser.authorize_request("payments-web"), "bob")
+    page = browser.follow(browser.submit(browser.follow(browser.authorize_request("payments-web")),
+                                         {"username": "bob", "password": "builder"}))
+    assert page_kind(page) == "factor" and "needs a second factor" in page.text  # told, not bounced
+    assert [s.amr for s in op.store.sessions_of("u-bob", op.clock.now)] == [("pwd",)]  # nothing upgraded
+    cb = browser.interact(page, "bob")  # he goes back to the app, which hears why
     assert cb.error == "interaction_required"
     assert "mfa_required" in cb.codes
 

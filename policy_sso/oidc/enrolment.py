@@ -1,0 +1,158 @@
+"""Second factors a user adds themselves: who may, after what, and TOTP enrolment (RFC 6238).
+
+Who may enrol, and after which authentication, is the tenant's ``enrolment:``
+block (:class:`policy_sso.config.EnrolmentSettings`). A factor is enrolled
+only with proof: a TOTP secret is kept once the user types a first valid code
+from it; a passkey once its attestation verifies (:mod:`policy_sso.oidc.passkeys`).
+
+Enrolled factors live in the store (``put_credential``), so every instance
+sharing it sees them at once; ``users.yaml``'s ``totp_secret`` stays the
+declarative seed and the store wins over it (docs/enrolment.md). A TOTP secret
+is stored encrypted (AES-256-GCM under a key derived from the state
+directory's ``interaction.key``, which instances sharing a store share) and is
+never logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from policy_sso import credentials
+from policy_sso.sessions.model import AuthEvent, Session
+
+if TYPE_CHECKING:
+    from policy_sso.oidc.interaction import Interaction
+    from policy_sso.oidc.provider import Provider
+    from policy_sso.oidc.sign_in import Page
+
+TOTP_CREDENTIAL = "totp"  # the credential id of a user's (single) enrolled authenticator app
+PASSWORD_CREDENTIAL = "password"  # the credential id of a password set at run time  # noqa: S105
+TOTP_SECRET_BYTES = 20  # RFC 4226 §4: 160 bits recommended
+PENDING_TOTP_TTL = 600  # seconds a shown QR code may be confirmed
+
+FACTOR_WORDS = {"otp": "an authenticator app (one-time codes)", "hwk": "a passkey or security key"}
+
+
+@dataclass(frozen=True, slots=True)
+class FactorNeeds:
+    """What an app requires that the user lacks: the factors that would do, and those they may add now."""
+
+    factors: tuple[str, ...]
+    enrol: tuple[str, ...]
+
+    @property
+    def sentence(self) -> str:
+        """Return the requirement in a person's words."""
+        return " or ".join(FACTOR_WORDS.get(m, m) for m in self.factors) or "a second factor"
+
+
+def may_enrol(p: Provider, session: Session, factor: str, now: int) -> bool:
+    """Return whether the tenant lets this session's user enrol ``factor`` now (who, after what, when)."""
+    rule = p.tenant.settings.enrolment
+    if factor not in p.tenant.settings.methods or not rule.allows(session.subject, factor):
+        return False
+    return any(now - t <= rule.within for m, t in session.methods.items() if m in rule.after)
+
+
+def factor_needs(p: Provider, page: Page, interaction: Interaction, now: int) -> FactorNeeds:
+    """Return the factors that would meet the app's policy for this session, and which may be enrolled now."""
+    from policy_sso.oidc.authorization_flow import resolve
+    from policy_sso.oidc.interaction import CONSENT_REASONS, ENROLLABLE_FACTORS
+
+    session = page.session
+    assert session is not None
+    helps = []
+    for m in ENROLLABLE_FACTORS:
+        if m not in p.tenant.settings.methods:
+            continue
+        trial = session.with_event(AuthEvent(m, now), session.id)
+        step = resolve(p, page.request, trial, interaction, now)
+        if step.kind == "complete" or set(step.decision.codes) <= CONSENT_REASONS:
+            helps.append(m)
+    enrol = tuple(m for m in helps if may_enrol(p, session, m, now))
+    return FactorNeeds(tuple(helps), enrol)
+
+
+# --- TOTP ---------------------------------------------------------------------------------------
+
+def _cipher(p: Provider) -> AESGCM:
+    # a key of its own, derived from the interaction key every instance sharing the store shares
+    return AESGCM(bytes.fromhex(p.codec.tag("credential-encryption", "totp-secret aes-256-gcm")))
+
+
+def seal_secret(p: Provider, subject: str, secret: str) -> str:
+    """Return a TOTP secret encrypted for the store, bound to its subject (the AEAD's associated data)."""
+    nonce = os.urandom(12)
+    sealed = _cipher(p).encrypt(nonce, secret.encode(), subject.encode())
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def open_secret(p: Provider, subject: str, sealed: str) -> str | None:
+    """Return the TOTP secret a stored value holds, or None when it does not open (another key, tampered)."""
+    try:
+        raw = base64.urlsafe_b64decode(sealed.encode())
+        return _cipher(p).decrypt(raw[:12], raw[12:], subject.encode()).decode()
+    except Exception:  # any failure (another key, tampered, not base64) means no usable secret
+        return None
+
+
+def new_totp_secret() -> str:
+    """Return a new base32 TOTP secret (RFC 4226 §4: 160 bits)."""
+    return base64.b32encode(secrets.token_bytes(TOTP_SECRET_BYTES)).decode().rstrip("=")
+
+
+def provisioning_uri(p: Provider, username: str, secret: str) -> str:
+    """Return the otpauth:// URI an authenticator app reads from the QR code (Key Uri Format)."""
+    import urllib.parse
+
+    issuer = urllib.parse.urlsplit(p.issuer).netloc or p.issuer
+    label = urllib.parse.quote(f"{issuer}:{username}")
+    query = urllib.parse.urlencode({"secret": secret, "issuer": issuer, "algorithm": "SHA1",
+                                    "digits": "6", "period": "30"})
+    return f"otpauth://totp/{label}?{query}"
+
+
+def qr_svg(uri: str) -> str:
+    """Return an inline SVG QR code of ``uri`` (segno; no external image request)."""
+    import io
+
+    import segno
+
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=4, border=2, xmldecl=False, svgns=True)
+    return out.getvalue().decode()
+
+
+def totp_secret_of(p: Provider, subject: str) -> str | None:
+    """Return the user's TOTP secret: the one enrolled in the store, else users.yaml's seed."""
+    record = p.store.credentials_of(subject).get(TOTP_CREDENTIAL)
+    if record is not None:
+        return open_secret(p, subject, str(record.get("sealed", "")))
+    return p.totp_secrets.get(subject)
+
+
+def has_totp(p: Provider, subject: str) -> bool:
+    """Return whether the user has an authenticator app (enrolled, or seeded in users.yaml)."""
+    return subject in p.totp_secrets or TOTP_CREDENTIAL in p.store.credentials_of(subject)
+
+
+def confirm_totp(p: Provider, session: Session, secret: str, code: str, now: int) -> bool:
+    """Store ``secret`` as the user's authenticator app when ``code`` is valid for it; return whether it was.
+
+    The first code proves the app holds the secret (as Keycloak's OTP setup asks).
+    """
+    code = code.strip().replace(" ", "")
+    if not credentials.verify_totp(secret, code, now):
+        return False
+    record: dict[str, Any] = {"kind": "totp", "sealed": seal_secret(p, session.subject, secret),
+                              "created_at": now, "label": "Authenticator app"}
+    p.store.put_credential(session.subject, TOTP_CREDENTIAL, record)
+    p.audit.record("factor.enrolled", now, outcome="success", subject=session.subject,
+                   session_id=session.id, factor="otp")  # never the secret
+    return True

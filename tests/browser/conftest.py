@@ -1,0 +1,196 @@
+"""A real browser (Debian's chromium, headless, through selenium) against policy-sso on waitress.
+
+Nothing here downloads a browser: chromedriver and chromium are Debian's
+(``.ci/run`` installs ``chromium chromium-driver``), given to selenium by path.
+The driver is started once per module (a few seconds); each test gets a fresh
+server and store, and the driver's cookies are cleared. The clients'
+redirect_uris point at a small callback server, so a test reads what the app
+received. A failing test leaves a screenshot in pytest's temporary directory.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import waitress
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from live_op import DEMO, FakeClock, LiveOP, with_issuer
+
+from policy_sso.oidc.keys import KeyRing
+from policy_sso.sessions.store import open_store
+from policy_sso.tenant import Tenant, load_tenant
+from server.app import create_app
+
+CHROMIUM = os.environ.get("POLICY_SSO_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("POLICY_SSO_CHROMEDRIVER", "/usr/bin/chromedriver")
+WAIT = 5  # seconds a page may take on a loaded machine
+
+try:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+except ImportError:  # pragma: no cover - the test extra installs it
+    webdriver = None
+
+
+def _missing() -> str | None:
+    if webdriver is None:
+        return "selenium is not installed (pip install -e '.[test]')"
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (Path(path).exists() or shutil.which(path)):
+            return f"{path} is missing: apt-get install chromium chromium-driver (.ci/run does)"
+    return None
+
+
+MISSING = _missing()
+if MISSING:
+    # loud: a skipped browser suite must not pass unnoticed
+    print(f"\n*** BROWSER TESTS SKIPPED: {MISSING} ***\n", file=sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[Any]:
+    """Return a headless chromium, one per module; never a downloaded browser."""
+    if MISSING:
+        pytest.skip(f"BROWSER TESTS SKIPPED: {MISSING}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="psso-chromium-")
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run",
+                "--disable-dev-shm-usage", "--window-size=1000,900", f"--user-data-dir={profile}"):
+        options.add_argument(arg)
+    chrome = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    chrome.set_page_load_timeout(15)
+    try:
+        yield chrome
+    finally:
+        chrome.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+class _Callbacks(http.server.BaseHTTPRequestHandler):
+    """The client apps' redirect_uris: each request is recorded and answered with a small page."""
+
+    received: list[str] = []
+
+    def do_GET(self) -> None:
+        type(self).received.append(self.path)
+        body = b"<!doctype html><title>app</title><h1 id='app'>back at the app</h1>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Live:
+    """The served provider and the callback server's address."""
+
+    op: LiveOP
+    apps: str
+
+    def redirect_uri(self, client_id: str) -> str:
+        return f"{self.apps}/{client_id}/callback"
+
+    def authorize_url(self, client_id: str, scope: str = "openid profile", **extra: str) -> str:
+        params = {"client_id": client_id, "redirect_uri": self.redirect_uri(client_id),
+                  "response_type": "code", "scope": scope, "state": "st8", "nonce": "n0", **extra}
+        if self.op.tenant.clients[client_id].is_public:
+            params.update(code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSMw-cM",
+                          code_challenge_method="S256")
+        return f"{self.op.url}/authorize?{urllib.parse.urlencode(params)}"
+
+    def answer(self, url: str) -> dict[str, str]:
+        """Return the query the app received at ``url``."""
+        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+@pytest.fixture(scope="module")
+def apps() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def demo() -> Tenant:
+    return load_tenant(DEMO)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory, demo: Tenant) -> Any:
+    return KeyRing.load_or_create(tmp_path_factory.mktemp("keys"), demo.settings.tokens.algorithms)
+
+
+def tenant_at(demo: Tenant, issuer: str, apps: str) -> Tenant:
+    """Return the demo tenant at ``issuer`` with every redirect_uri at the callback server."""
+    tenant = with_issuer(demo, issuer)
+    clients = {cid: replace(c, redirect_uris=(f"{apps}/{cid}/callback",),
+                            post_logout_redirect_uris=(f"{apps}/{cid}/signed-out",))
+               for cid, c in tenant.clients.items()}
+    return Tenant(tenant.directory, tenant.settings, clients, tenant.users, tenant.policies,
+                  tenant.policy_files)
+
+
+@pytest.fixture
+def live(demo: Tenant, keys: Any, apps: str, driver: Any, tmp_path: Path) -> Iterator[Live]:
+    """Serve the demo on a free loopback port (SQLite store, fake clock); a clean browser."""
+    server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
+    url = f"http://127.0.0.1:{server.effective_port}"
+    tenant = tenant_at(demo, url, apps)
+    clock = FakeClock()
+    store = open_store(f"sqlite:///{tmp_path}/op.db", tenant.settings.lifetime, tenant.settings.store_options)
+    server.application = create_app(tenant, store, keys, clock=clock)
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
+        server.close()
+        server.task_dispatcher.shutdown()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    driver.get(f"{url}/favicon.ico")  # cookies are per origin: clear this one's
+    driver.delete_all_cookies()
+    try:
+        yield Live(LiveOP(url, clock, store, tenant, keys), apps)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        store.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and "driver" in getattr(item, "funcargs", {}):
+        shots = Path(tempfile.gettempdir()) / "policy-sso-browser-screenshots"
+        shots.mkdir(exist_ok=True)
+        path = shots / f"{item.name}.png"
+        try:
+            item.funcargs["driver"].save_screenshot(str(path))
+            report.sections.append(("screenshot", str(path)))
+        except Exception as err:  # the browser may be what failed
+            report.sections.append(("screenshot", f"none: {err}"))

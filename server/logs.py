@@ -15,8 +15,11 @@ states, hints, tokens and passwords travel in it (RFC 6749 §4.1.2, OIDC Core
 
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -28,8 +31,6 @@ from policy_sso.audit.context import request_fields
 
 ACCESS = logging.getLogger("policy_sso.access")
 LOGGERS = ("policy_sso", "waitress")
-FORMATS = ("text", "json")
-LEVELS = ("debug", "info", "warning", "error")
 # the fields of an access line, in order (the JSON keys; the text line shows them in this order too)
 ACCESS_FIELDS = ("method", "path", "status", "bytes", "duration_ms", "ip")
 PATH_MAX = 512
@@ -90,25 +91,37 @@ def _line_encoder() -> Callable[[dict[str, Any]], str]:
 
 
 class AccessWriter:
-    """Writes access lines straight to the log stream, in the handler's format, without logging's machinery.
+    """Writes access lines to the log stream in the handler's format, in batches, without logging's machinery.
 
-    An access line is written on every request: through ``logging`` (a
+    An access line is written on every request. Through ``logging`` (a
     record, filters, a formatter, a handler lock and a flush) it cost about
-    30 us of CPU in text and 65 us in JSON on the benchmark machine, 10-25%
-    of a silent authorize. Here it is one f-string (the JSON a C encoder),
-    the timestamp's seconds formatted once a second, and one locked write.
+    30 us of CPU in text and 65 us in JSON on the benchmark machine; and a
+    write per request is a system call that hands the interpreter lock to
+    another worker thread, which under load cost more than the line itself
+    (``benchmarks/bench_http.py``: silent authorize +20% with a write per
+    line). Here a line is one f-string (the JSON a C encoder made once) put
+    on a queue, and a flusher thread writes what has queued every
+    ``FLUSH_SECONDS`` in one write, or the request thread does once
+    ``FLUSH_LINES`` are waiting (memory stays bounded under any load). Lines
+    of a process that dies abruptly may be lost for the last fraction of a
+    second, as with nginx's ``access_log … buffer= flush=``.
     """
+
+    FLUSH_SECONDS = 0.2
+    FLUSH_LINES = 256
 
     def __init__(self, stream: IO[str], log_format: str) -> None:
         self.stream = stream
         self.json = log_format == "json"
         self.encode = _line_encoder()
         self.lock = threading.Lock()
+        self.queue: collections.deque[str] = collections.deque()
         self.second = -1
         self.stamp = ""
+        self.flusher_pid = 0  # the flusher runs in the process that writes (serve --workers forks)
 
     def write(self, request_id: str, line: tuple[str, str, int, int | None, float, str]) -> None:
-        """Write one access line (fields as :data:`ACCESS_FIELDS`)."""
+        """Queue one access line (fields as :data:`ACCESS_FIELDS`)."""
         now = time.time()
         second = int(now)
         if second != self.second:  # racing threads both format the same second: harmless
@@ -120,12 +133,42 @@ class AccessWriter:
         if self.json:
             text = self.encode({"time": stamp, "level": "info", "logger": "policy_sso.access",
                                 "request_id": request_id, "message": message, "method": method, "path": path,
-                                "status": status, "bytes": size, "duration_ms": duration_ms, "ip": ip}) + "\n"
+                                "status": status, "bytes": size, "duration_ms": duration_ms, "ip": ip})
         else:
-            text = f"{stamp} INFO policy_sso.access [{request_id}] {message}\n"
+            text = f"{stamp} INFO policy_sso.access [{request_id}] {message}"
+        self.queue.append(text)  # deque.append is atomic: no lock on the request path
+        if len(self.queue) >= self.FLUSH_LINES:
+            self.flush()
+        elif self.flusher_pid != os.getpid():
+            self._start_flusher()
+
+    def flush(self) -> None:
+        """Write every queued line in one write."""
         with self.lock:
-            self.stream.write(text)
-            self.stream.flush()
+            lines = []
+            try:
+                while True:
+                    lines.append(self.queue.popleft())
+            except IndexError:
+                pass
+            if lines:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+
+    def _start_flusher(self) -> None:
+        with self.lock:
+            if self.flusher_pid == os.getpid():
+                return
+            self.flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_forever, name="access-log", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(self.FLUSH_SECONDS)
+            try:
+                self.flush()
+            except (OSError, ValueError):  # stderr closed or gone: nothing to tell, nowhere to write
+                self.queue.clear()
 
 
 _writer: AccessWriter | None = None  # set by configure_logging; None: access lines go through logging
@@ -149,7 +192,17 @@ def configure_logging(log_format: str = "text", level: str = "info", stream: IO[
         logger.setLevel(level.upper())
         logger.propagate = False  # one line per record, whatever the root logger does
     global _writer  # noqa: PLW0603 (one writer a process, as the handler it stands in for)
+    if _writer is not None:
+        _writer.flush()
     _writer = AccessWriter(handler.stream, log_format) if ACCESS.isEnabledFor(logging.INFO) else None
+    if _writer is not None:
+        atexit.register(_writer.flush)  # SIGTERM ends serve through SystemExit: the last lines are written
+
+
+def flush_access_log() -> None:
+    """Write the access lines still queued (tests; serve's exit does it through atexit)."""
+    if _writer is not None:
+        _writer.flush()
 
 
 def access_enabled() -> bool:

@@ -34,7 +34,8 @@ OPTIONS = {"config": "POLICY_SSO_CONFIG", "state_dir": "POLICY_SSO_STATE_DIR", "
            "threads": "POLICY_SSO_THREADS", "log_format": "POLICY_SSO_LOG_FORMAT",
            "log_level": "POLICY_SSO_LOG_LEVEL", "max_request_body_size": "POLICY_SSO_MAX_REQUEST_BODY_SIZE",
            "max_request_header_size": "POLICY_SSO_MAX_REQUEST_HEADER_SIZE",
-           "connection_limit": "POLICY_SSO_CONNECTION_LIMIT", "channel_timeout": "POLICY_SSO_CHANNEL_TIMEOUT"}
+           "connection_limit": "POLICY_SSO_CONNECTION_LIMIT", "channel_timeout": "POLICY_SSO_CHANNEL_TIMEOUT",
+           "workers": "POLICY_SSO_WORKERS"}
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +53,9 @@ def test_every_serve_option_has_an_environment_variable(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         build_parser().parse_args(["serve", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    flags = set(re.findall(r"--([a-z][a-z-]+)", help_text)) - {"help"}
-    assert {flag.replace("-", "_") for flag in flags} == set(OPTIONS), "a serve flag has no variable here"
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    dests = {action.dest for action in serve._actions if action.option_strings} - {"help"}
+    assert dests == set(OPTIONS), "a serve flag has no variable here"
     for var in OPTIONS.values():
         assert f"[env {var}]" in help_text, var
 
@@ -72,6 +74,7 @@ def test_every_serve_option_has_an_environment_variable(capsys: pytest.CaptureFi
     ("max_request_header_size", "2048", 2048),
     ("connection_limit", "50", 50),
     ("channel_timeout", "5", 5),
+    ("workers", "2", 2),
 ], ids=str)
 def test_the_environment_sets_each_option(monkeypatch: pytest.MonkeyPatch, dest: str, value: str,
                                           parsed: object) -> None:

@@ -22,6 +22,7 @@ class MemoryStore:
         self.lifetime = lifetime
         self.max_sessions_per_user = (options or StoreOptions()).max_sessions_per_user
         self._not_before: dict[str, tuple[int, int]] = {}  # subject -> (cut-off, kept until)
+        self._credentials: dict[str, dict[str, dict[str, Any]]] = {}  # subject -> id -> record
         self._lock = threading.RLock()
         self._sessions: dict[str, Session] = {}
         self._by_subject: dict[str, set[str]] = {}
@@ -213,6 +214,28 @@ class MemoryStore:
     def not_before(self, subject: str, now: int) -> int:
         with self._lock:
             return self._not_before.get(subject, (0, 0))[0]
+
+    # credentials set at run time ---------------------------------------------------------
+    def put_credential(self, subject: str, credential_id: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._credentials.setdefault(subject, {})[credential_id] = copy.deepcopy(record)
+
+    def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._credentials.get(subject, {}))
+
+    def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],
+                           new: dict[str, Any]) -> bool:
+        with self._lock:
+            held = self._credentials.get(subject, {})
+            if held.get(credential_id) != old:
+                return False
+            held[credential_id] = copy.deepcopy(new)
+            return True
+
+    def delete_credential(self, subject: str, credential_id: str) -> bool:
+        with self._lock:
+            return self._credentials.get(subject, {}).pop(credential_id, None) is not None
 
     def ping(self) -> None:
         """Return at once: memory is always there."""

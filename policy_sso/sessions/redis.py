@@ -53,6 +53,21 @@ from policy_sso.sessions.model import (
 from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
 
 PREFIX = "psso:"
+
+# compare-and-set of one credential (a passkey's sign count): replaced only while it is as read
+_REPLACE_CREDENTIAL = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 _SESSION = f"{PREFIX}ss:"  # "ss": the string form below (the earlier hash form used "s:")
 _HEADER = 22  # last_seen and hard expiry, 11 decimal digits each, before a session's JSON
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
@@ -258,6 +273,7 @@ class RedisStore:
         self._of_subject = self.redis.register_script(_OF_SUBJECT)
         self._end_batch = self.redis.register_script(_END_BATCH)
         self._not_before = self.redis.register_script(_NOT_BEFORE)
+        self._replace_credential = self.redis.register_script(_REPLACE_CREDENTIAL)
         self._revoke = self.redis.register_script(_REVOKE)
         self._use_jti = self.redis.register_script(_USE_JTI)
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
@@ -512,6 +528,23 @@ class RedisStore:
     def not_before(self, subject: str, now: int) -> int:
         recorded = self.redis.get(f"{PREFIX}nb:{subject}")
         return int(recorded) if recorded is not None else 0
+
+    # credentials set at run time: one hash per subject, a field per credential ---------------
+    def put_credential(self, subject: str, credential_id: str, record: dict[str, Any]) -> None:
+        self.redis.hset(f"{PREFIX}cred:{subject}", credential_id, _record_text(record))
+
+    def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
+        held = self.redis.hgetall(f"{PREFIX}cred:{subject}")
+        return {_text(cid): json.loads(data) for cid, data in held.items()}
+
+    def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],
+                           new: dict[str, Any]) -> bool:
+        done = self._replace_credential(keys=[f"{PREFIX}cred:{subject}"],
+                                        args=[credential_id, _record_text(old), _record_text(new)])
+        return bool(done)
+
+    def delete_credential(self, subject: str, credential_id: str) -> bool:
+        return bool(self.redis.hdel(f"{PREFIX}cred:{subject}", credential_id))
 
     # housekeeping ----------------------------------------------------------------------------
     def ping(self) -> None:

@@ -54,11 +54,19 @@ CREATE TABLE IF NOT EXISTS session_ends (
 CREATE TABLE IF NOT EXISTS not_before (
     subject TEXT PRIMARY KEY, at INTEGER NOT NULL, expires_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS credentials (
+    subject TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (subject, id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counters (
     key TEXT NOT NULL, start INTEGER NOT NULL, count INTEGER NOT NULL, expires_at INTEGER NOT NULL,
     PRIMARY KEY (key, start)
 ) WITHOUT ROWID;
 """
+
+def _record_text(record: dict[str, Any]) -> str:
+    # one spelling per record, so replace_credential can compare stored text
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
+
 
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
@@ -333,6 +341,28 @@ class SQLiteStore:
     def not_before(self, subject: str, now: int) -> int:
         row = self._db().execute("SELECT at FROM not_before WHERE subject = ?", (subject,)).fetchone()
         return row[0] if row else 0
+
+    # credentials set at run time ------------------------------------------------------------
+    def put_credential(self, subject: str, credential_id: str, record: dict[str, Any]) -> None:
+        self._db().execute("INSERT INTO credentials (subject, id, data) VALUES (?, ?, ?) "
+                           "ON CONFLICT (subject, id) DO UPDATE SET data = excluded.data",
+                           (subject, credential_id, _record_text(record)))
+
+    def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
+        rows = self._db().execute("SELECT id, data FROM credentials WHERE subject = ?", (subject,)).fetchall()
+        return {cid: json.loads(data) for cid, data in rows}
+
+    def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],
+                           new: dict[str, Any]) -> bool:
+        cursor = self._db().execute(
+            "UPDATE credentials SET data = ? WHERE subject = ? AND id = ? AND data = ?",
+            (_record_text(new), subject, credential_id, _record_text(old)))
+        return cursor.rowcount == 1
+
+    def delete_credential(self, subject: str, credential_id: str) -> bool:
+        cursor = self._db().execute("DELETE FROM credentials WHERE subject = ? AND id = ?",
+                                    (subject, credential_id))
+        return cursor.rowcount == 1
 
     # housekeeping ---------------------------------------------------------------------------
     def ping(self) -> None:

@@ -196,6 +196,27 @@ class Store(Protocol):
     def not_before(self, subject: str, now: int) -> int:
         """Return ``subject``'s token cut-off (epoch s), or 0 when none is recorded."""
 
+    # a user's credentials set at run time (issue 18) ---------------------------
+    # Enrolled factors (a sealed TOTP secret, passkeys) and a password changed on /account live
+    # here, not in users.yaml, so every instance sharing the store sees them at once. A record is
+    # a JSON object; none expires. Keys: the subject, then the credential's id.
+    def put_credential(self, subject: str, credential_id: str, record: dict[str, Any]) -> None:
+        """Store (or replace) one credential of ``subject``."""
+
+    def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
+        """Return every credential of ``subject``, by id."""
+
+    def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],
+                           new: dict[str, Any]) -> bool:
+        """Atomically replace a credential that still equals ``old``; return whether it did.
+
+        What a passkey's sign count needs: of two sign-ins racing with one
+        counter value, one wins (WebAuthn §7.2 step 21).
+        """
+
+    def delete_credential(self, subject: str, credential_id: str) -> bool:
+        """Delete one credential of ``subject``; return whether it existed."""
+
     # housekeeping -------------------------------------------------------------
     def ping(self) -> None:
         """Return when the store answers (within its timeout); raise StoreUnavailable otherwise."""

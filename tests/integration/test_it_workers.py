@@ -1,0 +1,243 @@
+"""``policy-sso serve --workers 2`` over HTTP: one service across two processes.
+
+The server runs as a real process tree (a supervisor and two waitress
+workers on one socket, SQLite in a temporary state directory). Which worker
+answered is read from ``/metrics`` (each worker's request count) and the
+process list, never from a header a production server would not send.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from live_op import DEMO, BrowserAgent, FakeClock, LiveOP
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Workers:
+    """A ``serve --workers 2`` process tree; its output lines collected as they come."""
+
+    def __init__(self, tmp_path: Path, count: int = 2) -> None:
+        self.config = tmp_path / "tenant"
+        shutil.copytree(DEMO, self.config, ignore=shutil.ignore_patterns("tests", "yaml"))
+        tenant_yaml = self.config / "tenant.yaml"
+        # many silent requests from one session in a few seconds: the per-session limit raised
+        tenant_yaml.write_text(tenant_yaml.read_text().replace("silent_auth: {requests: 60, window: 1m}",
+                                                               "silent_auth: {requests: 100000, window: 1m}"))
+        port = _free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "policy_sso.cli", "serve", "--workers", str(count), "--port", str(port),
+             "--issuer", self.url, "--config", str(self.config), "--state-dir", str(tmp_path / "state"),
+             "--log-level", "info"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        banner = self.proc.stdout.readline()  # type: ignore[union-attr]
+        assert "serving" in banner and f"{count} workers" in banner, banner
+        threading.Thread(target=self._collect, daemon=True).start()
+        self.wait_for_workers(count)
+
+    def _collect(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.put(line)
+
+    def output(self) -> list[str]:
+        out = []
+        while not self.lines.empty():
+            out.append(self.lines.get())
+        return out
+
+    def worker_pids(self) -> set[int]:
+        """Return the supervisor's child processes (the workers), from /proc."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
+
+    def wait_for_workers(self, count: int, timeout: float = 60) -> None:
+        """Wait until ``count`` workers answer one /metrics scrape together."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.scrape().get("policy_sso_workers") == count:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{count} workers never answered together: {self.output()}")
+
+    def scrape(self) -> dict[str, float]:
+        """Return /metrics as {sample with labels: value}, read on a new connection."""
+        text = requests.get(f"{self.url}/metrics", headers={"Connection": "close"}, timeout=10).text
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def per_worker(self) -> dict[str, float]:
+        return {re.search(r'worker="(\d+)"', k)[1]: v for k, v in self.scrape().items()  # type: ignore[index]
+                if k.startswith("policy_sso_worker_http_requests_total")}
+
+    def op(self) -> LiveOP:
+        return LiveOP(self.url, FakeClock(int(time.time())), None, None, None)  # type: ignore[arg-type]
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    served = Workers(tmp_path)
+    try:
+        yield served
+    finally:
+        if served.proc.poll() is None:
+            served.stop()
+
+
+def _signed_in(served: Workers) -> BrowserAgent:
+    browser = BrowserAgent(served.op())
+    answer = browser.sign_in("portal")
+    assert answer.error is None and answer.params.get("code"), answer
+    # a new connection per request, so the kernel hands requests to either worker
+    browser.http.headers["Connection"] = "close"
+    return browser
+
+
+def _silent_ok(browser: BrowserAgent, count: int) -> list[str | None]:
+    return [browser.silent("portal").error for _ in range(count)]
+
+
+def test_sso_works_across_workers_and_one_scrape_covers_both(workers: Workers) -> None:
+    assert len(workers.worker_pids()) == 2
+    browser = _signed_in(workers)
+    before = workers.per_worker()
+    assert _silent_ok(browser, 60) == [None] * 60  # the session made on one worker is seen by both
+    after = workers.per_worker()
+    served = {slot: after[slot] - before.get(slot, 0) for slot in after}
+    assert set(served) == {"0", "1"} and all(n >= 3 for n in served.values()), served
+    totals = workers.scrape()
+    authorize = sum(v for k, v in totals.items()
+                    if k.startswith("policy_sso_http_requests_total") and 'route="/authorize"' in k)
+    assert authorize >= 61  # one scrape counts the silent requests both workers answered
+
+
+def test_a_code_is_redeemed_once_across_workers(workers: Workers) -> None:
+    browser = _signed_in(workers)
+    op = workers.op()
+    for _ in range(3):
+        code = browser.silent("portal").params["code"]
+        barrier, statuses = threading.Barrier(6), []
+
+        def redeem(code: str = code, barrier: threading.Barrier = barrier,
+                   statuses: list[int] = statuses) -> None:
+            barrier.wait()
+            statuses.append(op.token("portal", grant_type="authorization_code", code=code,
+                                     redirect_uri="http://127.0.0.1:9001/callback").status_code)
+
+        threads = [threading.Thread(target=redeem) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(statuses) == [200] + [400] * 5, statuses
+
+
+def test_a_killed_worker_is_replaced_and_service_continues(workers: Workers) -> None:
+    browser = _signed_in(workers)
+    victims = workers.worker_pids()
+    victim = min(victims)
+    os.kill(victim, signal.SIGKILL)
+    # the survivor answers meanwhile: connections wait in the shared socket's queue, not the dead one's
+    assert _silent_ok(browser, 20) == [None] * 20
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = workers.worker_pids()
+        if len(pids) == 2 and victim not in pids:
+            break
+        time.sleep(0.1)
+    assert len(workers.worker_pids()) == 2 and victim not in workers.worker_pids()
+    workers.wait_for_workers(2)
+    assert _silent_ok(browser, 20) == [None] * 20
+    assert any("was killed by SIGKILL" in line for line in workers.output())
+
+
+def test_sighup_after_a_policy_edit_reaches_every_worker(workers: Workers) -> None:
+    browser = _signed_in(workers)
+    assert _silent_ok(browser, 10) == [None] * 10
+    policy = workers.config / "portal.policy"
+    policy.write_text(policy.read_text().replace('require amr any_of "pwd", "wia", "hwk"',
+                                                 'require amr any_of "hwk"'))
+    workers.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    lines: list[str] = []
+    while time.monotonic() < deadline and sum("policies reloaded" in line for line in lines) < 2:
+        with contextlib.suppress(queue.Empty):
+            lines.append(workers.lines.get(timeout=0.5))
+    assert sum("policies reloaded" in line for line in lines) == 2, lines  # once per worker
+    before = workers.per_worker()
+    errors = _silent_ok(browser, 30)
+    assert None not in errors, errors  # no worker still runs the old policy
+    served = {slot: n - before.get(slot, 0) for slot, n in workers.per_worker().items()}
+    assert all(n > 0 for n in served.values()) and len(served) == 2, served
+
+
+def test_sigterm_drains_a_request_in_flight(workers: Workers) -> None:
+    host, port = workers.url.removeprefix("http://").split(":")
+    body = b"grant_type=client_credentials&scope=openid"
+    slow = socket.create_connection((host, int(port)), timeout=30)
+    # a request half sent: the worker holding it is busy with it until the rest arrives
+    slow.sendall(b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
+    time.sleep(0.5)
+    workers.proc.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    assert workers.proc.poll() is None  # still draining
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=5).close()  # no longer accepting
+    slow.sendall(body[10:])
+    answer = b""
+    while chunk := slow.recv(65536):
+        answer += chunk
+        if b"\r\n\r\n" in answer and b"}" in answer:
+            break
+    slow.close()
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]  # answered in full: no client credentials
+    assert b'"error":' in answer
+    assert workers.proc.wait(timeout=40) == 0
+
+
+def test_the_memory_store_with_several_workers_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "policy_sso.cli", "serve", "--workers", "2", "--store",
+                           "memory://", "--port", "0", "--state-dir", str(tmp_path / "state")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert "memory:// keeps sessions inside one process" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -303,7 +303,8 @@ def served(tmp_path: Path) -> Iterator[Served]:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--config", str(config),
-         "--state-dir", str(tmp_path / "state")], cwd=ROOT, stdout=subprocess.PIPE,
+         # one process: rss() reads the serving process, not a supervisor of several
+         "--state-dir", str(tmp_path / "state"), "--workers", "1"], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
         line = process.stdout.readline()  # type: ignore[union-attr]

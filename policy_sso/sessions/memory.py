@@ -112,6 +112,13 @@ class MemoryStore:
                 return None
             return self._put(session.with_consent(client_id, scopes))
 
+    def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
+        with self._lock:
+            session = self._live(session_id, now)
+            if session is None:
+                return None
+            return self._put(session.without_consent(client_id))
+
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
         with self._lock:

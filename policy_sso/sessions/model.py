@@ -104,6 +104,12 @@ class Session:
             return self
         return replace(self, clients={**self.clients, join.client_id: join})
 
+    def without_consent(self, client_id: str) -> Session:
+        """Return this session with what the user granted ``client_id`` withdrawn."""
+        if client_id not in self.consents:
+            return self
+        return replace(self, consents={k: v for k, v in self.consents.items() if k != client_id})
+
     def with_consent(self, client_id: str, scopes: frozenset[str]) -> Session:
         """Return this session with ``scopes`` added to what the user granted ``client_id``."""
         granted = self.consents.get(client_id, frozenset()) | frozenset(scopes)

@@ -391,6 +391,9 @@ class RedisStore:
                       now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
 
+    def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.without_consent(client_id))
+
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
         value = self.redis.getdel(self._s(session_id))

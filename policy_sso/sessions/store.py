@@ -131,6 +131,9 @@ class Store(Protocol):
                       now: int) -> Session | None:
         """Add ``scopes`` to what the user granted ``client_id`` in this session; return it."""
 
+    def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
+        """Remove what the user granted ``client_id`` in this session (the account page); return it."""
+
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
         """Delete the session, recording why (``reason`` at ``now``); return it as it was or None."""

@@ -62,3 +62,18 @@ def test_of_racing_replacements_one_wins(creds: Store) -> None:
     for t in threads:
         t.join(10)
     assert wins.count(True) == 1
+
+
+def test_withdraw_consent_keeps_the_others(store: Store) -> None:
+    from policy_sso.sessions.model import AuthEvent, new_session
+
+    if not hasattr(store, "withdraw_consent"):
+        pytest.skip(f"LOUD: {type(store).__name__} has no withdraw_consent yet (issue 18; lead: add it)")
+    session = new_session("u-1", (AuthEvent("pwd", 1000),), 1000)
+    store.create_session(session)
+    store.grant_consent(session.id, "a", frozenset({"openid", "x"}), 1000)
+    store.grant_consent(session.id, "b", frozenset({"openid"}), 1000)
+    after = store.withdraw_consent(session.id, "a", 1001)
+    assert after is not None and after.consents == {"b": frozenset({"openid"})}
+    assert store.get_session(session.id, 1002).consents == {"b": frozenset({"openid"})}
+    assert store.withdraw_consent("nope", "a", 1002) is None

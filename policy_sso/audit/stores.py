@@ -7,6 +7,7 @@ URL, so the session stores stay as they are:
   queries admins run (by time, and by subject, client or type over time);
 - Redis: a capped stream (``XADD ... MAXLEN ~``) whose entry ids follow the
   events' times, so retention is one ``XTRIM MINID``;
+- PostgreSQL: a table ``audit_events`` in the same database, indexed as SQLite's;
 - memory: a bounded deque (tests and demos; gone with the process).
 
 Every backend pages newest first with a keyset cursor (:mod:`policy_sso.audit.query`).
@@ -252,10 +253,93 @@ class RedisEventStore:
         self.redis.close()
 
 
+POSTGRES_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS audit_events (id TEXT PRIMARY KEY, time BIGINT NOT NULL, type TEXT NOT NULL, "
+    "subject TEXT, client TEXT, outcome TEXT, body TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events (time, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_subject ON audit_events (subject, time, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_client ON audit_events (client, time, id)",
+    "CREATE INDEX IF NOT EXISTS audit_events_type ON audit_events (type, time, id)",
+)
+
+
+class PostgresEventStore:
+    """The table ``audit_events`` in the store's PostgreSQL database, on a small pool of its own."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        import psycopg_pool
+
+        self.pool = psycopg_pool.ConnectionPool(url, kwargs={"autocommit": True, "connect_timeout": 5},
+                                                min_size=1, max_size=4, timeout=30, open=False,
+                                                name="policy-sso-audit")
+        try:
+            self.pool.open(wait=True, timeout=10)
+            with self.pool.connection() as db, db.transaction():
+                db.execute("SELECT pg_advisory_xact_lock(%s)", (0x70737361,))  # instances starting at once
+                for statement in POSTGRES_SCHEMA:
+                    db.execute(statement)
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as err:
+            self.pool.close()
+            raise StoreError(f"cannot use PostgreSQL at {url.rsplit('@', 1)[-1]}: {str(err)[:200]}") from None
+
+    def write(self, records: Sequence[Record]) -> None:
+        """Insert a batch in one transaction (an id seen before is ignored: writes may be retried)."""
+        rows = [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
+                for e, line in records]
+        with self.pool.connection() as db, db.transaction(), db.cursor() as cursor:
+            cursor.executemany("INSERT INTO audit_events (id, time, type, subject, client, outcome, body) "
+                               "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING", rows)
+
+    def query(self, query: EventQuery) -> EventPage:
+        """Return one page of matching events, newest first (one indexed SELECT)."""
+        where, args = [], []
+        for column in ("subject", "client"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = %s")
+                args.append(value)
+        if query.type is not None:
+            if query.type.endswith(".*"):
+                where.append("left(type, %s) = %s")
+                args += [len(query.type) - 1, query.type[:-1]]
+            else:
+                where.append("type = %s")
+                args.append(query.type)
+        if query.since is not None:
+            where.append("time >= %s")
+            args.append(query.since)
+        if query.until is not None:
+            where.append("time <= %s")
+            args.append(query.until)
+        if query.cursor is not None:
+            where.append("(time, id) < (%s, %s)")
+            args += [query.cursor.time, query.cursor.key]
+        sql = "SELECT time, id, body FROM audit_events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)  # column names from this method, values as parameters
+        sql += " ORDER BY time DESC, id DESC LIMIT %s"
+        with self.pool.connection() as db:
+            rows = db.execute(sql, [*args, query.limit + 1]).fetchall()  # type: ignore[call-overload]
+        return _page([(t, i, json.loads(body)) for t, i, body in rows], query.limit)
+
+    def prune(self, before: int) -> int:
+        """Delete events older than ``before``."""
+        with self.pool.connection() as db:
+            return db.execute("DELETE FROM audit_events WHERE time < %s", (before,)).rowcount
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.pool.close()
+
+
 def open_event_store(url: str, max_events: int = 100000) -> EventStore:
-    """Return the store sink for a store URL (``memory://``, ``sqlite:///PATH``, ``redis://…``)."""
+    """Return the store sink for a store URL (``memory://``, ``sqlite:///PATH``, ``redis://…``,
+    ``postgresql://…``)."""
     if url.startswith("memory:"):
         return MemoryEventStore(max_events)
+    if url.startswith(("postgresql:", "postgres:")):
+        return PostgresEventStore(url)
     if url.startswith("sqlite:"):
         return SQLiteEventStore(url.removeprefix("sqlite:///"))
     if url.startswith(("redis:", "rediss:", "unix:")):
@@ -270,6 +354,8 @@ def event_store_for(store: Any, max_events: int = 100000) -> EventStore:
 
     if isinstance(store, SQLiteStore):
         return SQLiteEventStore(store.path)
+    if type(store).__name__ == "PostgresStore":  # not imported: psycopg is an optional dependency
+        return PostgresEventStore(store.pool.conninfo)
     if isinstance(store, RedisStore):
         import redis
 

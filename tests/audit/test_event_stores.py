@@ -14,6 +14,7 @@ from policy_sso.audit.query import MAX_LIMIT, Cursor, EventQuery, parse_query
 from policy_sso.audit.stores import (
     EventStore,
     MemoryEventStore,
+    PostgresEventStore,
     RedisEventStore,
     SQLiteEventStore,
     open_event_store,
@@ -32,12 +33,17 @@ def record(type_: str = "authorization.decision", time: int = T0, **fields: obje
     return data, json.dumps(data)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def events(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     if request.param == "memory":
         store: EventStore = MemoryEventStore()
     elif request.param == "sqlite":
         store = SQLiteEventStore(tmp_path / "store.db")
+    elif request.param == "postgres":
+        store = open_event_store(request.getfixturevalue("postgres_url"))
+        assert isinstance(store, PostgresEventStore)
+        with store.pool.connection() as db:
+            db.execute("TRUNCATE audit_events")
     else:
         url = request.getfixturevalue("redis_url")
         store = open_event_store(url)

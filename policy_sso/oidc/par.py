@@ -29,7 +29,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest
-from policy_sso.oidc.authorize import AuthorizationError
+from policy_sso.oidc.authorize import (
+    AuthorizationError,
+    ResponseTarget,
+    canonical_response_type,
+    resolve_client,
+    response_mode_for,
+)
 from policy_sso.oidc.codes import CodeSealer
 from policy_sso.sessions.store import token_key
 
@@ -108,19 +114,37 @@ def pushed_params(p: Provider, params: Mapping[str, str], now: int, *, spend: bo
 
     RFC 9126 §4: ``client_id`` must be the pushing client's; the request_uri
     works once and until it expires. An unusable one is ``invalid_request_uri``,
-    shown by the server itself (the redirect_uri is inside it).
+    shown by the server itself (the redirect_uri is inside it) unless the
+    query names a registered redirect_uri of its own.
     """
     request_uri = params.get("request_uri", "")
     opened = sealer_for(p.codes).open(request_uri)
     if opened is None or now >= opened[1]:
-        raise InvalidRequest("request_uri is invalid or expired", error="invalid_request_uri")
+        raise _refused(p, params, "request_uri is invalid or expired")
     client_id, expires_at, pushed = opened
     if params.get("client_id") != client_id:
-        raise InvalidRequest("request_uri was pushed by another client (client_id must be the pusher's)",
-                             error="invalid_request_uri")
+        raise _refused(p, params, "request_uri was pushed by another client (client_id must be the pusher's)")
     if spend and not p.store.use_jti(USED_REQUEST_URIS, token_key(request_uri), expires_at, now):
-        raise InvalidRequest("request_uri was already used", error="invalid_request_uri")
+        raise _refused(p, params, "request_uri was already used")
     return pushed
+
+
+def _refused(p: Provider, params: Mapping[str, str], description: str) -> Exception:
+    """Return the invalid_request_uri error: redirected when the query itself names a verified redirect_uri.
+
+    The pushed redirect_uri cannot be trusted from a request_uri that does not
+    open; one the query carries can, once it is the client's registered one
+    (RFC 9700 §4.1.1), and then the client hears of the error as of any other.
+    """
+    err = InvalidRequest(description, error="invalid_request_uri")
+    if not params.get("redirect_uri"):
+        return err
+    try:
+        _, redirect_uri = resolve_client(params, p.tenant.clients)
+    except InvalidRequest:
+        return err
+    mode, _ = response_mode_for(params, canonical_response_type(params.get("response_type", "")))
+    return AuthorizationError(err, ResponseTarget(redirect_uri, mode, params.get("state"), p.issuer))
 
 
 def par_required(p: Provider, client: Client) -> bool:

@@ -75,8 +75,13 @@ def resource_token(p: Provider, *, authorization: str | None, form_token: str | 
     ``DPoP-Nonce`` header (§9).
     """
     scheme, token = presented_token(authorization, form_token)
-    claims = verify_bearer(p, token, now)
     settings = p.tenant.settings.dpop
+    try:
+        claims = verify_bearer(p, token, now)
+    except OAuthError as err:
+        if scheme == "dpop":  # RFC 9449 §7.1: the challenge names the scheme the client used
+            err.headers = dpop_challenge(err, settings.algorithms)
+        raise
     verified = None
     try:
         if scheme == "dpop":

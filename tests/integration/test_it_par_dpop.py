@@ -237,6 +237,10 @@ def test_misused_proofs_and_tokens_at_userinfo_are_refused(op: LiveOP, browser: 
     assert bearer.headers["WWW-Authenticate"].startswith("DPoP ")
     posted = requests.post(f"{op.url}/userinfo", data={"access_token": token}, timeout=10)
     assert posted.status_code == 401 and posted.json()["error"] == "invalid_token"
+    # a token that does not verify, presented with the DPoP scheme, is told so in a DPoP challenge
+    forged = app.userinfo(token[:-4] + "AAAA")
+    assert forged.status_code == 401 and forged.headers["WWW-Authenticate"].startswith("DPoP ")
+    assert 'error="invalid_token"' in forged.headers["WWW-Authenticate"]
 
 
 def test_misused_proofs_at_the_token_endpoint_are_refused(op: LiveOP, browser: BrowserAgent) -> None:
@@ -270,6 +274,10 @@ def test_request_uri_refused_when_expired_or_used_by_another_client(op: LiveOP,
     assert expired.status_code == 400 and "invalid_request_uri" in expired.text
     forged = authorize_with(browser, "urn:ietf:params:oauth:request_uri:" + secrets.token_urlsafe(40))
     assert forged.status_code == 400 and "invalid_request_uri" in forged.text
+    # with a registered redirect_uri in the query itself, the client hears of it there
+    told = browser.follow(authorize_with(browser, request_uri, redirect_uri=CALLBACK, state="q"))
+    assert isinstance(told, Callback) and told.url.startswith(CALLBACK)
+    assert told.error == "invalid_request_uri" and told.params["state"] == "q"
 
 
 def test_par_required_client_is_refused_without_it_and_par_validates_like_authorize(

@@ -256,6 +256,14 @@ def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None
         from policy_sso.sessions.postgres import PostgresStore
 
         return PostgresStore(url, lifetime, options)
+    if url.startswith(("redis+cluster:", "rediss+cluster:")):
+        from policy_sso.errors import StoreError
+
+        # the Redis store's scripts reach keys in several hash slots (a session and its subject's
+        # index, a refresh token and its family): a cluster would answer CROSSSLOT at the first
+        # sign-in, so it is refused here (docs/operations.md, "Several processes and machines")
+        raise StoreError("Redis Cluster is not supported yet: use one Redis server (with replicas and "
+                         "Sentinel for failover), or postgresql:// for a store shared by many machines")
     if url.startswith(("redis:", "rediss:", "unix:")):
         from policy_sso.sessions.redis import RedisStore
 

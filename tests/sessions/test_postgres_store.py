@@ -58,3 +58,4 @@ def test_the_schema_is_versioned_and_opening_again_migrates_nothing(url):
     with psycopg.connect(url) as db:
         versions = [row[0] for row in db.execute("SELECT version FROM policy_sso_schema ORDER BY version")]
     assert versions == list(range(1, SCHEMA_VERSION + 1))
+

@@ -32,6 +32,7 @@ from server import error_handlers
 from server.browser import Browser
 from server.client_address import client_address
 from server.limits import ServerLimits, create_server
+from server.logs import flush_access_log
 from server.middleware import Envelope
 from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
 from server.resources.authorize import Authorize
@@ -235,3 +236,4 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
         server.close()
         audit.close()  # what is queued is written before the store closes
         store.close()
+        flush_access_log()  # a worker of serve --workers ends with os._exit: no atexit to do it

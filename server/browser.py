@@ -20,6 +20,7 @@ SESSION_COOKIE = "psso_session"
 MAX_SESSION_ID = 128  # new_session_id makes 43 characters; room for other stores' ids, no more
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")  # base64url, what new_session_id makes
 INTERACTION_COOKIE = "psso_interaction"
+FORM_COOKIE = "psso_form"  # a random value the account sign-in form echoes (double-submit CSRF)
 
 # What a person reads for each error code (the code itself only in the page's "details" line).
 # One entry a situation; a translation replaces the strings, the keys stay.
@@ -95,6 +96,15 @@ class Browser:
         resp.location = location
 
     # --- cookies -------------------------------------------------------------
+    def form_nonce(self, req: falcon.Request, resp: falcon.Response) -> str:
+        """Return the browser's sign-in form nonce (the account page's pre-login CSRF), setting it if new."""
+        values = req.get_cookie_values(FORM_COOKIE)
+        if values and _SESSION_ID.fullmatch(values[0]) and len(values[0]) <= MAX_SESSION_ID:
+            return values[0]
+        nonce = secrets.token_urlsafe(24)
+        self._cookie(resp, FORM_COOKIE, nonce, 3600)
+        return nonce
+
     def _cookie(self, resp: falcon.Response, name: str, value: str, max_age: int) -> None:
         resp.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure,
                         http_only=True, same_site="Lax")

@@ -19,6 +19,7 @@ from policy_sso.audit.writer import request_now
 from policy_sso.credentials import hash_password
 from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc.credential_change import changed_passwords, revoke_grants_of
+from policy_sso.oidc.enrolment import set_password_hash
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.reload import ReloadResult
 from policy_sso.sessions.model import ENDED_BY_ADMIN, PASSWORD_CHANGED
@@ -65,7 +66,11 @@ def set_password(p: Provider, subject: str, body: dict[str, Any], now: int) -> i
         raise InvalidRequest(f"password must be a string of at least {MIN_PASSWORD} characters")
     # the old password's grants are revoked first: a store fault stops here, with nothing changed
     revoke_grants_of(p, subject, now)
-    _rewrite_hash(p.tenant.directory / "users.yaml", subject, hash_password(password))
+    new_hash = hash_password(password)
+    # the store is what every instance reads (issue 18); recorded against the users.yaml hash it
+    # replaces, so instances that have not re-read users.yaml use it too
+    set_password_hash(p, subject, new_hash, now)
+    _rewrite_hash(p.tenant.directory / "users.yaml", subject, new_hash)
     result = p.holder.reload()
     if not result.applied:
         raise OAuthError("users.yaml was updated but the tenant did not reload: "

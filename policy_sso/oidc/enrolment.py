@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from policy_sso import credentials
+from policy_sso.config import User
 from policy_sso.sessions.model import AuthEvent, Session
 
 if TYPE_CHECKING:
@@ -156,3 +157,52 @@ def confirm_totp(p: Provider, session: Session, secret: str, code: str, now: int
     p.audit.record("factor.enrolled", now, outcome="success", subject=session.subject,
                    session_id=session.id, factor="otp")  # never the secret
     return True
+
+
+def enrolled_factors(p: Provider, subject: str) -> tuple[str, ...]:
+    """Return the second factors this user has and the tenant accepts (``otp``, ``hwk``), in that order."""
+    methods = p.tenant.settings.methods
+    held = p.store.credentials_of(subject)
+    out = []
+    if "otp" in methods and (subject in p.totp_secrets or TOTP_CREDENTIAL in held):
+        out.append("otp")
+    if "hwk" in methods and any(r.get("kind") == "passkey" for r in held.values()):
+        out.append("hwk")
+    return tuple(out)
+
+
+# --- passwords set at run time ------------------------------------------------------------------
+
+def password_hash_of(p: Provider, user: User) -> str:
+    """Return the user's password hash: the one set at run time, unless users.yaml changed since.
+
+    A hash set on /account or through the admin API is stored with the
+    users.yaml hash it replaced; when users.yaml now holds another hash, an
+    author changed it later, and users.yaml wins (the later change wins).
+    """
+    record = p.store.credentials_of(user.sub).get(PASSWORD_CREDENTIAL)
+    if record is not None and record.get("replaces") == user.password_hash and record.get("hash"):
+        return str(record["hash"])
+    return user.password_hash
+
+
+def set_password_hash(p: Provider, subject: str, new_hash: str, now: int) -> None:
+    """Store a new password hash for ``subject``, noting the users.yaml hash it replaces."""
+    user = p.user(subject)
+    seed = user.password_hash if user else None
+    p.store.put_credential(subject, PASSWORD_CREDENTIAL, {"kind": "password", "hash": new_hash,
+                                                          "replaces": seed, "set_at": now})
+
+
+def seal_pending(p: Provider, subject: str, secret: str, now: int) -> str:
+    """Return a shown, not yet confirmed secret sealed for the form (with when it was shown)."""
+    return seal_secret(p, subject, f"{now}:{secret}")
+
+
+def open_pending(p: Provider, subject: str, sealed: str, now: int) -> str | None:
+    """Return the secret a form's sealed value holds while it is fresh, else None."""
+    opened = open_secret(p, subject, sealed)
+    if opened is None or ":" not in opened:
+        return None
+    shown, _, secret = opened.partition(":")
+    return secret if shown.isdigit() and 0 <= now - int(shown) <= PENDING_TOTP_TTL else None

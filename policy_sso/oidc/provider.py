@@ -128,10 +128,13 @@ class Provider:
         return self.tenant.users.get(subject)
 
     def second_factors(self, subject: str) -> tuple[str, ...]:
-        """Return the second-factor methods the hosted pages can offer this user."""
-        if "otp" in self.tenant.settings.methods and subject in self.totp_secrets:
-            return ("otp",)
-        return ()
+        """Return the second-factor methods the hosted pages can offer this user.
+
+        A factor enrolled at run time lives in the store (:mod:`policy_sso.oidc.enrolment`).
+        """
+        from policy_sso.oidc import enrolment
+
+        return enrolment.enrolled_factors(self, subject)
 
     @property
     def limiter(self) -> RateLimiter:

@@ -21,6 +21,7 @@ from policy_sso.oidc.authorization_flow import (
     resolve,
 )
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
+from policy_sso.oidc.enrolment import password_hash_of, totp_secret_of
 from policy_sso.oidc.interaction import Interaction, Step
 from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for, start_session
 from policy_sso.ratelimit import ADDRESS
@@ -85,7 +86,8 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
     account = user.sub if user is not None else "?" + username.casefold()
     limiter.guessing.admit("pwd", account, address, now)
     # an unknown user costs one real hash too: no user enumeration by timing
-    if not limiter.guessing.hashing.verify(user.password_hash if user else None, password):
+    # the hash set at run time (/account, the admin API) lives in the store, users.yaml's is the seed
+    if not limiter.guessing.hashing.verify(password_hash_of(p, user) if user else None, password):
         limiter.guessing.failed("pwd", account, address, now)
         p.audit.record("sign_in.failure", now, outcome="failure", client=client_id,  # never the password
                        subject=user.sub if user else None, factor="pwd",
@@ -116,7 +118,7 @@ def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str
     """
     guessing = p.limiter.guessing
     guessing.admit("otp", session.subject, address, now)
-    secret = p.totp_secrets.get(session.subject)
+    secret = totp_secret_of(p, session.subject)  # enrolled (store) or seeded (users.yaml)
     code = code.strip().replace(" ", "")
     if secret is None or not credentials.verify_totp(secret, code, now):
         guessing.failed("otp", session.subject, address, now)

@@ -1,0 +1,144 @@
+"""What a signed-in user does on ``/account``: see and end their sessions, see and withdraw
+consents, change their password, add and remove second factors (issue 18).
+
+Sensitive actions (password, factors) need a recent authentication: the
+tenant's ``enrolment.within`` (Keycloak's account console asks the same).
+A password change revokes the old password's grants as the admin reset does
+(:mod:`policy_sso.oidc.credential_change`: refresh and access tokens of every
+authentication before now), ends the user's other sessions with back-channel
+logout, and re-authenticates the current one so it keeps working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from policy_sso.credentials import hash_password
+from policy_sso.oidc import enrolment
+from policy_sso.oidc.credential_change import revoke_grants_of
+from policy_sso.oidc.provider import Provider, end_session
+from policy_sso.sessions.model import LOGGED_OUT, PASSWORD_CHANGED, AuthEvent, Session, new_session_id
+
+MIN_PASSWORD = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """What the account page lists."""
+
+    sessions: list[dict[str, Any]]
+    consents: list[dict[str, Any]]
+    factors: list[dict[str, Any]]
+    recent: bool  # whether sensitive actions are allowed without signing in again
+
+
+def recent_enough(p: Provider, session: Session, now: int) -> bool:
+    """Return whether the session authenticated recently enough for a sensitive action."""
+    return now - session.auth_time <= p.tenant.settings.enrolment.within
+
+
+def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
+    """Return the user's sessions, consents per app and factors; ``name_of`` names a client for people."""
+    sessions = sorted(p.store.sessions_of(session.subject, now), key=lambda s: -s.last_seen)
+    rows = [{"id": s.id, "current": s.id == session.id, "created_at": s.created_at,
+             "last_seen": s.last_seen, "amr": list(s.amr),
+             "apps": sorted(name_of(c) for c in s.clients)} for s in sessions]
+    granted: dict[str, set[str]] = {}
+    for s in sessions:
+        for client_id, scopes in s.consents.items():
+            granted.setdefault(client_id, set()).update(scopes)
+    consents = [{"client_id": c, "name": name_of(c), "scopes": sorted(v)} for c, v in sorted(granted.items())]
+    factors: list[dict[str, Any]] = []
+    held = p.store.credentials_of(session.subject)
+    for cid, record in sorted(held.items()):
+        if record.get("kind") in ("totp", "passkey"):
+            factors.append({"id": cid, "kind": record["kind"], "label": record.get("label", ""),
+                            "created_at": record.get("created_at"), "removable": True})
+    if session.subject in p.totp_secrets and enrolment.TOTP_CREDENTIAL not in held:
+        factors.append({"id": "", "kind": "totp", "label": "Authenticator app (set up by your administrator)",
+                        "created_at": None, "removable": False})
+    return Overview(rows, consents, factors, recent_enough(p, session, now))
+
+
+def end_own_session(p: Provider, session: Session, session_id: str, now: int) -> bool:
+    """End one of the user's own sessions (back-channel logout included); return whether it was theirs."""
+    if not any(s.id == session_id for s in p.store.sessions_of(session.subject, now)):
+        return False
+    return end_session(p, session_id, now, LOGGED_OUT) is not None
+
+
+def withdraw_consent(p: Provider, session: Session, client_id: str, now: int) -> bool:
+    """Withdraw what the user granted ``client_id`` in every session; return whether anything was."""
+    withdrawn: set[str] = set()
+    for s in p.store.sessions_of(session.subject, now):
+        if client_id in s.consents:
+            withdrawn |= s.consents[client_id]
+            p.store.withdraw_consent(s.id, client_id, now)
+    if withdrawn:
+        p.audit.record("consent.revoked", now, outcome="revoked", client=client_id, subject=session.subject,
+                       session_id=session.id, scopes=sorted(withdrawn))
+    return bool(withdrawn)
+
+
+def change_password(p: Provider, session: Session, current: str, new: str,
+                    now: int) -> tuple[str | None, str]:
+    """Change the user's password; return (the re-authenticated session id or None, a message).
+
+    The current password is checked through the guessing throttle's hashing
+    pool; the other sessions end and every grant of an earlier authentication
+    is revoked (RFC 9700 §4.14.2), as the admin reset does.
+    """
+    user = p.user(session.subject)
+    if user is None:
+        return None, "Your account is not known here."
+    if len(new) < MIN_PASSWORD:
+        return None, f"The new password must have at least {MIN_PASSWORD} characters."
+    if not p.limiter.guessing.hashing.verify(enrolment.password_hash_of(p, user), current):
+        return None, "Your current password is not right."
+    revoke_grants_of(p, session.subject, now)  # first: a store fault stops here with nothing changed
+    enrolment.set_password_hash(p, session.subject, hash_password(new), now)
+    others = [s for s in p.store.sessions_of(session.subject, now) if s.id != session.id]
+    for other in others:
+        end_session(p, other.id, now, PASSWORD_CHANGED)
+    moved = p.store.reauthenticate(session.id, AuthEvent("pwd", now), new_session_id(), now)
+    p.audit.record("account.password_changed", now, outcome="success", subject=session.subject,
+                   sessions_ended=len(others))
+    return (moved.id if moved else None), "Your password was changed. Your other sessions were ended."
+
+
+def remove_factor(p: Provider, session: Session, credential_id: str, now: int) -> str:
+    """Remove one enrolled factor unless it is the user's last second factor; return a message."""
+    held = p.store.credentials_of(session.subject)
+    record = held.get(credential_id)
+    if record is None or record.get("kind") not in ("totp", "passkey"):
+        return "That factor is not on your account."
+    factors = [c for c, r in held.items() if r.get("kind") in ("totp", "passkey")]
+    seeded = session.subject in p.totp_secrets
+    if len(factors) == 1 and not seeded:
+        # apps whose policy needs a second factor would lock the user out: keep the last one
+        return "This is your last second factor: add another before removing it."
+    p.store.delete_credential(session.subject, credential_id)
+    factor = "otp" if record["kind"] == "totp" else "hwk"
+    p.audit.record("factor.removed", now, outcome="success", subject=session.subject,
+                   session_id=session.id, factor=factor)
+    return "The factor was removed."
+
+
+def enrolled_with_code(p: Provider, session: Session, secret: str, code: str, now: int) -> Session | None:
+    """Enrol an authenticator app confirmed by ``code`` and add ``otp`` to the session; return it, or None.
+
+    The confirming code is spent (RFC 6238 §5.2), so it cannot sign in again.
+    """
+    from policy_sso.oidc.provider import SPENT_TOTP_CODES
+    from policy_sso.oidc.sign_in import TOTP_REPLAY_WINDOW
+
+    if not enrolment.confirm_totp(p, session, secret, code, now):
+        return None
+    p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code.strip().replace(' ', '')}",
+                    now + TOTP_REPLAY_WINDOW, now=now)
+    moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now)
+    if moved is not None:
+        p.audit.record("second_factor.success", now, outcome="success", subject=session.subject,
+                       session_id=moved.id, factor="otp")
+    return moved

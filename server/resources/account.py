@@ -1,0 +1,223 @@
+"""GET/POST /account (the user's own sessions, consents, password and factors) and /enrol/totp.
+
+Thin: the actions are :mod:`policy_sso.oidc.account` and :mod:`policy_sso.oidc.enrolment`.
+Every form carries a CSRF token bound to the session (or, before sign-in, to
+a random cookie value: double submit); sensitive actions ask for a recent
+sign-in first.
+"""
+
+from __future__ import annotations
+
+import hmac
+import urllib.parse
+
+import falcon
+
+from policy_sso.credentials import HashingBusy
+from policy_sso.errors import OAuthError, RateLimited
+from policy_sso.oidc import account, enrolment, sign_in
+from policy_sso.oidc.interaction import Interaction
+from policy_sso.oidc.provider import Provider
+from policy_sso.sessions.model import Session
+from server.browser import Browser
+from server.client_address import client_address
+from server.hooks import form_body
+from server.resources.interaction import display_name, expired
+
+
+def forged() -> OAuthError:
+    """The error for an account form that fails its CSRF check (a new one per raise)."""
+    return OAuthError("the form was not submitted from your account page (CSRF check failed)",
+                      error="access_denied", status=403)
+
+
+def _same(a: str | None, b: str) -> bool:
+    return bool(a) and hmac.compare_digest(a.encode(), b.encode())  # type: ignore[union-attr]
+
+
+class _AccountBase:
+    html_errors = True
+
+    def __init__(self, provider: Provider, browser: Browser) -> None:
+        self.provider = provider
+        self.browser = browser
+
+    def _session(self, req: falcon.Request) -> Session | None:
+        session_id = self.browser.session_id(req)
+        return self.provider.store.get_session(session_id, req.context.now) if session_id else None
+
+    def _csrf(self, session: Session) -> str:
+        return self.provider.codec.tag("account", session.id)
+
+    def _name_of(self, client_id: str) -> str:
+        client = self.provider.client(client_id)
+        return display_name(client) if client else client_id
+
+    def _username(self, session: Session) -> str:
+        user = self.provider.user(session.subject)
+        return user.username if user else session.subject
+
+
+class Account(_AccountBase):
+    """The account page; without a (recent enough) session, a sign-in form first."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Show the account page, or the sign-in form."""
+        session = self._session(req)
+        if session is None or req.get_param("again"):  # again: sign in anew before a sensitive action
+            self._sign_in_form(req, resp, username=self._username(session) if session else "",
+                               again=session is not None)
+            return
+        self._page(req, resp, session, req.get_param("done") or "")
+
+    def _sign_in_form(self, req: falcon.Request, resp: falcon.Response, message: str = "",
+                      username: str = "", status: int = 200, *, again: bool = False) -> None:
+        self.browser.render(resp, "account_login.html", status, csrf=self.browser.form_nonce(req, resp),
+                            message=message, username=username, again=again)
+
+    def _page(self, req: falcon.Request, resp: falcon.Response, session: Session, message: str = "",
+              error: str = "") -> None:
+        now = req.context.now
+        view = account.overview(self.provider, session, now, self._name_of)
+        rule = self.provider.tenant.settings.enrolment
+        self.browser.render(
+            resp, "account.html", view=view, username=self._username(session), csrf=self._csrf(session),
+            message=DONE.get(message, ""), error=error, now=now,
+            can_enrol_totp=enrolment.may_enrol(self.provider, session, "otp", now),
+            can_enrol_passkey=enrolment.may_enrol(self.provider, session, "hwk", now),
+            enrolment_allowed=bool(rule.factors) and rule.allows(session.subject, next(iter(rule.factors))))
+
+    @falcon.before(form_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Run one action of the page (each form names its ``action``)."""
+        form, now = req.context.form, req.context.now
+        action = form.get("action", "")
+        session = self._session(req)
+        if action == "login":
+            self._login(req, resp, session)
+            return
+        if session is None:
+            self._sign_in_form(req, resp, "Your session ended. Sign in again.")
+            return
+        if not _same(form.get("csrf_token"), self._csrf(session)):
+            raise forged()
+        sensitive = action in ("password", "remove_factor")
+        if sensitive and not account.recent_enough(self.provider, session, now):
+            self._sign_in_form(req, resp, "For your security, enter your password again to do this.",
+                               self._username(session), again=True)
+            return
+        if action == "end_session":
+            target = form.get("session", "")
+            ended = account.end_own_session(self.provider, session, target, now)
+            if ended and target == session.id:
+                self.browser.clear_session(resp)
+                self.browser.redirect(resp, "/account", after_post=True)
+                return
+            self._done(resp, "session_ended" if ended else "")
+        elif action == "withdraw":
+            self._done(resp, "consent_withdrawn" if account.withdraw_consent(
+                self.provider, session, form.get("client", ""), now) else "")
+        elif action == "password":
+            moved, message = account.change_password(self.provider, session, form.get("current", ""),
+                                                     form.get("new", ""), now)
+            if moved is None:
+                self._page(req, resp, session, error=message)
+                return
+            self.browser.set_session(resp, moved)
+            self._done(resp, "password_changed")
+        elif action == "remove_factor":
+            message = account.remove_factor(self.provider, session, form.get("factor", ""), now)
+            self._page(req, resp, session, error="" if message.startswith("The factor") else message)
+        else:
+            raise OAuthError("unknown account action")
+
+    def _done(self, resp: falcon.Response, what: str) -> None:
+        # POST-redirect-GET: a reload does not repeat the action
+        self.browser.redirect(resp, f"/account?done={what}" if what else "/account", after_post=True)
+
+    def _login(self, req: falcon.Request, resp: falcon.Response, session: Session | None) -> None:
+        form, now = req.context.form, req.context.now
+        if not _same(form.get("csrf_token"), self.browser.form_nonce(req, resp)):
+            raise forged()
+        address = client_address(req, self.provider.tenant.settings.trusted_proxies)
+        try:
+            attempt = sign_in.sign_in_password(self.provider, session.id if session else None,
+                                               form.get("username", ""), form.get("password", ""), now,
+                                               address=address)
+        except (RateLimited, HashingBusy) as refused:
+            resp.set_headers(refused.headers)
+            message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
+                       if isinstance(refused, RateLimited) else
+                       "The server is busy checking other sign-ins. Try again in a moment.")
+            self._sign_in_form(req, resp, message, form.get("username", ""), refused.status)
+            return
+        if attempt.session_id is None:
+            self._sign_in_form(req, resp, attempt.message, form.get("username", ""))
+            return
+        self.browser.set_session(resp, attempt.session_id)
+        self.browser.redirect(resp, "/account", after_post=True)
+
+
+DONE = {"session_ended": "The session was ended.", "consent_withdrawn": "The access was withdrawn.",
+        "password_changed": "Your password was changed. Your other sessions were ended.",
+        "totp_enrolled": "Your authenticator app is set up.", "passkey_added": "Your passkey was added."}
+
+
+class EnrolTotp(_AccountBase):
+    """GET/POST /enrol/totp: a QR code, confirmed by a first code; from /account or while signing in."""
+
+    def _context(self, req: falcon.Request) -> tuple[Session, Interaction | None]:
+        session = self._session(req)
+        interaction = None
+        interaction_id = req.get_param("interaction") or getattr(req.context, "form", {}).get("interaction")
+        if interaction_id:
+            interaction = self.browser.interaction(req, self.provider.codec, interaction_id, req.context.now)
+            if interaction is None:
+                raise expired()
+        if session is None:
+            raise expired()
+        if not enrolment.may_enrol(self.provider, session, "otp", req.context.now):
+            raise OAuthError("setting up an authenticator app is not allowed for this account now; "
+                             "sign in again or ask your administrator", error="access_denied", status=403)
+        return session, interaction
+
+    def _csrf_for(self, session: Session, interaction: Interaction | None) -> str:
+        return interaction.csrf if interaction else self._csrf(session)
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Show a new secret as a QR code and the form for its first code."""
+        session, interaction = self._context(req)
+        self._show(req, resp, session, interaction, enrolment.new_totp_secret())
+
+    def _show(self, req: falcon.Request, resp: falcon.Response, session: Session,
+              interaction: Interaction | None, secret: str, *, message: str = "") -> None:
+        now = req.context.now
+        uri = enrolment.provisioning_uri(self.provider, self._username(session), secret)
+        self.browser.render(resp, "enrol_totp.html", qr=enrolment.qr_svg(uri), secret=secret,
+                            pending=enrolment.seal_pending(self.provider, session.subject, secret, now),
+                            csrf=self._csrf_for(session, interaction), message=message,
+                            interaction_id=interaction.id if interaction else "")
+
+    @falcon.before(form_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Enrol the secret when the code matches; then back to the sign-in or the account page."""
+        session, interaction = self._context(req)
+        form, now = req.context.form, req.context.now
+        if not _same(form.get("csrf_token"), self._csrf_for(session, interaction)):
+            raise forged()
+        secret = enrolment.open_pending(self.provider, session.subject, form.get("pending", ""), now)
+        if secret is None:
+            self._show(req, resp, session, interaction, enrolment.new_totp_secret(),
+                       message="That QR code has expired. Scan this new one.")
+            return
+        moved = account.enrolled_with_code(self.provider, session, secret, form.get("otp", ""), now)
+        if moved is None:
+            self._show(req, resp, session, interaction, secret,
+                       message="That code is not valid. Enter the current code your app shows.")
+            return
+        self.browser.set_session(resp, moved.id)
+        if interaction is not None:  # back to the sign-in, which now has its second factor
+            query = urllib.parse.urlencode({"interaction": interaction.id})
+            self.browser.redirect(resp, f"/login?{query}", after_post=True)
+        else:
+            self.browser.redirect(resp, "/account?done=totp_enrolled", after_post=True)

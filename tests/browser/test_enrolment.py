@@ -1,0 +1,48 @@
+"""Enrolment and the account page in a real browser: an app needing MFA offers an authenticator
+app to a user who has none, and the account page lists, ends and withdraws."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyotp
+from conftest import Live
+from selenium.webdriver.common.by import By
+from test_pages import at_app, password, submit, wait_for
+
+
+def test_bob_enrols_an_authenticator_app_while_signing_in_to_backoffice(driver: Any, live: Live) -> None:
+    driver.get(live.authorize_url("backoffice"))
+    password(driver, "bob")
+    wait_for(driver, "#enrol-totp").click()
+    secret = wait_for(driver, "#secret").text
+    assert driver.find_element(By.CSS_SELECTOR, ".qr svg")  # the QR code, inline
+    wrong = "000000" if pyotp.TOTP(secret).at(live.op.clock.now) != "000000" else "111111"
+    wait_for(driver, "#otp").send_keys(wrong)
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    assert "not valid" in wait_for(driver, ".message").text
+    assert live.op.store.credentials_of("u-bob") == {}  # nothing enrolled without the right code
+    wait_for(driver, "#otp").send_keys(pyotp.TOTP(secret).at(live.op.clock.now))
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    answer = at_app(driver, live, "backoffice")
+    assert answer.get("code"), answer
+    (session,) = live.op.store.sessions_of("u-bob", live.op.clock.now)
+    assert session.mfa and set(session.amr) >= {"pwd", "otp"}
+    record = live.op.store.credentials_of("u-bob")["totp"]
+    assert secret not in str(record)  # stored sealed, never in the clear
+
+
+def test_account_page_lists_ends_and_withdraws(driver: Any, live: Live) -> None:
+    driver.get(live.authorize_url("portal"))
+    password(driver, "alice")
+    wait_for(driver, "button[value=allow]").click()
+    at_app(driver, live, "portal")
+    driver.get(f"{live.op.url}/account")
+    consents = wait_for(driver, "#consents").text
+    assert "Employee portal" in consents
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "#consents button[value=withdraw]"))
+    assert "withdrawn" in wait_for(driver, ".notice").text
+    assert all(not s.consents for s in live.op.store.sessions_of("u-alice", live.op.clock.now))
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "#sessions button[value=end_session]"))
+    assert "Sign in to your account" in wait_for(driver, "h1").text  # this browser's session ended
+    assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []

@@ -1,77 +1,82 @@
-"""What the access log costs a request: CPU per request with it off, in text and in JSON, in turns.
+"""What the access log costs: two servers at once, one with it on and one off, measured in turns.
 
-The app (demo tenant, memory store) is driven in this process through
-Falcon's test client; the access lines go to a pipe that a thread drains,
-as a log shipper would read serve's stderr. The three modes take turns in
-rounds, so the load of a shared machine weighs on each alike (running
-``bench_http.py`` once with the log on and once off compares two different
-minutes of that load).
+Running ``bench_http.py`` once with the access log and once without
+compares two different minutes of a shared machine's load (runs here moved
+by 20% between minutes). This starts two ``policy-sso serve`` processes from
+the same tenant (one with ``--log-level warning``: no access log), signs
+alice in on each, and sends them slices of ``GET /healthz`` and of silent
+authorizes in turns, so the load weighs on both alike. It prints each
+server's CPU per request (from /proc, as bench_http does) and the difference.
 
-    python benchmarks/bench_access_log.py [--requests 5000] [--rounds 3] [--path /healthz]
+    python benchmarks/bench_access_log.py [--rounds 6] [--requests 600] [--log-format text|json]
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import statistics
+import shutil
+import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
+from bench_http import authorize_path, free_port, raw_request, run_slice, sign_in, summarize
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import falcon.testing  # noqa: E402
 
-import server.logs as logs  # noqa: E402
-from policy_sso.oidc.keys import KeyRing  # noqa: E402
-from policy_sso.sessions.store import open_store  # noqa: E402
-from policy_sso.tenant import load_tenant  # noqa: E402
-from server.app import create_app  # noqa: E402
+def start(log_args: list[str]) -> tuple[int, subprocess.Popen, bytes]:
+    """Start a server on the demo tenant (silent-auth limit raised); return its port, process, request."""
+    state = Path(tempfile.mkdtemp(prefix="bench-access-"))
+    config = state / "tenant"
+    shutil.copytree(ROOT / "policies", config, ignore=shutil.ignore_patterns("tests", "yaml"))
+    tenant_yaml = config / "tenant.yaml"
+    tenant_yaml.write_text(tenant_yaml.read_text().replace(
+        "silent_auth: {requests: 60, window: 1m}", "silent_auth: {requests: 1000000, window: 1m}"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),
+         "--config", str(config), "--workers", "1", *log_args], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = server.stdout.readline()
+    if "serving" not in line:
+        raise SystemExit(line + server.stdout.read())
+    threading.Thread(target=server.stdout.read, daemon=True).start()  # a log shipper reading stderr
+    cookie = sign_in(port)
+    return port, server, raw_request("GET", authorize_path("none"), {"Cookie": cookie})
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--path", default="/healthz")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=600, help="requests per slice")
+    parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument("--log-format", default="text", choices=["text", "json"])
     args = parser.parse_args()
-    tenant = load_tenant(ROOT / "policies")
-    app = create_app(tenant, open_store("memory://", tenant.settings.lifetime),
-                     KeyRing.load_or_create(Path(tempfile.mkdtemp()), tenant.settings.tokens.algorithms))
-    client = falcon.testing.TestClient(app)
-    read, write = os.pipe()
-
-    def drain() -> None:
-        while os.read(read, 65536):
-            pass
-
-    threading.Thread(target=drain, daemon=True).start()
-    pipe = os.fdopen(write, "w", buffering=1)
-
-    def cpu_us() -> float:
-        started = time.process_time()
-        for _ in range(args.requests):
-            client.simulate_get(args.path)
-        return (time.process_time() - started) / args.requests * 1e6
-
-    results: dict[str, list[float]] = {"off": [], "text": [], "json": []}
-    for _ in range(args.rounds):
-        for mode, values in results.items():
-            if mode == "off":
-                logs._writer = None
-                logging.getLogger("policy_sso.access").setLevel(logging.WARNING)
-            else:
-                logs.configure_logging(mode, "info", pipe)
-            values.append(cpu_us())
-    off = statistics.median(results["off"])
-    for mode, values in results.items():
-        median = statistics.median(values)
-        print(f"{mode:<5} {median:8.1f} us CPU/request ({(median - off) / off:+.1%} vs off), GET {args.path}")
+    servers = {"on": start(["--log-format", args.log_format]), "off": start(["--log-level", "warning"])}
+    floor = raw_request("GET", "/healthz")
+    slices: dict[str, dict[str, list[dict]]] = {mode: {"floor": [], "silent": []} for mode in servers}
+    try:
+        for port, server, silent in servers.values():  # warm-up
+            run_slice(port, server.pid, args.threads, 300, 2.0, lambda i, s=silent: (s, 302))
+        for _ in range(args.rounds):
+            for mode, (port, server, silent) in servers.items():
+                phases = (("floor", lambda i: (floor, 200)), ("silent", lambda i, s=silent: (s, 302)))
+                for phase, make in phases:
+                    slices[mode][phase].append(
+                        run_slice(port, server.pid, args.threads, args.requests, 5.0, make))
+    finally:
+        for _, server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=10)
+    print(f"access log ({args.log_format}) on vs off, {args.rounds} rounds of {args.requests} requests, "
+          f"{args.threads} client threads, both servers at once")
+    for phase, label in (("floor", "GET /healthz"), ("silent", "silent authorize")):
+        on, off = summarize(slices["on"][phase]), summarize(slices["off"][phase])
+        change = (on["cpu_ms"] - off["cpu_ms"]) / off["cpu_ms"]
+        print(f"{label:<17} server CPU on {on['cpu_ms']:.3f} ms/req, off {off['cpu_ms']:.3f} ms/req "
+              f"({change:+.1%}); errors {on['errors'] + off['errors']}")
     return 0
 
 

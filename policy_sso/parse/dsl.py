@@ -139,7 +139,12 @@ class _Builder(Transformer):
         return tuple(_unquote(c) for c in children if isinstance(c, Token) and c.type == "STRING")
 
     def _string_spans(self, children: list) -> tuple[Span, ...]:
-        return tuple(self.ctx.span(c) for c in children if isinstance(c, Token) and c.type == "STRING")
+        """Return the span of each string among ``children`` (hot: one per listed value)."""
+        ctx = self.ctx
+        file, lines, shift = ctx.file, ctx.line_offset, ctx.col_offset
+        return tuple(Span(file, c.line + lines, c.column + shift * (c.line == 1),
+                          c.column + shift * (c.line == 1) + len(c))
+                     for c in children if c.type == "STRING")
 
     # --- policy -------------------------------------------------------------
     def start(self, children: list) -> list[Policy]:

@@ -27,7 +27,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 from live_op import BrowserAgent, Callback, LiveOP, pkce_pair, with_issuer
 
-from policy_sso.config import Client
+from policy_sso.config import Client, DpopSettings
 from policy_sso.tenant import Tenant
 
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")  # joserfc: RFC 9864 renames EdDSA
@@ -36,8 +36,12 @@ CALLBACK = "http://127.0.0.1:9008/callback"
 
 
 @pytest.fixture
-def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant]:
-    """The demo tenant plus a public client that must push its requests and always uses DPoP."""
+def tenant_for(demo_tenant: Tenant, request: pytest.FixtureRequest) -> Callable[[str], Tenant]:
+    """The demo tenant plus a public client that must push its requests and always uses DPoP.
+
+    A test named ``test_server_nonce…`` gets a tenant that requires DPoP server nonces.
+    """
+    nonces = request.node.name.startswith("test_server_nonce")
     app = Client(client_id=APP, name="SPA with DPoP", type="public", token_endpoint_auth_method="none",
                  redirect_uris=(CALLBACK,), scopes=("openid", "profile", "email", "offline_access"),
                  require_pushed_authorization_requests=True, dpop_bound_access_tokens=True,
@@ -45,7 +49,8 @@ def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant]:
 
     def make(url: str) -> Tenant:
         base = with_issuer(demo_tenant, url)
-        return Tenant(base.directory, base.settings, {**base.clients, APP: app}, base.users,
+        settings = replace(base.settings, dpop=DpopSettings(nonce=True)) if nonces else base.settings
+        return Tenant(base.directory, settings, {**base.clients, APP: app}, base.users,
                       base.policies, base.policy_files)
 
     return make
@@ -318,6 +323,39 @@ def test_the_policy_decides_a_pushed_request_like_any_other(op: LiveOP, browser:
     request_uri = push(op, code_challenge=challenge, prompt="none").json()["request_uri"]
     cb = browser.follow(authorize_with(browser, request_uri))
     assert isinstance(cb, Callback) and cb.error is None and cb.params["code"]
+
+
+def test_server_nonces_at_token_and_userinfo(op: LiveOP, browser: BrowserAgent) -> None:
+    cb, verifier, _ = sign_in_pushed(op, browser)
+    app = Prover(op)
+    form = {"grant_type": "authorization_code", "code": cb.params["code"], "redirect_uri": CALLBACK,
+            "code_verifier": verifier}
+    first = app.token(**form)  # RFC 9449 §8: no nonce yet, the server hands one out
+    assert first.status_code == 400 and first.json()["error"] == "use_dpop_nonce"
+    nonce = first.headers["DPoP-Nonce"]
+    wrong = app.token(app.proof("POST", "/token", nonce="not-the-nonce"), **form)
+    assert wrong.status_code == 400 and wrong.json()["error"] == "use_dpop_nonce"
+    tokens = app.token(app.proof("POST", "/token", nonce=nonce), **form)
+    assert tokens.status_code == 200, tokens.text
+    token = tokens.json()["access_token"]
+
+    # RFC 9449 §9: at a resource, 401 with a DPoP challenge and the nonce
+    bare = app.userinfo(token)
+    assert bare.status_code == 401 and 'error="use_dpop_nonce"' in bare.headers["WWW-Authenticate"]
+    assert bare.headers["DPoP-Nonce"] == nonce
+    good = app.userinfo(token, proof=app.proof("GET", "/userinfo", access_token=token, nonce=nonce))
+    assert good.status_code == 200, good.text
+    # a nonce is good for its time slot and the next one, not longer
+    op.clock.advance(700)
+    refresh = tokens.json()["refresh_token"]
+    stale = app.token(app.proof("POST", "/token", nonce=nonce), grant_type="refresh_token",
+                      refresh_token=refresh)
+    assert stale.status_code == 400 and stale.json()["error"] == "use_dpop_nonce"
+    fresh = stale.headers["DPoP-Nonce"]
+    assert fresh != nonce
+    again = app.token(app.proof("POST", "/token", nonce=fresh), grant_type="refresh_token",
+                      refresh_token=refresh)
+    assert again.status_code == 200, again.text
 
 
 def test_tenant_wide_switch_requires_par_for_every_client(demo_tenant: Tenant, keyring: Any,

@@ -67,6 +67,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE IF NOT EXISTS subject_sessions (subject TEXT PRIMARY KEY, n BIGINT NOT NULL, "
         "floor BIGINT NOT NULL)",
     ),
+    (
+        # credentials set at run time (issue 18): a JSON text per (subject, id), one spelling per
+        # record so replace_credential compares stored text
+        "CREATE TABLE IF NOT EXISTS credentials (subject TEXT NOT NULL, id TEXT NOT NULL, "
+        "data TEXT NOT NULL, PRIMARY KEY (subject, id))",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_LOCK = 0x70737330  # advisory lock key taken while migrating ("pss0")
@@ -236,6 +242,9 @@ class PostgresStore:
                       now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
 
+    def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
+        return self._update(session_id, now, lambda s: s.without_consent(client_id))
+
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
         with self._write() as db:
@@ -378,6 +387,34 @@ class PostgresStore:
             row = db.execute("SELECT at FROM not_before WHERE subject = %s", (subject,)).fetchone()
         return int(row[0]) if row else 0
 
+    # credentials set at run time ------------------------------------------------------------
+    def put_credential(self, subject: str, credential_id: str, record: dict[str, Any]) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO credentials (subject, id, data) VALUES (%s, %s, %s) "
+                       "ON CONFLICT (subject, id) DO UPDATE SET data = excluded.data",
+                       (subject, credential_id, _record_text(record)))
+
+    def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
+        with self._db() as db:
+            rows = db.execute("SELECT id, data FROM credentials WHERE subject = %s", (subject,)).fetchall()
+        return {cid: json.loads(data) for cid, data in rows}
+
+    def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],
+                           new: dict[str, Any]) -> bool:
+        # one UPDATE whose WHERE holds the old text: of two racing replacements one matches (the
+        # row lock makes the second re-read the row the first wrote), as WebAuthn's counter needs
+        with self._db() as db:
+            cursor = db.execute("UPDATE credentials SET data = %s WHERE subject = %s AND id = %s "
+                                "AND data = %s",
+                                (_record_text(new), subject, credential_id, _record_text(old)))
+            return cursor.rowcount == 1
+
+    def delete_credential(self, subject: str, credential_id: str) -> bool:
+        with self._db() as db:
+            cursor = db.execute("DELETE FROM credentials WHERE subject = %s AND id = %s",
+                                (subject, credential_id))
+            return cursor.rowcount == 1
+
     # housekeeping ---------------------------------------------------------------------------
     def ping(self) -> None:
         """Return once a pooled connection answers a query within the timeout."""
@@ -401,6 +438,10 @@ class PostgresStore:
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
 def _now(now: int | None) -> int:

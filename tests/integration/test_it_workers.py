@@ -38,23 +38,25 @@ def _free_port() -> int:
 class Workers:
     """A ``serve --workers 2`` process tree; its output lines collected as they come."""
 
-    def __init__(self, tmp_path: Path, count: int = 2) -> None:
+    def __init__(self, tmp_path: Path, count: int = 2, store: list[str] | None = None,
+                 issuer: str | None = None) -> None:
         self.config = tmp_path / "tenant"
-        shutil.copytree(DEMO, self.config, ignore=shutil.ignore_patterns("tests", "yaml"))
-        tenant_yaml = self.config / "tenant.yaml"
-        # many silent requests from one session in a few seconds: the per-session limit raised
-        tenant_yaml.write_text(tenant_yaml.read_text().replace("silent_auth: {requests: 60, window: 1m}",
-                                                               "silent_auth: {requests: 100000, window: 1m}"))
+        if not self.config.exists():
+            shutil.copytree(DEMO, self.config, ignore=shutil.ignore_patterns("tests", "yaml"))
+            tenant_yaml = self.config / "tenant.yaml"
+            # many silent requests from one session in a few seconds: the per-session limit raised
+            tenant_yaml.write_text(tenant_yaml.read_text().replace(
+                "silent_auth: {requests: 60, window: 1m}", "silent_auth: {requests: 100000, window: 1m}"))
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "policy_sso.cli", "serve", "--workers", str(count), "--port", str(port),
-             "--issuer", self.url, "--config", str(self.config), "--state-dir", str(tmp_path / "state"),
-             "--log-level", "info"],
+             "--issuer", issuer or self.url, "--config", str(self.config), "--state-dir",
+             str(tmp_path / "state"), "--log-level", "info", *(store or [])],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         banner = self.proc.stdout.readline()  # type: ignore[union-attr]
-        assert "serving" in banner and f"{count} workers" in banner, banner
+        assert "serving" in banner and (count == 1 or f"{count} workers" in banner), banner
         threading.Thread(target=self._collect, daemon=True).start()
         self.wait_for_workers(count)
 
@@ -74,11 +76,11 @@ class Workers:
         return {int(pid) for pid in children.read_text().split()} if children.exists() else set()
 
     def wait_for_workers(self, count: int, timeout: float = 60) -> None:
-        """Wait until ``count`` workers answer one /metrics scrape together."""
+        """Wait until ``count`` workers answer one /metrics scrape together (one: until it answers)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if self.scrape().get("policy_sso_workers") == count:
+                if self.scrape().get("policy_sso_workers", 1) == count:
                     return
             except requests.RequestException:
                 pass
@@ -241,3 +243,42 @@ def test_the_memory_store_with_several_workers_is_refused(tmp_path: Path) -> Non
     assert done.returncode == 2
     assert "memory:// keeps sessions inside one process" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """Yield the URL of a throwaway PostgreSQL (started as the session store tests start theirs)."""
+    import importlib.util
+    import tempfile
+
+    spec = importlib.util.spec_from_file_location("_store_fixtures",
+                                                  ROOT / "tests" / "sessions" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(fixtures)  # type: ignore[union-attr]
+    workdir = Path(tempfile.mkdtemp(prefix="policy-sso-pg-"))
+    try:
+        url, stop = fixtures.start_postgres(workdir)
+        yield url
+        stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_two_servers_on_one_postgresql_share_sessions_and_codes(tmp_path: Path, postgres_url: str) -> None:
+    first = Workers(tmp_path, store=["--store", postgres_url])
+    second = Workers(tmp_path, count=1, store=["--store", postgres_url], issuer=first.url)
+    try:
+        browser = _signed_in(first)
+        at_second = BrowserAgent(second.op())
+        at_second.http.cookies.update(browser.http.cookies)  # one browser: cookies are per host, not port
+        answer = at_second.silent("portal")
+        assert answer.error is None, answer  # the session made at the first server
+        code = answer.params["code"]
+        redeem = {"grant_type": "authorization_code", "code": code,
+                  "redirect_uri": "http://127.0.0.1:9001/callback"}
+        assert first.op().token("portal", **redeem).status_code == 200
+        assert second.op().token("portal", **redeem).status_code == 400  # used once, whichever server
+    finally:
+        for served in (second, first):
+            if served.proc.poll() is None:
+                served.stop()

@@ -217,7 +217,7 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
     code = None
     if areq.wants_code:
         code = p.codes.seal(CodeGrant(grant, areq.target.redirect_uri, areq.code_challenge,
-                                      now + settings.code_lifetime))
+                                      now + settings.code_lifetime, areq.params.get("dpop_jkt") or None))
         out["code"] = code
     access_token = None
     if areq.wants_access_token:

@@ -45,6 +45,7 @@ UNSUPPORTED_PARAMS = {"request": "request_not_supported", "request_uri": "reques
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
+_JKT = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def form_urlencode(params: Mapping[str, str]) -> str:
@@ -270,6 +271,10 @@ def validate_authorization_request(
                 _check_challenge(verify_challenge, challenge, target)
     elif challenge is not None or method is not None:
         raise fail(InvalidRequest("code_challenge is only allowed when a code is returned"))
+    jkt = params.get("dpop_jkt")
+    if jkt is not None and not _JKT.fullmatch(jkt):
+        # RFC 9449 §10: the base64url SHA-256 thumbprint of the key (RFC 7638)
+        raise fail(InvalidRequest("dpop_jkt must be a base64url SHA-256 JWK thumbprint"))
 
     try:
         id_token_hint_sub, login_hint_sub = (resolve_hints(params, client) if resolve_hints
@@ -316,7 +321,7 @@ class RequestShapes:
 
     SHAPE = ("client_id", "redirect_uri", "response_type", "response_mode", "scope", "prompt", "max_age",
              "acr_values", "claims", "code_challenge_method")
-    UNSHAPED = frozenset({"id_token_hint", "login_hint", *UNSUPPORTED_PARAMS})
+    UNSHAPED = frozenset({"id_token_hint", "login_hint", "dpop_jkt", *UNSUPPORTED_PARAMS})
     LIMIT = 512  # shapes kept; past it the cache starts over
     MAX_SHAPE_CHARS = 1024  # a request's parameters, names and values, for it to be kept
     # one kept shape at MAX_SHAPE_CHARS, at worst ~11 KB (acr_values of 1-character values, each

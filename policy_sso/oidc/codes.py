@@ -49,6 +49,7 @@ class CodeGrant:
     redirect_uri: str
     code_challenge: str | None
     expires_at: int
+    dpop_jkt: str | None = None  # RFC 9449 §10: the DPoP key the code may be redeemed with
 
 
 class CodeSealer:
@@ -65,8 +66,8 @@ class CodeSealer:
         g = sealed.grant
         plain = _JSON([_VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time, g.acr,
                        g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge,
-                       *((g.userinfo_claims, g.id_token_claims) if g.userinfo_claims or g.id_token_claims
-                         else ())])
+                       *((g.userinfo_claims, g.id_token_claims, sealed.dpop_jkt)
+                         if g.userinfo_claims or g.id_token_claims or sealed.dpop_jkt else ())])
         nonce = _NONCES.next()
         return _b64(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
 
@@ -87,10 +88,11 @@ class CodeSealer:
         (expires_at, subject, client_id, scope, auth_time, acr, amr, sid, nonce, redirect_uri,
          challenge) = fields[1:12]
         # the claims parameter's names ride along only when a request had one (OIDC Core §5.5)
-        userinfo, id_token = fields[12:14] if len(fields) > 12 else ((), ())
+        # and so does the DPoP key binding of RFC 9449 §10
+        userinfo, id_token, dpop_jkt = fields[12:15] if len(fields) > 12 else ((), (), None)
         return CodeGrant(Grant(subject, client_id, scope, auth_time, acr, tuple(amr), sid, nonce,
                                tuple(userinfo), tuple(id_token)),
-                         redirect_uri, challenge, expires_at)
+                         redirect_uri, challenge, expires_at, dpop_jkt)
 
     def derive_key(self, label: bytes) -> bytes:
         """Return a 32-byte key for another sealed artifact (HKDF of this sealer's key, ``label`` its own)."""

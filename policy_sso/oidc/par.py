@@ -85,11 +85,13 @@ def sealer_for(codes: CodeSealer) -> RequestSealer:
     return RequestSealer(codes.derive_key(b"pushed authorization requests v1"))
 
 
-def push(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict[str, Any]:
+def push(p: Provider, client: Client, form: Mapping[str, str], now: int,
+         dpop_jkt: str | None = None) -> dict[str, Any]:
     """Return the pushed authorization response (RFC 9126 §2.2): ``request_uri`` and ``expires_in``.
 
     Errors are the authorization endpoint's, as JSON (§2.3): a request
-    ``/authorize`` would refuse is refused here.
+    ``/authorize`` would refuse is refused here. ``dpop_jkt`` is the key of
+    a DPoP proof sent with the push: the code is bound to it (RFC 9449 §10.1).
     """
     from policy_sso.oidc.authorization_flow import parse_request  # the flow imports this module
 
@@ -100,6 +102,9 @@ def push(p: Provider, client: Client, form: Mapping[str, str], now: int) -> dict
         raise InvalidRequest("client_id does not match the authenticated client")
     params = {k: v for k, v in form.items() if k not in CLIENT_AUTH_PARAMS}
     params["client_id"] = client.client_id
+    if dpop_jkt is not None and params.setdefault("dpop_jkt", dpop_jkt) != dpop_jkt:
+        # RFC 9449 §10.1: both given, they must name the same key
+        raise InvalidRequest("dpop_jkt does not match the DPoP proof's key", error="invalid_dpop_proof")
     try:
         parse_request(p, params, now)
     except AuthorizationError as err:

@@ -63,8 +63,13 @@ def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int
 
 def token_proof(p: Provider, proof: str | None, now: int) -> dpop.Proof:
     """Return the verified DPoP proof of a token request (RFC 9449 §4.3, §5)."""
+    return dpop_proof_of(p, proof, "/token", now)
+
+
+def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int) -> dpop.Proof:
+    """Return the verified DPoP proof of a POST to the provider's ``path`` (RFC 9449 §4.3)."""
     return dpop.verify_proof(
-        proof, method="POST", url=p.issuer + "/token", now=now, settings=p.tenant.settings.dpop,
+        proof, method="POST", url=p.issuer + path, now=now, settings=p.tenant.settings.dpop,
         use_jti=lambda key, expires: p.store.use_jti(dpop.USED_PROOFS, key, expires, now),
         nonce_mac=lambda text: p.codes.issued(text)[0])
 
@@ -91,6 +96,9 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
             raise InvalidGrant("code_verifier does not match the code_challenge")
     elif verifier:
         raise InvalidGrant("code_verifier sent but the authorization request had no code_challenge")
+    if sealed.dpop_jkt is not None and sealed.dpop_jkt != jkt:
+        # RFC 9449 §10: a code bound with dpop_jkt is redeemed with a proof by that key only
+        raise InvalidGrant("the authorization code is bound to another DPoP key (dpop_jkt)")
     if grant_revoked(p, sealed.grant.subject, sealed.grant.auth_time, now):  # a password change since
         raise InvalidGrant("the authorization code is invalid or expired")
     jti, family = p.codes.issued(code)

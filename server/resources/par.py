@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from policy_sso.oidc import par
+from policy_sso.oidc import par, token_endpoint
 from policy_sso.oidc.provider import Provider
 from server.hooks import authenticate_client, form_body
 
@@ -19,6 +19,10 @@ class PushedAuthorizationRequest:
     @falcon.before(authenticate_client)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Validate and seal the request; 201 with its request_uri and expires_in."""
-        resp.media = par.push(self.provider, req.context.client, req.context.form, req.context.now)
+        proof = req.get_header("DPoP")
+        jkt = None
+        if proof is not None:  # RFC 9449 §10.1: a proof with the push binds the code to its key
+            jkt = token_endpoint.dpop_proof_of(self.provider, proof, "/par", req.context.now).jkt
+        resp.media = par.push(self.provider, req.context.client, req.context.form, req.context.now, jkt)
         resp.status = falcon.HTTP_201
         resp.set_header("Pragma", "no-cache")

@@ -325,6 +325,49 @@ def test_the_policy_decides_a_pushed_request_like_any_other(op: LiveOP, browser:
     assert isinstance(cb, Callback) and cb.error is None and cb.params["code"]
 
 
+def test_a_push_with_a_proof_binds_the_code_to_that_key(op: LiveOP, browser: BrowserAgent) -> None:
+    app, thief = Prover(op), Prover(op)
+    verifier, challenge = pkce_pair()
+    form = {"client_id": APP, "response_type": "code", "redirect_uri": CALLBACK, "scope": "openid",
+            "state": "s", "code_challenge": challenge, "code_challenge_method": "S256"}
+    # RFC 9449 §10.1: a DPoP proof sent with the push; dpop_jkt naming another key is refused
+    mismatch = requests.post(f"{op.url}/par", data={**form, "dpop_jkt": thief.jkt},
+                             headers={"DPoP": app.proof("POST", "/par")}, timeout=10)
+    assert mismatch.status_code == 400 and mismatch.json()["error"] == "invalid_dpop_proof"
+    pushed = requests.post(f"{op.url}/par", data=form, headers={"DPoP": app.proof("POST", "/par")},
+                           timeout=10)
+    assert pushed.status_code == 201, pushed.text
+    cb = browser.interact(authorize_with(browser, pushed.json()["request_uri"]))
+    assert cb.error is None, cb.params
+    redeem = {"grant_type": "authorization_code", "code": cb.params["code"], "redirect_uri": CALLBACK,
+              "code_verifier": verifier}
+    stolen = thief.token(**redeem)  # the code and verifier leaked, but not the key
+    assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"
+    tokens = app.token(**redeem)  # the refused attempt did not spend the code
+    assert tokens.status_code == 200, tokens.text
+    assert access_claims(op, tokens.json()["access_token"])["cnf"] == {"jkt": app.jkt}
+
+
+def test_dpop_jkt_at_authorize_binds_the_code(op: LiveOP, browser: BrowserAgent) -> None:
+    app, other = Prover(op), Prover(op)
+    verifier, challenge = pkce_pair()
+    cb = browser.sign_in("spa", code_challenge=challenge, code_challenge_method="S256", dpop_jkt=app.jkt)
+    assert cb.error is None, cb.params
+    form = {"grant_type": "authorization_code", "code": cb.params["code"],
+            "redirect_uri": "http://127.0.0.1:9005/callback", "code_verifier": verifier, "client_id": "spa"}
+    plain = requests.post(f"{op.url}/token", data=form, timeout=10)
+    assert plain.status_code == 400 and plain.json()["error"] == "invalid_grant"
+    wrong = requests.post(f"{op.url}/token", data=form, headers={"DPoP": other.proof("POST", "/token")},
+                          timeout=10)
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    good = requests.post(f"{op.url}/token", data=form, headers={"DPoP": app.proof("POST", "/token")},
+                         timeout=10)
+    assert good.status_code == 200 and good.json()["token_type"] == "DPoP", good.text
+    malformed = browser.follow(browser.authorize_request("spa", code_challenge=challenge,
+                                                         code_challenge_method="S256", dpop_jkt="short"))
+    assert isinstance(malformed, Callback) and malformed.error == "invalid_request"
+
+
 def test_server_nonces_at_token_and_userinfo(op: LiveOP, browser: BrowserAgent) -> None:
     cb, verifier, _ = sign_in_pushed(op, browser)
     app = Prover(op)

@@ -18,6 +18,11 @@ CPU the exchanges' RS256 signatures took in the server (its /metrics), next
 to one signature timed in this idle process.
 
     python benchmarks/bench_http.py [--requests 3000] [--rounds 5] [--seconds 10] [--threads 4]
+                                    [--workers 1,2]
+
+``--workers 1,2`` runs everything against ``serve --workers 1`` and then
+``--workers 2``, and prints the scaling factor; the server CPU per request is
+then the supervisor's and every worker's, summed.
 """
 
 from __future__ import annotations
@@ -52,9 +57,24 @@ def free_port() -> int:
 
 
 def cpu_times(pid: int) -> tuple[float, float]:
-    """Return the process's (user, system) CPU seconds from /proc/<pid>/stat (fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+    """Return (user, system) CPU seconds of the process and its children (``serve --workers``: the
+    supervisor and every worker), from /proc/<pid>/stat (fields 14 and 15)."""
+    user = system = 0.0
+    for each in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a worker that has just exited
+            continue
+        user, system = user + int(fields[11]) / TICKS, system + int(fields[12]) / TICKS
+    return user, system
+
+
+def children(pid: int) -> list[int]:
+    """Return the process's children (the workers under a ``serve --workers`` supervisor)."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
 
 
 def cpu_seconds(pid: int) -> float:
@@ -287,9 +307,29 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="time per phase (at most)")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     parser.add_argument("--server-threads", type=int, help="waitress threads (default: serve's own)")
+    parser.add_argument("--workers", default="1",
+                        help="serve --workers counts to measure in turn, e.g. 1,2 (default 1)")
     args = parser.parse_args()
-    per_round = max(1, args.requests // args.rounds)
+    counts = [int(n) for n in args.workers.split(",")]
+    measured = {}
+    for workers in counts:
+        measured[workers] = measure(args, workers)
+        if measured[workers] is None:
+            return 1
+    if len(counts) > 1:
+        base = measured[counts[0]]
+        for workers in counts[1:]:
+            now = measured[workers]
+            print(f"--workers {workers} vs {counts[0]}: silent authorize "
+                  f"{now['silent authorize']['rps'] / base['silent authorize']['rps']:.2f}x req/s, "
+                  f"code exchange {now['code exchange']['rps'] / base['code exchange']['rps']:.2f}x req/s "
+                  f"({args.threads} client connections, load average {os.getloadavg()[0]:.2f})")
+    return 0
 
+
+def measure(args: argparse.Namespace, workers: int) -> dict | None:
+    """Run every phase against ``serve --workers workers``; print and return the figures."""
+    per_round = max(1, args.requests // args.rounds)
     port = free_port()
     state = Path(tempfile.mkdtemp(prefix="bench-http-"))
     # the demo tenant, with the per-session silent-auth limit raised for a load test: the limiter
@@ -302,15 +342,16 @@ def main() -> int:
     threads = ["--threads", str(args.server_threads)] if args.server_threads else []
     server = subprocess.Popen(
         [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),
-         "--config", str(config), *threads], cwd=ROOT,
+         "--config", str(config), "--workers", str(workers), *threads], cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         line = server.stdout.readline()
         if "serving" not in line:
             print(line + server.stdout.read(), file=sys.stderr)
-            return 1
+            return None
         # keep reading the server's output (waitress logs queue depth): a full pipe would block it
         threading.Thread(target=server.stdout.read, daemon=True).start()
+        wait_for_workers(port, workers)
         cookie = sign_in(port)
         secret = (ROOT / "policies/secrets/portal.secret").read_text().strip()
         basic = "Basic " + base64.b64encode(f"portal:{secret}".encode()).decode()
@@ -375,11 +416,11 @@ def main() -> int:
         idle_verify = verification_ms()
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        server.wait(timeout=40)
 
     from server.app import default_threads
 
-    print(f"bench_http: {args.threads} client threads, waitress threads="
+    print(f"bench_http: --workers {workers}, {args.threads} client threads, waitress threads="
           f"{args.server_threads or default_threads()} (serve's default: {default_threads()}), "
           f"{args.rounds} rounds of up to {per_round} requests per phase, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
@@ -402,7 +443,21 @@ def main() -> int:
           f"{dpop_ms / (2 * in_server + idle_verify):.2f}x the 2 signatures and the proof check it makes "
           f"(target <= 1.5x; proof check {idle_verify:.3f} ms in an idle process; "
           f"+{dpop_ms - ex_ms:.3f} ms over the plain exchange)")
-    return 0
+    return results
+
+
+def wait_for_workers(port: int, workers: int, timeout: float = 60) -> None:
+    """Return once ``workers`` workers answer one /metrics scrape (all of them serve)."""
+    if workers < 2:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = Conn(port).request("GET", "/metrics")[2]
+        found = re.search(r"^policy_sso_workers (\S+)$", text, re.M)
+        if found and float(found.group(1)) >= workers:
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"{workers} workers did not all start within {timeout:.0f} s")
 
 
 if __name__ == "__main__":

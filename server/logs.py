@@ -23,8 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from policy_sso.audit.context import request_fields
@@ -82,14 +81,6 @@ class JsonFormatter(UtcFormatter):
         return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
 
 
-def _line_encoder() -> Callable[[dict[str, Any]], str]:
-    """Return a compact JSON encoder made once (``JSONEncoder.encode`` makes a C encoder per call)."""
-    if c_make_encoder is None:  # an interpreter without the C accelerator
-        return json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    iterencode = c_make_encoder(None, None, encode_basestring, None, ":", ",", False, False, True)
-    return lambda obj: "".join(iterencode(obj, 0))
-
-
 class AccessWriter:
     """Writes access lines to the log stream in the handler's format, in batches, without logging's machinery.
 
@@ -99,8 +90,8 @@ class AccessWriter:
     write per request is a system call that hands the interpreter lock to
     another worker thread, which under load cost more than the line itself
     (``benchmarks/bench_http.py``: silent authorize +20% with a write per
-    line). Here a line is one f-string (the JSON a C encoder made once) put
-    on a queue, and a flusher thread writes what has queued every
+    line). Here a line is one f-string (JSON strings escaped by json's C
+    function) put on a queue, and a flusher thread writes what has queued every
     ``FLUSH_SECONDS`` in one write, or the request thread does once
     ``FLUSH_LINES`` are waiting (memory stays bounded under any load). Lines
     of a process that dies abruptly may be lost for the last fraction of a
@@ -113,7 +104,6 @@ class AccessWriter:
     def __init__(self, stream: IO[str], log_format: str) -> None:
         self.stream = stream
         self.json = log_format == "json"
-        self.encode = _line_encoder()
         self.lock = threading.Lock()
         self.queue: collections.deque[str] = collections.deque()
         self.second = -1
@@ -130,10 +120,12 @@ class AccessWriter:
         method, path, status, size, duration_ms, ip = line
         shown = "-" if size is None else size
         message = f"{method} {path} {status} {shown}B {duration_ms}ms ip={ip}"
-        if self.json:
-            text = self.encode({"time": stamp, "level": "info", "logger": "policy_sso.access",
-                                "request_id": request_id, "message": message, "method": method, "path": path,
-                                "status": status, "bytes": size, "duration_ms": duration_ms, "ip": ip})
+        if self.json:  # the keys of JsonFormatter's lines; strings escaped by json's C function
+            q = encode_basestring
+            text = (f'{{"time":"{stamp}","level":"info","logger":"policy_sso.access","request_id":'
+                    f'{q(request_id)},"message":{q(message)},"method":{q(method)},"path":{q(path)},'
+                    f'"status":{status},"bytes":{"null" if size is None else size},'
+                    f'"duration_ms":{duration_ms},"ip":{q(ip)}}}')
         else:
             text = f"{stamp} INFO policy_sso.access [{request_id}] {message}"
         self.queue.append(text)  # deque.append is atomic: no lock on the request path

@@ -34,7 +34,7 @@ from server.client_address import client_address
 from server.limits import ServerLimits, create_server
 from server.logs import flush_access_log
 from server.middleware import Envelope
-from server.resources.account import Account, EnrolTotp
+from server.resources.account import Account, EnrolPasskey, EnrolTotp
 from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
 from server.resources.authorize import Authorize
 from server.resources.backend import (
@@ -89,6 +89,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/favicon.ico": Favicon(),
         "/account": Account(provider, browser),
         "/enrol/totp": EnrolTotp(provider, browser),
+        "/enrol/passkey": EnrolPasskey(provider, browser),
         "/token": Token(provider),
         "/revoke": Revoke(provider),
         "/introspect": Introspect(provider),

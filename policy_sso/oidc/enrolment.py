@@ -55,8 +55,12 @@ class FactorNeeds:
 
 def may_enrol(p: Provider, session: Session, factor: str, now: int) -> bool:
     """Return whether the tenant lets this session's user enrol ``factor`` now (who, after what, when)."""
+    from policy_sso.oidc import passkeys
+
     rule = p.tenant.settings.enrolment
     if factor not in p.tenant.settings.methods or not rule.allows(session.subject, factor):
+        return False
+    if factor == "hwk" and not passkeys.usable(p):  # an IP-address issuer cannot be a WebAuthn RP ID
         return False
     return any(now - t <= rule.within for m, t in session.methods.items() if m in rule.after)
 

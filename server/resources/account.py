@@ -15,14 +15,14 @@ import falcon
 
 from policy_sso.credentials import HashingBusy
 from policy_sso.errors import OAuthError, RateLimited
-from policy_sso.oidc import account, enrolment, sign_in
+from policy_sso.oidc import account, enrolment, passkeys, sign_in
 from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.model import Session
 from server.browser import Browser
 from server.client_address import client_address
 from server.hooks import form_body
-from server.resources.interaction import display_name, expired
+from server.resources.interaction import display_name, expired, script_json
 
 
 def forged() -> OAuthError:
@@ -166,6 +166,8 @@ DONE = {"session_ended": "The session was ended.", "consent_withdrawn": "The acc
 class EnrolTotp(_AccountBase):
     """GET/POST /enrol/totp: a QR code, confirmed by a first code; from /account or while signing in."""
 
+    factor = "otp"
+
     def _context(self, req: falcon.Request) -> tuple[Session, Interaction | None]:
         session = self._session(req)
         interaction = None
@@ -176,8 +178,8 @@ class EnrolTotp(_AccountBase):
                 raise expired()
         if session is None:
             raise expired()
-        if not enrolment.may_enrol(self.provider, session, "otp", req.context.now):
-            raise OAuthError("setting up an authenticator app is not allowed for this account now; "
+        if not enrolment.may_enrol(self.provider, session, self.factor, req.context.now):
+            raise OAuthError("adding this kind of factor is not allowed for this account now; "
                              "sign in again or ask your administrator", error="access_denied", status=403)
         return session, interaction
 
@@ -221,3 +223,40 @@ class EnrolTotp(_AccountBase):
             self.browser.redirect(resp, f"/login?{query}", after_post=True)
         else:
             self.browser.redirect(resp, "/account?done=totp_enrolled", after_post=True)
+
+
+class EnrolPasskey(EnrolTotp):
+    """GET/POST /enrol/passkey: create a passkey (WebAuthn §7.1); from /account or while signing in."""
+
+    factor = "hwk"
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Show the page whose script creates the passkey."""
+        session, interaction = self._context(req)
+        self._show_passkey(req, resp, session, interaction)
+
+    def _show_passkey(self, req: falcon.Request, resp: falcon.Response, session: Session,
+                      interaction: Interaction | None, message: str = "") -> None:
+        ceremony = passkeys.registration(self.provider, session, self._username(session), req.context.now)
+        self.browser.render(resp, "enrol_passkey.html", passkey_options=script_json(ceremony.options),
+                            passkey_state=ceremony.state, csrf=self._csrf_for(session, interaction),
+                            message=message, interaction_id=interaction.id if interaction else "")
+
+    @falcon.before(form_body)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Verify and store the passkey; then back to the sign-in (to use it) or the account page."""
+        session, interaction = self._context(req)
+        form, now = req.context.form, req.context.now
+        if not _same(form.get("csrf_token"), self._csrf_for(session, interaction)):
+            raise forged()
+        try:
+            passkeys.register(self.provider, session, form.get("passkey", ""), form.get("passkey_state", ""),
+                              now, label=form.get("label", "Passkey"))
+        except passkeys.PasskeyRefused as refused:
+            self._show_passkey(req, resp, session, interaction, str(refused))
+            return
+        if interaction is not None:  # the sign-in now asks for the passkey: registering is not signing in
+            query = urllib.parse.urlencode({"interaction": interaction.id})
+            self.browser.redirect(resp, f"/login?{query}", after_post=True)
+        else:
+            self.browser.redirect(resp, "/account?done=passkey_added", after_post=True)

@@ -10,7 +10,7 @@ import falcon
 from policy_sso.config import Client
 from policy_sso.credentials import HashingBusy
 from policy_sso.errors import AccessDenied, OAuthError, RateLimited
-from policy_sso.oidc import enrolment, sign_in
+from policy_sso.oidc import enrolment, passkeys, sign_in
 from policy_sso.oidc.authorization_flow import Answer, Interact
 from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
 from policy_sso.oidc.interaction import Interaction
@@ -28,6 +28,11 @@ def display_name(client: Client) -> str:
 def scope_description(p: Provider, scope: str) -> str:
     """Return what the consent page says a scope allows: tenant.yaml's description, else the standard one."""
     return p.tenant.settings.scope_descriptions.get(scope) or SCOPE_DESCRIPTIONS.get(scope, "")
+
+
+def script_json(text: str) -> str:
+    """Return JSON safe inside a <script> element ("</" cannot close it)."""
+    return text.replace("</", "<\\/")
 
 
 def expired() -> OAuthError:
@@ -92,7 +97,7 @@ class Login(_Page):
         page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req),
                                     req.context.now)
         if page.step.kind in ("login", "otp"):
-            self._show(resp, page, interaction)
+            self._show(resp, page, interaction, now=req.context.now)
         elif page.step.kind == "factor":
             self._factor_page(resp, page, interaction, req.context.now)
         else:
@@ -107,11 +112,14 @@ class Login(_Page):
         if form.get("cancel") == "yes":  # "back to the app" from the factor page: the app hears why
             self._cancel(req, resp, interaction)
             return
+        if "passkey" in form:
+            self._passkey(req, resp, interaction)
+            return
         if "otp" in form:
             session = self.provider.store.get_session(session_id, now) if session_id else None
             if session is None:
                 page = sign_in.current_page(self.provider, interaction, None, now)
-                self._show(resp, page, interaction, "Your session ended. Sign in again.")
+                self._show(resp, page, interaction, "Your session ended. Sign in again.", now=now)
                 return
         address = client_address(req, self.provider.tenant.settings.trusted_proxies)
         try:
@@ -130,17 +138,43 @@ class Login(_Page):
             message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
                        if isinstance(refused, RateLimited) else
                        "The server is busy checking other sign-ins. Try again in a moment.")
-            self._show(resp, page, interaction, message, form.get("username", ""), status=refused.status)
+            self._show(resp, page, interaction, message, form.get("username", ""), status=refused.status,
+                       now=now)
             return
         if attempt.session_id is None:
             page = sign_in.current_page(self.provider, interaction, session_id, now)
-            self._show(resp, page, interaction, attempt.message, form.get("username", ""))
+            self._show(resp, page, interaction, attempt.message, form.get("username", ""), now=now)
             return
         self.browser.set_session(resp, attempt.session_id)
         if "otp" not in form:
             interaction = interaction.after_sign_in()
             self.browser.set_interaction(resp, self.provider.codec, interaction)
         page = sign_in.current_page(self.provider, interaction, attempt.session_id, now)
+        self._proceed(req, resp, page, interaction)
+
+    def _passkey(self, req: falcon.Request, resp: falcon.Response, interaction: Interaction) -> None:
+        """Sign in (or add the second factor) with a passkey's assertion (WebAuthn §7.2)."""
+        form, now = req.context.form, req.context.now
+        session_id = self.browser.session_id(req)
+        address = client_address(req, self.provider.tenant.settings.trusted_proxies)
+        try:
+            new_id, message = passkeys.sign_in_with_passkey(
+                self.provider, session_id, form.get("passkey", ""), form.get("passkey_state", ""), now,
+                client_id=interaction.params.get("client_id"), address=address)
+        except RateLimited as refused:
+            resp.set_headers(refused.headers)
+            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            self._show(resp, page, interaction, f"Too many attempts. Try again in {refused.retry_after} "
+                       "seconds.", status=refused.status, now=now)
+            return
+        if new_id is None:
+            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            self._show(resp, page, interaction, message, now=now)
+            return
+        self.browser.set_session(resp, new_id)
+        interaction = interaction.after_sign_in()  # a fresh authentication, as a password is
+        self.browser.set_interaction(resp, self.provider.codec, interaction)
+        page = sign_in.current_page(self.provider, interaction, new_id, now)
         self._proceed(req, resp, page, interaction)
 
     def _factor_page(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
@@ -162,13 +196,21 @@ class Login(_Page):
         self._proceed(req, resp, page, interaction)
 
     def _show(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
-              message: str = "", username: str = "", *, status: int = 200) -> None:
+              message: str = "", username: str = "", *, status: int = 200, now: int | None = None) -> None:
         common = {"client_name": self._client_name(page), "interaction_id": interaction.id,
                   "csrf": interaction.csrf, "message": message, "status": status}
+        when = now if now is not None else interaction.started_at  # the passkey challenge's time
         if page.step.kind == "otp" and page.session is not None:
-            self.browser.render(resp, "otp.html", username=self._username(page.session.subject),
-                                **common)
+            subject = page.session.subject
+            if passkeys.usable(self.provider) and passkeys.passkeys_of(self.provider, subject):
+                ceremony = passkeys.authentication(self.provider, when, subject)
+                common.update(passkey_options=script_json(ceremony.options), passkey_state=ceremony.state)
+            self.browser.render(resp, "otp.html", username=self._username(subject),
+                                has_totp=enrolment.has_totp(self.provider, subject), **common)
             return
+        if passkeys.usable(self.provider):
+            ceremony = passkeys.authentication(self.provider, when)
+            common.update(passkey_options=script_json(ceremony.options), passkey_state=ceremony.state)
         request = page.request.policy_request
         hinted = self._username(request.id_token_hint_sub or request.login_hint_sub)
         if not message and "subject_mismatch" in page.step.decision.codes and page.session:

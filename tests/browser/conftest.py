@@ -153,10 +153,15 @@ def tenant_at(demo: Tenant, issuer: str, apps: str) -> Tenant:
 
 
 @pytest.fixture
-def live(demo: Tenant, keys: Any, apps: str, driver: Any, tmp_path: Path) -> Iterator[Live]:
-    """Serve the demo on a free loopback port (SQLite store, fake clock); a clean browser."""
+def live(request: pytest.FixtureRequest, demo: Tenant, keys: Any, apps: str, driver: Any,
+         tmp_path: Path) -> Iterator[Live]:
+    """Serve the demo on a free loopback port (SQLite store, fake clock); a clean browser.
+
+    A module's ``ISSUER_HOST`` names the issuer's host: passkeys need ``localhost``, since an IP
+    address cannot be a WebAuthn RP ID.
+    """
     server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
-    url = f"http://127.0.0.1:{server.effective_port}"
+    url = f"http://{getattr(request.module, 'ISSUER_HOST', '127.0.0.1')}:{server.effective_port}"
     tenant = tenant_at(demo, url, apps)
     clock = FakeClock()
     store = open_store(f"sqlite:///{tmp_path}/op.db", tenant.settings.lifetime, tenant.settings.store_options)

@@ -30,8 +30,7 @@ NOT_DOCUMENTED = {
     "/favicon.ico": "an image for browsers",
     "/account": "HTML pages (the user's account)",
     "/enrol/totp": "HTML form (authenticator app enrolment)",
-    "/passkeys/register": "the account page's own script's WebAuthn ceremony (W3C WebAuthn §7.1)",
-    "/passkeys/sign-in": "the login page's own script's WebAuthn ceremony (W3C WebAuthn §7.2)",
+    "/enrol/passkey": "HTML page running the WebAuthn registration ceremony (W3C WebAuthn §7.1)",
 }
 VERBS = ("get", "post", "put", "patch", "delete")
 

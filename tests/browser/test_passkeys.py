@@ -1,0 +1,84 @@
+"""Passkeys in a real browser with Chrome's virtual authenticator (WebDriver §Virtual Authenticators):
+registration on the account page, sign-in as a second factor and from the login page; loa:3."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from conftest import Live
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
+from test_pages import at_app, password, submit, wait_for
+
+ISSUER_HOST = "localhost"  # a WebAuthn RP ID is a host name, never an IP address
+LOA3 = "urn:policy-sso:loa:3"
+
+
+@pytest.fixture
+def authenticator(driver: Any, live: Live) -> Iterator[Any]:
+    """A platform authenticator with resident keys and user verification (a phone's or laptop's)."""
+    options = VirtualAuthenticatorOptions(protocol=Protocol.CTAP2, transport=Transport.INTERNAL,
+                                          has_resident_key=True, has_user_verification=True,
+                                          is_user_verified=True, is_user_consenting=True)
+    driver.add_virtual_authenticator(options)
+    try:
+        yield driver
+    finally:
+        driver.remove_virtual_authenticator()
+
+
+def tokens(live: Live, client_id: str, code: str) -> dict[str, Any]:
+    resp = live.op.token(client_id, grant_type="authorization_code", code=code,
+                         redirect_uri=live.redirect_uri(client_id))
+    assert resp.status_code == 200, resp.text
+    return live.op.verify_id_token(resp.json()["id_token"], client_id)
+
+
+def test_register_then_reach_loa3_as_second_factor_and_alone(driver: Any, live: Live,
+                                                              authenticator: Any) -> None:
+    # alice signs in with her password, then adds a passkey on her account page
+    driver.get(live.authorize_url("portal"))
+    password(driver, "alice")
+    wait_for(driver, "button[value=allow]").click()
+    at_app(driver, live, "portal")
+    driver.get(f"{live.op.url}/account")
+    wait_for(driver, "#enrol-passkey").click()
+    wait_for(driver, "#passkey-button").click()
+    assert "passkey was added" in wait_for(driver, ".notice").text
+    (record,) = [r for r in live.op.store.credentials_of("u-alice").values() if r["kind"] == "passkey"]
+    assert record["synced"] is False and "public_key" in record
+
+    # docs at loa:3 wants a hardware key: the second-factor page offers the passkey
+    driver.get(live.authorize_url("docs", acr_values=LOA3))
+    submit(driver, wait_for(driver, "#passkey-button"))
+    wait_for(driver, "button[value=allow]").click()
+    claims = tokens(live, "docs", at_app(driver, live, "docs")["code"])
+    assert claims["acr"] == LOA3 and {"pwd", "hwk", "pin", "mfa"} <= set(claims["amr"])
+
+    # silent SSO into another client honours the level the passkey reached
+    driver.get(live.authorize_url("portal", prompt="none", acr_values=LOA3))
+    claims = tokens(live, "portal", at_app(driver, live, "portal")["code"])
+    assert claims["acr"] == LOA3
+
+    # a new browser session: the passkey alone signs in from the login page and reaches loa:3
+    driver.get(f"{live.op.url}/favicon.ico")  # cookies are cleared per site: the provider's
+    driver.delete_all_cookies()
+    driver.get(live.authorize_url("portal", acr_values=LOA3))
+    # conditional UI: the login page asks for a passkey through the username field's autofill, and
+    # the virtual authenticator (one passkey, user verified) answers it without a click
+    wait_for(driver, "button[value=allow]").click()
+    claims = tokens(live, "portal", at_app(driver, live, "portal")["code"])
+    assert claims["acr"] == LOA3 and set(claims["amr"]) == {"hwk", "pin", "mfa"}
+    after = next(r for r in live.op.store.credentials_of("u-alice").values() if r["kind"] == "passkey")
+    assert after["sign_count"] > record["sign_count"]  # each assertion moved the count on
+
+
+def test_password_and_totp_do_not_reach_loa3(driver: Any, live: Live) -> None:
+    driver.get(live.authorize_url("portal", acr_values=LOA3))
+    password(driver, "alice")
+    page = wait_for(driver, "main").text
+    assert "needs a second factor" in page and "passkey" in page  # explained, with enrolment offered
+    assert live.redirect_uri("portal") not in driver.current_url
+    assert driver.find_elements(By.ID, "enrol-passkey")

@@ -226,6 +226,9 @@ class BrowserAgent:
     def sign_in(self, client_id: str, username: str = "alice", **params: str) -> Callback:
         return self.interact(self.authorize_request(client_id, **params), username)
 
+    def sign_in_with(self, client_id: str, username: str, password: str, **params: str) -> Callback:
+        return self.interact(self.authorize_request(client_id, **params), username, password=password)
+
     def silent(self, client_id: str, **params: str) -> Callback:
         result = self.follow(self.authorize_request(client_id, prompt="none", **params))
         assert isinstance(result, Callback), f"prompt=none showed a page: {result.status_code}"

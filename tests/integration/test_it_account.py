@@ -1,0 +1,122 @@
+"""/account over HTTP on a live server: ending a session sends back-channel logout, withdrawing a
+consent brings the consent page back, a password change revokes the old grants and ends the other
+sessions, and sensitive actions need a recent sign-in (issue 18)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+import requests
+from backend_support import LogoutReceiver, verified_logout_token
+from live_op import BrowserAgent, LiveOP, forms_of, page_kind, with_issuer
+
+from policy_sso.tenant import Tenant
+
+
+@pytest.fixture
+def receiver() -> Iterator[LogoutReceiver]:
+    rp = LogoutReceiver()
+    yield rp
+    rp.close()
+
+
+@pytest.fixture
+def tenant_for(demo_tenant: Tenant, receiver: LogoutReceiver) -> Callable[[str], Tenant]:
+    clients = {cid: replace(c, backchannel_logout_uri=receiver.url) if cid == "portal" else c
+               for cid, c in demo_tenant.clients.items()}
+    return lambda url: with_issuer(replace(demo_tenant, clients=clients), url)
+
+
+def account(browser: BrowserAgent) -> requests.Response:
+    page = browser.get("/account")
+    assert page.status_code == 200
+    return page
+
+
+def act(browser: BrowserAgent, action: str, **fields: str) -> requests.Response:
+    """Submit the account page's form for ``action`` (the CSRF token from the page)."""
+    page = account(browser)
+    form = next(f for f in forms_of(page.text) if "csrf_token" in f.fields)
+    data = {"csrf_token": form.fields["csrf_token"], "action": action, **fields}
+    return browser.http.post(f"{browser.op.url}/account", data=data, allow_redirects=False, timeout=10)
+
+
+def refresh_token(op: LiveOP, browser: BrowserAgent, client_id: str = "portal") -> str:
+    cb = browser.interact(browser.authorize_request(client_id, scope="openid profile offline_access",
+                                                    prompt="consent"))
+    resp = op.token(client_id, grant_type="authorization_code", code=cb.params["code"],
+                    redirect_uri="http://127.0.0.1:9001/callback")
+    assert resp.status_code == 200, resp.text
+    return resp.json()["refresh_token"]
+
+
+def test_ending_a_session_from_another_browser_sends_back_channel_logout(
+        op: LiveOP, browser: BrowserAgent, new_browser: Callable[[], BrowserAgent],
+        receiver: LogoutReceiver) -> None:
+    laptop, phone = browser, new_browser()
+    laptop.sign_in("portal")
+    phone.sign_in("docs")
+    other = next(s for s in op.store.sessions_of("u-alice", op.clock.now) if "portal" in s.clients)
+    sid = other.clients["portal"].sid
+    assert act(phone, "end_session", session=other.id).status_code == 303
+    assert op.store.get_session(other.id, op.clock.now) is None
+    (token,) = receiver.wait_for(1)
+    claims = verified_logout_token(op.url, token)
+    assert (claims["sub"], claims["sid"], claims["aud"]) == ("u-alice", sid, "portal")
+    assert laptop.silent("portal").error == "login_required"
+
+
+def test_a_session_of_another_user_cannot_be_ended(op: LiveOP, browser: BrowserAgent,
+                                                   new_browser: Callable[[], BrowserAgent]) -> None:
+    bob = new_browser()
+    bob.sign_in("portal", "bob")
+    browser.sign_in("portal")
+    (bobs,) = op.store.sessions_of("u-bob", op.clock.now)
+    act(browser, "end_session", session=bobs.id)
+    assert op.store.get_session(bobs.id, op.clock.now) is not None
+
+
+def test_withdrawn_consent_is_asked_again(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    assert browser.silent("portal").params.get("code")
+    assert act(browser, "withdraw", client="portal").status_code == 303
+    assert browser.silent("portal").error == "consent_required"
+    assert page_kind(browser.follow(browser.authorize_request("portal"))) == "consent"
+
+
+def test_password_change_revokes_old_grants_and_ends_other_sessions(
+        op: LiveOP, browser: BrowserAgent, new_browser: Callable[[], BrowserAgent]) -> None:
+    other = new_browser()
+    old_refresh = refresh_token(op, other)
+    browser.sign_in("portal")
+    op.clock.advance(5)
+    moved = act(browser, "password", current="wonderland", new="looking-glass")
+    assert moved.status_code == 303 and "password_changed" in moved.headers["Location"]
+    refused = op.token("portal", grant_type="refresh_token", refresh_token=old_refresh)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert other.silent("portal").error == "login_required"  # the other session ended
+    assert browser.silent("portal").params.get("code")  # this one goes on, re-authenticated
+    fresh = new_browser()
+    wrong = fresh.submit(fresh.follow(fresh.authorize_request("portal")),
+                         {"username": "alice", "password": "wonderland"})
+    assert "Wrong username or password" in wrong.text
+    assert fresh.sign_in_with("portal", "alice", "looking-glass").params.get("code")
+
+
+def test_a_wrong_current_password_changes_nothing(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    page = act(browser, "password", current="nope", new="looking-glass")
+    assert page.status_code == 200 and "current password is not right" in page.text
+    assert op.store.credentials_of("u-alice") == {}
+
+
+def test_sensitive_actions_need_a_recent_sign_in_and_a_csrf_token(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    op.clock.advance(3600)  # past enrolment.within (10m) but within the session's lifetime
+    page = act(browser, "password", current="wonderland", new="looking-glass")
+    assert "enter your password again" in page.text and op.store.credentials_of("u-alice") == {}
+    forged = browser.http.post(f"{op.url}/account", data={"action": "withdraw", "client": "portal",
+                                                          "csrf_token": "x"}, timeout=10)
+    assert forged.status_code == 403

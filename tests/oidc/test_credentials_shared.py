@@ -1,0 +1,108 @@
+"""Two instances on one real Redis (issue 18): a password change, a TOTP enrolment and a passkey
+registered through one provider are used to sign in through the other, which shares only the
+store and the state directory's key."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pyotp
+import pytest
+from test_passkeys import ISSUER, SoftKey
+
+from policy_sso.audit import AuditLog
+from policy_sso.oidc import account, enrolment, passkeys, sign_in
+from policy_sso.oidc.provider import Provider
+from policy_sso.sessions.model import AuthEvent, new_session
+from policy_sso.sessions.store import open_store
+from policy_sso.tenant import Tenant, load_tenant
+
+NOW = 1_800_000_000
+KEY = b"shared-state-dir-key-0123456789ab"
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("LOUD: redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp_path_factory.mktemp("redis"))],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def instances(redis_url: str, demo_dir: Path) -> Iterator[tuple[Provider, Provider]]:
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    demo = load_tenant(demo_dir)
+    tenant = Tenant(demo.directory, replace(demo.settings, issuer=ISSUER), demo.clients, demo.users,
+                    demo.policies, demo.policy_files)
+    stores = [open_store(redis_url, tenant.settings.lifetime) for _ in range(2)]
+    a, b = (Provider.build(tenant, s, None, KEY, AuditLog.disabled()) for s in stores)
+    yield a, b
+    for s in stores:
+        s.close()
+
+
+def signed_in(p: Provider, subject: str, now: int = NOW) -> object:
+    session = new_session(subject, (AuthEvent("pwd", now),), now)
+    p.store.create_session(session)
+    return session
+
+
+def test_a_password_changed_on_one_signs_in_on_the_other(instances: tuple[Provider, Provider]) -> None:
+    a, b = instances
+    session = signed_in(a, "u-alice")
+    moved, _ = account.change_password(a, session, "wonderland", "looking-glass", NOW + 1)
+    assert moved is not None
+    assert sign_in.sign_in_password(b, None, "alice", "looking-glass", NOW + 2).session_id
+    assert sign_in.sign_in_password(b, None, "alice", "wonderland", NOW + 2).session_id is None
+
+
+def test_a_totp_enrolled_on_one_signs_in_on_the_other(instances: tuple[Provider, Provider]) -> None:
+    a, b = instances
+    session = signed_in(a, "u-bob")
+    secret = enrolment.new_totp_secret()
+    assert account.enrolled_with_code(a, session, secret, pyotp.TOTP(secret).at(NOW), NOW) is not None
+    assert b.second_factors("u-bob") == ("otp",)
+    later = NOW + 60
+    on_b = signed_in(b, "u-bob", later)
+    attempt = sign_in.sign_in_otp(b, on_b, pyotp.TOTP(secret).at(later), later)
+    assert attempt.session_id and b.store.get_session(attempt.session_id, later).mfa
+
+
+def test_a_passkey_registered_on_one_signs_in_on_the_other(instances: tuple[Provider, Provider]) -> None:
+    a, b = instances
+    session = signed_in(a, "u-carol")
+    key = SoftKey("u-carol")
+    ceremony = passkeys.registration(a, session, "carol", NOW)
+    passkeys.register(a, session, key.create(ceremony.options), ceremony.state, NOW)
+    ceremony = passkeys.authentication(b, NOW + 5)
+    response = key.get(ceremony.options)
+    subject, events = passkeys.verify(b, response, ceremony.state, NOW + 5)
+    assert subject == "u-carol" and [e.method for e in events] == ["hwk", "pin"]
+    with pytest.raises(passkeys.PasskeyRefused):  # and the answer is spent for the first one too
+        passkeys.verify(a, response, ceremony.state, NOW + 5)

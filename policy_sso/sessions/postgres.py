@@ -3,16 +3,17 @@
 Semantics are SQLite's (:mod:`policy_sso.sessions.sqlite`), with the same
 tables: a session row keeps ``last_seen`` and its hard expiry as columns, so
 a read is one primary-key SELECT with the expiry in its WHERE clause, and
-get-and-touch is one statement (a data-modifying CTE: one round trip) that
-returns the row as read and moves last-seen only once it is
-``touch_interval`` old. Read-modify-write takes the row lock
-(``SELECT ... FOR UPDATE``) in a transaction; single use (codes, jtis) is one
-``INSERT ... ON CONFLICT`` whose row count says who won; creating a session
-takes a per-subject advisory lock so the per-user bound holds under
-concurrent sign-ins.
+get-and-touch adds an UPDATE only once last-seen is ``touch_interval`` old.
+Read-modify-write takes the row lock (``SELECT ... FOR UPDATE``) in a
+transaction; single use (codes, jtis) is one ``INSERT ... ON CONFLICT`` whose
+row count says who won; creating a session upserts the subject's row in
+``subject_sessions`` first, whose row lock keeps the per-user bound under
+concurrent sign-ins; a refresh rotation and a family's revocation take the
+family's advisory lock.
 
 Connections come from a pool (psycopg_pool), opened by the process that uses
-it: a worker forked from a supervisor opens its own store. The store timeout
+it: a worker forked from a supervisor opens its own store. Each thread keeps
+the connection it took until it ends or the connection fails. The store timeout
 bounds the wait for a pooled connection, the connect (libpq rounds it up to
 2 s) and every statement and lock wait (``statement_timeout``,
 ``lock_timeout``); a timeout, a refused or dropped connection, a deadlock or
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -77,7 +79,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_LOCK = 0x70737330  # advisory lock key taken while migrating ("pss0")
 _STARTUP_TIMEOUT_MS = 30_000  # migrating may wait for another instance migrating at once
-_POOL_MAX = 16  # waitress threads plus the hashing slots, with room
+_POOL_MAX = 32  # one per thread that uses the store (waitress, hashing slots, sweeper, audit), with room
+_DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
 # operational failures (connection refused or lost, statement or lock timeout, deadlock,
 # serialization failure, a pool that cannot hand out a connection in time); an IntegrityError
@@ -94,6 +97,10 @@ class PostgresStore:
         self.lifetime = lifetime
         self.timeout = options.timeout
         self.max_sessions_per_user = options.max_sessions_per_user
+        self._decoded: dict[tuple[str, str, int], Session] = {}
+        self._local = threading.local()
+        self._held: dict[threading.Thread, psycopg.Connection[Any]] = {}
+        self._held_lock = threading.Lock()
         ms = max(1, int(options.timeout * 1000))
         kwargs = {"autocommit": True, "connect_timeout": max(2, math.ceil(options.timeout)),
                   "options": f"-c statement_timeout={ms} -c lock_timeout={ms} "
@@ -113,13 +120,32 @@ class PostgresStore:
     # connections and schema ------------------------------------------------------------
     @contextlib.contextmanager
     def _db(self) -> Iterator[psycopg.Connection[Any]]:
-        with self.pool.connection() as db:
+        """The calling thread's connection, taken from the pool once and kept (a pool checkout per
+        call cost about a third of a session read); one that failed goes back to the pool, which
+        replaces it if it is broken, and the thread takes another on its next call."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self.pool.getconn()
+            self._local.db = db
+            with self._held_lock:
+                # a thread that has ended left its connection here: give it back to the pool
+                for thread in [t for t in self._held if not t.is_alive()]:
+                    self.pool.putconn(self._held.pop(thread))
+                self._held[threading.current_thread()] = db
+        try:
             yield db
+        except _FAULTS:
+            self._local.db = None
+            with self._held_lock:
+                self._held.pop(threading.current_thread(), None)
+            with contextlib.suppress(Exception):
+                self.pool.putconn(db)
+            raise
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction on a pooled connection: committed on success, rolled back on error."""
-        with self.pool.connection() as db, db.transaction():
+        """A transaction on the thread's connection: committed on success, rolled back on error."""
+        with self._db() as db, db.transaction():
             yield db
 
     def _migrate(self) -> None:
@@ -142,13 +168,28 @@ class PostgresStore:
     def _hard_expiry(self, session: Session) -> int:
         return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute)
 
+    def _decode(self, session_id: str, text: str, last_seen: int) -> Session:
+        """Return the session a row holds, reusing the object decoded from the same row before.
+
+        Sessions are immutable, so a row read again (same text, same last-seen)
+        needs no JSON parsing (as in the SQLite store); cleared whole when full.
+        """
+        key = (session_id, text, last_seen)
+        cached = self._decoded.get(key)
+        if cached is None:
+            cached = codec.decode(session_id, text, last_seen)
+            if len(self._decoded) >= _DECODED_CACHE:
+                self._decoded.clear()
+            self._decoded[key] = cached
+        return cached
+
     def _read(self, db: psycopg.Connection[Any], session_id: str, now: int,
               lock: bool = False) -> Session | None:
         sql = ("SELECT data, last_seen FROM sessions WHERE id = %s AND %s < hard_expiry "
                "AND %s - last_seen <= %s")
         row = db.execute(sql + " FOR UPDATE" if lock else sql,
                          (session_id, now, now, self.lifetime.inactivity)).fetchone()
-        return codec.decode(session_id, row[0], row[1]) if row else None
+        return self._decode(session_id, row[0], row[1]) if row else None
 
     def _save(self, db: psycopg.Connection[Any], session: Session) -> Session:
         db.execute("INSERT INTO sessions (id, subject, created_at, data, last_seen, hard_expiry) "
@@ -207,18 +248,13 @@ class PostgresStore:
                         self.lifetime.inactivity))
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
-        # one statement, one round trip: the CTE reads the live row; the UPDATE moves last-seen
-        # (never back) once it is touch_interval old; the SELECT returns the row as read
+        # one primary-key SELECT; the UPDATE only when last-seen is touch_interval old (once a
+        # minute per session at most): a statement doing both cost twice the SELECT every time
         with self._db() as db:
-            row = db.execute(
-                "WITH s AS (SELECT id, data, last_seen FROM sessions WHERE id = %(id)s "
-                "AND %(now)s < hard_expiry AND %(now)s - last_seen <= %(idle)s), "
-                "t AS (UPDATE sessions SET last_seen = %(now)s FROM s WHERE sessions.id = s.id "
-                "AND %(now)s - sessions.last_seen >= %(touch)s AND %(now)s - sessions.last_seen <= %(idle)s "
-                "RETURNING 1) SELECT data, last_seen FROM s",
-                {"id": session_id, "now": now, "idle": self.lifetime.inactivity,
-                 "touch": self.lifetime.touch_interval}).fetchone()
-        return codec.decode(session_id, row[0], row[1]) if row else None
+            session = self._read(db, session_id, now)
+        if session is not None and now - session.last_seen >= self.lifetime.touch_interval:
+            self.touch_session(session_id, now)
+        return session
 
     def _update(self, session_id: str, now: int, change: Any) -> Session | None:
         with self._write() as db:
@@ -437,6 +473,12 @@ class PostgresStore:
         return removed
 
     def close(self) -> None:
+        with self._held_lock:
+            for db in self._held.values():
+                with contextlib.suppress(Exception):
+                    self.pool.putconn(db)
+            self._held.clear()
+        self._local = threading.local()
         self.pool.close()
 
 

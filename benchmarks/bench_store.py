@@ -1,10 +1,12 @@
 """Store throughput against each backend's raw floor, and bytes per session.
 
-Prints, for memory, SQLite and Redis: get-and-touch ops/s and code
+Prints, for memory, SQLite, Redis and PostgreSQL: get-and-touch ops/s and code
 redemptions/s (a code carries its grant; redeeming records it used); the
-floor of SQLite (a primary-key SELECT on the same file) and Redis (a bare GET
-on the same server); bytes per session for 100,000 sessions. Starts its own
-redis-server on a free loopback port.
+floor of SQLite (a primary-key SELECT on the same file), Redis (a bare GET
+on the same server) and PostgreSQL (a prepared primary-key SELECT on one
+connection); bytes per session for 100,000 sessions (SQLite and Redis).
+Starts its own redis-server and PostgreSQL (initdb, as the store tests do) on
+free loopback ports; PostgreSQL is skipped, saying why, where it is missing.
 Run: python benchmarks/bench_store.py [--sessions 100000] [--seconds 2]
 """
 
@@ -30,6 +32,9 @@ from policy_sso.sessions.model import Session, new_session
 from policy_sso.sessions.redis import _SESSION
 
 LIFETIME = SessionLifetime(touch_interval=60)
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rate(fn: Callable[[int], None], seconds: float, batch: int = 50) -> float:
@@ -77,6 +82,22 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
         except redis.ConnectionError:
             time.sleep(0.05)
     return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]] | None:
+    """Start a throwaway PostgreSQL as the store tests do; None (and say why) where it cannot."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_store_fixtures",
+                                                  ROOT / "tests" / "sessions" / "conftest.py")
+    fixtures = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(fixtures)  # type: ignore[union-attr]
+    pgdir = Path(tempfile.mkdtemp(prefix="bench-store-pg-"))  # the server runs as postgres: not under 0700
+    try:
+        return fixtures.start_postgres(pgdir)
+    except BaseException as err:  # pytest.skip's exception where the binaries or psycopg are missing
+        print(f"PostgreSQL skipped: {err}")
+        return None
 
 
 def sample_session(now: int, i: int) -> Session:
@@ -145,6 +166,22 @@ def main() -> None:
             "sqlite": bench_backend("sqlite", f"sqlite:///{db_path}", args.seconds, now, sqlite_floor),
             "redis": bench_backend("redis", redis_url, args.seconds, now, redis_floor),
         }
+        postgres = start_postgres(work)
+        if postgres is not None:
+            import psycopg
+
+            postgres_url, stop_postgres = postgres
+
+            def postgres_floor(ids: list[str]) -> Callable[[int], None]:
+                db = psycopg.connect(postgres_url, autocommit=True)  # one connection, prepared, as the pool's
+                query = "SELECT data, last_seen FROM sessions WHERE id = %s"
+                return lambda i: db.execute(query, (ids[i % len(ids)],), prepare=True).fetchone()
+
+            try:
+                results["postgres"] = bench_backend("postgres", postgres_url, args.seconds, now,
+                                                    postgres_floor)
+            finally:
+                stop_postgres()
         print(f"{'backend':<8}{'get+touch ops/s':>17}{'floor ops/s':>13}{'ratio (IQR)':>18}"
               f"{'code redeem ops/s':>26}")
         for name, r in results.items():
@@ -154,6 +191,7 @@ def main() -> None:
             print(f"{name:<8}{r['get_and_touch']:>17,.0f}{floor_text}{ratio:>18} {r['code']:>25,.0f}")
         print("floors: SQLite = primary-key SELECT of the same row on the same file; "
               "Redis = bare GET of the same session key on the same server; "
+              "PostgreSQL = prepared primary-key SELECT of the same row on one connection; "
               "ratio = median of 40 alternating paired slices")
 
         # bytes per session at scale

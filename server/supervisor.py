@@ -149,8 +149,10 @@ def _fork_worker(sock: socket.socket, worker: Worker,
         return pid
     code = 0
     try:
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until serving: nothing in flight to drain
+        # a SIGHUP forwarded while this worker starts would end it (the default action); ignored
+        # until the tenant holder installs its handler, since a starting worker reads the files anyway
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         # Ctrl-C reaches the whole process group: the supervisor alone acts on it, draining workers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _die_with_parent()

@@ -155,3 +155,23 @@ def test_binding_refuses_bearer_use_and_another_key() -> None:
     assert bearer.value.error == "invalid_token" and bearer.value.status == 401
     with pytest.raises(Exception, match="not bound"):
         dpop.check_binding(bound, dpop.Proof(OTHER.thumbprint(), "j"))
+
+
+def test_a_proof_spent_at_one_instance_is_refused_at_another_sharing_the_store(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from policy_sso.oidc.keys import KeyRing
+    from policy_sso.oidc.provider import Provider
+    from policy_sso.oidc.token_endpoint import token_proof
+    from policy_sso.sessions.store import open_store
+    from policy_sso.tenant import load_tenant
+
+    tenant = load_tenant(Path(__file__).resolve().parents[2] / "policies")
+    store = open_store(f"sqlite:///{tmp_path}/shared.db", tenant.settings.lifetime)
+    ring = KeyRing.load_or_create(tmp_path / "keys", tenant.settings.tokens.algorithms)
+    first, second = (Provider.build(tenant, store, ring, b"k" * 32) for _ in range(2))
+    shared = proof(htu=tenant.settings.issuer + "/token", jti="shared")
+    assert token_proof(first, shared, NOW).jkt == EC.thumbprint()
+    with pytest.raises(dpop.InvalidDpopProof, match="already used"):
+        token_proof(second, shared, NOW)
+    store.close()

@@ -75,8 +75,10 @@ def main() -> int:
     try:
         for port, server, silent in servers.values():  # warm-up
             run_slice(port, server.pid, args.threads, 300, 2.0, lambda i, s=silent: (s, 302))
-        for _ in range(args.rounds):
-            for mode, (port, server, silent) in servers.items():
+        for round_ in range(args.rounds):
+            # each round the other server goes first: the first of a pair must not always be the same one
+            for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
+                port, server, silent = servers[mode]
                 phases = (("floor", lambda i: (floor, 200)), ("silent", lambda i, s=silent: (s, 302)))
                 for phase, make in phases:
                     before = cpu_ns(server.pid)

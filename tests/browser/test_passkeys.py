@@ -82,3 +82,19 @@ def test_password_and_totp_do_not_reach_loa3(driver: Any, live: Live) -> None:
     assert "needs a second factor" in page and "passkey" in page  # explained, with enrolment offered
     assert live.redirect_uri("portal") not in driver.current_url
     assert driver.find_elements(By.ID, "enrol-passkey")
+
+
+def test_bob_adds_a_passkey_from_the_factor_page_and_uses_it(driver: Any, live: Live,
+                                                             authenticator: Any) -> None:
+    driver.get(live.authorize_url("backoffice"))
+    password(driver, "bob")
+    wait_for(driver, "#enrol-passkey").click()
+    submit(driver, wait_for(driver, "#passkey-button"))
+    # registering is not signing in: the sign-in asks for the new passkey once
+    assert "Use your passkey" in wait_for(driver, "h1").text
+    assert [s.amr for s in live.op.store.sessions_of("u-bob", live.op.clock.now)] == [("pwd",)]
+    wait_for(driver, "#passkey-button").click()
+    answer = at_app(driver, live, "backoffice")
+    assert answer.get("code"), answer
+    (session,) = live.op.store.sessions_of("u-bob", live.op.clock.now)
+    assert set(session.amr) == {"pwd", "hwk", "pin", "mfa"}

@@ -120,3 +120,13 @@ def test_sensitive_actions_need_a_recent_sign_in_and_a_csrf_token(op: LiveOP, br
     forged = browser.http.post(f"{op.url}/account", data={"action": "withdraw", "client": "portal",
                                                           "csrf_token": "x"}, timeout=10)
     assert forged.status_code == 403
+
+
+def test_the_last_second_factor_is_kept(op: LiveOP, browser: BrowserAgent) -> None:
+    op.store.put_credential("u-bob", "totp", {"kind": "totp", "sealed": "x", "label": "Authenticator app"})
+    browser.sign_in("portal", "bob")
+    page = act(browser, "remove_factor", factor="totp")
+    assert "last second factor" in page.text and "totp" in op.store.credentials_of("u-bob")
+    op.store.put_credential("u-bob", "pk:abc", {"kind": "passkey", "label": "Laptop"})
+    act(browser, "remove_factor", factor="totp")
+    assert set(op.store.credentials_of("u-bob")) == {"pk:abc"}

@@ -414,6 +414,9 @@ def measure(args: argparse.Namespace, workers: int) -> dict | None:
         results = {name: summarize(parts) for name, parts in slices.items()}
         idle_sig = signature_ms(state)
         idle_verify = verification_ms()
+        # how the kernel spread the connections over the workers (each worker's requests, /metrics)
+        shares = re.findall(r'^policy_sso_worker_http_requests_total\{worker="(\d+)"\} (\S+)$',
+                            Conn(port).request("GET", "/metrics")[2], re.M)
     finally:
         server.terminate()
         server.wait(timeout=40)
@@ -424,6 +427,8 @@ def measure(args: argparse.Namespace, workers: int) -> dict | None:
           f"{args.server_threads or default_threads()} (serve's default: {default_threads()}), "
           f"{args.rounds} rounds of up to {per_round} requests per phase, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
+    if shares:
+        print("requests per worker: " + ", ".join(f"worker {w}: {float(n):.0f}" for w, n in shares))
     print(f"{'phase':<20} {'n':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'server CPU ms/req':>18} "
           f"{'(kernel)':>8} errors")
     for name, r in results.items():

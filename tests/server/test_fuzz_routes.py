@@ -309,7 +309,8 @@ def test_no_route_answers_a_server_error_or_hides_an_error_from_a_verified_clien
             location = resp.headers.get("location", "")
             told = (location.startswith(redirect_uri) or location.startswith(("/login?", "/consent?"))
                     or (resp.status_code == 200 and f'action="{redirect_uri}"' in resp.text))
-            assert told, (shown, resp.status_code, location, resp.text[:300])
+            assert told, (repr(request)[:3000], resp.status_code, location,
+                          resp.text[resp.text.find("<main"):][:800])
 
     check()
 

@@ -16,9 +16,8 @@ import shutil
 import sys
 import tempfile
 import threading
-import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import pytest
 import waitress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from browser_support import Live
 from live_op import DEMO, FakeClock, LiveOP, with_issuer
 
 from policy_sso.oidc.keys import KeyRing
@@ -35,7 +35,6 @@ from server.app import create_app
 
 CHROMIUM = os.environ.get("POLICY_SSO_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("POLICY_SSO_CHROMEDRIVER", "/usr/bin/chromedriver")
-WAIT = 5  # seconds a page may take on a loaded machine
 
 try:
     from selenium import webdriver
@@ -96,29 +95,6 @@ class _Callbacks(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
-
-
-@dataclass
-class Live:
-    """The served provider and the callback server's address."""
-
-    op: LiveOP
-    apps: str
-
-    def redirect_uri(self, client_id: str) -> str:
-        return f"{self.apps}/{client_id}/callback"
-
-    def authorize_url(self, client_id: str, scope: str = "openid profile", **extra: str) -> str:
-        params = {"client_id": client_id, "redirect_uri": self.redirect_uri(client_id),
-                  "response_type": "code", "scope": scope, "state": "st8", "nonce": "n0", **extra}
-        if self.op.tenant.clients[client_id].is_public:
-            params.update(code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSMw-cM",
-                          code_challenge_method="S256")
-        return f"{self.op.url}/authorize?{urllib.parse.urlencode(params)}"
-
-    def answer(self, url: str) -> dict[str, str]:
-        """Return the query the app received at ``url``."""
-        return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from test_passkeys import ISSUER, SoftKey
+from soft_authenticator import ISSUER, SoftKey
 
 from policy_sso.audit import AuditLog
 from policy_sso.oidc import account, enrolment, passkeys, sign_in

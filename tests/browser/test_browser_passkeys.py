@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import Live
+from browser_support import Live, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
-from test_pages import at_app, password, submit, wait_for
 
 ISSUER_HOST = "localhost"  # a WebAuthn RP ID is a host name, never an IP address
 LOA3 = "urn:policy-sso:loa:3"

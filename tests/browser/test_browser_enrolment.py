@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pyotp
-from conftest import Live
+from browser_support import Live, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
-from test_pages import at_app, password, submit, wait_for
 
 
 def test_bob_enrols_an_authenticator_app_while_signing_in_to_backoffice(driver: Any, live: Live) -> None:

@@ -6,35 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from conftest import WAIT, Live
+from browser_support import PASSWORDS, Live, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support import expected_conditions as ec
-from selenium.webdriver.support.ui import WebDriverWait
-
-PASSWORDS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
-
-
-def wait_for(driver: Any, css: str) -> Any:
-    return WebDriverWait(driver, WAIT).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
-
-
-def at_app(driver: Any, live: Live, client_id: str) -> dict[str, str]:
-    WebDriverWait(driver, WAIT).until(lambda d: d.current_url.startswith(live.redirect_uri(client_id)))
-    return live.answer(driver.current_url)
-
-
-def password(driver: Any, username: str, secret: str | None = None) -> None:
-    wait_for(driver, "#username").clear()
-    driver.find_element(By.ID, "username").send_keys(username)
-    driver.find_element(By.ID, "password").send_keys(secret or PASSWORDS[username])
-    submit(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
-
-
-def submit(driver: Any, button: Any) -> None:
-    """Click a button and wait for the next page (never read the old one)."""
-    button.click()
-    WebDriverWait(driver, WAIT).until(ec.staleness_of(button))
 
 
 def test_password_totp_and_consent_reach_the_app(driver: Any, live: Live) -> None:

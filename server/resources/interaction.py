@@ -112,7 +112,7 @@ class Login(_Page):
         if form.get("cancel") == "yes":  # "back to the app" from the factor page: the app hears why
             self._cancel(req, resp, interaction)
             return
-        if "passkey" in form:
+        if form.get("passkey"):  # the passkey form's answer (empty when a script merged both forms' fields)
             self._passkey(req, resp, interaction)
             return
         if "otp" in form:

@@ -154,7 +154,8 @@ def test_an_unregistered_client_is_refused_never_given_the_default_policy(tmp_pa
     session = _fixture(tmp_path, None)
     status, out, err = _explain(capsys, "--client", client, "--session", session)
     assert (status, out) == (2, "")
-    assert err == f"policy-sso explain: client {client!r} is not registered in policies/clients.yaml ({hint})\n"
+    assert err == (f"policy-sso explain: client {client!r} is not registered in policies/clients.yaml "
+                   f"({hint})\n")
 
 
 def test_yaml_fixture_with_a_session_key(tmp_path: Path, capsys) -> None:

@@ -141,21 +141,27 @@ def _sweeper(store: Store, clock: Callable[[], int], stop: threading.Event) -> N
             log.exception("store sweep failed")
 
 
-def keys_follow_reloads(keyring: Any) -> Callable[[Tenant], None]:
+def keys_follow_reloads(keyring: Any, audit: Any = None) -> Callable[[Tenant], None]:
     """Return the reload hook that brings the signing keys in line with a newly loaded tenant.
 
     On SIGHUP and ``POST /admin/v1/policies/reload`` the keyring loads keys
     added on disk (``keys rotate``, another instance), makes keys for newly
     configured algorithms, and learns the longest token lifetime (how long a
     retired key stays published, OIDC Core §10.1.1). A key problem is logged;
-    the policies are in force either way.
+    the policies are in force either way. Each reload is a ``key.reload`` event
+    in ``audit`` (the kids added, or why it failed).
     """
     def on_swap(tenant: Tenant) -> None:
         tokens = tenant.settings.tokens
         try:
-            keyring.reload(tokens.algorithms, token_lifetime=longest_token_lifetime(tenant))
-        except Exception:  # e.g. an unreadable new key file: the running keys stay
+            added = keyring.reload(tokens.algorithms, token_lifetime=longest_token_lifetime(tenant))
+        except Exception as err:  # e.g. an unreadable new key file: the running keys stay
             log.exception("signing keys not reloaded")
+            if audit is not None:
+                audit.record("key.reload", wall_clock(), outcome="rejected", error=type(err).__name__)
+            return
+        if audit is not None:
+            audit.record("key.reload", wall_clock(), outcome="accepted", added=list(added or ()))
 
     return on_swap
 
@@ -209,10 +215,10 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     ``worker``: one worker of ``serve --workers`` (:mod:`server.supervisor`),
     accepting on the supervisor's socket; SIGTERM drains it.
     """
-    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring), adjust=adjust)
-    holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     cookie_key = load_or_create_key(state_dir_key(state_dir))
     audit = server_audit_log(tenant.settings.audit, state_dir, store, cookie_key)
+    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring, audit), adjust=adjust)
+    holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     app = create_app(holder, store, keyring, cookie_key=cookie_key, audit=audit)
     server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits,
                            sock=sock)

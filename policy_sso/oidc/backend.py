@@ -41,6 +41,7 @@ class SessionNotFound(OAuthError):
 
     def __init__(self, ended: Decision | None = None, end: SessionEnd | None = None) -> None:
         extra: dict[str, Any] = {"message": "Session not found"}
+        self.decision = ended if end is not None else None
         if ended is not None and end is not None:
             extra["reason"] = end.reason
             extra["ended_at"] = end.at
@@ -168,7 +169,21 @@ def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int)
     known = p.store.get_session(session_id, now)
     # the client is authenticated; an id the store does not know counts against the client, not the id
     p.limiter.check("silent_auth", session_id if known else "-", client.client_id, now=now)
-    return _decide(p, client, known or _live(p, session_id, now, client), body, now)
+    if known is None:
+        try:
+            known = _live(p, session_id, now, client)
+        except SessionNotFound as missing:  # on record too: "why could alice not get in"
+            _audit_missing(p, client, missing, now)
+            raise
+    return _decide(p, client, known, body, now)
+
+
+def _audit_missing(p: Provider, client: Client, missing: SessionNotFound, now: int) -> None:
+    """Record a session authenticate refused for want of a live session (with why it ended, if known)."""
+    decision = missing.decision
+    if decision is None:  # the policy's own no_session decision, with its source
+        decision = p.tenant.decide(AuthRequest.from_params(client.client_id, {"scope": "openid"}), None, now)
+    p.audit.decision("backend.session_authenticate", client.client_id, None, decision, now)
 
 
 def session_logout(p: Provider, body: Mapping[str, Any], now: int) -> None:

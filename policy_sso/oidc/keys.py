@@ -234,8 +234,10 @@ class KeyRing:
         return cls(directory, keys, now=now, token_lifetime=token_lifetime)
 
     def reload(self, algs: tuple[str, ...] | list[str] = (), *, token_lifetime: int | None = None,
-               now: int | None = None) -> None:
+               now: int | None = None) -> tuple[str, ...]:
         """Load keys added on disk since (``keys rotate``, another instance) and make missing ``algs``.
+
+        Return the kids of the keys this reload added.
 
         Called when the policies are reloaded (SIGHUP, ``POST /admin/v1/policies/reload``), with the
         tenant's algorithms and longest token lifetime.
@@ -250,7 +252,7 @@ class KeyRing:
             for alg in algs:
                 if alg not in have and not any(a == alg for a, _, _ in _key_files(self.directory)):
                     _write_private(self.directory / f"{alg}.0001.pem", _generate(alg))
-            self._scan(now, strict=True)
+            return tuple(key.kid for key in self._scan(now, strict=True))
 
     def rotate(self, alg: str, *, now: int | None = None) -> SigningKey:
         """Add and publish a new key for ``alg``; return it. It signs once published PUBLISH_AHEAD seconds."""
@@ -261,8 +263,11 @@ class KeyRing:
             self._scan(now, strict=True)
             return self._state.by_kid[_load(alg, 0, path).kid]
 
-    def _scan(self, now: int, *, strict: bool = False) -> None:
-        """Load key files not loaded yet, publish them, and recompute the schedule (``_lock`` held)."""
+    def _scan(self, now: int, *, strict: bool = False) -> list[SigningKey]:
+        """Load key files not loaded yet, publish them, and recompute the schedule (``_lock`` held).
+
+        Return the keys added.
+        """
         known = {(k.alg, k.seq) for k in self._state.keys}
         added = []
         for alg, seq, path in _key_files(self.directory):
@@ -278,6 +283,7 @@ class KeyRing:
         self._set([*self._state.keys, *added], now)
         if added:
             log.info("signing keys loaded: %s", ", ".join(f"{k.alg} {k.kid}" for k in added))
+        return added
 
     def _refresh(self, now: int) -> None:
         """Bring the schedule up to ``now``; look at the directory every RESCAN_INTERVAL seconds."""

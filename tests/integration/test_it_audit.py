@@ -348,6 +348,10 @@ def test_no_secret_appears_in_any_event_or_log_line(audited: Audited,
     secrets_seen.update(v for k, v in authn.json().items() if k.endswith("_token"))
     assert requests.post(f"{op.url}/v1/auth/session/logout", json={"session_id": signed["session_id"]},
                          headers=headers, timeout=10).status_code == 204
+    gone = requests.post(f"{op.url}/v1/auth/session/authenticate", json={"session_id": signed["session_id"]},
+                         headers=headers, timeout=10)
+    answer = (gone.status_code, gone.json()["error"], gone.json()["reason"])
+    assert answer == (400, "session_not_found", "logged_out"), gone.text
     # RP-initiated logout with the id_token_hint
     browser.get("/logout", id_token_hint=tokens["id_token"])
 
@@ -356,6 +360,8 @@ def test_no_secret_appears_in_any_event_or_log_line(audited: Audited,
     assert {"sign_in.failure", "sign_in.success", "second_factor.success", "consent.granted",
             "authorization.decision", "token.issued", "token.refreshed", "token.refresh_reuse",
             "backend.session_authenticate", "logout.backend_session", "logout.rp_initiated"} <= kinds
+    refused = [e for e in events if e["type"] == "backend.session_authenticate" and e["outcome"] != "allow"]
+    assert [[r["code"] for r in e["reasons"]] for e in refused] == [["logged_out"]]
     texts = {"stdout": audited.stdout.getvalue(), "file": audited.file.read_text(),
              "api": audited.events(limit="500").text,
              # the server's log lines (urllib3's are the test client's own, the URLs it was asked to get)

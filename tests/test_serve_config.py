@@ -11,13 +11,13 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
+from support import free_port
 
 from policy_sso.cli.main import build_parser
 from policy_sso.cli.main import main as cli_main
@@ -147,12 +147,6 @@ def test_version() -> None:
     assert proc.returncode == 0 and re.fullmatch(r"policy-sso \d+\.\d+\.\d+\S*\n", proc.stdout)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(env: dict[str, str], *argv: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "policy_sso.cli", "serve", *argv], cwd=ROOT,
                             env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -170,7 +164,7 @@ def _stop(proc: subprocess.Popen) -> str:
 
 
 def test_a_server_configured_from_the_environment(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     issuer = f"http://127.0.0.1:{port}"
     proc, line = _serve({"POLICY_SSO_PORT": str(port), "POLICY_SSO_ISSUER": issuer,
                          "POLICY_SSO_STATE_DIR": str(tmp_path / "state"), "POLICY_SSO_STORE": "memory://",
@@ -188,7 +182,7 @@ def test_a_server_configured_from_the_environment(tmp_path: Path) -> None:
 
 
 def test_the_flag_wins_and_a_port_the_issuer_does_not_name_is_warned_about(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     proc, line = _serve({"POLICY_SSO_ISSUER": "https://env.example.com", "POLICY_SSO_PORT": "1"},
                         "--issuer", "http://127.0.0.1:8080", "--port", str(port), "--store", "memory://",
                         "--state-dir", str(tmp_path / "state"))

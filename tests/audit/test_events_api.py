@@ -9,14 +9,14 @@ from typing import Any
 
 import falcon.testing
 import pytest
+from support import app_client
 
 from policy_sso.audit import AuditEvent, AuditLog
 from policy_sso.audit.query import EventPage, EventQuery
 from policy_sso.audit.sinks import StoreSink
 from policy_sso.audit.stores import MemoryEventStore
-from policy_sso.oidc.keys import KeyRing
 from policy_sso.sessions.store import open_store
-from policy_sso.tenant import Tenant, load_tenant
+from policy_sso.tenant import Tenant
 from server.app import create_app
 
 DEMO = Path(__file__).resolve().parents[2] / "policies"
@@ -29,16 +29,6 @@ class BrokenEvents(MemoryEventStore):
         raise ConnectionError("the store went away")
 
 
-@pytest.fixture(scope="module")
-def demo() -> Tenant:
-    return load_tenant(DEMO)
-
-
-@pytest.fixture(scope="module")
-def ring(tmp_path_factory: pytest.TempPathFactory, demo: Tenant) -> Any:
-    return KeyRing.load_or_create(tmp_path_factory.mktemp("keys"), demo.settings.tokens.algorithms)
-
-
 @pytest.fixture
 def make(demo: Tenant, ring: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
     monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
@@ -47,9 +37,7 @@ def make(demo: Tenant, ring: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[C
     def build(audit: AuditLog | None = None) -> falcon.testing.TestClient:
         if audit is not None:
             logs.append(audit)
-        app = create_app(demo, open_store("memory://", demo.settings.lifetime), ring, clock=lambda: T0,
-                         audit=audit)
-        return falcon.testing.TestClient(app)
+        return app_client(demo, ring, lambda: T0, audit=audit)
 
     yield build
     for log in logs:

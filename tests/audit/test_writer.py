@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support import FakeClock
 
 from policy_sso.audit import AuditEvent, AuditLog, AuditSettings, audit_settings, bind_request
 from policy_sso.audit.configure import audit_log
@@ -20,14 +21,6 @@ from policy_sso.audit.sinks import FileSink, StdoutSink, StoreSink
 from policy_sso.audit.stores import EventStore, MemoryEventStore, Record, RedisEventStore, SQLiteEventStore
 
 T0 = 1_800_000_000
-
-
-class FakeClock:
-    def __init__(self, now: int = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 class StalledSink:

@@ -9,14 +9,12 @@ from typing import Any
 
 import falcon.testing
 import pytest
+from support import FakeClock, app_client
 
 from policy_sso.config import ParSettings
 from policy_sso.oidc.codes import CodeSealer
-from policy_sso.oidc.keys import KeyRing
 from policy_sso.oidc.par import REQUEST_URI_PREFIX, sealer_for
-from policy_sso.sessions.store import open_store
-from policy_sso.tenant import Tenant, load_tenant
-from server.app import create_app
+from policy_sso.tenant import Tenant
 
 DEMO = Path(__file__).resolve().parents[2] / "policies"
 
@@ -36,37 +34,9 @@ def test_a_request_uri_opens_with_its_key_only_and_is_not_readable() -> None:
     assert sealer_for(codes).open("urn:other:" + body) is None
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def demo() -> Tenant:
-    return load_tenant(DEMO)
-
-
-@pytest.fixture(scope="module")
-def ring(tmp_path_factory: pytest.TempPathFactory, demo: Tenant) -> Any:
-    return KeyRing.load_or_create(tmp_path_factory.mktemp("keys"), demo.settings.tokens.algorithms)
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-def serve(tenant: Tenant, ring: Any, clock: Clock) -> falcon.testing.TestClient:
-    return falcon.testing.TestClient(create_app(tenant, open_store("memory://", tenant.settings.lifetime),
-                                                ring, clock=clock))
-
-
-@pytest.fixture
-def app(demo: Tenant, ring: Any, clock: Clock) -> falcon.testing.TestClient:
-    return serve(demo, ring, clock)
+def app(demo: Tenant, ring: Any, clock: FakeClock) -> falcon.testing.TestClient:
+    return app_client(demo, ring, clock)
 
 
 def _push(app: falcon.testing.TestClient, **params: str) -> falcon.testing.Result:
@@ -95,10 +65,10 @@ def test_an_unusable_pushed_request_is_a_json_error(app: falcon.testing.TestClie
     assert resp.status_code == 400 and resp.json["error"] == "invalid_request"
 
 
-def test_request_uri_lifetime_is_the_tenants(demo: Tenant, ring: Any, clock: Clock) -> None:
+def test_request_uri_lifetime_is_the_tenants(demo: Tenant, ring: Any, clock: FakeClock) -> None:
     tenant = Tenant(demo.directory, replace(demo.settings, par=ParSettings(request_uri_lifetime=10)),
                     demo.clients, demo.users, demo.policies, demo.policy_files)
-    app = serve(tenant, ring, clock)
+    app = app_client(tenant, ring, clock)
     pushed = _push(app)
     assert pushed.json["expires_in"] == 10
     clock.now += 10

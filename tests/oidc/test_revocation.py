@@ -20,7 +20,7 @@ from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.keys import KeyRing
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.store import open_store, token_key
-from policy_sso.tenant import Tenant, load_tenant
+from policy_sso.tenant import Tenant
 from server.app import create_app
 
 DEMO = Path(__file__).resolve().parents[2] / "policies"
@@ -34,16 +34,6 @@ def secret(client_id: str) -> str:
 def basic(client_id: str) -> dict[str, str]:
     raw = f"{client_id}:{secret(client_id)}".encode()
     return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
-
-
-@pytest.fixture(scope="module")
-def demo() -> Tenant:
-    return load_tenant(DEMO)
-
-
-@pytest.fixture(scope="module")
-def ring(tmp_path_factory: pytest.TempPathFactory, demo: Tenant) -> KeyRing:
-    return KeyRing.load_or_create(tmp_path_factory.mktemp("keys"), demo.settings.tokens.algorithms)
 
 
 class World:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import support
 
 from policy_sso.oidc.keys import KeyRing
 from policy_sso.sessions.store import open_store
@@ -28,22 +28,8 @@ def serving(demo: Tenant, ring: KeyRing, limits: ServerLimits | None = None) -> 
     store = open_store("memory://", demo.settings.lifetime)
     server = create_server(create_app(demo, store, ring, clock=lambda: 1_800_000_000), host="127.0.0.1",
                            port=0, threads=2, limits=limits)
-    stop = threading.Event()
-
-    def run() -> None:
-        # waitress's run() blocks in poll(); this loop can be stopped between turns
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1, use_poll=True)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with support.serving(server):
         yield server
-    finally:
-        stop.set()
-        thread.join(timeout=10)
 
 
 def connect(server: Any, timeout: float = 10.0) -> socket.socket:

@@ -309,6 +309,9 @@ def main() -> int:
     parser.add_argument("--server-threads", type=int, help="waitress threads (default: serve's own)")
     parser.add_argument("--workers", default="1",
                         help="serve --workers counts to measure in turn, e.g. 1,2 (default 1)")
+    parser.add_argument("--audit", metavar="SINKS",
+                        help="audit sinks for the run, comma-separated (none, store, file, stdout); "
+                             "default: the demo tenant's own")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     measured = {}
@@ -339,6 +342,10 @@ def measure(args: argparse.Namespace, workers: int) -> dict | None:
     tenant_yaml = config / "tenant.yaml"
     tenant_yaml.write_text(tenant_yaml.read_text().replace(
         "silent_auth: {requests: 60, window: 1m}", "silent_auth: {requests: 1000000, window: 1m}"))
+    if args.audit is not None:
+        sinks = [] if args.audit == "none" else args.audit.split(",")
+        with tenant_yaml.open("a", encoding="utf-8") as out:
+            out.write(f"\naudit: {{sinks: [{', '.join(sinks)}]}}\n")
     threads = ["--threads", str(args.server_threads)] if args.server_threads else []
     server = subprocess.Popen(
         [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),

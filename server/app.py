@@ -235,7 +235,7 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
         print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
               f"{server.effective_port} (state in {state_dir})", flush=True)
     mismatch = issuer_port_mismatch(tenant.settings.issuer, int(server.effective_port))  # waitress: a str
-    if mismatch:
+    if mismatch and (worker is None or worker.slot == 0):  # once per server, not once per worker
         log.warning(mismatch)
     try:
         server.run()  # returns after SIGINT/SIGTERM (waitress catches SystemExit and KeyboardInterrupt)

@@ -88,8 +88,7 @@ def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]] | None:
     """Start a throwaway PostgreSQL as the store tests do; None (and say why) where it cannot."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_store_fixtures",
-                                                  ROOT / "tests" / "sessions" / "conftest.py")
+    spec = importlib.util.spec_from_file_location("_test_support", ROOT / "tests" / "support.py")
     fixtures = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(fixtures)  # type: ignore[union-attr]
     pgdir = Path(tempfile.mkdtemp(prefix="bench-store-pg-"))  # the server runs as postgres: not under 0700

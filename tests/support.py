@@ -8,12 +8,16 @@ throwaway redis-server, waitress in a thread.
 from __future__ import annotations
 
 import contextlib
+import glob
+import importlib.util
+import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +99,94 @@ def redis_server(workdir: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+PG_BIN_DIRS = ("/usr/local/bin", *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))
+POSTGRES_MISSING = ("PostgreSQL is not installed: the PostgreSQL store tests need initdb and pg_ctl "
+                    "(apt-get install postgresql; found on PATH or in /usr/lib/postgresql/*/bin)")
+PSYCOPG_MISSING = "psycopg is not installed: pip install -e '.[test]' (psycopg[binary], psycopg-pool)"
+
+
+def postgres_binaries() -> Path | None:
+    """Return the directory holding initdb, pg_ctl and createdb, or None."""
+    found = shutil.which("initdb")
+    candidates = [Path(found).resolve().parent] if found else []
+    candidates += [Path(d) for d in PG_BIN_DIRS]
+    for directory in candidates:
+        if all((directory / name).exists() for name in ("initdb", "pg_ctl", "createdb")):
+            return directory
+        if (directory / "initdb").exists():  # /usr/local/bin links: the real directory has createdb
+            real = (directory / "initdb").resolve().parent
+            if (real / "createdb").exists() and (real / "pg_ctl").exists():
+                return real
+    return None
+
+
+def _as_postgres_user(argv: list[str]) -> list[str]:
+    """Return ``argv`` run as the unprivileged ``postgres`` user when we are root (initdb refuses root)."""
+    if os.geteuid() != 0:
+        return argv
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        pytest.skip("running as root without runuser: initdb refuses root")
+    return [runuser, "-u", "postgres", "--", *argv]
+
+
+def start_postgres(workdir: Path) -> tuple[str, Callable[[], None]]:
+    """Start a throwaway PostgreSQL in ``workdir`` on a free loopback port; return its URL and a stop.
+
+    Skips loudly where the binaries or psycopg are missing.
+    """
+    if importlib.util.find_spec("psycopg") is None or importlib.util.find_spec("psycopg_pool") is None:
+        pytest.skip(PSYCOPG_MISSING)
+    bindir = postgres_binaries()
+    if bindir is None:
+        pytest.skip(POSTGRES_MISSING)
+    user = "postgres" if os.geteuid() == 0 else None
+    if user is not None:
+        shutil.chown(workdir, user)
+    data, sockets = workdir / "data", workdir / "sock"
+    sockets.mkdir()
+    if user is not None:
+        shutil.chown(sockets, user)
+    subprocess.run(_as_postgres_user([str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "psso",
+                                      "--no-sync", "-E", "UTF8"]),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    port = free_port()
+    options = (f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={sockets} "
+               "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+               "-c shared_buffers=32MB")
+    subprocess.run(_as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w",
+                                      "-t", "60", "-l", str(workdir / "log"), "start"]),
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=90)
+
+    def stop() -> None:
+        subprocess.run(_as_postgres_user([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                                          "-w", "stop"]), check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+
+    try:
+        subprocess.run([str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "psso", "psso"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    except BaseException:
+        stop()
+        raise
+    return f"postgresql://psso@127.0.0.1:{port}/psso", stop
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """Yield the URL of a throwaway PostgreSQL on 127.0.0.1, stopped afterwards."""
+    # not under pytest's tmp_path: that is private to root (0700), and the server runs as postgres
+    workdir = Path(tempfile.mkdtemp(prefix="policy-sso-pg-"))
+    try:
+        url, stop = start_postgres(workdir)
+        try:
+            yield url
+        finally:
+            stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def loopback_server(threads: int = 4) -> Any:

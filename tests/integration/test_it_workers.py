@@ -25,14 +25,9 @@ from pathlib import Path
 import pytest
 import requests
 from live_op import DEMO, BrowserAgent, FakeClock, LiveOP
+from support import free_port, postgres_server
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Workers:
@@ -47,7 +42,7 @@ class Workers:
             # many silent requests from one session in a few seconds: the per-session limit raised
             tenant_yaml.write_text(tenant_yaml.read_text().replace(
                 "silent_auth: {requests: 60, window: 1m}", "silent_auth: {requests: 100000, window: 1m}"))
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "policy_sso.cli", "serve", "--workers", str(count), "--port", str(port),
@@ -248,20 +243,8 @@ def test_the_memory_store_with_several_workers_is_refused(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """Yield the URL of a throwaway PostgreSQL (started as the session store tests start theirs)."""
-    import importlib.util
-    import tempfile
-
-    spec = importlib.util.spec_from_file_location("_store_fixtures",
-                                                  ROOT / "tests" / "sessions" / "conftest.py")
-    fixtures = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(fixtures)  # type: ignore[union-attr]
-    workdir = Path(tempfile.mkdtemp(prefix="policy-sso-pg-"))
-    try:
-        url, stop = fixtures.start_postgres(workdir)
+    with postgres_server() as url:
         yield url
-        stop()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_two_servers_on_one_postgresql_share_sessions_and_codes(tmp_path: Path, postgres_url: str) -> None:

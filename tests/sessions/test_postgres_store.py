@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from support import free_port
 
 from policy_sso.errors import StoreError, StoreUnavailable
 from policy_sso.sessions import AuthEvent, Session, open_store
 from policy_sso.sessions.model import new_session_id
 from policy_sso.sessions.store import StoreOptions
 
-from .conftest import LIFETIME, empty_postgres, free_port
+from .conftest import LIFETIME, empty_postgres
 
 NOW = 1_767_268_800
 

@@ -58,6 +58,14 @@ def password(driver: Any, username: str, secret: str | None = None) -> None:
     submit(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
 
 
+def alice_at_portal(driver: Any, live: Live) -> None:
+    """Sign alice in at the portal with her password and consent; return once the portal has its code."""
+    driver.get(live.authorize_url("portal"))
+    password(driver, "alice")
+    wait_for(driver, "button[value=allow]").click()
+    at_app(driver, live, "portal")
+
+
 def submit(driver: Any, button: Any) -> None:
     """Click a button and wait for the next page (never read the old one)."""
     button.click()

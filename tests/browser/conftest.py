@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import waitress
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from browser_support import Live
-from live_op import DEMO, FakeClock, LiveOP, with_issuer
+from live_op import FakeClock, LiveOP, with_issuer
+from support import loopback_server, serving
 
-from policy_sso.oidc.keys import KeyRing
 from policy_sso.sessions.store import open_store
-from policy_sso.tenant import Tenant, load_tenant
+from policy_sso.tenant import Tenant
 from server.app import create_app
 
 CHROMIUM = os.environ.get("POLICY_SSO_CHROMIUM", "/usr/bin/chromium")
@@ -108,16 +107,6 @@ def apps() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def demo() -> Tenant:
-    return load_tenant(DEMO)
-
-
-@pytest.fixture(scope="session")
-def keys(tmp_path_factory: pytest.TempPathFactory, demo: Tenant) -> Any:
-    return KeyRing.load_or_create(tmp_path_factory.mktemp("keys"), demo.settings.tokens.algorithms)
-
-
 def tenant_at(demo: Tenant, issuer: str, apps: str) -> Tenant:
     """Return the demo tenant at ``issuer`` with every redirect_uri at the callback server."""
     tenant = with_issuer(demo, issuer)
@@ -129,36 +118,25 @@ def tenant_at(demo: Tenant, issuer: str, apps: str) -> Tenant:
 
 
 @pytest.fixture
-def live(request: pytest.FixtureRequest, demo: Tenant, keys: Any, apps: str, driver: Any,
+def live(request: pytest.FixtureRequest, demo: Tenant, ring: Any, apps: str, driver: Any,
          tmp_path: Path) -> Iterator[Live]:
     """Serve the demo on a free loopback port (SQLite store, fake clock); a clean browser.
 
     A module's ``ISSUER_HOST`` names the issuer's host: passkeys need ``localhost``, since an IP
     address cannot be a WebAuthn RP ID.
     """
-    server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
+    server = loopback_server()
     url = f"http://{getattr(request.module, 'ISSUER_HOST', '127.0.0.1')}:{server.effective_port}"
     tenant = tenant_at(demo, url, apps)
     clock = FakeClock()
     store = open_store(f"sqlite:///{tmp_path}/op.db", tenant.settings.lifetime, tenant.settings.store_options)
-    server.application = create_app(tenant, store, keys, clock=clock)
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    driver.get(f"{url}/favicon.ico")  # cookies are per origin: clear this one's
-    driver.delete_all_cookies()
+    server.application = create_app(tenant, store, ring, clock=clock)
     try:
-        yield Live(LiveOP(url, clock, store, tenant, keys), apps)
+        with serving(server):
+            driver.get(f"{url}/favicon.ico")  # cookies are per origin: clear this one's
+            driver.delete_all_cookies()
+            yield Live(LiveOP(url, clock, store, tenant, ring), apps)
     finally:
-        stop.set()
-        thread.join(timeout=5)
         store.close()
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyotp
-from browser_support import Live, at_app, password, submit, wait_for
+from browser_support import Live, alice_at_portal, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
 
 
@@ -32,10 +32,7 @@ def test_bob_enrols_an_authenticator_app_while_signing_in_to_backoffice(driver: 
 
 
 def test_account_page_lists_ends_and_withdraws(driver: Any, live: Live) -> None:
-    driver.get(live.authorize_url("portal"))
-    password(driver, "alice")
-    wait_for(driver, "button[value=allow]").click()
-    at_app(driver, live, "portal")
+    alice_at_portal(driver, live)
     driver.get(f"{live.op.url}/account")
     consents = wait_for(driver, "#consents").text
     assert "Employee portal" in consents

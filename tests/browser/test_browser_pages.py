@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from browser_support import PASSWORDS, Live, at_app, password, submit, wait_for
+from browser_support import PASSWORDS, Live, alice_at_portal, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
@@ -88,10 +88,7 @@ def test_throttled_sign_in_keeps_the_form_and_says_when(driver: Any, live: Live)
 
 
 def test_sign_out_asks_first(driver: Any, live: Live) -> None:
-    driver.get(live.authorize_url("portal"))
-    password(driver, "alice")
-    wait_for(driver, "button[value=allow]").click()
-    at_app(driver, live, "portal")
+    alice_at_portal(driver, live)
     driver.get(f"{live.op.url}/logout")
     wait_for(driver, "button[value=yes]").click()
     assert "You are signed out" in wait_for(driver, "h1").text

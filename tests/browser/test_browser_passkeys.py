@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_support import Live, at_app, password, submit, wait_for
+from browser_support import Live, alice_at_portal, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
 
@@ -38,10 +38,7 @@ def tokens(live: Live, client_id: str, code: str) -> dict[str, Any]:
 def test_register_then_reach_loa3_as_second_factor_and_alone(driver: Any, live: Live,
                                                               authenticator: Any) -> None:
     # alice signs in with her password, then adds a passkey on her account page
-    driver.get(live.authorize_url("portal"))
-    password(driver, "alice")
-    wait_for(driver, "button[value=allow]").click()
-    at_app(driver, live, "portal")
+    alice_at_portal(driver, live)
     driver.get(f"{live.op.url}/account")
     wait_for(driver, "#enrol-passkey").click()
     wait_for(driver, "#passkey-button").click()

@@ -8,9 +8,12 @@ stops at the client's redirect_uri, returning what the client would receive.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import secrets
+import shutil
 import urllib.parse
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,12 +23,15 @@ import pyotp
 import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from support import START, FakeClock, loopback_server, serving  # noqa: F401 (START: tests import it from here)
 
+from policy_sso.reload import TenantHolder
+from policy_sso.sessions.store import open_store
 from policy_sso.tenant import Tenant
+from server.app import create_app
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "policies"
-START = 1_800_000_000
 PASSWORDS = {"alice": "wonderland", "bob": "builder", "carol": "singer"}
 USERS_OF_TESTS = ("u-alice", "u-bob", "u-carol")
 REDIRECTS = {"portal": "http://127.0.0.1:9001/callback", "payments-web": "http://127.0.0.1:9002/callback",
@@ -33,19 +39,6 @@ REDIRECTS = {"portal": "http://127.0.0.1:9001/callback", "payments-web": "http:/
              "spa": "http://127.0.0.1:9005/callback", "backoffice": "http://127.0.0.1:9006/callback",
              "intranet-bridge": "http://127.0.0.1:9004/callback",
              "portal-backend": "http://127.0.0.1:9001/api-callback"}
-
-
-class FakeClock:
-    """The server's clock; tests move it forward to hit limits to the second."""
-
-    def __init__(self, now: int = START) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
-
-    def advance(self, seconds: int) -> None:
-        self.now += seconds
 
 
 # --- HTML forms ---------------------------------------------------------------
@@ -116,6 +109,24 @@ class LiveOP:
     def post_as(self, client_id: str, path: str, **form: str) -> requests.Response:
         return requests.post(f"{self.url}{path}", data=form, auth=(client_id, self.secret(client_id)),
                              timeout=10)
+
+    def exchange(self, client_id: str, code: str) -> dict:
+        """Return the tokens for ``code`` redeemed at /token by ``client_id`` (its REDIRECTS entry)."""
+        resp = self.token(client_id, grant_type="authorization_code", code=code,
+                          redirect_uri=REDIRECTS[client_id])
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def client_token(self, client_id: str) -> str:
+        """Return an access token ``client_id`` gets for itself (client_credentials grant)."""
+        resp = self.token(client_id, grant_type="client_credentials")
+        assert resp.status_code == 200, resp.text
+        return resp.json()["access_token"]
+
+    def post_json(self, path: str, token: str | None, body: dict | None = None) -> requests.Response:
+        """POST ``body`` as JSON to ``path`` with ``token`` as the bearer (no Authorization without one)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=10)
 
     def verify_id_token(self, id_token: str, client_id: str, nonce: str | None = None) -> dict:
         """Verify with joserfc against /jwks, independently of the project's own JWT code."""
@@ -259,6 +270,46 @@ def callback(location: str) -> Callback:
     return Callback(location, dict(urllib.parse.parse_qsl(raw, keep_blank_values=True)))
 
 
+def with_settings(tenant: Tenant, **changes: Any) -> Tenant:
+    """Return a new ``tenant`` with those settings replaced (``issuer=``, ``lifetime=``...)."""
+    # built afresh, not dataclasses.replace(tenant): that would share its compiled-policy cache and lock
+    return Tenant(tenant.directory, replace(tenant.settings, **changes), tenant.clients, tenant.users,
+                  tenant.policies, tenant.policy_files)
+
+
 def with_issuer(tenant: Tenant, issuer: str) -> Tenant:
-    return Tenant(tenant.directory, replace(tenant.settings, issuer=issuer), tenant.clients,
-                  tenant.users, tenant.policies, tenant.policy_files)
+    return with_settings(tenant, issuer=issuer)
+
+
+def copy_demo(target: Path) -> Path:
+    """Copy the demo tenant's files (not its tests or YAML twins) to ``target``; return ``target``."""
+    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns("tests", "yaml"))
+    return target
+
+
+def tenant_yaml_at(directory: Path, url: str) -> str:
+    """Return the text of ``directory``'s tenant.yaml with ``url`` as the issuer (to edit, then write)."""
+    return (directory / "tenant.yaml").read_text().replace("issuer: http://127.0.0.1:8080", f"issuer: {url}")
+
+
+# --- serving --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def serve_op(tenant_at: Callable[[str], Tenant | TenantHolder], store_url: str,
+             keyring: Any) -> Iterator[LiveOP]:
+    """Serve ``tenant_at(url)`` on waitress at a free loopback ``url`` over the store at ``store_url``.
+
+    Yields the live provider (fake clock at START); the server stops and the store closes afterwards.
+    """
+    server = loopback_server()
+    url = f"http://127.0.0.1:{server.effective_port}"
+    served = tenant_at(url)
+    tenant = served.tenant if isinstance(served, TenantHolder) else served
+    clock = FakeClock()
+    store = open_store(store_url, tenant.settings.lifetime, tenant.settings.store_options)
+    server.application = create_app(served, store, keyring, clock=clock)
+    try:
+        with serving(server):
+            yield LiveOP(url, clock, store, tenant, keyring)
+    finally:
+        store.close()

@@ -4,7 +4,7 @@ sessions, and sensitive actions need a recent sign-in (issue 18)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -13,13 +13,6 @@ from backend_support import LogoutReceiver, verified_logout_token
 from live_op import BrowserAgent, LiveOP, forms_of, page_kind, with_issuer
 
 from policy_sso.tenant import Tenant
-
-
-@pytest.fixture
-def receiver() -> Iterator[LogoutReceiver]:
-    rp = LogoutReceiver()
-    yield rp
-    rp.close()
 
 
 @pytest.fixture

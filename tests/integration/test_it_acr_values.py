@@ -11,21 +11,15 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
-from live_op import REDIRECTS, BrowserAgent, LiveOP, page_kind, with_issuer
+from live_op import BrowserAgent, LiveOP, page_kind, with_issuer
 
 from policy_sso.tenant import Tenant
 
 LOA1, LOA2, LOA3 = (f"urn:policy-sso:loa:{i}" for i in (1, 2, 3))
 
 
-def exchange(op: LiveOP, client_id: str, code: str) -> dict:
-    resp = op.token(client_id, grant_type="authorization_code", code=code, redirect_uri=REDIRECTS[client_id])
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
 def acr_of(op: LiveOP, client_id: str, code: str) -> str:
-    return op.verify_id_token(exchange(op, client_id, code)["id_token"], client_id)["acr"]
+    return op.verify_id_token(op.exchange(client_id, code)["id_token"], client_id)["acr"]
 
 
 def test_step_up_from_loa1_to_loa2_through_the_totp_page(op: LiveOP, browser: BrowserAgent) -> None:

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
 from backend_support import LogoutReceiver, verified_logout_token
-from live_op import DEMO, LiveOP
+from live_op import LiveOP, tenant_yaml_at
 
 from policy_sso.reload import TenantHolder
 from policy_sso.tenant import load_tenant
 
 ADMIN = "admin-token-for-tests-0123456789"
-
-
-@pytest.fixture
-def tenant_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "tenant"
-    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns("tests", "yaml"))
-    return target
-
-
-@pytest.fixture
-def receiver():
-    rp = LogoutReceiver()
-    yield rp
-    rp.close()
 
 
 @pytest.fixture
@@ -41,9 +26,8 @@ def tenant_for(tenant_dir: Path, receiver: LogoutReceiver,
     monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
 
     def build(url: str) -> TenantHolder:
-        config = tenant_dir / "tenant.yaml"
-        text = config.read_text().replace("issuer: http://127.0.0.1:8080", f"issuer: {url}")
-        config.write_text(text.replace("silent_auth: {requests: 60, window: 1m}",
+        text = tenant_yaml_at(tenant_dir, url)
+        (tenant_dir / "tenant.yaml").write_text(text.replace("silent_auth: {requests: 60, window: 1m}",
                                        "silent_auth: {requests: 3, window: 1m}"))
         clients = tenant_dir / "clients.yaml"
         clients.write_text(clients.read_text().replace(
@@ -55,18 +39,9 @@ def tenant_for(tenant_dir: Path, receiver: LogoutReceiver,
     return build
 
 
-def client_token(op: LiveOP, client_id: str) -> str:
-    return op.token(client_id, grant_type="client_credentials").json()["access_token"]
-
-
-def api(op: LiveOP, path: str, token: str | None, body: dict | None = None) -> requests.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.post(f"{op.url}{path}", json=body, headers=headers, timeout=10)
-
-
 def sign_in(op: LiveOP, password: str = "builder") -> tuple[str, dict]:
-    portal = client_token(op, "portal-backend")
-    response = api(op, "/v1/auth/password", portal, {"username": "bob", "password": password})
+    portal = op.client_token("portal-backend")
+    response = op.post_json("/v1/auth/password", portal, {"username": "bob", "password": password})
     return portal, response.json()
 
 
@@ -74,7 +49,7 @@ def sign_in(op: LiveOP, password: str = "builder") -> tuple[str, dict]:
 
 @pytest.mark.parametrize("token", [None, "", "wrong"], ids=["missing", "empty", "wrong"])
 def test_admin_calls_need_the_admin_token(op: LiveOP, token: str | None) -> None:
-    response = api(op, "/admin/v1/policies/reload", token)
+    response = op.post_json("/admin/v1/policies/reload", token)
     assert response.status_code == 401 and response.json()["error"] == "invalid_token"
 
 
@@ -82,9 +57,9 @@ def test_setting_a_password_ends_every_session_and_the_new_one_works(op: LiveOP,
                                                                      receiver: LogoutReceiver) -> None:
     portal, signed = sign_in(op)
     comment = "# Demo users"
-    response = api(op, "/admin/v1/users/u-bob/password", ADMIN, {"password": "a new password"})
+    response = op.post_json("/admin/v1/users/u-bob/password", ADMIN, {"password": "a new password"})
     assert response.status_code == 200 and response.json()["sessions_ended"] == 1
-    assert api(op, "/v1/auth/session/authenticate", portal,
+    assert op.post_json("/v1/auth/session/authenticate", portal,
                {"session_id": signed["session_id"]}).json()["error"] == "session_not_found"
     assert sign_in(op, "builder")[1].get("error") == "invalid_grant"
     assert "session_id" in sign_in(op, "a new password")[1]
@@ -94,14 +69,15 @@ def test_setting_a_password_ends_every_session_and_the_new_one_works(op: LiveOP,
 
 
 def test_a_weak_password_or_unknown_user_is_refused(op: LiveOP) -> None:
-    assert api(op, "/admin/v1/users/u-bob/password", ADMIN, {"password": "short"}).status_code == 400
-    assert api(op, "/admin/v1/users/u-nobody/password", ADMIN, {"password": "long enough"}).status_code == 404
+    assert op.post_json("/admin/v1/users/u-bob/password", ADMIN, {"password": "short"}).status_code == 400
+    unknown = op.post_json("/admin/v1/users/u-nobody/password", ADMIN, {"password": "long enough"})
+    assert unknown.status_code == 404
 
 
 # --- reload -----------------------------------------------------------------------------
 
 def _portal_silent(op: LiveOP, portal: str, session_id: str) -> requests.Response:
-    return api(op, "/v1/auth/session/authenticate", portal, {"session_id": session_id})
+    return op.post_json("/v1/auth/session/authenticate", portal, {"session_id": session_id})
 
 
 def test_a_good_reload_takes_effect_without_a_restart(op: LiveOP, tenant_dir: Path) -> None:
@@ -110,7 +86,7 @@ def test_a_good_reload_takes_effect_without_a_restart(op: LiveOP, tenant_dir: Pa
     policy = tenant_dir / "portal.policy"
     policy.write_text(policy.read_text().replace('require amr any_of "pwd", "wia", "hwk"',
                                                  'require amr any_of "pwd", "wia", "hwk"\n  require mfa'))
-    response = api(op, "/admin/v1/policies/reload", ADMIN)
+    response = op.post_json("/admin/v1/policies/reload", ADMIN)
     assert response.status_code == 200 and response.json()["applied"] is True
     refused = _portal_silent(op, portal, signed["session_id"])
     assert refused.status_code == 400 and [r["code"] for r in refused.json()["reasons"]] == ["mfa_required"]
@@ -121,7 +97,7 @@ def test_a_bad_reload_returns_every_error_and_the_old_decisions_stand(op: LiveOP
     (tenant_dir / "portal.policy").write_text(
         'policy "portal" {\n  clients "portal", "docs"\n'
         '  require amr any_of "pwd", "nope"\n  require acr "x"\n}\n')
-    response = api(op, "/admin/v1/policies/reload", ADMIN)
+    response = op.post_json("/admin/v1/policies/reload", ADMIN)
     assert response.status_code == 422
     body = response.json()
     assert body["error"] == "invalid_policies" and body["applied"] is False
@@ -179,7 +155,7 @@ BODYLESS = {"/admin/v1/users/u-bob/sessions/logout", "/admin/v1/policies/reload"
 @pytest.mark.parametrize("endpoint", JSON_ENDPOINTS)
 def test_every_json_endpoint_answers_malformed_requests_with_a_4xx_json_error(op: LiveOP,
                                                                                endpoint: str) -> None:
-    client = client_token(op, "portal-backend")
+    client = op.client_token("portal-backend")
     for token_name, given in TOKENS.items():
         token = client if given == "client" else given
         for body_name, (ctype, body) in BAD_BODIES.items():

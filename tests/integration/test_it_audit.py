@@ -13,8 +13,6 @@ import json
 import logging
 import re
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,9 +22,9 @@ from typing import Any
 
 import pytest
 import requests
-import waitress
 from backend_support import LogoutReceiver
-from live_op import DEMO, PASSWORDS, REDIRECTS, BrowserAgent, FakeClock, LiveOP, with_issuer
+from live_op import DEMO, PASSWORDS, BrowserAgent, FakeClock, LiveOP, with_issuer
+from support import loopback_server, redis_server, serving
 
 from policy_sso.audit import AuditEvent, AuditLog, AuditSettings
 from policy_sso.audit.configure import audit_log
@@ -42,37 +40,12 @@ PAYMENTS_LINES = {line.strip(): n for n, line in
                   enumerate((DEMO / "payments.policy").read_text().splitlines(), 1)}
 
 
-# --- a redis-server of our own (tests/sessions/conftest.py's, for this directory) ---------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
+# --- a redis-server of our own (the same as tests/sessions/conftest.py's, for this directory) -----
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path_factory.mktemp("redis"))], stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("redis-server did not start")
-    yield f"redis://127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 # --- a live provider with every sink on -----------------------------------------------------------
@@ -97,7 +70,7 @@ class Audited:
 def serve(tenant_at: Callable[[str], Tenant | TenantHolder], store_url: str, keyring: Any, tmp_path: Path,
           make_audit: Callable[[FakeClock], tuple[AuditLog, io.StringIO]]) -> Iterator[tuple[LiveOP, AuditLog,
                                                                                           io.StringIO]]:
-    server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
+    server = loopback_server()
     url = f"http://127.0.0.1:{server.effective_port}"
     served = tenant_at(url)
     tenant = served.tenant if isinstance(served, TenantHolder) else served
@@ -105,21 +78,10 @@ def serve(tenant_at: Callable[[str], Tenant | TenantHolder], store_url: str, key
     store = open_store(store_url, tenant.settings.lifetime)
     audit, stdout = make_audit(clock)
     server.application = create_app(served, store, keyring, clock=clock, audit=audit)
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
     try:
-        yield LiveOP(url, clock, store, tenant, keyring), audit, stdout
+        with serving(server):
+            yield LiveOP(url, clock, store, tenant, keyring), audit, stdout
     finally:
-        stop.set()
-        thread.join(timeout=5)
         audit.close()
         store.close()
 
@@ -151,12 +113,6 @@ def audited(demo_tenant: Tenant, keyring: Any, tmp_path: Path, store_url: str,
         yield Audited(op, audit, out, tmp_path / "audit.jsonl", store_url)
 
 
-def exchange(op: LiveOP, client_id: str, code: str) -> dict:
-    resp = op.token(client_id, grant_type="authorization_code", code=code, redirect_uri=REDIRECTS[client_id])
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
 def decisions(events: list[dict], client: str) -> list[dict]:
     return [e for e in events if e["type"] == "authorization.decision" and e["client"] == client]
 
@@ -172,7 +128,7 @@ def test_sign_in_a_refused_and_an_allowed_silent_authorize_are_on_record(audited
     browser = BrowserAgent(op)
     portal = browser.sign_in("portal")
     assert portal.error is None
-    exchange(op, "portal", portal.params["code"])
+    op.exchange("portal", portal.params["code"])
     refused = browser.silent("payments-web")
     assert (refused.error, refused.codes) == ("interaction_required",
                                               ["mfa_required", "acr_insufficient", "consent_missing"])
@@ -323,7 +279,7 @@ def test_no_secret_appears_in_any_event_or_log_line(audited: Audited,
     secrets_seen.add("not-her-password-123")
     portal = browser.sign_in("portal", scope="openid profile offline_access")
     secrets_seen.add(portal.params["code"])
-    tokens = exchange(op, "portal", portal.params["code"])
+    tokens = op.exchange("portal", portal.params["code"])
     secrets_seen.update(v for k, v in tokens.items() if k.endswith("_token"))
     refreshed = op.token("portal", grant_type="refresh_token", refresh_token=tokens["refresh_token"]).json()
     secrets_seen.update(v for k, v in refreshed.items() if k.endswith("_token"))
@@ -333,7 +289,7 @@ def test_no_secret_appears_in_any_event_or_log_line(audited: Audited,
     payments = browser.sign_in("payments-web")
     assert payments.error is None, payments.params
     secrets_seen.add(payments.params["code"])
-    secrets_seen.update(v for k, v in exchange(op, "payments-web", payments.params["code"]).items()
+    secrets_seen.update(v for k, v in op.exchange("payments-web", payments.params["code"]).items()
                         if k.endswith("_token"))
     # backend: a client token, a password sign-in, silent authenticate, logout by session id
     backend = op.token("portal-backend", grant_type="client_credentials").json()["access_token"]

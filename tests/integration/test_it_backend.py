@@ -7,19 +7,13 @@ import requests
 from live_op import BrowserAgent, LiveOP
 
 
-def client_token(op: LiveOP, client_id: str) -> str:
-    response = op.token(client_id, grant_type="client_credentials")
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
 def call(op: LiveOP, path: str, token: str | None, body: dict | None = None, **kwargs) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return requests.post(f"{op.url}{path}", json=body, headers=headers, timeout=10, **kwargs)
 
 
 def test_a_session_from_app_a_serves_app_b_once_its_policy_is_met(op: LiveOP, new_browser) -> None:
-    portal, payments = client_token(op, "portal-backend"), client_token(op, "payments-api")
+    portal, payments = op.client_token("portal-backend"), op.client_token("payments-api")
     # app A: a password sign-in; the lenient portal policy allows it at once
     signed_in = call(op, "/v1/auth/password", portal, {"username": "alice", "password": "wonderland"})
     assert signed_in.status_code == 200, signed_in.text
@@ -63,7 +57,7 @@ def test_a_session_from_app_a_serves_app_b_once_its_policy_is_met(op: LiveOP, ne
 
 
 def test_wrong_password_is_refused_without_a_session(op: LiveOP) -> None:
-    response = call(op, "/v1/auth/password", client_token(op, "portal-backend"),
+    response = call(op, "/v1/auth/password", op.client_token("portal-backend"),
                     {"username": "alice", "password": "not-her-password"})
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_grant" and "session_id" not in response.json()
@@ -71,7 +65,7 @@ def test_wrong_password_is_refused_without_a_session(op: LiveOP) -> None:
 
 @pytest.mark.parametrize("session_id", ["no-such-session", "x" * 43], ids=["short", "token-shaped"])
 def test_unknown_session_is_the_seeds_session_not_found(op: LiveOP, session_id: str) -> None:
-    response = call(op, "/v1/auth/session/authenticate", client_token(op, "payments-api"),
+    response = call(op, "/v1/auth/session/authenticate", op.client_token("payments-api"),
                     {"session_id": session_id})
     assert response.status_code == 400
     body = response.json()
@@ -80,7 +74,7 @@ def test_unknown_session_is_the_seeds_session_not_found(op: LiveOP, session_id: 
 
 
 def test_a_user_token_cannot_call_the_backend_api(op: LiveOP) -> None:
-    portal = client_token(op, "portal-backend")
+    portal = op.client_token("portal-backend")
     user_token = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder"}).json()
     response = call(op, "/v1/auth/session/authenticate", user_token["access_token"],
                     {"session_id": user_token["session_id"]})
@@ -88,7 +82,7 @@ def test_a_user_token_cannot_call_the_backend_api(op: LiveOP) -> None:
 
 
 def test_session_logout_and_user_logout(op: LiveOP) -> None:
-    portal = client_token(op, "portal-backend")
+    portal = op.client_token("portal-backend")
     first = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder"}).json()
     assert call(op, "/v1/auth/session/logout", portal, {"session_id": first["session_id"]}).status_code == 204
     again = call(op, "/v1/auth/session/authenticate", portal, {"session_id": first["session_id"]})
@@ -115,7 +109,7 @@ def test_session_status_polling(op: LiveOP, browser: BrowserAgent) -> None:
     assert answers[-1].json()["error"] == "temporarily_unavailable"
     browser.get("/logout", client_id="portal")  # no hint: a confirmation page; end it from the API instead
     session_id = browser.session_cookie
-    portal = client_token(op, "portal-backend")
+    portal = op.client_token("portal-backend")
     assert call(op, "/v1/auth/session/logout", portal, {"session_id": session_id}).status_code == 204
     op.clock.advance(60)
     assert browser.get("/v1/auth/session/status", client_id="portal").json() == {

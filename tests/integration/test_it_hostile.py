@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from live_op import (
     with_issuer,
 )
 from requests.adapters import HTTPAdapter
+from support import free_port
 
 from policy_sso.credentials import HashGate, HashingBusy
 from policy_sso.tenant import Tenant
@@ -94,12 +94,6 @@ def first_tier(op: LiveOP) -> int:
     return op.tenant.settings.guessing.per_account_address[0].requests
 
 
-def client_token(op: LiveOP, client_id: str) -> str:
-    response = op.token(client_id, grant_type="client_credentials")
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
 def api(op: LiveOP, http: requests.Session, path: str, token: str, body: dict,
         forwarded_for: str | None = None) -> requests.Response:
     headers = {"Authorization": f"Bearer {token}"}
@@ -128,7 +122,7 @@ def test_password_guessing_on_the_form_is_throttled_while_the_owner_signs_in_els
 
 
 def test_password_guessing_on_the_api_is_throttled_while_the_owner_signs_in_elsewhere(op: LiveOP) -> None:
-    token, attacker, owner = client_token(op, "portal-backend"), http_from(ATTACKER), http_from(OWNER)
+    token, attacker, owner = op.client_token("portal-backend"), http_from(ATTACKER), http_from(OWNER)
     for i in range(first_tier(op)):
         wrong = api(op, attacker, "/v1/auth/password", token, {"username": "alice", "password": f"g{i}"})
         assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
@@ -159,7 +153,7 @@ def test_one_time_code_guessing_on_the_form_is_throttled_while_the_owner_signs_i
 
 def test_one_time_code_guessing_on_the_api_is_throttled_while_the_owner_signs_in_elsewhere(
         op: LiveOP) -> None:
-    token, attacker, owner = client_token(op, "payments-api"), http_from(ATTACKER), http_from(OWNER)
+    token, attacker, owner = op.client_token("payments-api"), http_from(ATTACKER), http_from(OWNER)
     creds = {"username": "alice", "password": "wonderland"}
     session_id = api(op, attacker, "/v1/auth/password", token, creds).json()["session_id"]
     for code in wrong_codes(op, first_tier(op)):
@@ -175,7 +169,7 @@ def test_one_time_code_guessing_on_the_api_is_throttled_while_the_owner_signs_in
 
 
 def test_the_throttle_lifts_when_its_window_ends(op: LiveOP) -> None:
-    token, attacker = client_token(op, "portal-backend"), http_from(ATTACKER)
+    token, attacker = op.client_token("portal-backend"), http_from(ATTACKER)
     for i in range(first_tier(op)):
         api(op, attacker, "/v1/auth/password", token, {"username": "bob", "password": f"g{i}"})
     refused = api(op, attacker, "/v1/auth/password", token, {"username": "bob", "password": "builder"})
@@ -186,7 +180,7 @@ def test_the_throttle_lifts_when_its_window_ends(op: LiveOP) -> None:
 
 
 def test_behind_a_trusted_proxy_the_forwarded_address_counts(op: LiveOP) -> None:
-    token, proxy = client_token(op, "portal-backend"), http_from("127.0.0.1")
+    token, proxy = op.client_token("portal-backend"), http_from("127.0.0.1")
     for i in range(first_tier(op)):
         api(op, proxy, "/v1/auth/password", token, {"username": "carol", "password": f"g{i}"},
             forwarded_for="198.51.100.1, 203.0.113.9")  # the proxy appended the attacker's address
@@ -197,7 +191,7 @@ def test_behind_a_trusted_proxy_the_forwarded_address_counts(op: LiveOP) -> None
 
 
 def test_an_untrusted_peer_cannot_pick_its_address_with_x_forwarded_for(op: LiveOP) -> None:
-    token, attacker = client_token(op, "portal-backend"), http_from(ATTACKER)
+    token, attacker = op.client_token("portal-backend"), http_from(ATTACKER)
     for i in range(first_tier(op)):
         api(op, attacker, "/v1/auth/password", token, {"username": "carol", "password": f"g{i}"},
             forwarded_for=f"192.0.2.{i + 1}")  # a fresh made-up address each time: ignored
@@ -217,7 +211,7 @@ def test_a_sign_in_that_finds_every_hashing_slot_busy_is_answered_503(op: LiveOP
     shown = browser.submit(page, {"username": "alice", "password": PASSWORDS["alice"]})
     assert shown.status_code == 503 and "Location" not in shown.headers and page_kind(shown) == "login"
     assert "busy" in shown.text and shown.headers["Retry-After"] == "1"
-    token = client_token(op, "portal-backend")
+    token = op.client_token("portal-backend")
     answer = api(op, http_from(NEIGHBOUR), "/v1/auth/password", token,
                  {"username": "alice", "password": PASSWORDS["alice"]})
     assert answer.status_code == 503 and answer.json()["error"] == "temporarily_unavailable"
@@ -280,12 +274,6 @@ class Served:
         return LiveOP(self.url, FakeClock(int(time.time())), None, None, None)  # type: ignore[arg-type]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     """``policy-sso serve`` on a free loopback port: the demo tenant, SQLite, the silent limit raised.
@@ -300,7 +288,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
     assert "silent_auth: {requests: 60, window: 1m}" in text
     tenant_yaml.write_text(text.replace("silent_auth: {requests: 60, window: 1m}",
                                         "silent_auth: {requests: 1000000, window: 1m}"))
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--config", str(config),
          # one process: rss() reads the serving process, not a supervisor of several

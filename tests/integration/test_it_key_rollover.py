@@ -15,7 +15,6 @@ import base64
 import contextlib
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import jwt
 import pytest
 import requests
 from live_op import DEMO, FakeClock
+from support import serving
 
 from policy_sso.cli import main
 from policy_sso.oidc.interaction import load_or_create_key
@@ -56,21 +56,10 @@ def instance(tenant_dir: Path, state: Path, db: Path, clock: FakeClock) -> Itera
     store = open_store(f"sqlite:///{db}", tenant.settings.lifetime)
     app = create_app(holder, store, ring, clock=clock, cookie_key=load_or_create_key(state_dir_key(state)))
     server = create_server(app, host="127.0.0.1", port=0, threads=2)
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1, use_poll=True)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
     try:
-        yield Instance(f"http://127.0.0.1:{server.effective_port}", ring)
+        with serving(server):
+            yield Instance(f"http://127.0.0.1:{server.effective_port}", ring)
     finally:
-        stop.set()
-        thread.join(timeout=10)
         store.close()
 
 

@@ -9,11 +9,10 @@ logout response.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
-import requests
 from backend_support import LogoutReceiver, verified_logout_token
 from live_op import DEMO, LiveOP, with_issuer
 
@@ -21,13 +20,6 @@ from policy_sso.oidc.hint_token import mint_hint_token
 from policy_sso.tenant import Tenant
 
 ADMIN = "admin-token-for-tests-0123456789"
-
-
-@pytest.fixture
-def receiver() -> Iterator[LogoutReceiver]:
-    rp = LogoutReceiver()
-    yield rp
-    rp.close()
 
 
 @pytest.fixture
@@ -41,19 +33,10 @@ def tenant_for(demo_tenant: Tenant, receiver: LogoutReceiver,
     return lambda url: with_issuer(replace(demo_tenant, clients=clients), url)
 
 
-def client_token(op: LiveOP, client_id: str) -> str:
-    return op.token(client_id, grant_type="client_credentials").json()["access_token"]
-
-
-def api(op: LiveOP, path: str, token: str | None, body: dict | None = None) -> requests.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return requests.post(f"{op.url}{path}", json=body, headers=headers, timeout=10)
-
-
 def backend_session(op: LiveOP, username: str = "bob") -> dict:
-    portal = client_token(op, "portal-backend")
+    portal = op.client_token("portal-backend")
     password = {"bob": "builder", "alice": "wonderland"}[username]
-    body = api(op, "/v1/auth/password", portal, {"username": username, "password": password})
+    body = op.post_json("/v1/auth/password", portal, {"username": username, "password": password})
     assert body.status_code == 200, body.text
     return {**body.json(), "client_token": portal}
 
@@ -69,9 +52,9 @@ def assert_notified(op: LiveOP, receiver: LogoutReceiver, subject: str, count: i
 def test_backend_session_logout(op: LiveOP, receiver: LogoutReceiver) -> None:
     signed = backend_session(op)
     sid = op.store.get_session(signed["session_id"], op.clock.now).clients["portal-backend"].sid
-    assert api(op, "/v1/auth/session/logout", signed["client_token"],
+    assert op.post_json("/v1/auth/session/logout", signed["client_token"],
                {"session_id": signed["session_id"]}).status_code == 204
-    assert api(op, "/v1/auth/session/authenticate", signed["client_token"],
+    assert op.post_json("/v1/auth/session/authenticate", signed["client_token"],
                {"session_id": signed["session_id"]}).json()["error"] == "session_not_found"
     (claims,) = assert_notified(op, receiver, "u-bob")
     assert claims["sid"] == sid and claims["aud"] == "portal-backend"
@@ -79,8 +62,8 @@ def test_backend_session_logout(op: LiveOP, receiver: LogoutReceiver) -> None:
 
 def test_user_logout_with_the_users_access_token(op: LiveOP, receiver: LogoutReceiver) -> None:
     signed = backend_session(op)
-    assert api(op, "/v1/auth/logout", signed["access_token"]).status_code == 204
-    assert api(op, "/v1/auth/session/authenticate", signed["client_token"],
+    assert op.post_json("/v1/auth/logout", signed["access_token"]).status_code == 204
+    assert op.post_json("/v1/auth/session/authenticate", signed["client_token"],
                {"session_id": signed["session_id"]}).json()["error"] == "session_not_found"
     assert_notified(op, receiver, "u-bob")
 
@@ -88,13 +71,13 @@ def test_user_logout_with_the_users_access_token(op: LiveOP, receiver: LogoutRec
 def test_admin_ends_every_session_of_a_user(op: LiveOP, receiver: LogoutReceiver) -> None:
     sessions = [backend_session(op) for _ in range(2)]
     other = backend_session(op, "alice")
-    assert api(op, "/admin/v1/users/u-bob/sessions/logout", "wrong-token").status_code == 401
-    response = api(op, "/admin/v1/users/u-bob/sessions/logout", ADMIN)
+    assert op.post_json("/admin/v1/users/u-bob/sessions/logout", "wrong-token").status_code == 401
+    response = op.post_json("/admin/v1/users/u-bob/sessions/logout", ADMIN)
     assert response.status_code == 200 and response.json()["sessions_ended"] == 2
     for signed in sessions:
-        assert api(op, "/v1/auth/session/authenticate", signed["client_token"],
+        assert op.post_json("/v1/auth/session/authenticate", signed["client_token"],
                    {"session_id": signed["session_id"]}).json()["error"] == "session_not_found"
-    assert api(op, "/v1/auth/session/authenticate", other["client_token"],
+    assert op.post_json("/v1/auth/session/authenticate", other["client_token"],
                {"session_id": other["session_id"]}).status_code == 200
     assert_notified(op, receiver, "u-bob", 2)
 
@@ -112,7 +95,7 @@ def test_a_slow_receiver_does_not_delay_logout(op: LiveOP, receiver: LogoutRecei
     receiver.delay = 3.0
     signed = backend_session(op)
     started = time.perf_counter()
-    assert api(op, "/v1/auth/session/logout", signed["client_token"],
+    assert op.post_json("/v1/auth/session/logout", signed["client_token"],
                {"session_id": signed["session_id"]}).status_code == 204
     assert time.perf_counter() - started < 1.0
     assert_notified(op, receiver, "u-bob")

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 import pytest
 import requests
+from support import free_port
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402  (after the skip: schemathesis may be absent)
@@ -43,19 +43,13 @@ SECURITY = {(path, verb.upper()): (op.get("security") or [{}])[0]
             for path, item in json.loads(DOCUMENT.read_text())["paths"].items() for verb, op in item.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Serve a copy of the demo tenant (the admin API rewrites users.yaml); yield its URL and credentials."""
     tmp = tmp_path_factory.mktemp("openapi")
     config = tmp / "tenant"
     shutil.copytree(ROOT / "policies", config, ignore=shutil.ignore_patterns("tests", "yaml"))
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = (tmp / "serve.log").open("w+")
     proc = subprocess.Popen(

@@ -10,13 +10,12 @@ tokens are untouched.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
-from live_op import DEMO, REDIRECTS, BrowserAgent, LiveOP, pkce_pair
+from live_op import REDIRECTS, BrowserAgent, LiveOP, pkce_pair, tenant_yaml_at
 
 from policy_sso.credentials import hash_password
 from policy_sso.reload import TenantHolder
@@ -27,20 +26,12 @@ NEW_PASSWORD = "through the looking-glass"
 
 
 @pytest.fixture
-def tenant_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "tenant"
-    shutil.copytree(DEMO, target, ignore=shutil.ignore_patterns("tests", "yaml"))
-    return target
-
-
-@pytest.fixture
 def tenant_for(tenant_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], TenantHolder]:
     """A copy of the demo tenant on disk (password changes touch only the copy), served at ``url``."""
     monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
 
     def build(url: str) -> TenantHolder:
-        config = tenant_dir / "tenant.yaml"
-        config.write_text(config.read_text().replace("issuer: http://127.0.0.1:8080", f"issuer: {url}"))
+        (tenant_dir / "tenant.yaml").write_text(tenant_yaml_at(tenant_dir, url))
         return TenantHolder(load_tenant(tenant_dir))
 
     return build

@@ -17,7 +17,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 import requests
 from live_op import DEMO, BrowserAgent, FakeClock, LiveOP
+from support import free_port
 
 from policy_sso.reload import TenantHolder
 from policy_sso.tenant import load_tenant
@@ -141,12 +141,6 @@ def test_a_completed_move_applies_and_names_the_client_that_changed_policy(op: L
 
 # --- SIGHUP to `policy-sso serve` -----------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class _Server:
     """A `policy-sso serve` process; its stderr lines collected as they come."""
 
@@ -204,7 +198,7 @@ class _Server:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[_Server, Path, BrowserAgent]]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     tenant = _copy_demo(tmp_path / "tenant", url)
     server = _Server(tenant, tmp_path / "state", port)

@@ -8,11 +8,10 @@ with the limit and the time, until the short-lived record expires.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import pytest
 import requests
-from live_op import BrowserAgent, LiveOP, with_issuer
+from live_op import BrowserAgent, LiveOP, with_settings
 
 from policy_sso.sessions.model import END_RECORD_TTL, SessionLifetime
 from policy_sso.tenant import Tenant
@@ -25,9 +24,7 @@ LIFETIME = SessionLifetime(sliding=4 * HOUR, absolute=6 * HOUR, inactivity=HOUR,
 @pytest.fixture
 def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant]:
     def short_lived(url: str) -> Tenant:
-        served = with_issuer(demo_tenant, url)
-        return Tenant(served.directory, replace(served.settings, lifetime=LIFETIME), served.clients,
-                      served.users, served.policies, served.policy_files)
+        return with_settings(demo_tenant, issuer=url, lifetime=LIFETIME)
     return short_lived
 
 

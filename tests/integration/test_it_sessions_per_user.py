@@ -8,35 +8,25 @@ the two newer browsers still sign in silently.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from backend_support import LogoutReceiver, verified_logout_token
-from live_op import DEMO, BrowserAgent, LiveOP
+from live_op import BrowserAgent, LiveOP, copy_demo, tenant_yaml_at
 
 from policy_sso.reload import TenantHolder
 from policy_sso.tenant import load_tenant
 
 
 @pytest.fixture
-def receiver() -> Iterator[LogoutReceiver]:
-    rp = LogoutReceiver()
-    yield rp
-    rp.close()
-
-
-@pytest.fixture
 def tenant_for(tmp_path: Path, receiver: LogoutReceiver) -> Callable[[str], TenantHolder]:
     """The demo tenant with at most two sessions a user, and portal listening for logout tokens."""
-    directory = tmp_path / "tenant"
-    shutil.copytree(DEMO, directory, ignore=shutil.ignore_patterns("tests", "yaml"))
+    directory = copy_demo(tmp_path / "tenant")
 
     def build(url: str) -> TenantHolder:
-        config = directory / "tenant.yaml"
-        text = config.read_text().replace("issuer: http://127.0.0.1:8080", f"issuer: {url}")
-        config.write_text(text.replace("session:\n", "session:\n  max_per_user: 2\n", 1))
+        text = tenant_yaml_at(directory, url)
+        (directory / "tenant.yaml").write_text(text.replace("session:\n", "session:\n  max_per_user: 2\n", 1))
         clients = directory / "clients.yaml"
         clients.write_text(clients.read_text().replace(
             "    post_logout_redirect_uris: [http://127.0.0.1:9001/signed-out]\n",

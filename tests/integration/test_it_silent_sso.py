@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from live_op import REDIRECTS, START, BrowserAgent, LiveOP, page_kind
-
-
-def exchange(op: LiveOP, client_id: str, code: str) -> dict:
-    resp = op.token(client_id, grant_type="authorization_code", code=code, redirect_uri=REDIRECTS[client_id])
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+from live_op import START, BrowserAgent, LiveOP, page_kind
 
 
 def test_sign_in_once_then_each_client_decides_by_its_policy(op: LiveOP, browser: BrowserAgent) -> None:
     # alice signs in at the lenient portal: password and consent, no second factor
     portal = browser.sign_in("portal")
     assert portal.error is None
-    assert exchange(op, "portal", portal.params["code"])["id_token"]
+    assert op.exchange("portal", portal.params["code"])["id_token"]
 
     # docs: her session is good enough, but she has not granted docs anything yet
     docs = browser.silent("docs")
@@ -44,7 +38,7 @@ def test_sign_in_once_then_each_client_decides_by_its_policy(op: LiveOP, browser
     payments = browser.interact(page)
     assert payments.error is None, payments.params
     assert browser.session_cookie != before  # a new session id after the second factor
-    claims = op.verify_id_token(exchange(op, "payments-web", payments.params["code"])["id_token"],
+    claims = op.verify_id_token(op.exchange("payments-web", payments.params["code"])["id_token"],
                                 "payments-web")
     assert set(claims["amr"]) == {"pwd", "otp", "mfa"}
     assert claims["acr"] == "urn:policy-sso:loa:2"
@@ -52,7 +46,7 @@ def test_sign_in_once_then_each_client_decides_by_its_policy(op: LiveOP, browser
     # now backoffice's policy is met: the silent request gets a code
     backoffice = browser.silent("backoffice")
     assert backoffice.error is None and backoffice.params["code"]
-    claims = op.verify_id_token(exchange(op, "backoffice", backoffice.params["code"])["id_token"],
+    claims = op.verify_id_token(op.exchange("backoffice", backoffice.params["code"])["id_token"],
                                 "backoffice")
     assert claims["acr"] == "urn:policy-sso:loa:2" and claims["auth_time"] == START
 
@@ -89,7 +83,7 @@ def test_max_age(op: LiveOP, browser: BrowserAgent) -> None:
     assert page_kind(page) == "login"
     cb = browser.interact(page)
     assert cb.error is None
-    claims = op.verify_id_token(exchange(op, "portal", cb.params["code"])["id_token"], "portal")
+    claims = op.verify_id_token(op.exchange("portal", cb.params["code"])["id_token"], "portal")
     assert claims["auth_time"] == START + 120
 
 
@@ -100,7 +94,7 @@ def test_prompt_login_forces_a_fresh_sign_in(op: LiveOP, browser: BrowserAgent) 
     assert page_kind(page) == "login"
     cb = browser.interact(page)
     assert cb.error is None
-    claims = op.verify_id_token(exchange(op, "portal", cb.params["code"])["id_token"], "portal")
+    claims = op.verify_id_token(op.exchange("portal", cb.params["code"])["id_token"], "portal")
     assert claims["auth_time"] == START + 30
 
 
@@ -114,7 +108,7 @@ def test_prompt_consent_asks_again(op: LiveOP, browser: BrowserAgent) -> None:
 def test_id_token_hint_for_another_user(op: LiveOP, browser: BrowserAgent, new_browser) -> None:
     bob = new_browser()
     bob_code = bob.sign_in("portal", "bob").params["code"]
-    bob_id_token = exchange(op, "portal", bob_code)["id_token"]
+    bob_id_token = op.exchange("portal", bob_code)["id_token"]
 
     browser.sign_in("portal", "alice")
     other = browser.silent("portal", id_token_hint=bob_id_token)
@@ -127,12 +121,12 @@ def test_id_token_hint_for_another_user(op: LiveOP, browser: BrowserAgent, new_b
     assert page_kind(page) == "login" and 'value="bob"' in page.text
     cb = browser.interact(page, "bob")
     assert cb.error is None
-    bob_token = exchange(op, "portal", cb.params["code"])["id_token"]
+    bob_token = op.exchange("portal", cb.params["code"])["id_token"]
     assert op.verify_id_token(bob_token, "portal")["sub"] == "u-bob"
 
 
 def test_id_token_hint_must_be_ours_and_for_this_client(op: LiveOP, browser: BrowserAgent) -> None:
-    token = exchange(op, "portal", browser.sign_in("portal").params["code"])["id_token"]
+    token = op.exchange("portal", browser.sign_in("portal").params["code"])["id_token"]
     forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
     bad = browser.silent("portal", id_token_hint=forged)
     assert bad.error == "invalid_request"
@@ -171,7 +165,7 @@ def test_sliding_lifetime_and_require_login_after(op: LiveOP, browser: BrowserAg
 
 
 def test_logout_then_prompt_none_is_login_required(op: LiveOP, browser: BrowserAgent) -> None:
-    token = exchange(op, "portal", browser.sign_in("portal").params["code"])["id_token"]
+    token = op.exchange("portal", browser.sign_in("portal").params["code"])["id_token"]
     resp = browser.get("/logout", id_token_hint=token)
     assert resp.status_code == 200 and "signed out" in resp.text
     after = browser.silent("portal")
@@ -202,7 +196,7 @@ def test_essential_acr_in_claims_and_acr_values(op: LiveOP, browser: BrowserAgen
     assert page_kind(page) == "otp"
     cb = browser.interact(page)
     assert cb.error is None
-    claims = op.verify_id_token(exchange(op, "portal", cb.params["code"])["id_token"], "portal")
+    claims = op.verify_id_token(op.exchange("portal", cb.params["code"])["id_token"], "portal")
     assert claims["acr"] == "urn:policy-sso:loa:2"
 
     # docs: acr_values loa:3 asks for a hardware key, which no hosted page offers

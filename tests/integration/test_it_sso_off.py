@@ -7,11 +7,9 @@ refused with sso_disabled, and signing in there gives that client its own sessio
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import pytest
-import requests
-from live_op import REDIRECTS, BrowserAgent, LiveOP, page_kind, with_issuer
+from live_op import BrowserAgent, LiveOP, page_kind, with_settings
 
 from policy_sso.tenant import Tenant
 
@@ -19,27 +17,8 @@ from policy_sso.tenant import Tenant
 @pytest.fixture
 def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant]:
     def sso_off(url: str) -> Tenant:
-        served = with_issuer(demo_tenant, url)
-        return Tenant(served.directory, replace(served.settings, sso_active=False), served.clients,
-                      served.users, served.policies, served.policy_files)
+        return with_settings(demo_tenant, issuer=url, sso_active=False)
     return sso_off
-
-
-def exchange(op: LiveOP, client_id: str, code: str) -> dict:
-    resp = op.token(client_id, grant_type="authorization_code", code=code, redirect_uri=REDIRECTS[client_id])
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
-def client_token(op: LiveOP, client_id: str) -> str:
-    response = op.token(client_id, grant_type="client_credentials")
-    assert response.status_code == 200, response.text
-    return response.json()["access_token"]
-
-
-def call(op: LiveOP, path: str, token: str, body: dict) -> requests.Response:
-    return requests.post(f"{op.url}{path}", json=body, headers={"Authorization": f"Bearer {token}"},
-                         timeout=10)
 
 
 # joserfc warns that RFC 9864 deprecates "EdDSA"; the docs client's ID tokens are signed with it
@@ -59,7 +38,7 @@ def test_each_app_signs_the_user_in_itself(op: LiveOP, browser: BrowserAgent) ->
     assert page_kind(page) == "login"
     answer = browser.interact(page)
     assert "code" in answer.params, answer.params
-    tokens = exchange(op, "docs", answer.params["code"])
+    tokens = op.exchange("docs", answer.params["code"])
     assert op.verify_id_token(tokens["id_token"], "docs")["amr"] == ["pwd"]
     assert "code" in browser.silent("docs").params
     # one browser holds one session: it is app B's now, so app A asks again
@@ -74,7 +53,7 @@ def test_a_totp_sign_in_and_prompt_login_work_for_the_apps_own_session(op: LiveO
     assert page_kind(page) == "otp"  # the second factor is asked for in the same sign-in
     answer = browser.interact(page)
     assert "code" in answer.params, answer.params
-    tokens = exchange(op, "payments-web", answer.params["code"])
+    tokens = op.exchange("payments-web", answer.params["code"])
     claims = op.verify_id_token(tokens["id_token"], "payments-web")
     assert set(claims["amr"]) == {"pwd", "otp", "mfa"}
     assert "code" in browser.silent("payments-web").params
@@ -85,16 +64,16 @@ def test_a_totp_sign_in_and_prompt_login_work_for_the_apps_own_session(op: LiveO
 
 
 def test_the_backend_api_issues_tokens_for_the_apps_own_session(op: LiveOP) -> None:
-    portal, payments = client_token(op, "portal-backend"), client_token(op, "payments-api")
-    signed = call(op, "/v1/auth/password", portal, {"username": "alice", "password": "wonderland"})
+    portal, payments = op.client_token("portal-backend"), op.client_token("payments-api")
+    signed = op.post_json("/v1/auth/password", portal, {"username": "alice", "password": "wonderland"})
     assert signed.status_code == 200, signed.text
     assert "id_token" in signed.json()
     session_id = signed.json()["session_id"]
-    again = call(op, "/v1/auth/session/authenticate", portal, {"session_id": session_id})
+    again = op.post_json("/v1/auth/session/authenticate", portal, {"session_id": session_id})
     assert again.status_code == 200, again.text
 
     # another app refuses it, sso_disabled among the reasons (its own requirements are listed too)
-    refused = call(op, "/v1/auth/session/authenticate", payments, {"session_id": session_id})
+    refused = op.post_json("/v1/auth/session/authenticate", payments, {"session_id": session_id})
     assert refused.status_code == 400
     body = refused.json()
     assert body["error"] == "login_required"
@@ -102,15 +81,15 @@ def test_the_backend_api_issues_tokens_for_the_apps_own_session(op: LiveOP) -> N
     assert body["reasons"][0]["source"].startswith("policies/tenant.yaml:")
 
     # the other app signs the user in itself: password, then TOTP, then tokens
-    own = call(op, "/v1/auth/password", payments, {"username": "alice", "password": "wonderland"})
+    own = op.post_json("/v1/auth/password", payments, {"username": "alice", "password": "wonderland"})
     assert own.status_code == 200, own.text
     decision = own.json()["decision"]
     assert "sso_disabled" not in [r["code"] for r in decision["reasons"]]
-    stepped = call(op, "/v1/auth/otp", payments, {"session_id": own.json()["session_id"],
+    stepped = op.post_json("/v1/auth/otp", payments, {"session_id": own.json()["session_id"],
                                                   "code": op.totp("alice")})
     assert stepped.status_code == 200, stepped.text
-    allowed = call(op, "/v1/auth/session/authenticate", payments, {"session_id": stepped.json()["session_id"],
-                                                                    "scope": "openid profile"})
+    allowed = op.post_json("/v1/auth/session/authenticate", payments,
+                           {"session_id": stepped.json()["session_id"], "scope": "openid profile"})
     assert allowed.status_code == 200, allowed.text
     claims = op.verify_id_token(allowed.json()["id_token"], "payments-api")
     assert claims["acr"] == "urn:policy-sso:loa:2"

@@ -14,40 +14,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import waitress
-from live_op import REDIRECTS, BrowserAgent, FakeClock, LiveOP, pkce_pair, with_issuer
+from live_op import REDIRECTS, BrowserAgent, LiveOP, pkce_pair, serve_op, with_settings
+from support import free_port, redis_binary, wait_until_listening
 
 from policy_sso.config import RateLimit
-from policy_sso.sessions.store import StoreOptions, open_store
+from policy_sso.sessions.store import StoreOptions
 from policy_sso.tenant import Tenant
-from server.app import create_app
 
 TIMEOUT = 0.5  # the store timeout these tests configure (tenant.yaml store_timeout)
 MARGIN = 2.0  # a loaded 2-CPU machine: a request may queue behind others for a while
 PHASE = 2.5  # seconds each fault lasts under load
-REDIS_MISSING = ("redis-server is not installed: the store fault tests need a real server "
-                 "(apt-get install redis-server)")
-
-
-def free_port() -> int:
-    """Return a loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:
@@ -67,15 +55,7 @@ class RedisServer:
             [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
              "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.process.kill()
-        pytest.fail("redis-server did not start")
+        wait_until_listening(self.port, self.process, "redis-server")
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
@@ -90,10 +70,7 @@ class RedisServer:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip(REDIS_MISSING)
-    server = RedisServer(binary, tmp_path)
+    server = RedisServer(redis_binary(), tmp_path)
     server.start()
     try:
         yield server
@@ -103,39 +80,15 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
 
 def tenant_at(demo: Tenant, url: str) -> Tenant:
     """Return the demo tenant at ``url`` with limits no load here reaches (only faults refuse)."""
-    tenant = with_issuer(demo, url)
-    limits = {name: RateLimit(1_000_000, limit.window) for name, limit in tenant.settings.rate_limits.items()}
-    settings = replace(tenant.settings, rate_limits=limits,
-                       store_options=StoreOptions(timeout=TIMEOUT))
-    return Tenant(tenant.directory, settings, tenant.clients, tenant.users, tenant.policies,
-                  tenant.policy_files)
+    limits = {name: RateLimit(1_000_000, limit.window) for name, limit in demo.settings.rate_limits.items()}
+    return with_settings(demo, issuer=url, rate_limits=limits, store_options=StoreOptions(timeout=TIMEOUT))
 
 
 @contextlib.contextmanager
 def live(demo: Tenant, keyring: Any, store_url: str) -> Iterator[LiveOP]:
     """Serve the demo tenant on waitress (loopback, free port) over the store at ``store_url``."""
-    server = waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=4)
-    url = f"http://127.0.0.1:{server.effective_port}"
-    tenant = tenant_at(demo, url)
-    store = open_store(store_url, tenant.settings.lifetime, tenant.settings.store_options)
-    clock = FakeClock()
-    server.application = create_app(tenant, store, keyring, clock=clock)
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            server.asyncore.loop(timeout=0.05, map=server._map, count=1)
-        server.close()
-        server.task_dispatcher.shutdown()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield LiveOP(url, clock, store, tenant, keyring)
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        store.close()
+    with serve_op(lambda url: tenant_at(demo, url), store_url, keyring) as op:
+        yield op
 
 
 # --- the load -----------------------------------------------------------------------------

@@ -186,6 +186,21 @@ class EnrolTotp(_AccountBase):
     def _csrf_for(self, session: Session, interaction: Interaction | None) -> str:
         return interaction.csrf if interaction else self._csrf(session)
 
+    def _posted(self, req: falcon.Request) -> tuple[Session, Interaction | None]:
+        """Return the session and interaction of a POST carrying their CSRF token; else refuse it."""
+        session, interaction = self._context(req)
+        if not _same(req.context.form.get("csrf_token"), self._csrf_for(session, interaction)):
+            raise forged()
+        return session, interaction
+
+    def _enrolled(self, resp: falcon.Response, interaction: Interaction | None, done: str) -> None:
+        """Redirect back to the sign-in being completed, or else to the account page saying ``done``."""
+        if interaction is not None:  # the sign-in now offers the new factor: enrolling is not signing in
+            query = urllib.parse.urlencode({"interaction": interaction.id})
+            self.browser.redirect(resp, f"/login?{query}", after_post=True)
+        else:
+            self.browser.redirect(resp, f"/account?done={done}", after_post=True)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Show a new secret as a QR code and the form for its first code."""
         session, interaction = self._context(req)
@@ -203,10 +218,8 @@ class EnrolTotp(_AccountBase):
     @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Enrol the secret when the code matches; then back to the sign-in or the account page."""
-        session, interaction = self._context(req)
+        session, interaction = self._posted(req)
         form, now = req.context.form, req.context.now
-        if not _same(form.get("csrf_token"), self._csrf_for(session, interaction)):
-            raise forged()
         secret = enrolment.open_pending(self.provider, session.subject, form.get("pending", ""), now)
         if secret is None:
             self._show(req, resp, session, interaction, enrolment.new_totp_secret(),
@@ -218,11 +231,7 @@ class EnrolTotp(_AccountBase):
                        message="That code is not valid. Enter the current code your app shows.")
             return
         self.browser.set_session(resp, moved.id)
-        if interaction is not None:  # back to the sign-in, which now has its second factor
-            query = urllib.parse.urlencode({"interaction": interaction.id})
-            self.browser.redirect(resp, f"/login?{query}", after_post=True)
-        else:
-            self.browser.redirect(resp, "/account?done=totp_enrolled", after_post=True)
+        self._enrolled(resp, interaction, "totp_enrolled")
 
 
 class EnrolPasskey(EnrolTotp):
@@ -245,18 +254,12 @@ class EnrolPasskey(EnrolTotp):
     @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Verify and store the passkey; then back to the sign-in (to use it) or the account page."""
-        session, interaction = self._context(req)
+        session, interaction = self._posted(req)
         form, now = req.context.form, req.context.now
-        if not _same(form.get("csrf_token"), self._csrf_for(session, interaction)):
-            raise forged()
         try:
             passkeys.register(self.provider, session, form.get("passkey", ""), form.get("passkey_state", ""),
                               now, label=form.get("label", "Passkey"))
         except passkeys.PasskeyRefused as refused:
             self._show_passkey(req, resp, session, interaction, str(refused))
             return
-        if interaction is not None:  # the sign-in now asks for the passkey: registering is not signing in
-            query = urllib.parse.urlencode({"interaction": interaction.id})
-            self.browser.redirect(resp, f"/login?{query}", after_post=True)
-        else:
-            self.browser.redirect(resp, "/account?done=passkey_added", after_post=True)
+        self._enrolled(resp, interaction, "passkey_added")

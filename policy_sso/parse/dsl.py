@@ -80,6 +80,10 @@ class _Context:
         """Return the file position of a (line, column) inside the block."""
         return line + self.line_offset, col + (self.col_offset if line == 1 else 0)
 
+    def offset_position(self, chunk: str, offset: int) -> tuple[int, int]:
+        """Return the file position of a character offset into the block's text ``chunk``."""
+        return self.position(chunk.count("\n", 0, offset) + 1, offset - chunk.rfind("\n", 0, offset))
+
     def span(self, token: Token) -> Span:
         """Return the token's span; tokens never cross a line, so its length closes it."""
         line, col = token.line or 1, token.column or 1
@@ -462,8 +466,8 @@ def _missing_piece(ctx: _Context, chunk: str, token: Token | None, expected: set
     if previous is None:
         return None
     offset, text = previous
-    p_line = chunk.count("\n", 0, offset) + 1
-    line, col = ctx.position(p_line, offset - chunk.rfind("\n", 0, offset))
+    p_line = chunk.count("\n", 0, offset) + 1  # the block's own line: tokens count lines in the block
+    line, col = ctx.offset_position(chunk, offset)
     if not at_end and token.type == "STRING" and "COMMA" in expected and token.line == p_line:
         return Diagnostic(ctx.file, line, col + len(text), "E_SYNTAX", f"missing ',' before {token!s}",
                           f"separate the strings with commas: {text}, {token}",
@@ -533,8 +537,7 @@ def _unclosed(ctx: _Context, chunk: str, upto: int, token: Token | None, at_end:
     if found is None:
         return None
     offset, keyword = found
-    line = chunk.count("\n", 0, offset) + 1
-    line, col = ctx.position(line, offset - chunk.rfind("\n", 0, offset))
+    line, col = ctx.offset_position(chunk, offset)
     if at_end:
         message = f"this '{keyword}' block is never closed: '{{' has no matching '}}'"
         hint = "add '}' where the block ends"

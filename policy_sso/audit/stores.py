@@ -55,6 +55,12 @@ def _page(rows: list[tuple[int, str, dict[str, Any]]], limit: int) -> EventPage:
     return EventPage(events, Cursor(last[0], last[1]).encode() if last else None)
 
 
+def _table_rows(records: Sequence[Record]) -> list[tuple[Any, ...]]:
+    """Return the ``audit_events`` rows of a batch: the indexed fields, then the JSON line as the body."""
+    return [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
+            for e, line in records]
+
+
 class MemoryEventStore:
     """Events in a bounded deque, oldest dropped first."""
 
@@ -128,8 +134,7 @@ class SQLiteEventStore:
     def write(self, records: Sequence[Record]) -> None:
         """Insert a batch in one transaction (an id seen before is ignored: writes may be retried)."""
         db = self._db()
-        rows = [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
-                for e, line in records]
+        rows = _table_rows(records)
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR IGNORE INTO audit_events (id, time, type, subject, client, outcome, "
@@ -285,8 +290,7 @@ class PostgresEventStore:
 
     def write(self, records: Sequence[Record]) -> None:
         """Insert a batch in one transaction (an id seen before is ignored: writes may be retried)."""
-        rows = [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
-                for e, line in records]
+        rows = _table_rows(records)
         with self.pool.connection() as db, db.transaction(), db.cursor() as cursor:
             cursor.executemany("INSERT INTO audit_events (id, time, type, subject, client, outcome, body) "
                                "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING", rows)

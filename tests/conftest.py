@@ -1,12 +1,17 @@
-"""Shared fixtures: the demo tenant (its path, loaded, a key ring), the compliance tenant, a fake clock."""
+"""Shared fixtures: the demo tenant (path, loaded, key ring), the compliance tenant, a clock, real stores.
+
+Redis and PostgreSQL are real servers on free loopback ports, started on first use and shared by the
+whole run; each test empties what it uses (``flushdb``, ``TRUNCATE``).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FakeClock
+from support import FakeClock, postgres_server, redis_server
 
 from policy_sso.oidc.keys import KeyRing
 from policy_sso.tenant import Tenant, load_tenant
@@ -40,3 +45,17 @@ def ring(tmp_path_factory: pytest.TempPathFactory, demo: Tenant) -> Any:
 def clock() -> FakeClock:
     """Return a fresh fake clock at ``support.START``."""
     return FakeClock()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Yield the URL of a throwaway redis-server on 127.0.0.1 (no persistence), stopped afterwards."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """Yield the URL of a throwaway PostgreSQL on 127.0.0.1 (initdb in a temporary directory)."""
+    with postgres_server() as url:
+        yield url

@@ -24,7 +24,7 @@ import pytest
 import requests
 from backend_support import LogoutReceiver
 from live_op import DEMO, PASSWORDS, BrowserAgent, FakeClock, LiveOP, with_issuer
-from support import loopback_server, redis_server, serving
+from support import loopback_server, serving
 
 from policy_sso.audit import AuditEvent, AuditLog, AuditSettings
 from policy_sso.audit.configure import audit_log
@@ -38,14 +38,6 @@ from server.app import create_app
 ADMIN = "admin-token-for-audit-tests-0123456789"
 PAYMENTS_LINES = {line.strip(): n for n, line in
                   enumerate((DEMO / "payments.policy").read_text().splitlines(), 1)}
-
-
-# --- a redis-server of our own (the same as tests/sessions/conftest.py's, for this directory) -----
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 # --- a live provider with every sink on -----------------------------------------------------------

@@ -11,7 +11,6 @@ from pathlib import Path
 import pyotp
 import pytest
 from soft_authenticator import ISSUER, SoftKey
-from support import redis_server
 
 from policy_sso.audit import AuditLog
 from policy_sso.oidc import account, enrolment, passkeys, sign_in
@@ -22,12 +21,6 @@ from policy_sso.tenant import Tenant, load_tenant
 
 NOW = 1_800_000_000
 KEY = b"shared-state-dir-key-0123456789ab"
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Redis runs as a real ``redis-server`` the tests start on a free loopback
 port, PostgreSQL as a real server initdb'd into a temporary directory (as the
 ``postgres`` user when the tests run as root); where a binary is missing those
-tests skip and say how to install it.
+tests skip and say how to install it (``redis_url``, ``postgres_url``: tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -13,26 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import postgres_server, redis_server
 
 from policy_sso.sessions import SessionLifetime, Store, open_store
 from policy_sso.sessions.store import StoreOptions
 
 LIFETIME = SessionLifetime(sliding=14 * 86400, absolute=30 * 86400, inactivity=86400, touch_interval=60)
-
-
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Yield the URL of a throwaway redis-server on 127.0.0.1 (no persistence), stopped afterwards."""
-    with redis_server(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """Yield the URL of a throwaway PostgreSQL on 127.0.0.1 (initdb in a temporary directory)."""
-    with postgres_server() as url:
-        yield url
 
 
 def empty_postgres(url: str) -> None:

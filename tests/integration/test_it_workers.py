@@ -123,9 +123,25 @@ def _signed_in(served: Workers) -> BrowserAgent:
     browser = BrowserAgent(served.op())
     answer = browser.sign_in("portal")
     assert answer.error is None and answer.params.get("code"), answer
-    # a new connection per request, so the kernel hands requests to either worker
+    # a new connection per request, so the kernel hands requests to either worker; the keep-alive
+    # connections the sign-in left in the pool go too (one may be held by a worker a test kills)
     browser.http.headers["Connection"] = "close"
+    browser.http.close()
     return browser
+
+
+def _wait_until_dead(pid: int, timeout: float = 10) -> None:
+    """Return once ``pid`` has exited (gone, or a zombie its parent has not reaped yet)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} still alive {timeout}s after SIGKILL")
 
 
 def _silent_ok(browser: BrowserAgent, count: int) -> list[str | None]:
@@ -172,6 +188,7 @@ def test_a_killed_worker_is_replaced_and_service_continues(workers: Workers) -> 
     victims = workers.worker_pids()
     victim = min(victims)
     os.kill(victim, signal.SIGKILL)
+    _wait_until_dead(victim)  # kill() returns before the process is gone: it could still accept a connection
     # the survivor answers meanwhile: connections wait in the shared socket's queue, not the dead one's
     assert _silent_ok(browser, 20) == [None] * 20
     deadline = time.monotonic() + 30

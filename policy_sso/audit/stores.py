@@ -55,6 +55,42 @@ def _page(rows: list[tuple[int, str, dict[str, Any]]], limit: int) -> EventPage:
     return EventPage(events, Cursor(last[0], last[1]).encode() if last else None)
 
 
+def _select_events(query: EventQuery, mark: str, type_prefix: str) -> tuple[str, list[Any]]:
+    """Return the SELECT of one page of ``query`` and its parameters, in a SQL dialect.
+
+    ``mark`` is the dialect's placeholder (``?`` or ``%s``) and ``type_prefix``
+    the expression for the first N characters of ``type`` (N a parameter).
+    Column names come from here; every value is a parameter. The extra row
+    fetched past the limit tells :func:`_page` whether there is a next page.
+    """
+    where, args = [], []
+    for column in ("subject", "client"):
+        value = getattr(query, column)
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            args.append(value)
+    if query.type is not None:
+        if query.type.endswith(".*"):
+            where.append(f"{type_prefix} = {mark}")
+            args += [len(query.type) - 1, query.type[:-1]]
+        else:
+            where.append(f"type = {mark}")
+            args.append(query.type)
+    if query.since is not None:
+        where.append(f"time >= {mark}")
+        args.append(query.since)
+    if query.until is not None:
+        where.append(f"time <= {mark}")
+        args.append(query.until)
+    if query.cursor is not None:
+        where.append(f"(time, id) < ({mark}, {mark})")
+        args += [query.cursor.time, query.cursor.key]
+    sql = "SELECT time, id, body FROM audit_events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + f" ORDER BY time DESC, id DESC LIMIT {mark}", [*args, query.limit + 1]
+
+
 def _table_rows(records: Sequence[Record]) -> list[tuple[Any, ...]]:
     """Return the ``audit_events`` rows of a batch: the indexed fields, then the JSON line as the body."""
     return [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
@@ -146,33 +182,8 @@ class SQLiteEventStore:
 
     def query(self, query: EventQuery) -> EventPage:
         """Return one page of matching events, newest first (one indexed SELECT)."""
-        where, args = [], []
-        for column in ("subject", "client"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.type is not None:
-            if query.type.endswith(".*"):
-                where.append("substr(type, 1, ?) = ?")
-                args += [len(query.type) - 1, query.type[:-1]]
-            else:
-                where.append("type = ?")
-                args.append(query.type)
-        if query.since is not None:
-            where.append("time >= ?")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("time <= ?")
-            args.append(query.until)
-        if query.cursor is not None:
-            where.append("(time, id) < (?, ?)")
-            args += [query.cursor.time, query.cursor.key]
-        sql = "SELECT time, id, body FROM audit_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY time DESC, id DESC LIMIT ?"
-        rows = self._db().execute(sql, [*args, query.limit + 1]).fetchall()
+        sql, args = _select_events(query, "?", "substr(type, 1, ?)")
+        rows = self._db().execute(sql, args).fetchall()
         return _page([(t, i, json.loads(body)) for t, i, body in rows], query.limit)
 
     def prune(self, before: int) -> int:
@@ -297,34 +308,9 @@ class PostgresEventStore:
 
     def query(self, query: EventQuery) -> EventPage:
         """Return one page of matching events, newest first (one indexed SELECT)."""
-        where, args = [], []
-        for column in ("subject", "client"):
-            value = getattr(query, column)
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if query.type is not None:
-            if query.type.endswith(".*"):
-                where.append("left(type, %s) = %s")
-                args += [len(query.type) - 1, query.type[:-1]]
-            else:
-                where.append("type = %s")
-                args.append(query.type)
-        if query.since is not None:
-            where.append("time >= %s")
-            args.append(query.since)
-        if query.until is not None:
-            where.append("time <= %s")
-            args.append(query.until)
-        if query.cursor is not None:
-            where.append("(time, id) < (%s, %s)")
-            args += [query.cursor.time, query.cursor.key]
-        sql = "SELECT time, id, body FROM audit_events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)  # column names from this method, values as parameters
-        sql += " ORDER BY time DESC, id DESC LIMIT %s"
+        sql, args = _select_events(query, "%s", "left(type, %s)")
         with self.pool.connection() as db:
-            rows = db.execute(sql, [*args, query.limit + 1]).fetchall()  # type: ignore[call-overload]
+            rows = db.execute(sql, args).fetchall()  # type: ignore[call-overload]
         return _page([(t, i, json.loads(body)) for t, i, body in rows], query.limit)
 
     def prune(self, before: int) -> int:

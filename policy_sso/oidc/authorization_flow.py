@@ -112,15 +112,13 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
         request = step_up_target(p, request, session, now)
     decision = p.tenant.decide(request, session, now)
     p.metrics.decisions.add(areq.client.client_id, decision.outcome)
+    if not decision.allowed and request.silent and session is None and session_id:
+        decision = ended_decision(p, areq.client.client_id, session_id, now) or decision
+    audit_decision(p, areq, session, decision, now)
     if decision.allowed:
-        audit_decision(p, areq, session, decision, now)
         return Answer(issue(p, areq, session, now), signed_in)  # type: ignore[arg-type]
     if request.silent:
-        if session is None and session_id:
-            decision = ended_decision(p, areq.client.client_id, session_id, now) or decision
-        audit_decision(p, areq, session, decision, now)
         raise AuthorizationError(decision_error(decision), areq.target)
-    audit_decision(p, areq, session, decision, now)
     # the pending interaction never carries the (now spent) hint
     kept = {k: v for k, v in areq.params.items() if k not in forced_sso.HINT_PARAMETERS}
     interaction = p.codec.new(kept, now)

@@ -94,11 +94,18 @@ class AcrRequirement:
 
 @dataclass(frozen=True)
 class ConsentRequirement:
-    """``require consent "scope", …``: scopes the user must have granted this client."""
+    """``require consent "scope", … [for D]``: scopes the user must have granted this client.
+
+    ``lifetime``: with ``for D``, a grant counts for D seconds after it was given
+    (inclusive, like every limit here); the policy's current value is applied
+    to grants already made, so shortening it takes effect at the next reload.
+    """
 
     scopes: tuple[str, ...]
     span: Span = _span()
     scope_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # one per scope
+    lifetime: int | None = None
+    lifetime_span: Span = _span()  # where ``for D`` is written
 
     kind = "consent"
 
@@ -116,7 +123,7 @@ def requirement_sort_key(req: Requirement) -> tuple:
         return (1, req.within if req.within is not None else -1)
     if isinstance(req, AcrRequirement):
         return (2, req.level)
-    return (3, req.scopes)
+    return (3, req.scopes, req.lifetime if req.lifetime is not None else -1)
 
 
 def canonical_requirements(reqs: list[Requirement] | tuple[Requirement, ...]) -> tuple[Requirement, ...]:

@@ -27,6 +27,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from policy_sso.diagnostics import Diagnostic, Related, did_you_mean, near_names
 from policy_sso.model import (
+    NO_SPAN,
     ON_UNMET_VALUES,
     AcrRequirement,
     AmrRequirement,
@@ -237,8 +238,12 @@ class _Builder(Transformer):
                               self.ctx.span(children[1]))
 
     def req_consent(self, children: list) -> ConsentRequirement:
+        lifetime, lifetime_span = None, NO_SPAN
+        if children[-2].type == "FOR":  # ``for D``: how long a grant counts
+            lifetime = self._duration(children[-1])
+            lifetime_span = self.ctx.span_to(children[-2], children[-1])
         return ConsentRequirement(self._strings(children[1:]), self.ctx.span_to(children[0], children[-1]),
-                                  self._string_spans(children[1:]))
+                                  self._string_spans(children[1:]), lifetime, lifetime_span)
 
     # --- trust --------------------------------------------------------------
     def trust_block(self, children: list) -> tuple:
@@ -528,7 +533,7 @@ def _stray_brace(ctx: _Context, chunk: str, token: Token) -> Diagnostic:
 _EXAMPLES = {"within": "within 5m", "inactivity": "inactivity 15m", "max_auth_age": "max_auth_age 8h",
              "max_lifetime": "max_lifetime 2m", "clients": 'clients "web"', "acr": 'acr "loa2"',
              "consent": 'consent "openid"', "alg": "alg HS256", "issuer": 'issuer "https://idp.example.com"',
-             "on_unmet": "on_unmet interaction_required", "policy": 'policy "web" {'}
+             "for": "for 30d", "on_unmet": "on_unmet interaction_required", "policy": 'policy "web" {'}
 
 
 def _unclosed(ctx: _Context, chunk: str, upto: int, token: Token | None, at_end: bool) -> Diagnostic | None:

@@ -63,8 +63,15 @@ class _Builder:
             reqs.append(AcrRequirement(data["acr"], self.span((*path, "acr")),
                                        Span(self.doc.file, *self.doc.node_span((*path, "acr")))))
         if "consent" in data:
-            reqs.append(ConsentRequirement(tuple(data["consent"]), self.span((*path, "consent")),
-                                           self.item_spans((*path, "consent"), len(data["consent"]))))
+            consent, at = data["consent"], (*path, "consent")
+            lifetime, lifetime_span = None, self.span(at)
+            if isinstance(consent, dict):  # {scopes: [...], for: D}
+                consent, at = consent["scopes"], (*at, "scopes")
+                if "for" in data["consent"]:
+                    lifetime = parse_duration(data["consent"]["for"])
+                    lifetime_span = self.span((*path, "consent", "for"))
+            reqs.append(ConsentRequirement(tuple(consent), self.span((*path, "consent")),
+                                           self.item_spans(at, len(consent)), lifetime, lifetime_span))
         return reqs
 
     def condition(self, data: dict[str, Any], path: Path_) -> Condition:
@@ -127,6 +134,8 @@ def _duration_paths(data: dict[str, Any]) -> list[Path_]:
     requirements = [(("require",), data.get("require", {}))]
     requirements += [(("when", i, "require"), w["require"]) for i, w in enumerate(data.get("when", []))]
     paths += [(*at, "mfa", "within") for at, reqs in requirements if isinstance(reqs.get("mfa"), dict)]
+    paths += [(*at, "consent", "for") for at, reqs in requirements
+              if isinstance(reqs.get("consent"), dict) and "for" in reqs["consent"]]
     paths += [("trust", "login_hint_token", i, "max_lifetime")
               for i, t in enumerate(data.get("trust", {}).get("login_hint_token", [])) if "max_lifetime" in t]
     return paths

@@ -189,8 +189,14 @@ def _remedy(failed: list[C.Check], outcome: str) -> Remedy:
 
 # --- the compiler ---------------------------------------------------------------
 
-def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None = None) -> CompiledPolicy:
-    """Return the evaluator for ``policy`` under ``tenant`` (and the client's registration)."""
+def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None = None, *,
+                   applies: Callable[[C.Check], bool] | None = None) -> CompiledPolicy:
+    """Return the evaluator for ``policy`` under ``tenant`` (and the client's registration).
+
+    ``applies`` keeps only the checks it accepts: the evaluator of an access
+    token's authentication context (:mod:`policy_sso.oidc.step_up`) is the same
+    table without the checks that only a live session or a request can fail.
+    """
     on_unmet = policy.on_unmet
     levels = tenant.acr_levels
     acr_rank = acr_ranker(levels)
@@ -241,6 +247,8 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
                   for req in when.requirements for c in requirement(req)
                   if (c.reason, c.fails, c.consts) not in unconditional]
 
+    if applies is not None:
+        table = [g for g in table if applies(g.check)]
     groups: list[tuple[Condition | None, list[int]]] = []
     for i, guarded in enumerate(table):
         if groups and groups[-1][0] is guarded.when and guarded.when is not None:

@@ -1,4 +1,5 @@
-"""The client address a request is counted against (rate limits and the guessing throttle).
+"""The client address a request is counted against (rate limits and the guessing throttle),
+and the one a session records for its user to read (:func:`client_ip`).
 
 The socket's peer address, as waitress reports it in ``REMOTE_ADDR``, unless
 that peer is one of the tenant's ``trusted_proxies``: then the address is the
@@ -54,6 +55,18 @@ def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     return any(ip in net for net in networks)
 
 
+def _vouched(req: falcon.Request, networks: tuple[Network, ...]) -> str:
+    """Return the right-most X-Forwarded-For entry that is not a trusted proxy (raw text)."""
+    forwarded = req.get_header("X-Forwarded-For") or ""
+    hops = [hop for hop in forwarded.split(",")[-MAX_FORWARDED_HOPS:] if hop.strip()]
+    client = req.env.get("REMOTE_ADDR") or "-"
+    for hop in reversed(hops):
+        client = hop
+        if not _trusted(hop, networks):  # another proxy of ours: keep walking left
+            break
+    return client
+
+
 def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> str:
     """Return the address to count this request against (see the module docstring)."""
     peer = req.env.get("REMOTE_ADDR") or "-"
@@ -62,13 +75,26 @@ def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -
     networks = _networks(trusted_proxies)
     if not _trusted(peer, networks):
         return canonical(peer) or peer
-    forwarded = req.get_header("X-Forwarded-For") or ""
-    hops = [hop for hop in forwarded.split(",")[-MAX_FORWARDED_HOPS:] if hop.strip()]
-    client = peer
-    for hop in reversed(hops):
-        if _trusted(hop, networks):
-            client = hop  # another proxy of ours: keep walking left
-            continue
-        client = hop
-        break
-    return canonical(client) or canonical(peer) or peer
+    return canonical(_vouched(req, networks)) or canonical(peer) or peer
+
+
+def _plain(address: str) -> str | None:
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def client_ip(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> str:
+    """Return the client's own address for people to read (a whole IPv6 address, not its /64), or "-".
+
+    The same trust as :func:`client_address`: X-Forwarded-For is read only when
+    the peer is a trusted proxy. What the account page shows for a session.
+    """
+    peer = req.env.get("REMOTE_ADDR") or "-"
+    networks = _networks(trusted_proxies)
+    client = _vouched(req, networks) if trusted_proxies and _trusted(peer, networks) else peer
+    return _plain(client) or _plain(peer) or "-"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from policy_sso.sessions.model import AuthEvent, ClientJoin, Session, SessionEnd
+from policy_sso.sessions.model import AuthEvent, ClientJoin, Device, Session, SessionEnd
 
 
 def encode(session: Session) -> str:
@@ -16,6 +16,7 @@ def encode(session: Session) -> str:
         "j": {c: [j.sid, j.joined_at] for c, j in session.clients.items()},
         "g": {c: sorted(scopes) for c, scopes in session.consents.items()},
         **({"o": session.created_for} if session.created_for is not None else {}),
+        **({"d": [session.device.address, session.device.label]} if session.device is not None else {}),
     }, separators=(",", ":"))
 
 
@@ -39,4 +40,5 @@ def decode(session_id: str, text: str | bytes, last_seen: int | None = None) -> 
         clients={c: ClientJoin(c, sid, at) for c, (sid, at) in data["j"].items()},
         consents={c: frozenset(scopes) for c, scopes in data["g"].items()},
         created_for=data.get("o"),  # absent in sessions stored before it was recorded
+        device=Device(*data["d"]) if "d" in data else None,  # likewise
     )

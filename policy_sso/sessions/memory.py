@@ -9,7 +9,15 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.model import (
+    LOGGED_OUT,
+    AuthEvent,
+    ClientJoin,
+    Device,
+    Session,
+    SessionEnd,
+    SessionLifetime,
+)
 from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key
 
 MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first past this
@@ -88,13 +96,14 @@ class MemoryStore:
                 self._put(replace(session, last_seen=now))
             return session
 
-    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
+                       device: Device | None = None) -> Session | None:
         with self._lock:
             session = self._live(session_id, now)
             if session is None:
                 return None
             self._drop(session_id)
-            return self._put(session.with_event(event, new_id))
+            return self._put(session.with_event(event, new_id, device))
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
         with self._lock:

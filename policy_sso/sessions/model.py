@@ -45,6 +45,20 @@ class ClientJoin:
 
 
 @dataclass(frozen=True)
+class Device:
+    """Where a session was (re-)authenticated from, for its user to recognise it on /account.
+
+    ``address``: the client address (:func:`server.client_address.client_ip`,
+    trusted proxies only). ``label``: a short description of the browser made
+    from its User-Agent, such as "Chrome on Linux" (:mod:`policy_sso.sessions.device`);
+    the User-Agent itself is not kept.
+    """
+
+    address: str
+    label: str
+
+
+@dataclass(frozen=True)
 class Session:
     """An SSO session. Treat the dict fields as read-only: stores return fresh objects."""
 
@@ -59,6 +73,9 @@ class Session:
     # fixture). With ``sso.active: false`` the session serves that client only (IBM App ID's
     # "SSO off": each app signs the user in itself). A re-authentication keeps it.
     created_for: str | None = None
+    # Where the latest authentication came from (None: not recorded, e.g. the backend API or a
+    # session stored before it was recorded).
+    device: Device | None = None
 
     @cached_property
     def methods(self) -> dict[str, int]:
@@ -115,9 +132,13 @@ class Session:
         granted = self.consents.get(client_id, frozenset()) | frozenset(scopes)
         return replace(self, consents={**self.consents, client_id: granted})
 
-    def with_event(self, event: AuthEvent, new_id: str) -> Session:
-        """Return this session re-authenticated: the event added, under a new id (no fixation)."""
-        return replace(self, id=new_id, events=(*self.events, event), last_seen=event.time)
+    def with_event(self, event: AuthEvent, new_id: str, device: Device | None = None) -> Session:
+        """Return this session re-authenticated: the event added, under a new id (no fixation).
+
+        ``device``: where the authentication came from; None keeps the one recorded.
+        """
+        return replace(self, id=new_id, events=(*self.events, event), last_seen=event.time,
+                       device=device or self.device)
 
 
 def new_session_id() -> str:
@@ -126,10 +147,10 @@ def new_session_id() -> str:
 
 
 def new_session(subject: str, events: tuple[AuthEvent, ...], now: int,
-                created_for: str | None = None) -> Session:
+                created_for: str | None = None, device: Device | None = None) -> Session:
     """Return a new session for ``subject`` authenticated by ``events`` at ``now`` (at ``created_for``)."""
     return Session(id=new_session_id(), subject=subject, created_at=now, last_seen=now,
-                   events=events, created_for=created_for)
+                   events=events, created_for=created_for, device=device)
 
 
 # Why a session ended (SPEC §2 reason codes for the lifetime limits; the others say who ended it).

@@ -40,7 +40,15 @@ import psycopg_pool
 
 from policy_sso.errors import StoreError
 from policy_sso.sessions import codec
-from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.model import (
+    LOGGED_OUT,
+    AuthEvent,
+    ClientJoin,
+    Device,
+    Session,
+    SessionEnd,
+    SessionLifetime,
+)
 from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
 
 # Each entry migrates from the previous version; statements are idempotent (IF NOT EXISTS) so a
@@ -268,8 +276,9 @@ class PostgresStore:
                 db.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
             return self._save(db, updated)
 
-    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
-        return self._update(session_id, now, lambda s: s.with_event(event, new_id))
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
+                       device: Device | None = None) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id, device))
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_client(join))

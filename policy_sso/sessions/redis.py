@@ -46,6 +46,7 @@ from policy_sso.sessions.model import (
     SESSION_EXPIRED,
     AuthEvent,
     ClientJoin,
+    Device,
     Session,
     SessionEnd,
     SessionLifetime,
@@ -381,8 +382,9 @@ class RedisStore:
             if result == 0:
                 return None
 
-    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
-        return self._update(session_id, now, lambda s: s.with_event(event, new_id))
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
+                       device: Device | None = None) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id, device))
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_client(join))

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from policy_sso.sessions import codec
-from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.model import (
+    LOGGED_OUT,
+    AuthEvent,
+    ClientJoin,
+    Device,
+    Session,
+    SessionEnd,
+    SessionLifetime,
+)
 from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
 
 SCHEMA = """
@@ -211,8 +219,9 @@ class SQLiteStore:
                 db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
             return self._save(db, updated)
 
-    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
-        return self._update(session_id, now, lambda s: s.with_event(event, new_id))
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
+                       device: Device | None = None) -> Session | None:
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id, device))
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_client(join))

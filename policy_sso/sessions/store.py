@@ -27,7 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
-from policy_sso.sessions.model import LOGGED_OUT, AuthEvent, ClientJoin, Session, SessionEnd, SessionLifetime
+from policy_sso.sessions.model import (
+    LOGGED_OUT,
+    AuthEvent,
+    ClientJoin,
+    Device,
+    Session,
+    SessionEnd,
+    SessionLifetime,
+)
 
 DEFAULT_TIMEOUT = 1.0  # seconds a store call may wait (SPEC §7: a fault answered within a bounded time)
 DEFAULT_MAX_SESSIONS_PER_USER = 100
@@ -121,8 +129,12 @@ class Store(Protocol):
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         """Return the live session as read, and touch it, in one operation (one round trip)."""
 
-    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int) -> Session | None:
-        """Atomically move a live session to ``new_id`` with ``event`` added; the old id dies."""
+    def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
+                       device: Device | None = None) -> Session | None:
+        """Atomically move a live session to ``new_id`` with ``event`` added; the old id dies.
+
+        ``device``: where the authentication came from (None keeps the recorded one).
+        """
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
         """Record that the session signed into a client (kept if already joined); return it."""

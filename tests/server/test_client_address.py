@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon.testing
 import pytest
 
-from server.client_address import canonical, client_address
+from server.client_address import canonical, client_address, client_ip
 
 PROXIES = ("10.0.0.0/8", "::1/128")
 
@@ -37,3 +37,17 @@ def test_canonical_addresses_are_short_and_unique_per_client():
     assert canonical("::ffff:192.0.2.1") == "192.0.2.1"
     assert canonical("2001:0db8:0000:0000:0000:0000:0000:0001") == canonical("2001:db8::2")
     assert canonical("x" * 10_000) is None
+
+
+@pytest.mark.parametrize(("peer", "forwarded", "trusted", "expected"), [
+    ("192.0.2.1", "203.0.113.5", (), "192.0.2.1"),
+    ("192.0.2.1", "203.0.113.5", PROXIES, "192.0.2.1"),
+    ("10.1.2.3", "198.51.100.9, 203.0.113.5, 10.9.9.9", PROXIES, "203.0.113.5"),
+    ("10.1.2.3", "2001:db8:1:2:3:4:5:6", PROXIES, "2001:db8:1:2:3:4:5:6"),
+    ("::ffff:192.0.2.1", None, (), "192.0.2.1"),
+    ("10.1.2.3", "not-an-address", PROXIES, "10.1.2.3"),
+    ("", None, (), "-"),
+], ids=["socket", "peer-not-trusted", "via-proxies", "ipv6-whole", "ipv4-mapped", "garbage-header", "no-peer"])
+def test_the_address_a_session_records(peer, forwarded, trusted, expected):
+    """The account page shows the client's whole address, with the same proxy trust as the limits."""
+    assert client_ip(request(peer, forwarded), trusted) == expected

@@ -19,15 +19,20 @@ instance with the state directory's key accepts them.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from policy_sso.config import DpopSettings
 from policy_sso.errors import InvalidRequest, OAuthError
@@ -44,6 +49,8 @@ _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"),
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEY_TYPE_OF_ALG = {"ES256": "EC", "EdDSA": "OKP", "RS256": "RSA", "PS256": "RSA"}
 MIN_RSA_BITS = 2048
+KEY_CACHE_SIZE = 256  # public keys kept by thumbprint: a client proves with one key for many requests
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")  # RFC 7515 §2: base64url without padding
 
 
 class InvalidDpopProof(OAuthError):
@@ -112,25 +119,33 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
     """
     if not proof or len(proof) > MAX_PROOF_CHARS or proof.count(".") != 2:
         raise InvalidDpopProof("a single DPoP proof JWT is required in the DPoP header")
-    try:
-        header = jwt.get_unverified_header(proof)
-    except jwt.PyJWTError:
-        raise InvalidDpopProof("the DPoP proof is not a JWT") from None
+    header_b64, payload_b64, signature_b64 = proof.split(".")
+    header = _json_object(header_b64)
+    if header is None:
+        raise InvalidDpopProof("the DPoP proof is not a JWT")
     if header.get("typ") != PROOF_TYP:
         raise InvalidDpopProof("the DPoP proof's typ must be dpop+jwt")
     alg = header.get("alg")
     if alg not in settings.algorithms or alg not in _KEY_TYPE_OF_ALG:
         raise InvalidDpopProof(f"the DPoP proof's alg must be one of {' '.join(settings.algorithms)}")
+    if "crit" in header:
+        # RFC 7515 §4.1.11: no extension is understood here, so a critical one cannot be honoured
+        raise InvalidDpopProof("the DPoP proof's header names critical extensions")
     jwk = header.get("jwk")
     if not isinstance(jwk, dict):
         raise InvalidDpopProof("the DPoP proof's header has no jwk")
     if not _PRIVATE_MEMBERS.isdisjoint(jwk):
         # §4.3 step 6: the header carries the public key only
         raise InvalidDpopProof("the DPoP proof's jwk contains a private key")
-    if jwk.get("kty") != _KEY_TYPE_OF_ALG[alg]:
+    kty = jwk.get("kty")
+    if kty != _KEY_TYPE_OF_ALG[alg]:
         raise InvalidDpopProof("the DPoP proof's jwk does not fit its alg")
-    jkt = thumbprint(jwk)
-    claims = _verified_claims(proof, jwk, alg)
+    members = _THUMBPRINT_MEMBERS[kty]
+    values = tuple(jwk.get(m) for m in members)
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key")
+    jkt, key = _public_key(kty, values)  # type: ignore[arg-type]
+    claims = _verified_claims(header_b64, payload_b64, signature_b64, key, alg)
     if claims.get("htm") != method:
         raise InvalidDpopProof(f"the DPoP proof's htm must be {method}")
     if not same_uri(claims.get("htu"), url):
@@ -153,26 +168,92 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
         if got not in (server_nonce(nonce_mac, now), server_nonce(nonce_mac, now, -1)):
             raise UseDpopNonce("the DPoP proof must carry the server's nonce",
                                headers={NONCE_HEADER: server_nonce(nonce_mac, now)})
-    key = hashlib.sha256(f"{jkt} {jti}".encode()).hexdigest()
-    if not use_jti(key, int(iat) + settings.proof_lifetime + skew + 1):
+    key_of_use = hashlib.sha256(f"{jkt} {jti}".encode()).hexdigest()
+    if not use_jti(key_of_use, int(iat) + settings.proof_lifetime + skew + 1):
         raise InvalidDpopProof("the DPoP proof was already used")
     return Proof(jkt, jti)
 
 
-def _verified_claims(proof: str, jwk: dict[str, Any], alg: str) -> dict[str, Any]:
+def _segment(text: str) -> bytes | None:
+    """Return a base64url segment's bytes (RFC 7515 §2: unpadded), None when it is not one."""
+    if len(text) % 4 == 1 or not _BASE64URL.fullmatch(text):
+        return None
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _json_object(segment: str) -> dict[str, Any] | None:
+    """Return the JSON object a base64url segment encodes, None when it is not one."""
+    data = _segment(segment)
+    if data is None:
+        return None
     try:
-        key = jwt.PyJWK(jwk, alg)
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        value = json.loads(data)  # the proof is at most MAX_PROOF_CHARS: no huge document
+    except (ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _public_key(kty: str, members: tuple[str, ...]) -> tuple[str, Any]:
+    """Return (RFC 7638 thumbprint, public key object) of a JWK's required members.
+
+    Cached: a client proves with one key for its tokens' lifetime, so after
+    the first proof neither the canonical JSON nor the key is made again.
+    The members are exactly what the thumbprint hashes, so the cache is
+    keyed by the thumbprint in effect, and bounded (LRU) against a flood of
+    fresh keys. A key that is refused raises and is not cached.
+    """
+    jwk = dict(zip(_THUMBPRINT_MEMBERS[kty], members, strict=True), kty=kty)
+    jkt = thumbprint(jwk)
+    raw = {name: _segment(value) for name, value in jwk.items() if name not in ("kty", "crv")}
+    if any(value is None for value in raw.values()):
+        raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key")
+    try:
+        if kty == "EC":
+            if jwk["crv"] != "P-256" or len(raw["x"]) != 32 or len(raw["y"]) != 32:  # type: ignore[arg-type]
+                # RFC 7518 §3.4: ES256 is ECDSA on P-256
+                raise ValueError("not a P-256 point")
+            key: Any = ec.EllipticCurvePublicKey.from_encoded_point(
+                ec.SECP256R1(), b"\x04" + raw["x"] + raw["y"])  # type: ignore[operator]
+        elif kty == "OKP":
+            if jwk["crv"] != "Ed25519":  # RFC 8037 §3.1; RFC 9864 calls it Ed25519
+                raise ValueError("not an Ed25519 key")
+            key = ed25519.Ed25519PublicKey.from_public_bytes(raw["x"])  # type: ignore[arg-type]
+        else:
+            n = int.from_bytes(raw["n"], "big")  # type: ignore[arg-type]
+            key = rsa.RSAPublicNumbers(int.from_bytes(raw["e"], "big"), n).public_key()  # type: ignore[arg-type]
+            if key.key_size < MIN_RSA_BITS:
+                raise InvalidDpopProof(f"the DPoP proof's RSA key is shorter than {MIN_RSA_BITS} bits")
+    except (ValueError, TypeError):
         raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key") from None
-    if jwk["kty"] == "RSA" and getattr(key.key, "key_size", 0) < MIN_RSA_BITS:
-        raise InvalidDpopProof(f"the DPoP proof's RSA key is shorter than {MIN_RSA_BITS} bits")
+    return jkt, key
+
+
+def _verified_claims(header_b64: str, payload_b64: str, signature_b64: str, key: Any,
+                     alg: str) -> dict[str, Any]:
+    """Return the proof's claims once its signature verifies with ``key`` (RFC 7515 §5.2)."""
+    signature = _segment(signature_b64)
+    signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
     try:
-        claims = jwt.decode(proof, key.key, algorithms=[alg],
-                            options={"verify_exp": False, "verify_iat": False, "verify_nbf": False,
-                                     "verify_aud": False, "verify_iss": False, "require": []})
-    except jwt.PyJWTError:
+        if signature is None:
+            raise InvalidSignature
+        if alg == "ES256":
+            if len(signature) != 64:  # RFC 7518 §3.4: R and S, 32 octets each
+                raise InvalidSignature
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                       int.from_bytes(signature[32:], "big"))
+            key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+        elif alg == "EdDSA":
+            key.verify(signature, signing_input)
+        elif alg == "RS256":
+            key.verify(signature, signing_input, padding.PKCS1v15(), hashes.SHA256())
+        else:  # PS256, RFC 7518 §3.5: MGF1 with SHA-256, a salt as long as the hash
+            key.verify(signature, signing_input,
+                       padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
+    except InvalidSignature:
         raise InvalidDpopProof("the DPoP proof's signature does not verify with its jwk") from None
-    if not isinstance(claims, dict):
+    claims = _json_object(payload_b64)
+    if claims is None:
         raise InvalidDpopProof("the DPoP proof's payload is not a JSON object")
     return claims
 

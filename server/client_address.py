@@ -18,6 +18,9 @@ import ipaddress
 
 import falcon
 
+from policy_sso.sessions.device import device_of
+from policy_sso.sessions.model import Device
+
 MAX_FORWARDED_HOPS = 16  # X-Forwarded-For entries examined from the right; a longer chain is not real
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -98,3 +101,8 @@ def client_ip(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> str
     networks = _networks(trusted_proxies)
     client = _vouched(req, networks) if trusted_proxies and _trusted(peer, networks) else peer
     return _plain(client) or _plain(peer) or "-"
+
+
+def client_device(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> Device:
+    """Return where this request comes from as a session records it: address and browser label."""
+    return device_of(client_ip(req, trusted_proxies), req.get_header("User-Agent"))

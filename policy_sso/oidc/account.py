@@ -18,7 +18,14 @@ from policy_sso.credentials import hash_password
 from policy_sso.oidc import enrolment
 from policy_sso.oidc.credential_change import revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
-from policy_sso.sessions.model import LOGGED_OUT, PASSWORD_CHANGED, AuthEvent, Session, new_session_id
+from policy_sso.sessions.model import (
+    LOGGED_OUT,
+    PASSWORD_CHANGED,
+    AuthEvent,
+    Device,
+    Session,
+    new_session_id,
+)
 
 MIN_PASSWORD = 8
 
@@ -43,6 +50,7 @@ def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
     sessions = sorted(p.store.sessions_of(session.subject, now), key=lambda s: -s.last_seen)
     rows = [{"id": s.id, "current": s.id == session.id, "created_at": s.created_at,
              "last_seen": s.last_seen, "amr": list(s.amr),
+             "device": s.device.label if s.device else "", "address": s.device.address if s.device else "",
              "apps": sorted(name_of(c) for c in s.clients)} for s in sessions]
     granted: dict[str, set[str]] = {}
     for s in sessions:
@@ -82,7 +90,7 @@ def withdraw_consent(p: Provider, session: Session, client_id: str, now: int) ->
 
 
 def change_password(p: Provider, session: Session, current: str, new: str,
-                    now: int) -> tuple[str | None, str]:
+                    now: int, *, device: Device | None = None) -> tuple[str | None, str]:
     """Change the user's password; return (the re-authenticated session id or None, a message).
 
     The current password is checked through the guessing throttle's hashing
@@ -101,7 +109,7 @@ def change_password(p: Provider, session: Session, current: str, new: str,
     others = [s for s in p.store.sessions_of(session.subject, now) if s.id != session.id]
     for other in others:
         end_session(p, other.id, now, PASSWORD_CHANGED)
-    moved = p.store.reauthenticate(session.id, AuthEvent("pwd", now), new_session_id(), now)
+    moved = p.store.reauthenticate(session.id, AuthEvent("pwd", now), new_session_id(), now, device)
     p.audit.record("account.password_changed", now, outcome="success", subject=session.subject,
                    sessions_ended=len(others))
     return (moved.id if moved else None), "Your password was changed. Your other sessions were ended."
@@ -125,7 +133,8 @@ def remove_factor(p: Provider, session: Session, credential_id: str, now: int) -
     return "The factor was removed."
 
 
-def enrolled_with_code(p: Provider, session: Session, secret: str, code: str, now: int) -> Session | None:
+def enrolled_with_code(p: Provider, session: Session, secret: str, code: str, now: int,
+                       *, device: Device | None = None) -> Session | None:
     """Enrol an authenticator app confirmed by ``code`` and add ``otp`` to the session; return it, or None.
 
     The confirming code is spent (RFC 6238 §5.2), so it cannot sign in again.
@@ -137,7 +146,7 @@ def enrolled_with_code(p: Provider, session: Session, secret: str, code: str, no
         return None
     p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code.strip().replace(' ', '')}",
                     now + TOTP_REPLAY_WINDOW, now=now)
-    moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now)
+    moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now, device)
     if moved is not None:
         p.audit.record("second_factor.success", now, outcome="success", subject=session.subject,
                        session_id=moved.id, factor="otp")

@@ -49,7 +49,7 @@ from webauthn.helpers.structs import (
 
 from policy_sso.errors import PolicySSOError
 from policy_sso.oidc.provider import Provider
-from policy_sso.sessions.model import AuthEvent, Session
+from policy_sso.sessions.model import AuthEvent, Device, Session
 
 CEREMONY_TTL = 300  # seconds a page's challenge may be answered (WebAuthn §15.1: the timeout)
 SPENT_CHALLENGES = "webauthn"  # the use_jti namespace of answered challenges
@@ -224,7 +224,8 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
 
 
 def sign_in_with_passkey(p: Provider, session_id: str | None, response: str, state: str, now: int, *,
-                         client_id: str | None = None, address: str = "-") -> tuple[str | None, str]:
+                         client_id: str | None = None, address: str = "-",
+                         device: Device | None = None) -> tuple[str | None, str]:
     """Return (the session id after a passkey sign-in, "") or (None, a message for the page).
 
     As a password sign-in does: the address's attempt limit first; the
@@ -245,11 +246,11 @@ def sign_in_with_passkey(p: Provider, session_id: str | None, response: str, sta
             client_id is None or reusable_for(p, current, client_id)):
         moved: Session | None = current
         for event in events:
-            moved = p.store.reauthenticate(moved.id, event, new_session_id(), now) if moved else None
+            moved = p.store.reauthenticate(moved.id, event, new_session_id(), now, device) if moved else None
         if moved is not None:
             return moved.id, ""
     elif current is not None and current.subject != subject:
         end_session(p, current.id, now, REPLACED_BY_SIGN_IN)
-    session = new_session(subject, events, now, client_id)
+    session = new_session(subject, events, now, client_id, device)
     start_session(p, session, now)
     return session.id, ""

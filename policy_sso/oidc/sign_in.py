@@ -25,7 +25,14 @@ from policy_sso.oidc.enrolment import password_hash_of, totp_secret_of
 from policy_sso.oidc.interaction import Interaction, Step
 from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for, start_session
 from policy_sso.ratelimit import ADDRESS
-from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
+from policy_sso.sessions.model import (
+    REPLACED_BY_SIGN_IN,
+    AuthEvent,
+    Device,
+    Session,
+    new_session,
+    new_session_id,
+)
 
 TOTP_REPLAY_WINDOW = 120  # seconds a used code stays recorded: the ±1 step window and then some
 
@@ -69,7 +76,8 @@ def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answ
 
 
 def sign_in_password(p: Provider, session_id: str | None, username: str, password: str,
-                     now: int, *, client_id: str | None = None, address: str = "-") -> Attempt:
+                     now: int, *, client_id: str | None = None, address: str = "-",
+                     device: Device | None = None) -> Attempt:
     """Return the new session id after a correct password, or a message for the form.
 
     ``client_id`` is the client the user signs in at: a new session records it.
@@ -77,7 +85,8 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
     the guessing throttle for this account at this address; both refuse with
     RateLimited. A wrong password counts against the account at this address
     and the address, never the account everywhere (SPEC §7: no lockout).
-    ``address`` is the client's (:mod:`server.client_address`).
+    ``address`` is the client's (:mod:`server.client_address`); ``device``,
+    where the browser is, is recorded in the session for the account page.
     """
     limiter = p.limiter
     limiter.check("login", ADDRESS, address, now=now)  # per address: floods of new usernames stop here
@@ -100,17 +109,18 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
     current = p.store.get_session(session_id, now) if session_id else None
     if current is not None and current.subject == user.sub and (
             client_id is None or reusable_for(p, current, client_id)):
-        moved = p.store.reauthenticate(current.id, event, new_session_id(), now)
+        moved = p.store.reauthenticate(current.id, event, new_session_id(), now, device)
         if moved is not None:
             return Attempt(moved.id)
     elif current is not None and current.subject != user.sub:
         end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
-    session = new_session(user.sub, (event,), now, client_id)
+    session = new_session(user.sub, (event,), now, client_id, device)
     start_session(p, session, now)  # the oldest beyond the bound end
     return Attempt(session.id)
 
 
-def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str = "-") -> Attempt:
+def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str = "-", *,
+                device: Device | None = None) -> Attempt:
     """Return the new session id after a valid, unused TOTP code (RFC 6238), or a message.
 
     RFC 4226 §7.3: guessing is throttled per user and client address, checked
@@ -132,7 +142,7 @@ def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str
         p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
                        session_id=session.id, factor="otp", failure="replayed_code")
         return Attempt(None, "That code was already used. Wait for the next one.")
-    moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now)
+    moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now, device)
     if moved is None:
         return Attempt(None, "Your session ended. Sign in again.")
     p.audit.record("second_factor.success", now, outcome="success", subject=session.subject,

@@ -18,9 +18,9 @@ from policy_sso.errors import OAuthError, RateLimited
 from policy_sso.oidc import account, enrolment, passkeys, sign_in
 from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
-from policy_sso.sessions.model import Session
+from policy_sso.sessions.model import Device, Session
 from server.browser import Browser
-from server.client_address import client_address
+from server.client_address import client_address, client_device
 from server.hooks import form_body
 from server.resources.interaction import display_name, expired, script_json
 
@@ -45,6 +45,10 @@ class _AccountBase:
     def _session(self, req: falcon.Request) -> Session | None:
         session_id = self.browser.session_id(req)
         return self.provider.store.get_session(session_id, req.context.now) if session_id else None
+
+    def _device(self, req: falcon.Request) -> Device:
+        """Return where the browser is, for the session to record."""
+        return client_device(req, self.provider.tenant.settings.trusted_proxies)
 
     def _csrf(self, session: Session) -> str:
         return self.provider.codec.tag("account", session.id)
@@ -119,7 +123,7 @@ class Account(_AccountBase):
                 self.provider, session, form.get("client", ""), now) else "")
         elif action == "password":
             moved, message = account.change_password(self.provider, session, form.get("current", ""),
-                                                     form.get("new", ""), now)
+                                                     form.get("new", ""), now, device=self._device(req))
             if moved is None:
                 self._page(req, resp, session, error=message)
                 return
@@ -143,7 +147,7 @@ class Account(_AccountBase):
         try:
             attempt = sign_in.sign_in_password(self.provider, session.id if session else None,
                                                form.get("username", ""), form.get("password", ""), now,
-                                               address=address)
+                                               address=address, device=self._device(req))
         except (RateLimited, HashingBusy) as refused:
             resp.set_headers(refused.headers)
             message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
@@ -225,7 +229,8 @@ class EnrolTotp(_AccountBase):
             self._show(req, resp, session, interaction, enrolment.new_totp_secret(),
                        message="That QR code has expired. Scan this new one.")
             return
-        moved = account.enrolled_with_code(self.provider, session, secret, form.get("otp", ""), now)
+        moved = account.enrolled_with_code(self.provider, session, secret, form.get("otp", ""), now,
+                                           device=self._device(req))
         if moved is None:
             self._show(req, resp, session, interaction, secret,
                        message="That code is not valid. Enter the current code your app shows.")

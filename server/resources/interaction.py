@@ -15,8 +15,9 @@ from policy_sso.oidc.authorization_flow import Answer, Interact
 from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
 from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
+from policy_sso.sessions.model import Device
 from server.browser import Browser
-from server.client_address import client_address
+from server.client_address import client_address, client_device
 from server.hooks import form_body
 
 
@@ -67,6 +68,10 @@ class _Page:
         if req.method == "POST" and not found.csrf_ok(form.get("csrf_token")):
             raise forged()
         return found
+
+    def _device(self, req: falcon.Request) -> Device:
+        """Return where the browser is, for the session to record (shown on /account)."""
+        return client_device(req, self.provider.tenant.settings.trusted_proxies)
 
     def _proceed(self, req: falcon.Request, resp: falcon.Response, page: sign_in.Page,
                  interaction: Interaction) -> None:
@@ -124,12 +129,13 @@ class Login(_Page):
         address = client_address(req, self.provider.tenant.settings.trusted_proxies)
         try:
             if "otp" in form:
-                attempt = sign_in.sign_in_otp(self.provider, session, form["otp"], now, address)
+                attempt = sign_in.sign_in_otp(self.provider, session, form["otp"], now, address,
+                                              device=self._device(req))
             else:
                 attempt = sign_in.sign_in_password(self.provider, session_id, form.get("username", ""),
                                                    form.get("password", ""), now,
                                                    client_id=interaction.params.get("client_id"),
-                                                   address=address)
+                                                   address=address, device=self._device(req))
         except (RateLimited, HashingBusy) as refused:
             # the form again, with the wait, as a 429 (throttled) or 503 (every hashing slot busy) page:
             # the person reads it, a script sees the status; never a redirect
@@ -160,7 +166,7 @@ class Login(_Page):
         try:
             new_id, message = passkeys.sign_in_with_passkey(
                 self.provider, session_id, form.get("passkey", ""), form.get("passkey_state", ""), now,
-                client_id=interaction.params.get("client_id"), address=address)
+                client_id=interaction.params.get("client_id"), address=address, device=self._device(req))
         except RateLimited as refused:
             resp.set_headers(refused.headers)
             page = sign_in.current_page(self.provider, interaction, session_id, now)

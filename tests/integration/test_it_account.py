@@ -123,3 +123,34 @@ def test_the_last_second_factor_is_kept(op: LiveOP, browser: BrowserAgent) -> No
     op.store.put_credential("u-bob", "pk:abc", {"kind": "passkey", "label": "Laptop"})
     act(browser, "remove_factor", factor="totp")
     assert set(op.store.credentials_of("u-bob")) == {"pk:abc"}
+
+
+FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+SAFARI_IOS = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+              "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1")
+
+
+def test_sessions_show_their_device_and_address(op: LiveOP, browser: BrowserAgent,
+                                                new_browser: Callable[[], BrowserAgent]) -> None:
+    laptop, phone = browser, new_browser()
+    laptop.http.headers["User-Agent"] = FIREFOX
+    phone.http.headers["User-Agent"] = SAFARI_IOS + " " + "x" * 10_000  # a huge header: only a label is kept
+    laptop.sign_in("portal")
+    phone.sign_in("docs")
+    devices = {s.device for s in op.store.sessions_of("u-alice", op.clock.now)}
+    assert {(d.address, d.label) for d in devices} == {("127.0.0.1", "Firefox on Linux"),
+                                                     ("127.0.0.1", "Safari on iOS")}
+    page = account(laptop).text
+    assert "Firefox on Linux" in page and "Safari on iOS" in page and "127.0.0.1" in page
+    assert "x" * 100 not in page and "Gecko/20100101" not in page
+
+
+def test_a_re_authentication_updates_the_device(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.http.headers["User-Agent"] = FIREFOX
+    browser.sign_in("portal")
+    op.clock.advance(5)
+    browser.http.headers["User-Agent"] = SAFARI_IOS
+    moved = act(browser, "password", current="wonderland", new="looking-glass")  # a fresh pwd event
+    assert moved.status_code == 303
+    (session,) = op.store.sessions_of("u-alice", op.clock.now)
+    assert session.device.label == "Safari on iOS"

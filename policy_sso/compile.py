@@ -11,12 +11,14 @@ built from the same check table.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from policy_sso import checks as C  # noqa: N812 - read as C.amr(...), C.consent(...): the check table
+from policy_sso import networks
 from policy_sso.config import AcrLevel, Client, TenantSettings
 from policy_sso.decision import (
     ALLOW,
@@ -37,6 +39,7 @@ from policy_sso.model import (
     Requirement,
     Span,
     Test,
+    When,
 )
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import Session, SessionEnd
@@ -115,9 +118,11 @@ def acr_ranker(levels: tuple[AcrLevel, ...]) -> Callable[[Session], int]:
 class _Namespace:
     """Globals for the generated function: constants bound under fresh names."""
 
-    def __init__(self) -> None:
+    def __init__(self, networks: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.values: dict[str, Any] = {}
         self._names = (f"k{i}" for i in itertools.count())
+        self.networks = networks or {}  # tenant.yaml's named networks
+        self._sets: dict[str, str] = {}  # a network test's value -> the name its set is bound to
 
     def bind(self, value: Any) -> str:
         name = next(self._names)
@@ -127,14 +132,32 @@ class _Namespace:
     def expression(self, check: C.Check) -> str:
         return check.fails.format(*(self.bind(v) for v in check.consts))
 
-    def condition(self, cond: Condition) -> str:
+    def network_set(self, test: Test) -> str:
+        """Return the name bound to a network test's precomputed set (one per distinct test)."""
+        if test.value not in self._sets:
+            self._sets[test.value] = self.bind(networks.resolve(test.networks, self.networks))
+        return self._sets[test.value]
+
+    def condition(self, cond: Condition, possibly: bool = True) -> str:
+        """Return the expression of a ``when`` guard.
+
+        An unknown client address (``r.client_ip is None``) leaves a network
+        test undecided; the guard is then true when it *could* hold
+        (``possibly``: the test counts as true under an even number of
+        ``not``, as false under an odd one), so a block that tests the network
+        applies whichever way it tests it: unknown fails closed. With a known
+        address both readings are the plain membership test.
+        """
         if isinstance(cond, Test):
+            if cond.kind == "network":
+                test = f"r.client_ip in {self.network_set(cond)}"
+                return f"(r.client_ip is None or {test})" if possibly else test
             return _TEST_SOURCE[cond.kind].format(self.bind(cond.value))
         if isinstance(cond, Not):
-            return f"not ({self.condition(cond.operand)})"
+            return f"not ({self.condition(cond.operand, not possibly)})"
         joiner = " and " if isinstance(cond, And) else " or "
         assert isinstance(cond, And | Or)
-        return "(" + joiner.join(self.condition(c) for c in cond.operands) + ")"
+        return "(" + joiner.join(self.condition(c, possibly) for c in cond.operands) + ")"
 
 
 def _generate(groups: list[tuple[Condition | None, list[int]]], table: list[Guarded],
@@ -243,21 +266,13 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
     unconditional = {(g.check.reason, g.check.fails, g.check.consts) for g in table}
     for when in policy.whens:
         # a check the policy already applies unconditionally adds nothing under a guard
-        table += [Guarded(c, when.condition, when.span)
+        table += [Guarded(_network_note(c, when, tenant.networks), when.condition, when.span)
                   for req in when.requirements for c in requirement(req)
                   if (c.reason, c.fails, c.consts) not in unconditional]
 
-    if applies is not None:
-        table = [g for g in table if applies(g.check)]
-    groups: list[tuple[Condition | None, list[int]]] = []
-    for i, guarded in enumerate(table):
-        if groups and groups[-1][0] is guarded.when and guarded.when is not None:
-            groups[-1][1].append(i)
-        else:
-            groups.append((guarded.when, [i]))
-
-    ns = _Namespace()
-    source = _generate(groups, table, ns)
+    table = [g for g in table if applies is None or applies(g.check)]
+    ns = _Namespace(tenant.networks)
+    source = _generate(_grouped(table), table, ns)
     checks_by_index = [g.check for g in table]
     name = policy.name
 
@@ -303,6 +318,50 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
 
     return CompiledPolicy(policy, tuple(table), namespace["decide"], source, acr_of, acr_rank,
                           _ended(policy, tenant))
+
+
+def network_tests(cond: Condition) -> list[tuple[Test, bool]]:
+    """Return the ``network in`` tests of a condition, each with whether it sits under a ``not``."""
+    if isinstance(cond, Test):
+        return [(cond, False)] if cond.kind == "network" else []
+    if isinstance(cond, Not):
+        return [(t, not negated) for t, negated in network_tests(cond.operand)]
+    return [pair for c in cond.operands for pair in network_tests(c)]
+
+
+def _network_note(check: C.Check, when: When, named: Mapping[str, tuple[str, ...]]) -> C.Check:
+    """Return ``check`` whose observation also says where the client address is, for a network block.
+
+    The reason's source already points into the ``when`` block; the client
+    address is the fact that turned the block on, so it is said with what
+    the session has.
+    """
+    tests = list(dict.fromkeys(t for t, _ in network_tests(when.condition)))
+    if not tests:
+        return check
+    observe = check.observe
+    sets = [(networks.describe(t.networks), networks.resolve(t.networks, named)) for t in tests]
+
+    def observed(r: AuthRequest, s: Session, now: int) -> str:
+        base = observe(r, s, now)
+        ip = r.client_ip
+        if ip is None:
+            return f"{base}; client address unknown, so the network block at {when.span} applies"
+        where = "; ".join(f"{'in' if ip in net else 'not in'} {text}" for text, net in sets)
+        return f"{base}; client address {ip} {where} (the network block at {when.span})"
+
+    return dataclasses.replace(check, observe=observed)
+
+
+def _grouped(table: list[Guarded]) -> list[tuple[Condition | None, list[int]]]:
+    """Return the table's indices in runs that share one ``when`` guard (one ``if`` a run)."""
+    groups: list[tuple[Condition | None, list[int]]] = []
+    for i, guarded in enumerate(table):
+        if groups and groups[-1][0] is guarded.when and guarded.when is not None:
+            groups[-1][1].append(i)
+        else:
+            groups.append((guarded.when, [i]))
+    return groups
 
 
 def _session_checks(policy: Policy, tenant: TenantSettings) -> list[Guarded]:

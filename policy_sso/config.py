@@ -190,6 +190,8 @@ class TenantSettings:
     rate_limits: dict[str, RateLimit] = field(default_factory=dict)
     guessing: GuessingSettings = GuessingSettings()
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For names the client address
+    # named client networks policies test with ``when network in NAME`` (name -> CIDRs)
+    networks: dict[str, tuple[str, ...]] = field(default_factory=dict)
     tokens: TokenSettings = TokenSettings()
     store: str = "sqlite:///var/policy-sso.db"
     # store_timeout and session.max_per_user (issue 14): how long a store call may wait, and
@@ -279,6 +281,7 @@ def tenant_settings(data: dict[str, Any], spans: dict[str, Span]) -> TenantSetti
                      for k, v in data.get("rate_limits", {}).items()},
         guessing=guessing_settings(data.get("guessing", {})),
         trusted_proxies=tuple(data.get("trusted_proxies", ())),
+        networks={name: tuple(cidrs) for name, cidrs in data.get("networks", {}).items()},
         tokens=TokenSettings(
             access_token_lifetime=_dur(tokens, "access_token_lifetime", 600),
             id_token_lifetime=_dur(tokens, "id_token_lifetime", 600),

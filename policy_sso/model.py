@@ -133,17 +133,28 @@ def canonical_requirements(reqs: list[Requirement] | tuple[Requirement, ...]) ->
 
 # --- conditions -------------------------------------------------------------
 
-TestKind = Literal["scope", "acr_values", "prompt", "client", "session_amr"]
+TestKind = Literal["scope", "acr_values", "prompt", "client", "session_amr", "network"]
+NETWORK_SEPARATOR = ", "  # a network test's value: its entries joined (no CIDR or name holds it)
 
 
 @dataclass(frozen=True)
 class Test:
-    """An atomic ``when`` test: ``scope has S``, ``prompt is S``, ``session amr has S``…"""
+    """An atomic ``when`` test: ``scope has S``, ``prompt is S``, ``session amr has S``…
+
+    ``network in A, B`` is one test of kind ``network`` whose value is its
+    entries (CIDRs and tenant network names) joined by NETWORK_SEPARATOR.
+    """
 
     kind: TestKind
     value: str
     span: Span = _span()
     value_span: Span = _span()  # where the value itself is written (errors about it point there)
+    item_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # network: one per entry
+
+    @property
+    def networks(self) -> tuple[str, ...]:
+        """Return a network test's entries as written (CIDRs and names), in order."""
+        return tuple(self.value.split(NETWORK_SEPARATOR)) if self.kind == "network" else ()
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_sso.errors import InvalidRequest
+from policy_sso.networks import IPAddress
 
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
 # Integer parameters are seconds or counts: ten ASCII digits reach year 2286 as epoch seconds.
@@ -106,6 +107,9 @@ class AuthRequest:
     # The requested acr the hosted pages step up to: the strongest of acr_values the user
     # can reach (set by the interaction, never by a client; None: any requested level).
     step_up_acr: str | None = None
+    # The client's address, parsed once at the edge (policy_sso.networks.client_ip): what
+    # ``when network in`` tests; None when unknown (every network-testing block then applies).
+    client_ip: IPAddress | None = None
 
     @property
     def silent(self) -> bool:
@@ -115,7 +119,8 @@ class AuthRequest:
     @classmethod
     def from_params(cls, client_id: str, params: Mapping[str, str], *,
                     id_token_hint_sub: str | None = None,
-                    login_hint_sub: str | None = None) -> AuthRequest:
+                    login_hint_sub: str | None = None,
+                    client_ip: IPAddress | None = None) -> AuthRequest:
         """Return the request for OIDC parameters; raise InvalidRequest for malformed ones."""
         prompt = frozenset(params.get("prompt", "").split())
         unknown = prompt - PROMPT_VALUES
@@ -137,6 +142,7 @@ class AuthRequest:
             id_token_hint_sub=id_token_hint_sub,
             login_hint=params.get("login_hint") or None,
             login_hint_sub=login_hint_sub,
+            client_ip=client_ip,
         )
 
 

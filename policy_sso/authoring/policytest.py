@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import cache
@@ -48,11 +48,13 @@ from urllib.parse import parse_qsl
 from jsonschema import Draft202012Validator
 
 from policy_sso import checks as C  # noqa: N812 - the check table, as compile.py reads it
+from policy_sso import networks
 from policy_sso.compile import compile_policy
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import Diagnostic, render_text
 from policy_sso.errors import ConfigError, OAuthError
 from policy_sso.model import And, Condition, Not, Or, Policy, Span, Test
+from policy_sso.networks import client_ip
 from policy_sso.parse.yaml_source import (
     Path_,
     YamlDocument,
@@ -68,7 +70,7 @@ from policy_sso.tenant import Tenant, display_path, find_tenant_dir, load_tenant
 DEFAULT_AT = 1767268800  # 2026-01-01T12:00:00Z: fixed, so relative times are reproducible
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
-_SUBSTITUTED = ("name", "client", "session", "request", "at", "expect")
+_SUBSTITUTED = ("name", "client", "session", "request", "at", "expect", "ip")
 
 
 class CaseError(ValueError):
@@ -95,6 +97,7 @@ class Case:
     row: tuple[tuple[str, Any], ...] = ()
     client_col: int = 1  # where ``client:`` is written (on ``line`` or, in a table row, its column)
     client_line: int = 0
+    ip: str | None = None  # the client address (``ip:``); None: unknown
 
 
 @dataclass
@@ -277,6 +280,11 @@ class _Loader:
             self.error(where if row is not None or isinstance(body.get("session"), str)
                        else (*where, "session"), f"session: {err}")
             return None
+        ip = body.get("ip")
+        if ip is not None and client_ip(ip) is None:
+            self.error(where if row is not None else (*where, "ip"), f"ip: {ip!r} is not an IP address",
+                       "e.g. ip: 10.1.2.3 or ip: 2001:db8::1")
+            return None
         reasons = body["expect"].get("reasons")
         line, _ = self.doc.position(where)
         client_line, client_col = self.doc.position((*where, "client") if "client" in raw else where)
@@ -285,7 +293,7 @@ class _Loader:
             request=_request_params(body.get("request")), outcome=body["expect"]["outcome"],
             reasons=tuple(reasons) if reasons is not None else None,
             at=case_at, row=tuple(row.items()) if row is not None else (),
-            client_col=client_col, client_line=client_line,
+            client_col=client_col, client_line=client_line, ip=ip,
         )
 
 
@@ -354,7 +362,8 @@ def run_case(tenant: Tenant, case: Case) -> CaseResult:
         hinted = tenant.resolve_user(case.request.get("login_hint"))
         request = AuthRequest.from_params(
             case.client, case.request, id_token_hint_sub=case.request.get("id_token_hint_sub"),
-            login_hint_sub=hinted.sub if hinted else case.request.get("login_hint"))
+            login_hint_sub=hinted.sub if hinted else case.request.get("login_hint"),
+            client_ip=client_ip(case.ip))
     except (FixtureError, TypeError, AttributeError, OverflowError) as err:
         return CaseResult(case, None, f"bad session fixture: {err}")
     except OAuthError as err:
@@ -398,9 +407,18 @@ def run_file(path: Path, tenants: dict[Path, Tenant] | None = None) -> list[Case
 
 # --- coverage -----------------------------------------------------------------------
 
-def condition_holds(cond: Condition, r: AuthRequest, s: Session) -> bool:
-    """Return whether a ``when`` condition holds for a request and session (as compiled code does)."""
+def condition_holds(cond: Condition, r: AuthRequest, s: Session,
+                    named: Mapping[str, tuple[str, ...]] | None = None, possibly: bool = True) -> bool:
+    """Return whether a ``when`` condition holds for a request and session (as compiled code does).
+
+    ``named`` are tenant.yaml's networks; an unknown client address makes a
+    network test hold when that lets the guard hold (compile.py's ``possibly``).
+    """
     if isinstance(cond, Test):
+        if cond.kind == "network":
+            if r.client_ip is None:
+                return possibly
+            return r.client_ip in networks.resolve(cond.networks, named or {})
         if cond.kind == "scope":
             return cond.value in r.scopes
         if cond.kind == "acr_values":
@@ -411,11 +429,11 @@ def condition_holds(cond: Condition, r: AuthRequest, s: Session) -> bool:
             return r.client_id == cond.value
         return cond.value in s.methods
     if isinstance(cond, Not):
-        return not condition_holds(cond.operand, r, s)
+        return not condition_holds(cond.operand, r, s, named, not possibly)
     if isinstance(cond, And):
-        return all(condition_holds(c, r, s) for c in cond.operands)
+        return all(condition_holds(c, r, s, named, possibly) for c in cond.operands)
     assert isinstance(cond, Or)
-    return any(condition_holds(c, r, s) for c in cond.operands)
+    return any(condition_holds(c, r, s, named, possibly) for c in cond.operands)
 
 
 Predicate = Callable[[AuthRequest, Session, int], bool]
@@ -505,17 +523,18 @@ class Coverage:
             return  # no session: the policy's checks were never reached
         compiled = tenant.evaluator(r.client_id)
         name = compiled.policy.name
+        named = tenant.settings.networks
         if id(compiled) not in self._predicates:
             spans = _policy_spans(compiled.policy)
             self._predicates[id(compiled)] = [
                 (self._check_key(name, g.check), check_predicate(g.check), g.when)
                 for g in compiled.checks if g.check.span in spans]
         for key, fails, when in self._predicates[id(compiled)]:
-            if key not in self.hits and (when is None or condition_holds(when, r, s)) \
+            if key not in self.hits and (when is None or condition_holds(when, r, s, named)) \
                     and fails(r, s, result.case.at):
                 self.hits.add(key)
         for when_block in compiled.policy.whens:
-            if condition_holds(when_block.condition, r, s):
+            if condition_holds(when_block.condition, r, s, named):
                 self.hits.add((name, "when", "when", tuple(when_block.span)))
 
     def report(self) -> list[tuple[str, list[tuple[CoverageItem, bool]]]]:

@@ -27,6 +27,7 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, Unex
 
 from policy_sso.diagnostics import Diagnostic, Related, did_you_mean, near_names
 from policy_sso.model import (
+    NETWORK_SEPARATOR,
     NO_SPAN,
     ON_UNMET_VALUES,
     AcrRequirement,
@@ -47,6 +48,7 @@ from policy_sso.model import (
     canonical_requirements,
     parse_duration,
 )
+from policy_sso.networks import is_network_name
 from policy_sso.parse.lexer import KEYWORDS, TOKEN_RE, FastLexer, explain_duration
 
 # The semantic rules and the compiler walk conditions recursively; no policy needs more.
@@ -336,6 +338,20 @@ class _Builder(Transformer):
 
     def test_session_amr(self, children: list) -> Test:
         return self._test("session_amr", children)
+
+    def test_network(self, children: list) -> Test:
+        """``network in "10.0.0.0/8", office``: CIDRs quoted, tenant.yaml network names bare."""
+        items = [c for c in children[2:] if c.type in ("STRING", "NAME")]
+        entries = []
+        for item in items:
+            entry = _unquote(item) if item.type == "STRING" else str(item)
+            if item.type == "STRING" and is_network_name(entry):
+                self.ctx.error(item, "E_NETWORK", f"{item} is quoted, so it would be a CIDR, "
+                               "but it is written like a network name",
+                               f"a name from tenant.yaml networks: is written bare: network in {entry}")
+            entries.append(entry)
+        return Test("network", NETWORK_SEPARATOR.join(entries), self.ctx.span_to(children[0], items[-1]),
+                    self.ctx.span_to(items[0], items[-1]), tuple(self.ctx.span(i) for i in items))
 
 
 _builder = _Builder()

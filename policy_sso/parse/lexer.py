@@ -51,8 +51,10 @@ UNIT_WORDS = {
 # Words that are keywords; any other word is a NAME (on_unmet values, algs).
 KEYWORDS: dict[str, str] = {"any_of": "AMR_MODE", "all_of": "AMR_MODE",
                             "env": "KEY_SOURCE", "file": "KEY_SOURCE"}
-# A NAME is expected only after these; anywhere else a word that is no keyword is a mistake.
-_NAME_AFTER = frozenset({"ON_UNMET", "ALG"})
+# A NAME is expected only after these (and after a ',' in a network list: names of tenant.yaml
+# networks); anywhere else a word that is no keyword is a mistake.
+_NAME_AFTER = frozenset({"ON_UNMET", "ALG", "IN"})
+_NETWORK_LIST = frozenset({"IN", "STRING", "NAME", "COMMA"})  # what keeps a network list going
 # Keywords whose text is the value the model keeps: a misspelling is read as the keyword itself.
 _VALUE_KEYWORDS = frozenset({"AMR_MODE", "KEY_SOURCE"})
 
@@ -117,6 +119,7 @@ class FastLexer(Lexer):
         report = FastLexer.report
         pos, line, line_start, end = 0, 1, 0, len(text)
         previous = ""
+        networks = False  # inside ``network in a, "b", …``: a word after ',' names a network
         while pos < end:
             m = match(text, pos)
             if m is None:  # only whitespace and comments left, or a character no token starts with
@@ -143,7 +146,7 @@ class FastLexer(Lexer):
             pos = m.end()
             if kind == "WORD":
                 kind = keywords.get(value, "NAME")
-                if kind == "NAME" and previous not in _NAME_AFTER:
+                if kind == "NAME" and previous not in _NAME_AFTER and not (networks and previous == "COMMA"):
                     kind, value = _misspelt_keyword(value, line, start - line_start + 1, report)
             elif kind == "DURATION" and value[-1].isdigit():
                 unit = _SPACED_UNIT_RE.match(text, pos)
@@ -155,6 +158,7 @@ class FastLexer(Lexer):
                            f"write {value}")
                     pos = unit.end()
             previous = kind
+            networks = kind in _NETWORK_LIST and (networks or kind == "IN")
             yield make(kind, value, start, line, start - line_start + 1)
 
 

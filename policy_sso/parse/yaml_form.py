@@ -7,6 +7,7 @@ from typing import Any
 
 from policy_sso.diagnostics import Diagnostic
 from policy_sso.model import (
+    NETWORK_SEPARATOR,
     AcrRequirement,
     AmrRequirement,
     And,
@@ -84,6 +85,12 @@ class _Builder:
             if len(operands) == 1:
                 return operands[0]
             return (And if key == "all" else Or)(operands, operands[0].span)
+        if key == "network_in":  # one entry or a list, as ``network in a, b`` in the DSL
+            entries = [value] if isinstance(value, str) else list(value)
+            spans = ((Span(self.doc.file, *self.doc.node_span(at)),) if isinstance(value, str)
+                     else self.item_spans(at, len(entries)))
+            return Test("network", NETWORK_SEPARATOR.join(entries), self.span(at),
+                        Span(self.doc.file, *self.doc.node_span(at)), spans)
         return Test(_TEST_KEYS[key], value, self.span(at),  # type: ignore[arg-type]
                     Span(self.doc.file, *self.doc.node_span(at)))
 

@@ -73,7 +73,7 @@ def network_problem(text: str) -> tuple[str, str] | None:
         return (f"{text!r} is not an IP address or CIDR",
                 "write an address with its prefix length, e.g. \"10.0.0.0/8\" or \"2001:db8::/32\"")
     return (f"{text!r} has host bits set: the prefix /{loose.prefixlen} starts at {loose.network_address}",
-            f"write \"{loose}\" (or a longer prefix if you meant a smaller network)")
+            f"write \"{loose}\", or a longer prefix for a smaller network")
 
 
 @dataclass(frozen=True, slots=True)

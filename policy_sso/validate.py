@@ -34,6 +34,7 @@ from policy_sso.model import (
     TrustedIssuer,
     format_duration,
 )
+from policy_sso.networks import is_network_name, network_problem
 from policy_sso.request import PROMPT_VALUES
 from policy_sso.sessions.model import FACTOR_OF_METHOD
 
@@ -306,9 +307,29 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
                   f"{kind or 'a non-PEM secret'}")
 
 
+def network_entries(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
+    """``network in`` entries must be valid CIDRs (no host bits) or networks named in tenant.yaml."""
+    named = ctx.settings.networks if ctx.settings else None
+    for when in policy.whens:
+        for test in _tests(when.condition):
+            if test.kind != "network":
+                continue
+            for i, entry in enumerate(test.networks):
+                span = _item(test.item_spans, i, _value(test))
+                if is_network_name(entry):
+                    if named is not None and entry not in named:
+                        yield _at(span, "E_UNKNOWN_NETWORK",
+                                  f"network {entry!r} is not defined in tenant.yaml networks",
+                                  did_you_mean(entry, named) or "defined networks: "
+                                  + (", ".join(sorted(named)) or "none (add networks: to tenant.yaml)"))
+                elif (problem := network_problem(entry)) is not None:
+                    yield _at(span, "E_CIDR", *problem)
+
+
 PolicyRule = Callable[[Policy, Context], Iterable[Diagnostic]]
 POLICY_RULES: tuple[PolicyRule, ...] = (
     unknown_methods, undefined_acr, inactivity_window, condition_values, trusted_issuers, unknown_scopes,
+    network_entries,
 )
 
 
@@ -469,6 +490,12 @@ def tenant_rules(settings: TenantSettings) -> Iterator[Diagnostic]:
         except ValueError:
             yield _at(settings.span("trusted_proxies"), "E_TRUSTED_PROXY",
                       f"trusted_proxies: {cidr!r} is not an IP address or CIDR", "e.g. 10.0.0.0/8 or ::1/128")
+    for name, cidrs in settings.networks.items():
+        for i, cidr in enumerate(cidrs):
+            if (problem := network_problem(cidr)) is not None:
+                message, hint = problem
+                yield _at(settings.span(f"networks.{name}.{i}"), "E_CIDR",
+                          f"networks.{name}: {message}", hint)
 
 
 def client_rules(clients: list[Client]) -> Iterator[Diagnostic]:

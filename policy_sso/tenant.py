@@ -146,6 +146,7 @@ class Tenant:
     policy_files: tuple[Path, ...] = ()
     _policy_of: dict[str, str] = field(default_factory=dict, repr=False)
     _compiled: dict[str, CompiledPolicy] = field(default_factory=dict, repr=False)
+    _token_compiled: dict[str, CompiledPolicy] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -188,6 +189,24 @@ class Tenant:
                     compiled = compile_policy(self.policy_for(client_id), self.settings,
                                               self.clients.get(client_id))
                     self._compiled[client_id] = compiled
+        return compiled
+
+    def token_evaluator(self, client_id: str) -> CompiledPolicy:
+        """Return the client's evaluator for access tokens (RFC 9470; compiled once, then cached).
+
+        The policy's checks that apply to a token's authentication context
+        (:data:`policy_sso.oidc.step_up.TOKEN_CHECKS`), no session or consent checks.
+        """
+        compiled = self._token_compiled.get(client_id)
+        if compiled is None:
+            from policy_sso.oidc.step_up import applies_to_token  # the oidc layer sits above the tenant
+
+            with self._lock:
+                compiled = self._token_compiled.get(client_id)
+                if compiled is None:
+                    compiled = compile_policy(self.policy_for(client_id), self.settings,
+                                              self.clients.get(client_id), applies=applies_to_token)
+                    self._token_compiled[client_id] = compiled
         return compiled
 
     def decide(self, request: AuthRequest, session: Session | None, now: int) -> Decision:

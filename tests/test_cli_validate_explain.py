@@ -147,7 +147,7 @@ def test_no_session_is_login_required_at_the_policy_line(tmp_path: Path, capsys)
 @pytest.mark.parametrize(("client", "hint"), [
     ("payment-web", "did you mean 'payments-web' or 'payments-api'?"),
     ("someone-else", "registered clients: backoffice, docs, intranet-bridge, payments-api, payments-web, "
-                     "portal, portal-backend, spa, wiki"),
+                     "portal, portal-backend, shop, spa, wiki"),
 ], ids=["typo", "unrelated"])
 def test_an_unregistered_client_is_refused_never_given_the_default_policy(tmp_path: Path, capsys,
                                                                           client: str, hint: str) -> None:

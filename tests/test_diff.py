@@ -30,8 +30,8 @@ BASE = (
 PAYMENTS = (*BASE, "prompt=none scope=openid payments:write")
 BOTH_CONSENTS = (" / consent", " / no consent")
 SESSIONS = 17  # no session, and 8 representative sessions with and without consent
-# 9 clients x 5 requests, and docs, payments-web, payments-api each try one scope of their own
-DECISIONS = (9 * 5 + 3) * SESSIONS
+# 10 clients x 5 requests, and docs, payments-web, payments-api, shop each try one scope of their own
+DECISIONS = (10 * 5 + 4) * SESSIONS
 
 
 def edited(tmp_path: Path, file: str, old: str, new: str, *more: tuple[str, str, str]) -> Path:
@@ -113,7 +113,7 @@ def test_a_recorded_session_naming_an_unknown_client_is_refused(tmp_path, capsys
 def test_identical_tenants_differ_nowhere(capsys) -> None:
     assert main(["diff", str(DEMO), str(DEMO)]) == 0
     out = capsys.readouterr().out
-    assert out == f"0 of {DECISIONS} decisions changed (9 clients compared)\n"
+    assert out == f"0 of {DECISIONS} decisions changed (10 clients compared)\n"
 
 
 def test_table_and_exit_status(tmp_path, capsys) -> None:

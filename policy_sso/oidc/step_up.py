@@ -1,0 +1,228 @@
+"""Step-up at the API (RFC 9470): may this access token perform an operation that needs these scopes?
+
+A resource server asks with the token and the scopes (or the resource) an
+operation needs; the token's client's policy answers, ``when scope has …``
+blocks included, judged against the token's authentication context: its
+``amr``, ``auth_time`` and (through the methods) ``acr`` (RFC 9470 §6.1,
+RFC 9068 §2.2.1). A refusal carries the RFC 9470 §3 challenge::
+
+    Bearer error="insufficient_user_authentication", error_description="acr_insufficient mfa_required",
+        acr_values="urn:policy-sso:loa:2", max_age="300"
+
+with the same reasons (codes and policy source lines) and remedy as every
+other decision. The evaluator is the client's compiled policy
+(:meth:`policy_sso.tenant.Tenant.token_evaluator`), its check table kept to
+:data:`TOKEN_CHECKS`:
+
+- applied: ``require amr``, ``require mfa``, ``require mfa within D``,
+  ``require acr``, the policy's ``max_auth_age`` and the caller's own
+  ``acr_values`` and ``max_age``;
+- not applied: session lifetimes and the inactivity window (a token has its
+  own ``exp``; a refreshed token keeps the original authentication and
+  legitimately outlives the session), consent (granted when the token was
+  issued), ``prompt``, hints and single sign-on being off (they describe an
+  authorization request, not a token).
+
+A token records one authentication event: each method of its ``amr`` at its
+``auth_time`` (RFC 9470 §4: the time "when the user authentication took
+place"), so ``require mfa within D`` holds when the token shows two factors
+and ``auth_time`` is at most D old. A token without ``auth_time`` (a
+``client_credentials`` token) has no user authentication behind it and is
+refused with ``no_session``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from policy_sso.checks import Check
+from policy_sso.decision import LOGIN_REQUIRED, Decision, Reason, Remedy
+from policy_sso.request import AuthRequest
+from policy_sso.sessions.model import AuthEvent, Session
+
+if TYPE_CHECKING:
+    from policy_sso.compile import CompiledPolicy
+    from policy_sso.oidc.provider import Provider
+    from policy_sso.tenant import Tenant
+
+# The reason codes whose checks judge a token's authentication context (see the module docstring).
+TOKEN_CHECKS = frozenset({"amr_missing", "mfa_required", "step_up_required", "acr_insufficient",
+                          "max_age_exceeded"})
+INSUFFICIENT_USER_AUTHENTICATION = "insufficient_user_authentication"  # RFC 9470 §3
+INSUFFICIENT_SCOPE = "insufficient_scope"  # RFC 6750 §3.1
+INVALID_TOKEN = "invalid_token"  # noqa: S105 - RFC 6750 §3.1 error code, not a secret
+# The status a resource server answers each error with (RFC 6750 §3.1, RFC 9470 §3).
+STATUS = {INSUFFICIENT_USER_AUTHENTICATION: 401, INVALID_TOKEN: 401, INSUFFICIENT_SCOPE: 403}
+
+
+def applies_to_token(check: Check) -> bool:
+    """Return whether a compiled check judges an access token's authentication context."""
+    return check.reason in TOKEN_CHECKS
+
+
+@dataclass(frozen=True)
+class ApiDecision:
+    """The answer to a resource server: allow, or the challenge, reasons and remedy of a refusal."""
+
+    allow: bool
+    error: str | None = None
+    www_authenticate: str | None = None
+    decision: Decision | None = field(default=None, repr=False)
+    remedy: Remedy | None = None
+
+    @property
+    def status(self) -> int:
+        """Return the HTTP status the resource server answers a refusal with (200 when allowed)."""
+        return 200 if self.allow else STATUS.get(self.error or "", 401)
+
+    @property
+    def reasons(self) -> tuple[Reason, ...]:
+        """Return the failed checks behind a refusal (none for invalid_token or insufficient_scope)."""
+        return self.decision.reasons if self.decision is not None else ()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the answer as documented in docs/api-step-up.md."""
+        if self.allow:
+            return {"allow": True}
+        return {"allow": False, "error": self.error, "status": self.status,
+                "www_authenticate": self.www_authenticate,
+                "reasons": [r.to_json() for r in self.reasons],
+                "remedy": self.remedy.to_json() if self.remedy else None}
+
+
+def challenge(error: str, description: str, *, dpop_algs: tuple[str, ...] | None = None,
+              **params: str | None) -> str:
+    """Return a WWW-Authenticate challenge: ``Bearer`` (RFC 6750 §3), or ``DPoP`` for a bound token.
+
+    ``dpop_algs`` names the DPoP proof algorithms (RFC 9449 §7.1: a bound
+    token is challenged with the DPoP scheme); ``params`` are further
+    auth-params (``acr_values``, ``max_age``, ``scope``), left out when None.
+    """
+    parts = [f'DPoP algs="{" ".join(dpop_algs)}"' if dpop_algs is not None else "Bearer"]
+    values = {"error": error, "error_description": description.replace('"', "'").replace("\\", "/"),
+              **params}
+    parts.append(", ".join(f'{k}="{v}"' for k, v in values.items() if v is not None))
+    return (" " if dpop_algs is None else ", ").join(parts)
+
+
+def token_session(claims: Mapping[str, Any], now: int) -> Session | None:
+    """Return the authentication behind a token as a session: each ``amr`` method at ``auth_time``.
+
+    None when the token has no ``auth_time`` (no user authentication behind it).
+    ``mfa`` in ``amr`` is not an event: the session derives it from the factors.
+    """
+    auth_time = claims.get("auth_time")
+    if not isinstance(auth_time, int) or isinstance(auth_time, bool):
+        return None
+    amr = claims.get("amr")
+    methods = [m for m in amr if isinstance(m, str) and m != "mfa"] if isinstance(amr, list) else []
+    events = tuple(AuthEvent(m, auth_time) for m in dict.fromkeys(methods))
+    return Session(id=f"token:{claims.get('jti')}", subject=str(claims.get("sub")), created_at=auth_time,
+                   last_seen=now, events=events, created_for=str(claims.get("client_id")))
+
+
+def _scopes(scope: str | Iterable[str] | None) -> frozenset[str]:
+    if scope is None:
+        return frozenset()
+    return frozenset(scope.split() if isinstance(scope, str) else scope)
+
+
+def invalid_token(description: str, *, dpop_algs: tuple[str, ...] | None = None) -> ApiDecision:
+    """Return the refusal of a token that is not valid here (RFC 6750 §3.1 ``invalid_token``)."""
+    return ApiDecision(False, INVALID_TOKEN, challenge(INVALID_TOKEN, description, dpop_algs=dpop_algs))
+
+
+def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: int,
+                 scope: str | Iterable[str] | None = None, resource: str | None = None,
+                 acr_values: Iterable[str] = (), max_age: int | None = None) -> ApiDecision:
+    """Return whether a verified access token may perform an operation needing ``scope`` (RFC 9470).
+
+    For resource servers that verify tokens themselves (signature, ``iss``,
+    ``exp``, and a DPoP proof when the token has ``cnf``): pass the tenant
+    (``policy_sso.load_tenant(directory)``) or a Provider, the token's claims
+    and what the operation needs: ``scope`` (a space-separated string or an
+    iterable; the ``when scope has`` blocks see these scopes) and/or
+    ``resource`` (the token's ``aud`` must name it; the policy then sees the
+    token's own scopes). ``acr_values`` and ``max_age`` are the operation's
+    own demands, judged like the request parameters of the same name.
+
+    The policy is judged first, so a token that lacks both a scope and the
+    authentication is answered with the RFC 9470 challenge, its remedy naming
+    the scope to ask for as well; a token whose authentication suffices but
+    lacks a needed scope is ``insufficient_scope`` (RFC 6750 §3.1).
+    """
+    tenant: Tenant = getattr(source, "tenant", source)  # a Provider serves its tenant in force
+    dpop_algs = tenant.settings.dpop.algorithms if isinstance(claims.get("cnf"), dict) else None
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str) or not tenant.governs(client_id):
+        return invalid_token("the access token's client is not registered here", dpop_algs=dpop_algs)
+    held = _scopes(claims.get("scope") if isinstance(claims.get("scope"), str) else None)
+    needed = _scopes(scope)
+    if resource is not None:
+        aud = claims.get("aud")
+        if resource not in ([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []):
+            # RFC 9068 §4: a resource server refuses a token whose aud does not name it
+            return invalid_token("the access token is not meant for this resource", dpop_algs=dpop_algs)
+    request = AuthRequest(client_id, scopes=needed or held, acr_values=tuple(acr_values), max_age=max_age)
+    session = token_session(claims, now)
+    compiled = tenant.token_evaluator(client_id)
+    decision = (compiled.decide(request, session, now) if session is not None
+                else _no_user(compiled.policy.name, str(compiled.policy.span)))
+    missing = needed - held
+    retry_scope = " ".join(sorted(needed | held))
+    if not decision.allowed:
+        remedy = decision.remedy
+        if remedy is not None and missing:
+            # the retry must ask for the scope too, or the new token still cannot do the operation
+            remedy = Remedy(remedy.action, remedy.message, {**remedy.params, "scope": retry_scope},
+                            remedy.methods, remedy.scopes)
+        params = remedy.params if remedy is not None else {}
+        limit = _max_age(compiled, decision, request, session, remedy_max_age=params.get("max_age"), now=now)
+        text = challenge(INSUFFICIENT_USER_AUTHENTICATION, " ".join(dict.fromkeys(decision.codes)),
+                         dpop_algs=dpop_algs, acr_values=params.get("acr_values"),
+                         max_age=str(limit) if limit is not None else None)
+        return ApiDecision(False, INSUFFICIENT_USER_AUTHENTICATION, text, decision, remedy)
+    if missing:
+        listed = " ".join(sorted(missing))
+        remedy = Remedy("authorize", f"Retry the authorization request with scope={retry_scope}",
+                        {"scope": retry_scope}, (), tuple(sorted(missing)))
+        return ApiDecision(False, INSUFFICIENT_SCOPE,
+                           challenge(INSUFFICIENT_SCOPE, f"the access token lacks the scope {listed}",
+                                     dpop_algs=dpop_algs, scope=listed), None, remedy)
+    return ApiDecision(True)
+
+
+def _no_user(policy: str, source: str) -> Decision:
+    """Return the refusal of a token with no user authentication behind it (no ``auth_time``)."""
+    reason = Reason("no_session", "a user authentication behind the access token",
+                    "the token has no auth_time (a client_credentials token)", source,
+                    "the access token carries no user authentication")
+    return Decision(LOGIN_REQUIRED, (reason,),
+                    Remedy("login", "Obtain a token through the authorization endpoint, where the user "
+                                    "signs in", {}), policy)
+
+
+def _max_age(compiled: CompiledPolicy, decision: Decision, request: AuthRequest, session: Session | None,
+             *, remedy_max_age: str | None, now: int) -> int | None:
+    """Return the challenge's ``max_age``: the tightest time limit among the failed checks (RFC 9470 §3).
+
+    A step-up window (``require mfa within D``) gives D, whether its freshness
+    check failed or the ``require mfa`` of the same line did (the retry's second
+    factor must then be fresh too); a ``max_age_exceeded`` gives the limit it
+    exceeded: the operation's ``max_age`` or the policy's ``max_auth_age``.
+    """
+    limits = [int(remedy_max_age)] if remedy_max_age is not None else []
+    unmet_mfa = {r.source for r in decision.reasons if r.code == "mfa_required"}
+    for guarded in compiled.checks:
+        if guarded.check.reason == "step_up_required" and guarded.check.source in unmet_mfa:
+            limits += [int(v) for k, v in guarded.check.remedy.params if k == "max_age"]
+    if "max_age_exceeded" in decision.codes and session is not None:
+        elapsed = now - session.auth_time
+        if request.max_age is not None and (request.max_age == 0 or elapsed > request.max_age):
+            limits.append(request.max_age)
+        policy_limit = compiled.policy.session.max_auth_age
+        if policy_limit and elapsed > policy_limit:
+            limits.append(int(policy_limit))
+    return min(limits, default=None)

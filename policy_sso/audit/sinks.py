@@ -1,7 +1,8 @@
 """Where the writer thread puts events: JSON lines on stdout, a rotated JSON-lines file, the store.
 
 Every sink takes a batch of ``(event JSON, JSON line)`` records; the writer
-serialises each event once for all of them.
+serialises each event once for all of them, and builds the JSON objects only
+when a sink reads them (``wants_json``: the line sinks do not).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Protocol, TextIO
 
 from policy_sso.audit.stores import EventStore, Record
 
@@ -20,6 +21,8 @@ class Sink(Protocol):
     """A destination of audit events."""
 
     name: str
+    # A sink may also say ``wants_json = False``: it reads only the lines, and the records' JSON
+    # objects are then None. A sink without the attribute gets both.
 
     def write(self, records: Sequence[Record]) -> None:
         """Write a batch of events."""
@@ -32,6 +35,7 @@ class StdoutSink:
     """One JSON object a line on standard output (or the stream given), as log shippers read it."""
 
     name = "stdout"
+    wants_json = False
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
@@ -39,7 +43,7 @@ class StdoutSink:
     def write(self, records: Sequence[Record]) -> None:
         """Write the lines and flush."""
         stream = self.stream or sys.stdout  # read at write time: a redirected stdout is honoured
-        stream.write("".join(f"{line}\n" for _, line in records))
+        stream.write("\n".join([line for _, line in records]) + "\n")
         stream.flush()
 
     def close(self) -> None:
@@ -50,28 +54,30 @@ class StdoutSink:
 class FileSink:
     """JSON lines appended to a file, rotated by size: ``audit.jsonl`` -> ``.1`` … ``.N`` (oldest dropped).
 
-    The file is created mode 0600: events name users and their addresses.
+    The file is created mode 0600: events name users and their addresses. A
+    batch is encoded once and written with one ``write(2)``, so a reader of
+    the file never sees a half-written batch unless the disk fills.
     """
 
     name = "file"
+    wants_json = False
 
     def __init__(self, path: str | Path, max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.keep = keep
-        self._handle: Any = None
+        self._fd: int | None = None
         self._size = 0
         self._lock = threading.Lock()
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._handle = os.fdopen(fd, "a", encoding="utf-8")
-        self._size = self._handle.tell()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._size = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
-        self._handle.close()
-        self._handle = None
+        os.close(self._fd)
+        self._fd = None
         oldest = self.path.with_name(f"{self.path.name}.{self.keep}")
         oldest.unlink(missing_ok=True)
         for n in range(self.keep - 1, 0, -1):
@@ -87,17 +93,23 @@ class FileSink:
     def write(self, records: Sequence[Record]) -> None:
         """Append the lines; rotate first when they would take the file past ``max_bytes``."""
         with self._lock:
-            if self._handle is None:
+            if self._fd is None:
                 self._open()
-            for _, line in records:
-                data = f"{line}\n"
-                size = len(data.encode())
-                if self._size and self._size + size > self.max_bytes:
-                    self._handle.flush()
+            data = ("\n".join([line for _, line in records]) + "\n").encode()
+            if self._size + len(data) <= self.max_bytes:
+                self._append(data)  # the common case: the whole batch fits
+                return
+            for _, line in records:  # line by line, rotating where the next one would not fit
+                data = f"{line}\n".encode()
+                if self._size and self._size + len(data) > self.max_bytes:
                     self._rotate()
-                self._handle.write(data)
-                self._size += size
-            self._handle.flush()
+                self._append(data)
+
+    def _append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once; a short write is retried for the rest
+            view = view[os.write(self._fd, view):]
+        self._size += len(data)
 
     def rotated(self) -> list[Path]:
         """Return the file and its rotated copies that exist, newest first."""
@@ -107,9 +119,9 @@ class FileSink:
     def close(self) -> None:
         """Close the file."""
         with self._lock:
-            if self._handle is not None:
-                self._handle.close()
-                self._handle = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 class StoreSink:

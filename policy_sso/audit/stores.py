@@ -28,7 +28,9 @@ from policy_sso.errors import StoreError
 
 MEMORY_CAP = 10000
 
-Record = tuple[dict[str, Any], str]  # an event's JSON object and its JSON line
+# An event's JSON object and its JSON line. The object is None for a sink whose ``wants_json`` is
+# False (it reads the lines only); every store sink reads it.
+Record = tuple[dict[str, Any] | None, str]
 
 
 class EventStore(Protocol):

@@ -26,7 +26,7 @@ from policy_sso.audit.context import (  # noqa: F401 - bind_request, logout_type
     request_now,
     wall_clock,
 )
-from policy_sso.audit.event import AuditEvent, encode_line
+from policy_sso.audit.event import AuditEvent, EventFields, event_json, event_line
 from policy_sso.audit.sinks import Sink
 from policy_sso.audit.stores import EventStore, Record
 from policy_sso.metrics import Tally
@@ -87,6 +87,9 @@ class _Writer:
         self.retention = retention
         self.prune_interval = prune_interval
         self.linger = LINGER
+        # the JSON objects are built only for sinks that read them (the store); files and stdout
+        # take the lines alone
+        self.want_json = any(getattr(sink, "wants_json", True) for sink in self.sinks)
         self.next_prune = 0
         self.prefix = secrets.token_hex(4) + "-"  # ids unique across processes, ordered within one
         self.counter = 0
@@ -102,14 +105,14 @@ class _Writer:
             except Empty:
                 first = None
             batch: list[Any] = [] if first is None else [first]
-            if isinstance(first, AuditEvent) and self.linger:
+            if first.__class__ is tuple and self.linger:
                 time.sleep(self.linger)
             while batch and len(batch) < BATCH:
                 try:
                     batch.append(self.queue.get_nowait())
                 except Empty:
                     break
-            events = [item for item in batch if isinstance(item, AuditEvent)]
+            events = [item for item in batch if item.__class__ is tuple]
             if events:
                 self._write(events)
             self._maybe_prune()  # before the flush markers: a flushed log is also pruned
@@ -124,21 +127,24 @@ class _Writer:
             except Exception:
                 log.warning("audit sink %s did not close cleanly", sink.name)
 
-    def _records(self, events: Iterable[AuditEvent]) -> list[Record]:
-        records = []
-        for event in events:
-            data = event.to_json()
-            if not data["id"]:
+    def _records(self, events: Iterable[EventFields]) -> list[Record]:
+        """Return each event's JSON object (None when no sink reads them) and its line."""
+        records: list[Record] = []
+        want_json = self.want_json
+        for fields in events:
+            id_ = fields[2]
+            if not id_:
                 self.counter += 1
-                data["id"] = f"{self.prefix}{self.counter:010x}"
-            records.append((data, encode_line(data)))
+                id_ = f"{self.prefix}{self.counter:010x}"
+            try:
+                records.append((event_json(fields, id_) if want_json else None, event_line(fields, id_)))
+            except Exception:  # one event that cannot be written does not take its batch with it
+                log.exception("audit event %s could not be serialised; dropped", fields[0])
         return records
 
-    def _write(self, events: list[AuditEvent]) -> None:
-        try:
-            records = self._records(events)
-        except Exception:
-            log.exception("audit events could not be serialised; %d dropped", len(events))
+    def _write(self, events: list[EventFields]) -> None:
+        records = self._records(events)
+        if not records:
             return
         for sink in self.sinks:
             try:
@@ -204,12 +210,14 @@ class AuditLog:
     # emitting -------------------------------------------------------------------------
     def emit(self, event: AuditEvent) -> None:
         """Queue an event for the sinks; never blocks (a full queue drops it and counts the drop)."""
-        if not self.enabled:
-            return
+        if self.enabled:
+            self._put(event.fields())
+
+    def _put(self, fields: EventFields) -> None:
         if self._queue.qsize() >= self.queue_size:
             self.dropped.add("queue_full")
             return
-        self._queue.put(event)
+        self._queue.put(fields)
 
     def session_digest(self, session_id: str) -> str:
         """Return the keyed digest that names a session in events (HMAC-SHA-256, 128 bits): never the id."""
@@ -228,9 +236,9 @@ class AuditLog:
         if not self.enabled:
             return
         request_id, ip, agent, endpoint = request_fields(self.address_of)
-        self.emit(AuditEvent(type_, now, "", outcome, client, subject,
-                             self.session_digest(session_id) if session_id else None,
-                             request_id, ip, agent, endpoint, tuple(reasons), details))
+        self._put((type_, now, "", outcome, client, subject,
+                   self.session_digest(session_id) if session_id else None,
+                   request_id, ip, agent, endpoint, tuple(reasons), details))
 
     def decision(self, type_: str, client_id: str, session: Any, decision: Any, now: int, *,
                  request: Any = None, users: Mapping[str, Any] | None = None, **details: Any) -> None:
@@ -249,11 +257,12 @@ class AuditLog:
             details.setdefault("silent", request.silent)
             details.setdefault("scopes", request.scopes)  # a frozenset: sorted by the writer
         details["policy"] = decision.policy
-        # built here rather than through record(): this runs on every authorization request
+        # built here rather than through record(): this runs on every authorization request. The
+        # request thread only gathers references into a tuple; the writer thread formats them
         request_id, ip, agent, endpoint = request_fields(self.address_of)
-        self.emit(AuditEvent(type_, now, "", decision.outcome, client_id, subject,
-                             self.session_digest(session.id) if session is not None else None,
-                             request_id, ip, agent, endpoint, decision.reasons, details))
+        self._put((type_, now, "", decision.outcome, client_id, subject,
+                   self.session_digest(session.id) if session is not None else None,
+                   request_id, ip, agent, endpoint, decision.reasons, details))
 
     def reload_listener(self) -> Callable[[Any], None]:
         """Return a TenantHolder listener that records each reload's result (it holds the log weakly)."""

@@ -11,11 +11,12 @@ logout, and re-authenticates the current one so it keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from policy_sso.credentials import hash_password
-from policy_sso.oidc import enrolment
+from policy_sso.oidc import enrolment, reachability
 from policy_sso.oidc.credential_change import revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.sessions.model import (
@@ -115,22 +116,42 @@ def change_password(p: Provider, session: Session, current: str, new: str,
     return (moved.id if moved else None), "Your password was changed. Your other sessions were ended."
 
 
-def remove_factor(p: Provider, session: Session, credential_id: str, now: int) -> str:
-    """Remove one enrolled factor unless it is the user's last second factor; return a message."""
+def remove_factor(p: Provider, session: Session, credential_id: str, now: int,
+                  name_of: Callable[[str], str] = str) -> str:
+    """Remove an enrolled factor unless some app's policy would be out of reach without it; return a message.
+
+    What the user could still present afterwards is checked against every
+    policy (:mod:`policy_sso.oidc.reachability`); a refusal names the apps
+    (``name_of`` names a client for people).
+    """
     held = p.store.credentials_of(session.subject)
     record = held.get(credential_id)
     if record is None or record.get("kind") not in ("totp", "passkey"):
         return "That factor is not on your account."
-    factors = [c for c, r in held.items() if r.get("kind") in ("totp", "passkey")]
     seeded = session.subject in p.totp_secrets
-    if len(factors) == 1 and not seeded:
-        # apps whose policy needs a second factor would lock the user out: keep the last one
-        return "This is your last second factor: add another before removing it."
+    before = reachability.methods_held(held, seeded_totp=seeded)
+    rest = {c: r for c, r in held.items() if c != credential_id}
+    after = reachability.methods_held(rest, seeded_totp=seeded)
+    needs = reachability.lost_apps(p.tenant, before, after, now)
+    if needs:
+        always = sorted({name_of(n.client_id) for n in needs if not n.only_sometimes})
+        sometimes = sorted({name_of(n.client_id) for n in needs if n.only_sometimes} - set(always))
+        return removal_refused_message(always, sometimes)
     p.store.delete_credential(session.subject, credential_id)
     factor = "otp" if record["kind"] == "totp" else "hwk"
     p.audit.record("factor.removed", now, outcome="success", subject=session.subject,
                    session_id=session.id, factor=factor)
     return "The factor was removed."
+
+
+def removal_refused_message(always: list[str], sometimes: list[str]) -> str:
+    """Return what the account page says when a factor is kept because apps need it."""
+    parts = []
+    if always:
+        parts.append(f"{', '.join(always)} cannot be signed in to without it")
+    if sometimes:
+        parts.append(f"{', '.join(sometimes)} need{'s' if len(sometimes) == 1 else ''} it for some actions")
+    return f"This factor cannot be removed: {'; '.join(parts)}. Add another factor first."
 
 
 def enrolled_with_code(p: Provider, session: Session, secret: str, code: str, now: int,

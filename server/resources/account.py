@@ -130,7 +130,8 @@ class Account(_AccountBase):
             self.browser.set_session(resp, moved)
             self._done(resp, "password_changed")
         elif action == "remove_factor":
-            message = account.remove_factor(self.provider, session, form.get("factor", ""), now)
+            message = account.remove_factor(self.provider, session, form.get("factor", ""), now,
+                                            self._name_of)
             self._page(req, resp, session, error="" if message.startswith("The factor") else message)
         else:
             raise OAuthError("unknown account action")

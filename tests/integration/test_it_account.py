@@ -119,7 +119,10 @@ def test_the_last_second_factor_is_kept(op: LiveOP, browser: BrowserAgent) -> No
     op.store.put_credential("u-bob", "totp", {"kind": "totp", "sealed": "x", "label": "Authenticator app"})
     browser.sign_in("portal", "bob")
     page = act(browser, "remove_factor", factor="totp")
-    assert "last second factor" in page.text and "totp" in op.store.credentials_of("u-bob")
+    assert page.status_code == 200 and "totp" in op.store.credentials_of("u-bob")
+    # the apps whose policy needs a second factor (require mfa) are named
+    needed = "This factor cannot be removed: Back office, Payments, Team app cannot be signed in to"
+    assert needed in page.text
     op.store.put_credential("u-bob", "pk:abc", {"kind": "passkey", "label": "Laptop"})
     act(browser, "remove_factor", factor="totp")
     assert set(op.store.credentials_of("u-bob")) == {"pk:abc"}
@@ -154,3 +157,20 @@ def test_a_re_authentication_updates_the_device(op: LiveOP, browser: BrowserAgen
     assert moved.status_code == 303
     (session,) = op.store.sessions_of("u-alice", op.clock.now)
     assert session.device.label == "Safari on iOS"
+
+
+def test_a_passkey_a_policy_needs_is_kept_though_a_second_factor_remains(op: LiveOP,
+                                                                       browser: BrowserAgent) -> None:
+    """Alice keeps her authenticator app either way; Documentation's loa:3 step-up needs amr hwk."""
+    op.store.put_credential("u-alice", "pk:abc", {"kind": "passkey", "label": "Laptop key"})
+    browser.sign_in("portal")
+    page = act(browser, "remove_factor", factor="pk:abc")
+    assert "Documentation needs it for some actions" in page.text
+    assert "pk:abc" in op.store.credentials_of("u-alice")
+    op.store.put_credential("u-alice", "pk:def", {"kind": "passkey", "label": "Phone"})
+    act(browser, "remove_factor", factor="pk:abc")  # another hardware-bound key remains: removed
+    assert set(op.store.credentials_of("u-alice")) == {"pk:def"}
+    synced = {"kind": "passkey", "label": "Synced", "synced": True}
+    op.store.put_credential("u-alice", "pk:ghi", synced)  # a synced passkey proves swk, not hwk
+    page = act(browser, "remove_factor", factor="pk:def")
+    assert "Documentation" in page.text and "pk:def" in op.store.credentials_of("u-alice")

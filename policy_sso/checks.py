@@ -301,19 +301,48 @@ def ended_reason(end: SessionEnd, setting_span: Callable[[str], Span], fallback:
 
 # --- consent (consent_required) ----------------------------------------------
 
-def consent(scopes: tuple[str, ...], span: Span, *, requested: bool) -> Check:
-    """Return the check that the scopes (policy-required, and requested unless first-party) are granted."""
+def _utc(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def consent_expires_at(granted_at: int, lifetime: int) -> int:
+    """Return the first second at which a grant given at ``granted_at`` no longer counts.
+
+    Limits are inclusive here as everywhere (a session idle exactly its window
+    is live): a grant ``lifetime`` seconds old still counts, one second older does not.
+    """
+    return granted_at + lifetime + 1
+
+
+def consent(scopes: tuple[str, ...], span: Span, *, requested: bool, lifetime: int | None = None) -> Check:
+    """Return the check that the scopes (policy-required, and requested unless first-party) are granted.
+
+    With ``lifetime`` (``require consent … for D``) each of ``scopes`` must also
+    have been granted at most that long ago; the policy's current lifetime is
+    applied to the recorded grant time, so a shorter one takes effect at reload.
+    """
     required = frozenset(scopes)
     fails = "not ({0} <= g" + (" and r.scopes <= g)" if requested else ")")
+    if lifetime is not None:
+        fails = f"({fails} or now - s.consent_since(r.client_id, {{0}}) > {int(lifetime)})"
     what = ", ".join(scopes)
     text = (f"granted scopes {what} and every requested scope" if requested and scopes
             else "every requested scope granted" if requested else f"granted scopes {what}")
+    if lifetime is not None:
+        text += f", each within {format_duration(lifetime)}"
 
     def observe(r: Any, s: Any, now: int) -> str:
         granted_now = s.consents.get(r.client_id, EMPTY)
         missing = (required | (r.scopes if requested else EMPTY)) - granted_now
-        return (f"granted {', '.join(sorted(granted_now)) or 'nothing'}; "
-                f"missing {', '.join(sorted(missing))}")
+        facts = [f"granted {', '.join(sorted(granted_now)) or 'nothing'}"]
+        if missing:
+            facts.append(f"missing {', '.join(sorted(missing))}")
+        if lifetime is not None:
+            for scope in sorted(required & granted_now):
+                expires = consent_expires_at(s.consent_granted_at(r.client_id, scope), lifetime)
+                if now >= expires:
+                    facts.append(f"consent for {scope} expired at {_utc(expires)}")
+        return "; ".join(facts)
 
     return Check("consent_missing", "a required or requested scope was not granted to this client",
                  CONSENT_REQUIRED, span, fails, text, observe,
@@ -346,5 +375,5 @@ def requirement_checks(req: Requirement, *, error: str, step_up_hint: RemedyHint
     if isinstance(req, AcrRequirement):
         return [acr(req, reaches(req.level), acr_rank, acr_name, error)]
     if isinstance(req, ConsentRequirement):
-        return [consent(req.scopes, req.span, requested=False)]
+        return [consent(req.scopes, req.span, requested=False, lifetime=req.lifetime)]
     raise TypeError(f"unknown requirement {req!r}")

@@ -16,6 +16,8 @@ def encode(session: Session) -> str:
         "j": {c: [j.sid, j.joined_at] for c, j in session.clients.items()},
         "g": {c: sorted(scopes) for c, scopes in session.consents.items()},
         **({"o": session.created_for} if session.created_for is not None else {}),
+        # when each scope was granted, beside "g" so a reader that predates it still reads "g"
+        **({"gt": session.consent_times} if session.consent_times else {}),
         **({"d": [session.device.address, session.device.label]} if session.device is not None else {}),
     }, separators=(",", ":"))
 
@@ -40,5 +42,6 @@ def decode(session_id: str, text: str | bytes, last_seen: int | None = None) -> 
         clients={c: ClientJoin(c, sid, at) for c, (sid, at) in data["j"].items()},
         consents={c: frozenset(scopes) for c, scopes in data["g"].items()},
         created_for=data.get("o"),  # absent in sessions stored before it was recorded
+        consent_times=data.get("gt", {}),  # likewise; such grants count from created_at
         device=Device(*data["d"]) if "d" in data else None,  # likewise
     )

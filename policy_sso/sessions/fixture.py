@@ -7,7 +7,8 @@ such as ``-9h`` or ``-90s``::
     created: -2h             # default: the earliest event
     last_seen: -5m           # default: the latest event
     events: [{method: pwd, at: -2h}, {method: otp, at: -10m}]
-    consents: {payments-web: [openid, profile]}
+    consents: {payments-web: [openid, profile]}   # or, with when each was granted:
+    # consents: {payments-web: {openid: -29d, profile: {granted_at: 2026-01-01T00:00:00Z}}}
     created_for: payments-web  # the client it was signed in at (matters with sso.active: false)
 
 A session that has ended is written by why, as the store remembers it::
@@ -94,9 +95,33 @@ def session_from_fixture(data: Any, now: int, session_id: str = "fixture") -> Se
     consents_raw = data.get("consents", {}) or {}
     if not isinstance(consents_raw, dict):
         raise FixtureError("consents: expected a mapping of client_id to scopes")
-    consents = {str(k): frozenset(str(s) for s in (v or [])) for k, v in consents_raw.items()}
+    consents, consent_times = _consents(consents_raw, now)
     clients = {str(c): ClientJoin(str(c), f"sid-{c}", created) for c in data.get("clients", []) or []}
     created_for = data.get("created_for")
     if created_for is not None and not isinstance(created_for, str):
         raise FixtureError("created_for: expected a client_id")
-    return Session(session_id, subject, created, last_seen, tuple(events), clients, consents, created_for)
+    return Session(session_id, subject, created, last_seen, tuple(events), clients, consents, created_for,
+                   consent_times=consent_times)
+
+
+def _consents(raw: dict[Any, Any], now: int) -> tuple[dict[str, frozenset[str]], dict[str, dict[str, int]]]:
+    """Return a fixture's consents and when each was granted (a list of scopes has no times)."""
+    consents: dict[str, frozenset[str]] = {}
+    times: dict[str, dict[str, int]] = {}
+    for key, granted in raw.items():
+        client = str(key)
+        if isinstance(granted, dict):  # scope -> time, or scope -> {granted_at: time}
+            times[client] = {}
+            for scope, written in granted.items():
+                when = written
+                if isinstance(written, dict):
+                    if set(written) != {"granted_at"}:
+                        raise FixtureError(f"consents.{client}.{scope}: expected {{granted_at: TIME}}")
+                    when = written["granted_at"]
+                times[client][str(scope)] = parse_time(when, now, f"consents.{client}.{scope}")
+            consents[client] = frozenset(times[client])
+        elif granted is None or isinstance(granted, list):
+            consents[client] = frozenset(str(s) for s in (granted or []))
+        else:
+            raise FixtureError(f"consents.{client}: expected a list of scopes or scope -> granted time")
+    return consents, times

@@ -119,7 +119,7 @@ class MemoryStore:
             session = self._live(session_id, now)
             if session is None:
                 return None
-            return self._put(session.with_consent(client_id, scopes))
+            return self._put(session.with_consent(client_id, scopes, now))
 
     def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
         with self._lock:

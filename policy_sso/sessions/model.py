@@ -76,6 +76,10 @@ class Session:
     # Where the latest authentication came from (None: not recorded, e.g. the backend API or a
     # session stored before it was recorded).
     device: Device | None = None
+    # When each consented scope was granted (epoch s): client_id -> scope -> time, for consent
+    # lifetimes (``require consent … for D``). A scope granted before times were recorded has
+    # none and counts as granted at ``created_at``, the earliest it can have been (fail closed).
+    consent_times: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @cached_property
     def methods(self) -> dict[str, int]:
@@ -125,12 +129,29 @@ class Session:
         """Return this session with what the user granted ``client_id`` withdrawn."""
         if client_id not in self.consents:
             return self
-        return replace(self, consents={k: v for k, v in self.consents.items() if k != client_id})
+        return replace(self, consents={k: v for k, v in self.consents.items() if k != client_id},
+                       consent_times={k: v for k, v in self.consent_times.items() if k != client_id})
 
-    def with_consent(self, client_id: str, scopes: frozenset[str]) -> Session:
-        """Return this session with ``scopes`` added to what the user granted ``client_id``."""
+    def with_consent(self, client_id: str, scopes: frozenset[str], at: int | None = None) -> Session:
+        """Return this session with ``scopes`` added to what the user granted ``client_id``.
+
+        ``at``: when they were granted; a scope granted again is granted anew (its
+        lifetime starts over).
+        """
         granted = self.consents.get(client_id, frozenset()) | frozenset(scopes)
-        return replace(self, consents={**self.consents, client_id: granted})
+        times = self.consent_times
+        if at is not None:
+            times = {**times, client_id: {**times.get(client_id, {}), **dict.fromkeys(scopes, at)}}
+        return replace(self, consents={**self.consents, client_id: granted}, consent_times=times)
+
+    def consent_granted_at(self, client_id: str, scope: str) -> int:
+        """Return when ``scope`` was granted to ``client_id`` (``created_at`` when not recorded)."""
+        return self.consent_times.get(client_id, {}).get(scope, self.created_at)
+
+    def consent_since(self, client_id: str, scopes: frozenset[str]) -> int:
+        """Return when the oldest grant among ``scopes`` to ``client_id`` was given."""
+        times = self.consent_times.get(client_id, {})
+        return min((times.get(scope, self.created_at) for scope in scopes), default=self.created_at)
 
     def with_event(self, event: AuthEvent, new_id: str, device: Device | None = None) -> Session:
         """Return this session re-authenticated: the event added, under a new id (no fixation).

@@ -391,7 +391,7 @@ class RedisStore:
 
     def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
                       now: int) -> Session | None:
-        return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes))
+        return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes, now))
 
     def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.without_consent(client_id))

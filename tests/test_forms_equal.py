@@ -188,3 +188,34 @@ def test_the_reference_example_is_one_policy_in_both_forms() -> None:
     assert (dsl_errors, yaml_errors) == ([], [])
     assert len(dsl) == 1
     assert dsl == yaml
+
+
+# --- consent lifetime (issue 19) ----------------------------------------------------------
+
+CONSENT_TWINS = [
+    pytest.param('require consent "openid", "profile" for 30d',
+                 "require: {consent: {scopes: [openid, profile], for: 30d}}", id="top-level-for"),
+    pytest.param('require consent "openid", "profile"',
+                 "require: {consent: {scopes: [openid, profile]}}", id="mapping-without-for"),
+    pytest.param('when scope has "payments:read" {\n    require consent "payments:read" for 1h\n  }',
+                 'when: [{if: {scope_has: "payments:read"}, require: {consent: {scopes: ["payments:read"], '
+                 "for: 60m}}}]", id="when-block-for"),
+]
+
+
+@pytest.mark.parametrize(("dsl_body", "yaml_body"), CONSENT_TWINS)
+def test_consent_lifetime_twins_compile_to_equal_models(dsl_body: str, yaml_body: str) -> None:
+    dsl, dsl_errors = parse_dsl(f'policy "p" {{\n  clients "web"\n  {dsl_body}\n}}\n', "p.policy")
+    yaml, yaml_errors = parse_yaml_policies(f"policy: p\nclients: [web]\n{yaml_body}\n", "p.policy.yaml")
+    assert (dsl_errors, yaml_errors) == ([], [])
+    assert dsl == yaml
+    tenant = demo()
+    assert (compile_policy(dsl[0], tenant.settings).source
+            == compile_policy(yaml[0], tenant.settings).source)
+
+
+def test_a_consent_lifetime_is_part_of_the_model() -> None:
+    (with_for,), _ = parse_dsl('policy "p" {\n  require consent "openid" for 30d\n}\n')
+    (without,), _ = parse_dsl('policy "p" {\n  require consent "openid"\n}\n')
+    assert with_for != without
+    assert with_for.requirements[0].lifetime == 30 * 86400

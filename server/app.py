@@ -36,6 +36,7 @@ from server.logs import flush_access_log
 from server.middleware import Envelope
 from server.resources.account import Account, EnrolPasskey, EnrolTotp
 from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
+from server.resources.api_decision import ApiDecision
 from server.resources.authorize import Authorize
 from server.resources.backend import (
     Otp,
@@ -105,6 +106,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/v1/auth/session/authenticate": SessionAuthenticate(provider),
         "/v1/auth/session/logout": SessionLogout(provider),
         "/v1/auth/logout": UserLogout(provider),
+        "/v1/auth/api-decision": ApiDecision(provider),
         "/v1/auth/session/status": SessionStatus(provider, browser),
         "/admin/v1/users/{sub}/sessions/logout": UserSessionsLogout(provider),
         "/admin/v1/users/{sub}/password": UserPassword(provider),

@@ -38,8 +38,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from policy_sso.checks import Check
+from policy_sso.config import Client
 from policy_sso.decision import LOGIN_REQUIRED, Decision, Reason, Remedy
-from policy_sso.request import AuthRequest
+from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken
+from policy_sso.oidc.userinfo import verify_bearer
+from policy_sso.request import AuthRequest, parse_int
 from policy_sso.sessions.model import AuthEvent, Session
 
 if TYPE_CHECKING:
@@ -180,8 +183,11 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
                             remedy.methods, remedy.scopes)
         params = remedy.params if remedy is not None else {}
         limit = _max_age(compiled, decision, request, session, remedy_max_age=params.get("max_age"), now=now)
+        # the operation's own acr_values, when the policy's remedy names no level of its own
+        asked = " ".join(request.acr_values) if "acr_insufficient" in decision.codes else ""
+        acr = params.get("acr_values") or asked or None
         text = challenge(INSUFFICIENT_USER_AUTHENTICATION, " ".join(dict.fromkeys(decision.codes)),
-                         dpop_algs=dpop_algs, acr_values=params.get("acr_values"),
+                         dpop_algs=dpop_algs, acr_values=acr,
                          max_age=str(limit) if limit is not None else None)
         return ApiDecision(False, INSUFFICIENT_USER_AUTHENTICATION, text, decision, remedy)
     if missing:
@@ -192,6 +198,51 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
                            challenge(INSUFFICIENT_SCOPE, f"the access token lacks the scope {listed}",
                                      dpop_algs=dpop_algs, scope=listed), None, remedy)
     return ApiDecision(True)
+
+
+def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any],
+                             now: int) -> dict[str, Any]:
+    """Return the answer of ``POST /v1/auth/api-decision`` for an authenticated resource server.
+
+    ``body``: ``token`` (the access token the resource server was shown),
+    ``scope`` (space-separated) and/or ``resource``, and optionally the
+    operation's own ``acr_values`` and ``max_age``. A token that is not valid
+    here (bad signature, expired, revoked, another issuer's) is answered
+    ``invalid_token`` with its challenge, as introspection answers
+    ``active: false``: the question was well asked, the token is the problem.
+    """
+    if client.is_public:
+        # like introspection (RFC 7662 §4): a resource server proves who it is with a secret
+        raise InvalidClient("a resource server authenticates with its client secret")
+    token, scope, resource, acr_values, max_age = (
+        _member(body, name) for name in ("token", "scope", "resource", "acr_values", "max_age"))
+    if token is None:
+        raise InvalidRequest("token is required")
+    if scope is None and resource is None:
+        raise InvalidRequest("scope or resource is required: what the operation needs")
+    limit = parse_int(max_age, "max_age") if max_age is not None else None
+    try:
+        claims = verify_bearer(p, token, now)
+    except InvalidToken as err:
+        return invalid_token(err.description).to_json()
+    answer = api_decision(p, claims, now=now, scope=scope, resource=resource,
+                          acr_values=(acr_values or "").split(), max_age=limit)
+    if answer.allow or answer.decision is not None:  # the policy decided (counted under the token's client)
+        p.metrics.decisions.add(str(claims["client_id"]),
+                                answer.decision.outcome if answer.decision else "allow")
+    return answer.to_json()
+
+
+def _member(body: Mapping[str, Any], name: str) -> str | None:
+    """Return a string member of the JSON body (None when absent or empty); raise InvalidRequest."""
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and name == "max_age":
+        return str(value)  # max_age may come as a JSON number
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string")
+    return value
 
 
 def _no_user(policy: str, source: str) -> Decision:

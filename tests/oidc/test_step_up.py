@@ -1,0 +1,210 @@
+"""Step-up at the API (RFC 9470): a token's authentication context against its client's policy.
+
+One row a case, the reason code in the id: :func:`api_decision` on the demo
+tenant's policies, then ``POST /v1/auth/api-decision`` over a falcon TestClient.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import falcon.testing
+import pytest
+
+from policy_sso.oidc import tokens
+from policy_sso.oidc.step_up import TOKEN_CHECKS, api_decision, token_session
+from policy_sso.sessions.store import open_store
+from policy_sso.tenant import Tenant
+from server.app import create_app
+
+DEMO = Path(__file__).resolve().parents[2] / "policies"
+NOW = 1_800_000_000
+ISSUER = "http://127.0.0.1:8080"
+LOA2 = "urn:policy-sso:loa:2"
+
+
+def claims(client_id: str = "shop", amr: tuple[str, ...] = ("pwd",), age: int | None = 60,
+           scope: str = "openid payments:read", **extra: Any) -> dict[str, Any]:
+    """Return an access token's claims: ``amr`` authenticated ``age`` seconds before NOW."""
+    out: dict[str, Any] = {"iss": ISSUER, "aud": ISSUER, "sub": "u-alice", "client_id": client_id,
+                           "scope": scope, "jti": "j-1", "iat": NOW - 10, "exp": NOW + 600}
+    if age is not None:
+        out.update(auth_time=NOW - age, amr=list(amr))
+    return {**out, **extra}
+
+
+MFA = ("pwd", "otp", "mfa")
+CHALLENGE = 'Bearer error="insufficient_user_authentication", error_description="{codes}"'
+
+# (id, claims, what the operation needs, codes, the challenge's auth-params after error_description)
+REFUSALS = [
+    ("mfa_required+acr_insufficient", claims(), {"scope": "payments:write"},
+     ["mfa_required", "acr_insufficient"], f'acr_values="{LOA2}", max_age="300"'),
+    ("step_up_required", claims(amr=MFA, age=301), {"scope": "payments:write"},
+     ["step_up_required"], f'acr_values="{LOA2}", max_age="300"'),
+    ("amr_missing", claims("docs", amr=("otp",)), {"scope": "openid"},
+     ["amr_missing"], f'acr_values="{LOA2}"'),
+    ("mfa_required", claims("payments-web"), {"scope": "openid"},
+     ["mfa_required", "acr_insufficient"], f'acr_values="{LOA2}"'),
+    ("max_age_exceeded-policy", claims("payments-web", amr=MFA, age=8 * 3600 + 1), {"scope": "openid"},
+     ["max_age_exceeded"], 'max_age="28800"'),
+    ("max_age_exceeded-operation", claims(age=301), {"scope": "payments:read", "max_age": 300},
+     ["max_age_exceeded"], 'max_age="300"'),
+    ("acr_insufficient-operation", claims(), {"scope": "payments:read", "acr_values": [LOA2]},
+     ["acr_insufficient"], f'acr_values="{LOA2}"'),
+    ("no_session-client-credentials", claims("payments-api", age=None, sub="payments-api"),
+     {"scope": "payments:read"}, ["no_session"], ""),
+]
+
+
+@pytest.mark.parametrize(("token", "needs", "codes", "params"), [r[1:] for r in REFUSALS],
+                         ids=[r[0] for r in REFUSALS])
+def test_a_refusal_names_every_reason_and_the_rfc9470_challenge(demo: Tenant, token, needs, codes,
+                                                                params) -> None:
+    answer = api_decision(demo, token, now=NOW, **needs)
+    assert (answer.allow, answer.error, answer.status) == (False, "insufficient_user_authentication", 401)
+    assert [r.code for r in answer.reasons] == codes
+    expected = CHALLENGE.format(codes=" ".join(codes)) + (f", {params}" if params else "")
+    assert answer.www_authenticate == expected
+    body = answer.to_json()
+    assert body["reasons"][0]["source"].startswith("policies/")  # the policy line behind it
+    assert body["remedy"]["action"] in ("step_up", "login")
+
+
+ALLOWED = [
+    ("allow-password-reads", claims(), {"scope": "payments:read"}),
+    ("allow-fresh-second-factor-exactly-5m", claims(amr=MFA, age=300, scope="openid payments:write"),
+     {"scope": "payments:write"}),
+    # a session limit is not a token's: a refreshed token keeps its 15-day-old authentication
+    ("allow-session-lifetime-not-applied", claims("portal", age=15 * 86400, scope="openid"),
+     {"scope": "openid"}),
+    # consent was given when the token was issued: payments-web's policy requires it of sessions
+    ("allow-consent-not-applied", claims("payments-web", amr=MFA, scope="openid payments:read"),
+     {"scope": "payments:read"}),
+    ("allow-resource-is-the-audience", claims(), {"resource": ISSUER}),
+]
+
+
+@pytest.mark.parametrize(("token", "needs"), [r[1:] for r in ALLOWED], ids=[r[0] for r in ALLOWED])
+def test_allow(demo: Tenant, token, needs) -> None:
+    answer = api_decision(demo, token, now=NOW, **needs)
+    assert answer.allow, answer.to_json()
+    assert answer.to_json() == {"allow": True}
+
+
+def test_the_token_evaluator_keeps_only_the_token_checks(demo: Tenant) -> None:
+    session_table = {g.check.reason for g in demo.evaluator("payments-web").checks}
+    token_table = {g.check.reason for g in demo.token_evaluator("payments-web").checks}
+    assert token_table == session_table & TOKEN_CHECKS
+    assert {"inactivity_timeout", "consent_missing", "session_expired"} <= session_table - token_table
+
+
+def test_a_token_is_one_authentication_at_auth_time(demo: Tenant) -> None:
+    session = token_session(claims(amr=MFA, age=120), NOW)
+    assert session is not None
+    assert session.methods == {"pwd": NOW - 120, "otp": NOW - 120}  # mfa is derived, not an event
+    assert (session.mfa, session.second_factor_time, session.auth_time) == (True, NOW - 120, NOW - 120)
+    assert token_session(claims(age=None), NOW) is None
+
+
+def test_enough_authentication_but_a_missing_scope_is_insufficient_scope(demo: Tenant) -> None:
+    answer = api_decision(demo, claims(amr=MFA), now=NOW, scope="payments:write")
+    assert (answer.allow, answer.error, answer.status) == (False, "insufficient_scope", 403)
+    assert answer.www_authenticate == ('Bearer error="insufficient_scope", error_description="the access '
+                                       'token lacks the scope payments:write", scope="payments:write"')
+    assert answer.to_json()["remedy"]["params"] == {"scope": "openid payments:read payments:write"}
+
+
+def test_a_step_up_remedy_asks_for_the_missing_scope_too(demo: Tenant) -> None:
+    remedy = api_decision(demo, claims(), now=NOW, scope="payments:write").to_json()["remedy"]
+    assert remedy["params"]["scope"] == "openid payments:read payments:write"
+    assert remedy["params"]["acr_values"] == LOA2
+    assert "otp" in remedy["methods"]
+
+
+def test_a_dpop_bound_token_is_challenged_with_the_dpop_scheme(demo: Tenant) -> None:
+    answer = api_decision(demo, claims(cnf={"jkt": "abc"}), now=NOW, scope="payments:write")
+    algs = " ".join(demo.settings.dpop.algorithms)
+    assert answer.www_authenticate == (f'DPoP algs="{algs}", error="insufficient_user_authentication", '
+                                       f'error_description="mfa_required acr_insufficient", '
+                                       f'acr_values="{LOA2}", max_age="300"')
+
+
+@pytest.mark.parametrize(("token", "needs", "description"), [
+    (claims("nobody"), {"scope": "openid"}, "the access token's client is not registered here"),
+    (claims(), {"resource": "https://payments.example"}, "the access token is not meant for this resource"),
+], ids=["invalid_token-unknown-client", "invalid_token-other-resource"])
+def test_invalid_token(demo: Tenant, token, needs, description) -> None:
+    answer = api_decision(demo, token, now=NOW, **needs)
+    assert (answer.allow, answer.error, answer.status) == (False, "invalid_token", 401)
+    assert answer.www_authenticate == f'Bearer error="invalid_token", error_description="{description}"'
+
+
+# --- over HTTP ------------------------------------------------------------------------
+
+def basic(client_id: str) -> dict[str, str]:
+    secret = (DEMO / "secrets" / f"{client_id}.secret").read_text().strip()
+    return {"Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+
+
+@pytest.fixture
+def http(demo: Tenant, ring: Any) -> falcon.testing.TestClient:
+    store = open_store("memory://", demo.settings.lifetime)
+    return falcon.testing.TestClient(create_app(demo, store, ring, clock=lambda: NOW))
+
+
+def signed(ring: Any, token: dict[str, Any]) -> str:
+    return tokens.mint_access_token(
+        ring, issuer=ISSUER, subject=token["sub"], client_id=token["client_id"], scope=token["scope"],
+        now=NOW - 10, lifetime=600, jti="j-1", auth_time=token.get("auth_time"), amr=token.get("amr"))
+
+
+def test_over_http_a_password_token_is_refused_for_payments_write(http, ring) -> None:
+    token = signed(ring, claims())
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={"token": token, "scope": "payments:write"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json
+    assert body["allow"] is False
+    assert body["www_authenticate"] == (CHALLENGE.format(codes="mfa_required acr_insufficient")
+                                        + f', acr_values="{LOA2}", max_age="300"')
+    assert [r["code"] for r in body["reasons"]] == ["mfa_required", "acr_insufficient"]
+    assert resp.headers["Cache-Control"] == "no-store"
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={"token": token, "scope": "payments:read"})
+    assert resp.json == {"allow": True}
+
+
+@pytest.mark.parametrize(("headers", "body", "status", "error"), [
+    ({}, {"token": "x", "scope": "openid"}, 401, "invalid_client"),
+    ({}, {"client_id": "spa", "token": "x", "scope": "openid"}, 401, "invalid_client"),
+    (None, {"scope": "openid"}, 400, "invalid_request"),
+    (None, {"token": "x"}, 400, "invalid_request"),
+    (None, {"token": "x", "scope": ["openid"]}, 400, "invalid_request"),
+    (None, {"token": "x", "scope": "openid", "max_age": "-1"}, 400, "invalid_request"),
+], ids=["no-client-auth", "public-client", "no-token", "no-scope-or-resource", "scope-not-a-string",
+        "bad-max_age"])
+def test_over_http_a_malformed_question_is_a_json_error(http, headers, body, status, error) -> None:
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api") if headers is None
+                              else headers, json=body)
+    assert resp.status_code == status, resp.text
+    assert resp.json["error"] == error and resp.json["error_description"]
+
+
+def test_over_http_client_secret_in_the_body_authenticates_too(http, ring) -> None:
+    secret = (DEMO / "secrets" / "payments-api.secret").read_text().strip()
+    resp = http.simulate_post("/v1/auth/api-decision", json={
+        "client_id": "payments-api", "client_secret": secret, "token": signed(ring, claims()),
+        "scope": "payments:read"})
+    assert resp.json == {"allow": True}
+
+
+def test_over_http_an_invalid_token_is_answered_not_failed(http) -> None:
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={"token": "not.a.token", "scope": "payments:read"})
+    assert resp.status_code == 200
+    assert resp.json["allow"] is False and resp.json["error"] == "invalid_token"
+    assert resp.json["www_authenticate"].startswith('Bearer error="invalid_token"')
+    assert resp.json["status"] == 401

@@ -251,3 +251,13 @@ class Policy:
     def all_requirements(self) -> tuple[Requirement, ...]:
         """Return top-level and ``when`` requirements together (for static analysis)."""
         return self.requirements + tuple(r for w in self.whens for r in w.requirements)
+
+    def consent_lifetime(self, scope: str) -> int | None:
+        """Return the shortest ``require consent … for D`` naming ``scope`` (``when`` blocks too), or None.
+
+        The shortest, because a grant past it is refused for some request (the
+        admin API and the account page show that expiry).
+        """
+        return min((r.lifetime for r in self.all_requirements()
+                    if isinstance(r, ConsentRequirement) and r.lifetime is not None and scope in r.scopes),
+                   default=None)

@@ -35,7 +35,13 @@ from server.limits import ServerLimits, create_server
 from server.logs import flush_access_log
 from server.middleware import Envelope
 from server.resources.account import Account, EnrolPasskey, EnrolTotp
-from server.resources.admin import PoliciesReload, UserPassword, UserSessionsLogout
+from server.resources.admin import (
+    PoliciesReload,
+    UserClientConsent,
+    UserConsents,
+    UserPassword,
+    UserSessionsLogout,
+)
 from server.resources.api_decision import ApiDecision
 from server.resources.authorize import Authorize
 from server.resources.backend import (
@@ -110,6 +116,8 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/v1/auth/session/status": SessionStatus(provider, browser),
         "/admin/v1/users/{sub}/sessions/logout": UserSessionsLogout(provider),
         "/admin/v1/users/{sub}/password": UserPassword(provider),
+        "/admin/v1/users/{sub}/consents": UserConsents(provider),
+        "/admin/v1/users/{sub}/consents/{client_id}": UserClientConsent(provider),
         "/admin/v1/policies/reload": PoliciesReload(provider),
         "/admin/v1/events": Events(provider),
     }

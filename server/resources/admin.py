@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import falcon
 
-from policy_sso.oidc import admin
+from policy_sso.oidc import admin, consents
 from policy_sso.oidc.provider import Provider
 from server.hooks import admin_token, json_body
 
@@ -55,3 +55,30 @@ class PoliciesReload(_AdminEndpoint):
         resp.media = {"error": "invalid_policies", "applied": False, "diagnostics": diagnostics,
                       "error_description": f"{count} error{'s' * (count != 1)}{first}; "
                       "the running policies stay in force"}
+
+
+class UserConsents(_AdminEndpoint):
+    """GET and DELETE /admin/v1/users/{sub}/consents (issue 19)."""
+
+    @falcon.before(admin_token)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, sub: str) -> None:
+        """List what the user granted each client: scopes, granted_at and expires_at (epoch s)."""
+        now = req.context.now
+        listed = consents.list_user_consents(self.provider, sub, now)
+        resp.media = {"sub": sub, "consents": [c.to_json(now) for c in listed]}
+
+    @falcon.before(admin_token)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, sub: str) -> None:
+        """Withdraw everything the user granted, in every session of theirs."""
+        withdrawn = consents.withdraw_user_consents(self.provider, sub, req.context.now)
+        resp.media = {"sub": sub, "withdrawn": withdrawn}
+
+
+class UserClientConsent(_AdminEndpoint):
+    """DELETE /admin/v1/users/{sub}/consents/{client_id} (issue 19)."""
+
+    @falcon.before(admin_token)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, sub: str, client_id: str) -> None:
+        """Withdraw what the user granted one client, in every session of theirs."""
+        withdrawn = consents.withdraw_user_consents(self.provider, sub, req.context.now, client_id)
+        resp.media = {"sub": sub, "withdrawn": withdrawn}

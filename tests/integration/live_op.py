@@ -38,7 +38,7 @@ REDIRECTS = {"portal": "http://127.0.0.1:9001/callback", "payments-web": "http:/
              "payments-api": "http://127.0.0.1:9002/api-callback", "docs": "http://127.0.0.1:9003/callback",
              "spa": "http://127.0.0.1:9005/callback", "backoffice": "http://127.0.0.1:9006/callback",
              "intranet-bridge": "http://127.0.0.1:9004/callback",
-             "portal-backend": "http://127.0.0.1:9001/api-callback"}
+             "portal-backend": "http://127.0.0.1:9001/api-callback", "shop": "http://127.0.0.1:9008/callback"}
 
 
 # --- HTML forms ---------------------------------------------------------------

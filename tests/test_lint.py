@@ -164,6 +164,17 @@ RULES = [
      "lint.policy:4:13: L_FRESH_LOGIN_SILENT: mfa within 1m applies to prompt=none requests, "
      "which can never present a second factor that fresh",
      Case(when('scope has "x" and prompt is "login"', "    require mfa within 1m\n"))),
+    ("L_CONSENT_OUTLIVES_SESSION", Case('  require consent "openid" for 31d\n'),
+     "lint.policy:3:28: L_CONSENT_OUTLIVES_SESSION: consent for 31d is longer than "
+     "session.require_login_after 30d: a grant is kept on its session, so this lifetime never expires one",
+     Case('  require consent "openid" for 30d\n')),
+    ("L_CONSENT_LIFETIME_SHORT", Case('  require consent "openid" for 60s\n'),
+     "lint.policy:3:28: L_CONSENT_LIFETIME_SHORT: consent for 1m expires almost at once",
+     Case('  require consent "openid" for 1h\n')),
+    ("L_WHEN_SHADOWED-consent-lifetime",
+     Case('  require consent "x" for 1h\n' + when('scope has "x"', '    require consent "x" for 1d\n')),
+     "lint.policy:4:3: L_WHEN_SHADOWED",
+     Case('  require consent "x"\n' + when('scope has "x"', '    require consent "x" for 1d\n'))),
 ]
 
 

@@ -69,6 +69,8 @@ CODES: dict[str, tuple[str, str]] = {
     "L_TRUST_KEY_MISSING": (WARNING, "a trusted issuer's key is not available"),
     "L_WEAK_KEY": (ERROR, "a trusted issuer's key is shorter than its algorithm needs"),
     "L_FRESH_LOGIN_SILENT": (WARNING, "a freshness limit so short that prompt=none can never succeed"),
+    "L_CONSENT_OUTLIVES_SESSION": (WARNING, "a consent lifetime longer than the session it is kept on"),
+    "L_CONSENT_LIFETIME_SHORT": (WARNING, "a consent lifetime so short that prompt=none nearly always fails"),
 }
 
 
@@ -221,7 +223,10 @@ def _implied(req: Requirement, by: tuple[Requirement, ...], ctx: LintContext) ->
         return any(isinstance(r, AcrRequirement) and r.level == req.level for r in by) or (
             rank is not None and any(other is not None and other >= rank for other in ranks))
     assert isinstance(req, ConsentRequirement)
-    granted = {s for r in by if isinstance(r, ConsentRequirement) for s in r.scopes}
+    # a lifetime is implied by an unconditional one at least as short (issue 19)
+    granted = {s for r in by if isinstance(r, ConsentRequirement)
+               and (req.lifetime is None or (r.lifetime is not None and r.lifetime <= req.lifetime))
+               for s in r.scopes}
     return set(req.scopes) <= granted
 
 
@@ -318,6 +323,30 @@ def fresh_login_on_silent(policy: Policy, ctx: LintContext) -> Iterator[Diagnost
                            "which can never present a second factor that fresh", hint)
 
 
+def consent_lifetimes(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
+    """``require consent … for D``: D must be able to end a grant, and leave silent sign-in a chance.
+
+    A grant is kept on its session (SPEC §3), so it can never be older than
+    ``require_login_after``: a longer lifetime never expires anything. A zero
+    lifetime is refused by the parser (E_DURATION).
+    """
+    for req in policy.all_requirements():
+        if not isinstance(req, ConsentRequirement) or req.lifetime is None:
+            continue
+        if ctx.settings is not None and req.lifetime > ctx.settings.lifetime.absolute:
+            absolute = format_duration(ctx.settings.lifetime.absolute)
+            yield _finding(req.lifetime_span, "L_CONSENT_OUTLIVES_SESSION",
+                           f"consent for {format_duration(req.lifetime)} is longer than "
+                           f"session.require_login_after {absolute}: a grant is kept on its session, "
+                           "so this lifetime never expires one",
+                           f"shorten it to at most {absolute}, or drop 'for' to keep grants for the session")
+        if req.lifetime <= FRESH_LOGIN_SECONDS:
+            yield _finding(req.lifetime_span, "L_CONSENT_LIFETIME_SHORT",
+                           f"consent for {format_duration(req.lifetime)} expires almost at once: the "
+                           "consent page is shown on nearly every sign-in and prompt=none fails",
+                           "allow hours or days (e.g. for 30d)")
+
+
 def trusted_issuer_keys(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
     """Trusted issuers' keys: present, and as long as their algorithm needs (RFC 7518 §3.2, §3.3)."""
     vctx = Context(ctx.settings, ctx.clients, ctx.base_dir)
@@ -354,6 +383,7 @@ POLICY_RULES: tuple[PolicyRule, ...] = (
     unsatisfiable_requirements, undefined_acr_values, requested_acr_mode, dead_when_blocks,
     fresh_login_on_silent,
     trusted_issuer_keys,
+    consent_lifetimes,
 )
 
 

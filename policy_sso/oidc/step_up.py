@@ -41,7 +41,6 @@ from policy_sso.checks import Check
 from policy_sso.config import Client
 from policy_sso.decision import LOGIN_REQUIRED, Decision, Reason, Remedy
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken
-from policy_sso.oidc.userinfo import verify_bearer
 from policy_sso.request import AuthRequest, parse_int
 from policy_sso.sessions.model import AuthEvent, Session
 
@@ -221,6 +220,9 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
     if scope is None and resource is None:
         raise InvalidRequest("scope or resource is required: what the operation needs")
     limit = parse_int(max_age, "max_age") if max_age is not None else None
+    # imported here: api_decision is public (policy_sso.__all__) and must not load the provider
+    from policy_sso.oidc.userinfo import verify_bearer
+
     try:
         claims = verify_bearer(p, token, now)
     except InvalidToken as err:

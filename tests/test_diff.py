@@ -194,3 +194,16 @@ def test_a_tenant_that_does_not_validate_exits_1(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "payments.policy:6:16: E_DURATION: invalid duration '15x'" in err
     assert f"policy-sso diff: {new} does not validate" in err
+
+
+def test_a_consent_lifetime_flips_exactly_the_grants_older_than_it(tmp_path) -> None:
+    """Issue 19: consent granted exactly the lifetime ago stays; one second more flips."""
+    new = edited(tmp_path, "payments.policy", 'require consent "openid", "profile"',
+                 'require consent "openid", "profile" for 30d')
+    sessions = ("pwd", "pwd+otp fresh", "pwd+otp stale otp", "pwd+otp 9h ago", "pwd+otp idle 20m",
+                "pwd+otp idle 2d", "wia", "hwk+pwd")
+    assert flips(DEMO, new) == {(c, f"{s} / consent granted 30d 1s ago", r)
+                                for c in ("payments-api", "payments-web") for s in sessions for r in PAYMENTS}
+    result = diff_tenants(load_tenant(DEMO), load_tenant(new), DEFAULT_AT)
+    change = next(c for c in result.changes if c.session == "pwd+otp fresh / consent granted 30d 1s ago")
+    assert "consent_missing" in change.new.reasons and "consent_missing" not in change.old.reasons

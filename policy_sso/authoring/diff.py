@@ -2,7 +2,8 @@
 
 Both tenants decide the same matrix: every client registered in either, a
 set of representative sessions (each with and without consent for the
-client) plus any recorded sessions, and requests built from what the
+client, and, where a policy gives consent a lifetime, with consent granted
+exactly that long ago and one second longer) plus any recorded sessions, and requests built from what the
 policies test, restricted to the scopes each client may request (another
 request is refused before any policy sees it). A case whose outcome or
 reason codes differ is a change; a client registered in only one of the
@@ -15,10 +16,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from policy_sso.checks import human_duration
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import did_you_mean
 from policy_sso.errors import OAuthError
-from policy_sso.model import Condition, Not, Test
+from policy_sso.model import Condition, ConsentRequirement, Not, Test
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import session_from_fixture
 from policy_sso.tenant import Tenant
@@ -52,6 +54,7 @@ class SessionCase:
     name: str
     fixture: dict[str, Any] | None
     consent: bool | None = None  # None: the fixture's own consents, as recorded
+    consent_age: int | None = None  # with consent: granted this many seconds ago (consent lifetimes)
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,21 @@ def session_matrix(recorded: Iterable[tuple[str, dict[str, Any] | None]] = ()) -
     return cases
 
 
+def consent_ages(tenants: Iterable[Tenant], client: str) -> list[int]:
+    """Return grant ages that probe the client's consent lifetimes: each lifetime, and one second past it."""
+    lifetimes = {req.lifetime for tenant in tenants if tenant.governs(client)
+                 for req in tenant.policy_for(client).all_requirements()
+                 if isinstance(req, ConsentRequirement) and req.lifetime is not None}
+    return sorted({age for lifetime in lifetimes for age in (lifetime, lifetime + 1)})
+
+
+def aged_consent_sessions(ages: Iterable[int]) -> list[SessionCase]:
+    """Return the representative sessions with consent granted ``age`` seconds ago, for each age."""
+    return [SessionCase(f"{name} / consent granted {human_duration(age)} ago",
+                        {"subject": SUBJECT, **events}, True, age)
+            for age in ages for name, events in REPRESENTATIVE_SESSIONS.items() if events is not None]
+
+
 def _required_scopes(tenant: Tenant, client: str) -> set[str]:
     if not tenant.governs(client):
         return set()
@@ -183,7 +201,11 @@ def _verdict(tenant: Tenant, client: str, session_case: SessionCase, request: Re
     fixture = session_case.fixture
     if fixture is not None and session_case.consent is not None:
         granted = sorted(scopes | set(params["scope"].split())) if session_case.consent else []
-        fixture = {**fixture, "consents": {client: granted}}
+        if session_case.consent_age is not None:  # when each was granted (require consent … for D)
+            granted_at = at - session_case.consent_age
+            fixture = {**fixture, "consents": {client: dict.fromkeys(granted, granted_at)}}
+        else:
+            fixture = {**fixture, "consents": {client: granted}}
     try:
         req = AuthRequest.from_params(client, params)
     except OAuthError as err:  # pragma: no cover - the matrix's requests are well-formed
@@ -205,8 +227,9 @@ def diff_tenants(old: Tenant, new: Tenant, at: int,
     for client in clients:
         scopes = _required_scopes(old, client) | _required_scopes(new, client)
         requests = request_matrix(old, new, client)
-        evaluated += len(sessions) * len(requests)
-        for session_case in sessions:
+        client_sessions = sessions + aged_consent_sessions(consent_ages((old, new), client))
+        evaluated += len(client_sessions) * len(requests)
+        for session_case in client_sessions:
             for request in requests:
                 before = _verdict(old, client, session_case, request, scopes, at=at)
                 after = _verdict(new, client, session_case, request, scopes, at=at)

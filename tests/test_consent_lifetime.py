@@ -95,3 +95,57 @@ def test_a_policy_without_a_lifetime_ignores_grant_times(cases_tenant_dir):
                   consent_times={"strict-app": {"openid": NOW - 365 * DAY, "profile": NOW - 365 * DAY}})
     req = AuthRequest.from_params("strict-app", {"scope": "openid profile", "prompt": "none"})
     assert tenant.decide(req, old, NOW).allowed
+
+
+# --- the authoring tools -------------------------------------------------------------------
+
+def test_explain_shows_the_expiry_of_a_grant_from_a_session_file(tmp_path, capsys):
+    from policy_sso.cli import main
+
+    session = tmp_path / "session.yaml"
+    session.write_text("subject: u1\ncreated: 2026-01-01T00:00:00Z\nevents: [{method: pwd, at: -1h}]\n"
+                       "consents: {lifetime-app: {openid: {granted_at: 2026-01-30T12:00:00Z},"
+                       " profile: 2026-01-30T11:59:59Z}}\n")
+    argv = ["explain", "--client", "lifetime-app", "--session", str(session), "--config", str(TENANT),
+            "--request", "scope=openid%20profile&prompt=none"]
+    assert main([*argv, "--at", "2026-03-01T11:59:59Z"]) == 0  # one second before profile's expiry
+    capsys.readouterr()
+    assert main([*argv, "--at", "2026-03-01T12:00:00Z"]) == 1
+    out = capsys.readouterr().out
+    assert "outcome: consent_required" in out
+    assert "consent for profile expired at 2026-03-01T12:00:00Z" in out
+    assert "consent for openid" not in out  # granted a second later: still counts
+
+
+def test_policy_test_cases_accept_the_old_consent_form_and_grant_times(tmp_path):
+    from policy_sso.authoring.policytest import run_paths
+
+    cases = tmp_path / "lifetime.test.yaml"
+    cases.write_text(
+        f"tenant: {TENANT}\nat: 2026-03-01T12:00:00Z\ncases:\n"
+        "  - name: old form\n    client: lifetime-app\n"
+        "    session: {subject: u1, created: -1d, events: [{method: pwd, at: -1h}],"
+        " consents: {lifetime-app: [openid, profile]}}\n"
+        "    request: {scope: openid profile, prompt: none}\n    expect: {outcome: allow}\n"
+        "  - name: expired grant\n    client: lifetime-app\n"
+        "    session: {subject: u1, created: -40d, events: [{method: pwd, at: -1h}],"
+        " consents: {lifetime-app: {openid: -1d, profile: {granted_at: -31d}}}}\n"
+        "    request: {scope: openid profile, prompt: none}\n"
+        "    expect: {outcome: consent_required, reasons: [consent_missing]}\n")
+    run = run_paths([cases])
+    assert run.diagnostics == []
+    assert (run.passed, run.failed) == (2, 0)
+    assert any(item.label == "consent_missing" and covered
+               for _, items in run.coverage.report() for item, covered in items)
+
+
+def test_a_malformed_grant_time_is_a_diagnostic_not_a_traceback(tmp_path):
+    from policy_sso.authoring.policytest import CaseError, load_cases
+
+    cases = tmp_path / "bad.test.yaml"
+    cases.write_text(f"tenant: {TENANT}\ncases:\n  - client: lifetime-app\n"
+                     "    session: {subject: u1, events: [{method: pwd}],\n"
+                     "              consents: {lifetime-app: {openid: soon}}}\n"
+                     "    expect: {outcome: allow}\n")
+    with pytest.raises(CaseError, match=r"consents\.lifetime-app\.openid: 'soon' is not"):
+        load_cases(cases)

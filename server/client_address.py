@@ -18,6 +18,8 @@ import ipaddress
 
 import falcon
 
+from policy_sso.networks import IPAddress
+from policy_sso.networks import client_ip as parse_client_ip
 from policy_sso.sessions.device import device_of
 from policy_sso.sessions.model import Device
 
@@ -106,3 +108,22 @@ def client_ip(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> str
 def client_device(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> Device:
     """Return where this request comes from as a session records it: address and browser label."""
     return device_of(client_ip(req, trusted_proxies), req.get_header("User-Agent"))
+
+
+def policy_client_ip(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> IPAddress | None:
+    """Return the address ``when network in`` tests, parsed once, or None when it is not known.
+
+    The same trust as :func:`client_address`, with no fallback to the proxy:
+    a trusted proxy that forwards no address, or something that is not one,
+    leaves the client unknown (every network-testing block then applies)
+    rather than placing it on the proxy's own, likely internal, network.
+    """
+    peer = req.env.get("REMOTE_ADDR") or ""
+    if not trusted_proxies:
+        return parse_client_ip(peer)
+    networks = _networks(trusted_proxies)
+    if not _trusted(peer, networks):
+        return parse_client_ip(peer)
+    if not (req.get_header("X-Forwarded-For") or "").strip(", \t"):
+        return None
+    return parse_client_ip(_vouched(req, networks))

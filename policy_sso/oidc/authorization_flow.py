@@ -18,6 +18,7 @@ from typing import Literal
 from policy_sso.config import Client
 from policy_sso.decision import Decision
 from policy_sso.errors import InvalidRequest, OAuthError, StoreUnavailable
+from policy_sso.networks import IPAddress
 from policy_sso.oidc import forced_sso, par, pkce, tokens
 from policy_sso.oidc.authorize import (
     AuthorizationError,
@@ -50,8 +51,12 @@ class Interact:
     session_id: str | None = None
 
 
-def parse_request(p: Provider, params: Mapping[str, str], now: int) -> AuthorizationRequest:
-    """Return the validated request, hints resolved; raise InvalidRequest or AuthorizationError."""
+def parse_request(p: Provider, params: Mapping[str, str], now: int, *,
+                  client_ip: IPAddress | None = None) -> AuthorizationRequest:
+    """Return the validated request, hints resolved; raise InvalidRequest or AuthorizationError.
+
+    ``client_ip`` is the address the request came from (what ``when network in`` tests).
+    """
 
     def resolve_hints(params: Mapping[str, str], client: Client) -> tuple[str | None, str | None]:
         hint_sub = None
@@ -72,8 +77,11 @@ def parse_request(p: Provider, params: Mapping[str, str], now: int) -> Authoriza
         user = p.tenant.resolve_user(login_hint)
         return hint_sub, (user.sub if user else login_hint or None)
 
-    return p.request_shapes.validate(params, resolve_hints=resolve_hints,
+    areq = p.request_shapes.validate(params, resolve_hints=resolve_hints,
                                      verify_challenge=_validate_s256_challenge)
+    if client_ip is None:
+        return areq
+    return replace(areq, policy_request=replace(areq.policy_request, client_ip=client_ip))
 
 
 def _validate_s256_challenge(challenge: str) -> None:
@@ -81,16 +89,17 @@ def _validate_s256_challenge(challenge: str) -> None:
 
 
 def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
-              now: int, *, address: str = "-") -> Answer | Interact:
+              now: int, *, address: str = "-", client_ip: IPAddress | None = None) -> Answer | Interact:
     """Return the answer to an authorization request, or the interaction that must run first.
 
     ``address`` is the client's (server.client_address): silent requests with
-    no known session are rate-limited by it.
+    no known session are rate-limited by it. ``client_ip`` is what the policy's
+    ``when network in`` tests (None: unknown).
     """
     pushed = "request_uri" in params
     if pushed:  # RFC 9126 §4: the pushed request, spent once; the policy decides it like any other
         params = par.pushed_params(p, params, now)
-    areq = parse_request(p, params, now)
+    areq = parse_request(p, params, now, client_ip=client_ip)
     if not pushed and par.par_required(p, areq.client):
         raise AuthorizationError(InvalidRequest("this client must push its authorization requests to /par"
                                                 " (RFC 9126)"), areq.target)

@@ -17,6 +17,7 @@ from typing import Any
 from policy_sso.config import Client
 from policy_sso.decision import Decision
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken, OAuthError
+from policy_sso.networks import IPAddress
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider, end_session, join_client
@@ -101,12 +102,16 @@ def _live(p: Provider, session_id: str, now: int, client: Client | None = None) 
 
 
 def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, Any],
-            now: int) -> dict[str, Any]:
-    """Return tokens when the client's policy allows the session; raise Refused otherwise."""
+            now: int, *, client_ip: IPAddress | None = None) -> dict[str, Any]:
+    """Return tokens when the client's policy allows the session; raise Refused otherwise.
+
+    ``client_ip`` is the address of the backend's caller as the trusted proxies
+    say (what ``when network in`` tests; None: unknown).
+    """
     scope = _string(body, "scope", required=False) or "openid"
     params = {"scope": scope, **{k: v for k in ("acr_values", "max_age", "claims")
                                  if isinstance(v := body.get(k), str)}}
-    request = AuthRequest.from_params(client.client_id, params)
+    request = AuthRequest.from_params(client.client_id, params, client_ip=client_ip)
     if not set(request.scopes) <= set(client.scopes):
         raise OAuthError("scope is not allowed for this client", error="invalid_scope")
     if client.first_party and not request.scopes <= session.consents.get(client.client_id, frozenset()):
@@ -137,7 +142,7 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
 
 
 def password(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
-             address: str = "-") -> dict[str, Any]:
+             address: str = "-", client_ip: IPAddress | None = None) -> dict[str, Any]:
     """POST /v1/auth/password: a new session, with tokens when the policy allows, else the decision."""
     username, secret = _string(body, "username"), _string(body, "password")
     attempt = sign_in_password(p, None, username, secret, now,  # type: ignore[arg-type]
@@ -146,7 +151,7 @@ def password(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
         raise InvalidClient("wrong username or password", error="invalid_grant", status=400)
     session = _live(p, attempt.session_id, now)
     try:
-        return _decide(p, client, session, body, now)
+        return _decide(p, client, session, body, now, client_ip=client_ip)
     except Refused as refused:
         # the password was right, so the user is signed in; the policy wants more before tokens
         return {"session_id": session.id, "decision": refused.extra}
@@ -163,8 +168,9 @@ def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
     return {"session_id": moved.id, "amr": list(moved.amr)}
 
 
-def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int) -> dict[str, Any]:
-    """POST /v1/auth/session/authenticate: silent authentication by session id."""
+def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
+                 client_ip: IPAddress | None = None) -> dict[str, Any]:
+    """POST /v1/auth/session/authenticate: silent authentication by session id (from ``client_ip``)."""
     session_id = _session_id(body)
     known = p.store.get_session(session_id, now)
     # the client is authenticated; an id the store does not know counts against the client, not the id
@@ -175,7 +181,7 @@ def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int)
         except SessionNotFound as missing:  # on record too: "why could alice not get in"
             _audit_missing(p, client, missing, now)
             raise
-    return _decide(p, client, known, body, now)
+    return _decide(p, client, known, body, now, client_ip=client_ip)
 
 
 def _audit_missing(p: Provider, client: Client, missing: SessionNotFound, now: int) -> None:

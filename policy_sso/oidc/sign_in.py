@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy_sso import credentials
+from policy_sso.networks import IPAddress
 from policy_sso.oidc.authorization_flow import (
     Answer,
     Interact,
@@ -55,9 +56,9 @@ class Attempt:
 
 
 def current_page(p: Provider, interaction: Interaction, session_id: str | None, now: int,
-                 *, consented: bool = False) -> Page:
-    """Return the request, session and next step of a pending interaction."""
-    areq = parse_request(p, interaction.params, now)
+                 *, consented: bool = False, client_ip: IPAddress | None = None) -> Page:
+    """Return the request, session and next step of a pending interaction (``client_ip``: this request's)."""
+    areq = parse_request(p, interaction.params, now, client_ip=client_ip)
     session = p.store.get_session(session_id, now) if session_id else None
     return Page(areq, session, resolve(p, areq, session, interaction, now, consented=consented))
 

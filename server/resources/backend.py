@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import falcon
 
+from policy_sso.networks import IPAddress
 from policy_sso.oidc import backend
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
-from server.client_address import client_address
+from server.client_address import client_address, policy_client_ip
 from server.hooks import client_token, json_body, raw_bearer
 
 
@@ -19,6 +20,10 @@ class _BackendEndpoint:
         # a backend calling for its users is one address unless it is a trusted proxy that forwards theirs
         return client_address(req, self.provider.tenant.settings.trusted_proxies)
 
+    def _client_ip(self, req: falcon.Request) -> IPAddress | None:
+        # the user's address, when the backend is a trusted proxy forwarding it (else the backend's own)
+        return policy_client_ip(req, self.provider.tenant.settings.trusted_proxies)
+
 
 class Password(_BackendEndpoint):
     """POST /v1/auth/password: username + password -> session_id, and tokens when the policy allows."""
@@ -28,7 +33,7 @@ class Password(_BackendEndpoint):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Sign a user in with a password for the calling client."""
         resp.media = backend.password(self.provider, req.context.client, req.context.json, req.context.now,
-                                      address=self._address(req))
+                                      address=self._address(req), client_ip=self._client_ip(req))
 
 
 class Otp(_BackendEndpoint):
@@ -50,7 +55,7 @@ class SessionAuthenticate(_BackendEndpoint):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Tokens when the client's policy allows the session; otherwise 400 with the decision."""
         resp.media = backend.authenticate(self.provider, req.context.client, req.context.json,
-                                          req.context.now)
+                                          req.context.now, client_ip=self._client_ip(req))
 
 
 class SessionLogout(_BackendEndpoint):

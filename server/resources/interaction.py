@@ -17,7 +17,7 @@ from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.model import Device
 from server.browser import Browser
-from server.client_address import client_address, client_device
+from server.client_address import client_address, client_device, policy_client_ip
 from server.hooks import form_body
 
 
@@ -69,6 +69,13 @@ class _Page:
             raise forged()
         return found
 
+    def _page(self, req: falcon.Request, interaction: Interaction, session_id: str | None, now: int,
+              *, consented: bool = False) -> sign_in.Page:
+        """Return the interaction's current page, decided for the client address of this request."""
+        address = policy_client_ip(req, self.provider.tenant.settings.trusted_proxies)
+        return sign_in.current_page(self.provider, interaction, session_id, now, consented=consented,
+                                    client_ip=address)
+
     def _device(self, req: falcon.Request) -> Device:
         """Return where the browser is, for the session to record (shown on /account)."""
         return client_device(req, self.provider.tenant.settings.trusted_proxies)
@@ -99,7 +106,7 @@ class Login(_Page):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Show the form the interaction needs next (or move on if none is needed)."""
         interaction = self._interaction(req)
-        page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req),
+        page = self._page(req, interaction, self.browser.session_id(req),
                                     req.context.now)
         if page.step.kind in ("login", "otp"):
             self._show(resp, page, interaction, now=req.context.now)
@@ -123,7 +130,7 @@ class Login(_Page):
         if "otp" in form:
             session = self.provider.store.get_session(session_id, now) if session_id else None
             if session is None:
-                page = sign_in.current_page(self.provider, interaction, None, now)
+                page = self._page(req, interaction, None, now)
                 self._show(resp, page, interaction, "Your session ended. Sign in again.", now=now)
                 return
         address = client_address(req, self.provider.tenant.settings.trusted_proxies)
@@ -139,7 +146,7 @@ class Login(_Page):
         except (RateLimited, HashingBusy) as refused:
             # the form again, with the wait, as a 429 (throttled) or 503 (every hashing slot busy) page:
             # the person reads it, a script sees the status; never a redirect
-            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            page = self._page(req, interaction, session_id, now)
             resp.set_headers(refused.headers)
             message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
                        if isinstance(refused, RateLimited) else
@@ -148,14 +155,14 @@ class Login(_Page):
                        now=now)
             return
         if attempt.session_id is None:
-            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            page = self._page(req, interaction, session_id, now)
             self._show(resp, page, interaction, attempt.message, form.get("username", ""), now=now)
             return
         self.browser.set_session(resp, attempt.session_id)
         if "otp" not in form:
             interaction = interaction.after_sign_in()
             self.browser.set_interaction(resp, self.provider.codec, interaction)
-        page = sign_in.current_page(self.provider, interaction, attempt.session_id, now)
+        page = self._page(req, interaction, attempt.session_id, now)
         self._proceed(req, resp, page, interaction)
 
     def _passkey(self, req: falcon.Request, resp: falcon.Response, interaction: Interaction) -> None:
@@ -169,18 +176,18 @@ class Login(_Page):
                 client_id=interaction.params.get("client_id"), address=address, device=self._device(req))
         except RateLimited as refused:
             resp.set_headers(refused.headers)
-            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            page = self._page(req, interaction, session_id, now)
             self._show(resp, page, interaction, f"Too many attempts. Try again in {refused.retry_after} "
                        "seconds.", status=refused.status, now=now)
             return
         if new_id is None:
-            page = sign_in.current_page(self.provider, interaction, session_id, now)
+            page = self._page(req, interaction, session_id, now)
             self._show(resp, page, interaction, message, now=now)
             return
         self.browser.set_session(resp, new_id)
         interaction = interaction.after_sign_in()  # a fresh authentication, as a password is
         self.browser.set_interaction(resp, self.provider.codec, interaction)
-        page = sign_in.current_page(self.provider, interaction, new_id, now)
+        page = self._page(req, interaction, new_id, now)
         self._proceed(req, resp, page, interaction)
 
     def _factor_page(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
@@ -195,7 +202,7 @@ class Login(_Page):
     def _cancel(self, req: falcon.Request, resp: falcon.Response, interaction: Interaction) -> None:
         """Send the app the decision's error: the user chose to go back without the factor."""
         now = req.context.now
-        page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req), now)
+        page = self._page(req, interaction, self.browser.session_id(req), now)
         if page.step.kind in ("factor", "fail"):
             page = sign_in.Page(page.request, page.session, replace(page.step, kind="fail"))
         self.browser.clear_interaction(resp)
@@ -232,7 +239,7 @@ class Consent(_Page):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Show the scopes, or move on when consent is not what the interaction needs."""
         interaction = self._interaction(req)
-        page = sign_in.current_page(self.provider, interaction, self.browser.session_id(req),
+        page = self._page(req, interaction, self.browser.session_id(req),
                                     req.context.now)
         if page.step.kind != "consent" or page.session is None:
             self._proceed(req, resp, page, interaction)
@@ -253,7 +260,7 @@ class Consent(_Page):
         if decision not in ("allow", "deny"):
             raise OAuthError("decision must be allow or deny")
         session_id = self.browser.session_id(req)
-        page = sign_in.current_page(self.provider, interaction, session_id, now)
+        page = self._page(req, interaction, session_id, now)
         if page.session is None:
             self._proceed(req, resp, page, interaction)
             return
@@ -266,7 +273,7 @@ class Consent(_Page):
             return
         if page.step.kind == "consent":
             sign_in.grant_consent(self.provider, page, now)
-        page = sign_in.current_page(self.provider, interaction, session_id, now, consented=True)
+        page = self._page(req, interaction, session_id, now, consented=True)
         self._proceed(req, resp, page, interaction)
 
 

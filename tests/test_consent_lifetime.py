@@ -149,3 +149,14 @@ def test_a_malformed_grant_time_is_a_diagnostic_not_a_traceback(tmp_path):
                      "    expect: {outcome: allow}\n")
     with pytest.raises(CaseError, match=r"consents\.lifetime-app\.openid: 'soon' is not"):
         load_cases(cases)
+
+
+def test_fmt_prints_a_consent_lifetime_canonically_and_idempotently():
+    from policy_sso.authoring.fmt import format_source
+
+    text = 'policy "p" {\nclients "web"\n    require consent "openid" ,"profile"   for   30d  # a month\n}\n'
+    formatted, errors = format_source(text)
+    assert errors == []
+    assert formatted == ('policy "p" {\n  clients "web"\n'
+                         '  require consent "openid", "profile" for 30d  # a month\n}\n')
+    assert format_source(formatted)[0] == formatted

@@ -33,6 +33,7 @@ EVENT_TYPES: dict[str, str] = {
     "account.password_changed": "the user changed their password on /account (the password never appears)",
     "authorization.decision": "a policy decision: outcome, reasons with their policy lines; details.silent",
     "backend.session_authenticate": "a backend silent sign-in by session id: outcome and reasons",
+    "api.decision": "a resource server asked whether an access token may do an operation (RFC 9470)",
     "token.issued": "tokens issued at /token; details.grant_type and what was issued",
     "token.refreshed": "a refresh token was rotated",
     "token.refresh_reuse": "a spent refresh token was presented; its family is revoked",

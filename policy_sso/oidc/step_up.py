@@ -226,12 +226,17 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
     try:
         claims = verify_bearer(p, token, now)
     except InvalidToken as err:
+        p.audit.record("api.decision", now, outcome=INVALID_TOKEN, resource_server=client.client_id)
         return invalid_token(err.description).to_json()
     answer = api_decision(p, claims, now=now, scope=scope, resource=resource,
                           acr_values=(acr_values or "").split(), max_age=limit)
+    outcome = "allow" if answer.allow else answer.decision.outcome if answer.decision else str(answer.error)
     if answer.allow or answer.decision is not None:  # the policy decided (counted under the token's client)
-        p.metrics.decisions.add(str(claims["client_id"]),
-                                answer.decision.outcome if answer.decision else "allow")
+        p.metrics.decisions.add(str(claims["client_id"]), outcome)
+    policy = {"policy": answer.decision.policy} if answer.decision else {}
+    p.audit.record("api.decision", now, outcome=outcome, client=str(claims["client_id"]),
+                   subject=str(claims.get("sub")), reasons=answer.reasons, resource_server=client.client_id,
+                   scopes=sorted(_scopes(scope)), **policy)
     return answer.to_json()
 
 

@@ -7,12 +7,16 @@ tenant's policies, then ``POST /v1/auth/api-decision`` over a falcon TestClient.
 from __future__ import annotations
 
 import base64
+import io
+import json
 from pathlib import Path
 from typing import Any
 
 import falcon.testing
 import pytest
 
+from policy_sso.audit import AuditLog
+from policy_sso.audit.sinks import StdoutSink
 from policy_sso.oidc import tokens
 from policy_sso.oidc.step_up import TOKEN_CHECKS, api_decision, token_session
 from policy_sso.sessions.store import open_store
@@ -191,6 +195,24 @@ def test_over_http_a_malformed_question_is_a_json_error(http, headers, body, sta
                               else headers, json=body)
     assert resp.status_code == status, resp.text
     assert resp.json["error"] == error and resp.json["error_description"]
+
+
+def test_over_http_each_answer_is_an_audit_event(demo: Tenant, ring: Any) -> None:
+    out = io.StringIO()
+    audit = AuditLog([StdoutSink(out)])
+    store = open_store("memory://", demo.settings.lifetime)
+    http = falcon.testing.TestClient(create_app(demo, store, ring, clock=lambda: NOW, audit=audit))
+    for token in (signed(ring, claims()), "not.a.token"):
+        http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                           json={"token": token, "scope": "payments:write"})
+    audit.close()
+    refused, invalid = (json.loads(line) for line in out.getvalue().splitlines())
+    assert (refused["type"], refused["outcome"], refused["client"], refused["subject"]) == (
+        "api.decision", "login_required", "shop", "u-alice")
+    assert refused["details"] == {"resource_server": "payments-api", "scopes": ["payments:write"],
+                                  "policy": "shop"}
+    assert [r["code"] for r in refused["reasons"]] == ["mfa_required", "acr_insufficient"]
+    assert (invalid["outcome"], invalid["details"]) == ("invalid_token", {"resource_server": "payments-api"})
 
 
 def test_over_http_client_secret_in_the_body_authenticates_too(http, ring) -> None:

@@ -1,0 +1,114 @@
+"""What audit events cost a silent authorize: two servers at once, events off and on, measured in turns.
+
+Issue 15: with events on (the file sink) a silent authorize must cost the
+server within 15% of the CPU it costs with them off. ``bench_http.py
+--audit none`` and ``--audit file`` run one after the other measure two
+different minutes of a shared machine (+-15% between runs here), so this
+starts two ``policy-sso serve`` processes from the same demo tenant, one
+with ``audit: {sinks: []}`` and one with the sinks given, signs alice in on
+each, and sends them slices of silent authorizes (and of ``GET /healthz``)
+in turns, the first of each pair alternating. CPU is each server's threads'
+run time from /proc/<pid>/task/*/schedstat (nanoseconds; the audit writer
+thread included), as ``bench_access_log.py`` reads it. The events the
+server with events on wrote are read back from its /metrics, so a run that
+wrote none (or dropped some) says so.
+
+    python benchmarks/bench_audit_http.py [--sinks file] [--rounds 6] [--requests 600] [--threads 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from bench_access_log import cpu_ns
+from bench_http import Conn, authorize_path, free_port, raw_request, run_slice, sign_in
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(sinks: list[str]) -> tuple[int, subprocess.Popen, bytes]:
+    """Start a server on the demo tenant with these audit sinks; return its port, process, silent request."""
+    state = Path(tempfile.mkdtemp(prefix="bench-audit-http-"))
+    config = state / "tenant"
+    shutil.copytree(ROOT / "policies", config, ignore=shutil.ignore_patterns("tests", "yaml"))
+    tenant_yaml = config / "tenant.yaml"
+    # the per-session silent-auth limit raised for a load test (it still counts, it never refuses)
+    text = tenant_yaml.read_text().replace("silent_auth: {requests: 60, window: 1m}",
+                                           "silent_auth: {requests: 1000000, window: 1m}")
+    tenant_yaml.write_text(text + f"\naudit: {{sinks: [{', '.join(sinks)}]}}\n")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "policy_sso.cli", "serve", "--port", str(port), "--state-dir", str(state),
+         "--config", str(config), "--workers", "1"], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = server.stdout.readline()
+    if "serving" not in line:
+        raise SystemExit(line + server.stdout.read())
+    threading.Thread(target=server.stdout.read, daemon=True).start()  # keep its pipe drained
+    cookie = sign_in(port)
+    return port, server, raw_request("GET", authorize_path("none"), {"Cookie": cookie})
+
+
+def audit_counts(port: int) -> dict[str, float]:
+    """Return the server's audit counters from its /metrics: written per sink, and dropped."""
+    text = Conn(port).request("GET", "/metrics")[2]
+    counts = {f"written {sink}": float(n) for sink, n in re.findall(
+        r'^policy_sso_audit_events_written(?:_total)?\{sink="([^"]+)"\} (\S+)$', text, re.M)}
+    dropped = re.search(r"^policy_sso_audit_events_dropped(?:_total)? (\S+)$", text, re.M)
+    counts["dropped"] = float(dropped.group(1)) if dropped else 0.0
+    return counts
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sinks", default="file", help="the audit sinks of the server with events on")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=600, help="requests per slice (at most)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time per slice (at most)")
+    parser.add_argument("--threads", type=int, default=4, help="client threads")
+    args = parser.parse_args()
+    servers = {"off": start([]), "on": start(args.sinks.split(","))}
+    floor = raw_request("GET", "/healthz")
+    # per mode and phase: the ms of server CPU per request of each round
+    rounds: dict[str, dict[str, list[float]]] = {mode: {"floor": [], "silent": []} for mode in servers}
+    try:
+        for port, server, silent in servers.values():  # warm-up
+            run_slice(port, server.pid, args.threads, 300, 2.0, lambda i, s=silent: (s, 302))
+        for round_ in range(args.rounds):
+            # each round the other server goes first: the first of a pair must not always be the same one
+            for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
+                port, server, silent = servers[mode]
+                phases = (("floor", lambda i: (floor, 200)), ("silent", lambda i, s=silent: (s, 302)))
+                for phase, make in phases:
+                    before = cpu_ns(server.pid)
+                    done = run_slice(port, server.pid, args.threads, args.requests, args.seconds, make)
+                    if done["errors"]:
+                        raise SystemExit(f"{mode} {phase}: {done['errors'][0]}")
+                    rounds[mode][phase].append((cpu_ns(server.pid) - before) / len(done["latencies"]) / 1e6)
+        counts = audit_counts(servers["on"][0])
+    finally:
+        for _, server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=10)
+    print(f"audit events on ({args.sinks}) vs off, {args.rounds} rounds of up to {args.requests} requests, "
+          f"{args.threads} client threads, both servers at once; events on: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in counts.items()))
+    for phase, label in (("floor", "GET /healthz"), ("silent", "silent authorize")):
+        on, off = rounds["on"][phase], rounds["off"][phase]
+        ratios = [a / b - 1 for a, b in zip(on, off, strict=True)]
+        on_ms, off_ms = statistics.median(on), statistics.median(off)
+        print(f"{label:<17} server CPU ms/req, median of rounds: on {on_ms:.3f}, off {off_ms:.3f} "
+              f"({on_ms / off_ms - 1:+.1%}); per round on/off: " + " ".join(f"{r:+.0%}" for r in ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from pathlib import Path
 
 import pytest
 
 from policy_sso import model
+from policy_sso.cli import main
 from policy_sso.compile import compile_policy
 from policy_sso.config import TenantSettings
 from policy_sso.networks import NetworkSet, client_ip, network_problem, parse_network, resolve
@@ -146,3 +148,31 @@ def test_the_reason_names_the_address_and_the_block() -> None:
     unknown = decide(AuthRequest("web", frozenset({"openid"})), session, NOW)
     observed = unknown.reasons[0].observed
     assert "client address unknown, so the network block at web.policy:4 applies" in observed
+
+
+# --- explain --ip -------------------------------------------------------------------------------
+
+CASES_TENANT = Path(__file__).parent / "cases" / "tenant-networks"
+
+
+@pytest.mark.parametrize(("ip", "status", "shown"), [
+    ("10.1.2.3", 0, "client address: 10.1.2.3"),
+    ("2001:db8::7", 1, "client address 2001:db8::7 not in office (the network block at"),
+    (None, 1, "client address: unknown (every network block applies)"),
+], ids=["inside", "outside-ipv6", "unknown"])
+def test_explain_takes_the_client_address(ip: str | None, status: int, shown: str, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    session = tmp_path / "session.yaml"
+    session.write_text("subject: u1\nevents: [{method: pwd, at: -1h}]\nconsents: {office-app: [openid]}\n")
+    argv = ["explain", "--config", str(CASES_TENANT), "--client", "office-app", "--session", str(session)]
+    assert main(argv + (["--ip", ip] if ip else [])) == status
+    assert shown in capsys.readouterr().out
+
+
+def test_explain_refuses_an_address_that_is_not_one(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    session = tmp_path / "session.yaml"
+    session.write_text("null\n")
+    argv = ["explain", "--config", str(CASES_TENANT), "--client", "office-app", "--session", str(session)]
+    assert main([*argv, "--ip", "10.0.0.0/8"]) == 2
+    assert "--ip '10.0.0.0/8' is not an IP address" in capsys.readouterr().err

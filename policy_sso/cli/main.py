@@ -13,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from policy_sso.compile import network_tests
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import RENDERERS
 from policy_sso.errors import ConfigError, OAuthError, PolicySSOError
+from policy_sso.networks import client_ip
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import FixtureError, ended_from_fixture, parse_time, session_from_fixture
 from policy_sso.sessions.model import Session, SessionEnd
@@ -85,6 +87,8 @@ def _explain_text(client: str, decision: Decision, request: AuthRequest, tenant:
     policy = tenant.policy_for(client)
     lines = [f"client {client} -> policy {policy.name} ({policy.span})",
              f"outcome: {decision.outcome}"]
+    if any(network_tests(w.condition) for w in policy.whens):  # what its network blocks were decided on
+        lines.append(f"client address: {request.client_ip or 'unknown (every network block applies)'}")
     if decision.reasons:
         lines.append("reasons:")
         width = max(len(r.code) for r in decision.reasons)
@@ -141,6 +145,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         now = parse_time(at, int(time.time()), "--at") if at else int(time.time())
     except FixtureError as err:
         raise UsageError(str(err)) from None
+    address = client_ip(args.ip)
+    if args.ip is not None and address is None:
+        raise UsageError(f"--ip {args.ip!r} is not an IP address (e.g. 10.1.2.3 or 2001:db8::1)")
     session = _load_fixture(args.session, now)
     params = dict(urllib.parse.parse_qsl(args.request or "", keep_blank_values=True))
     params.setdefault("scope", "openid")
@@ -148,7 +155,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         request = AuthRequest.from_params(
             args.client, params, id_token_hint_sub=params.get("id_token_hint_sub"),
-            login_hint_sub=(hinted.sub if hinted else params.get("login_hint")))
+            login_hint_sub=(hinted.sub if hinted else params.get("login_hint")), client_ip=address)
     except OAuthError as err:
         print(f"invalid request: {err.error}: {err.description}", file=sys.stderr)
         return EXIT_FINDINGS
@@ -157,7 +164,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if ended is not None:  # the store's record of why the session ended (issue 13)
         decision = tenant.evaluator(args.client).ended(ended)
     if args.format == "json":
-        out = {"client_id": args.client, "at": now, **decision.to_json()}
+        out = {"client_id": args.client, "at": now, **({"ip": str(address)} if address else {}),
+               **decision.to_json()}
         if request.acr_values:
             out["acr_values"] = {"requested": tenant.settings.acr_values_requested}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
@@ -209,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request", default="", metavar="QUERY",
                    help="authorization request query string (default: scope=openid)")
     p.add_argument("--at", metavar="TIME", help="evaluate at this time (epoch, ISO 8601 or -1h)")
+    p.add_argument("--ip", metavar="ADDRESS",
+                   help="the client address the request comes from, for `when network in` (default: unknown, "
+                   "so every block that tests the network applies)")
     p.add_argument("--config", metavar="DIR",
                    help="tenant directory (default: the nearest one holding tenant.yaml at or above the "
                    "session file or here, else policies/)")

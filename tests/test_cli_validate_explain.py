@@ -253,7 +253,7 @@ def test_usage_error_missing_session(capsys) -> None:
     (b"\xff\xfe{}", "session file {path} is not UTF-8 text: invalid start byte"),
     (b'{"events": [{"method": "pwd"}]}', "session file {path}: session fixture needs a subject"),
     (b'{"subject": "u", "events": [{"method": "pwd"}], "consents": {"portal": 5}}',
-     "session file {path}: 'int' object is not iterable"),
+     "session file {path}: consents.portal: expected a list of scopes or scope -> granted time"),
     (b"subject: u\nevents: [{method: pwd, at: .inf}]\n",
      "session file {path}: events[0].at: inf is not a time"),
     (b"[1, 2", "session file {path} is not valid JSON/YAML: "),

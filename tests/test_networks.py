@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 
 from policy_sso import model
+from policy_sso.authoring.diff import diff_tenants, network_probes
 from policy_sso.cli import main
 from policy_sso.compile import compile_policy
 from policy_sso.config import TenantSettings
@@ -17,6 +20,7 @@ from policy_sso.parse.dsl import parse_dsl
 from policy_sso.parse.yaml_form import parse_yaml_policies
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import AuthEvent, Session
+from policy_sso.tenant import load_tenant
 
 NOW = 1_767_268_800
 SESSION = Session("s", "u1", NOW - 60, NOW - 60, (AuthEvent("pwd", NOW - 60),), {},
@@ -176,3 +180,37 @@ def test_explain_refuses_an_address_that_is_not_one(tmp_path: Path,
     argv = ["explain", "--config", str(CASES_TENANT), "--client", "office-app", "--session", str(session)]
     assert main([*argv, "--ip", "10.0.0.0/8"]) == 2
     assert "--ip '10.0.0.0/8' is not an IP address" in capsys.readouterr().err
+
+
+# --- diff over client addresses -----------------------------------------------------------------
+
+def _narrowed_office(tmp_path: Path) -> tuple[Path, Path]:
+    old, new = tmp_path / "old", tmp_path / "new"
+    shutil.copytree(CASES_TENANT, old)
+    shutil.copytree(CASES_TENANT, new)
+    yaml = (new / "tenant.yaml").read_text()
+    (new / "tenant.yaml").write_text(yaml.replace('office: ["10.0.0.0/8"', 'office: ["10.0.0.0/16"'))
+    return old, new
+
+
+def test_diff_probes_the_edges_of_a_changed_network(tmp_path: Path) -> None:
+    old, new = (load_tenant(d) for d in _narrowed_office(tmp_path))
+    probes = [str(ip) for ip in network_probes((old, new), "office-app")]
+    assert probes == ["10.0.0.0", "10.1.0.0", "11.0.0.0", "192.168.0.0", "192.169.0.0"]
+    assert network_probes((old, new), "open-app") is None  # no such client: nothing tests a network
+    changes = diff_tenants(old, new, NOW).changes
+    assert {c.client for c in changes} == {"office-app", "yaml-app"}
+    # 10.1.0.0 left the office: a password alone no longer does there, and only there
+    assert {c.request.rsplit(" from ", 1)[1] for c in changes} == {"10.1.0.0"}
+    assert all(c.new.reasons == tuple(sorted({*c.old.reasons, "mfa_required"})) for c in changes)
+
+
+def test_diff_over_given_addresses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = _narrowed_office(tmp_path)
+    assert main(["diff", str(old), str(new), "--ips", "10.0.0.1,203.0.113.5", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] == 0  # neither address moved
+    assert main(["diff", str(old), str(new), "--ips", "10.0.0.1, 10.200.0.1"]) == 1
+    out = capsys.readouterr().out
+    assert "from 10.200.0.1" in out and "from 10.0.0.1 " not in out
+    assert main(["diff", str(old), str(new), "--ips", "10.0.0.1,nowhere"]) == 2
+    assert "--ips 'nowhere' is not an IP address" in capsys.readouterr().err

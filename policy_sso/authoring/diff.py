@@ -8,19 +8,28 @@ policies test, restricted to the scopes each client may request (another
 request is refused before any policy sees it). A case whose outcome or
 reason codes differ is a change; a client registered in only one of the
 two is ``unregistered`` in the other.
+
+A client whose policy (in either tenant) tests ``when network in`` is asked
+each request from an unknown address and from each address of a set: the
+``--ips`` given, else the edges of every network its policies name (each
+network's first address and the one just past its last), so a widened or
+narrowed network shows which addresses flip.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from policy_sso import networks
 from policy_sso.checks import human_duration
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import did_you_mean
 from policy_sso.errors import OAuthError
 from policy_sso.model import Condition, ConsentRequirement, Not, Test
+from policy_sso.networks import IPAddress
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import session_from_fixture
 from policy_sso.tenant import Tenant
@@ -59,10 +68,11 @@ class SessionCase:
 
 @dataclass(frozen=True)
 class RequestCase:
-    """A request of the matrix: its label and parameters."""
+    """A request of the matrix: its label, parameters and client address (None: unknown)."""
 
     name: str
     params: tuple[tuple[str, str], ...]
+    ip: IPAddress | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,40 @@ def request_matrix(old: Tenant, new: Tenant, client: str | None = None) -> list[
     return requests
 
 
+def _network_tests(tenant: Tenant, client: str) -> list[Test]:
+    if not tenant.governs(client):
+        return []
+    return [t for w in tenant.policy_for(client).whens for t in _tests(w.condition) if t.kind == "network"]
+
+
+def network_probes(tenants: Iterable[Tenant], client: str) -> list[IPAddress] | None:
+    """Return the addresses at the edges of the networks ``client``'s policies test, or None when none do.
+
+    For each network: its first address, and the address just past its last
+    (inside, then outside: a changed prefix flips one of them).
+    """
+    found = False
+    probes: dict[IPAddress, None] = {}
+    for tenant in tenants:
+        for test in _network_tests(tenant, client):
+            found = True
+            for net in networks.resolve(test.networks, tenant.settings.networks).networks:
+                probes[net.network_address] = None
+                after = int(net.broadcast_address) + 1
+                if after < 2 ** net.max_prefixlen:
+                    kind = ipaddress.IPv4Address if net.version == 4 else ipaddress.IPv6Address
+                    probes[kind(after)] = None
+    return sorted(probes, key=lambda ip: (ip.version, int(ip))) if found else None
+
+
+def with_addresses(requests: list[RequestCase], addresses: Iterable[IPAddress]) -> list[RequestCase]:
+    """Return each request from an unknown address, then from each of ``addresses``."""
+    addresses = list(addresses)
+    return [case for request in requests
+            for case in (RequestCase(f"{request.name} from unknown address", request.params),
+                         *(RequestCase(f"{request.name} from {ip}", request.params, ip) for ip in addresses))]
+
+
 def session_matrix(recorded: Iterable[tuple[str, dict[str, Any] | None]] = ()) -> list[SessionCase]:
     """Return the representative sessions, each with and without consent, then the recorded ones."""
     cases: list[SessionCase] = []
@@ -207,7 +251,7 @@ def _verdict(tenant: Tenant, client: str, session_case: SessionCase, request: Re
         else:
             fixture = {**fixture, "consents": {client: granted}}
     try:
-        req = AuthRequest.from_params(client, params)
+        req = AuthRequest.from_params(client, params, client_ip=request.ip)
     except OAuthError as err:  # pragma: no cover - the matrix's requests are well-formed
         return Verdict(err.error, (), "")
     decision: Decision = tenant.decide(req, session_from_fixture(fixture, at), at)
@@ -215,11 +259,15 @@ def _verdict(tenant: Tenant, client: str, session_case: SessionCase, request: Re
 
 
 def diff_tenants(old: Tenant, new: Tenant, at: int,
-                 recorded: Iterable[tuple[str, dict[str, Any] | None]] = ()) -> DiffResult:
+                 recorded: Iterable[tuple[str, dict[str, Any] | None]] = (),
+                 ips: Iterable[IPAddress] | None = None) -> DiffResult:
     """Return every case of the matrix whose outcome or reason codes differ between OLD and NEW.
 
     Recorded fixtures are validated by the caller (``session_from_fixture`` raises FixtureError).
+    ``ips``: the client addresses to ask from where a policy tests the network
+    (default: the edges of the networks it names).
     """
+    ips = list(ips) if ips is not None else None
     clients = sorted(set(old.clients) | set(new.clients))
     sessions = session_matrix(recorded)
     changes: list[Change] = []
@@ -227,6 +275,9 @@ def diff_tenants(old: Tenant, new: Tenant, at: int,
     for client in clients:
         scopes = _required_scopes(old, client) | _required_scopes(new, client)
         requests = request_matrix(old, new, client)
+        probes = network_probes((old, new), client)
+        if probes is not None:
+            requests = with_addresses(requests, ips if ips is not None else probes)
         client_sessions = sessions + aged_consent_sessions(consent_ages((old, new), client))
         evaluated += len(client_sessions) * len(requests)
         for session_case in client_sessions:

@@ -361,12 +361,20 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """Compare the decisions of two tenants over a session x request matrix."""
     from policy_sso.authoring.diff import diff_tenants, render_table, unknown_session_clients
     from policy_sso.authoring.policytest import DEFAULT_AT
+    from policy_sso.networks import client_ip
     from policy_sso.sessions.fixture import FixtureError, parse_time
     from policy_sso.tenant import check_tenant
 
     for raw in (args.old, args.new):
         if not (Path(raw) / "tenant.yaml").is_file():
             return _usage("diff", f"{raw} is not a tenant directory (no tenant.yaml)")
+    ips = None
+    if args.ips is not None:
+        ips = [client_ip(text) for text in args.ips.split(",") if text.strip()]
+        bad = [text.strip() for text, ip in zip(args.ips.split(","), ips, strict=False) if ip is None]
+        if bad or not ips:
+            return _usage("diff", f"--ips {bad[0] if bad else args.ips!r} is not an IP address "
+                          "(a comma-separated list, e.g. 10.0.0.1,203.0.113.5)")
     try:
         at = parse_time(int(args.at) if args.at and args.at.isdigit() else args.at or DEFAULT_AT,
                         DEFAULT_AT, "--at")
@@ -385,7 +393,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for client, hint in unknown_session_clients(fixture, loaded[0], loaded[1]):
             return _usage("diff", f"{args.sessions}: session {i} ({name}) names client {client!r}, "
                           "which neither tenant registers" + (f" ({hint})" if hint else ""))
-    result = diff_tenants(loaded[0], loaded[1], at, recorded)
+    result = diff_tenants(loaded[0], loaded[1], at, recorded, ips)
     if args.format == "json":
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
@@ -436,5 +444,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("new", metavar="NEW", help="tenant directory after the change")
     p.add_argument("--sessions", metavar="FILE", help="recorded session fixtures (a YAML/JSON list)")
     p.add_argument("--at", metavar="TIME", help="evaluation time (default 2026-01-01T12:00:00Z)")
+    p.add_argument("--ips", metavar="A,B,…",
+                   help="client addresses to ask from where a policy tests the network, besides an unknown "
+                   "one (default: the first address of each network it names and the one just past it)")
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=_closed_pipe_is_quiet(cmd_diff))

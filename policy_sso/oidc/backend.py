@@ -22,7 +22,7 @@ from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider, end_session, join_client
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
-from policy_sso.oidc.userinfo import verify_bearer
+from policy_sso.oidc.userinfo import resource_token, verify_bearer
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import Session, SessionEnd
 
@@ -197,9 +197,18 @@ def session_logout(p: Provider, body: Mapping[str, Any], now: int) -> None:
     end_session(p, _session_id(body), now)
 
 
-def user_logout(p: Provider, token: str, now: int) -> None:
-    """POST /v1/auth/logout: end the session the user's access token was issued from, and revoke it."""
-    claims = verify_bearer(p, token, now)
+USER_LOGOUT_PATH = "/v1/auth/logout"
+
+
+def user_logout(p: Provider, authorization: str | None, proof: str | None, now: int) -> None:
+    """POST /v1/auth/logout: end the session the user's access token was issued from, and revoke it.
+
+    The token comes as ``Authorization: Bearer``, or ``DPoP`` with ``proof``
+    (the DPoP header) made for this request; a DPoP-bound token presented as
+    a Bearer token is refused, as at /userinfo (RFC 9449 §7.1, §7.2).
+    """
+    claims = resource_token(p, authorization=authorization, form_token=None, proof=proof, method="POST",
+                            url=p.issuer + USER_LOGOUT_PATH, now=now)
     subject, sid, client_id = claims.get("sub"), claims.get("sid"), claims.get("client_id")
     if sid is None or subject == client_id:
         raise InvalidToken("a user's access token is required (this one names no session)")

@@ -9,7 +9,7 @@ from policy_sso.oidc import backend
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.client_address import client_address, policy_client_ip
-from server.hooks import client_token, json_body, raw_bearer
+from server.hooks import client_token, json_body
 
 
 class _BackendEndpoint:
@@ -72,10 +72,10 @@ class SessionLogout(_BackendEndpoint):
 class UserLogout(_BackendEndpoint):
     """POST /v1/auth/logout: end the session of the user's own access token."""
 
-    @falcon.before(raw_bearer)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """End the session and revoke the token; 204."""
-        backend.user_logout(self.provider, req.context.bearer, req.context.now)
+        """End the session and revoke the token (Bearer, or DPoP with a proof of this call); 204."""
+        backend.user_logout(self.provider, req.get_header("Authorization"), req.get_header("DPoP"),
+                            req.context.now)
         resp.status = falcon.HTTP_204
 
 

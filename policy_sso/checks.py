@@ -323,8 +323,15 @@ def consent(scopes: tuple[str, ...], span: Span, *, requested: bool, lifetime: i
     """
     required = frozenset(scopes)
     fails = "not ({0} <= g" + (" and r.scopes <= g)" if requested else ")")
+    consts: tuple[Any, ...] = (required,)
     if lifetime is not None:
-        fails = f"({fails} or now - s.consent_since(r.client_id, {{0}}) > {int(lifetime)})"
+        # inline, one test a scope (the {1}, {2}… consts), as hot as the other checks: all are
+        # granted here, each at its recorded time or, when none was recorded, at s.created_at
+        limit = int(lifetime)
+        old = " or ".join(f"now - t.get({{{i + 1}}}, s.created_at) > {limit}" for i in range(len(scopes)))
+        fails = (f"({fails} or ((t := s.consent_times.get(r.client_id)) is None"
+                 f" and now - s.created_at > {limit}) or (t is not None and ({old or 'False'})))")
+        consts = (required, *scopes)
     what = ", ".join(scopes)
     text = (f"granted scopes {what} and every requested scope" if requested and scopes
             else "every requested scope granted" if requested else f"granted scopes {what}")
@@ -346,7 +353,7 @@ def consent(scopes: tuple[str, ...], span: Span, *, requested: bool, lifetime: i
 
     return Check("consent_missing", "a required or requested scope was not granted to this client",
                  CONSENT_REQUIRED, span, fails, text, observe,
-                 RemedyHint("consent", (("prompt", "consent"),), (), scopes), (required,))
+                 RemedyHint("consent", (("prompt", "consent"),), (), scopes), consts)
 
 
 def prompt_consent(span: Span) -> Check:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FakeClock, postgres_server, redis_server
+from support import FakeClock, postgres_server, redis_cluster, redis_server
 
 from policy_sso.oidc.keys import KeyRing
 from policy_sso.tenant import Tenant, load_tenant
@@ -51,6 +51,13 @@ def clock() -> FakeClock:
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Yield the URL of a throwaway redis-server on 127.0.0.1 (no persistence), stopped afterwards."""
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Yield the ``redis+cluster://`` URL of a throwaway 3-master Redis Cluster on 127.0.0.1."""
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as url:
         yield url
 
 

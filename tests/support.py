@@ -1,5 +1,5 @@
 """Test helpers shared by the test directories: a fake clock, app test clients, free ports, a
-throwaway redis-server, waitress in a thread.
+throwaway redis-server (or Redis Cluster), waitress in a thread.
 
 ``tests/`` is on ``sys.path`` for every test (pytest's rootdir import mode puts the directory of
 ``tests/conftest.py`` there), so any test or conftest imports this module as ``support``.
@@ -99,6 +99,68 @@ def redis_server(workdir: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+REDIS_CLUSTER_SLOTS = 16384
+
+
+@contextlib.contextmanager
+def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[str]:
+    """Yield the ``redis+cluster://`` URL of a throwaway Redis Cluster of ``masters`` nodes on 127.0.0.1.
+
+    Each node is a redis-server with ``--cluster-enabled yes`` on a free port (its bus on another);
+    the slots are split by hand (CLUSTER ADDSLOTSRANGE, MEET), which takes well under a second where
+    ``redis-cli --cluster create`` waits a second or more. Skips loudly where it cannot start.
+    """
+    import redis
+
+    binary = redis_binary()
+    processes: list[subprocess.Popen] = []
+    ports: list[int] = []
+    buses: list[int] = []
+    try:
+        for i in range(masters):
+            port, bus = free_port(), free_port()
+            processes.append(subprocess.Popen(
+                [binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
+                 "--cluster-port", str(bus), "--cluster-config-file", str(workdir / f"nodes-{i}.conf"),
+                 "--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            ports.append(port)
+            buses.append(bus)
+        for port, process in zip(ports, processes, strict=True):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and process.poll() is None:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+                time.sleep(0.05)
+            if process.poll() is not None:  # e.g. a redis-server built without cluster support
+                pytest.skip(f"redis-server would not start as a cluster node: "
+                            f"{process.stderr.read().decode(errors='replace')[-300:]}")  # type: ignore[union-attr]
+        nodes = [redis.Redis(port=port, socket_timeout=5) for port in ports]
+        share = REDIS_CLUSTER_SLOTS // masters
+        for i, node in enumerate(nodes):
+            last = REDIS_CLUSTER_SLOTS - 1 if i == masters - 1 else (i + 1) * share - 1
+            node.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)  # distinct: no collision to settle
+            node.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        for port, bus in zip(ports[1:], buses[1:], strict=True):  # the bus is not port + 10000 here
+            nodes[0].execute_command("CLUSTER", "MEET", "127.0.0.1", port, bus)
+        deadline = time.monotonic() + 20
+        while True:
+            infos = [node.execute_command("CLUSTER", "INFO").decode() for node in nodes]
+            if all("cluster_state:ok" in info and f"cluster_known_nodes:{masters}" in info for info in infos):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the Redis Cluster did not reach cluster_state:ok: {infos[0][:200]}")
+            time.sleep(0.05)
+        for node in nodes:
+            node.close()
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in ports)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
 
 
 PG_BIN_DIRS = ("/usr/local/bin", *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True))

@@ -2,16 +2,33 @@
 
 Each record stores its absolute expiry, checked against the ``now`` every call
 passes, so limits hold to the second whatever Redis's own clock says; its TTL,
-relative to that ``now``, only cleans up. Every read-modify-write runs as a
-Lua script, which Redis executes atomically: two instances updating one
-session lose nothing, and an identifier (a code, a jti) is used once. A session is one string
-(last-seen, hard expiry, JSON): a read is one GET, a get-and-touch one
-script call (one round trip) that rewrites the last-seen digits in place, at
-most once per ``touch_interval``.
+relative to that ``now``, only cleans up. Every read-modify-write of one record
+runs as a Lua script, which Redis executes atomically: two instances updating
+one session lose nothing, and an identifier (a code, a jti) is used once. A
+session is one string (last-seen, hard expiry, JSON): a read is one GET, a
+get-and-touch one script call (one round trip) that rewrites the last-seen
+digits in place, at most once per ``touch_interval``.
 
-Some scripts reach keys they derive (a family's tokens, a subject's
-sessions) rather than keys passed in ``KEYS``: fine on one server or a
-replicated one, not on Redis Cluster.
+Redis Cluster (``redis+cluster://host:port[,host:port...]``) runs the same
+class: every script is given every key it touches in ``KEYS``, and those keys
+share one hash slot (a key's ``{tag}``):
+
+- a session and its end record: ``psso:{s:<digest>}`` and ``psso:{s:<digest>}:end``,
+  the digest being the id's SHA-256 (no session id is stored in the clear);
+- a refresh family: ``psso:{rf:<family>}`` (a hash, one field a token) and
+  ``psso:{rf:<family>}:spent``; a token finds its family through
+  ``psso:rt:<token digest>``, written before the family changes;
+- a subject's session index ``psso:uz:<subject>``, a jti, a counter, a
+  subject's cut-off and its credentials are each one key.
+
+What spans two slots is done in steps, ordered so that a step that never
+happens (a crash, a fault) leaves nothing unsafe: a session is written before
+it is indexed, and readers of the index drop ids whose session is gone. The
+index is therefore not atomic with the sessions: a sign-in that completes
+while ``end_sessions_of`` runs for the same subject may keep its new session
+(as if it had signed in just after), and a process killed between writing a
+session and indexing it leaves that session out of its subject's index until
+it expires. On one server the same steps run.
 
 A subject's sessions are indexed in a sorted set ranked by creation, so
 creating one costs O(log n) and the oldest end first once the subject holds
@@ -20,16 +37,18 @@ in the index until a read of the subject's sessions or an eviction drops
 them, and count against the bound meanwhile.
 
 Faults: every call waits at most the store timeout (socket connect and read
-timeouts), is retried only once and only on a dropped connection, and any
-Redis error becomes :class:`~policy_sso.errors.StoreUnavailable`. redis-py
-reconnects on the next call, and a script the server forgot in a restart
-(``NOSCRIPT``) is loaded again by the call that finds it missing.
+timeouts), is retried only once and only on a dropped connection (on a
+cluster: once, after re-reading the slot map), and any Redis error becomes
+:class:`~policy_sso.errors.StoreUnavailable`. redis-py reconnects on the next
+call, and a script the server forgot in a restart (``NOSCRIPT``) is loaded
+again by the call that finds it missing.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 from typing import Any
 
 import redis
@@ -69,7 +88,9 @@ def _record_text(record: dict[str, Any]) -> str:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
-_SESSION = f"{PREFIX}ss:"  # "ss": the string form below (the earlier hash form used "s:")
+# A session's key is tagged with its id's digest, so its end record shares its slot and no
+# ended id is left in the store (earlier layouts used "psso:ss:<id>" and "psso:s:<id>").
+_SESSION = f"{PREFIX}{{s:"
 _HEADER = 22  # last_seen and hard expiry, 11 decimal digits each, before a session's JSON
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
@@ -77,39 +98,37 @@ _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored 
 # JSON. A read is a GET, and a touch rewrites the first 11 bytes in place (SETRANGE).
 # Lua reads both numbers with string.sub; HEADER is their combined width.
 
-# A subject's index: a sorted set of session ids ranked by creation (a per-subject sequence,
-# so two sessions made in one second still have an order). It used to be a plain set (the
-# legacy key): a script that meets one folds it in first, once.
-_INDEX = """
-local function migrate(index, legacy)
-  if redis.call('EXISTS', legacy) == 1 then
-    for _, id in ipairs(redis.call('SMEMBERS', legacy)) do redis.call('ZADD', index, 'NX', 0, id) end
-    redis.call('DEL', legacy)
-  end
-end
-local function next_rank(index)
-  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-  return (top[2] and tonumber(top[2]) or 0) + 1
-end
+# KEYS[1] session, KEYS[2] its end plan (one slot); ARGV value, ttl, plan, plan ttl.
+_PUT_SESSION = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
 """
 
-# KEYS[1] session, KEYS[2] subject index, KEYS[3] legacy set; ARGV value, ttl, id, index ttl,
-# session key prefix, max per subject -> {{id, value}, ...}: the live sessions pushed out.
-# O(log n) plus one pop per session beyond the bound; each id is added once and popped once.
-_CREATE = _INDEX + """
-migrate(KEYS[2], KEYS[3])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
-redis.call('ZADD', KEYS[2], next_rank(KEYS[2]), ARGV[3])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-local out = {}
-local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
-while over > 0 do
-  local id = redis.call('ZPOPMIN', KEYS[2])[1]
-  local v = redis.call('GETDEL', ARGV[5] .. id)
-  if v then table.insert(out, {id, v}) end
-  over = over - 1
+# A subject's index: a sorted set of session ids ranked by creation (a per-subject sequence,
+# so two sessions made in one second still have an order). It used to be a plain set (the
+# legacy key, another slot): sessions_of and end_sessions_of fold one in first, once.
+
+# KEYS[1] subject index; ARGV id, index ttl, max per subject -> {id, rank, ...}: the ids pushed
+# out, whose sessions the caller then ends. O(log n) plus one pop per id beyond the bound.
+_INDEX_ADD = """
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('ZADD', KEYS[1], (top[2] and tonumber(top[2]) or 0) + 1, ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then return redis.call('ZPOPMIN', KEYS[1], over) end
+return {}
+"""
+
+# KEYS[1] subject index; ARGV old id, new id: the new id takes the old one's rank
+# (re-authenticating keeps a session's age), or the next one if the old id was dropped meanwhile.
+_INDEX_MOVE = """
+local rank = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not rank then
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  rank = (top[2] and tonumber(top[2]) or 0) + 1
 end
-return out
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[1], rank, ARGV[2])
 """
 
 # KEYS[1] session, KEYS[2] its end plan; ARGV now, touch_interval, inactivity, end record TTL
@@ -147,50 +166,19 @@ redis.call('SET', KEYS[1], string.sub(v, 1, 11) .. ARGV[3] .. ARGV[2], 'EX', ttl
 return 1
 """
 
-# KEYS[1] old session, KEYS[2] new session, KEYS[3] subject index, KEYS[4] legacy set;
-# ARGV expected JSON, new value, ttl, old id, new id, now, inactivity.
-# The new id takes the old one's rank: re-authenticating keeps a session's age.
-_MOVE = _INDEX + """
+# KEYS[1] session, KEYS[2] its end plan; ARGV expected JSON, now, inactivity -> 1 when the live
+# session was as expected and is now deleted with its plan, 0 when gone, -1 when it changed.
+# A re-authentication claims the old id with this before writing the new one: of two racing
+# re-authentications one wins, and a fault afterwards loses the session, never duplicates it.
+_CLAIM = """
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
-local now, idle = tonumber(ARGV[6]), tonumber(ARGV[7])
+local now, idle = tonumber(ARGV[2]), tonumber(ARGV[3])
 local last, hard = tonumber(string.sub(v, 1, 11)), tonumber(string.sub(v, 12, 22))
 if now >= hard or now - last > idle then return 0 end
 if string.sub(v, 23) ~= ARGV[1] then return -1 end
-migrate(KEYS[3], KEYS[4])
-redis.call('DEL', KEYS[1])
-local rank = redis.call('ZSCORE', KEYS[3], ARGV[4]) or next_rank(KEYS[3])
-redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('SET', KEYS[2], ARGV[2], 'EX', tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[3], rank, ARGV[5])
+redis.call('DEL', KEYS[1], KEYS[2])
 return 1
-"""
-
-# KEYS[1] subject index, KEYS[2] legacy set; ARGV session key prefix -> {{id, value}, ...}, oldest
-# first; drops ids whose session has gone. The index holds at most the bound: O(bound).
-_OF_SUBJECT = _INDEX + """
-migrate(KEYS[1], KEYS[2])
-local out = {}
-for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local v = redis.call('GET', ARGV[1] .. id)
-  if v then table.insert(out, {id, v}) else redis.call('ZREM', KEYS[1], id) end
-end
-return out
-"""
-
-# KEYS[1] subject index, KEYS[2] legacy set; ARGV session key prefix, batch size ->
-# {popped, {id, value}, ...}: ends the oldest ``batch`` sessions in one atomic step (each id is
-# unindexed and its session deleted together, so none is left half-ended); the caller repeats
-# until fewer come back, so ending thousands never holds Redis for long.
-_END_BATCH = _INDEX + """
-migrate(KEYS[1], KEYS[2])
-local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
-local out = {#popped / 2}
-for i = 1, #popped, 2 do
-  local v = redis.call('GETDEL', ARGV[1] .. popped[i])
-  if v then table.insert(out, {popped[i], v}) end
-end
-return out
 """
 _END_BATCH_SIZE = 256
 
@@ -201,31 +189,39 @@ if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
 end
 """
 
-# KEYS[1] old token, KEYS[2] new token; ARGV prefix, new expiry, now
-_ROTATE = """
-local v = redis.call('HMGET', KEYS[1], 'family', 'data', 'spent', 'exp')
-local now = tonumber(ARGV[3])
-if not v[1] or now >= tonumber(v[4]) then return {'unknown'} end
-local fam = ARGV[1] .. 'fam:' .. v[1]
-if v[3] == '1' then
-  for _, key in ipairs(redis.call('SMEMBERS', fam)) do redis.call('DEL', key) end
-  redis.call('DEL', fam)
-  return {'reused', v[1]}
-end
-local exp = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'spent', '1')
-redis.call('HSET', KEYS[2], 'family', v[1], 'data', v[2], 'spent', '0', 'exp', exp)
-redis.call('EXPIRE', KEYS[2], math.max(1, exp - now))
-redis.call('SADD', fam, KEYS[2])
-if redis.call('TTL', fam) < exp - now then redis.call('EXPIRE', fam, math.max(1, exp - now)) end
-return {'ok', v[1], v[2]}
+# A refresh family is one hash (one slot): a field per token digest, "0" or "1" (spent), the
+# expiry (11 digits), then the family's data (JSON; a spent token drops it). Spent tokens stay
+# for reuse detection until their own expiry; the ``:spent`` sorted set ranks them by it, so
+# each rotation drops the ones past it in O(log n).
+
+# KEYS[1] family, KEYS[2] its spent set; ARGV token, field value, ttl: the first of a family
+_PUT_REFRESH = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 """
 
-# KEYS[1] family set: its tokens and the set go at once, so a rotation cannot slip a
-# successor in between reading the members and deleting them.
-_REVOKE = """
-for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('DEL', key) end
-redis.call('DEL', KEYS[1])
+# KEYS[1] family, KEYS[2] its spent set; ARGV old token, new token, new expiry, now
+# -> {'ok', data} | {'reused'} | {'unknown'}. A spent token presented again deletes the family.
+_ROTATE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local now = tonumber(ARGV[4])
+if not v or now >= tonumber(string.sub(v, 2, 12)) then return {'unknown'} end
+if string.sub(v, 1, 1) == '1' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return {'reused'}
+end
+local exp, data = tonumber(ARGV[3]), string.sub(v, 13)
+redis.call('HSET', KEYS[1], ARGV[1], '1' .. string.sub(v, 2, 12),
+           ARGV[2], '0' .. string.format('%011d', exp) .. data)
+redis.call('ZADD', KEYS[2], tonumber(string.sub(v, 2, 12)), ARGV[1])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)) do
+  redis.call('HDEL', KEYS[1], gone)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+for i = 1, 2 do
+  if redis.call('TTL', KEYS[i]) < exp - now then redis.call('EXPIRE', KEYS[i], math.max(1, exp - now)) end
+end
+return {'ok', data}
 """
 
 # KEYS[1] jti; ARGV expires_at, ttl, now ('' without one) -> 1 recorded, 0 replay.
@@ -237,13 +233,27 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 return 1
 """
 
+# KEYS[1] counter; ARGV amount, ttl -> the count: one round trip, and never a counter without a TTL
+_HIT = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return count
+"""
 
-_END = f"{PREFIX}end:"  # why a session ended, keyed by token_key(session id)
+
+def _session_key(session_id: str) -> str:
+    """Return a session's key, ``psso:{s:<sha256 of the id>}``: no id in the clear, any id one slot."""
+    return f"{_SESSION}{token_key(session_id)}}}"
+
 
 # A session's end record is written when the session is: its "plan", last-seen (11 digits,
 # moved by each touch) and the hard limit it reaches first (JSON), so once Redis has let the
 # session itself expire, why and when can still be told. Ending a session explicitly
-# replaces the plan with the reason (JSON, starting with '{').
+# replaces the plan with the reason (JSON, starting with '{'). Keyed by the id's digest like
+# the session, in the session's slot: ``psso:{s:<digest>}:end``.
+def _end_key(session_id: str) -> str:
+    """Return the key of a session's end record (the session's slot)."""
+    return f"{_SESSION}{token_key(session_id)}}}:end"
 
 
 def _ttl(expires_at: int, now: int | None) -> int:
@@ -251,50 +261,101 @@ def _ttl(expires_at: int, now: int | None) -> int:
     return max(1, expires_at - (int(time.time()) if now is None else now))
 
 
-@translate_faults(redis.RedisError)
-class RedisStore:
-    """Implements :class:`~policy_sso.sessions.store.Store` on a Redis server."""
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_CLUSTER_QUERY = ("socket_timeout", "socket_connect_timeout")
 
-    def __init__(self, url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
-        options = options or StoreOptions()
-        self.lifetime = lifetime
-        self.max_sessions_per_user = options.max_sessions_per_user
-        try:
+
+def connect(url: str, timeout: float) -> Any:
+    """Return a redis-py client for ``url``: a ``Redis``, or a ``RedisCluster`` for a cluster URL.
+
+    ``redis+cluster://[user:password@]host:port[,host:port...][/0]`` (``rediss+cluster`` for
+    TLS) names some of a cluster's nodes; the client learns the rest, and the slot map, from
+    them. Timeouts in the URL win over ``timeout``. Raises StoreError for a malformed URL or an
+    unreachable server.
+    """
+    where = url.rsplit("@", 1)[-1]
+    try:
+        if url.partition("://")[0] not in CLUSTER_SCHEMES:
             # Timeouts in the URL win (redis-py's query string overrides these). One retry, at
             # once, only for a dropped connection: redis-py's default (10 retries with backoff)
             # held every request for seconds while Redis was paused (issue 14).
-            self.redis = redis.Redis.from_url(
-                url, socket_timeout=options.timeout, socket_connect_timeout=options.timeout,
+            client = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
-            self.redis.ping()
-        except redis.RedisError as err:
-            raise StoreError(f"cannot reach Redis at {url.rsplit('@', 1)[-1]}: {err}") from None
-        self._create = self.redis.register_script(_CREATE)
+        else:
+            client = _cluster(url, timeout)
+        client.ping()
+    except (redis.RedisError, redis.exceptions.RedisClusterException) as err:
+        raise StoreError(f"cannot reach Redis at {where}: {str(err)[:200]}") from None
+    return client
+
+
+def _cluster(url: str, timeout: float) -> Any:
+    """Return a RedisCluster client for a ``redis+cluster://`` URL (see :func:`connect`)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    parts = urllib.parse.urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for node in filter(None, hosts.split(",")):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise StoreError(f"store URL {url.rsplit('@', 1)[-1]!r}: each cluster node is HOST:PORT, "
+                             f"not {node.rsplit('@', 1)[-1]!r}")
+        nodes.append(ClusterNode(urllib.parse.unquote(host.strip("[]")), int(port)))
+    if not nodes:
+        raise StoreError(f"store URL {url!r} names no cluster node (redis+cluster://HOST:PORT[,HOST:PORT...])")
+    if parts.path not in ("", "/", "/0"):
+        raise StoreError(f"store URL {url.rsplit('@', 1)[-1]!r}: a Redis Cluster has only database 0")
+    query = urllib.parse.parse_qs(parts.query)
+    unknown = sorted(set(query) - set(_CLUSTER_QUERY))
+    if unknown:
+        raise StoreError(f"store URL {url.rsplit('@', 1)[-1]!r}: unknown option {unknown[0]!r} "
+                         f"(a cluster URL takes {', '.join(_CLUSTER_QUERY)})")
+    options: dict[str, Any] = {name: float(query.get(name, [timeout])[-1]) for name in _CLUSTER_QUERY}
+    if userinfo:
+        user, _, password = userinfo.partition(":")
+        options.update(username=urllib.parse.unquote(user) or None,
+                       password=urllib.parse.unquote(password) or None)
+    # One retry after a connection fault, a timeout or a moved slot, re-reading the slot map
+    # first (a failover): a call waits at most about twice the timeout, never redis-py's default.
+    return RedisCluster(startup_nodes=nodes, ssl=parts.scheme.startswith("rediss"),
+                        retry=Retry(NoBackoff(), 1), **options)
+
+
+@translate_faults(redis.RedisError, redis.exceptions.RedisClusterException)
+class RedisStore:
+    """Implements :class:`~policy_sso.sessions.store.Store` on a Redis server or a Redis Cluster."""
+
+    def __init__(self, url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
+        options = options or StoreOptions()
+        self.url = url
+        self.lifetime = lifetime
+        self.max_sessions_per_user = options.max_sessions_per_user
+        self.redis = connect(url, options.timeout)
+        self.timeout = options.timeout
+        self._put_session = self.redis.register_script(_PUT_SESSION)
+        self._index_add = self.redis.register_script(_INDEX_ADD)
+        self._index_move = self.redis.register_script(_INDEX_MOVE)
         self._get_and_touch = self.redis.register_script(_GET_AND_TOUCH)
-        self._of_subject = self.redis.register_script(_OF_SUBJECT)
-        self._end_batch = self.redis.register_script(_END_BATCH)
+        self._claim = self.redis.register_script(_CLAIM)
         self._not_before = self.redis.register_script(_NOT_BEFORE)
         self._replace_credential = self.redis.register_script(_REPLACE_CREDENTIAL)
-        self._revoke = self.redis.register_script(_REVOKE)
         self._use_jti = self.redis.register_script(_USE_JTI)
+        self._hit = self.redis.register_script(_HIT)
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
-        self._move = self.redis.register_script(_MOVE)
+        self._put_refresh = self.redis.register_script(_PUT_REFRESH)
         self._rotate = self.redis.register_script(_ROTATE)
         self._decoded: dict[tuple[str, bytes], Session] = {}
 
     @staticmethod
     def _s(session_id: str) -> str:
-        return f"{_SESSION}{session_id}"
+        return _session_key(session_id)
 
     @staticmethod
     def _subject(subject: str) -> str:
         """Return the key of the subject's session index (a sorted set)."""
         return f"{PREFIX}uz:{subject}"
-
-    @staticmethod
-    def _index(subject: str) -> list[str]:
-        """Return the subject's index key and its legacy index key (a plain set, folded in once)."""
-        return [f"{PREFIX}uz:{subject}", f"{PREFIX}u:{subject}"]
 
     # sessions --------------------------------------------------------------------------
     def _hard(self, session: Session) -> int:
@@ -320,13 +381,38 @@ class RedisStore:
     def _live(self, value: bytes, now: int) -> bool:
         return now < int(value[11:_HEADER]) and now - int(value[:11]) <= self.lifetime.inactivity
 
+    def _put(self, session: Session, now: int, client: Any = None) -> None:
+        """Write a session and its end plan (one slot, one script call; ``client``: a pipeline)."""
+        sliding = SessionEnd(SESSION_EXPIRED, session.auth_time + self.lifetime.sliding + 1,
+                             self.lifetime.sliding)
+        absolute = SessionEnd(ABSOLUTE_LIFETIME_EXCEEDED, session.created_at + self.lifetime.absolute + 1,
+                              self.lifetime.absolute)
+        hard = sliding if sliding.at <= absolute.at else absolute
+        ttl = self._session_ttl(session, now)
+        self._put_session(keys=[self._s(session.id), _end_key(session.id)],
+                          args=[self._value(session), ttl,
+                                f"{session.last_seen:011d}{codec.encode_end(hard)}", ttl + END_RECORD_TTL],
+                          client=client)
+
+    def _take(self, session_ids: list[str]) -> list[Session]:
+        """Delete these sessions (GETDEL, one pipeline over their slots); return those that were there."""
+        if not session_ids:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in session_ids:
+                pipe.getdel(self._s(session_id))
+            values = pipe.execute()
+        return [self._decode(sid, value) for sid, value in zip(session_ids, values, strict=True)
+                if value is not None]
+
     def create_session(self, session: Session) -> list[Session]:
-        rows = self._create(keys=[self._s(session.id), *self._index(session.subject)],
-                            args=[self._value(session), self._session_ttl(session, session.last_seen),
-                                  session.id, self.lifetime.absolute + 86400, _SESSION,
-                                  self.max_sessions_per_user])
-        self._plan_end(session, session.last_seen)
-        return [self._decode(sid.decode(), value) for sid, value in rows]
+        # the session first, then its index entry: a fault in between leaves no index entry
+        # pointing nowhere that matters, and never an indexed id of a session that then appears
+        self._put(session, session.last_seen)
+        popped = self._index_add(keys=[self._subject(session.subject)],
+                                 args=[session.id, self.lifetime.absolute + 86400,
+                                       self.max_sessions_per_user])
+        return self._take([sid.decode() for sid in popped[::2]])
 
     def _read(self, session_id: str, now: int) -> tuple[Session, bytes] | None:
         """Return the live session and its stored value, in one GET."""
@@ -341,7 +427,8 @@ class RedisStore:
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         """Return the live session as read, touching it in the same script call (one round trip)."""
-        key, plan = _SESSION + session_id, _END + token_key(session_id)
+        key = f"{_SESSION}{token_key(session_id)}}}"
+        plan = key + ":end"
         try:
             # EVALSHA by hand: the Script wrapper's per-call bookkeeping costs ~5% of a round trip
             value = self.redis.execute_command("EVALSHA", self._get_and_touch.sha, 2, key, plan, now,
@@ -370,14 +457,13 @@ class RedisStore:
                     keys=[self._s(session_id)],
                     args=[stored[_HEADER:], codec.encode(updated), f"{self._hard(updated):011d}", now,
                           self.lifetime.inactivity])
-            else:
-                result = self._move(
-                    keys=[self._s(session_id), self._s(updated.id), *self._index(session.subject)],
-                    args=[stored[_HEADER:], self._value(updated), self._session_ttl(updated, now),
-                          session_id, updated.id, now, self.lifetime.inactivity])
+            else:  # a re-authentication: claim the old id (and its plan), then write the new one
+                result = self._claim(keys=[self._s(session_id), _end_key(session_id)],
+                                     args=[stored[_HEADER:], now, self.lifetime.inactivity])
+                if result == 1:
+                    self._put(updated, now)
+                    self._index_move(keys=[self._subject(session.subject)], args=[session_id, updated.id])
             if result == 1:
-                if updated.id != session_id:  # a re-authentication: the old id is simply gone
-                    self._plan_end(updated, now, old_id=session_id)
                 return updated
             if result == 0:
                 return None
@@ -406,39 +492,41 @@ class RedisStore:
         self.record_session_end(session_id, SessionEnd(reason, _now(now)))
         return session
 
+    def _fold_legacy_index(self, subject: str) -> None:
+        """Move the ids of a subject's legacy index (a plain set, another slot) into the sorted one.
+
+        Idempotent (ZADD NX, oldest rank), so a fault or a concurrent fold in between is harmless.
+        """
+        legacy = f"{PREFIX}u:{subject}"
+        ids = self.redis.smembers(legacy)
+        if ids:
+            self.redis.zadd(self._subject(subject), dict.fromkeys(ids, 0), nx=True)
+            self.redis.delete(legacy)
+
     def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
                         now: int | None = None) -> list[Session]:
-        ended: list[Session] = []
+        self._fold_legacy_index(subject)
+        index, ended = self._subject(subject), []
         while True:  # in batches: ending thousands never holds Redis for long
-            popped, *rows = self._end_batch(keys=self._index(subject), args=[_SESSION, _END_BATCH_SIZE])
-            ended += [self._decode(sid.decode(), value) for sid, value in rows]
-            if popped < _END_BATCH_SIZE:
-                break
-        with self.redis.pipeline(transaction=False) as pipe:
-            for session in ended:
-                pipe.set(_END + token_key(session.id), codec.encode_end(SessionEnd(reason, _now(now))),
-                         ex=END_RECORD_TTL)
-            pipe.execute()
-        return ended
+            # the sessions go before their index entries: a fault in between leaves ids that
+            # point nowhere (dropped by the next read), never a live session no index holds
+            batch = [sid.decode() for sid in self.redis.zrange(index, 0, _END_BATCH_SIZE - 1)]
+            taken = self._take(batch)
+            if batch:
+                self.redis.zrem(index, *batch)
+            with self.redis.pipeline(transaction=False) as pipe:
+                for session in taken:
+                    pipe.set(_end_key(session.id), codec.encode_end(SessionEnd(reason, _now(now))),
+                             ex=END_RECORD_TTL)
+                pipe.execute()
+            ended += taken
+            if len(batch) < _END_BATCH_SIZE:
+                return ended
 
     # why sessions ended ------------------------------------------------------------------
-    def _plan_end(self, session: Session, now: int, old_id: str | None = None) -> None:
-        """Write the session's end plan: its last-seen and the hard limit it reaches first."""
-        sliding = SessionEnd(SESSION_EXPIRED, session.auth_time + self.lifetime.sliding + 1,
-                             self.lifetime.sliding)
-        absolute = SessionEnd(ABSOLUTE_LIFETIME_EXCEEDED, session.created_at + self.lifetime.absolute + 1,
-                              self.lifetime.absolute)
-        hard = sliding if sliding.at <= absolute.at else absolute
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(_END + token_key(session.id), f"{session.last_seen:011d}{codec.encode_end(hard)}",
-                     ex=self._session_ttl(session, now) + END_RECORD_TTL)
-            if old_id is not None:
-                pipe.delete(_END + token_key(old_id))
-            pipe.execute()
-
     def record_session_end(self, session_id: str, end: SessionEnd) -> None:
         # the TTL only cleans up: session_end checks kept_until against the caller's now
-        self.redis.set(_END + token_key(session_id), codec.encode_end(end), ex=END_RECORD_TTL)
+        self.redis.set(_end_key(session_id), codec.encode_end(end), ex=END_RECORD_TTL)
 
     def session_end(self, session_id: str, now: int) -> SessionEnd | None:
         value = self.redis.get(self._s(session_id))
@@ -452,7 +540,7 @@ class RedisStore:
             self.redis.zrem(self._subject(session.subject), session_id)
             self.record_session_end(session_id, end)
         else:
-            stored = self.redis.get(_END + token_key(session_id))
+            stored = self.redis.get(_end_key(session_id))
             if stored is None:
                 return None
             if stored.startswith(b"{"):
@@ -467,40 +555,71 @@ class RedisStore:
         return end if now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
-        rows = self._of_subject(keys=self._index(subject), args=[_SESSION])
-        return [self._decode(sid.decode(), value) for sid, value in rows if self._live(value, now)]
+        """Return the subject's live sessions, oldest first; drops index ids whose session is gone."""
+        self._fold_legacy_index(subject)
+        index = self._subject(subject)
+        ids = [sid.decode() for sid in self.redis.zrange(index, 0, -1)]  # at most the bound
+        with self.redis.pipeline(transaction=False) as pipe:
+            for session_id in ids:
+                pipe.get(self._s(session_id))
+            values = pipe.execute() if ids else []
+        gone = [sid for sid, value in zip(ids, values, strict=True) if value is None]
+        if gone:
+            self.redis.zrem(index, *gone)
+        return [self._decode(sid, value) for sid, value in zip(ids, values, strict=True)
+                if value is not None and self._live(value, now)]
 
     # refresh tokens --------------------------------------------------------------------
+    # (Before Redis Cluster support a token was a hash ``psso:r:<digest>`` and a family a set of
+    # their keys, in other slots: tokens issued then are not read any more, docs/operations.md.)
+    @staticmethod
+    def _family(family_id: str) -> list[str]:
+        """Return a refresh family's keys: the hash of its tokens and its spent set (one slot)."""
+        return [f"{PREFIX}{{rf:{family_id}}}", f"{PREFIX}{{rf:{family_id}}}:spent"]
+
+    @staticmethod
+    def _token(digest: str) -> str:
+        """Return the key naming a refresh token's family (a string, in the token's own slot)."""
+        return f"{PREFIX}rt:{digest}"
+
+    def _family_of(self, digest: str) -> str | None:
+        family = self.redis.get(self._token(digest))
+        return family.decode() if family is not None else None
+
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
                     now: int | None = None) -> None:
-        key, family = f"{PREFIX}r:{token_key}", f"{PREFIX}fam:{family_id}"
         ttl = _ttl(expires_at, now)
-        with self.redis.pipeline() as pipe:
-            pipe.hset(key, mapping={"family": family_id, "data": json.dumps(data), "spent": "0",
-                                    "exp": expires_at})
-            pipe.expire(key, ttl)
-            pipe.sadd(family, key)
-            pipe.expire(family, ttl, gt=True)
-            pipe.expire(family, ttl, nx=True)
-            pipe.execute()
+        # the pointer first: without its token in the family it leads nowhere (get_refresh: None)
+        self.redis.set(self._token(token_key), family_id, ex=ttl)
+        self._put_refresh(keys=self._family(family_id),
+                          args=[token_key, f"0{expires_at:011d}{json.dumps(data)}", ttl])
 
     def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
-        result = self._rotate(keys=[f"{PREFIX}r:{old_key}", f"{PREFIX}r:{new_key}"],
-                              args=[PREFIX, expires_at, now])
+        family_id = self._family_of(old_key)
+        if family_id is None:
+            return RefreshRotation("unknown")
+        # the successor's pointer before the rotation: a fault in between leaves the old token
+        # unspent (the client may retry), never a live successor that no pointer finds
+        self.redis.set(self._token(new_key), family_id, ex=_ttl(expires_at, now))
+        result = self._rotate(keys=self._family(family_id), args=[old_key, new_key, expires_at, now])
         status = result[0].decode()
         if status == "unknown":
             return RefreshRotation("unknown")
-        return RefreshRotation(status, result[1].decode(), json.loads(result[2]) if status == "ok" else None)
+        return RefreshRotation(status, family_id, json.loads(result[1]) if status == "ok" else None)
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
-        family, data, spent, exp = self.redis.hmget(f"{PREFIX}r:{token_key}",
-                                                    "family", "data", "spent", "exp")
-        if family is None or spent == b"1" or now >= int(exp):
+        family_id = self._family_of(token_key)
+        if family_id is None:
             return None
-        return family.decode(), json.loads(data)
+        value = self.redis.hget(self._family(family_id)[0], token_key)
+        if value is None or value[:1] == b"1" or now >= int(value[1:12]):
+            return None
+        return family_id, json.loads(value[12:])
 
     def revoke_family(self, family_id: str) -> None:
-        self._revoke(keys=[f"{PREFIX}fam:{family_id}"])
+        # one DEL of both keys (one slot): every token of the family goes at once, so a racing
+        # rotation either ran before (its successor goes too) or finds its token gone
+        self.redis.delete(*self._family(family_id))
 
     # identifiers and counters ------------------------------------------------------------
     @staticmethod
@@ -519,11 +638,7 @@ class RedisStore:
 
     def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
         start = now - now % window
-        counter = f"{PREFIX}n:{key}:{start}"
-        with self.redis.pipeline() as pipe:
-            pipe.incrby(counter, amount)
-            pipe.expire(counter, start + window - now + 1)
-            count, _ = pipe.execute()
+        count = self._hit(keys=[f"{PREFIX}n:{key}:{start}"], args=[amount, start + window - now + 1])
         return int(count), start + window
 
     # per-subject token cut-off ------------------------------------------------------------

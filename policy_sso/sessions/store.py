@@ -244,8 +244,8 @@ class Store(Protocol):
 
 
 def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> Store:
-    """Return the store named by ``url``: ``memory://``, ``sqlite:///path``, ``redis://host:port/db``
-    or ``postgresql://user@host:port/db``.
+    """Return the store named by ``url``: ``memory://``, ``sqlite:///path``, ``redis://host:port/db``,
+    ``redis+cluster://host:port[,host:port...]`` or ``postgresql://user@host:port/db``.
 
     A timeout in the URL wins over ``options.timeout``: ``sqlite:///path?timeout=0.5``,
     ``redis://host:port/db?socket_timeout=0.5&socket_connect_timeout=0.5``.
@@ -268,22 +268,16 @@ def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None
         from policy_sso.sessions.postgres import PostgresStore
 
         return PostgresStore(url, lifetime, options)
-    if url.startswith(("redis+cluster:", "rediss+cluster:")):
-        from policy_sso.errors import StoreError
-
-        # the Redis store's scripts reach keys in several hash slots (a session and its subject's
-        # index, a refresh token and its family): a cluster would answer CROSSSLOT at the first
-        # sign-in, so it is refused here (docs/operations.md, "Several processes and machines")
-        raise StoreError("Redis Cluster is not supported yet: use one Redis server (with replicas and "
-                         "Sentinel for failover), or postgresql:// for a store shared by many machines")
-    if url.startswith(("redis:", "rediss:", "unix:")):
+    if url.startswith(("redis:", "rediss:", "unix:", "redis+cluster:", "rediss+cluster:")):
+        # one class for a server and a cluster: each script's keys share one hash slot
         from policy_sso.sessions.redis import RedisStore
 
         return RedisStore(url, lifetime, options)
     from policy_sso.errors import StoreError
 
     raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH, "
-                     "redis://HOST:PORT/DB or postgresql://USER@HOST:PORT/DB")
+                     "redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,HOST:PORT...] or "
+                     "postgresql://USER@HOST:PORT/DB")
 
 
 def _seconds(text: str, url: str) -> float:

@@ -1,9 +1,11 @@
 """Store fixtures: every backend behind one parametrized ``store`` fixture.
 
 Redis runs as a real ``redis-server`` the tests start on a free loopback
-port, PostgreSQL as a real server initdb'd into a temporary directory (as the
-``postgres`` user when the tests run as root); where a binary is missing those
-tests skip and say how to install it (``redis_url``, ``postgres_url``: tests/conftest.py).
+port, and as a 3-master Redis Cluster of them (``redis_cluster``); PostgreSQL
+as a real server initdb'd into a temporary directory (as the ``postgres`` user
+when the tests run as root); where a binary is missing those tests skip and
+say how to install it (``redis_url``, ``redis_cluster_url``, ``postgres_url``:
+tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,8 +38,12 @@ def empty_postgres(url: str) -> None:
 BACKENDS = [name for name, module in (("memory", "policy_sso.sessions.memory"),
                                       ("sqlite", "policy_sso.sessions.sqlite"),
                                       ("redis", "policy_sso.sessions.redis"),
+                                      ("redis_cluster", "policy_sso.sessions.redis"),
                                       ("postgres", "policy_sso.sessions.postgres"))
             if importlib.util.find_spec(module) is not None]
+
+
+_FLUSHERS: dict[str, Any] = {}
 
 
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -48,6 +55,16 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
     if backend == "postgres":
         url = request.getfixturevalue("postgres_url")
         empty_postgres(url)
+        return url
+    if backend == "redis_cluster":  # three masters: every script's keys must share one slot
+        from redis.cluster import RedisCluster
+
+        from policy_sso.sessions.redis import connect
+
+        url = request.getfixturevalue("redis_cluster_url")
+        if url not in _FLUSHERS:  # one client for the run: each costs ~80 ms (slot map, command table)
+            _FLUSHERS[url] = connect(url, 5)
+        _FLUSHERS[url].flushall(target_nodes=RedisCluster.PRIMARIES)
         return url
     url = request.getfixturevalue("redis_url")
     import redis

@@ -32,7 +32,7 @@ def test_the_subject_index_forgets_sessions_whose_ttl_ran_out(tmp_path, request)
     url = store_url("redis", tmp_path, request)
     store, raw = open_store(url, LIFETIME), redis.Redis.from_url(url)
     gone = make(store)
-    raw.delete(f"psso:ss:{gone.id}")  # what Redis does when the session's TTL runs out
+    raw.delete(store._s(gone.id))  # what Redis does when the session's TTL runs out
     kept = make(store)
     assert [s.id for s in store.sessions_of("u-alice", NOW)] == [kept.id]  # a read drops dead ids
     assert raw.zrange("psso:uz:u-alice", 0, -1) == [kept.id.encode()]

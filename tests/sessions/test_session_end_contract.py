@@ -124,14 +124,14 @@ def test_redis_remembers_why_after_its_own_ttl_removed_the_session(tmp_path, req
     idle, lived = make(store), make(store)
     keep_alive(store, lived.id, NOW + 14 * DAY)
     for session in (idle, lived):
-        raw.delete(f"psso:ss:{session.id}")  # what Redis does when the session's TTL runs out
+        raw.delete(store._s(session.id))  # what Redis does when the session's TTL runs out
     assert store.session_end(idle.id, NOW + 2 * DAY) == SessionEnd("inactivity_timeout", NOW + DAY + 1,
                                                                    DAY)
     assert store.session_end(lived.id, NOW + 15 * DAY) == SessionEnd(
         "session_expired", NOW + 14 * DAY + 1, 14 * DAY)
     # the record is keyed by the id's digest: the id itself is nowhere in the store any more
     assert not [k for k in raw.keys("*") if idle.id.encode() in k]
-    assert raw.exists(f"psso:end:{token_key(idle.id)}")
+    assert raw.exists(f"psso:{{s:{token_key(idle.id)}}}:end")  # in the session's slot
     store.close()
 
 

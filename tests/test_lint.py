@@ -86,6 +86,8 @@ def key_file(name: str, kind: str) -> tuple[tuple[str, str], ...]:
 
 
 REFRESH = "refresh_token_lifetime: 14d"
+NETWORKS = (("methods: [pwd, otp]",
+             'methods: [pwd, otp]\nnetworks: {office: ["10.0.0.0/8", "192.168.0.0/16"], nowhere: []}'),)
 VOLUNTARY = (("methods: [pwd, otp]", "methods: [pwd, otp]\nacr_values: {requested: voluntary}"),)
 
 # (code, bad case, the exact finding it gives, a correct case that gives nothing)
@@ -171,6 +173,23 @@ RULES = [
     ("L_CONSENT_LIFETIME_SHORT", Case('  require consent "openid" for 60s\n'),
      "lint.policy:3:28: L_CONSENT_LIFETIME_SHORT: consent for 1m expires almost at once",
      Case('  require consent "openid" for 1h\n')),
+    ("L_NETWORK_OVERLAP", Case(when('network in office, "10.1.0.0/16"'), tenant=NETWORKS),
+     'lint.policy:3:27: L_NETWORK_OVERLAP: "10.1.0.0/16" adds nothing to this test: every address in it '
+     "is in office already",
+     Case(when('network in office, "11.1.0.0/16"'), tenant=NETWORKS)),
+    ("L_NETWORK_OVERLAP-ipv6", Case(when('network in "2001:db8:1::/48", "2001:db8::/32"')),
+     'lint.policy:3:19: L_NETWORK_OVERLAP: "2001:db8:1::/48" adds nothing to this test',
+     Case(when('network in "2001:db8:1::/48", "2001:db9::/32"'))),
+    ("L_NETWORK_NEVER", Case(when('network in "10.1.0.0/16" and not network in office'), tenant=NETWORKS),
+     "lint.policy:3:3: L_NETWORK_NEVER: no client address makes this condition true",
+     Case(when('network in office and not network in "10.1.0.0/16"'), tenant=NETWORKS)),
+    ("L_WHEN_NEVER-network-and-not-itself", Case(when("network in office and not network in office"),
+                                                  tenant=NETWORKS),
+     f"lint.policy:3:3: L_WHEN_NEVER: {NEVER}",
+     Case(when("network in office or not network in office"), tenant=NETWORKS)),
+    ("L_NETWORK_EMPTY", Case(when('network in nowhere, "10.0.0.0/8"'), tenant=NETWORKS),
+     "lint.policy:3:19: L_NETWORK_EMPTY: network 'nowhere' holds no CIDR in tenant.yaml",
+     Case(when('network in office, "203.0.113.0/24"'), tenant=NETWORKS)),
     ("L_WHEN_SHADOWED-consent-lifetime",
      Case('  require consent "x" for 1h\n' + when('scope has "x"', '    require consent "x" for 1d\n')),
      "lint.policy:4:3: L_WHEN_SHADOWED",

@@ -23,9 +23,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from policy_sso import networks
 from policy_sso.config import Client, SecretRef, TenantSettings
 from policy_sso.diagnostics import Diagnostic, did_you_mean, sort_diagnostics
 from policy_sso.model import (
+    NETWORK_SEPARATOR,
     AcrRequirement,
     AmrRequirement,
     And,
@@ -41,6 +43,7 @@ from policy_sso.model import (
     TrustedIssuer,
     format_duration,
 )
+from policy_sso.networks import Network, is_network_name
 from policy_sso.sessions.model import FACTOR_OF_METHOD
 from policy_sso.tenant import Tenant
 from policy_sso.validate import HMAC_ALGS, Context, _key_kind, _load_key, _trusted_issuer, load_pem_key
@@ -71,6 +74,9 @@ CODES: dict[str, tuple[str, str]] = {
     "L_FRESH_LOGIN_SILENT": (WARNING, "a freshness limit so short that prompt=none can never succeed"),
     "L_CONSENT_OUTLIVES_SESSION": (WARNING, "a consent lifetime longer than the session it is kept on"),
     "L_CONSENT_LIFETIME_SHORT": (WARNING, "a consent lifetime so short that prompt=none nearly always fails"),
+    "L_NETWORK_OVERLAP": (WARNING, "a network in a network test already covered by another one of it"),
+    "L_NETWORK_EMPTY": (WARNING, "a network test naming a tenant.yaml network that holds no CIDR"),
+    "L_NETWORK_NEVER": (ERROR, "a when block no client address can make hold (it applies only when unknown)"),
 }
 
 
@@ -173,13 +179,14 @@ def _client_choices(policy: Policy, ctx: LintContext, named: set[str]) -> list[s
 
 
 def satisfiable(cond: Condition, policy: Policy, ctx: LintContext,
-                require: dict[tuple[str, str], bool] | None = None) -> bool:
+                require: dict[tuple[str, str], bool] | None = None, *, addresses: bool = False) -> bool:
     """Return whether some request and session of this policy make ``cond`` (and ``require``) true.
 
     The search knows the domain: ``prompt=none`` excludes every other prompt
     value (OIDC Core §3.1.2.1), a request has one client and only this
     policy's clients reach it, and a session holds only producible methods.
-    Undecidable cases (too many tests) count as satisfiable.
+    Undecidable cases (too many tests) count as satisfiable. With
+    ``addresses``, the network tests must also agree on one client address.
     """
     require = require or {}
     atoms = sorted({(t.kind, t.value) for t in _atoms(cond)} | set(require))
@@ -200,9 +207,119 @@ def satisfiable(cond: Condition, policy: Policy, ctx: LintContext,
             if producible is not None and any(truth[a] and a[1] not in producible
                                               for a in free if a[0] == "session_amr"):
                 continue
+            if addresses and not _one_address(truth, ctx):
+                continue
             if _holds(cond, truth):
                 return True
     return False
+
+
+# --- networks ---------------------------------------------------------------------------
+
+Ranges = dict[int, list[tuple[int, int]]]  # IP version -> sorted, merged [first, last] address ranges
+
+
+def _ranges(nets: Iterable[Network]) -> Ranges:
+    out: Ranges = {4: [], 6: []}
+    for net in sorted(nets, key=lambda n: (n.version, int(n.network_address))):
+        first, last = int(net.network_address), int(net.broadcast_address)
+        spans = out[net.version]
+        if spans and first <= spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], max(last, spans[-1][1]))
+        else:
+            spans.append((first, last))
+    return out
+
+
+def _intersect(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    return [(max(x0, y0), min(x1, y1)) for x0, x1 in a for y0, y1 in b if max(x0, y0) <= min(x1, y1)]
+
+
+def _minus(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out = []
+    for start, last in a:
+        first = start
+        for b0, b1 in b:
+            if b1 < first or b0 > last:
+                continue
+            if b0 > first:
+                out.append((first, b0 - 1))
+            first = b1 + 1
+            if first > last:
+                break
+        if first <= last:
+            out.append((first, last))
+    return out
+
+
+def _test_ranges(value: str, ctx: LintContext) -> Ranges | None:
+    """Return the addresses a network test's value matches, or None when unknown (no tenant, bad CIDR)."""
+    entries = value.split(NETWORK_SEPARATOR)
+    named = ctx.settings.networks if ctx.settings is not None else None
+    if any(is_network_name(e) and (named is None or e not in named) for e in entries):
+        return None
+    resolved = networks.resolve(entries, named or {})
+    cidrs = [c for e in entries for c in (named[e] if is_network_name(e) and named else (e,))]
+    if len(resolved.networks) < len({c.strip() for c in cidrs}):  # an entry did not parse (validate says)
+        return None
+    return _ranges(resolved.networks)
+
+
+def _one_address(truth: dict[tuple[str, str], bool], ctx: LintContext) -> bool:
+    """Return whether one client address makes every network test as true or false as ``truth`` says."""
+    tests = [(value, held) for (kind, value), held in truth.items() if kind == "network"]
+    if not tests:
+        return True
+    found = [(_test_ranges(value, ctx), held) for value, held in tests]
+    if any(r is None for r, _ in found):
+        return True  # cannot tell: count it as possible
+    for version in (4, 6):
+        left = [(0, 2 ** (32 if version == 4 else 128) - 1)]
+        for ranges, held in found:
+            assert ranges is not None
+            left = _intersect(left, ranges[version]) if held else _minus(left, ranges[version])
+        if left:
+            return True
+    return False
+
+
+def network_lists(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
+    """Network tests: some address can make the block hold, no entry is covered by another, none is empty."""
+    named = ctx.settings.networks if ctx.settings is not None else {}
+    for when in policy.whens:
+        if (any(t.kind == "network" for t in _atoms(when.condition))
+                and satisfiable(when.condition, policy, ctx)
+                and not satisfiable(when.condition, policy, ctx, addresses=True)):
+            yield _finding(when.span, "L_NETWORK_NEVER",
+                           "no client address makes this condition true: the block applies only when the "
+                           "address is unknown",
+                           "look for network in X and not network in Y where X lies within Y, "
+                           "or a named network with no CIDR")
+    for when in policy.whens:
+        for test in _atoms(when.condition):
+            if test.kind != "network":
+                continue
+            entries = test.networks
+            spans = test.item_spans or (test.span,) * len(entries)
+            sets = []
+            for entry, span in zip(entries, spans, strict=False):
+                if is_network_name(entry) and entry in named and not named[entry]:
+                    yield _finding(span, "L_NETWORK_EMPTY",
+                                   f"network {entry!r} holds no CIDR in tenant.yaml: it matches no address",
+                                   f"add its CIDRs under networks.{entry} in tenant.yaml, or drop it here")
+                sets.append(_test_ranges(entry, ctx))
+            for i, (entry, span, mine) in enumerate(zip(entries, spans, sets, strict=False)):
+                if mine is None or not any(mine.values()):
+                    continue
+                for j, other in enumerate(sets):
+                    if j == i or other is None or (j > i and mine == other):
+                        continue  # two equal entries: the second is the one reported
+                    if all(not _minus(mine[v], other[v]) for v in (4, 6)):
+                        yield _finding(span, "L_NETWORK_OVERLAP",
+                                       f"{networks.describe((entry,))} adds nothing to this test: every "
+                                       f"address in it is in {networks.describe((entries[j],))} already",
+                                       "drop it, or name the network you meant")
+                        break
 
 
 def _implied(req: Requirement, by: tuple[Requirement, ...], ctx: LintContext) -> bool:
@@ -384,6 +501,7 @@ POLICY_RULES: tuple[PolicyRule, ...] = (
     fresh_login_on_silent,
     trusted_issuer_keys,
     consent_lifetimes,
+    network_lists,
 )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import falcon
 import jinja2
 
+from policy_sso.messages import Catalogue, default_catalogue
 from policy_sso.oidc.authorize import AuthorizationResponse
 from policy_sso.oidc.interaction import Interaction, InteractionCodec
 
@@ -21,36 +22,6 @@ MAX_SESSION_ID = 128  # new_session_id makes 43 characters; room for other store
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")  # base64url, what new_session_id makes
 INTERACTION_COOKIE = "psso_interaction"
 FORM_COOKIE = "psso_form"  # a random value the account sign-in form echoes (double-submit CSRF)
-
-# What a person reads for each error code (the code itself only in the page's "details" line).
-# One entry a situation; a translation replaces the strings, the keys stay.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "invalid_request": ("This sign-in link does not work",
-                        "The sign-in request is incomplete or has expired. Go back to the application "
-                        "and start again."),
-    "invalid_client": ("This application is not known here",
-                       "The application that sent you is not registered with this sign-in service."),
-    "unauthorized_client": ("This application is not allowed to do that",
-                            "Go back to the application and try again, or contact its support."),
-    "access_denied": ("This page was not sent from here",
-                      "The form did not come from this sign-in page, or it is too old. "
-                      "Reload the page and try again."),
-    "temporarily_unavailable": ("The sign-in service is busy",
-                                "It could not answer just now. Wait a few seconds and try again."),
-    "server_error": ("Something went wrong on our side",
-                     "Try again in a moment. If it keeps happening, contact your administrator."),
-    "not_found": ("This page does not exist", "Check the address, or go back to the application."),
-    "method_not_allowed": ("This page cannot be used that way",
-                           "Go back to the application and start again."),
-    "invalid_token": ("You are not signed in", "Sign in again from the application."),
-}
-DEFAULT_MESSAGE = ("Something went wrong", "Go back to the application and start again.")
-
-
-def user_message(error: str) -> tuple[str, str]:
-    """Return the (title, text) a person reads for an error code."""
-    return MESSAGES.get(error, DEFAULT_MESSAGE)
-
 
 # A content security policy for the hosted pages: no inline script but the page's own (its nonce),
 # no framing (clickjacking), forms only to this server and the clients' redirect_uris (form_post).
@@ -61,24 +32,34 @@ CSP = ("default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-
 class Browser:
     """Cookie names and flags, the template environment and response delivery."""
 
-    def __init__(self, issuer: str, session_max_age: int) -> None:
+    def __init__(self, issuer: str, session_max_age: int, catalogue: Catalogue | None = None) -> None:
         self.secure = issuer.startswith("https://")
         self.session_max_age = session_max_age
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("server", "templates"), autoescape=True,
             undefined=jinja2.ChainableUndefined)
-        self.templates.globals["user_message"] = user_message
+        # what the pages say, per language (policy_sso/messages): chosen per response by its
+        # request's Accept-Language, which the Envelope middleware leaves on resp.context
+        self.catalogue = catalogue or default_catalogue()
 
     # --- pages ---------------------------------------------------------------
     def render(self, resp: falcon.Response, template: str, status: int = 200, **context: Any) -> None:
-        """Render an HTML page into the response, with a fresh CSP nonce for its own script and style."""
+        """Render an HTML page into the response, with a fresh CSP nonce for its own script and style.
+
+        The page speaks the language the request's ``Accept-Language`` prefers
+        among the catalogue's (``t`` and ``lang`` in the template), else English.
+        """
         nonce = secrets.token_urlsafe(16)
+        lang = self.catalogue.negotiate(getattr(resp.context, "accept_language", None))
         resp.status = status
         resp.content_type = falcon.MEDIA_HTML
         resp.set_header("Content-Security-Policy", CSP.format(nonce=nonce))
         resp.set_header("X-Frame-Options", "DENY")
         resp.set_header("Cache-Control", "no-store")
-        resp.text = self.templates.get_template(template).render(nonce=nonce, **context)
+        resp.set_header("Content-Language", lang)
+        resp.append_header("Vary", "Accept-Language")
+        resp.text = self.templates.get_template(template).render(
+            nonce=nonce, lang=lang, t=self.catalogue.translator(lang), **context)
 
     def deliver(self, resp: falcon.Response, response: AuthorizationResponse, *,
                 after_post: bool = False) -> None:

@@ -41,8 +41,8 @@ class Envelope:
         self.counter = itertools.count(1)
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Set ``req.context.now`` and ``request_id``."""
-        del resp
+        """Set ``req.context.now`` and ``request_id``; note the language asked for, for the pages."""
+        resp.context.accept_language = req.get_header("Accept-Language")  # server/browser.py render
         context = req.context
         context.started = time.perf_counter()
         context.now = int(self.clock())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_sso.credentials import hash_password
+from policy_sso.messages import Message
 from policy_sso.oidc import enrolment, reachability
 from policy_sso.oidc.credential_change import revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
@@ -65,7 +66,7 @@ def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
             factors.append({"id": cid, "kind": record["kind"], "label": record.get("label", ""),
                             "created_at": record.get("created_at"), "removable": True})
     if session.subject in p.totp_secrets and enrolment.TOTP_CREDENTIAL not in held:
-        factors.append({"id": "", "kind": "totp", "label": "Authenticator app (set up by your administrator)",
+        factors.append({"id": "", "kind": "totp", "label": "", "seeded": True,  # the page names it
                         "created_at": None, "removable": False})
     return Overview(rows, consents, factors, recent_enough(p, session, now))
 
@@ -91,7 +92,7 @@ def withdraw_consent(p: Provider, session: Session, client_id: str, now: int) ->
 
 
 def change_password(p: Provider, session: Session, current: str, new: str,
-                    now: int, *, device: Device | None = None) -> tuple[str | None, str]:
+                    now: int, *, device: Device | None = None) -> tuple[str | None, Message]:
     """Change the user's password; return (the re-authenticated session id or None, a message).
 
     The current password is checked through the guessing throttle's hashing
@@ -100,11 +101,11 @@ def change_password(p: Provider, session: Session, current: str, new: str,
     """
     user = p.user(session.subject)
     if user is None:
-        return None, "Your account is not known here."
+        return None, Message("message.account_unknown")
     if len(new) < MIN_PASSWORD:
-        return None, f"The new password must have at least {MIN_PASSWORD} characters."
+        return None, Message("message.password_too_short", minimum=MIN_PASSWORD)
     if not p.limiter.guessing.hashing.verify(enrolment.password_hash_of(p, user), current):
-        return None, "Your current password is not right."
+        return None, Message("message.password_wrong")
     revoke_grants_of(p, session.subject, now)  # first: a store fault stops here with nothing changed
     enrolment.set_password_hash(p, session.subject, hash_password(new), now)
     others = [s for s in p.store.sessions_of(session.subject, now) if s.id != session.id]
@@ -113,11 +114,11 @@ def change_password(p: Provider, session: Session, current: str, new: str,
     moved = p.store.reauthenticate(session.id, AuthEvent("pwd", now), new_session_id(), now, device)
     p.audit.record("account.password_changed", now, outcome="success", subject=session.subject,
                    sessions_ended=len(others))
-    return (moved.id if moved else None), "Your password was changed. Your other sessions were ended."
+    return (moved.id if moved else None), Message("message.password_changed")
 
 
 def remove_factor(p: Provider, session: Session, credential_id: str, now: int,
-                  name_of: Callable[[str], str] = str) -> str:
+                  name_of: Callable[[str], str] = str) -> Message:
     """Remove an enrolled factor unless some app's policy would be out of reach without it; return a message.
 
     What the user could still present afterwards is checked against every
@@ -127,7 +128,7 @@ def remove_factor(p: Provider, session: Session, credential_id: str, now: int,
     held = p.store.credentials_of(session.subject)
     record = held.get(credential_id)
     if record is None or record.get("kind") not in ("totp", "passkey"):
-        return "That factor is not on your account."
+        return Message("message.factor_unknown")
     seeded = session.subject in p.totp_secrets
     before = reachability.methods_held(held, seeded_totp=seeded)
     rest = {c: r for c, r in held.items() if c != credential_id}
@@ -141,17 +142,16 @@ def remove_factor(p: Provider, session: Session, credential_id: str, now: int,
     factor = "otp" if record["kind"] == "totp" else "hwk"
     p.audit.record("factor.removed", now, outcome="success", subject=session.subject,
                    session_id=session.id, factor=factor)
-    return "The factor was removed."
+    return Message("message.factor_removed")
 
 
-def removal_refused_message(always: list[str], sometimes: list[str]) -> str:
+def removal_refused_message(always: list[str], sometimes: list[str]) -> Message:
     """Return what the account page says when a factor is kept because apps need it."""
-    parts = []
+    if always and sometimes:
+        return Message("message.factor_needed_both", apps=", ".join(always), sometimes=", ".join(sometimes))
     if always:
-        parts.append(f"{', '.join(always)} cannot be signed in to without it")
-    if sometimes:
-        parts.append(f"{', '.join(sometimes)} need{'s' if len(sometimes) == 1 else ''} it for some actions")
-    return f"This factor cannot be removed: {'; '.join(parts)}. Add another factor first."
+        return Message("message.factor_needed", apps=", ".join(always))
+    return Message("message.factor_needed_sometimes", apps=", ".join(sometimes))
 
 
 def enrolled_with_code(p: Provider, session: Session, secret: str, code: str, now: int,

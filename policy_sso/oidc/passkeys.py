@@ -48,6 +48,7 @@ from webauthn.helpers.structs import (
 )
 
 from policy_sso.errors import PolicySSOError
+from policy_sso.messages import Message
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.model import AuthEvent, Device, Session
 
@@ -58,6 +59,11 @@ CREDENTIAL_PREFIX = "pk:"
 
 class PasskeyRefused(PolicySSOError):
     """A WebAuthn response that does not verify; the message is for the person."""
+
+    @property
+    def message(self) -> Message:
+        """Return what the page tells the person (a catalogue message)."""
+        return self.args[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +112,13 @@ def _seal(p: Provider, data: dict[str, Any]) -> str:
 def _open(p: Provider, state: str, purpose: str, now: int) -> dict[str, Any]:
     payload, _, tag = state.partition(".")
     if not payload or not hmac.compare_digest(tag.encode(), p.codec.tag("webauthn", payload).encode()):
-        raise PasskeyRefused("This passkey request did not come from this page. Try again.")
+        raise PasskeyRefused(Message("message.passkey_foreign_page"))
     data = json.loads(_unb64(payload))
     if data.get("p") != purpose or not data.get("t", 0) <= now < data.get("t", 0) + CEREMONY_TTL:
-        raise PasskeyRefused("This passkey request has expired. Try again.")
+        raise PasskeyRefused(Message("message.passkey_expired"))
     # WebAuthn §13.4.3: a challenge is answered once, on every instance sharing the store
     if not p.store.use_jti(SPENT_CHALLENGES, data["c"], data["t"] + CEREMONY_TTL, now=now):
-        raise PasskeyRefused("This passkey request was already used. Try again.")
+        raise PasskeyRefused(Message("message.passkey_replayed"))
     return data
 
 
@@ -142,7 +148,7 @@ def register(p: Provider, session: Session, response: str, state: str, now: int,
     """Verify a registration response and store the passkey; return its store id. Raise PasskeyRefused."""
     data = _open(p, state, "register", now)
     if data.get("s") != session.subject:
-        raise PasskeyRefused("This passkey request was started for another account.")
+        raise PasskeyRefused(Message("message.passkey_other_account_request"))
     rp_id, origin = relying_party(p)
     try:
         verified = webauthn.verify_registration_response(
@@ -150,7 +156,7 @@ def register(p: Provider, session: Session, response: str, state: str, now: int,
             expected_origin=origin, require_user_verification=True)
     except (wa_errors.InvalidRegistrationResponse, wa_errors.InvalidJSONStructure, ValueError, KeyError,
             TypeError) as err:
-        raise PasskeyRefused("The passkey could not be verified. Try again.") from err
+        raise PasskeyRefused(Message("message.passkey_not_verified")) from err
     # §7.1 step 26 asks that a credential id be registered once: credentials are looked up by the
     # (user handle, id) pair, so an id registered under two accounts signs in to neither other one
     store_id = CREDENTIAL_PREFIX + _b64(verified.credential_id)
@@ -195,14 +201,14 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
         raw_id = str(body["id"])
         handle = body.get("response", {}).get("userHandle")
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise PasskeyRefused("The passkey answer could not be read. Try again.") from None
+        raise PasskeyRefused(Message("message.passkey_unreadable")) from None
     subject = _unb64(handle).decode(errors="replace") if handle else data.get("s", "")
     if data.get("s") and subject != data["s"]:
-        raise PasskeyRefused("This passkey belongs to another account.")
+        raise PasskeyRefused(Message("message.passkey_other_account"))
     store_id = CREDENTIAL_PREFIX + raw_id
     record = passkeys_of(p, subject).get(store_id) if subject in p.tenant.users else None
     if record is None:
-        raise PasskeyRefused("This passkey is not registered here.")
+        raise PasskeyRefused(Message("message.passkey_unknown"))
     rp_id, origin = relying_party(p)
     try:
         verified = webauthn.verify_authentication_response(
@@ -213,11 +219,11 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
             TypeError) as err:
         p.audit.record("sign_in.failure", now, outcome="failure", subject=subject, factor="hwk",
                        failure="passkey_not_verified")
-        raise PasskeyRefused("The passkey could not be verified. Try again.") from err
+        raise PasskeyRefused(Message("message.passkey_not_verified")) from err
     # §7.2 step 21: the count moves on exactly once per count value, on every instance
     if not p.store.replace_credential(subject, store_id, record,
                                       {**record, "sign_count": verified.new_sign_count, "used_at": now}):
-        raise PasskeyRefused("This passkey was used at the same moment elsewhere. Try again.")
+        raise PasskeyRefused(Message("message.passkey_raced"))
     methods = amr_of(verified.user_verified, bool(record.get("synced")))
     p.audit.record("sign_in.success", now, outcome="success", subject=subject, factor=methods[0])
     return subject, tuple(AuthEvent(m, now) for m in methods)
@@ -240,7 +246,7 @@ def sign_in_with_passkey(p: Provider, session_id: str | None, response: str, sta
     try:
         subject, events = verify(p, response, state, now)
     except PasskeyRefused as refused:
-        return None, str(refused)
+        return None, refused.message
     current = p.store.get_session(session_id, now) if session_id else None
     if current is not None and current.subject == subject and (
             client_id is None or reusable_for(p, current, client_id)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from policy_sso import credentials
+from policy_sso.messages import Message
 from policy_sso.networks import IPAddress
 from policy_sso.oidc.authorization_flow import (
     Answer,
@@ -49,7 +50,7 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """The result of a sign-in attempt: the session id to set, or a message to show."""
+    """The result of a sign-in attempt: the session id to set, or a message to show (a catalogue Message)."""
 
     session_id: str | None
     message: str = ""
@@ -102,7 +103,7 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
         p.audit.record("sign_in.failure", now, outcome="failure", client=client_id,  # never the password
                        subject=user.sub if user else None, factor="pwd",
                        failure="wrong_password" if user else "unknown_user")
-        return Attempt(None, "Wrong username or password.")
+        return Attempt(None, Message("message.wrong_password"))
     assert user is not None  # verify() is False for an unknown user
     p.audit.record("sign_in.success", now, outcome="success", client=client_id, subject=user.sub,
                    factor="pwd")
@@ -135,17 +136,17 @@ def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str
         guessing.failed("otp", session.subject, address, now)
         p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
                        session_id=session.id, factor="otp", failure="invalid_code")  # never the code
-        return Attempt(None, "That code is not valid. Try the current code from your app.")
+        return Attempt(None, Message("message.code_invalid"))
     # RFC 6238 §5.2: a verified code must not be accepted a second time
     if not p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code}", now + TOTP_REPLAY_WINDOW,
                            now=now):
         guessing.failed("otp", session.subject, address, now)
         p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
                        session_id=session.id, factor="otp", failure="replayed_code")
-        return Attempt(None, "That code was already used. Wait for the next one.")
+        return Attempt(None, Message("message.code_used"))
     moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now, device)
     if moved is None:
-        return Attempt(None, "Your session ended. Sign in again.")
+        return Attempt(None, Message("message.session_ended"))
     p.audit.record("second_factor.success", now, outcome="success", subject=session.subject,
                    session_id=moved.id, factor="otp")
     return Attempt(moved.id)

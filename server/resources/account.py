@@ -15,6 +15,7 @@ import falcon
 
 from policy_sso.credentials import HashingBusy
 from policy_sso.errors import OAuthError, RateLimited
+from policy_sso.messages import Message
 from policy_sso.oidc import account, enrolment, passkeys, sign_in
 from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
@@ -86,7 +87,7 @@ class Account(_AccountBase):
         rule = self.provider.tenant.settings.enrolment
         self.browser.render(
             resp, "account.html", view=view, username=self._username(session), csrf=self._csrf(session),
-            message=DONE.get(message, ""), error=error, now=now,
+            message=DONE.get(message, ""), error=error, now=now, min_password=account.MIN_PASSWORD,
             can_enrol_totp=enrolment.may_enrol(self.provider, session, "otp", now),
             can_enrol_passkey=enrolment.may_enrol(self.provider, session, "hwk", now),
             enrolment_allowed=bool(rule.factors) and rule.allows(session.subject, next(iter(rule.factors))))
@@ -101,13 +102,13 @@ class Account(_AccountBase):
             self._login(req, resp, session)
             return
         if session is None:
-            self._sign_in_form(req, resp, "Your session ended. Sign in again.")
+            self._sign_in_form(req, resp, Message("message.session_ended"))
             return
         if not _same(form.get("csrf_token"), self._csrf(session)):
             raise forged()
         sensitive = action in ("password", "remove_factor")
         if sensitive and not account.recent_enough(self.provider, session, now):
-            self._sign_in_form(req, resp, "For your security, enter your password again to do this.",
+            self._sign_in_form(req, resp, Message("message.reauthenticate"),
                                self._username(session), again=True)
             return
         if action == "end_session":
@@ -132,7 +133,7 @@ class Account(_AccountBase):
         elif action == "remove_factor":
             message = account.remove_factor(self.provider, session, form.get("factor", ""), now,
                                             self._name_of)
-            self._page(req, resp, session, error="" if message.startswith("The factor") else message)
+            self._page(req, resp, session, error="" if message.key == "message.factor_removed" else message)
         else:
             raise OAuthError("unknown account action")
 
@@ -151,9 +152,8 @@ class Account(_AccountBase):
                                                address=address, device=self._device(req))
         except (RateLimited, HashingBusy) as refused:
             resp.set_headers(refused.headers)
-            message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
-                       if isinstance(refused, RateLimited) else
-                       "The server is busy checking other sign-ins. Try again in a moment.")
+            message = (Message("message.too_many_attempts", seconds=refused.retry_after)
+                       if isinstance(refused, RateLimited) else Message("message.hashing_busy"))
             self._sign_in_form(req, resp, message, form.get("username", ""), refused.status)
             return
         if attempt.session_id is None:
@@ -163,9 +163,10 @@ class Account(_AccountBase):
         self.browser.redirect(resp, "/account", after_post=True)
 
 
-DONE = {"session_ended": "The session was ended.", "consent_withdrawn": "The access was withdrawn.",
-        "password_changed": "Your password was changed. Your other sessions were ended.",
-        "totp_enrolled": "Your authenticator app is set up.", "passkey_added": "Your passkey was added."}
+# what the page says after each action (POST-redirect-GET: the action's name rides in ?done=)
+DONE = {"session_ended": "message.session_ended_done", "consent_withdrawn": "message.consent_withdrawn",
+        "password_changed": "message.password_changed", "totp_enrolled": "message.totp_enrolled",
+        "passkey_added": "message.passkey_added"}
 
 
 class EnrolTotp(_AccountBase):
@@ -228,13 +229,13 @@ class EnrolTotp(_AccountBase):
         secret = enrolment.open_pending(self.provider, session.subject, form.get("pending", ""), now)
         if secret is None:
             self._show(req, resp, session, interaction, enrolment.new_totp_secret(),
-                       message="That QR code has expired. Scan this new one.")
+                       message=Message("message.qr_expired"))
             return
         moved = account.enrolled_with_code(self.provider, session, secret, form.get("otp", ""), now,
                                            device=self._device(req))
         if moved is None:
             self._show(req, resp, session, interaction, secret,
-                       message="That code is not valid. Enter the current code your app shows.")
+                       message=Message("message.enrol_code_invalid"))
             return
         self.browser.set_session(resp, moved.id)
         self._enrolled(resp, interaction, "totp_enrolled")
@@ -266,6 +267,6 @@ class EnrolPasskey(EnrolTotp):
             passkeys.register(self.provider, session, form.get("passkey", ""), form.get("passkey_state", ""),
                               now, label=form.get("label", "Passkey"))
         except passkeys.PasskeyRefused as refused:
-            self._show_passkey(req, resp, session, interaction, str(refused))
+            self._show_passkey(req, resp, session, interaction, refused.message)
             return
         self._enrolled(resp, interaction, "passkey_added")

@@ -10,6 +10,7 @@ import falcon
 from policy_sso.config import Client
 from policy_sso.credentials import HashingBusy
 from policy_sso.errors import AccessDenied, OAuthError, RateLimited
+from policy_sso.messages import Message
 from policy_sso.oidc import enrolment, passkeys, sign_in
 from policy_sso.oidc.authorization_flow import Answer, Interact
 from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
@@ -131,7 +132,7 @@ class Login(_Page):
             session = self.provider.store.get_session(session_id, now) if session_id else None
             if session is None:
                 page = self._page(req, interaction, None, now)
-                self._show(resp, page, interaction, "Your session ended. Sign in again.", now=now)
+                self._show(resp, page, interaction, Message("message.session_ended"), now=now)
                 return
         address = client_address(req, self.provider.tenant.settings.trusted_proxies)
         try:
@@ -148,9 +149,8 @@ class Login(_Page):
             # the person reads it, a script sees the status; never a redirect
             page = self._page(req, interaction, session_id, now)
             resp.set_headers(refused.headers)
-            message = (f"Too many attempts. Try again in {refused.retry_after} seconds."
-                       if isinstance(refused, RateLimited) else
-                       "The server is busy checking other sign-ins. Try again in a moment.")
+            message = (Message("message.too_many_attempts", seconds=refused.retry_after)
+                       if isinstance(refused, RateLimited) else Message("message.hashing_busy"))
             self._show(resp, page, interaction, message, form.get("username", ""), status=refused.status,
                        now=now)
             return
@@ -177,8 +177,8 @@ class Login(_Page):
         except RateLimited as refused:
             resp.set_headers(refused.headers)
             page = self._page(req, interaction, session_id, now)
-            self._show(resp, page, interaction, f"Too many attempts. Try again in {refused.retry_after} "
-                       "seconds.", status=refused.status, now=now)
+            wait = Message("message.too_many_attempts", seconds=refused.retry_after)
+            self._show(resp, page, interaction, wait, status=refused.status, now=now)
             return
         if new_id is None:
             page = self._page(req, interaction, session_id, now)
@@ -227,7 +227,7 @@ class Login(_Page):
         request = page.request.policy_request
         hinted = self._username(request.id_token_hint_sub or request.login_hint_sub)
         if not message and "subject_mismatch" in page.step.decision.codes and page.session:
-            message = "The application asked for a different account. Sign in with that account."
+            message = Message("message.other_account")
             common["message"] = message
         self.browser.render(resp, "login.html", username=username or hinted or
                             (request.login_hint or ""), **common)

@@ -62,5 +62,7 @@ def test_the_methods_a_user_can_present(credentials, seeded, expected):
 
 def test_the_refusal_names_the_apps():
     text = removal_refused_message(["Back office", "Payments"], ["Documentation"])
-    assert text == ("This factor cannot be removed: Back office, Payments cannot be signed in to without it; "
-                    "Documentation needs it for some actions. Add another factor first.")
+    assert text == ("This factor cannot be removed: Back office, Payments cannot be signed in to without it, "
+                    "and some actions in Documentation need it. Add another factor first.")
+    assert text.key == "message.factor_needed_both"  # the page shows it in the reader's language
+    assert "some actions in Shop need it" in removal_refused_message([], ["Shop"])

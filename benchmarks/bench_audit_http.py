@@ -11,7 +11,9 @@ in turns, the first of each pair alternating. CPU is each server's threads'
 run time from /proc/<pid>/task/*/schedstat (nanoseconds; the audit writer
 thread included), as ``bench_access_log.py`` reads it. The events the
 server with events on wrote are read back from its /metrics, so a run that
-wrote none (or dropped some) says so.
+wrote none (or dropped some) says so. Last, each server thread's CPU per
+silent authorize: the audit writer's own share stands apart from waitress's
+I/O thread and its workers.
 
     python benchmarks/bench_audit_http.py [--sinks file] [--rounds 6] [--requests 600] [--threads 4]
 """
@@ -57,6 +59,17 @@ def start(sinks: list[str]) -> tuple[int, subprocess.Popen, bytes]:
     return port, server, raw_request("GET", authorize_path("none"), {"Cookie": cookie})
 
 
+def thread_ns(pid: int) -> dict[int, int]:
+    """Return the nanoseconds each live thread of ``pid`` has run, by thread id."""
+    times = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            times[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that ended meanwhile
+            continue
+    return times
+
+
 def audit_counts(port: int) -> dict[str, float]:
     """Return the server's audit counters from its /metrics: written per sink, and dropped."""
     text = Conn(port).request("GET", "/metrics")[2]
@@ -79,6 +92,9 @@ def main() -> int:
     floor = raw_request("GET", "/healthz")
     # per mode and phase: the ms of server CPU per request of each round
     rounds: dict[str, dict[str, list[float]]] = {mode: {"floor": [], "silent": []} for mode in servers}
+    # per mode: each thread's ns during the silent slices, and the requests they served
+    by_thread: dict[str, dict[int, int]] = {mode: {} for mode in servers}
+    silent_requests = dict.fromkeys(servers, 0)
     try:
         for port, server, silent in servers.values():  # warm-up
             run_slice(port, server.pid, args.threads, 300, 2.0, lambda i, s=silent: (s, 302))
@@ -88,11 +104,16 @@ def main() -> int:
                 port, server, silent = servers[mode]
                 phases = (("floor", lambda i: (floor, 200)), ("silent", lambda i, s=silent: (s, 302)))
                 for phase, make in phases:
-                    before = cpu_ns(server.pid)
+                    before, threads_before = cpu_ns(server.pid), thread_ns(server.pid)
                     done = run_slice(port, server.pid, args.threads, args.requests, args.seconds, make)
                     if done["errors"]:
                         raise SystemExit(f"{mode} {phase}: {done['errors'][0]}")
                     rounds[mode][phase].append((cpu_ns(server.pid) - before) / len(done["latencies"]) / 1e6)
+                    if phase == "silent":
+                        silent_requests[mode] += len(done["latencies"])
+                        spent = by_thread[mode]
+                        for tid, ns in thread_ns(server.pid).items():
+                            spent[tid] = spent.get(tid, 0) + ns - threads_before.get(tid, 0)
         counts = audit_counts(servers["on"][0])
     finally:
         for _, server, _ in servers.values():
@@ -107,6 +128,14 @@ def main() -> int:
         on_ms, off_ms = statistics.median(on), statistics.median(off)
         print(f"{label:<17} server CPU ms/req, median of rounds: on {on_ms:.3f}, off {off_ms:.3f} "
               f"({on_ms / off_ms - 1:+.1%}); per round on/off: " + " ".join(f"{r:+.0%}" for r in ratios))
+    totals = {mode: sum(by_thread[mode].values()) / silent_requests[mode] / 1000 for mode in servers}
+    on_us, off_us = totals["on"], totals["off"]
+    print(f"silent authorize  server CPU us/req over every round: on {on_us:.1f}, off {off_us:.1f} "
+          f"({on_us / off_us - 1:+.1%})")
+    for mode in servers:  # where the CPU went: waitress's I/O thread, its workers, the audit writer
+        shares = sorted((ns / silent_requests[mode] / 1000 for ns in by_thread[mode].values()), reverse=True)
+        print(f"  events {mode}: us/request by server thread: "
+              + " ".join(f"{us:.1f}" for us in shares if us >= 0.05))
     return 0
 
 

@@ -1,5 +1,5 @@
 """Enrolment and the account page in a real browser: an app needing MFA offers an authenticator
-app to a user who has none, and the account page lists, ends and withdraws."""
+app to a user who has none, and the account page lists (with each session's device), ends and withdraws."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def test_bob_enrols_an_authenticator_app_while_signing_in_to_backoffice(driver: 
 def test_account_page_lists_ends_and_withdraws(driver: Any, live: Live) -> None:
     alice_at_portal(driver, live)
     driver.get(f"{live.op.url}/account")
+    sessions = wait_for(driver, "#sessions").text
+    assert "Chrome on Linux" in sessions and "127.0.0.1" in sessions  # headless chromium, from loopback
     consents = wait_for(driver, "#consents").text
     assert "Employee portal" in consents
     submit(driver, driver.find_element(By.CSS_SELECTOR, "#consents button[value=withdraw]"))

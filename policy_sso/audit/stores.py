@@ -215,9 +215,16 @@ class RedisEventStore:
 
     @classmethod
     def from_url(cls, url: str, max_events: int = 100000) -> RedisEventStore:
-        """Return the sink on the Redis a URL names (its own connection pool)."""
+        """Return the sink on the Redis (or Redis Cluster) a URL names, on its own connections.
+
+        On a cluster the stream is one key, so one slot: every command here names only it.
+        """
         import redis
 
+        from policy_sso.sessions.redis import CLUSTER_SCHEMES, connect
+
+        if url.partition("://")[0] in CLUSTER_SCHEMES:
+            return cls(connect(url, 5), max_events)  # connect raises StoreError, naming the nodes
         try:
             # a paused or unreachable server answers within seconds, not never
             client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
@@ -334,9 +341,10 @@ def open_event_store(url: str, max_events: int = 100000) -> EventStore:
         return PostgresEventStore(url)
     if url.startswith("sqlite:"):
         return SQLiteEventStore(url.removeprefix("sqlite:///"))
-    if url.startswith(("redis:", "rediss:", "unix:")):
+    if url.startswith(("redis:", "rediss:", "unix:", "redis+cluster:", "rediss+cluster:")):
         return RedisEventStore.from_url(url, max_events)
-    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH or redis://HOST:PORT/DB")
+    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH, redis://HOST:PORT/DB, "
+                     "redis+cluster://HOST:PORT[,HOST:PORT...] or postgresql://USER@HOST:PORT/DB")
 
 
 def event_store_for(store: Any, max_events: int = 100000) -> EventStore:
@@ -348,6 +356,8 @@ def event_store_for(store: Any, max_events: int = 100000) -> EventStore:
         return SQLiteEventStore(store.path)
     if type(store).__name__ == "PostgresStore":  # not imported: psycopg is an optional dependency
         return PostgresEventStore(store.pool.conninfo)
+    if isinstance(store, RedisStore) and not hasattr(store.redis, "connection_pool"):  # a cluster
+        return RedisEventStore.from_url(store.url, max_events)
     if isinstance(store, RedisStore):
         import redis
 

@@ -110,7 +110,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory (policies/)")
     p.add_argument("--state-dir", metavar="DIR", help="the state directory `serve` used")
     p.add_argument("--store", metavar="URL",
-                   help="sqlite:///PATH or redis://HOST:PORT/DB (default: the one serve uses)")
+                   help="sqlite:///PATH, redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,...] or "
+                   "postgresql://USER@HOST/DB (default: the one serve uses)")
     p.add_argument("--subject", metavar="SUB", help="a subject or a username")
     p.add_argument("--client", metavar="ID")
     p.add_argument("--type", metavar="TYPE", help="an event type, or a prefix such as logout.*")

@@ -201,7 +201,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", metavar="DIR",
                    help="keys and the SQLite store (default: tenant.yaml state_dir, ./var)")
     p.add_argument("--store", metavar="URL",
-                   help="memory://, sqlite:///PATH, redis://HOST:PORT/DB or postgresql://USER@HOST/DB "
+                   help="memory://, sqlite:///PATH, redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,...] "
+                   "or postgresql://USER@HOST/DB "
                    "(default: SQLite in --state-dir if given, else tenant.yaml store)")
     p.add_argument("--issuer", type=_issuer, metavar="URL",
                    help="the issuer every token and discovery names (default: tenant.yaml issuer); "

@@ -33,7 +33,7 @@ def record(type_: str = "authorization.decision", time: int = T0, **fields: obje
     return data, json.dumps(data)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis_cluster", "postgres"])
 def events(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     if request.param == "memory":
         store: EventStore = MemoryEventStore()
@@ -44,9 +44,8 @@ def events(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStor
         assert isinstance(store, PostgresEventStore)
         with store.pool.connection() as db:
             db.execute("TRUNCATE audit_events")
-    else:
-        url = request.getfixturevalue("redis_url")
-        store = open_event_store(url)
+    else:  # the stream is one key: on a cluster, one slot
+        store = open_event_store(request.getfixturevalue(f"{request.param}_url"))
         assert isinstance(store, RedisEventStore)
         store.redis.delete(store.key)
     yield store

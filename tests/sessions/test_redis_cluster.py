@@ -9,6 +9,8 @@ cluster URLs are read as documented.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 from redis.cluster import RedisCluster, key_slot
@@ -127,3 +129,18 @@ def test_a_bad_or_unreachable_cluster_url_is_refused_at_start(url, says):
     with pytest.raises(StoreError, match=says) as refused:
         open_store(url, LIFETIME, StoreOptions(timeout=0.5))
     assert "secret" not in str(refused.value)
+
+
+def test_audit_events_go_to_the_cluster_the_store_is_on(tmp_path, request):
+    from policy_sso.audit.event import AuditEvent
+    from policy_sso.audit.query import EventQuery
+    from policy_sso.audit.stores import event_store_for
+
+    store = open_store(store_url("redis_cluster", tmp_path, request), LIFETIME)
+    events = event_store_for(store)
+    assert isinstance(events.redis, RedisCluster)
+    event = AuditEvent("session.created", NOW, "ev-1", subject="u-alice").to_json()
+    events.write([(event, json.dumps(event))])
+    assert [e["id"] for e in events.query(EventQuery(subject="u-alice")).events] == ["ev-1"]
+    events.close()
+    store.close()

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from policy_sso.credentials import hash_password
 from policy_sso.messages import Message
 from policy_sso.oidc import enrolment, reachability
+from policy_sso.oidc.consents import consents_in
 from policy_sso.oidc.credential_change import revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.sessions.model import (
@@ -59,6 +61,13 @@ def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
         for client_id, scopes in s.consents.items():
             granted.setdefault(client_id, set()).update(scopes)
     consents = [{"client_id": c, "name": name_of(c), "scopes": sorted(v)} for c, v in sorted(granted.items())]
+    # when a grant stops counting under the app's policy (require consent … for D; issue 19)
+    expiry = {c.client_id: c.expires_at for c in consents_in(p, sessions)}
+    for row in consents:
+        expires = expiry.get(row["client_id"])
+        row["expires"] = (datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                          if expires else "")
+        row["expired"] = expires is not None and now >= expires
     factors: list[dict[str, Any]] = []
     held = p.store.credentials_of(session.subject)
     for cid, record in sorted(held.items()):

@@ -11,6 +11,7 @@ page shows the expiry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from policy_sso.checks import consent_expires_at
 from policy_sso.errors import OAuthError
 from policy_sso.oidc.admin import UserNotFound
 from policy_sso.oidc.provider import Provider
+from policy_sso.sessions.model import Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +65,13 @@ class ConsentNotFound(OAuthError):
 
 def consents_of(p: Provider, subject: str, now: int) -> list[ClientConsent]:
     """Return what the user granted each client in their live sessions, by client_id."""
+    return consents_in(p, p.store.sessions_of(subject, now))
+
+
+def consents_in(p: Provider, sessions: Iterable[Session]) -> list[ClientConsent]:
+    """Return what these sessions (one user's) granted each client, by client_id."""
     newest: dict[str, dict[str, int]] = {}
-    for session in p.store.sessions_of(subject, now):
+    for session in sessions:
         for client_id, scopes in session.consents.items():
             times = newest.setdefault(client_id, {})
             for scope in scopes:

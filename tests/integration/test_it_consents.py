@@ -145,3 +145,19 @@ def test_an_unknown_user_is_404_not_an_empty_list(op: LiveOP) -> None:
                          ("DELETE", "/u-nobody/consents/docs")):
         response = admin(op, method, path)
         assert response.status_code == 404 and response.json()["error"] == "user_not_found"
+
+
+def test_the_account_page_shows_when_a_consent_expires(op: LiveOP, browser: BrowserAgent) -> None:
+    from datetime import UTC, datetime
+
+    browser.sign_in("docs")
+    browser.sign_in("portal")
+    expires = datetime.fromtimestamp(op.clock.now + HOUR + 1, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    page = browser.get("/account")
+    assert page.status_code == 200
+    rows = {row.split("</td>")[0].rsplit(">", 1)[-1]: row for row in page.text.split("<tr>")[1:]
+            if "withdraw" in row}
+    assert expires in rows["Documentation"] and "Expired" not in rows["Documentation"]
+    assert "UTC" not in next(r for name, r in rows.items() if name != "Documentation")  # no lifetime
+    op.clock.advance(HOUR + 1)
+    assert f"Expired {expires}" in browser.get("/account").text

@@ -122,7 +122,7 @@ class _Namespace:
         self.values: dict[str, Any] = {}
         self._names = (f"k{i}" for i in itertools.count())
         self.networks = networks or {}  # tenant.yaml's named networks
-        self._sets: dict[str, str] = {}  # a network test's value -> the name its set is bound to
+        self._sets: dict[str, networks.NetworkSet] = {}  # a network test's value -> its set
 
     def bind(self, value: Any) -> str:
         name = next(self._names)
@@ -132,10 +132,15 @@ class _Namespace:
     def expression(self, check: C.Check) -> str:
         return check.fails.format(*(self.bind(v) for v in check.consts))
 
-    def network_set(self, test: Test) -> str:
-        """Return the name bound to a network test's precomputed set (one per distinct test)."""
+    @property
+    def network_tests(self) -> bool:
+        """Return whether a condition generated so far tests the client address."""
+        return bool(self._sets)
+
+    def network_set(self, test: Test) -> networks.NetworkSet:
+        """Return a network test's precomputed set (resolved once per distinct test)."""
         if test.value not in self._sets:
-            self._sets[test.value] = self.bind(networks.resolve(test.networks, self.networks))
+            self._sets[test.value] = networks.resolve(test.networks, self.networks)
         return self._sets[test.value]
 
     def condition(self, cond: Condition, possibly: bool = True) -> str:
@@ -149,9 +154,9 @@ class _Namespace:
         address both readings are the plain membership test.
         """
         if isinstance(cond, Test):
-            if cond.kind == "network":
-                test = f"r.client_ip in {self.network_set(cond)}"
-                return f"(r.client_ip is None or {test})" if possibly else test
+            if cond.kind == "network":  # n: the request's client_key, bound once by decide()
+                test = self.network_set(cond).expression("n", self.bind)
+                return f"(n is None or {test})" if possibly else f"(n is not None and {test})"
             return _TEST_SOURCE[cond.kind].format(self.bind(cond.value))
         if isinstance(cond, Not):
             return f"not ({self.condition(cond.operand, not possibly)})"
@@ -174,6 +179,8 @@ def _generate(groups: list[tuple[Condition | None, list[int]]], table: list[Guar
                       f"{indent}    if f is None: f = [{i}]",
                       f"{indent}    else: f.append({i})"]
     lines += ["    if f is None:", "        return ALLOWED", "    return deny(f, r, s, now)"]
+    if ns.network_tests:  # the client address, read once for every network test
+        lines.insert(4, "    n = r.client_key")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -27,7 +27,6 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A network's name in tenant.yaml (and bare in the DSL); a CIDR never matches it
 # (IPv4 starts with a digit, IPv6 holds a ':').
 NETWORK_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
-_BITS = {4: 32, 6: 128}
 
 
 def is_network_name(text: str) -> bool:
@@ -76,39 +75,56 @@ def network_problem(text: str) -> tuple[str, str] | None:
             f"write \"{loose}\", or a longer prefix for a smaller network")
 
 
+# IPv4 addresses are keyed inside IPv6's IPv4-mapped block (RFC 4291 §2.5.5.2, ::ffff:0:0/96), so
+# one integer compares against networks of either version.
+_MAPPED = 0xFFFF << 32
+
+
+def address_key(ip: IPAddress) -> int:
+    """Return the address as one 128-bit integer (an IPv4 address as its IPv4-mapped IPv6 form)."""
+    return int(ip) | _MAPPED if ip.version == 4 else int(ip)
+
+
 @dataclass(frozen=True, slots=True)
 class NetworkSet:
-    """A precomputed union of networks: ``ip in net_set`` is a shift and a set lookup per prefix length."""
+    """A precomputed union of networks: membership is a shift and a set lookup per prefix length.
+
+    Keys are :func:`address_key` values. An IPv6 network that covers the
+    IPv4-mapped block (``::/0`` to ``::/80``, ``::ffff:0:0/96``) therefore also
+    holds IPv4 clients, which is what a network that wide means.
+    """
 
     networks: tuple[Network, ...]
-    # per IP version: (shift, prefixes) for each distinct prefix length
-    v4: tuple[tuple[int, frozenset[int]], ...]
-    v6: tuple[tuple[int, frozenset[int]], ...]
+    groups: tuple[tuple[int, frozenset[int]], ...]  # (shift, prefixes) per distinct prefix length
 
     @classmethod
     def of(cls, networks: Iterable[Network]) -> NetworkSet:
         """Return the set of ``networks``."""
         nets = tuple(dict.fromkeys(networks))
-        groups: dict[int, dict[int, set[int]]] = {4: {}, 6: {}}
+        groups: dict[int, set[int]] = {}
         for net in nets:
-            shift = _BITS[net.version] - net.prefixlen
-            groups[net.version].setdefault(shift, set()).add(int(net.network_address) >> shift)
-        v4, v6 = (tuple(sorted((shift, frozenset(p)) for shift, p in groups[v].items())) for v in (4, 6))
-        return cls(nets, v4, v6)
+            shift = net.max_prefixlen - net.prefixlen
+            groups.setdefault(shift, set()).add(address_key(net.network_address) >> shift)
+        return cls(nets, tuple(sorted((shift, frozenset(p)) for shift, p in groups.items())))
 
     def __contains__(self, ip: object) -> bool:
         """Return whether ``ip`` (an address, or None: unknown) is in one of the networks."""
         if ip is None:
             return False
-        groups = self.v4 if ip.version == 4 else self.v6  # type: ignore[attr-defined]
-        n = int(ip)  # type: ignore[call-overload]
-        for shift, prefixes in groups:  # noqa: SIM110 - a loop: any() over a generator costs twice as much
-            if n >> shift in prefixes:
+        key = address_key(ip)  # type: ignore[arg-type]
+        for shift, prefixes in self.groups:  # noqa: SIM110 - a loop: any() over a generator costs twice as much
+            if key >> shift in prefixes:
                 return True
         return False
 
     def __bool__(self) -> bool:
         return bool(self.networks)
+
+    def expression(self, key: str, bind: Callable[[object], str]) -> str:
+        """Return a Python expression true when the integer variable ``key`` is in the set (never None)."""
+        tests = [f"{key} >> {shift} in {bind(prefixes)}" if shift else f"{key} in {bind(prefixes)}"
+                 for shift, prefixes in self.groups]
+        return "(" + (" or ".join(tests) or "False") + ")"
 
 
 def resolve(entries: Iterable[str], named: Mapping[str, tuple[str, ...]]) -> NetworkSet:

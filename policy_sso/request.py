@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policy_sso.errors import InvalidRequest
-from policy_sso.networks import IPAddress
+from policy_sso.networks import IPAddress, address_key
 
 PROMPT_VALUES = frozenset({"none", "login", "consent", "select_account"})
 # Integer parameters are seconds or counts: ten ASCII digits reach year 2286 as epoch seconds.
@@ -110,6 +110,12 @@ class AuthRequest:
     # The client's address, parsed once at the edge (policy_sso.networks.client_ip): what
     # ``when network in`` tests; None when unknown (every network-testing block then applies).
     client_ip: IPAddress | None = None
+    # client_ip as one integer (policy_sso.networks.address_key), what compiled network tests read
+    client_key: int | None = field(init=False, default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.client_ip is not None:
+            object.__setattr__(self, "client_key", address_key(self.client_ip))
 
     @property
     def silent(self) -> bool:

@@ -10,6 +10,9 @@ cluster URLs are read as documented.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import pytest
 import redis
@@ -143,4 +146,23 @@ def test_audit_events_go_to_the_cluster_the_store_is_on(tmp_path, request):
     events.write([(event, json.dumps(event))])
     assert [e["id"] for e in events.query(EventQuery(subject="u-alice")).events] == ["ev-1"]
     events.close()
+    store.close()
+
+
+def test_a_paused_node_is_answered_as_unavailable_within_a_bound_and_recovers(tmp_path, request):
+    store = open_store(store_url("redis_cluster", tmp_path, request), LIFETIME, StoreOptions(timeout=0.5))
+    session = Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),))
+    store.create_session(session)
+    node = store.redis.get_node_from_key(store._s(session.id))
+    pid = int(store.redis.info("server", target_nodes=node)["process_id"])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.get_and_touch(session.id, NOW + 1)
+        # one try and one retry after re-reading the slot map, each within the timeout
+        assert time.monotonic() - started < 4, "generous: a loaded machine"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert store.get_and_touch(session.id, NOW + 1).id == session.id  # no restart needed
     store.close()

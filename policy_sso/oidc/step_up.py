@@ -34,7 +34,7 @@ refused with ``no_session``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from policy_sso.checks import Check
@@ -266,16 +266,20 @@ def _max_age(compiled: CompiledPolicy, decision: Decision, request: AuthRequest,
              *, remedy_max_age: str | None, now: int) -> int | None:
     """Return the challenge's ``max_age``: the tightest time limit among the failed checks (RFC 9470 §3).
 
-    A step-up window (``require mfa within D``) gives D, whether its freshness
-    check failed or the ``require mfa`` of the same line did (the retry's second
-    factor must then be fresh too); a ``max_age_exceeded`` gives the limit it
-    exceeded: the operation's ``max_age`` or the policy's ``max_auth_age``.
+    A step-up window (``require mfa within D``) that failed gives D. When MFA
+    itself is missing, the evaluator is asked once more about the same token
+    with an ancient second factor: a step-up window that then fails applies to
+    this operation, so the retry's second factor must be that fresh too. A
+    ``max_age_exceeded`` gives the limit it exceeded: the operation's
+    ``max_age`` or the policy's ``max_auth_age``.
     """
     limits = [int(remedy_max_age)] if remedy_max_age is not None else []
-    unmet_mfa = {r.source for r in decision.reasons if r.code == "mfa_required"}
-    for guarded in compiled.checks:
-        if guarded.check.reason == "step_up_required" and guarded.check.source in unmet_mfa:
-            limits += [int(v) for k, v in guarded.check.remedy.params if k == "max_age"]
+    if "mfa_required" in decision.codes and session is not None:
+        ancient = (*(AuthEvent(m, 0) for m in session.methods), AuthEvent("pwd", 0), AuthEvent("otp", 0))
+        probe = compiled.decide(request, replace(session, events=ancient), now)
+        window = probe.remedy.params.get("max_age") if probe.remedy is not None else None
+        if "step_up_required" in probe.codes and window is not None:
+            limits.append(int(window))
     if "max_age_exceeded" in decision.codes and session is not None:
         elapsed = now - session.auth_time
         if request.max_age is not None and (request.max_age == 0 or elapsed > request.max_age):

@@ -52,6 +52,9 @@ REFUSALS = [
      ["amr_missing"], f'acr_values="{LOA2}"'),
     ("mfa_required", claims("payments-web"), {"scope": "openid"},
      ["mfa_required", "acr_insufficient"], f'acr_values="{LOA2}"'),
+    # require mfa (line 10) fails; the when block's mfa within 5m (line 16) applies to payments:write
+    ("mfa_required-with-a-step-up-window", claims("payments-web"), {"scope": "payments:write"},
+     ["mfa_required", "acr_insufficient"], f'acr_values="{LOA2}", max_age="300"'),
     ("max_age_exceeded-policy", claims("payments-web", amr=MFA, age=8 * 3600 + 1), {"scope": "openid"},
      ["max_age_exceeded"], 'max_age="28800"'),
     ("max_age_exceeded-operation", claims(age=301), {"scope": "payments:read", "max_age": 300},

@@ -160,3 +160,29 @@ def test_fmt_prints_a_consent_lifetime_canonically_and_idempotently():
     assert formatted == ('policy "p" {\n  clients "web"\n'
                          '  require consent "openid", "profile" for 30d  # a month\n}\n')
     assert format_source(formatted)[0] == formatted
+
+
+@pytest.mark.parametrize(("body", "code", "message"), [
+    ("consent: {scopes: [openid], for: 30x}", "E_DURATION", "invalid duration '30x'"),
+    ("consent: {scopes: [openid], for: 0d}", "E_DURATION", "a duration must be greater than zero"),
+    ("consent: {scope: [openid], for: 30d}", "E_UNKNOWN_KEY", "unknown key 'scope'"),
+    ("consent: {for: 30d}", "E_MISSING_KEY", "'consent' has no 'scopes:'"),
+], ids=["bad-unit", "zero", "misspelt-scopes", "no-scopes"])
+def test_a_bad_yaml_consent_lifetime_is_one_diagnostic_at_its_line(body, code, message):
+    from policy_sso.parse.yaml_form import parse_yaml_policies
+
+    policies, errors = parse_yaml_policies(f"policy: p\nclients: [a]\nrequire:\n  {body}\n", "p.yaml")
+    assert policies == []
+    assert [(e.line, e.code, e.message) for e in errors] == [(4, code, message)]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('require consent "openid" for 0d', "a duration must be greater than zero"),
+    ('require consent "openid" for', "'for' needs a duration like 15m after it, on the same line"),
+    ('require consent "openid" for 30 days', "'30 days' is not a duration"),
+], ids=["zero", "missing", "spaced-unit"])
+def test_a_bad_dsl_consent_lifetime_is_one_diagnostic(text, message):
+    from policy_sso.parse.dsl import parse_dsl
+
+    _, errors = parse_dsl(f'policy "p" {{\n  clients "a"\n  {text}\n}}\n', "p.policy")
+    assert len(errors) == 1 and errors[0].line == 3 and errors[0].message.startswith(message), errors

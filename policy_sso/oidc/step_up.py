@@ -103,10 +103,20 @@ def challenge(error: str, description: str, *, dpop_algs: tuple[str, ...] | None
     auth-params (``acr_values``, ``max_age``, ``scope``), left out when None.
     """
     parts = [f'DPoP algs="{" ".join(dpop_algs)}"' if dpop_algs is not None else "Bearer"]
-    values = {"error": error, "error_description": description.replace('"', "'").replace("\\", "/"),
-              **params}
-    parts.append(", ".join(f'{k}="{v}"' for k, v in values.items() if v is not None))
+    values = {"error": error, "error_description": description, **params}
+    parts.append(", ".join(f'{k}="{_quotable(v)}"' for k, v in values.items() if v is not None))
     return (" " if dpop_algs is None else ", ").join(parts)
+
+
+def _quotable(value: str) -> str:
+    """Return ``value`` fit for a quoted-string (RFC 9110 §5.6.4) and a header line.
+
+    Values may come from the resource server's question (its scopes and
+    acr_values): quotes and backslashes would end or escape the string, and a
+    control character (CR, LF) would end the header the resource server sends.
+    """
+    return "".join("'" if c == '"' else "/" if c == "\\" else " " if c < " " or c == "\x7f" else c
+                   for c in value)
 
 
 def token_session(claims: Mapping[str, Any], now: int) -> Session | None:

@@ -233,3 +233,13 @@ def test_over_http_an_invalid_token_is_answered_not_failed(http) -> None:
     assert resp.json["allow"] is False and resp.json["error"] == "invalid_token"
     assert resp.json["www_authenticate"].startswith('Bearer error="invalid_token"')
     assert resp.json["status"] == 401
+
+
+def test_what_the_resource_server_sent_cannot_break_out_of_the_challenge(demo: Tenant) -> None:
+    hostile = 'payments:read x"\r\nSet-Cookie: a=b'
+    step_up = api_decision(demo, claims(), now=NOW, scope=hostile, acr_values=['x"\\', LOA2])
+    scope = api_decision(demo, claims(amr=MFA), now=NOW, scope=hostile)
+    assert (step_up.error, scope.error) == ("insufficient_user_authentication", "insufficient_scope")
+    for answer in (step_up, scope):
+        assert "\r" not in answer.www_authenticate and "\n" not in answer.www_authenticate
+        assert answer.www_authenticate.count('"') % 2 == 0 and "\\" not in answer.www_authenticate

@@ -8,6 +8,7 @@ from typing import Any
 
 from policy_sso.config import User
 from policy_sso.errors import InvalidRequest
+from policy_sso.messages import Message
 from policy_sso.request import loads_json
 
 # OIDC Core §5.4: the standard claims each scope value requests.
@@ -21,13 +22,9 @@ CLAIMS_OF_SCOPE: dict[str, tuple[str, ...]] = {
 }
 
 # Human descriptions shown on the consent page.
-SCOPE_DESCRIPTIONS: dict[str, str] = {
-    "openid": "Sign you in and know who you are",
-    "profile": "Your name and profile",
-    "email": "Your email address",
-    "address": "Your postal address",
-    "phone": "Your phone number",
-    "offline_access": "Stay signed in while you are away (refresh tokens)",
+SCOPE_DESCRIPTIONS: dict[str, Message] = {  # the words are policy_sso/messages' scope.* keys
+    scope: Message(f"scope.{scope}") for scope in ("openid", "profile", "email", "address", "phone",
+                                                   "offline_access")
 }
 
 

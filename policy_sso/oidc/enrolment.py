@@ -37,20 +37,16 @@ PASSWORD_CREDENTIAL = "password"  # the credential id of a password set at run t
 TOTP_SECRET_BYTES = 20  # RFC 4226 §4: 160 bits recommended
 PENDING_TOTP_TTL = 600  # seconds a shown QR code may be confirmed
 
-FACTOR_WORDS = {"otp": "an authenticator app (one-time codes)", "hwk": "a passkey or security key"}
-
 
 @dataclass(frozen=True, slots=True)
 class FactorNeeds:
-    """What an app requires that the user lacks: the factors that would do, and those they may add now."""
+    """What an app requires that the user lacks: the factors that would do, and those they may add now.
+
+    The page words each factor from the message catalogue (``factor.<method>``).
+    """
 
     factors: tuple[str, ...]
     enrol: tuple[str, ...]
-
-    @property
-    def sentence(self) -> str:
-        """Return the requirement in a person's words."""
-        return " or ".join(FACTOR_WORDS.get(m, m) for m in self.factors) or "a second factor"
 
 
 def may_enrol(p: Provider, session: Session, factor: str, now: int) -> bool:

@@ -15,6 +15,7 @@ from test_http_app import PORTAL, post_login, start_login
 import server.browser
 import server.resources.account
 from policy_sso.messages import FALLBACK, HERE, Catalogue, Message, default_catalogue, negotiate
+from policy_sso.oidc.claims import SCOPE_DESCRIPTIONS
 
 ROOT = Path(__file__).parent.parent.parent
 TEMPLATES = sorted((ROOT / "server" / "templates").glob("*.html"))
@@ -40,6 +41,7 @@ def test_every_message_the_code_shows_is_in_the_english_catalogue() -> None:
     used = {key for folder in ("policy_sso", "server") for path in (ROOT / folder).rglob("*.py")
             for key in _MESSAGE.findall(path.read_text())}
     used |= set(server.resources.account.DONE.values())
+    used |= {message.key for message in SCOPE_DESCRIPTIONS.values()}
     assert used and not sorted(used - ENGLISH)
 
 

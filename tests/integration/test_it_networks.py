@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import pytest
 import requests
-from live_op import PASSWORDS, BrowserAgent, LiveOP, with_settings
+from live_op import PASSWORDS, BrowserAgent, LiveOP, page_kind, with_settings
 from requests.adapters import HTTPAdapter
 
 from policy_sso.parse.dsl import parse_dsl
@@ -125,3 +125,18 @@ def test_the_backend_session_api_sees_the_forwarded_address(op: LiveOP) -> None:
     assert "portal.policy:5" in body["reasons"][0]["observed"]
     spoofed = call("/v1/auth/session/authenticate", {"session_id": session_id}, DIRECT, OUTSIDE)
     assert spoofed.status_code == 200, spoofed.text
+
+
+def test_the_sign_in_pages_ask_for_the_second_factor_only_outside(op: LiveOP, new_browser) -> None:
+    outside = from_address(new_browser(), PROXY, OUTSIDE)
+    page = outside.follow(outside.authorize_request("portal"))
+    assert page_kind(page) == "login"
+    page = outside.follow(outside.submit(page, {"username": "alice", "password": PASSWORDS["alice"]}))
+    assert page_kind(page) == "otp"  # the hosted pages decide on the forwarded address too
+    assert outside.interact(page).error is None
+
+    inside = from_address(new_browser(), PROXY, INSIDE)
+    page = inside.follow(inside.authorize_request("portal"))
+    assert page_kind(page) == "login"
+    result = inside.interact(page, otp=False)  # no second-factor page is shown
+    assert result.error is None and result.params.get("code")

@@ -31,7 +31,7 @@ from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.interaction import ENROLLABLE_FACTORS, Interaction, Step, next_step, satisfied_request
 from policy_sso.oidc.provider import Provider, join_client
 from policy_sso.request import AuthRequest
-from policy_sso.sessions.model import AuthEvent, Session
+from policy_sso.sessions.model import AuthEvent, Device, Session
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,12 +89,14 @@ def _validate_s256_challenge(challenge: str) -> None:
 
 
 def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
-              now: int, *, address: str = "-", client_ip: IPAddress | None = None) -> Answer | Interact:
+              now: int, *, address: str = "-", client_ip: IPAddress | None = None,
+              device: Device | None = None) -> Answer | Interact:
     """Return the answer to an authorization request, or the interaction that must run first.
 
     ``address`` is the client's (server.client_address): silent requests with
     no known session are rate-limited by it. ``client_ip`` is what the policy's
-    ``when network in`` tests (None: unknown).
+    ``when network in`` tests (None: unknown); ``device``, where the browser is,
+    is recorded in a session a ``login_hint_token`` signs in.
     """
     pushed = "request_uri" in params
     if pushed:  # RFC 9126 §4: the pushed request, spent once; the policy decides it like any other
@@ -112,7 +114,8 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
                                    address, now=now)
         token = forced_sso.hint_token(params)
         if token is not None:  # SPEC §5: verified before anything changes
-            session = forced_sso.sign_in_with_hint(p, areq.client.client_id, token, session, now)
+            session = forced_sso.sign_in_with_hint(p, areq.client.client_id, token, session, now,
+                                                   device=device)
             signed_in = session.id
     except OAuthError as err:  # the redirect_uri is valid by now: the client hears of it
         raise AuthorizationError(err, areq.target) from None

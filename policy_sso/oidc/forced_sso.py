@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from policy_sso.errors import InvalidRequest, OAuthError, PolicySSOError
 from policy_sso.oidc.hint_token import HintVerifier
 from policy_sso.oidc.provider import Provider, end_session, reusable_for, start_session
-from policy_sso.sessions.model import REPLACED_BY_SIGN_IN, AuthEvent, Session, new_session, new_session_id
+from policy_sso.sessions.model import (
+    REPLACED_BY_SIGN_IN,
+    AuthEvent,
+    Device,
+    Session,
+    new_session,
+    new_session_id,
+)
 
 HINT_PARAMETERS = ("login_hint_token", "sso_token")
 
@@ -55,19 +62,23 @@ def verifier_for(p: Provider, client_id: str) -> HintVerifier:
 
 
 def sign_in_with_hint(p: Provider, client_id: str, token: str, current: Session | None,
-                      now: int) -> Session:
-    """Return the session a valid hint signs in; raise InvalidRequest and change nothing otherwise."""
+                      now: int, *, device: Device | None = None) -> Session:
+    """Return the session a valid hint signs in; raise InvalidRequest and change nothing otherwise.
+
+    ``device``: where the browser is, recorded in the session (the account page shows it).
+    """
     result = verifier_for(p, client_id).verify(token, now=now, store=p.store,
                                                user_exists=lambda sub: p.user(sub) is not None)
     events = tuple(AuthEvent(method, now) for method in result.amr)
     if current is not None and current.subject == result.subject and reusable_for(p, current, client_id):
         session: Session | None = current
         for event in events:  # a new authentication: a new session id (no fixation)
-            session = p.store.reauthenticate(session.id, event, new_session_id(), now) if session else None
+            session = (p.store.reauthenticate(session.id, event, new_session_id(), now, device)
+                       if session else None)
         if session is not None:
             return session
     elif current is not None and current.subject != result.subject:
         end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
-    session = new_session(result.subject, events, now, client_id)
+    session = new_session(result.subject, events, now, client_id, device)
     start_session(p, session, now)  # the oldest beyond the bound end
     return session

@@ -10,7 +10,7 @@ from policy_sso.errors import StoreUnavailable
 from policy_sso.oidc import authorization_flow
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
-from server.client_address import client_address, policy_client_ip
+from server.client_address import client_address, client_device, policy_client_ip
 from server.hooks import form_body, query_params
 
 
@@ -37,7 +37,8 @@ class Authorize:
             result = authorization_flow.authorize(
                 self.provider, params, self.browser.session_id(req), req.context.now,
                 address=client_address(req, self.provider.tenant.settings.trusted_proxies),
-                client_ip=policy_client_ip(req, self.provider.tenant.settings.trusted_proxies))
+                client_ip=policy_client_ip(req, self.provider.tenant.settings.trusted_proxies),
+                device=client_device(req, self.provider.tenant.settings.trusted_proxies))
         except StoreUnavailable as fault:  # SPEC §7: the verified redirect_uri hears of it
             raise authorization_flow.store_fault(self.provider, params, fault, req.context.now) from None
         if result.session_id is not None:  # a login_hint_token signed a user in

@@ -82,6 +82,16 @@ def test_a_valid_hint_signs_the_user_in(op: LiveOP, browser: BrowserAgent, issue
     assert claims["sub"] == "u-alice" and claims["amr"] == amr
 
 
+def test_a_hint_sign_in_records_the_device(op: LiveOP, browser: BrowserAgent) -> None:
+    """The account page shows where a forced sign-in came from, as for any browser sign-in (issue 18)."""
+    browser.http.headers["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Firefox/121.0"
+    answer = browser.follow(browser.authorize_request("intranet-bridge", prompt="none",
+                                                      login_hint_token=hint(op)))
+    assert "code" in answer.params
+    (session,) = op.store.sessions_of("u-alice", op.clock.now)
+    assert (session.device.address, session.device.label) == ("127.0.0.1", "Firefox on Windows")
+
+
 def test_the_legacy_sso_token_name(op: LiveOP, browser: BrowserAgent) -> None:
     answer = browser.follow(browser.authorize_request("intranet-bridge", prompt="none", sso_token=hint(op)))
     assert "code" in answer.params

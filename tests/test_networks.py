@@ -12,6 +12,7 @@ import pytest
 
 from policy_sso import model
 from policy_sso.authoring.diff import diff_tenants, network_probes
+from policy_sso.authoring.policytest import CaseError, load_cases
 from policy_sso.cli import main
 from policy_sso.compile import compile_policy
 from policy_sso.config import TenantSettings
@@ -214,3 +215,15 @@ def test_diff_over_given_addresses(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "from 10.200.0.1" in out and "from 10.0.0.1 " not in out
     assert main(["diff", str(old), str(new), "--ips", "10.0.0.1,nowhere"]) == 2
     assert "--ips 'nowhere' is not an IP address" in capsys.readouterr().err
+
+
+# --- test cases' ip: ------------------------------------------------------------------------------
+
+def test_a_case_whose_ip_is_not_an_address_is_an_error_at_the_case(tmp_path: Path) -> None:
+    cases = tmp_path / "bad.test.yaml"
+    cases.write_text(f"tenant: {CASES_TENANT}\ncases:\n  - client: office-app\n    session: null\n"
+                     "    ip: 10.0.0.0/8\n    expect: {outcome: login_required}\n")
+    with pytest.raises(CaseError) as raised:
+        load_cases(cases)
+    (found,) = raised.value.diagnostics
+    assert (found.line, found.code, found.message) == (5, "E_TEST", "ip: '10.0.0.0/8' is not an IP address")

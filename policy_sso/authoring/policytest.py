@@ -17,7 +17,8 @@ against a tenant::
           reasons: [mfa_required, acr_insufficient]      # every reason code, any order
 
 ``session: null`` means no session. ``expect.reasons`` may be omitted to check
-the outcome only; ``[]`` asserts there are none.
+the outcome only; ``[]`` asserts there are none. ``ip:`` is the client
+address (what ``when network in`` tests); absent, it is unknown.
 
 A case with a ``where:`` table runs once per row. Each ``{{column}}`` in the
 case's name, client, session, request, at and expect is replaced by the row's

@@ -82,6 +82,8 @@ class Catalogue:
         """
         if isinstance(key, Message):
             key, params = key.key, {**key.params, **params}
+        # a message given as a parameter is said in the same language
+        params = {k: self.markup(language, v, {}) if isinstance(v, Message) else v for k, v in params.items()}
         template = self.languages.get(language, {}).get(key) or self.languages[FALLBACK].get(key)
         if template is None:
             return Markup.escape(key)

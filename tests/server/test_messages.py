@@ -110,6 +110,8 @@ def test_a_message_is_english_text_and_its_key() -> None:
     assert german("login.to_continue", client="<b>") == "weiter zu <strong>&lt;b&gt;</strong>"  # escaped
     assert german(message) == "Too many attempts. Try again in 7 seconds."  # English behind each key
     assert german("Not a key <b>") == "Not a key &lt;b&gt;"
+    nested = german("login.to_continue", client=Message("message.wrong_password"))
+    assert nested == "weiter zu <strong>Benutzername oder Passwort falsch.</strong>"
 
 
 @pytest.fixture

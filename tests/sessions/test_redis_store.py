@@ -66,6 +66,23 @@ def test_get_and_touch_is_one_round_trip_even_when_it_touches(tmp_path, request,
                         lambda *args, **options: commands.append(args[0]) or send(*args, **options))
     assert store.get_and_touch(session.id, NOW + 1).last_seen == NOW  # no touch due
     assert store.get_and_touch(session.id, NOW + LIFETIME.touch_interval).last_seen == NOW  # touches
-    assert commands == ["EVALSHA", "EVALSHA"]
+    # no touch can be due before last-seen + touch_interval: a plain GET; then the script
+    assert commands == ["GET", "EVALSHA"]
     assert store.get_session(session.id, NOW + LIFETIME.touch_interval).last_seen == NOW + 60
     store.close()
+
+
+def test_a_touch_by_another_instance_is_not_missed(tmp_path, request):
+    # what one store saw can only be older than what is stored: its plain GETs never skip a due touch
+    url = store_url("redis", tmp_path, request)
+    one, other = open_store(url, LIFETIME), open_store(url, LIFETIME)
+    session = make(one)
+    one.get_and_touch(session.id, NOW)
+    other.get_and_touch(session.id, NOW + 90)  # another instance touches: last-seen NOW + 90
+    assert one.get_and_touch(session.id, NOW + 100).last_seen == NOW + 90  # read as stored, no touch
+    assert one.get_and_touch(session.id, NOW + 150).last_seen == NOW + 90  # due: touches
+    assert one.get_session(session.id, NOW + 150).last_seen == NOW + 150
+    idle = NOW + 150 + LIFETIME.inactivity + 1
+    assert one.get_and_touch(session.id, idle) is None
+    one.close()
+    other.close()

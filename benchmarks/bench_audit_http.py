@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from bench_access_log import cpu_ns
@@ -88,7 +89,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="time per slice (at most)")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
     args = parser.parse_args()
-    servers = {"off": start([]), "on": start(args.sinks.split(","))}
+    compare(args.sinks, args.rounds, args.requests, args.seconds, args.threads)
+    return 0
+
+
+def compare(sinks: str, rounds_count: int = 6, requests: int = 600, seconds: float = 5.0,
+            threads: int = 4) -> dict[str, float]:
+    """Measure silent authorize with events off and on (``sinks``); print and return the figures.
+
+    Returns the median of rounds (``on_ms``, ``off_ms``), the CPU over every
+    round (``on_us``, ``off_us``) and the events written and dropped.
+    """
+    servers = {"off": start([]), "on": start(sinks.split(","))}
     floor = raw_request("GET", "/healthz")
     # per mode and phase: the ms of server CPU per request of each round
     rounds: dict[str, dict[str, list[float]]] = {mode: {"floor": [], "silent": []} for mode in servers}
@@ -97,15 +109,15 @@ def main() -> int:
     silent_requests = dict.fromkeys(servers, 0)
     try:
         for port, server, silent in servers.values():  # warm-up
-            run_slice(port, server.pid, args.threads, 300, 2.0, lambda i, s=silent: (s, 302))
-        for round_ in range(args.rounds):
+            run_slice(port, server.pid, threads, 300, 2.0, lambda i, s=silent: (s, 302))
+        for round_ in range(rounds_count):
             # each round the other server goes first: the first of a pair must not always be the same one
             for mode in ("on", "off") if round_ % 2 == 0 else ("off", "on"):
                 port, server, silent = servers[mode]
                 phases = (("floor", lambda i: (floor, 200)), ("silent", lambda i, s=silent: (s, 302)))
                 for phase, make in phases:
                     before, threads_before = cpu_ns(server.pid), thread_ns(server.pid)
-                    done = run_slice(port, server.pid, args.threads, args.requests, args.seconds, make)
+                    done = run_slice(port, server.pid, threads, requests, seconds, make)
                     if done["errors"]:
                         raise SystemExit(f"{mode} {phase}: {done['errors'][0]}")
                     rounds[mode][phase].append((cpu_ns(server.pid) - before) / len(done["latencies"]) / 1e6)
@@ -114,13 +126,14 @@ def main() -> int:
                         spent = by_thread[mode]
                         for tid, ns in thread_ns(server.pid).items():
                             spent[tid] = spent.get(tid, 0) + ns - threads_before.get(tid, 0)
+        time.sleep(0.5)  # the writer lingers 50 ms for a batch: let it write the last one before counting
         counts = audit_counts(servers["on"][0])
     finally:
         for _, server, _ in servers.values():
             server.terminate()
             server.wait(timeout=10)
-    print(f"audit events on ({args.sinks}) vs off, {args.rounds} rounds of up to {args.requests} requests, "
-          f"{args.threads} client threads, both servers at once; events on: "
+    print(f"audit events on ({sinks}) vs off, {rounds_count} rounds of up to {requests} requests, "
+          f"{threads} client threads, both servers at once; events on: "
           + ", ".join(f"{k} {v:.0f}" for k, v in counts.items()))
     for phase, label in (("floor", "GET /healthz"), ("silent", "silent authorize")):
         on, off = rounds["on"][phase], rounds["off"][phase]
@@ -136,7 +149,9 @@ def main() -> int:
         shares = sorted((ns / silent_requests[mode] / 1000 for ns in by_thread[mode].values()), reverse=True)
         print(f"  events {mode}: us/request by server thread: "
               + " ".join(f"{us:.1f}" for us in shares if us >= 0.05))
-    return 0
+    silent_on, silent_off = rounds["on"]["silent"], rounds["off"]["silent"]
+    return {"on_ms": statistics.median(silent_on), "off_ms": statistics.median(silent_off), "on_us": on_us,
+            "off_us": off_us, **{k.replace(" ", "_"): v for k, v in counts.items()}}
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def _details_value(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
-    if cls is frozenset or cls is set:  # scopes: a few strings
+    if isinstance(value, frozenset | set):  # scopes: a few strings
         ordered = sorted(value)
         try:
             return "[" + ",".join(map(_quote, ordered)) + "]"
@@ -112,8 +112,9 @@ def event_line(fields: EventFields, id_: str) -> str:
     """Return the event's JSON line (no newline), byte for byte what ``encode_line(event_json(…))`` gives.
 
     Written member by member with the C string escaper rather than by
-    building the object and encoding it: the writer thread's cost per event
-    falls from about 8 us to 2 (benchmarks/bench_audit.py).
+    building the object and encoding it, which costs the writer thread about
+    twice as much (the encoder walks the object in C but sets up per call and
+    checks every value's type; benchmarks/bench_audit.py).
     """
     (type_, time, _, outcome, client, subject, session, request_id, ip, agent, endpoint, reasons,
      details) = fields

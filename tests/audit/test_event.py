@@ -17,6 +17,19 @@ from policy_sso.decision import Decision, Reason
 from policy_sso.request import AuthRequest
 
 T0 = 1_800_000_000
+
+
+class _Set(frozenset):
+    """A frozenset subclass: written sorted, as a frozenset is."""
+
+
+class _Text(str):
+    """A str subclass (an enum's value, say): written as the string."""
+
+
+class _Number(int):
+    """An int subclass: written as the number."""
+
 REASONS = (ReasonRecord("mfa_required", "policies/payments.policy:10", "two distinct factors (mfa)",
                         "session amr pwd (factors: knowledge)"),
            ReasonRecord("acr_insufficient", "policies/payments.policy:11"))
@@ -44,6 +57,8 @@ CASES = {
         details={1: "int key", 2.5: "float key", False: "bool key", None: "none key"}),
     "float-time": AuditEvent("key.reload", T0 + 0.5),  # type: ignore[arg-type]
     "object-details": AuditEvent("key.reload", T0, details={"path": Path("/etc/x")}),  # default=str
+    "subclassed-values": AuditEvent("key.reload", T0, outcome=_Text("accepted"),
+                                    details={"set": _Set({"b", "a"}), "text": _Text("t"), "n": _Number(3)}),
 }
 
 

@@ -439,9 +439,12 @@ class RedisStore:
         seen = self._seen.get(session_id)
         if seen is not None and now - seen < interval:
             value = self.redis.get(key)
-            if value is None or not self._live(value, now):
+            if value is None:
                 return None
-            self._seen[session_id] = int(value[:11])
+            last = int(value[:11])
+            if now >= int(value[11:_HEADER]) or now - last > self.lifetime.inactivity:  # _live, inlined
+                return None
+            self._seen[session_id] = last
             return self._decode(session_id, value)
         plan = key + ":end"
         try:

@@ -6,8 +6,9 @@ relative to that ``now``, only cleans up. Every read-modify-write of one record
 runs as a Lua script, which Redis executes atomically: two instances updating
 one session lose nothing, and an identifier (a code, a jti) is used once. A
 session is one string (last-seen, hard expiry, JSON): a read is one GET, a
-get-and-touch one script call (one round trip) that rewrites the last-seen
-digits in place, at most once per ``touch_interval``.
+get-and-touch one round trip (a GET while no touch can be due, else a script
+call that rewrites the last-seen digits in place, at most once per
+``touch_interval``).
 
 Redis Cluster (``redis+cluster://host:port[,host:port...]``) runs the same
 class: every script is given every key it touches in ``KEYS``, and those keys
@@ -407,8 +408,9 @@ class RedisStore:
                 if value is not None]
 
     def create_session(self, session: Session) -> list[Session]:
-        # the session first, then its index entry: a fault in between leaves no index entry
-        # pointing nowhere that matters, and never an indexed id of a session that then appears
+        # the session first, then its index entry (another slot): a reader of the index drops ids
+        # whose session is gone, which must never be one still on its way; a fault in between
+        # leaves the session unindexed until it expires (the module docstring)
         self._put(session, session.last_seen)
         popped = self._index_add(keys=[self._subject(session.subject)],
                                  args=[session.id, self.lifetime.absolute + 86400,

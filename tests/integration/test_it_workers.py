@@ -282,3 +282,24 @@ def test_two_servers_on_one_postgresql_share_sessions_and_codes(tmp_path: Path, 
         for served in (second, first):
             if served.proc.poll() is None:
                 served.stop()
+
+
+def test_two_servers_on_one_redis_cluster_share_sessions_and_codes(tmp_path: Path,
+                                                                   redis_cluster_url: str) -> None:
+    # issue 16: the Redis store unchanged on a 3-master cluster (each script's keys in one slot)
+    first = Workers(tmp_path, count=1, store=["--store", redis_cluster_url])
+    second = Workers(tmp_path, count=1, store=["--store", redis_cluster_url], issuer=first.url)
+    try:
+        browser = _signed_in(first)
+        at_second = BrowserAgent(second.op())
+        at_second.http.cookies.update(browser.http.cookies)  # one browser: cookies are per host, not port
+        answer = at_second.silent("portal")
+        assert answer.error is None, answer  # the session made at the first server
+        redeem = {"grant_type": "authorization_code", "code": answer.params["code"],
+                  "redirect_uri": "http://127.0.0.1:9001/callback"}
+        assert first.op().token("portal", **redeem).status_code == 200
+        assert second.op().token("portal", **redeem).status_code == 400  # used once, whichever server
+    finally:
+        for served in (second, first):
+            if served.proc.poll() is None:
+                served.stop()

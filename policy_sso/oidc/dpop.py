@@ -49,6 +49,10 @@ _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"),
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _KEY_TYPE_OF_ALG = {"ES256": "EC", "EdDSA": "OKP", "RS256": "RSA", "PS256": "RSA"}
 MIN_RSA_BITS = 2048
+# a proof's key is the client's choice: bounded so one verification cannot cost a second of CPU (an RSA
+# modulus of 16384 bits with an exponent as long is about that); real keys use 2048-4096 bits and 65537
+MAX_RSA_BITS = 8192
+MAX_RSA_EXPONENT_BITS = 64  # OpenSSL's own limit for moduli over 3072 bits (OPENSSL_RSA_MAX_PUBEXP_BITS)
 KEY_CACHE_SIZE = 256  # public keys kept by thumbprint: a client proves with one key for many requests
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")  # RFC 7515 §2: base64url without padding
 
@@ -220,10 +224,12 @@ def _public_key(kty: str, members: tuple[str, ...]) -> tuple[str, Any]:
                 raise ValueError("not an Ed25519 key")
             key = ed25519.Ed25519PublicKey.from_public_bytes(raw["x"])  # type: ignore[arg-type]
         else:
-            n = int.from_bytes(raw["n"], "big")  # type: ignore[arg-type]
-            key = rsa.RSAPublicNumbers(int.from_bytes(raw["e"], "big"), n).public_key()  # type: ignore[arg-type]
-            if key.key_size < MIN_RSA_BITS:
+            n, e = int.from_bytes(raw["n"], "big"), int.from_bytes(raw["e"], "big")  # type: ignore[arg-type]
+            if n.bit_length() < MIN_RSA_BITS:
                 raise InvalidDpopProof(f"the DPoP proof's RSA key is shorter than {MIN_RSA_BITS} bits")
+            if n.bit_length() > MAX_RSA_BITS or e.bit_length() > MAX_RSA_EXPONENT_BITS:
+                raise InvalidDpopProof("the DPoP proof's RSA key is larger than this server verifies")
+            key = rsa.RSAPublicNumbers(e, n).public_key()
     except (ValueError, TypeError):
         raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key") from None
     return jkt, key

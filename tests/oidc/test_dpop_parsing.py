@@ -83,6 +83,17 @@ def _off_curve() -> str:
     return signed({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}, private=private)
 
 
+def _rsa(bits: int, e: int) -> str:
+    """Return an RS256 proof whose jwk has an odd modulus of ``bits`` bits and exponent ``e``, unsigned.
+
+    The key is refused for its size before any signature is looked at, so none is made.
+    """
+    n = (1 << (bits - 1)) | 1
+    jwk = {"kty": "RSA", "n": _b64_int(n, (bits + 7) // 8), "e": _b64_int(e, (e.bit_length() + 7) // 8)}
+    header = {"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(CLAIMS).encode())}.{_b64(b'sig')}"
+
+
 def _swap(segment: int, value: str) -> str:
     parts = good().split(".")
     parts[segment] = value
@@ -104,6 +115,9 @@ REFUSED = [
     ("short_x", lambda: signed({"typ": "dpop+jwt", "alg": "ES256",
                                 "jwk": {**EC.as_dict(private=False), "x": _b64(b"\1" * 31)}}),
      "not a usable public key"),
+    ("rsa_exponent_of_65_bits", lambda: _rsa(2048, (1 << 64) + 1), "larger than"),
+    ("rsa_modulus_of_8200_bits", lambda: _rsa(8200, 65537), "larger than"),
+    ("rsa_modulus_of_2040_bits", lambda: _rsa(2040, 65537), "shorter than"),
     ("signature_too_long", lambda: _swap(2, good().split(".")[2] + "AAAA"), "signature"),
     ("signature_not_base64url", lambda: _swap(2, "!!!!"), "signature"),
     ("signature_empty", lambda: _swap(2, ""), "signature"),

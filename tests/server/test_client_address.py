@@ -47,7 +47,8 @@ def test_canonical_addresses_are_short_and_unique_per_client():
     ("::ffff:192.0.2.1", None, (), "192.0.2.1"),
     ("10.1.2.3", "not-an-address", PROXIES, "10.1.2.3"),
     ("", None, (), "-"),
-], ids=["socket", "peer-not-trusted", "via-proxies", "ipv6-whole", "ipv4-mapped", "garbage-header", "no-peer"])
+], ids=["socket", "peer-not-trusted", "via-proxies", "ipv6-whole", "ipv4-mapped", "garbage-header",
+        "no-peer"])
 def test_the_address_a_session_records(peer, forwarded, trusted, expected):
     """The account page shows the client's whole address, with the same proxy trust as the limits."""
     assert client_ip(request(peer, forwarded), trusted) == expected

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from policy_sso.sessions import AuthEvent, ClientJoin, Session
-from policy_sso.sessions import codec
+from policy_sso.sessions import AuthEvent, ClientJoin, Session, codec
 from policy_sso.sessions.model import Device, new_session, new_session_id
 
 NOW = 1_767_268_800

@@ -186,3 +186,26 @@ def test_queued_lines_are_written_without_being_asked(client: falcon.testing.Tes
     for _ in range(writer.FLUSH_LINES):
         client.simulate_get("/healthz")
     assert len(writer.queue) < writer.FLUSH_LINES  # the request that filled the queue wrote it
+
+
+def test_waitress_queue_depth_warnings_are_held_to_one_per_interval(logs: Any) -> None:
+    buffer = logs("text")
+    clock = [1000.0]
+    throttle = logs_module.EveryInterval(10.0, clock=lambda: clock[0])
+    queue_logger = logging.getLogger("waitress.queue")
+    assert logs_module.QUEUE_DEPTH in queue_logger.filters  # serve's logging installs the throttle
+    queue_logger.removeFilter(logs_module.QUEUE_DEPTH)  # this test's throttle, on a fake clock, in its place
+    queue_logger.addFilter(throttle)
+    try:
+        for depth in range(1, 6):  # a burst: waitress warns once per request queued
+            queue_logger.warning("Task queue depth is %d", depth)
+            clock[0] += 1
+        clock[0] += 10
+        queue_logger.warning("Task queue depth is %d", 9)
+    finally:
+        queue_logger.removeFilter(throttle)
+        queue_logger.addFilter(logs_module.QUEUE_DEPTH)
+    lines = [line for line in buffer.getvalue().splitlines() if "waitress.queue" in line]
+    assert len(lines) == 2, lines
+    assert lines[0].endswith("Task queue depth is 1")
+    assert lines[1].endswith("Task queue depth is 9 (4 such warnings held back in the last 10 s)")

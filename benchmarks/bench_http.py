@@ -348,6 +348,9 @@ def main() -> int:
     parser.add_argument("--audit", metavar="SINKS",
                         help="audit sinks for the run, comma-separated (none, store, file, stdout); "
                              "default: the demo tenant's own")
+    parser.add_argument("--audit-phase", metavar="SINKS", default="file",
+                        help="after the phases: silent authorize on two servers at once, audit events off "
+                             "and on with these sinks, in turns (issue 15); none skips it (default: file)")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")]
     measured = {}
@@ -363,6 +366,13 @@ def main() -> int:
                   f"{now['silent authorize']['rps'] / base['silent authorize']['rps']:.2f}x req/s, "
                   f"code exchange {now['code exchange']['rps'] / base['code exchange']['rps']:.2f}x req/s "
                   f"({args.threads} client connections, load average {os.getloadavg()[0]:.2f})")
+    if args.audit_phase != "none":
+        import bench_audit_http  # imports this module: loaded only once main() runs
+
+        figures = bench_audit_http.compare(args.audit_phase, threads=args.threads)
+        change = figures["on_ms"] / figures["off_ms"] - 1
+        print(f"silent authorize with audit events on ({args.audit_phase}): {change:+.1%} server CPU "
+              f"against events off (target <= +15%)")
     return 0
 
 

@@ -240,6 +240,8 @@ def _verified_claims(header_b64: str, payload_b64: str, signature_b64: str, key:
                      alg: str) -> dict[str, Any]:
     """Return the proof's claims once its signature verifies with ``key`` (RFC 7515 §5.2)."""
     signature = _segment(signature_b64)
+    if not payload_b64.isascii():  # the payload is decoded once the signature verifies; never encode junk
+        raise InvalidDpopProof("the DPoP proof's payload is not base64url")
     signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
     try:
         if signature is None:

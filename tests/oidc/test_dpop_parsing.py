@@ -121,6 +121,7 @@ REFUSED = [
     ("signature_too_long", lambda: _swap(2, good().split(".")[2] + "AAAA"), "signature"),
     ("signature_not_base64url", lambda: _swap(2, "!!!!"), "signature"),
     ("signature_empty", lambda: _swap(2, ""), "signature"),
+    ("payload_not_ascii", lambda: _swap(1, "\u00e9\u00e9\u00e9\u00e9"), "payload is not base64url"),
     ("payload_changed", lambda: _swap(1, _b64(json.dumps({**CLAIMS, "jti": "j-2"}).encode())), "signature"),
 ]
 

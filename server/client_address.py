@@ -88,8 +88,11 @@ def _plain(address: str) -> str | None:
         ip = ipaddress.ip_address(address.strip())
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        if ip.scope_id is not None:  # a zone id (RFC 4007 §11) is free text from a header: not kept or shown
+            return str(ipaddress.IPv6Address(ip.packed))
     return str(ip)
 
 

@@ -47,8 +47,9 @@ def test_canonical_addresses_are_short_and_unique_per_client():
     ("::ffff:192.0.2.1", None, (), "192.0.2.1"),
     ("10.1.2.3", "not-an-address", PROXIES, "10.1.2.3"),
     ("", None, (), "-"),
+    ("10.1.2.3", "2001:db8::1%<img src=x onerror=alert(1)>", PROXIES, "2001:db8::1"),
 ], ids=["socket", "peer-not-trusted", "via-proxies", "ipv6-whole", "ipv4-mapped", "garbage-header",
-        "no-peer"])
+        "no-peer", "zone-id-dropped"])
 def test_the_address_a_session_records(peer, forwarded, trusted, expected):
     """The account page shows the client's whole address, with the same proxy trust as the limits."""
     assert client_ip(request(peer, forwarded), trusted) == expected

@@ -33,6 +33,7 @@ refused with ``no_session``.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -115,8 +116,8 @@ def _quotable(value: str) -> str:
     acr_values): quotes and backslashes would end or escape the string, and a
     control character (CR, LF) would end the header the resource server sends.
     """
-    return "".join("'" if c == '"' else "/" if c == "\\" else " " if c < " " or c == "\x7f" else c
-                   for c in value)
+    return "".join("'" if c == '"' else "/" if c == "\\" else " " if c < " " else "?" if c > "~" else c
+                   for c in value)  # past "~": DEL and non-ASCII, not for a header line (RFC 9110 §5.5)
 
 
 def token_session(claims: Mapping[str, Any], now: int) -> Session | None:
@@ -209,6 +210,26 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
     return ApiDecision(True)
 
 
+def _binding_refusal(claims: Mapping[str, Any], token_type: str | None, dpop_jkt: str | None) -> str | None:
+    """Return why a DPoP-bound token may not be used as it was presented, or None when it may.
+
+    RFC 9449 §7.1: a token with ``cnf.jkt`` is used only with the DPoP scheme
+    and a proof by that key. The resource server checked the proof it was
+    sent (it was addressed to the resource server, not to us) and passes its
+    key's thumbprint as ``dpop_jkt``; a bound token asked about as a Bearer
+    token, or with another key's thumbprint, is refused here as well.
+    """
+    cnf = claims.get("cnf")
+    bound = cnf.get("jkt") if isinstance(cnf, dict) else None
+    if not isinstance(bound, str):
+        return None
+    if token_type != "DPoP":  # noqa: S105 - a scheme name, not a secret
+        return "the access token is DPoP-bound: it goes with the DPoP scheme and a proof, not as Bearer"
+    if dpop_jkt is None or not hmac.compare_digest(dpop_jkt.encode(), bound.encode()):
+        return "the access token is bound to another key than the DPoP proof's (dpop_jkt)"
+    return None
+
+
 def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any],
                              now: int) -> dict[str, Any]:
     """Return the answer of ``POST /v1/auth/api-decision`` for an authenticated resource server.
@@ -223,10 +244,13 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
     if client.is_public:
         # like introspection (RFC 7662 §4): a resource server proves who it is with a secret
         raise InvalidClient("a resource server authenticates with its client secret")
-    token, scope, resource, acr_values, max_age = (
-        _member(body, name) for name in ("token", "scope", "resource", "acr_values", "max_age"))
+    token, scope, resource, acr_values, max_age, token_type, dpop_jkt = (
+        _member(body, name) for name in ("token", "scope", "resource", "acr_values", "max_age", "token_type",
+                                         "dpop_jkt"))
     if token is None:
         raise InvalidRequest("token is required")
+    if token_type not in (None, "Bearer", "DPoP"):
+        raise InvalidRequest("token_type is the scheme the token came with: Bearer or DPoP")
     if scope is None and resource is None:
         raise InvalidRequest("scope or resource is required: what the operation needs")
     limit = parse_int(max_age, "max_age") if max_age is not None else None
@@ -238,6 +262,11 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
     except InvalidToken as err:
         p.audit.record("api.decision", now, outcome=INVALID_TOKEN, resource_server=client.client_id)
         return invalid_token(err.description).to_json()
+    unbound = _binding_refusal(claims, token_type, dpop_jkt)
+    if unbound is not None:
+        p.audit.record("api.decision", now, outcome=INVALID_TOKEN, client=str(claims.get("client_id")),
+                       subject=str(claims.get("sub")), resource_server=client.client_id)
+        return invalid_token(unbound, dpop_algs=p.tenant.settings.dpop.algorithms).to_json()
     answer = api_decision(p, claims, now=now, scope=scope, resource=resource,
                           acr_values=(acr_values or "").split(), max_age=limit)
     outcome = "allow" if answer.allow else answer.decision.outcome if answer.decision else str(answer.error)

@@ -243,3 +243,39 @@ def test_what_the_resource_server_sent_cannot_break_out_of_the_challenge(demo: T
     for answer in (step_up, scope):
         assert "\r" not in answer.www_authenticate and "\n" not in answer.www_authenticate
         assert answer.www_authenticate.count('"') % 2 == 0 and "\\" not in answer.www_authenticate
+
+
+def test_past_ascii_a_challenge_value_becomes_a_question_mark(demo: Tenant) -> None:
+    answer = api_decision(demo, claims(amr=MFA), now=NOW, scope="payments:read caf\u00e9 \U0001f600 \x7f")
+    assert answer.error == "insufficient_scope"
+    assert answer.www_authenticate.isascii() and 'scope="caf? ? ?"' in answer.www_authenticate
+
+
+@pytest.mark.parametrize(("presented", "answer"), [
+    ({}, "not as Bearer"),
+    ({"token_type": "Bearer"}, "not as Bearer"),
+    ({"token_type": "DPoP"}, "another key"),
+    ({"token_type": "DPoP", "dpop_jkt": "someone-else"}, "another key"),
+    ({"token_type": "DPoP", "dpop_jkt": "jkt-of-the-proof"}, None),
+], ids=["no-token_type", "bearer", "dpop-without-jkt", "dpop-other-key", "dpop-its-key"])
+def test_over_http_a_dpop_bound_token_needs_the_dpop_scheme_and_its_key(http, ring, demo: Tenant, presented,
+                                                                      answer) -> None:
+    """RFC 9449 §7.1: a stolen bound token shown to a resource server as Bearer is refused here too."""
+    token = tokens.mint_access_token(ring, issuer=ISSUER, subject="u-alice", client_id="shop",
+                                     scope="openid payments:read", now=NOW - 10, lifetime=600, jti="j-2",
+                                     auth_time=NOW - 60, amr=["pwd"], jkt="jkt-of-the-proof")
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={"token": token, "scope": "payments:read", **presented})
+    assert resp.status_code == 200, resp.text
+    if answer is None:
+        assert resp.json == {"allow": True}
+        return
+    assert (resp.json["allow"], resp.json["error"]) == (False, "invalid_token")
+    assert answer in resp.json["www_authenticate"]
+    assert resp.json["www_authenticate"].startswith(f'DPoP algs="{" ".join(demo.settings.dpop.algorithms)}"')
+
+
+def test_over_http_token_type_is_bearer_or_dpop(http, ring) -> None:
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={"token": signed(ring, claims()), "scope": "openid", "token_type": "MAC"})
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_request"

@@ -113,6 +113,11 @@ def client_device(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) ->
     return device_of(client_ip(req, trusted_proxies), req.get_header("User-Agent"))
 
 
+def is_trusted_proxy(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> bool:
+    """Return whether the request's peer is one of the trusted proxies (its forwarded addresses count)."""
+    return bool(trusted_proxies) and _trusted(req.env.get("REMOTE_ADDR") or "", _networks(trusted_proxies))
+
+
 def policy_client_ip(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -> IPAddress | None:
     """Return the address ``when network in`` tests, parsed once, or None when it is not known.
 

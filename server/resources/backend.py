@@ -8,7 +8,7 @@ from policy_sso.networks import IPAddress
 from policy_sso.oidc import backend
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
-from server.client_address import client_address, policy_client_ip
+from server.client_address import client_address, is_trusted_proxy, policy_client_ip
 from server.hooks import client_token, json_body
 
 
@@ -21,8 +21,17 @@ class _BackendEndpoint:
         return client_address(req, self.provider.tenant.settings.trusted_proxies)
 
     def _client_ip(self, req: falcon.Request) -> IPAddress | None:
-        # the user's address, when the backend is a trusted proxy forwarding it (else the backend's own)
-        return policy_client_ip(req, self.provider.tenant.settings.trusted_proxies)
+        """Return the user's address for ``when network in``, or None (unknown: every network block applies).
+
+        The peer here is the app's server, not the user's browser: its own
+        address says nothing about where the user is. Only an app that is a
+        trusted proxy and forwards its user's address (X-Forwarded-For) gives
+        one; otherwise the address is unknown, which fails closed.
+        """
+        trusted = self.provider.tenant.settings.trusted_proxies
+        if not is_trusted_proxy(req, trusted):
+            return None
+        return policy_client_ip(req, trusted)
 
 
 class Password(_BackendEndpoint):

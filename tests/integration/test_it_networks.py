@@ -109,10 +109,14 @@ def test_the_backend_session_api_sees_the_forwarded_address(op: LiveOP) -> None:
             headers["X-Forwarded-For"] = forwarded_for
         return http.post(f"{op.url}{path}", json=body, headers=headers, timeout=10)
 
-    signed_in = call("/v1/auth/password", {"username": "alice", "password": PASSWORDS["alice"]}, DIRECT)
+    # the app's server calling directly says nothing of where its user is: unknown, the block applies
+    alice = {"username": "alice", "password": PASSWORDS["alice"]}
+    direct = call("/v1/auth/password", alice, DIRECT)
+    assert "access_token" not in direct.json(), direct.text
+    signed_in = call("/v1/auth/password", alice, PROXY, INSIDE)
     assert signed_in.status_code == 200, signed_in.text
     session_id = signed_in.json()["session_id"]
-    assert "access_token" in signed_in.json()  # from the office: the password is enough
+    assert "access_token" in signed_in.json()  # an app that is a trusted proxy vouches: in the office
 
     inside = call("/v1/auth/session/authenticate", {"session_id": session_id}, PROXY, INSIDE)
     assert inside.status_code == 200, inside.text
@@ -123,8 +127,10 @@ def test_the_backend_session_api_sees_the_forwarded_address(op: LiveOP) -> None:
     # the reason says which address put the network block in force, and where the block is
     assert f"client address {OUTSIDE} not in office" in body["reasons"][0]["observed"]
     assert "portal.policy:5" in body["reasons"][0]["observed"]
-    spoofed = call("/v1/auth/session/authenticate", {"session_id": session_id}, DIRECT, OUTSIDE)
-    assert spoofed.status_code == 200, spoofed.text
+    for forwarded in (INSIDE, None):  # not a trusted proxy: its header is ignored, and its own address too
+        untrusted = call("/v1/auth/session/authenticate", {"session_id": session_id}, DIRECT, forwarded)
+        assert untrusted.status_code == 400, untrusted.text
+        assert "client address unknown" in untrusted.json()["reasons"][0]["observed"]
 
 
 def test_the_sign_in_pages_ask_for_the_second_factor_only_outside(op: LiveOP, new_browser) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from policy_sso.credentials import hash_password
 from policy_sso.messages import Message
 from policy_sso.oidc import enrolment, reachability
-from policy_sso.oidc.consents import consents_in
+from policy_sso.oidc.consents import ConsentNotFound, consents_in, withdraw_user_consents
 from policy_sso.oidc.credential_change import revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.sessions.model import (
@@ -89,15 +89,11 @@ def end_own_session(p: Provider, session: Session, session_id: str, now: int) ->
 
 def withdraw_consent(p: Provider, session: Session, client_id: str, now: int) -> bool:
     """Withdraw what the user granted ``client_id`` in every session; return whether anything was."""
-    withdrawn: set[str] = set()
-    for s in p.store.sessions_of(session.subject, now):
-        if client_id in s.consents:
-            withdrawn |= s.consents[client_id]
-            p.store.withdraw_consent(s.id, client_id, now)
-    if withdrawn:
-        p.audit.record("consent.revoked", now, outcome="revoked", client=client_id, subject=session.subject,
-                       session_id=session.id, scopes=sorted(withdrawn))
-    return bool(withdrawn)
+    try:
+        withdraw_user_consents(p, session.subject, now, client_id, by="user", session_id=session.id)
+    except ConsentNotFound:
+        return False
+    return True
 
 
 def change_password(p: Provider, session: Session, current: str, new: str,

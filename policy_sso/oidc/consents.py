@@ -18,6 +18,7 @@ from typing import Any
 from policy_sso.checks import consent_expires_at
 from policy_sso.errors import OAuthError
 from policy_sso.oidc.admin import UserNotFound
+from policy_sso.oidc.credential_change import revoke_consented_grants
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.model import Session
 
@@ -97,12 +98,14 @@ def list_user_consents(p: Provider, subject: str, now: int) -> list[ClientConsen
 
 
 def withdraw_user_consents(p: Provider, subject: str, now: int, client_id: str | None = None,
-                           *, by: str = "admin") -> dict[str, list[str]]:
+                           *, by: str = "admin", **details: Any) -> dict[str, list[str]]:
     """Withdraw what the user granted ``client_id`` (every client when None) in all their sessions.
 
     Return the scopes withdrawn per client; each client's withdrawal is one
     ``consent.revoked`` event. Raise UserNotFound for an unknown subject and
-    ConsentNotFound when a named client holds no consent of the user.
+    ConsentNotFound when a named client holds no consent of the user. The
+    tokens the client was issued before are revoked with it
+    (:func:`revoke_consented_grants`). ``details`` go into each event.
     """
     if p.user(subject) is None:
         raise UserNotFound(f"no user with subject {subject!r}")
@@ -115,6 +118,7 @@ def withdraw_user_consents(p: Provider, subject: str, now: int, client_id: str |
     if client_id is not None and client_id not in withdrawn:
         raise ConsentNotFound(f"user {subject!r} has granted client {client_id!r} nothing")
     for granted_to, scopes in sorted(withdrawn.items()):
+        revoke_consented_grants(p, subject, granted_to, now)
         p.audit.record("consent.revoked", now, outcome="revoked", client=granted_to, subject=subject,
-                       scopes=sorted(scopes), by=by)
+                       scopes=sorted(scopes), by=by, **details)
     return {c: sorted(s) for c, s in sorted(withdrawn.items())}

@@ -1,4 +1,5 @@
-"""A changed password revokes what the old one granted (issue 14; RFC 9700 §4.14.2, §4.13).
+"""A changed password revokes what the old one granted (issue 14; RFC 9700 §4.14.2, §4.13), and a
+withdrawn consent what it let the client have.
 
 Changing a user's password (the admin API, or ``users.yaml`` edited and
 reloaded through the admin API) records a per-subject cut-off in the store,
@@ -30,13 +31,42 @@ from policy_sso.config import User
 from policy_sso.oidc.provider import Provider
 
 
-def revoke_grants_of(p: Provider, subject: str, now: int) -> None:
-    """Record that every grant ``subject`` holds from an authentication before ``now`` is revoked."""
+def _keep_cut_off_until(p: Provider, now: int) -> int:
+    """Return until when a cut-off made ``now`` matters: as long as a token issued before it can live."""
     settings = p.tenant.settings
     tokens = settings.tokens
     longest = max(tokens.refresh_token_lifetime, tokens.access_token_lifetime, tokens.code_lifetime,
                   tokens.id_token_lifetime)
-    p.store.set_not_before(subject, now, now + longest + settings.clock_skew + 1)
+    return now + longest + settings.clock_skew + 1
+
+
+def revoke_grants_of(p: Provider, subject: str, now: int) -> None:
+    """Record that every grant ``subject`` holds from an authentication before ``now`` is revoked."""
+    p.store.set_not_before(subject, now, _keep_cut_off_until(p, now))
+
+
+def _consent_key(subject: str, client_id: str) -> str:
+    # the store's per-subject cut-off, keyed by a name no subject has (a unit separator starts it)
+    return f"\x1fconsent\x1f{client_id}\x1f{subject}"
+
+
+def revoke_consented_grants(p: Provider, subject: str, client_id: str, now: int) -> None:
+    """Record that the tokens ``client_id`` was issued for ``subject`` before ``now`` are revoked.
+
+    A withdrawn consent takes back what it let the client have (as Hydra's
+    consent revocation does): refresh token families issued before the
+    withdrawal are refused and revoked, and so are access tokens issued
+    before it. Tokens issued after a new consent are not affected.
+    """
+    p.store.set_not_before(_consent_key(subject, client_id), now, _keep_cut_off_until(p, now))
+
+
+def consent_withdrawn(p: Provider, subject: Any, client_id: Any, issued_at: Any, now: int) -> bool:
+    """Return whether a token of ``client_id`` issued at ``issued_at`` predates a withdrawal."""
+    if not isinstance(subject, str) or not isinstance(client_id, str) or isinstance(issued_at, bool) \
+            or not isinstance(issued_at, int):
+        return False
+    return issued_at < p.store.not_before(_consent_key(subject, client_id), now)
 
 
 def grant_revoked(p: Provider, subject: Any, authenticated_at: Any, now: int) -> bool:
@@ -48,9 +78,24 @@ def grant_revoked(p: Provider, subject: Any, authenticated_at: Any, now: int) ->
 
 
 def token_revoked(p: Provider, claims: Mapping[str, Any], now: int) -> bool:
-    """Return whether an access token's claims predate its subject's cut-off (``auth_time``, else ``iat``)."""
+    """Return whether an access token predates its subject's cut-off (``auth_time``, else ``iat``)
+    or the withdrawal of its user's consent to its client (``iat``)."""
     authenticated_at = claims.get("auth_time", claims.get("iat"))
-    return grant_revoked(p, claims.get("sub"), authenticated_at, now)
+    if grant_revoked(p, claims.get("sub"), authenticated_at, now):
+        return True
+    return consent_withdrawn(p, claims.get("sub"), claims.get("client_id"), claims.get("iat"), now)
+
+
+def family_revoked(p: Provider, data: Mapping[str, Any], now: int) -> bool:
+    """Return whether a refresh token family was revoked by a password change or consent withdrawal since.
+
+    ``granted_at`` is when the family was issued (older families lack it:
+    their ``auth_time`` is earlier still, so the check errs towards refusing).
+    """
+    subject, auth_time = data.get("sub"), data.get("auth_time")
+    if grant_revoked(p, subject, auth_time, now):
+        return True
+    return consent_withdrawn(p, subject, data.get("client_id"), data.get("granted_at", auth_time), now)
 
 
 def changed_passwords(before: Mapping[str, User], after: Mapping[str, User]) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest, InvalidToken
-from policy_sso.oidc.credential_change import grant_revoked
+from policy_sso.oidc.credential_change import family_revoked
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 from policy_sso.oidc.userinfo import verify_bearer
 from policy_sso.sessions.store import token_key
@@ -81,7 +81,7 @@ def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -
         # a refresh token is a credential of its client alone; no resource server ever receives one
         return {"active": False}
     data = found[1]
-    if grant_revoked(p, data.get("sub"), data.get("auth_time"), now):  # a password change since
+    if family_revoked(p, data, now):  # a password change, or a consent withdrawal, since
         return {"active": False}
     return {"active": True, "token_type": "refresh_token", "client_id": data.get("client_id"),
             "sub": data.get("sub"), "scope": data.get("scope"), "iss": p.issuer}

@@ -32,7 +32,7 @@ from policy_sso.errors import (
 from policy_sso.oidc import dpop, pkce
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.codes import USED_CODES
-from policy_sso.oidc.credential_change import grant_revoked
+from policy_sso.oidc.credential_change import family_revoked, grant_revoked
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
 from policy_sso.sessions.store import token_key
@@ -131,8 +131,8 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
         # RFC 9449 §5.8: a bound refresh token works only with its key's proof; without it, it is stolen
         p.store.revoke_family(rotation.family_id)
         raise InvalidGrant("the refresh token is bound to another DPoP key; its token family is revoked")
-    if grant_revoked(p, rotation.data.get("sub"), rotation.data.get("auth_time"), now):
-        p.store.revoke_family(rotation.family_id)  # the user's password changed since (issue 14)
+    if family_revoked(p, rotation.data, now):
+        p.store.revoke_family(rotation.family_id)  # the password changed, or consent was withdrawn, since
         raise InvalidGrant("the refresh token is invalid, expired or revoked")
     grant = Grant.from_json(rotation.data)
     if form.get("scope"):
@@ -183,7 +183,7 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
     if (family is not None and "refresh_token" in client.grant_types
             and "offline_access" in grant.scope.split()):
         refresh = secrets.token_urlsafe(32)
-        data = grant.to_json()
+        data = {**grant.to_json(), "granted_at": now}  # what a consent withdrawal is compared with
         if jkt is not None and client.is_public:
             data["jkt"] = jkt  # RFC 9449 §5.8: a public client's refresh tokens are bound to its key
         p.store.put_refresh(token_key(refresh), family, data, now + settings.refresh_token_lifetime, now=now)

@@ -161,3 +161,28 @@ def test_the_account_page_shows_when_a_consent_expires(op: LiveOP, browser: Brow
     assert "UTC" not in next(r for name, r in rows.items() if name != "Documentation")  # no lifetime
     op.clock.advance(HOUR + 1)
     assert f"Expired {expires}" in browser.get("/account").text
+
+
+def test_a_withdrawn_consent_takes_back_the_clients_tokens(op: LiveOP, browser: BrowserAgent) -> None:
+    """A refresh token outlives the session: withdrawing consent must end it too (as Hydra's revocation)."""
+    signed_in = browser.sign_in("portal", scope="openid profile offline_access")
+    issued = op.exchange("portal", signed_in.params["code"])
+    assert "refresh_token" in issued
+    op.clock.advance(1)
+    assert admin(op, "DELETE", "/u-alice/consents/portal").status_code == 200
+    refreshed = op.token("portal", grant_type="refresh_token", refresh_token=issued["refresh_token"])
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+    userinfo = requests.get(f"{op.url}/userinfo", timeout=10,
+                            headers={"Authorization": f"Bearer {issued['access_token']}"})
+    assert userinfo.status_code == 401
+    assert op.post_as("portal", "/introspect", token=issued["refresh_token"]).json() == {"active": False}
+
+    # consent given again (the same second as the withdrawal): the new tokens work
+    page = browser.follow(browser.authorize_request("portal", scope="openid profile offline_access"))
+    assert page_kind(page) == "consent"
+    again = op.exchange("portal", browser.interact(page).params["code"])
+    refreshed = op.token("portal", grant_type="refresh_token", refresh_token=again["refresh_token"])
+    assert refreshed.status_code == 200, refreshed.text
+    userinfo = requests.get(f"{op.url}/userinfo", timeout=10,
+                            headers={"Authorization": f"Bearer {refreshed.json()['access_token']}"})
+    assert userinfo.status_code == 200

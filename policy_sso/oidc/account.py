@@ -139,11 +139,19 @@ def remove_factor(p: Provider, session: Session, credential_id: str, now: int,
     rest = {c: r for c, r in held.items() if c != credential_id}
     after = reachability.methods_held(rest, seeded_totp=seeded)
     needs = reachability.lost_apps(p.tenant, before, after, now)
+    if not needs:
+        p.store.delete_credential(session.subject, credential_id)
+        # Checked again after the delete: two removals racing (two tabs, two instances) each saw the
+        # other's factor still there. Whichever finds the apps out of reach now puts its factor back,
+        # so the user never ends with fewer than the policies need; a put-back only adds.
+        remaining = reachability.methods_held(p.store.credentials_of(session.subject), seeded_totp=seeded)
+        needs = reachability.lost_apps(p.tenant, before, remaining, now)
+        if needs:
+            p.store.put_credential(session.subject, credential_id, record)
     if needs:
         always = sorted({name_of(n.client_id) for n in needs if not n.only_sometimes})
         sometimes = sorted({name_of(n.client_id) for n in needs if n.only_sometimes} - set(always))
         return removal_refused_message(always, sometimes)
-    p.store.delete_credential(session.subject, credential_id)
     factor = "otp" if record["kind"] == "totp" else "hwk"
     p.audit.record("factor.removed", now, outcome="success", subject=session.subject,
                    session_id=session.id, factor=factor)

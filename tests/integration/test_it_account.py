@@ -174,3 +174,22 @@ def test_a_passkey_a_policy_needs_is_kept_though_a_second_factor_remains(op: Liv
     op.store.put_credential("u-alice", "pk:ghi", synced)  # a synced passkey proves swk, not hwk
     page = act(browser, "remove_factor", factor="pk:def")
     assert "Documentation" in page.text and "pk:def" in op.store.credentials_of("u-alice")
+
+
+def test_two_removals_racing_leave_the_factor_a_policy_needs(op: LiveOP, browser: BrowserAgent,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both removals passed their check while the other key was still there; one of them puts its key back."""
+    op.store.put_credential("u-alice", "pk:abc", {"kind": "passkey", "label": "Laptop key"})
+    op.store.put_credential("u-alice", "pk:def", {"kind": "passkey", "label": "Phone"})
+    browser.sign_in("portal")
+    delete = op.store.delete_credential
+
+    def racing(subject: str, credential_id: str) -> bool:
+        if credential_id == "pk:abc":
+            delete(subject, "pk:def")  # the other tab's removal of the phone lands at the same moment
+        return delete(subject, credential_id)
+
+    monkeypatch.setattr(op.store, "delete_credential", racing)
+    page = act(browser, "remove_factor", factor="pk:abc")
+    assert "some actions in Documentation need it" in page.text
+    assert set(op.store.credentials_of("u-alice")) == {"pk:abc"}  # put back: one hardware key remains

@@ -93,16 +93,6 @@ def _select_events(query: EventQuery, mark: str, type_prefix: str) -> tuple[str,
     return sql + f" ORDER BY time DESC, id DESC LIMIT {mark}", [*args, query.limit + 1]
 
 
-_COLUMNS = 7  # the columns of an audit_events row (_table_rows)
-
-
-def _insert_rows(count: int) -> str:
-    """Return the SQLite statement inserting ``count`` audit_events rows, ids seen before ignored."""
-    # only placeholders are joined in: every value is a bound parameter
-    return ("INSERT OR IGNORE INTO audit_events (id, time, type, subject, client, outcome, body) VALUES "  # noqa: S608
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * count))
-
-
 def _table_rows(records: Sequence[Record]) -> list[tuple[Any, ...]]:
     """Return the ``audit_events`` rows of a batch: the indexed fields, then the JSON line as the body."""
     return [(e["id"], e["time"], e["type"], e.get("subject"), e.get("client"), e.get("outcome"), line)
@@ -180,30 +170,13 @@ class SQLiteEventStore:
         return db
 
     def write(self, records: Sequence[Record]) -> None:
-        """Insert a batch in one transaction (an id seen before is ignored: writes may be retried).
-
-        One multi-row INSERT, which SQLite runs atomically on its own: the
-        file's write lock is then held only while SQLite works. With
-        ``executemany`` inside BEGIN IMMEDIATE the lock stayed held while this
-        thread waited for the interpreter lock between rows (released and
-        taken back once per row): a batch took 3 to 37 ms under load, and the
-        request threads' rate-limit writes to the same file (every worker's)
-        slept in SQLite's busy handler meanwhile (p99 of silent authorize,
-        ``benchmarks/bench_http.py --workers 2``).
-        """
+        """Insert a batch in one transaction (an id seen before is ignored: writes may be retried)."""
         db = self._db()
         rows = _table_rows(records)
-        if not rows:
-            return
-        per_statement = max(1, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _COLUMNS)
-        if len(rows) <= per_statement:
-            db.execute(_insert_rows(len(rows)), [value for row in rows for value in row])
-            return
-        db.execute("BEGIN IMMEDIATE")  # a batch past one statement's parameters: still one transaction
+        db.execute("BEGIN IMMEDIATE")
         try:
-            for at in range(0, len(rows), per_statement):
-                chunk = rows[at:at + per_statement]
-                db.execute(_insert_rows(len(chunk)), [value for row in chunk for value in row])
+            db.executemany("INSERT OR IGNORE INTO audit_events (id, time, type, subject, client, outcome, "
+                           "body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         except BaseException:
             db.execute("ROLLBACK")
             raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,18 +114,6 @@ def test_pages_cover_every_event_once_newest_first(events: EventStore) -> None:
     assert sorted(seen) == sorted(d["id"] for d, _ in written) and len(set(seen)) == 103
     keys = [(e["time"], e["id"]) for page in pages for e in page]
     assert keys == sorted(keys, reverse=True)
-
-
-def test_sqlite_writes_a_batch_past_one_statements_parameters_whole(tmp_path: Path) -> None:
-    store = SQLiteEventStore(tmp_path / "store.db")
-    store._db().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 7 * 4)  # 4 rows per INSERT: 3 statements
-    written = [record(time=T0 + i) for i in range(10)]
-    store.write(written[:3])  # one statement
-    store.write(written)  # the first 3 again (ignored: writes may be retried) and 7 more
-    stored = [e["id"] for page in all_pages(store, EventQuery(limit=100)) for e in page]
-    assert sorted(stored) == sorted(d["id"] for d, _ in written)
-    store.write([])
-    store.close()
 
 
 def test_pagination_is_stable_while_events_are_written(events: EventStore) -> None:

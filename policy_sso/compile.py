@@ -165,6 +165,21 @@ class _Namespace:
         return "(" + joiner.join(self.condition(c, possibly) for c in cond.operands) + ")"
 
 
+def compile_guard(cond: Condition, named: Mapping[str, tuple[str, ...]] | None = None,
+                  ) -> Callable[[AuthRequest, Session], bool]:
+    """Return a function true when a ``when`` guard holds, generated exactly as ``decide`` generates it.
+
+    For tools that ask which blocks a request enters (``policy-sso test``'s
+    coverage), so they agree with the evaluator by construction.
+    """
+    ns = _Namespace(named)
+    source = (f"def holds(r, s):\n    m = s.methods\n    n = r.client_key\n"
+              f"    return bool({ns.condition(cond)})\n")
+    namespace: dict[str, Any] = dict(ns.values)
+    exec(compile(source, "<when guard>", "exec"), namespace)  # noqa: S102 - values bound by name, as decide's
+    return namespace["holds"]
+
+
 def _generate(groups: list[tuple[Condition | None, list[int]]], table: list[Guarded],
               ns: _Namespace) -> str:
     lines = ["def decide(r, s, now):", "    if s is None:", "        return NO_SESSION",

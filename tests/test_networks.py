@@ -227,3 +227,31 @@ def test_a_case_whose_ip_is_not_an_address_is_an_error_at_the_case(tmp_path: Pat
         load_cases(cases)
     (found,) = raised.value.diagnostics
     assert (found.line, found.code, found.message) == (5, "E_TEST", "ip: '10.0.0.0/8' is not an IP address")
+
+
+@pytest.mark.parametrize(("when", "address", "scopes", "holds"), [
+    (TWINS[0][0], None, (), True),  # unknown: the block applies
+    (TWINS[0][0], "10.1.2.3", (), True),
+    (TWINS[0][0], "2001:db8::5", (), True),
+    (TWINS[0][0], "192.0.2.1", (), False),
+    (TWINS[1][0], None, (), True),  # unknown under not: the block applies too
+    (TWINS[1][0], "192.168.1.1", (), False),
+    (TWINS[1][0], "203.0.113.9", (), True),
+    (TWINS[3][0], None, (), False),  # the scope test still decides
+    (TWINS[3][0], None, ("admin",), True),
+    (TWINS[3][0], "203.0.113.9", ("admin",), True),
+    (TWINS[3][0], "198.51.100.1", ("admin",), False),
+])
+def test_policy_test_coverage_reads_a_guard_as_the_evaluator_does(when: str, address: str | None,
+                                                                   scopes: tuple[str, ...],
+                                                                   holds: bool) -> None:
+    """policy-sso test's coverage asks the generated guard, so it cannot disagree with decide()."""
+    from policy_sso.authoring.policytest import condition_holds
+
+    (policy,), errors = parse_dsl(_dsl(when), "web.policy")
+    assert errors == []
+    request = AuthRequest("web", scopes=frozenset(scopes), client_ip=client_ip(address))
+    assert condition_holds(policy.whens[0].condition, request, SESSION, SETTINGS.networks) is holds
+    decision = compile_policy(policy, SETTINGS).decide(request, SESSION, NOW)
+    # the block's require mfa is what a password session lacks
+    assert ("mfa_required" in [r.code for r in decision.reasons]) is holds

@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -49,12 +49,11 @@ from urllib.parse import parse_qsl
 from jsonschema import Draft202012Validator
 
 from policy_sso import checks as C  # noqa: N812 - the check table, as compile.py reads it
-from policy_sso import networks
-from policy_sso.compile import compile_policy
+from policy_sso.compile import compile_guard, compile_policy
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import Diagnostic, render_text
 from policy_sso.errors import ConfigError, OAuthError
-from policy_sso.model import And, Condition, Not, Or, Policy, Span, Test
+from policy_sso.model import Condition, Policy, Span
 from policy_sso.networks import client_ip
 from policy_sso.parse.yaml_source import (
     Path_,
@@ -409,32 +408,21 @@ def run_file(path: Path, tenants: dict[Path, Tenant] | None = None) -> list[Case
 # --- coverage -----------------------------------------------------------------------
 
 def condition_holds(cond: Condition, r: AuthRequest, s: Session,
-                    named: Mapping[str, tuple[str, ...]] | None = None, possibly: bool = True) -> bool:
-    """Return whether a ``when`` condition holds for a request and session (as compiled code does).
+                    named: Mapping[str, tuple[str, ...]] | None = None) -> bool:
+    """Return whether a ``when`` condition holds for a request and session, by the evaluator's own code.
 
-    ``named`` are tenant.yaml's networks; an unknown client address makes a
-    network test hold when that lets the guard hold (compile.py's ``possibly``).
+    ``named`` are tenant.yaml's networks (an unknown client address makes a
+    network test hold whenever that lets the guard hold, as in ``decide``).
     """
-    if isinstance(cond, Test):
-        if cond.kind == "network":
-            if r.client_ip is None:
-                return possibly
-            return r.client_ip in networks.resolve(cond.networks, named or {})
-        if cond.kind == "scope":
-            return cond.value in r.scopes
-        if cond.kind == "acr_values":
-            return cond.value in r.acr_values
-        if cond.kind == "prompt":
-            return cond.value in r.prompt
-        if cond.kind == "client":
-            return r.client_id == cond.value
-        return cond.value in s.methods
-    if isinstance(cond, Not):
-        return not condition_holds(cond.operand, r, s, named, not possibly)
-    if isinstance(cond, And):
-        return all(condition_holds(c, r, s, named, possibly) for c in cond.operands)
-    assert isinstance(cond, Or)
-    return any(condition_holds(c, r, s, named, possibly) for c in cond.operands)
+    return _guard(cond, tuple(sorted((named or {}).items())))(r, s)
+
+
+Guard = Callable[[AuthRequest, Session], bool]
+
+
+@lru_cache(maxsize=4096)  # a tenant's when conditions, each generated once
+def _guard(cond: Condition, named: tuple[tuple[str, tuple[str, ...]], ...]) -> Guard:
+    return compile_guard(cond, dict(named))
 
 
 Predicate = Callable[[AuthRequest, Session, int], bool]

@@ -39,23 +39,9 @@ def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
     return tuple(out)
 
 
-def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """Return the address itself: IPv4-mapped IPv6 as IPv4, no zone id; None when not an address."""
-    try:
-        ip = ipaddress.ip_address(address.strip())
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip.scope_id is not None:  # a zone id (RFC 4007 §11) is free text from a header: not kept or shown
-            return ipaddress.IPv6Address(ip.packed)
-    return ip
-
-
 def canonical(address: str) -> str | None:
     """Return the address as counted (IPv4 dotted quad, IPv6 its /64), or None when not an address."""
-    ip = _parsed(address)
+    ip = parse_client_ip(address)
     if isinstance(ip, ipaddress.IPv6Address):
         return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
     return str(ip) if ip is not None else None
@@ -93,7 +79,7 @@ def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...] = ()) -
 
 
 def _plain(address: str) -> str | None:
-    ip = _parsed(address)
+    ip = parse_client_ip(address)
     return str(ip) if ip is not None else None
 
 

@@ -42,6 +42,8 @@ from policy_sso.checks import Check
 from policy_sso.config import Client
 from policy_sso.decision import LOGIN_REQUIRED, Decision, Reason, Remedy
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken
+from policy_sso.networks import IPAddress
+from policy_sso.networks import client_ip as parse_client_ip
 from policy_sso.request import AuthRequest, parse_int
 from policy_sso.sessions.model import AuthEvent, Session
 
@@ -149,7 +151,8 @@ def invalid_token(description: str, *, dpop_algs: tuple[str, ...] | None = None)
 
 def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: int,
                  scope: str | Iterable[str] | None = None, resource: str | None = None,
-                 acr_values: Iterable[str] = (), max_age: int | None = None) -> ApiDecision:
+                 acr_values: Iterable[str] = (), max_age: int | None = None,
+                 client_ip: IPAddress | None = None) -> ApiDecision:
     """Return whether a verified access token may perform an operation needing ``scope`` (RFC 9470).
 
     For resource servers that verify tokens themselves (signature, ``iss``,
@@ -178,7 +181,8 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
         if resource not in ([aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []):
             # RFC 9068 §4: a resource server refuses a token whose aud does not name it
             return invalid_token("the access token is not meant for this resource", dpop_algs=dpop_algs)
-    request = AuthRequest(client_id, scopes=needed or held, acr_values=tuple(acr_values), max_age=max_age)
+    request = AuthRequest(client_id, scopes=needed or held, acr_values=tuple(acr_values), max_age=max_age,
+                          client_ip=client_ip)
     session = token_session(claims, now)
     compiled = tenant.token_evaluator(client_id)
     decision = (compiled.decide(request, session, now) if session is not None
@@ -244,9 +248,9 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
     if client.is_public:
         # like introspection (RFC 7662 §4): a resource server proves who it is with a secret
         raise InvalidClient("a resource server authenticates with its client secret")
-    token, scope, resource, acr_values, max_age, token_type, dpop_jkt = (
+    token, scope, resource, acr_values, max_age, token_type, dpop_jkt, address = (
         _member(body, name) for name in ("token", "scope", "resource", "acr_values", "max_age", "token_type",
-                                         "dpop_jkt"))
+                                         "dpop_jkt", "client_ip"))
     if token is None:
         raise InvalidRequest("token is required")
     if token_type not in (None, "Bearer", "DPoP"):
@@ -254,6 +258,11 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
     if scope is None and resource is None:
         raise InvalidRequest("scope or resource is required: what the operation needs")
     limit = parse_int(max_age, "max_age") if max_age is not None else None
+    # The user's address as the resource server saw it: the answer is advice to that same server, which
+    # gains nothing by misstating it. Absent, the address is unknown and every network block applies.
+    user_ip = parse_client_ip(address) if address is not None else None
+    if address is not None and user_ip is None:
+        raise InvalidRequest("client_ip must be an IPv4 or IPv6 address")
     # imported here: api_decision is public (policy_sso.__all__) and must not load the provider
     from policy_sso.oidc.userinfo import verify_bearer
 
@@ -268,7 +277,7 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
                        subject=str(claims.get("sub")), resource_server=client.client_id)
         return invalid_token(unbound, dpop_algs=p.tenant.settings.dpop.algorithms).to_json()
     answer = api_decision(p, claims, now=now, scope=scope, resource=resource,
-                          acr_values=(acr_values or "").split(), max_age=limit)
+                          acr_values=(acr_values or "").split(), max_age=limit, client_ip=user_ip)
     outcome = "allow" if answer.allow else answer.decision.outcome if answer.decision else str(answer.error)
     if answer.allow or answer.decision is not None:  # the policy decided (counted under the token's client)
         p.metrics.decisions.add(str(claims["client_id"]), outcome)

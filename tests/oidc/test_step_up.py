@@ -20,7 +20,7 @@ from policy_sso.audit.sinks import StdoutSink
 from policy_sso.oidc import tokens
 from policy_sso.oidc.step_up import TOKEN_CHECKS, api_decision, token_session
 from policy_sso.sessions.store import open_store
-from policy_sso.tenant import Tenant
+from policy_sso.tenant import Tenant, load_tenant
 from server.app import create_app
 
 DEMO = Path(__file__).resolve().parents[2] / "policies"
@@ -279,3 +279,28 @@ def test_over_http_token_type_is_bearer_or_dpop(http, ring) -> None:
     resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
                               json={"token": signed(ring, claims()), "scope": "openid", "token_type": "MAC"})
     assert resp.status_code == 400 and resp.json["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize(("address", "codes"), [
+    (None, ["mfa_required"]),  # unknown: the block applies
+    ("10.1.2.3", []),  # in the office: one factor is enough
+    ("203.0.113.9", ["mfa_required"]),
+])
+def test_the_resource_server_may_say_where_its_user_is(address: str | None, codes: list[str]) -> None:
+    from policy_sso.networks import client_ip
+
+    tenant = load_tenant(Path(__file__).resolve().parents[1] / "cases" / "tenant-networks")
+    token = claims("office-app", scope="openid")
+    answer = api_decision(tenant, token, now=NOW, scope="openid", client_ip=client_ip(address))
+    assert answer.allow is (codes == [])
+    assert [r.code for r in answer.reasons] == codes
+
+
+def test_over_http_client_ip_must_be_an_address(http, ring) -> None:
+    question = {"token": signed(ring, claims()), "scope": "openid"}
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={**question, "client_ip": "office"})
+    assert resp.status_code == 400 and "client_ip" in resp.json["error_description"]
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={**question, "client_ip": "10.1.2.3"})
+    assert resp.status_code == 200 and resp.json == {"allow": True}

@@ -163,6 +163,8 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
     ``resource`` (the token's ``aud`` must name it; the policy then sees the
     token's own scopes). ``acr_values`` and ``max_age`` are the operation's
     own demands, judged like the request parameters of the same name.
+    ``client_ip`` is the user's address, for ``when network in`` blocks
+    (None: unknown, and every network block applies).
 
     The policy is judged first, so a token that lacks both a scope and the
     authentication is answered with the RFC 9470 challenge, its remedy naming

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from live_op import LiveOP
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -69,4 +70,22 @@ def alice_at_portal(driver: Any, live: Live) -> None:
 def submit(driver: Any, button: Any) -> None:
     """Click a button and wait for the next page (never read the old one)."""
     button.click()
-    WebDriverWait(driver, WAIT).until(ec.staleness_of(button))
+    WebDriverWait(driver, WAIT).until(lambda d: _gone(button))
+
+
+def _gone(element: Any) -> bool:
+    """Return whether ``element`` left the page (selenium's staleness_of, or chromedriver's word for it).
+
+    Asked in the middle of a navigation, chromedriver may answer "Node with
+    given id does not belong to the document" instead of a stale element
+    reference: the same fact.
+    """
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as err:
+        if "does not belong to the document" in str(err.msg):
+            return True
+        raise
+    return False

@@ -343,9 +343,10 @@ def test_sqlite_locked_by_another_connection_under_load(demo_tenant, keyring, tm
                 locker.execute("ROLLBACK")
                 locker.close()
             during = load.since(locked_at)
-            # WAL: reads (silent sign-in, /userinfo) go on; writes (redeeming a code) wait, then 503
+            # WAL: reads (/userinfo) go on; writes (redeeming a code) wait, then 503. A silent sign-in
+            # goes on until its rate-limit lease needs a write, so whether one lands is up to timing.
             assert any(o.status == 503 and o.kind == "token" for o in during), during[:10]
-            assert any(o.status == 200 and o.kind == "authorize" for o in during)
+            assert any(o.status == 200 and o.kind == "userinfo" for o in during), during[:10]
             wait_for_service(load)
             assert readyz(op)[0] == 200
         assert_answered(load.outcomes)

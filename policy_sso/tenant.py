@@ -246,9 +246,9 @@ def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path],
             continue
         try:
             matches = sorted(directory.glob(pattern))
-        # pathlib's refusals: ValueError for "**x" ('**' not a whole component), NotImplementedError
-        # for a pattern it takes as non-relative; OSError from the file system while matching
-        except (ValueError, NotImplementedError, OSError) as err:
+        # pathlib's refusal of "**x" ('**' not a whole component) is a ValueError; OSError comes from the
+        # file system while matching (non-relative patterns, which pathlib would not take, are refused above)
+        except (ValueError, OSError) as err:
             problems.append(Diagnostic(span.file, span.line, span.col, "E_POLICY_FILES_PATH",
                                        f"policy_files pattern {pattern!r} is not a usable glob: {err}", hint))
             continue

@@ -32,6 +32,30 @@ def decode_end(text: str | bytes) -> SessionEnd:
     return SessionEnd.from_json(json.loads(text))
 
 
+class DecodedSessions:
+    """Sessions decoded from their stored text, kept for a row read again (the stores' session reads).
+
+    Sessions are immutable, so a row read again (same id, same text, same
+    last-seen) needs no JSON parsing. Bounded: cleared whole when full; a
+    plain dict, whose get and set are atomic under the GIL.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._items: dict[tuple[str, str | bytes, int], Session] = {}
+
+    def decode(self, session_id: str, text: str | bytes, last_seen: int) -> Session:
+        """Return the session stored as ``text`` with ``last_seen``, decoded once per distinct row."""
+        key = (session_id, text, last_seen)
+        session = self._items.get(key)
+        if session is None:
+            session = decode(session_id, text, last_seen)
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[key] = session
+        return session
+
+
 def decode(session_id: str, text: str | bytes, last_seen: int | None = None) -> Session:
     """Return the session stored as ``text`` (``last_seen`` overrides the stored one)."""
     data: dict[str, Any] = json.loads(text)

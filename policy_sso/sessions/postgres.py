@@ -88,7 +88,6 @@ SCHEMA_VERSION = len(MIGRATIONS)
 _SCHEMA_LOCK = 0x70737330  # advisory lock key taken while migrating ("pss0")
 _STARTUP_TIMEOUT_MS = 30_000  # migrating may wait for another instance migrating at once
 _POOL_MAX = 32  # one per thread that uses the store (waitress, hashing slots, sweeper, audit), with room
-_DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
 # operational failures (connection refused or lost, statement or lock timeout, deadlock,
 # serialization failure, a pool that cannot hand out a connection in time); an IntegrityError
@@ -105,7 +104,7 @@ class PostgresStore:
         self.lifetime = lifetime
         self.timeout = options.timeout
         self.max_sessions_per_user = options.max_sessions_per_user
-        self._decoded: dict[tuple[str, str, int], Session] = {}
+        self._decoded = codec.DecodedSessions()
         self._local = threading.local()
         self._held: dict[threading.Thread, psycopg.Connection[Any]] = {}
         self._held_lock = threading.Lock()
@@ -176,28 +175,13 @@ class PostgresStore:
     def _hard_expiry(self, session: Session) -> int:
         return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute)
 
-    def _decode(self, session_id: str, text: str, last_seen: int) -> Session:
-        """Return the session a row holds, reusing the object decoded from the same row before.
-
-        Sessions are immutable, so a row read again (same text, same last-seen)
-        needs no JSON parsing (as in the SQLite store); cleared whole when full.
-        """
-        key = (session_id, text, last_seen)
-        cached = self._decoded.get(key)
-        if cached is None:
-            cached = codec.decode(session_id, text, last_seen)
-            if len(self._decoded) >= _DECODED_CACHE:
-                self._decoded.clear()
-            self._decoded[key] = cached
-        return cached
-
     def _read(self, db: psycopg.Connection[Any], session_id: str, now: int,
               lock: bool = False) -> Session | None:
         sql = ("SELECT data, last_seen FROM sessions WHERE id = %s AND %s < hard_expiry "
                "AND %s - last_seen <= %s")
         row = db.execute(sql + " FOR UPDATE" if lock else sql,
                          (session_id, now, now, self.lifetime.inactivity)).fetchone()
-        return self._decode(session_id, row[0], row[1]) if row else None
+        return self._decoded.decode(session_id, row[0], row[1]) if row else None
 
     def _save(self, db: psycopg.Connection[Any], session: Session) -> Session:
         db.execute("INSERT INTO sessions (id, subject, created_at, data, last_seen, hard_expiry) "

@@ -347,7 +347,7 @@ class RedisStore:
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
         self._put_refresh = self.redis.register_script(_PUT_REFRESH)
         self._rotate = self.redis.register_script(_ROTATE)
-        self._decoded: dict[tuple[str, bytes], Session] = {}
+        self._decoded = codec.DecodedSessions()
         self._seen: dict[str, int] = {}  # session id -> its stored last-seen, as this store last saw it
 
     @staticmethod
@@ -371,14 +371,8 @@ class RedisStore:
         return f"{session.last_seen:011d}{self._hard(session):011d}{codec.encode(session)}"
 
     def _decode(self, session_id: str, value: bytes) -> Session:
-        """Return the session a stored value holds, reusing the object decoded from the same value."""
-        session = self._decoded.get((session_id, value))
-        if session is None:  # sessions are immutable: the same stored value decodes to the same one
-            session = codec.decode(session_id, value[_HEADER:], int(value[:11]))
-            if len(self._decoded) >= _DECODED_CACHE:
-                self._decoded.clear()
-            self._decoded[(session_id, value)] = session
-        return session
+        """Return the session a stored value holds (its JSON after the header), decoded once per value."""
+        return self._decoded.decode(session_id, value[_HEADER:], int(value[:11]))
 
     def _live(self, value: bytes, now: int) -> bool:
         return now < int(value[11:_HEADER]) and now - int(value[:11]) <= self.lifetime.inactivity

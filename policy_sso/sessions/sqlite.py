@@ -76,9 +76,6 @@ def _record_text(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"))
 
 
-_DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
-
-
 # sqlite3's operational failures (locked, busy, disk I/O, a file that is not a database);
 # IntegrityError and ProgrammingError are bugs, not faults, and stay what they are
 _FAULTS = (sqlite3.OperationalError, sqlite3.InternalError)
@@ -100,7 +97,7 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
-        self._decoded: dict[tuple[str, str, int], Session] = {}
+        self._decoded = codec.DecodedSessions()
         db = self._db()
         db.execute(f"PRAGMA busy_timeout={_STARTUP_BUSY_MS}")
         db.executescript(SCHEMA)
@@ -134,22 +131,6 @@ class SQLiteStore:
     def _hard_expiry(self, session: Session) -> int:
         return min(session.auth_time + self.lifetime.sliding, session.created_at + self.lifetime.absolute)
 
-    def _decode(self, session_id: str, text: str, last_seen: int) -> Session:
-        """Return the session a row holds, reusing the object decoded from the same row before.
-
-        Sessions are immutable, so a row read again (same text, same last-seen)
-        needs no JSON parsing; the cache is a plain dict (atomic under the GIL),
-        cleared whole when full.
-        """
-        key = (session_id, text, last_seen)
-        cached = self._decoded.get(key)
-        if cached is None:
-            cached = codec.decode(session_id, text, last_seen)
-            if len(self._decoded) >= _DECODED_CACHE:
-                self._decoded.clear()
-            self._decoded[key] = cached
-        return cached
-
     def _read(self, db: sqlite3.Connection, session_id: str, now: int) -> Session | None:
         # one column (last-seen, a space, the JSON): Python's sqlite3 lets go of the GIL for every
         # column it reads, and under load each of those is a handover between the server's threads
@@ -159,7 +140,7 @@ class SQLiteStore:
         if row is None:
             return None
         last_seen, _, text = row[0].partition(" ")
-        return self._decode(session_id, text, int(last_seen))
+        return self._decoded.decode(session_id, text, int(last_seen))
 
     def _save(self, db: sqlite3.Connection, session: Session) -> Session:
         db.execute("INSERT OR REPLACE INTO sessions (id, subject, data, last_seen, hard_expiry) "

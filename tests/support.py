@@ -24,6 +24,7 @@ from typing import Any
 import falcon.testing
 import pytest
 import waitress
+from requests.adapters import HTTPAdapter
 
 from policy_sso.sessions.store import open_store
 from policy_sso.tenant import Tenant
@@ -278,3 +279,15 @@ def serving(server: Any) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join(timeout=10)
+
+
+class FromAddress(HTTPAdapter):
+    """Connections from a chosen local address (what a client elsewhere on the network looks like)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]

@@ -35,8 +35,7 @@ from live_op import (
     page_kind,
     with_issuer,
 )
-from requests.adapters import HTTPAdapter
-from support import free_port
+from support import FromAddress, free_port
 
 from policy_sso.credentials import HashGate, HashingBusy
 from policy_sso.tenant import Tenant
@@ -46,18 +45,6 @@ ATTACKER, OWNER, NEIGHBOUR = "127.0.0.2", "127.0.0.3", "127.0.0.4"
 
 
 # --- clients at other addresses ---------------------------------------------------------------
-
-class FromAddress(HTTPAdapter):
-    """Connections from a chosen local address (what a client elsewhere on the network looks like)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
-
 
 def http_from(address: str) -> requests.Session:
     session = requests.Session()

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 import requests
 from live_op import PASSWORDS, BrowserAgent, LiveOP, page_kind, with_settings
-from requests.adapters import HTTPAdapter
+from support import FromAddress
 
 from policy_sso.parse.dsl import parse_dsl
 from policy_sso.tenant import Tenant
@@ -32,18 +32,6 @@ policy "portal" {
   }
 }
 """
-
-
-class FromAddress(HTTPAdapter):
-    """Connections from a chosen local address (a client elsewhere on the network)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture

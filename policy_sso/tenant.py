@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policy_sso.compile import CompiledPolicy, compile_policy
+from policy_sso.compile import CompiledPolicy, compile_policy, network_tests
 from policy_sso.config import (
     DEFAULT_POLICY_FILES,
     Client,
@@ -158,6 +158,9 @@ class Tenant:
             if named is not None and named in self.policies:
                 self._policy_of.setdefault(client_id, named)
         self.users_by_name = {u.username: u for u in self.users.values()}
+        # whether any policy has a ``when network in`` test: only then is a request's address parsed
+        self.tests_networks = any(network_tests(when.condition) for policy in self.policies.values()
+                                  for when in policy.whens)
 
     def governs(self, client_id: str) -> bool:
         """Return whether ``client_id`` is a registered client with a governing policy."""

@@ -11,7 +11,7 @@ path costs one session read and one evaluation: a code carries its grant sealed
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -90,13 +90,13 @@ def _validate_s256_challenge(challenge: str) -> None:
 
 def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
               now: int, *, address: str = "-", client_ip: IPAddress | None = None,
-              device: Device | None = None) -> Answer | Interact:
+              device: Callable[[], Device] | None = None) -> Answer | Interact:
     """Return the answer to an authorization request, or the interaction that must run first.
 
     ``address`` is the client's (server.client_address): silent requests with
     no known session are rate-limited by it. ``client_ip`` is what the policy's
-    ``when network in`` tests (None: unknown); ``device``, where the browser is,
-    is recorded in a session a ``login_hint_token`` signs in.
+    ``when network in`` tests (None: unknown); ``device`` says where the browser
+    is, asked only when a ``login_hint_token`` signs a user in (the session records it).
     """
     pushed = "request_uri" in params
     if pushed:  # RFC 9126 §4: the pushed request, spent once; the policy decides it like any other
@@ -115,7 +115,7 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
         token = forced_sso.hint_token(params)
         if token is not None:  # SPEC §5: verified before anything changes
             session = forced_sso.sign_in_with_hint(p, areq.client.client_id, token, session, now,
-                                                   device=device)
+                                                   device=device() if device else None)
             signed_in = session.id
     except OAuthError as err:  # the redirect_uri is valid by now: the client hears of it
         raise AuthorizationError(err, areq.target) from None

@@ -34,11 +34,14 @@ class Authorize:
 
     def _authorize(self, req: falcon.Request, resp: falcon.Response, params: dict[str, str]) -> None:
         try:
+            tenant = self.provider.tenant
+            proxies = tenant.settings.trusted_proxies
             result = authorization_flow.authorize(
                 self.provider, params, self.browser.session_id(req), req.context.now,
-                address=client_address(req, self.provider.tenant.settings.trusted_proxies),
-                client_ip=policy_client_ip(req, self.provider.tenant.settings.trusted_proxies),
-                device=client_device(req, self.provider.tenant.settings.trusted_proxies))
+                address=client_address(req, proxies),
+                # parsed only where some policy tests the network: the silent path pays nothing otherwise
+                client_ip=policy_client_ip(req, proxies) if tenant.tests_networks else None,
+                device=lambda: client_device(req, proxies))
         except StoreUnavailable as fault:  # SPEC §7: the verified redirect_uri hears of it
             raise authorization_flow.store_fault(self.provider, params, fault, req.context.now) from None
         if result.session_id is not None:  # a login_hint_token signed a user in

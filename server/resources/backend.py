@@ -28,8 +28,9 @@ class _BackendEndpoint:
         trusted proxy and forwards its user's address (X-Forwarded-For) gives
         one; otherwise the address is unknown, which fails closed.
         """
-        trusted = self.provider.tenant.settings.trusted_proxies
-        if not is_trusted_proxy(req, trusted):
+        tenant = self.provider.tenant
+        trusted = tenant.settings.trusted_proxies
+        if not tenant.tests_networks or not is_trusted_proxy(req, trusted):
             return None
         return policy_client_ip(req, trusted)
 

@@ -73,7 +73,8 @@ class _Page:
     def _page(self, req: falcon.Request, interaction: Interaction, session_id: str | None, now: int,
               *, consented: bool = False) -> sign_in.Page:
         """Return the interaction's current page, decided for the client address of this request."""
-        address = policy_client_ip(req, self.provider.tenant.settings.trusted_proxies)
+        tenant = self.provider.tenant
+        address = policy_client_ip(req, tenant.settings.trusted_proxies) if tenant.tests_networks else None
         return sign_in.current_page(self.provider, interaction, session_id, now, consented=consented,
                                     client_ip=address)
 

@@ -128,6 +128,17 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     return app
 
 
+# The routes served on waitress's I/O loop itself (server.dispatch): quick and bounded, they never hash
+# a password, call another server or wait for anything but the store. The hosted pages that take
+# passwords, the password and OTP APIs, admin, logout (back-channel calls), /readyz and /metrics
+# (every worker's files) run on the worker threads.
+LOOP_PATHS = frozenset({
+    "/.well-known/openid-configuration", "/jwks", "/authorize", "/token", "/revoke", "/introspect",
+    "/par", "/userinfo", "/healthz", "/favicon.ico", "/openapi.json", "/v1/auth/session/authenticate",
+    "/v1/auth/session/status", "/v1/auth/api-decision",
+})
+
+
 def default_threads() -> int:
     """Return the waitress worker threads to run: one per CPU, from 2 to 4.
 
@@ -231,7 +242,7 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     app = create_app(holder, store, keyring, cookie_key=cookie_key, audit=audit)
     server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits,
-                           sock=sock)
+                           sock=sock, loop_paths=LOOP_PATHS)
     if worker is not None:
         from server.supervisor import start_worker
 

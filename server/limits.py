@@ -24,13 +24,16 @@ import json
 import logging
 import resource
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
-from waitress.task import ErrorTask, ThreadedTaskDispatcher
+from waitress.task import ErrorTask
+
+from server.dispatch import LoopDispatcher
 
 log = logging.getLogger("policy_sso.server")
 
@@ -68,7 +71,26 @@ class _JsonErrorTask(ErrorTask):
 
 
 class _JsonErrorChannel(HTTPChannel):
+    """A waitress channel with JSON refusals, whose requests for loop paths run on the loop."""
+
     error_task_class = _JsonErrorTask
+
+    def handle_read(self) -> None:
+        """Read and parse as waitress does, then serve what the loop keeps for itself (server.dispatch)."""
+        dispatcher = self.server.task_dispatcher
+        dispatcher.loop_turn()
+        super().handle_read()
+        dispatcher.run_ready()
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        """Wait for the loop to send a long response down, unless this is the loop: it cannot wait for itself.
+
+        On the loop the output stays buffered (in a temporary file past
+        ``outbuf_overflow``) and the loop sends it once the request is done;
+        the loop paths' answers are a few KiB.
+        """
+        if not self.server.task_dispatcher.on_loop():
+            super()._flush_outbufs_below_high_watermark()
 
     def writable(self) -> bool:
         """Return whether the loop should send output now: not while a task runs and flushes its own.
@@ -91,6 +113,11 @@ class LimitedServer(TcpWSGIServer):
     """A waitress TCP server whose refusals are JSON and that sheds idle connections when full."""
 
     channel_class = _JsonErrorChannel
+
+    def pull_trigger(self) -> None:
+        """Wake the loop from another thread; the loop itself needs no wake-up (it is awake)."""
+        if not self.task_dispatcher.on_loop():
+            super().pull_trigger()
 
     def readable(self) -> bool:
         """Close the longest-idle connections first when at the limit, then accept as waitress does."""
@@ -124,18 +151,19 @@ def _raise_open_files(connections: int) -> None:
 
 
 def create_server(app: Any, *, host: str, port: int, threads: int, limits: ServerLimits | None = None,
-                  ident: str = "policy-sso", sock: Any = None) -> Any:
+                  ident: str = "policy-sso", sock: Any = None, loop_paths: Iterable[str] = ()) -> Any:
     """Return a waitress server for ``app`` on ``host:port`` with ``limits`` (defaults when None).
 
     ``sock``: a socket already bound and listening (``serve --workers``: inherited from the
-    supervisor) to accept on instead of binding ``host:port``.
+    supervisor) to accept on instead of binding ``host:port``. Requests for ``loop_paths``
+    run on the I/O loop's thread, the rest on ``threads`` worker threads (:mod:`server.dispatch`).
     """
     limits = limits or ServerLimits()
     _raise_open_files(limits.connection_limit)
     # poll(), not select(): select() cannot watch a descriptor numbered 1024 or more
     adj = Adjustments(host=host, port=port, threads=threads, ident=ident, asyncore_use_poll=True,
                       **limits.adjustments())
-    dispatcher = ThreadedTaskDispatcher()
+    dispatcher = LoopDispatcher(loop_paths)
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict[int, Any] = {}
     if sock is not None:

@@ -51,36 +51,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-class EveryInterval(logging.Filter):
-    """Lets one record through per ``interval`` seconds and counts the ones it held back.
+class EveryInterval:
+    """Lets one warning through per ``interval`` seconds and counts the ones it held back.
 
     waitress warns "Task queue depth is N" on every request queued while its
     threads are busy: under a burst that is a line (and its formatting and
     write) per request, so the log floods exactly when the server has the
-    least time to spare. The next line let through says how many were held.
+    least time to spare. Asked before the record is made, so a held-back
+    warning costs a clock read; the next one let through says how many were held.
     """
 
     def __init__(self, interval: float = 10.0, clock: Any = time.monotonic) -> None:
-        super().__init__()
         self.interval = interval
         self.clock = clock
         self.next_at = float("-inf")
         self.held = 0
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Return True for the first record of each interval (noting how many were held back)."""
+    def admit(self) -> str | None:
+        """Return None to hold this warning back, else the note to end it with ("" or the count held)."""
         now = self.clock()
         if now < self.next_at:
             self.held += 1  # a lost increment under a race only undercounts a log note
-            return False
+            return None
         self.next_at = now + self.interval
-        if self.held:
-            record.msg = f"{record.msg} ({self.held} such warnings held back in the last {self.interval:g} s)"
-            self.held = 0
-        return True
-
-
-QUEUE_DEPTH = EveryInterval()
+        held, self.held = self.held, 0
+        return f" ({held} such warnings held back in the last {self.interval:g} s)" if held else ""
 
 
 class UtcFormatter(logging.Formatter):
@@ -215,9 +210,6 @@ def configure_logging(log_format: str = "text", level: str = "info", stream: IO[
         logger.addHandler(handler)
         logger.setLevel(level.upper())
         logger.propagate = False  # one line per record, whatever the root logger does
-    queue_logger = logging.getLogger("waitress.queue")
-    if QUEUE_DEPTH not in queue_logger.filters:
-        queue_logger.addFilter(QUEUE_DEPTH)
     global _writer  # noqa: PLW0603 (one writer a process, as the handler it stands in for)
     if _writer is not None:
         _writer.flush()

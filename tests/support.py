@@ -23,7 +23,6 @@ from typing import Any
 
 import falcon.testing
 import pytest
-import waitress
 from requests.adapters import HTTPAdapter
 
 from policy_sso.sessions.store import open_store
@@ -253,11 +252,16 @@ def postgres_server() -> Iterator[str]:
 
 
 def loopback_server(threads: int = 4) -> Any:
-    """Return a waitress server bound to a free loopback port; set its ``application`` before serving.
+    """Return the server ``serve`` runs, on a free loopback port; set its ``application`` before serving.
 
-    The port is known before the app is built, so the app can be given its own issuer URL.
+    The port is known before the app is built, so the app can be given its own issuer URL. As under
+    ``serve``, the quick routes run on the I/O loop and the rest on ``threads`` (server.dispatch).
     """
-    return waitress.create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=threads)
+    from server.app import LOOP_PATHS
+    from server.limits import create_server
+
+    return create_server(lambda env, start: [], host="127.0.0.1", port=0, threads=threads,
+                         loop_paths=LOOP_PATHS)
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import server.logs as logs_module
 from policy_sso.errors import StoreUnavailable
 from policy_sso.sessions.store import open_store
 from server.browser import SESSION_COOKIE
+from server.dispatch import LoopDispatcher
 from server.logs import LOGGERS, configure_logging
 
 SECRETS = {"code": "c0de-s3cret", "state": "st4te-s3cret", "nonce": "n0nce-s3cret",
@@ -191,21 +192,16 @@ def test_queued_lines_are_written_without_being_asked(client: falcon.testing.Tes
 def test_waitress_queue_depth_warnings_are_held_to_one_per_interval(logs: Any) -> None:
     buffer = logs("text")
     clock = [1000.0]
-    throttle = logs_module.EveryInterval(10.0, clock=lambda: clock[0])
-    queue_logger = logging.getLogger("waitress.queue")
-    assert logs_module.QUEUE_DEPTH in queue_logger.filters  # serve's logging installs the throttle
-    queue_logger.removeFilter(logs_module.QUEUE_DEPTH)  # this test's throttle, on a fake clock, in its place
-    queue_logger.addFilter(throttle)
-    try:
-        for depth in range(1, 6):  # a burst: waitress warns once per request queued
-            queue_logger.warning("Task queue depth is %d", depth)
-            clock[0] += 1
-        clock[0] += 10
-        queue_logger.warning("Task queue depth is %d", 9)
-    finally:
-        queue_logger.removeFilter(throttle)
-        queue_logger.addFilter(logs_module.QUEUE_DEPTH)
+    dispatcher = LoopDispatcher()  # the server's dispatcher, with no worker threads: every task waits
+    dispatcher.queue_depth = logs_module.EveryInterval(10.0, clock=lambda: clock[0])
+    for _ in range(5):  # a burst: waitress itself would warn once per request queued
+        dispatcher.add_task(object())
+        clock[0] += 1
+    clock[0] += 10
+    for _ in range(4):
+        dispatcher.add_task(object())
     lines = [line for line in buffer.getvalue().splitlines() if "waitress.queue" in line]
     assert len(lines) == 2, lines
     assert lines[0].endswith("Task queue depth is 1")
-    assert lines[1].endswith("Task queue depth is 9 (4 such warnings held back in the last 10 s)")
+    assert lines[1].endswith("Task queue depth is 6 (4 such warnings held back in the last 10 s)")
+    assert len(dispatcher.queue) == 9  # held-back warnings, not held-back tasks

@@ -2,9 +2,9 @@
 
 With waitress 3 (``send_bytes`` 1) a running task sends what it writes; the loop is asked to send
 only once the task is done, or when the task waits for it past the high watermark. Over a real
-loopback socket: keep-alive and pipelined requests are answered in order, a response far larger
-than the socket buffers reaches a slow reader whole, and the loop turns a bounded number of times
-per request.
+loopback socket, with requests on the worker threads and on the loop itself: keep-alive and
+pipelined requests are answered in order, a response far larger than the socket buffers reaches a
+slow reader whole, and the loop turns a bounded number of times per request.
 """
 
 from __future__ import annotations
@@ -36,9 +36,12 @@ def app(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
     yield body[100:]
 
 
-@pytest.fixture
-def server() -> Iterator[Any]:
-    with serving(create_server(app, host="127.0.0.1", port=0, threads=2)) as live:
+@pytest.fixture(params=["threads", "loop"])
+def server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """The server with every request on its worker threads, or every request on its loop (server.dispatch)."""
+    every_path = {"/big", "/after", *(f"/{kind}-{i}" for kind in ("one", "pipe", "busy") for i in range(150))}
+    loop_paths = every_path if request.param == "loop" else ()
+    with serving(create_server(app, host="127.0.0.1", port=0, threads=2, loop_paths=loop_paths)) as live:
         yield live
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from policy_sso.audit.event import EVENT_TYPES, AuditEvent, ReasonRecord
 from policy_sso.audit.query import MAX_LIMIT, Cursor, EventQuery, parse_query
 from policy_sso.audit.stores import (
+    SQLITE_SCHEMA,
     EventStore,
     MemoryEventStore,
     PostgresEventStore,
@@ -159,3 +161,41 @@ def test_query_parameters() -> None:
         "u-alice", T0 - 86400, T0, 500, "logout.*")
     assert parse_query({}, T0).limit == 50
     assert Cursor.decode(Cursor(T0, "abc-01").encode()) == Cursor(T0, "abc-01")
+
+
+def test_sqlite_events_have_a_file_of_their_own_and_take_no_session_write_lock(tmp_path: Path) -> None:
+    from policy_sso.sessions.model import SessionLifetime
+    from policy_sso.sessions.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/policy-sso.db", SessionLifetime())
+    events = SQLiteEventStore(store.path)
+    assert events.path == tmp_path / "policy-sso-audit.db"
+    held = sqlite3.connect(events.path, isolation_level=None)
+    held.execute("BEGIN IMMEDIATE")  # the audit writer in the middle of a batch
+    try:
+        assert store.use_jti("code", "j1", T0 + 60, T0)  # a session write does not wait for it
+    finally:
+        held.execute("ROLLBACK")
+        held.close()
+    events.close()
+    store.close()
+
+
+def test_sqlite_events_an_earlier_version_kept_in_the_session_file_move_once(tmp_path: Path) -> None:
+    session_file = tmp_path / "policy-sso.db"
+    old = sqlite3.connect(session_file, isolation_level=None)
+    old.executescript(SQLITE_SCHEMA)
+    rows = [record(time=T0 + i) for i in range(5)]
+    old.executemany("INSERT INTO audit_events (id, time, type, subject, client, outcome, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(d["id"], d["time"], d["type"], d.get("subject"), d.get("client"), d.get("outcome"),
+                      line) for d, line in rows])
+    old.close()
+    first = SQLiteEventStore(session_file)
+    second = SQLiteEventStore(session_file)  # another worker starting: nothing twice, nothing lost
+    page = second.query(EventQuery(limit=50))
+    assert sorted(e["id"] for e in page.events) == sorted(d["id"] for d, _ in rows)
+    tables = sqlite3.connect(session_file).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert "audit_events" not in {name for (name,) in tables}
+    first.close()
+    second.close()

@@ -140,7 +140,7 @@ LOOP_PATHS = frozenset({
 
 
 def default_threads() -> int:
-    """Return the waitress worker threads to run: one per CPU, from 2 to 4.
+    """Return the waitress worker threads to run: one per CPU, from 2 to 4 (for the routes off the loop).
 
     Python runs one thread at a time; a worker beyond the CPUs mostly waits
     for the interpreter lock, and each handover costs CPU (measured with

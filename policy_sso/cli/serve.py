@@ -213,7 +213,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="server processes on one listening socket, under a supervisor that restarts "
                    "them (default: one per CPU; 1 with the memory store)")
     p.add_argument("--threads", type=_positive, metavar="N",
-                   help="waitress worker threads (default: one per CPU, from 2 to 4)")
+                   help="waitress worker threads, for the routes off the I/O loop (default: one per CPU, "
+                   "from 2 to 4)")
     for name, text in LIMIT_FLAGS.items():
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=_positive, metavar="N",
                        help=text)

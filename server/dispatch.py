@@ -17,11 +17,19 @@ Everything else (the hosted pages that take passwords, the password and OTP
 APIs, admin, logout with its back-channel calls, readiness and metrics) still
 goes to the worker threads, so none of it holds up the loop.
 
-A store that stops answering makes every call wait up to ``store_timeout``.
-So a request on the loop that takes longer than :data:`LOOP_BUDGET` sends
-every request to the worker threads for the next :data:`THREADED_FOR`
-seconds, with a warning: a failing store stalls the loop once an interval,
-not once a request.
+Two things keep the loop turning:
+
+- A store that stops answering makes every call wait up to ``store_timeout``.
+  A request on the loop that takes longer than :data:`LOOP_BUDGET` sends every
+  request to the worker threads for the next :data:`THREADED_FOR` seconds, with
+  a warning. Another overrun soon after doubles that, up to
+  :data:`THREADED_FOR_MAX`: a store that stays down stalls the loop (and
+  ``/healthz`` with it) for one ``store_timeout`` at growing intervals, not
+  on every request and not every few seconds.
+- A connection can pipeline a few hundred small requests in one packet. Once
+  the requests run in one loop turn have taken :data:`LOOP_BUDGET` together,
+  the rest of them go to the worker threads, so the loop reads and answers
+  everyone else meanwhile.
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ from server.logs import EveryInterval
 log = logging.getLogger("policy_sso.server")
 queue_log = logging.getLogger("waitress.queue")
 
-LOOP_BUDGET = 0.05  # seconds a request may hold the loop before requests go to the threads for a while
+LOOP_BUDGET = 0.05  # seconds a request (or one turn's requests together) may hold the loop
 THREADED_FOR = 5.0  # seconds every request goes to the threads after one overran the budget
+THREADED_FOR_MAX = 300.0  # the longest that period grows to while overruns keep coming
 
 
 class LoopDispatcher(ThreadedTaskDispatcher):
@@ -61,6 +70,7 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         self.loop_paths = frozenset(loop_paths)
         self.budget = budget
         self.threaded_for = threaded_for
+        self.period = threaded_for  # the current threaded period: doubles while overruns keep coming
         self.clock = clock
         self.ready: deque[Any] = deque()
         self.loop_thread: int | None = None
@@ -82,6 +92,9 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         if requests and self.on_loop() and self._runs_on_loop(requests[0]):
             self.ready.append(task)
             return
+        self._to_threads(task)
+
+    def _to_threads(self, task: Any) -> None:
         with self.lock:
             self.queue.append(task)
             self.queue_cv.notify()
@@ -96,6 +109,7 @@ class LoopDispatcher(ThreadedTaskDispatcher):
 
     def run_ready(self) -> None:
         """Serve the requests the loop kept for itself, in order; called on the loop after each read."""
+        turn_started = self.clock()
         while self.ready:
             channel = self.ready.popleft()
             path = channel.requests[0].path if channel.requests else "-"
@@ -105,10 +119,19 @@ class LoopDispatcher(ThreadedTaskDispatcher):
             except Exception:
                 log.exception("serving %s on the I/O loop failed", path)
                 channel.will_close = True
-            took = self.clock() - started
-            if took > self.budget:
-                self.threaded_until = self.clock() + self.threaded_for
-                if (note := self.overran.admit()) is not None:
-                    log.warning("%s held the I/O loop for %.0f ms (over %.0f): every request goes to the "
-                                "worker threads for the next %g s%s", path, took * 1000, self.budget * 1000,
-                                self.threaded_for, note)
+            ended = self.clock()
+            if ended - started > self.budget:
+                self._overran(path, ended - started, ended)
+            if ended - turn_started > self.budget:
+                while self.ready:  # a long pipeline: the rest is the threads', the loop turns again
+                    self._to_threads(self.ready.popleft())
+
+    def _overran(self, path: str, took: float, now: float) -> None:
+        # an overrun within one period of the last threaded period's end: the cause is still there
+        soon = now < self.threaded_until + self.period
+        self.period = min(self.period * 2, THREADED_FOR_MAX) if soon else self.threaded_for
+        self.threaded_until = now + self.period
+        if (note := self.overran.admit()) is not None:
+            log.warning("%s held the I/O loop for %.0f ms (over %.0f): every request goes to the worker "
+                        "threads for the next %g s%s", path, took * 1000, self.budget * 1000, self.period,
+                        note)

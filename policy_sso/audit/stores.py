@@ -18,11 +18,13 @@ Every backend pages newest first with a keyset cursor (:mod:`policy_sso.audit.qu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
+import time as _time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -155,6 +157,31 @@ def sqlite_events_path(store_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}-audit{path.suffix or '.db'}")
 
 
+MOVE_MARGIN = 300  # seconds: events of the session file this recent are copied again under its lock
+
+
+def _has_events_table(db: sqlite3.Connection | Path, schema: str = "main") -> bool:
+    """Return whether a database (a connection's ``schema``, or a file, opened read-only) has audit_events."""
+    if isinstance(db, Path):
+        if not db.is_file():
+            return False
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as ro:
+            return _has_events_table(ro)
+    query = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = 'audit_events'"  # noqa: S608
+    return db.execute(query).fetchone() is not None
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SQLiteEventStore:
     """The table ``audit_events`` in its own file beside the store's (WAL: queries never block the writer).
 
@@ -166,50 +193,69 @@ class SQLiteEventStore:
     session file move here when the store first opens.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        """Open the events beside the session store at ``path``.
+
+        ``read_only`` (``policy-sso events``) writes nothing: no file is created
+        and nothing is moved, and events an earlier version left in the session
+        file are read where they are until the server moves them.
+        """
         self.store_path = Path(path)
         self.path = sqlite_events_path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        if read_only:
+            if not self.path.exists() and _has_events_table(self.store_path):
+                self.path = self.store_path  # not moved yet: the server moves them when it starts
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db().executescript(SQLITE_SCHEMA)
         self._move_events_from_the_store_file()
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
+            if self.read_only:
+                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                     check_same_thread=False, timeout=30)
+            else:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA busy_timeout=30000")
             self._local.db = db
             with self._lock:
                 self._connections.append(db)
         return db
 
     def _move_events_from_the_store_file(self) -> None:
-        """Move the events an earlier version wrote into the session file, in one transaction over both.
+        """Move the events an earlier version wrote into the session file here, then drop them there.
 
-        Several workers may start at once: the copy ignores ids already here and
-        the old table is dropped in the same transaction, so it happens once.
+        The bulk is copied without the session file's write lock (in WAL a
+        reader never blocks its writers), so a server still serving from it
+        waits for nothing. Then, under that lock, what was written meanwhile
+        is copied and the old table dropped. Several workers may start at once:
+        the copy ignores ids already here and the table goes in the same
+        transaction as the last copy, so nothing is lost or doubled.
         """
-        if not self.store_path.exists():
+        if not _has_events_table(self.store_path):
             return
+        columns = "id, time, type, subject, client, outcome, body"
         db = self._db()
         db.execute("ATTACH DATABASE ? AS store", (str(self.store_path),))
         try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if db.execute("SELECT 1 FROM store.sqlite_master WHERE type = 'table' "
-                              "AND name = 'audit_events'").fetchone():
-                    db.execute("INSERT OR IGNORE INTO main.audit_events SELECT id, time, type, subject, "
-                               "client, outcome, body FROM store.audit_events")
+            since = int(_time.time()) - MOVE_MARGIN  # events written from now on: the second pass
+            with _transaction(db, "BEGIN"):  # a write lock on this file, a read snapshot of the other
+                if _has_events_table(db, "store"):
+                    db.execute(f"INSERT OR IGNORE INTO main.audit_events SELECT {columns} "  # noqa: S608
+                               "FROM store.audit_events")
+            with _transaction(db, "BEGIN IMMEDIATE"):
+                if _has_events_table(db, "store"):
+                    db.execute(f"INSERT OR IGNORE INTO main.audit_events SELECT {columns} "  # noqa: S608
+                               "FROM store.audit_events WHERE time >= ?", (since,))
                     db.execute("DROP TABLE store.audit_events")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
         finally:
             db.execute("DETACH DATABASE store")
 
@@ -217,14 +263,9 @@ class SQLiteEventStore:
         """Insert a batch in one transaction (an id seen before is ignored: writes may be retried)."""
         db = self._db()
         rows = _table_rows(records)
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db, "BEGIN IMMEDIATE"):
             db.executemany("INSERT OR IGNORE INTO audit_events (id, time, type, subject, client, outcome, "
                            "body) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
 
     def query(self, query: EventQuery) -> EventPage:
         """Return one page of matching events, newest first (one indexed SELECT)."""
@@ -376,15 +417,15 @@ class PostgresEventStore:
         self.pool.close()
 
 
-def open_event_store(url: str, max_events: int = 100000) -> EventStore:
+def open_event_store(url: str, max_events: int = 100000, *, read_only: bool = False) -> EventStore:
     """Return the store sink for a store URL (``memory://``, ``sqlite:///PATH``, ``redis://…``,
-    ``postgresql://…``)."""
+    ``postgresql://…``); ``read_only``: a SQLite file is only read (``policy-sso events``)."""
     if url.startswith("memory:"):
         return MemoryEventStore(max_events)
     if url.startswith(("postgresql:", "postgres:")):
         return PostgresEventStore(url)
     if url.startswith("sqlite:"):
-        return SQLiteEventStore(url.removeprefix("sqlite:///"))
+        return SQLiteEventStore(url.removeprefix("sqlite:///"), read_only=read_only)
     if url.startswith(("redis:", "rediss:", "unix:", "redis+cluster:", "rediss+cluster:")):
         return RedisEventStore.from_url(url, max_events)
     raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH, redis://HOST:PORT/DB, "

@@ -81,7 +81,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         if url.startswith("sqlite:") and not (store_file.is_file()
                                               or sqlite_events_path(store_file).is_file()):
             raise ValueError(f"no SQLite store at {store_file}: has the server run?")
-        events = open_event_store(url)
+        events = open_event_store(url, read_only=True)
     except (PolicySSOError, ValueError, OSError) as err:
         print(f"policy-sso events: {err}", file=sys.stderr)
         return EXIT_USAGE

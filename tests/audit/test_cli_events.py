@@ -66,3 +66,24 @@ def test_json_is_the_api_answer(store_url: str, capsys: pytest.CaptureFixture) -
 def test_usage_errors_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     status, _, err = run(capsys, *args)
     assert status == 2 and message in err
+
+
+def test_events_of_a_server_not_yet_restarted_are_read_where_they_are(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    # upgraded but not restarted: the events are still in the session file, which the CLI only reads
+    import sqlite3
+
+    from policy_sso.audit.stores import SQLITE_SCHEMA, sqlite_events_path
+
+    session_file = tmp_path / "policy-sso.db"
+    old = sqlite3.connect(session_file, isolation_level=None)
+    old.executescript(SQLITE_SCHEMA)
+    event = AuditEvent("sign_in.success", T0, "s1", "success", "portal", "u-bob").to_json()
+    old.execute("INSERT INTO audit_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ("s1", T0, "sign_in.success", "u-bob", "portal", "success", json.dumps(event)))
+    old.close()
+    status, out, _ = run(capsys, "--store", f"sqlite:///{session_file}", "--format", "json")
+    assert status == 0 and [e["id"] for e in json.loads(out)["events"]] == ["s1"]
+    assert not sqlite_events_path(session_file).exists()  # nothing created (it would be the CLI user's)
+    tables = sqlite3.connect(session_file).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    assert "audit_events" in {name for (name,) in tables}  # nor moved: the server does that

@@ -25,13 +25,15 @@ from server.app import LOOP_PATHS
 from server.dispatch import LoopDispatcher
 from server.limits import create_server
 
-LOOP = {"/quick", "/slow-on-loop", "/long", "/fails"}
+LOOP = {"/quick", "/slow-on-loop", "/long", "/fails", "/ms"}
 
 
 def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
     path = environ["PATH_INFO"]
     if path.startswith("/slow"):
         time.sleep(0.3)
+    if path == "/ms":
+        time.sleep(0.002)
     if path == "/fails":
         raise RuntimeError("the app failed")
     body = threading.current_thread().name.encode()
@@ -123,6 +125,62 @@ def test_waitress_refusals_are_answered_on_the_loop(server: Any) -> None:
         while chunk := sock.recv(4096):  # the refusal closes the connection
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400") and b'"error": "invalid_request"' in answer
+
+
+def test_a_long_pipeline_goes_to_the_threads_once_it_has_held_the_loop_for_its_budget(server: Any) -> None:
+    count = 200  # 2 ms each: 0.4 s in all, far past the 50 ms one loop turn may take
+    with socket.create_connection(("127.0.0.1", server.effective_port), timeout=20) as sock:
+        sock.sendall(b"GET /ms HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+        time.sleep(0.05)
+        started = time.monotonic()
+        served_by(server, "/quick")  # another client is answered while the pipeline is still served
+        waited = time.monotonic() - started
+        received = bytearray()
+        while received.count(b"HTTP/1.1 200") < count:
+            chunk = sock.recv(1 << 16)
+            assert chunk
+            received += chunk
+    assert waited < 0.2, waited
+    names = [part.split(b"\r\n\r\n", 1)[1][:9] for part in bytes(received).split(b"HTTP/1.1 200")[1:]]
+    assert b"waitress-" in names and any(not name.startswith(b"waitress-") for name in names)
+    assert server.task_dispatcher.threaded_until == float("-inf")  # no request overran: no threaded period
+
+
+class FakeRequest:
+    def __init__(self, path: str) -> None:
+        self.path, self.error = path, None
+
+
+class FakeChannel:
+    """A channel whose one request takes ``seconds`` on the dispatcher's fake clock."""
+
+    def __init__(self, clock: list[float], seconds: float) -> None:
+        self.clock, self.seconds, self.requests, self.served = clock, seconds, [FakeRequest("/quick")], 0
+
+    def service(self) -> None:
+        self.clock[0] += self.seconds
+        self.served += 1
+
+
+def test_overruns_that_keep_coming_lengthen_the_threaded_period_up_to_a_ceiling() -> None:
+    clock = [1000.0]
+    dispatcher = LoopDispatcher({"/quick"}, clock=lambda: clock[0])
+    dispatcher.loop_turn()
+    periods = []
+    for _ in range(9):  # a store that stays down: each first request back on the loop waits it out
+        while clock[0] < dispatcher.threaded_until:
+            clock[0] += 1
+        dispatcher.add_task(FakeChannel(clock, 1.0))
+        assert len(dispatcher.ready) == 1  # back on the loop once the period is over
+        dispatcher.run_ready()
+        periods.append(dispatcher.threaded_until - clock[0])
+    assert periods == [5, 10, 20, 40, 80, 160, 300, 300, 300]
+    dispatcher.add_task(FakeChannel(clock, 1.0))
+    assert not dispatcher.ready and len(dispatcher.queue) == 1  # within the period: to the threads
+    clock[0] = dispatcher.threaded_until + 1000  # the store recovered long ago
+    dispatcher.add_task(FakeChannel(clock, 1.0))
+    dispatcher.run_ready()
+    assert dispatcher.threaded_until - clock[0] == 5  # a fresh overrun starts from the shortest period
 
 
 def test_serve_runs_silent_sign_in_on_the_loop_and_password_forms_on_threads() -> None:

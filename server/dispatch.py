@@ -76,7 +76,7 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         self.loop_thread: int | None = None
         self.threaded_until = float("-inf")
         self.queue_depth = EveryInterval()  # waitress warns once per request queued; here once per 10 s
-        self.overran = EveryInterval()
+        self.overran_log = ThrottledLog(log, EveryInterval())
 
     def loop_turn(self) -> None:
         """Note that the calling thread is the I/O loop's (it is the one reading requests)."""
@@ -86,21 +86,18 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         """Return whether the calling thread is the I/O loop's."""
         return threading.get_ident() == self.loop_thread
 
+    @property
+    def queue_logger(self) -> ThrottledLog:  # type: ignore[override]
+        """What waitress's add_task warns "Task queue depth is N" through: once per interval."""
+        return ThrottledLog(queue_log, self.queue_depth)
+
     def add_task(self, task: Any) -> None:
         """Queue ``task`` (a waitress channel with a parsed request) for the loop or for the threads."""
         requests = getattr(task, "requests", None)
         if requests and self.on_loop() and self._runs_on_loop(requests[0]):
             self.ready.append(task)
             return
-        self._to_threads(task)
-
-    def _to_threads(self, task: Any) -> None:
-        with self.lock:
-            self.queue.append(task)
-            self.queue_cv.notify()
-            waiting = len(self.queue) - (len(self.threads) - self.stop_count - self.active_count)
-        if waiting > 0 and (note := self.queue_depth.admit()) is not None:
-            queue_log.warning("Task queue depth is %d%s", waiting, note)
+        super().add_task(task)
 
     def _runs_on_loop(self, request: Any) -> bool:
         # waitress's own refusals (400, 413, 431) are a few lines of JSON: the loop answers them too
@@ -109,11 +106,10 @@ class LoopDispatcher(ThreadedTaskDispatcher):
 
     def run_ready(self) -> None:
         """Serve the requests the loop kept for itself, in order; called on the loop after each read."""
-        turn_started = self.clock()
+        turn_started = started = self.clock()
         while self.ready:
             channel = self.ready.popleft()
             path = channel.requests[0].path if channel.requests else "-"
-            started = self.clock()
             try:
                 channel.service()  # waitress answers the app's own exceptions with a 500 there
             except Exception:
@@ -124,14 +120,27 @@ class LoopDispatcher(ThreadedTaskDispatcher):
                 self._overran(path, ended - started, ended)
             if ended - turn_started > self.budget:
                 while self.ready:  # a long pipeline: the rest is the threads', the loop turns again
-                    self._to_threads(self.ready.popleft())
+                    super().add_task(self.ready.popleft())
+            started = ended  # the requests of a turn run back to back
 
     def _overran(self, path: str, took: float, now: float) -> None:
         # an overrun within one period of the last threaded period's end: the cause is still there
         soon = now < self.threaded_until + self.period
         self.period = min(self.period * 2, THREADED_FOR_MAX) if soon else self.threaded_for
         self.threaded_until = now + self.period
-        if (note := self.overran.admit()) is not None:
-            log.warning("%s held the I/O loop for %.0f ms (over %.0f): every request goes to the worker "
-                        "threads for the next %g s%s", path, took * 1000, self.budget * 1000, self.period,
-                        note)
+        self.overran_log.warning("%s held the I/O loop for %.0f ms (over %.0f): every request goes to the "
+                                 "worker threads for the next %g s", path, took * 1000, self.budget * 1000,
+                                 self.period)
+
+
+class ThrottledLog:
+    """A logger's warnings, one per interval: the throttle is asked before a record is made."""
+
+    def __init__(self, logger: logging.Logger, throttle: EveryInterval) -> None:
+        self.logger = logger
+        self.throttle = throttle
+
+    def warning(self, msg: str, *args: object) -> None:
+        """Log ``msg % args`` unless held back; the line says how many were held since the last."""
+        if (note := self.throttle.admit()) is not None:
+            self.logger.warning(msg + "%s", *args, note)

@@ -160,15 +160,24 @@ def sqlite_events_path(store_path: str | Path) -> Path:
 MOVE_MARGIN = 300  # seconds: events of the session file this recent are copied again under its lock
 
 
-def _has_events_table(db: sqlite3.Connection | Path, schema: str = "main") -> bool:
-    """Return whether a database (a connection's ``schema``, or a file, opened read-only) has audit_events."""
-    if isinstance(db, Path):
-        if not db.is_file():
-            return False
-        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as ro:
-            return _has_events_table(ro)
+def _has_events_table(db: sqlite3.Connection, schema: str = "main") -> bool:
+    """Return whether the connection's database ``schema`` has the table audit_events."""
     query = f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = 'audit_events'"  # noqa: S608
     return db.execute(query).fetchone() is not None
+
+
+def _file_has_events_table(path: Path) -> bool:
+    """Return whether the SQLite file at ``path`` (opened read-only) has the table audit_events."""
+    if not path.is_file():
+        return False
+    with contextlib.closing(_read_only(path)) as db:
+        return _has_events_table(db)
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """Return a connection that can only read the file (``mode=ro``: it creates nothing)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                           timeout=30)
 
 
 @contextlib.contextmanager
@@ -207,8 +216,11 @@ class SQLiteEventStore:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         if read_only:
-            if not self.path.exists() and _has_events_table(self.store_path):
-                self.path = self.store_path  # not moved yet: the server moves them when it starts
+            if not self.path.exists():
+                if not self.store_path.is_file():
+                    raise StoreError(f"no SQLite store at {self.store_path}: has the server run?")
+                if _file_has_events_table(self.store_path):
+                    self.path = self.store_path  # not moved yet: the server moves them when it starts
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db().executescript(SQLITE_SCHEMA)
@@ -218,8 +230,7 @@ class SQLiteEventStore:
         db = getattr(self._local, "db", None)
         if db is None:
             if self.read_only:
-                db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                     check_same_thread=False, timeout=30)
+                db = _read_only(self.path)
             else:
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
                 db.execute("PRAGMA journal_mode=WAL")
@@ -240,7 +251,7 @@ class SQLiteEventStore:
         the copy ignores ids already here and the table goes in the same
         transaction as the last copy, so nothing is lost or doubled.
         """
-        if not _has_events_table(self.store_path):
+        if not _file_has_events_table(self.store_path):
             return
         columns = "id, time, type, subject, client, outcome, body"
         db = self._db()

@@ -67,7 +67,7 @@ def render_text(events: list[dict[str, Any]]) -> str:
 def cmd_events(args: argparse.Namespace) -> int:
     """Print one page of audit events, newest first; the next page's cursor on stderr."""
     from policy_sso.audit.query import EventQuery, parse_query
-    from policy_sso.audit.stores import open_event_store, sqlite_events_path
+    from policy_sso.audit.stores import open_event_store
     from policy_sso.errors import PolicySSOError
 
     params = {name: value for name in ("subject", "client", "type", "since", "until", "limit", "cursor")
@@ -77,11 +77,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         url, tenant = _store_url(args)
         if url.startswith("memory:"):
             raise ValueError("a memory:// store lives inside the server: query GET /admin/v1/events instead")
-        store_file = Path(url.removeprefix("sqlite:///"))
-        if url.startswith("sqlite:") and not (store_file.is_file()
-                                              or sqlite_events_path(store_file).is_file()):
-            raise ValueError(f"no SQLite store at {store_file}: has the server run?")
-        events = open_event_store(url, read_only=True)
+        events = open_event_store(url, read_only=True)  # SQLite: a missing file is a StoreError
     except (PolicySSOError, ValueError, OSError) as err:
         print(f"policy-sso events: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -90,7 +90,7 @@ def test_throttled_sign_in_keeps_the_form_and_says_when(driver: Any, live: Live)
 def test_sign_out_asks_first(driver: Any, live: Live) -> None:
     alice_at_portal(driver, live)
     driver.get(f"{live.op.url}/logout")
-    wait_for(driver, "button[value=yes]").click()
+    submit(driver, wait_for(driver, "button[value=yes]"))  # the confirmation page has an h1 too
     assert "You are signed out" in wait_for(driver, "h1").text
     assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []
 

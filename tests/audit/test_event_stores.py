@@ -199,3 +199,24 @@ def test_sqlite_events_an_earlier_version_kept_in_the_session_file_move_once(tmp
     assert "audit_events" not in {name for (name,) in tables}
     first.close()
     second.close()
+
+
+def _open_events(path: Path, barrier: object) -> str:
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        SQLiteEventStore(path).close()
+    except Exception as err:  # reported to the test, not raised in the child
+        return repr(err)
+    return "ok"
+
+
+def test_workers_starting_together_all_open_a_new_sqlite_events_file(tmp_path: Path) -> None:
+    # serve --workers: every worker creates the audit file at once; turning it to WAL is not waited for
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager, context.Pool(3) as pool:
+        for trial in range(20):  # without the retry, about a quarter of such starts failed
+            barrier = manager.Barrier(3)
+            path = tmp_path / f"t{trial}" / "policy-sso.db"
+            assert pool.starmap(_open_events, [(path, barrier)] * 3) == ["ok"] * 3

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from policy_sso.audit.query import Cursor, EventPage, EventQuery
 from policy_sso.errors import StoreError
+from policy_sso.sessions.sqlite import wal_mode
 
 MEMORY_CAP = 10000
 
@@ -180,25 +181,6 @@ def _read_only(path: Path) -> sqlite3.Connection:
                            timeout=30)
 
 
-def _wal_mode(db: sqlite3.Connection, wait: float = 30.0) -> None:
-    """Put the connection's file in WAL mode, waiting for others who open a new file at the same moment.
-
-    Every worker of ``serve --workers`` creates the audit file as it starts.
-    Turning a new file to WAL needs a lock that SQLite does not wait for (its
-    busy timeout does not apply): "database is locked" at once, for a
-    quarter of the workers that start together. So it is tried again.
-    """
-    deadline = _time.monotonic() + wait
-    while True:
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or _time.monotonic() >= deadline:
-                raise
-            _time.sleep(0.01)
-
-
 @contextlib.contextmanager
 def _transaction(db: sqlite3.Connection, begin: str) -> Iterator[None]:
     db.execute(begin)
@@ -252,7 +234,7 @@ class SQLiteEventStore:
                 db = _read_only(self.path)
             else:
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-                _wal_mode(db)
+                wal_mode(db)
                 db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._lock:

@@ -82,6 +82,26 @@ _FAULTS = (sqlite3.OperationalError, sqlite3.InternalError)
 _STARTUP_BUSY_MS = 30_000  # creating the schema may wait for other processes starting at once
 
 
+def wal_mode(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put the connection's file in WAL mode, waiting for others who open a new file at the same moment.
+
+    Every worker of ``serve --workers`` creates the audit file as it starts,
+    and two servers may start on one fresh state directory. Turning a new file
+    to WAL needs a lock that SQLite does not wait for (its busy timeout does
+    not apply): "database is locked" at once, for about a quarter of the
+    processes that start together. So it is tried again.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 @translate_faults(*_FAULTS)
 class SQLiteStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on one SQLite file."""
@@ -98,7 +118,7 @@ class SQLiteStore:
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._connections_lock = threading.Lock()
         self._decoded = codec.DecodedSessions()
-        db = self._db()
+        db = self._db(startup=True)
         db.execute(f"PRAGMA busy_timeout={_STARTUP_BUSY_MS}")
         db.executescript(SCHEMA)
         db.execute(f"PRAGMA busy_timeout={self._busy_ms()}")
@@ -107,13 +127,14 @@ class SQLiteStore:
         return max(1, int(self.timeout * 1000))
 
     # connections ---------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, startup: bool = False) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                  timeout=self.timeout)
             db.execute(f"PRAGMA busy_timeout={self._busy_ms()}")  # a lock waited for at most the timeout
-            db.execute("PRAGMA journal_mode=WAL")
+            # servers starting at once on a new file wait for each other; later, a lock is a fault
+            wal_mode(db, _STARTUP_BUSY_MS / 1000 if startup else self.timeout)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._connections_lock:

@@ -67,3 +67,24 @@ def test_a_locked_file_is_a_store_fault_answered_within_the_timeout(tmp_path):
 def test_the_timeout_in_the_url_must_be_seconds(tmp_path):
     with pytest.raises(StoreError, match="timeout"):
         open_store(f"sqlite:///{tmp_path / 'store.db'}?timeout=nan", LIFETIME)
+
+
+def _open_store(path, barrier) -> str:
+    barrier.wait()
+    try:
+        open_store(f"sqlite:///{path}", LIFETIME).close()
+    except Exception as err:  # reported to the test, not raised in the child
+        return repr(err)
+    return "ok"
+
+
+def test_servers_starting_together_all_open_a_new_store_file(tmp_path):
+    # two `serve` processes on one fresh state directory: turning a new file to WAL is not waited for
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    with context.Manager() as manager, context.Pool(3) as pool:
+        for trial in range(20):
+            barrier = manager.Barrier(3)
+            path = tmp_path / f"t{trial}" / "policy-sso.db"
+            assert pool.starmap(_open_store, [(path, barrier)] * 3) == ["ok"] * 3

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import jwt
@@ -42,12 +44,21 @@ def test_keys_rotate_adds_a_key_that_signs_once_published_and_keeps_the_old(tena
     assert {before, after} <= {k["kid"] for k in ring.jwks(T0 + 60 + PUBLISH_AHEAD)["keys"]}
 
 
+def test_keys_rotate_refuses_a_state_directory_that_does_not_exist(tenant_dir, tmp_path, capsys):
+    # a mistyped --state-dir used to get a fresh key set no server reads, and exit 0
+    missing = tmp_path / "nonexistent" / "state"
+    assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(missing)]) == 2
+    assert f"no state directory {missing}" in capsys.readouterr().err
+    assert not missing.exists() and not missing.parent.exists()
+
+
 def test_keys_rotate_touches_only_the_configured_algorithms(tenant_dir, tmp_path, capsys):
     tenant_yaml = tenant_dir / "tenant.yaml"
     text = tenant_yaml.read_text()
     assert "algorithms: [RS256, ES256, EdDSA]" in text
     tenant_yaml.write_text(text.replace("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256]"))
     state = tmp_path / "state"
+    state.mkdir()  # keys made before the first server starts
     assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(state)]) == 0
     assert sorted(p.name for p in (state / "keys").glob("*.pem")) == ["RS256.0001.pem"]
     assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(state),
@@ -68,7 +79,14 @@ def test_users_add_appends_a_loadable_user_with_an_argon2_hash(tenant_dir, monke
     assert user.claims == {"email": "dave@example.com"}
     assert user.totp_secret is not None and (tenant_dir / "secrets" / "dave.totp").stat().st_mode & 0o077 == 0
     assert comment in (tenant_dir / "users.yaml").read_text()  # comments kept
-    assert "otpauth://totp/" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # Key Uri Format: "issuer:account", so the issuer shown is the host, without a port's colon
+    uri = re.search(r"otpauth://totp/(\S+)", err)
+    assert uri is not None, err
+    label, _, query = uri.group(1).partition("?")
+    assert urllib.parse.unquote(label) == "127.0.0.1:dave"
+    assert urllib.parse.parse_qs(query)["issuer"] == ["127.0.0.1"]
+    assert "SIGHUP" in err  # a running server signs the new user in once it reloads
 
 
 @pytest.mark.parametrize(("args", "stdin", "message"), [

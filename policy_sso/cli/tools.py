@@ -57,7 +57,12 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
     if unknown:
         return _fail(f"{unknown[0]} is not among the tenant's algorithms ({', '.join(configured)}); "
                      "add it to tokens.algorithms in tenant.yaml first")
-    directory = key_directory(args.state_dir or tenant.settings.state_dir)
+    state_dir = Path(args.state_dir or tenant.settings.state_dir)
+    if not state_dir.is_dir():
+        # a mistyped path would otherwise get keys no server reads, and the rotation would seem done
+        return _fail(f"no state directory {state_dir}: give the one the servers use (--state-dir), "
+                     "or run `policy-sso serve` once to create it")
+    directory = key_directory(state_dir)
     mark_legacy_keys(directory)  # keys made before publication markers keep signing as they did
     for alg in algs:
         path = create_key(directory, alg)
@@ -124,6 +129,8 @@ def _write_totp_secret(path: Path, seed: str | None, username: str, issuer: str)
     """Write the TOTP secret (a new one when ``seed`` is None, then printing its enrolment URI once)."""
     import pyotp
 
+    from policy_sso.oidc.enrolment import totp_uri
+
     path.parent.mkdir(mode=0o700, exist_ok=True)
     generated = seed is None
     seed = seed or pyotp.random_base32()
@@ -131,7 +138,7 @@ def _write_totp_secret(path: Path, seed: str | None, username: str, issuer: str)
     with os.fdopen(fd, "w") as handle:
         handle.write(seed + "\n")
     if generated:  # a given secret is already in the user's authenticator
-        uri = pyotp.TOTP(seed).provisioning_uri(name=username, issuer_name=issuer)
+        uri = totp_uri(issuer, username, seed)
         print(f"TOTP enrolment URI (show it once, as a QR code): {uri}", file=sys.stderr)
 
 
@@ -191,6 +198,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
         sys.stderr.write(render_text(err.diagnostics))
         return EXIT_FINDINGS
     print(f"added {args.username} ({sub}) to {users_file}" + (" (created)" if created else ""))
+    print("reload the servers (SIGHUP or POST /admin/v1/policies/reload) so the user can sign in",
+          file=sys.stderr)
     return EXIT_OK
 
 

@@ -110,10 +110,19 @@ def new_totp_secret() -> str:
 
 def provisioning_uri(p: Provider, username: str, secret: str) -> str:
     """Return the otpauth:// URI an authenticator app reads from the QR code (Key Uri Format)."""
+    return totp_uri(p.issuer, username, secret)
+
+
+def totp_uri(issuer_url: str, username: str, secret: str) -> str:
+    """Return the otpauth:// URI of a TOTP secret for ``username`` at the provider ``issuer_url``.
+
+    The app shows the issuer's host name: the Key Uri Format separates issuer
+    and account with a colon, so neither may hold one (a port would).
+    """
     import urllib.parse
 
-    issuer = urllib.parse.urlsplit(p.issuer).netloc or p.issuer
-    label = urllib.parse.quote(f"{issuer}:{username}")
+    issuer = urllib.parse.urlsplit(issuer_url).hostname or issuer_url.replace(":", " ")
+    label = urllib.parse.quote(f"{issuer}:{username.replace(':', ' ')}")
     query = urllib.parse.urlencode({"secret": secret, "issuer": issuer, "algorithm": "SHA1",
                                     "digits": "6", "period": "30"})
     return f"otpauth://totp/{label}?{query}"

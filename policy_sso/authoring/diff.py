@@ -3,18 +3,28 @@
 Both tenants decide the same matrix: every client registered in either, a
 set of representative sessions (each with and without consent for the
 client, and, where a policy gives consent a lifetime, with consent granted
-exactly that long ago and one second longer) plus any recorded sessions, and requests built from what the
-policies test, restricted to the scopes each client may request (another
-request is refused before any policy sees it). A case whose outcome or
-reason codes differ is a change; a client registered in only one of the
+exactly that long ago and one second longer), sessions at the edges of the
+client's time limits, plus any recorded sessions, and requests built from
+what the policies test, restricted to the scopes each client may request
+(another request is refused before any policy sees it). A case whose outcome
+or reason codes differ is a change; a client registered in only one of the
 two is ``unregistered`` in the other.
+
+The time limits are every duration either tenant compares the client's
+sessions' times with: the idle window (the policy's ``inactivity``, else
+tenant.yaml's ``session.inactivity``), ``max_auth_age``, each ``require mfa
+within D`` (``when`` blocks too), and tenant.yaml's ``session.lifetime`` and
+``session.require_login_after``. Each check fails when ``now - time > D``, so
+for each distinct D the client is asked with a pwd+otp session (consent
+granted) exactly D old on that clock and one second older, fresh otherwise:
+a limit tightened or loosened flips the probe between the old and the new
+value, whichever way it moved.
 
 A client whose policy (in either tenant) tests ``when network in`` is asked
 each request from an unknown address and from each address of a set: the
 ``--ips`` given, else the edges of every network its policies name (each
 network's first address and the one just past its last), so a widened or
-narrowed network shows which addresses flip.
-"""
+narrowed network shows which addresses flip."""
 
 from __future__ import annotations
 
@@ -28,7 +38,7 @@ from policy_sso.checks import human_duration
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import did_you_mean
 from policy_sso.errors import OAuthError
-from policy_sso.model import Condition, ConsentRequirement, Not, Test
+from policy_sso.model import Condition, ConsentRequirement, MfaRequirement, Not, Test
 from policy_sso.networks import IPAddress
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import session_from_fixture
@@ -230,6 +240,79 @@ def aged_consent_sessions(ages: Iterable[int]) -> list[SessionCase]:
             for age in ages for name, events in REPRESENTATIVE_SESSIONS.items() if events is not None]
 
 
+# The session times a limit is counted from (each check: ``now - s.<time> > limit``).
+IDLE = "last_seen"  # inactivity (the policy's, else the tenant's)
+AUTHENTICATED = "auth_time"  # max_auth_age, session.lifetime, mfa within (the second factor's time)
+CREATED = "created_at"  # session.require_login_after
+_CLOCK_ORDER = {IDLE: 0, AUTHENTICATED: 1, CREATED: 2}
+RECENT = 60  # seconds: "fresh" in a limit probe (the other clocks' age)
+
+
+def time_limits(tenants: Iterable[Tenant], client: str) -> list[tuple[str, int]]:
+    """Return ``(clock, seconds)`` for each time limit the tenants apply to ``client``'s sessions (deduped).
+
+    ``clock`` is the session time the limit counts from: IDLE (the idle window in
+    force: the policy's ``inactivity``, else tenant.yaml's), AUTHENTICATED
+    (``max_auth_age``, ``session.lifetime``, and ``require mfa within D``, whose
+    second factor a probe presents with its sign-in) or CREATED
+    (``session.require_login_after``).
+    """
+    limits: dict[tuple[str, int], None] = {}
+    for tenant in tenants:
+        if not tenant.governs(client):
+            continue
+        policy = tenant.policy_for(client)
+        lifetime = tenant.settings.lifetime
+        limits[(IDLE, policy.session.inactivity or lifetime.inactivity)] = None
+        limits[(AUTHENTICATED, lifetime.sliding)] = None
+        limits[(CREATED, lifetime.absolute)] = None
+        if policy.session.max_auth_age:
+            limits[(AUTHENTICATED, policy.session.max_auth_age)] = None
+        for req in policy.all_requirements():
+            if isinstance(req, MfaRequirement) and req.within is not None:
+                limits[(AUTHENTICATED, req.within)] = None
+    return sorted(limits, key=lambda limit: (_CLOCK_ORDER[limit[0]], limit[1]))
+
+
+def _limit_session(clock: str, age: int) -> SessionCase:
+    """Return a pwd+otp session, consent granted at its last activity, ``age`` seconds old on ``clock``.
+
+    Every other time is as fresh as the session allows (at most RECENT), so the
+    limit on ``clock`` is what decides: idle since its sign-in; signed in
+    (both factors) ``age`` ago and seen since; or created ``age`` ago and
+    signed in again since.
+    """
+    recent = min(age, RECENT)
+    if clock == IDLE:
+        created, signed_in, seen = age, age, age
+        name = f"pwd+otp, idle {human_duration(age)} since sign-in"
+    elif clock == AUTHENTICATED:
+        created, signed_in, seen = age, age, recent
+        name = f"pwd+otp {human_duration(age)} ago, seen {human_duration(recent)} ago"
+    else:
+        created, signed_in, seen = age, recent, recent
+        name = f"pwd+otp {human_duration(recent)} ago, created {human_duration(age)} ago"
+    fixture = {"subject": SUBJECT, "created": f"-{created}s",
+               "events": _events(("pwd", f"-{signed_in}s"), ("otp", f"-{signed_in}s")),
+               "last_seen": f"-{seen}s"}
+    return SessionCase(f"{name} / consent", fixture, True, seen)
+
+
+def limit_sessions(limits: Iterable[tuple[str, int]]) -> list[SessionCase]:
+    """Return, for each ``(clock, seconds)`` limit, a session exactly that old and one a second older.
+
+    Limits are inclusive (``now - time > limit`` fails), so the first passes
+    and the second fails: a limit moved either way flips one of the probes
+    of its old or new value. Probes shared by two limits are asked once.
+    """
+    cases: dict[str, SessionCase] = {}
+    for clock, limit in limits:
+        for age in (limit, limit + 1):
+            case = _limit_session(clock, age)
+            cases.setdefault(case.name, case)
+    return list(cases.values())
+
+
 def _required_scopes(tenant: Tenant, client: str) -> set[str]:
     if not tenant.governs(client):
         return set()
@@ -278,7 +361,8 @@ def diff_tenants(old: Tenant, new: Tenant, at: int,
         probes = network_probes((old, new), client)
         if probes is not None:
             requests = with_addresses(requests, ips if ips is not None else probes)
-        client_sessions = sessions + aged_consent_sessions(consent_ages((old, new), client))
+        client_sessions = (sessions + aged_consent_sessions(consent_ages((old, new), client))
+                           + limit_sessions(time_limits((old, new), client)))
         evaluated += len(client_sessions) * len(requests)
         for session_case in client_sessions:
             for request in requests:

@@ -51,16 +51,18 @@ from jsonschema import Draft202012Validator
 from policy_sso import checks as C  # noqa: N812 - the check table, as compile.py reads it
 from policy_sso.compile import compile_guard, compile_policy
 from policy_sso.decision import Decision
-from policy_sso.diagnostics import Diagnostic, render_text
+from policy_sso.diagnostics import Diagnostic, did_you_mean, render_text
 from policy_sso.errors import ConfigError, OAuthError
 from policy_sso.model import Condition, Policy, Span
 from policy_sso.networks import client_ip
+from policy_sso.parse.schema_errors import explain_schema_error
 from policy_sso.parse.yaml_source import (
     Path_,
     YamlDocument,
+    is_valid,
     load_schema,
     load_yaml_documents,
-    schema_diagnostics,
+    validator,
 )
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import FixtureError, ended_from_fixture, parse_time, session_from_fixture
@@ -71,6 +73,17 @@ DEFAULT_AT = 1767268800  # 2026-01-01T12:00:00Z: fixed, so relative times are re
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 PLACEHOLDER_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _SUBSTITUTED = ("name", "client", "session", "request", "at", "expect", "ip")
+TIME_HINT = "write epoch seconds, ISO 8601 (2026-01-01T12:00:00Z) or an offset such as -1h, -90s, -2d"
+_FIXTURE_PATH_RE = re.compile(r"^(?:session: )?([A-Za-z_][\w-]*(?:\[\d+\]|\.[\w:-]+)*): ")
+
+
+def _fixture_path(message: str) -> Path_:
+    """Return the path inside a session fixture a FixtureError names (``events[0].at: …``)."""
+    match = _FIXTURE_PATH_RE.match(message)
+    if not match:
+        return ()
+    return tuple(int(part[1:-1]) if part.startswith("[") else part
+                 for part in re.findall(r"\[\d+\]|[^.\[\]]+", match.group(1)))
 
 
 class CaseError(ValueError):
@@ -98,6 +111,18 @@ class Case:
     client_col: int = 1  # where ``client:`` is written (on ``line`` or, in a table row, its column)
     client_line: int = 0
     ip: str | None = None  # the client address (``ip:``); None: unknown
+    client_end_col: int = 0  # just past the client's value when on one line (the caret's span)
+
+
+@dataclass(frozen=True)
+class ClientUse:
+    """Where a case names its client (also a case that is not run): checked against the tenant."""
+
+    client: str
+    file: str
+    line: int
+    col: int
+    end_col: int = 0
 
 
 @dataclass
@@ -144,7 +169,7 @@ class _Substitution:
     def __init__(self, row: dict[str, Any]) -> None:
         self.row = row
         self.used: set[str] = set()
-        self.problems: list[str] = []
+        self.problems: list[tuple[str, str]] = []  # (message, hint)
 
     def fill(self, value: Any) -> Any:
         if isinstance(value, dict):  # keys too: consents are keyed by client_id
@@ -161,8 +186,9 @@ class _Substitution:
 
     def _value(self, name: str) -> Any:
         if name not in self.row:
-            self.problems.append(f"{{{{{name}}}}} is not a column of the where table "
-                                 f"(columns: {', '.join(sorted(self.row))})")
+            self.problems.append((f"{{{{{name}}}}} is not a column of the where table "
+                                  f"(columns: {', '.join(sorted(self.row))})",
+                                  did_you_mean(name, self.row) or f"add {name}: to the row"))
             return None
         self.used.add(name)
         return self.row[name]
@@ -170,8 +196,8 @@ class _Substitution:
     def _text(self, name: str) -> str:
         value = self._value(name)
         if isinstance(value, dict | list):
-            self.problems.append(f"{{{{{name}}}}} is a {type(value).__name__} and cannot be spliced "
-                                 "into text: write the placeholder as the whole value")
+            self.problems.append((f"{{{{{name}}}}} is a {type(value).__name__} and cannot be spliced "
+                                  "into text", "write the placeholder as the whole value"))
             return ""
         return "" if value is None else str(value)
 
@@ -182,6 +208,17 @@ def _placeholders(value: Any) -> set[str]:
     if isinstance(value, list):
         return set().union(*map(_placeholders, value))
     return set(PLACEHOLDER_RE.findall(value)) if isinstance(value, str) else set()
+
+
+def _walk(node: Any, path: Iterable[Any]) -> Any:
+    """Return the value at ``path`` in ``node``, or at the deepest part of it that exists."""
+    for key in path:
+        if (isinstance(node, dict) and key in node) or \
+                (isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node)):
+            node = node[key]
+        else:
+            break
+    return node
 
 
 def _row_text(row: dict[str, Any]) -> str:
@@ -200,31 +237,51 @@ def _concrete_validator() -> Draft202012Validator:
 
 
 class _Loader:
-    """Builds the cases of one schema-valid document, collecting positioned diagnostics."""
+    """Builds the cases of one document, collecting every positioned diagnostic it can find.
 
-    def __init__(self, doc: YamlDocument, file: str) -> None:
+    Parts the schema already rejected (``broken``: paths of schema errors) are
+    not checked again, but the rest of each case still is: one run reports every
+    mistake of a file, like the validator.
+    """
+
+    def __init__(self, doc: YamlDocument, file: str, broken: Iterable[Path_] = ()) -> None:
         self.doc, self.file = doc, file
         self.errors: list[Diagnostic] = []
-        self.sessions: dict[str, Any] = doc.data.get("sessions", {})
+        self.broken = list(broken)
+        data = doc.data if isinstance(doc.data, dict) else {}
+        sessions = data.get("sessions")
+        self.sessions: dict[str, Any] = sessions if isinstance(sessions, dict) else {}
         self.at = DEFAULT_AT
         self.concrete = _concrete_validator()
+        self.clients: list[ClientUse] = []  # every client a case names, even in a case with errors
 
-    def error(self, path: Path_, message: str, hint: str = "", code: str = "E_TEST") -> None:
-        self.errors.append(self.doc.diagnostic(path, code, message, hint))
+    def error(self, path: Path_, message: str, hint: str = "", code: str = "E_TEST", *,
+              at_key: bool = False) -> None:
+        diagnostic = self.doc.diagnostic(path, code, message, hint, at_key=at_key)
+        if diagnostic not in self.errors:  # a named session's mistake, met by several cases
+            self.errors.append(diagnostic)
+
+    def is_broken(self, path: Path_) -> bool:
+        """Return whether the schema reported an error at ``path`` or inside it."""
+        return any(p[:len(path)] == path for p in self.broken)
 
     def time(self, value: Any, default: int, path: Path_) -> int:
         try:
             return parse_time(value, default, "at")
         except FixtureError as err:
-            self.error(path, str(err))
+            self.error(path, str(err), TIME_HINT)
             return default
 
     def cases(self) -> list[Case]:
         data = self.doc.data
-        if "at" in data:
+        if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+            return []  # the schema said so
+        if "at" in data and not self.is_broken(("at",)):
             self.at = self.time(data["at"], DEFAULT_AT, ("at",))
         out: list[Case] = []
         for i, raw in enumerate(data["cases"]):
+            if not isinstance(raw, dict):
+                continue
             rows = raw.get("where")
             if rows is None:
                 unused = _placeholders({k: raw[k] for k in _SUBSTITUTED if k in raw})
@@ -233,71 +290,134 @@ class _Loader:
                                "no where table", "add where: [{...}, ...] or remove the placeholder")
                     continue
                 rows = [None]
+            elif not isinstance(rows, list):
+                continue
             for j, row in enumerate(rows):
+                if row is not None and not isinstance(row, dict):
+                    continue
                 where: Path_ = ("cases", i, "where", j) if row is not None else ("cases", i)
                 case = self.case(raw, row, where, i)
                 if case is not None:
                     out.append(case)
         return out
 
+    def field_path(self, raw: dict[str, Any], row: dict[str, Any] | None, where: Path_, index: int,
+                   name: str) -> Path_:
+        """Return where a field of a case is written: the row's value when the row gives it whole,
+        the row when it is spliced from it, else the case's own field."""
+        value = raw.get(name)
+        if row is not None and _placeholders(value):
+            whole = PLACEHOLDER_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+            return (*where, whole.group(1)) if whole and whole.group(1) in row else where
+        return ("cases", index, name)
+
+    @staticmethod
+    def _from_row(raw: dict[str, Any], path: list[Any]) -> bool:
+        """Return whether the value at ``path`` of a filled-in case came from its row: the case
+        as written holds a placeholder there (or above it)."""
+        return bool(_placeholders(_walk(raw, path)))
+
     def case(self, raw: dict[str, Any], row: dict[str, Any] | None, where: Path_, index: int) -> Case | None:
-        """Return one case (one row filled in), or None after recording why it is malformed."""
-        sessions, at = self.sessions, self.at
+        """Return one case (one row filled in), or None after recording every reason it is malformed."""
+        before = len(self.errors)
+        broken = self.is_broken(("cases", index))
         body = {k: raw[k] for k in _SUBSTITUTED if k in raw}
         name = str(raw.get("name", f"case {index}"))
         if row is not None:
             fill = _Substitution(row)
             body = fill.fill(body)
-            unused = set(row) - fill.used
-            for problem in fill.problems:
-                self.error(where, problem)
-            if unused:
-                self.error(where, f"column {sorted(unused)[0]!r} is not used by the case",
-                           "use it as {{" + sorted(unused)[0] + "}} or drop it from the row")
-            if fill.problems or unused:
-                return None
+            for problem, hint in fill.problems:
+                self.error(where, problem, hint)
+            for column in sorted(set(row) - fill.used):
+                self.error((*where, column), f"column {column!r} is not used by the case",
+                           "use it as {{" + column + "}} or drop it from the row", at_key=True)
+            if fill.problems:
+                return None  # the filled-in values are not what was meant: nothing more to check
             name = str(body.get("name", name))
             if not _placeholders(raw.get("name", "")):
                 name += f" [{_row_text(row)}]"
+        def field(key: str) -> Path_:
+            return self.field_path(raw, row, where, index, key)
+
         problems = sorted(self.concrete.iter_errors(body), key=lambda e: list(e.absolute_path))
-        if problems:
-            first = problems[0]
-            at_path = "/".join(map(str, first.absolute_path)) or "the case"
-            self.error(where, f"after filling in the row: {first.message} (at {at_path})")
-            return None
-        session = body.get("session")
-        if isinstance(session, str):
-            if session not in sessions:
-                self.error(where if row is not None else (*where, "session"),
-                           f"no session named {session!r} under sessions:",
-                           "named sessions: " + (", ".join(sorted(sessions)) or "none"))
-                return None
-            session = sessions[session]
-        case_at = self.time(body["at"], at, (*where, "at")) if "at" in body else at
-        try:
-            session_from_fixture(session, case_at)
-        except (FixtureError, TypeError, AttributeError, OverflowError) as err:
-            self.error(where if row is not None or isinstance(body.get("session"), str)
-                       else (*where, "session"), f"session: {err}")
-            return None
+        bad = {p.absolute_path[0] for p in problems if p.absolute_path}  # fields not checked further
+        said = False
+        for problem in problems:  # what the schema said of the file already is not said twice
+            if row is not None and self._from_row(raw, list(problem.absolute_path)):
+                at_path = "/".join(map(str, problem.absolute_path)) or "the case"
+                self.error(field(problem.absolute_path[0]) if problem.absolute_path else where,
+                           f"after filling in the row: {problem.message} (at {at_path})",
+                           "give the column a value of the type this field takes")
+                said = True
+        if problems and not said and not broken:
+            at_path = "/".join(map(str, problems[0].absolute_path)) or "the case"
+            self.error(where, f"{problems[0].message} (at {at_path})")
+        client = body.get("client")
+        client_line, client_col = self.doc.position(field("client"))
+        end_line, client_end_col = self.doc.end(field("client"))
+        client_end_col = client_end_col if end_line == client_line else 0
+        if isinstance(client, str) and client and "client" not in bad:
+            self.clients.append(ClientUse(client, self.file, client_line, client_col, client_end_col))
+        at = self.at
+        if "at" in body and "at" not in bad and not self.is_broken(("cases", index, "at")):
+            at = self.time(body["at"], self.at, field("at"))
+        session = self.session(body, raw, row, where, index, at=at) if "session" not in bad else None
         ip = body.get("ip")
-        if ip is not None and client_ip(ip) is None:
-            self.error(where if row is not None else (*where, "ip"), f"ip: {ip!r} is not an IP address",
+        if isinstance(ip, str) and "ip" not in bad and not self.is_broken(("cases", index, "ip")) \
+                and client_ip(ip) is None:
+            self.error(field("ip"), f"ip: {ip!r} is not an IP address",
                        "e.g. ip: 10.1.2.3 or ip: 2001:db8::1")
+        if broken or problems or len(self.errors) > before:
             return None
         reasons = body["expect"].get("reasons")
         line, _ = self.doc.position(where)
-        client_line, client_col = self.doc.position((*where, "client") if "client" in raw else where)
         return Case(
             name=name, file=self.file, line=line, client=body["client"], session=session,
             request=_request_params(body.get("request")), outcome=body["expect"]["outcome"],
             reasons=tuple(reasons) if reasons is not None else None,
-            at=case_at, row=tuple(row.items()) if row is not None else (),
+            at=at, row=tuple(row.items()) if row is not None else (),
             client_col=client_col, client_line=client_line, ip=ip,
+            client_end_col=client_end_col,
         )
 
+    def session(self, body: dict[str, Any], raw: dict[str, Any], row: dict[str, Any] | None,
+                where: Path_, index: int, *, at: int) -> Any:
+        """Return the session fixture of a case (a named one looked up), recording what is wrong with it."""
+        session = body.get("session")
+        path = self.field_path(raw, row, where, index, "session")
+        if self.is_broken(("cases", index, "session")):
+            return None
+        if isinstance(session, str):
+            if session not in self.sessions:
+                self.error(path, f"no session named {session!r} under sessions:",
+                           did_you_mean(session, self.sessions)
+                           or "named sessions: " + (", ".join(sorted(self.sessions)) or "none"))
+                return None
+            if self.is_broken(("sessions", session)):
+                return None  # the schema has said what is wrong with it
+            name, session = session, self.sessions[session]
+            path = ("sessions", name)
+        try:
+            session_from_fixture(session, at)
+        except (FixtureError, TypeError, AttributeError, OverflowError) as err:
+            inside = _fixture_path(str(err))
+            if row is not None and path == where:  # written in the case, parts of it from the row
+                written = _walk(raw.get("session"), inside)
+                whole = PLACEHOLDER_RE.fullmatch(written.strip()) if isinstance(written, str) else None
+                path = (*where, whole.group(1)) if whole and whole.group(1) in row \
+                    else ("cases", index, "session")
+            while inside and (*path, *inside) not in self.doc.positions:
+                inside = inside[:-1]
+            path = (*path, *inside)
+            self.error(path, f"session: {err}",
+                       TIME_HINT if "is not epoch seconds" in str(err) or "not a time" in str(err)
+                       else "see the session fields in docs/authoring.md")
+        return session
 
-def _tenant_dir(path: Path, doc: YamlDocument) -> tuple[Path | None, list[Diagnostic]]:
+
+def _tenant_dir(path: Path, doc: YamlDocument, broken: bool) -> tuple[Path | None, list[Diagnostic]]:
+    if broken:  # tenant: is not a directory name (the schema said so)
+        return None, []
     if doc.data.get("tenant"):
         tenant_dir = path.parent / doc.data["tenant"]
         if not (tenant_dir / "tenant.yaml").is_file():
@@ -311,29 +431,63 @@ def _tenant_dir(path: Path, doc: YamlDocument) -> tuple[Path | None, list[Diagno
     return tenant_dir, []
 
 
-def load_cases(path: Path) -> tuple[Path, list[Case]]:
-    """Return the tenant directory and the cases of a test file; raise CaseError with diagnostics."""
+@dataclass
+class LoadedFile:
+    """A test file as read: its tenant directory, its cases, the clients they name, and every error.
+
+    ``cases`` holds the cases without errors; a file with ``diagnostics`` is
+    not run. ``clients`` also lists the clients of cases with other errors, so
+    an unknown client is reported with them (:func:`client_diagnostics`).
+    """
+
+    path: Path
+    tenant_dir: Path | None = None
+    cases: list[Case] = field(default_factory=list)
+    clients: list[ClientUse] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+
+def read_test_file(path: Path) -> LoadedFile:
+    """Read a test file and check everything that needs no tenant, collecting every error at once."""
+    out = LoadedFile(path)
     text, errors = read_source(path)
     if text is None:
-        raise CaseError(errors)
+        out.diagnostics = errors
+        return out
     docs, errors = load_yaml_documents(text, display_path(path))
     if errors:
-        raise CaseError(errors)
+        out.diagnostics = errors
+        return out
     if len(docs) != 1:
-        raise CaseError([Diagnostic(display_path(path), 1, 1, "E_YAML",
-                                    "expected exactly one YAML document")])
+        out.diagnostics = [Diagnostic(display_path(path), 1, 1, "E_YAML",
+                                      "expected exactly one YAML document")]
+        return out
     doc = docs[0]
     doc.data = _plain(doc.data)
-    errors = list(schema_diagnostics(doc, "policytest"))
-    if errors:
-        raise CaseError(errors)
-    tenant_dir, errors = _tenant_dir(path, doc)
-    loader = _Loader(doc, str(path))
-    cases = loader.cases()
-    errors += loader.errors
-    if errors or tenant_dir is None:
-        raise CaseError(errors)
-    return tenant_dir, cases
+    broken: list[Path_] = []
+    if not is_valid(doc.data, "policytest"):
+        root = load_schema("policytest")
+        for raw in validator("policytest").iter_errors(doc.data):
+            broken.append(tuple(raw.absolute_path))
+            out.diagnostics += explain_schema_error(doc, raw, root)
+    if not isinstance(doc.data, dict):
+        return out
+    out.tenant_dir, errors = _tenant_dir(path, doc, ("tenant",) in broken or () in broken)
+    out.diagnostics += errors
+    loader = _Loader(doc, str(path), broken)
+    out.cases = loader.cases()
+    out.clients = loader.clients
+    out.diagnostics += loader.errors
+    return out
+
+
+def load_cases(path: Path) -> tuple[Path, list[Case]]:
+    """Return the tenant directory and the cases of a test file; raise CaseError with every diagnostic
+    (those that need no tenant: see :func:`client_diagnostics` for the clients)."""
+    loaded = read_test_file(path)
+    if loaded.diagnostics or loaded.tenant_dir is None:
+        raise CaseError(loaded.diagnostics)
+    return loaded.tenant_dir, loaded.cases
 
 
 def find_test_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
@@ -392,17 +546,20 @@ def _compare(result: CaseResult) -> CaseResult:
 def run_file(path: Path, tenants: dict[Path, Tenant] | None = None) -> list[CaseResult]:
     """Run every case of a test file (tenants are loaded once and cached in ``tenants``).
 
-    Raises CaseError for a malformed file and ConfigError for a tenant that does not load.
+    Raises CaseError for a malformed file (every error of it, unknown clients
+    included) and ConfigError for a tenant that does not load.
     """
     tenants = {} if tenants is None else tenants
-    tenant_dir, cases = load_cases(path)
-    key = tenant_dir.resolve()
+    loaded = read_test_file(path)
+    if loaded.tenant_dir is None:
+        raise CaseError(loaded.diagnostics)
+    key = loaded.tenant_dir.resolve()
     if key not in tenants:
-        tenants[key] = load_tenant(tenant_dir)
-    unknown = [unknown_client(case, tenants[key]) for case in cases if not tenants[key].governs(case.client)]
-    if unknown:
-        raise CaseError(unknown)
-    return [run_case(tenants[key], case) for case in cases]
+        tenants[key] = load_tenant(loaded.tenant_dir)
+    errors = sorted_diagnostics([*loaded.diagnostics, *client_diagnostics(loaded.clients, tenants[key])])
+    if errors:
+        raise CaseError(errors)
+    return [run_case(tenants[key], case) for case in loaded.cases]
 
 
 # --- coverage -----------------------------------------------------------------------
@@ -481,6 +638,8 @@ class Coverage:
         self.items: dict[tuple, CoverageItem] = {}
         self.hits: set[tuple] = set()
         self.files: dict[str, str] = {}  # policy -> file
+        self.targeted: set[str] = set()  # policies that decided a case
+        self.roots: list[Path] = []  # policies with a file below these count too
         self._tenants: set[int] = set()
         self._predicates: dict[int, list[tuple[tuple, Predicate, Condition | None]]] = {}
 
@@ -526,20 +685,43 @@ class Coverage:
             if condition_holds(when_block.condition, r, s, named):
                 self.hits.add((name, "when", "when", tuple(when_block.span)))
 
+    def target(self, policy: str) -> None:
+        """Count ``policy`` in the coverage: a case was decided by it."""
+        self.targeted.add(policy)
+
+    def counted(self, policy: str) -> bool:
+        """Return whether a policy is in the coverage: a case targets it or its file is under a root."""
+        if policy in self.targeted:
+            return True
+        if policy not in self.files:
+            return False
+        file = Path(self.files[policy]).resolve()
+        return any(file.is_relative_to(root) for root in self.roots)
+
     def report(self) -> list[tuple[str, list[tuple[CoverageItem, bool]]]]:
-        """Return, per policy (by name), its items in source order and whether each was covered."""
+        """Return, per counted policy (by name), its items in source order and whether each was covered."""
         by_policy: dict[str, list[tuple[CoverageItem, bool]]] = {}
         for key, item in self.items.items():
-            by_policy.setdefault(item.policy, []).append((item, key in self.hits))
+            if self.counted(item.policy):
+                by_policy.setdefault(item.policy, []).append((item, key in self.hits))
         return [(name, sorted(items, key=lambda pair: (tuple(pair[0].span), pair[0].kind)))
                 for name, items in sorted(by_policy.items())]
 
+    def others(self) -> list[str]:
+        """Return the policies of the tested tenants that are not counted (no case targets them)."""
+        return sorted(name for name in self.files if not self.counted(name))
+
     @property
-    def percent(self) -> float:
-        """Return the share of covered items (100 when there are none)."""
-        if not self.items:
-            return 100.0
-        return 100.0 * len(self.hits & set(self.items)) / len(self.items)
+    def totals(self) -> tuple[int, int]:
+        """Return (covered, total) items of the counted policies."""
+        report = self.report()
+        return sum(ok for _, items in report for _, ok in items), sum(len(items) for _, items in report)
+
+    @property
+    def percent(self) -> float | None:
+        """Return the share of covered items, or None when there are none (no case ran): not 100%."""
+        covered, total = self.totals
+        return 100.0 * covered / total if total else None
 
 
 @dataclass
@@ -561,42 +743,65 @@ class TestRun:
         return len(self.results) - self.passed
 
 
-def unknown_client(case: Case, tenant: Tenant) -> Diagnostic:
-    """Return the error for a case whose client the tenant does not register."""
+def _unknown_client(use: ClientUse, tenant: Tenant) -> Diagnostic:
     registry = display_path(tenant.directory / "clients.yaml")
-    return Diagnostic(display_path(Path(case.file)), case.client_line or case.line, case.client_col,
-                      "E_UNKNOWN_CLIENT", f"client {case.client!r} is not registered in {registry}",
-                      tenant.client_hint(case.client))
+    return Diagnostic(display_path(Path(use.file)), use.line, use.col, "E_UNKNOWN_CLIENT",
+                      f"client {use.client!r} is not registered in {registry}",
+                      tenant.client_hint(use.client),
+                      end_line=use.line if use.end_col else 0, end_col=use.end_col)
 
 
-def run_paths(files: Iterable[Path]) -> TestRun:
-    """Run every case of the test files, collecting load errors and coverage."""
+def unknown_client(case: Case, tenant: Tenant) -> Diagnostic:
+    """Return the error for a case whose client the tenant does not register (caret under the value)."""
+    return _unknown_client(ClientUse(case.client, case.file, case.client_line or case.line, case.client_col,
+                                     case.client_end_col), tenant)
+
+
+def client_diagnostics(uses: Iterable[ClientUse], tenant: Tenant) -> list[Diagnostic]:
+    """Return an error for each client named that the tenant does not govern: never run on some default
+    (SPEC §7)."""
+    return [_unknown_client(use, tenant) for use in uses if not tenant.governs(use.client)]
+
+
+def sorted_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Return diagnostics by file and position (the order the file is read in), duplicates dropped."""
+    return sorted(dict.fromkeys(diagnostics), key=lambda d: (d.file, d.line, d.col, d.code))
+
+
+def run_paths(files: Iterable[Path], roots: Iterable[Path] = ()) -> TestRun:
+    """Run every case of the test files, collecting every error and the coverage.
+
+    A file with errors is not run; all of its errors are reported, each
+    client its cases name checked against the tenant too. Coverage counts the
+    policies the cases run target and those whose file is under one of
+    ``roots`` (the directories given, as ``opa test`` counts the modules it loads).
+    """
     run = TestRun()
     tenants: dict[Path, Tenant] = {}
     broken: set[Path] = set()
+    run.coverage.roots = [Path(r).resolve() for r in roots]
     for path in files:
-        try:
-            tenant_dir, cases = load_cases(path)
-        except CaseError as err:
-            run.diagnostics += err.diagnostics
+        loaded = read_test_file(path)
+        errors = list(loaded.diagnostics)
+        tenant = None
+        if loaded.tenant_dir is not None:
+            key = loaded.tenant_dir.resolve()
+            if key not in tenants and key not in broken:
+                try:
+                    tenants[key] = load_tenant(loaded.tenant_dir)
+                except ConfigError as err:
+                    broken.add(key)
+                    run.diagnostics += err.diagnostics
+            tenant = tenants.get(key)
+        if tenant is not None:
+            errors += client_diagnostics(loaded.clients, tenant)
+        run.diagnostics += sorted_diagnostics(errors)
+        if errors or tenant is None:
             continue
-        key = tenant_dir.resolve()
-        if key in broken:
-            continue
-        if key not in tenants:
-            try:
-                tenants[key] = load_tenant(tenant_dir)
-            except ConfigError as err:
-                broken.add(key)
-                run.diagnostics += err.diagnostics
-                continue
-        tenant = tenants[key]
         run.coverage.add_tenant(tenant)
-        for case in cases:
-            if not tenant.governs(case.client):  # never evaluated against some default (SPEC §7)
-                run.diagnostics.append(unknown_client(case, tenant))
-                continue
+        for case in loaded.cases:
             result = run_case(tenant, case)
             run.results.append((result, tenant))
+            run.coverage.target(tenant.policy_for(case.client).name)
             run.coverage.record(tenant, result)
     return run

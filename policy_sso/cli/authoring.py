@@ -50,6 +50,27 @@ class _SourceLines:
 
 # --- test -------------------------------------------------------------------------------
 
+def _reason_lines(decision: Any, expected: tuple[str, ...] | None, sources: _SourceLines) -> list[str]:
+    """Return the decision's reasons, each with its policy line and what was required and observed;
+    against ``expected``, marked + (produced, not expected) and followed by - (expected, not produced)."""
+    width = max([len(c) for c in (*(expected or ()), *decision.codes)] or [0])
+    extra = Counter(decision.codes) - Counter(expected or ())
+    lines = []
+    for reason in decision.reasons:
+        mark = " "
+        if expected is not None and extra[reason.code]:
+            extra[reason.code] -= 1
+            mark = "+"
+        text = sources.line(reason.source)
+        where = f"{reason.source}  {text}" if text else reason.source
+        lines.append(f"    {mark} {reason.code:<{width}}  {where}")
+        lines.append(f"      {'':<{width}}  required {reason.required}; observed {reason.observed}")
+    if expected is not None:
+        missing = Counter(expected) - Counter(decision.codes)
+        lines += [f"    - {code}" for code in sorted(missing.elements())]
+    return lines
+
+
 def _failure_text(result: Any, tenant: Any, sources: _SourceLines) -> str:
     case, decision = result.case, result.decision
     lines = [f"FAIL {case.file}:{case.line}: {case.name}"]
@@ -62,27 +83,25 @@ def _failure_text(result: Any, tenant: Any, sources: _SourceLines) -> str:
     else:
         lines.append(f"  outcome  {decision.outcome} (as expected)")
     if case.reasons is not None:
-        missing = Counter(case.reasons) - Counter(decision.codes)
         lines.append("  reasons  (- expected, not produced; + produced, not expected)")
-        width = max([len(c) for c in (*case.reasons, *decision.codes)] or [0])
-        extra = Counter(decision.codes) - Counter(case.reasons)
-        for reason in decision.reasons:
-            mark = " "
-            if extra[reason.code]:
-                extra[reason.code] -= 1
-                mark = "+"
-            text = sources.line(reason.source)
-            where = f"{reason.source}  {text}" if text else reason.source
-            lines.append(f"    {mark} {reason.code:<{width}}  {where}")
-            lines.append(f"      {'':<{width}}  required {reason.required}; observed {reason.observed}")
-        lines += [f"    - {code}" for code in sorted(missing.elements())]
+    elif decision.reasons:  # the case checks the outcome only: still show why the decision is what it is
+        lines.append("  reasons  (actual; the case has no expect.reasons)")
+    else:
+        lines.append("  reasons  none (the case has no expect.reasons)")
+    lines += _reason_lines(decision, case.reasons, sources)
+    if decision.remedy is not None:
+        lines.append(f"  remedy   {decision.remedy.message}")
     return "\n".join(lines)
 
 
-def _coverage_text(coverage: Any, sources: _SourceLines) -> list[str]:
+def _coverage_text(run: Any, sources: _SourceLines) -> list[str]:
+    coverage = run.coverage
+    if not run.results:
+        return ["coverage: n/a (no case ran)"]
     report = coverage.report()
-    total = sum(len(items) for _, items in report)
-    covered = sum(ok for _, items in report for _, ok in items)
+    covered, total = coverage.totals
+    if not total:
+        return ["coverage: n/a (the policies tested have no requirement checks or when blocks)"]
     lines = [f"coverage: {covered}/{total} requirement checks and when blocks ({coverage.percent:.1f}%)"]
     width = max([len(name) for name, _ in report] or [0])
     for name, items in report:
@@ -95,6 +114,11 @@ def _coverage_text(coverage: Any, sources: _SourceLines) -> list[str]:
                         else f"{item.label} never failed")
                 text = sources.line(item.source)
                 lines.append(f"      not covered: {item.source}  {text}  ({what})")
+    others = coverage.others()
+    if others:
+        names = ", ".join(others[:8]) + (f", … ({len(others) - 8} more)" if len(others) > 8 else "")
+        lines.append(f"  not counted: {names} (no case run targets {'it' if len(others) == 1 else 'them'}; "
+                     "give the tenant directory to count every policy)")
     return lines
 
 
@@ -125,8 +149,11 @@ def _coverage_json(coverage: Any) -> dict[str, Any]:
             "items": [{"kind": i.kind, "source": i.source, "reason": i.label if i.kind == "check" else None,
                        "covered": ok} for i, ok in items],
         })
-    return {"percent": round(coverage.percent, 2), "covered": sum(p["covered"] for p in policies),
-            "total": sum(p["total"] for p in policies), "policies": policies}
+    percent = coverage.percent
+    return {"percent": None if percent is None else round(percent, 2),
+            "covered": sum(p["covered"] for p in policies),
+            "total": sum(p["total"] for p in policies), "policies": policies,
+            "not_counted": coverage.others()}
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -140,8 +167,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         return _usage("test", f"no such file or directory: {', '.join(missing)}")
     if not files:
         return _usage("test", "no test files (*.test.yaml) found in " + ", ".join(args.paths))
-    run = run_paths(files)
-    below = args.min_coverage is not None and run.coverage.percent + 1e-9 < args.min_coverage
+    run = run_paths(files, roots=[Path(p) for p in args.paths if Path(p).is_dir()])
+    percent = run.coverage.percent
+    below = args.min_coverage is not None and (percent is None or percent + 1e-9 < args.min_coverage)
     if args.format == "json":
         out = {"summary": {"passed": run.passed, "failed": run.failed, "files": len(files)},
                "results": [_result_json(r, t) for r, t in run.results],
@@ -158,11 +186,14 @@ def cmd_test(args: argparse.Namespace) -> int:
                     print(f"ok   {result.case.file}:{result.case.line}: {result.case.name}")
         if blocks:
             print("\n\n".join(blocks) + "\n")
+        errors = len(run.diagnostics)
         print(f"{run.passed} passed, {run.failed} failed"
-              + (f", {len(run.diagnostics)} errors in test files or tenants" if run.diagnostics else ""))
-        print("\n".join(_coverage_text(run.coverage, sources)))
-        if below:
-            print(f"coverage {run.coverage.percent:.1f}% is below --min-coverage {args.min_coverage:g}%")
+              + (f", {errors} error{'s' * (errors != 1)} in test files or tenants" if errors else ""))
+        print("\n".join(_coverage_text(run, sources)))
+        if below and percent is None:
+            print(f"coverage n/a does not meet --min-coverage {args.min_coverage:g}%")
+        elif below:
+            print(f"coverage {percent:.1f}% is below --min-coverage {args.min_coverage:g}%")
     return EXIT_FINDINGS if run.failed or run.diagnostics or below else EXIT_OK
 
 

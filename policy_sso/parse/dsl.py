@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
+from copy import copy
 from dataclasses import dataclass, field
 from importlib.resources import files
 
@@ -54,12 +55,25 @@ from policy_sso.parse.lexer import KEYWORDS, TOKEN_RE, FastLexer, explain_durati
 # The semantic rules and the compiler walk conditions recursively; no policy needs more.
 MAX_CONDITION_DEPTH = 32
 
-# Terminal names shown to a human in "expected ..." lists.
+# Terminals that are no keyword, as a human calls them in "expected ..." lists and hints.
 _FRIENDLY = {
     "STRING": "a quoted string", "DURATION": "a duration like 15m", "NAME": "a name",
     "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('", "RPAR": "')'", "COMMA": "','",
     "$END": "end of file",
 }
+_WORD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+# A trust block's max_lifetime that is written but not a valid duration (reported where it is
+# written): not 0, which would also report the block as having no max_lifetime.
+INVALID_LIFETIME = -1
+
+
+def _lifetime(fields: dict) -> int:
+    """Return a trust block's max_lifetime: 0 when not written, INVALID_LIFETIME when invalid."""
+    if "max_lifetime" not in fields:
+        return 0
+    return fields["max_lifetime"] or INVALID_LIFETIME
 
 
 def _unquote(token: Token) -> str:
@@ -102,11 +116,12 @@ class _Context:
         end = col + (last.column - first.column + len(last) if last.line == line else len(first))
         return Span(self.file, line + self.line_offset, col, end)
 
-    def lex_error(self, line: int, column: int, width: int, message: str, hint: str) -> None:
-        """Record a mistake the lexer recovered from (E_SYNTAX), at a (line, column) of the block."""
+    def lex_error(self, line: int, column: int, width: int, message: str, hint: str, *,
+                  code: str = "E_SYNTAX") -> None:
+        """Record a mistake the lexer recovered from, at a (line, column) of the block."""
         line, col = self.position(line, column)
         self.recovered_lines.append(line)
-        self.diagnostics.append(Diagnostic(self.file, line, col, "E_SYNTAX", message, hint,
+        self.diagnostics.append(Diagnostic(self.file, line, col, code, message, hint,
                                            end_line=line, end_col=col + width))
 
     def twice(self, again: Span, first: Span, what: str, where: str) -> None:
@@ -131,6 +146,8 @@ class _Builder(Transformer):
 
     # --- values -------------------------------------------------------------
     def _duration(self, token: Token) -> int | None:
+        if "." in token:  # "1.5h": the lexer has reported it
+            return None
         try:
             seconds = parse_duration(str(token))
         except ValueError:
@@ -261,7 +278,7 @@ class _Builder(Transformer):
         amr, amr_spans = fields.get("amr", ((), ()))  # the methods, and where each is written
         issuer = TrustedIssuer(
             issuer=fields.get("issuer", ""), key=fields.get("key"), alg=fields.get("alg", ""),
-            max_lifetime=fields.get("max_lifetime") or 0, amr=amr, span=span,
+            max_lifetime=_lifetime(fields), amr=amr, span=span,
             issuer_span=spans.get("issuer", span), alg_span=spans.get("alg", span),
             amr_span=spans.get("amr", span), amr_spans=amr_spans,
         )
@@ -361,6 +378,27 @@ _parser = Lark(
 )
 _lock = threading.Lock()  # the callbacks and the lexer share one per-parse context
 
+
+def _keyword_words(pattern: object) -> tuple[str, ...]:
+    """Return the words a keyword terminal matches ("any_of", "all_of"), or () for another terminal."""
+    value = getattr(pattern, "value", "")
+    if getattr(pattern, "type", "") == "str":
+        return (value,) if _WORD_RE.fullmatch(value) else ()
+    alternatives = re.fullmatch(r"\(\?:([a-z_|]+)\)", value)
+    return tuple(sorted(alternatives[1].split("|"))) if alternatives else ()
+
+
+# Each keyword terminal's words: AMR_MODE is any_of or all_of, never "amr_mode" to a user.
+_WORDS = {t.name: words for t in _parser.terminals if (words := _keyword_words(t.pattern))}
+
+
+def _shown(terminal: str) -> str:
+    """Return how a terminal is shown to a user: its keywords, or what it stands for."""
+    if terminal in _WORDS:
+        return " or ".join(f"'{w}'" for w in _WORDS[terminal])
+    return _FRIENDLY.get(terminal, "something else")
+
+
 # Keywords that start a statement of a policy block, and what opens a block.
 _STATEMENT_STARTS = frozenset({"CLIENTS", "SESSION", "REQUIRE", "ON_UNMET", "TRUST", "WHEN", "POLICY"})
 _BLOCK_KEYWORDS = {"POLICY": "policy", "SESSION": "session", "TRUST": "trust", "WHEN": "when"}
@@ -429,7 +467,11 @@ def _token_width(token: object) -> int:
 
 
 def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
-    """Return the one diagnostic a syntax error deserves, in the user's words."""
+    """Return the one diagnostic a syntax error deserves, in the user's words.
+
+    No grammar rule or terminal name reaches the user: what may come is said
+    with :func:`_shown` (the keywords themselves, "a quoted string", …).
+    """
     line, col = ctx.position(max(getattr(err, "line", 1) or 1, 1), max(getattr(err, "column", 1) or 1, 1))
     token = getattr(err, "token", None)
     width = _token_width(token)
@@ -438,10 +480,10 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
         message = f"unexpected character {char!r}"
         hint = _CHARACTER_HINTS.get(char, "strings are double-quoted; '#' starts a comment")
     elif isinstance(err, UnexpectedToken | UnexpectedEOF):
-        expected = set(err.expected or ())
+        expected = _accepted(err)
         at_end = token is None or token.type == "$END"
         found = "end of file" if at_end else repr(str(token))
-        names = sorted(_FRIENDLY.get(t, repr(t.lower())) for t in expected)
+        names = sorted({_shown(t) for t in expected})
         message = f"unexpected {found}"
         hint = "expected " + ", ".join(names[:8]) + (" …" if len(names) > 8 else "")
         missing = _missing_piece(ctx, chunk, token, expected, at_end)
@@ -454,16 +496,111 @@ def _syntax_diagnostic(ctx: _Context, err: LarkError, chunk: str) -> Diagnostic:
                     return unclosed
             elif (inside := unclosed_block(chunk, token.start_pos)) is not None:
                 message = f"'{token}' cannot be used inside a '{inside[1]}' block"
-        if not at_end and token.type == "NAME" and "STRING" in expected:
-            message = f"expected a quoted string, found {str(token)!r}"
-            hint = f'strings are double-quoted: write "{token}"'
-        elif not at_end and token.type in ("NAME", "DURATION"):
-            near = near_names(str(token), [t.lower() for t in expected if t.lower() in KEYWORDS])
-            if near:
-                hint = "did you mean " + " or ".join(f"'{n}'" for n in near) + "?"
+        if not at_end:
+            assert token is not None
+            specific = _misplaced_token(ctx, chunk, token, expected)
+            if specific is not None:
+                return specific
+            if token.type not in expected and _WORD_RE.fullmatch(token):
+                near = near_names(str(token), [w for t in expected for w in _WORDS.get(t, ())])
+                if near:
+                    hint = "did you mean " + " or ".join(f"'{n}'" for n in near) + "?"
     else:  # pragma: no cover - lark raises only the above for LALR input
         message, hint = "syntax error", ""
     return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint, end_line=line, end_col=col + width)
+
+
+def _accepted(err: UnexpectedToken | UnexpectedEOF) -> set[str]:
+    """Return the terminals that could really come where the error is.
+
+    An LALR state shared by several rules (``"a", "b"`` of clients, consent,
+    amr …) lists what follows any of them; feeding each candidate to a copy of
+    the parser, without callbacks, keeps only those this input accepts.
+    """
+    expected = set(err.expected or ())
+    parser = getattr(err, "interactive_parser", None)
+    if parser is None or len(expected) < 2:
+        return expected
+    conf = copy(parser.parser_state.parse_conf)
+    conf.callbacks = {}  # the model builders record diagnostics: never call them here
+    accepted = set()
+    for terminal in expected:
+        if terminal == "$END":
+            accepted.add(terminal)
+            continue
+        cursor = parser.copy(deepcopy_values=False)
+        cursor.parser_state.parse_conf = conf
+        try:
+            cursor.feed_token(Token(terminal, ""))
+        except (UnexpectedToken, AssertionError):
+            continue
+        accepted.add(terminal)
+    return accepted or expected
+
+
+def _line_rest(chunk: str, start: int) -> str:
+    """Return the text from ``start`` to the end of its line, less a comment and trailing blanks."""
+    m = _CODE_RE.match(chunk, start)
+    return m.group().rstrip() if m else ""
+
+
+_CODE_RE = re.compile(r'(?:"(?:[^"\\\n]|\\.)*"?|[^#"\n])*')
+_BARE_VALUE_RE = re.compile(r'[^\s{}(),#"]+')
+# Statements that live in a block of their own, and how to write that block.
+_HOMES = {"INACTIVITY": "session { … }", "MAX_AUTH_AGE": "session { … }",
+          "ISSUER": "trust login_hint_token { … }", "KEY": "trust login_hint_token { … }",
+          "ALG": "trust login_hint_token { … }", "MAX_LIFETIME": "trust login_hint_token { … }"}
+
+
+def _misplaced_token(ctx: _Context, chunk: str, token: Token, expected: set[str]) -> Diagnostic | None:
+    """Return the error for a token that says what was meant, or None.
+
+    A word glued to the string before it (mismatched quotes), ``amr`` without
+    any_of/all_of, ``key`` without env/file, a statement outside its block,
+    and a value left unquoted.
+    """
+    line, col = ctx.position(token.line or 1, token.column or 1)
+
+    def at(message: str, hint: str, width: int = len(token)) -> Diagnostic:
+        return Diagnostic(ctx.file, line, col, "E_SYNTAX", message, hint, end_line=line, end_col=col + width)
+
+    word = bool(re.match(r"[A-Za-z0-9_]", token))
+    previous = _previous_token(chunk, token.start_pos)
+    glued = previous is not None and previous[0] + len(previous[1]) == token.start_pos
+    if word and glued and previous[1].startswith('"'):  # type: ignore[index]
+        offset, string = previous
+        s_line, s_col = ctx.offset_position(chunk, offset)
+        head = string[1:-1].rstrip(" ,")
+        fix = f'"{head}", "{token}"' if head else f'"{token}"'
+        return Diagnostic(ctx.file, s_line, s_col, "E_SYNTAX",
+                          f"mismatched quotes: the string {string} ends where {token} should start",
+                          f"a '\"' is probably missing: close each string, e.g. {fix}",
+                          end_line=s_line, end_col=s_col + len(string))
+    if expected == {"AMR_MODE"}:
+        methods = _line_rest(chunk, token.start_pos) if token.type == "STRING" else '"pwd", "otp"'
+        return at("'amr' needs any_of or all_of before its methods",
+                  f"write require amr any_of {methods} (any one of them) "
+                  f"or require amr all_of {methods} (every one of them)")
+    if expected == {"KEY_SOURCE"}:
+        return at("'key' needs env or file before its name",
+                  'write key env "VARIABLE" (an environment variable) or key file "path" (a file)')
+    if token.type in _HOMES and token.type not in expected:
+        home = _HOMES[token.type]
+        statement = _line_rest(chunk, token.start_pos)
+        block = home.replace("…", statement)
+        return at(f"'{token}' belongs inside a {home.split(' {')[0]} block",
+                  f"write {block}" if home.startswith("session") else f"move it into {home}",
+                  len(statement) if statement else len(token))
+    if "STRING" in expected and word and token.type not in expected and token.type != "DURATION":
+        value = _BARE_VALUE_RE.match(chunk, token.start_pos)
+        bare = value.group() if value else str(token)
+        quoted = '"' + bare.replace("\\", "\\\\") + '"'
+        if previous and previous[1] == "policy":
+            return at("the policy name must be quoted", f"write policy {quoted} {{", len(bare))
+        hint = (f"quote the whole value: {quoted}" if bare != token
+                else f"strings are double-quoted: write {quoted}")
+        return at(f"expected a quoted string, found {bare!r}", hint, len(bare))
+    return None
 
 
 def _previous_token(chunk: str, upto: int) -> tuple[int, str] | None:
@@ -549,7 +686,9 @@ def _stray_brace(ctx: _Context, chunk: str, token: Token) -> Diagnostic:
 _EXAMPLES = {"within": "within 5m", "inactivity": "inactivity 15m", "max_auth_age": "max_auth_age 8h",
              "max_lifetime": "max_lifetime 2m", "clients": 'clients "web"', "acr": 'acr "loa2"',
              "consent": 'consent "openid"', "alg": "alg HS256", "issuer": 'issuer "https://idp.example.com"',
-             "for": "for 30d", "on_unmet": "on_unmet interaction_required", "policy": 'policy "web" {'}
+             "for": "for 30d", "on_unmet": "on_unmet interaction_required", "policy": 'policy "web" {',
+             "any_of": 'any_of "pwd", "otp"', "all_of": 'all_of "pwd", "otp"', "has": 'has "openid"',
+             "is": 'is "login"', "amr": 'amr "wia"', "env": 'env "VARIABLE"', "file": 'file "path"'}
 
 
 def _unclosed(ctx: _Context, chunk: str, upto: int, token: Token | None, at_end: bool) -> Diagnostic | None:
@@ -623,7 +762,7 @@ def _parse_chunk(ctx: _Context, chunk: str) -> tuple[list[Policy], list[Diagnost
         FastLexer.report = _no_report
 
 
-def _no_report(line: int, column: int, width: int, message: str, hint: str) -> None:
+def _no_report(line: int, column: int, width: int, message: str, hint: str, *, code: str = "") -> None:
     """Drop a lexer recovery (outside a parse)."""
 
 

@@ -52,16 +52,39 @@ UNIT_WORDS = {
 KEYWORDS: dict[str, str] = {"any_of": "AMR_MODE", "all_of": "AMR_MODE",
                             "env": "KEY_SOURCE", "file": "KEY_SOURCE"}
 # A NAME is expected only after these (and after a ',' in a network list: names of tenant.yaml
-# networks); anywhere else a word that is no keyword is a mistake.
+# networks); anywhere else a word that is no keyword is a mistake (a misspelt keyword, below).
 _NAME_AFTER = frozenset({"ON_UNMET", "ALG", "IN"})
-_NETWORK_LIST = frozenset({"IN", "STRING", "NAME", "COMMA"})  # what keeps a network list going
 # Keywords whose text is the value the model keeps: a misspelling is read as the keyword itself.
 _VALUE_KEYWORDS = frozenset({"AMR_MODE", "KEY_SOURCE"})
+# After these only a value comes (a quoted string, or a network name after ','), never a keyword:
+# a bare word there is an unquoted value (``policy hr {``), not a misspelt keyword.
+_VALUE_AFTER = frozenset({"POLICY", "CLIENTS", "ACR", "CONSENT", "ISSUER", "HAS", "IS", "AMR_MODE",
+                          "KEY_SOURCE", "COMMA"})
 
 _TOKEN_SLOTS = ("type", "start_pos", "value", "line", "column", "end_line", "end_column", "end_pos")
 
-# report(line, column, width, message, hint): one recovered mistake, at a (line, column) of the text
-Report = Callable[[int, int, int, str, str], None]
+# report(line, column, width, message, hint, code=...): one recovered mistake, at a (line, column)
+# of the text; the code is E_SYNTAX unless given
+Report = Callable[..., None]
+
+
+# The rest of "1.5h" after its "1": a decimal point, digits, and a unit written right after them.
+_FRACTION_RE = re.compile(r"\.[0-9]+[A-Za-z]*")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def explain_fraction(text: str) -> tuple[str, str]:
+    """Return the message and hint for a duration with a decimal point (``1.5h``): the same time
+    in whole units where there is one (``90m``)."""
+    number, unit = re.fullmatch(r"([0-9]+\.[0-9]+)([A-Za-z]*)", text).groups()  # type: ignore[union-attr]
+    message = f"{text!r} is not a duration: a duration is a whole number with its unit s, m, h or d"
+    letter = UNIT_WORDS.get(unit.lower())
+    seconds = float(number) * _UNIT_SECONDS[letter] if letter else 0.0
+    if seconds >= 1 and seconds.is_integer():
+        whole = int(seconds)
+        unit_of = next(u for u in "dhms" if whole % _UNIT_SECONDS[u] == 0)
+        return message, f"write {whole // _UNIT_SECONDS[unit_of]}{unit_of}"
+    return message, "write a whole number followed by s, m, h or d, e.g. 90m for an hour and a half"
 
 
 _NUMBER_AND_WORD_RE = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*")
@@ -93,7 +116,7 @@ def _direct_token(kind: str, value: str, start: int, line: int, column: int) -> 
 make_token = _direct_token if getattr(Token, "__slots__", None) == _TOKEN_SLOTS else Token
 
 
-def _ignore(line: int, column: int, width: int, message: str, hint: str) -> None:
+def _ignore(line: int, column: int, width: int, message: str, hint: str, *, code: str = "E_SYNTAX") -> None:
     """Drop a recovery report (no parse is listening)."""
 
 
@@ -119,7 +142,6 @@ class FastLexer(Lexer):
         report = FastLexer.report
         pos, line, line_start, end = 0, 1, 0, len(text)
         previous = ""
-        networks = False  # inside ``network in a, "b", …``: a word after ',' names a network
         while pos < end:
             m = match(text, pos)
             if m is None:  # only whitespace and comments left, or a character no token starts with
@@ -146,11 +168,17 @@ class FastLexer(Lexer):
             pos = m.end()
             if kind == "WORD":
                 kind = keywords.get(value, "NAME")
-                if kind == "NAME" and previous not in _NAME_AFTER and not (networks and previous == "COMMA"):
+                if kind == "NAME" and previous not in _NAME_AFTER and previous not in _VALUE_AFTER:
                     kind, value = _misspelt_keyword(value, line, start - line_start + 1, report)
             elif kind == "DURATION" and value[-1].isdigit():
                 unit = _SPACED_UNIT_RE.match(text, pos)
-                if unit and unit.group(1).lower() in UNIT_WORDS:
+                fraction = _FRACTION_RE.match(text, pos)
+                if fraction:  # "1.5h": read as one (invalid) duration, reported here once
+                    value += fraction.group()
+                    report(line, start - line_start + 1, len(value), *explain_fraction(value),
+                           code="E_DURATION")
+                    pos = fraction.end()
+                elif unit and unit.group(1).lower() in UNIT_WORDS:
                     written = text[start:unit.end()]
                     value += UNIT_WORDS[unit.group(1).lower()]
                     report(line, start - line_start + 1, len(written),
@@ -158,7 +186,6 @@ class FastLexer(Lexer):
                            f"write {value}")
                     pos = unit.end()
             previous = kind
-            networks = kind in _NETWORK_LIST and (networks or kind == "IN")
             yield make(kind, value, start, line, start - line_start + 1)
 
 

@@ -3,10 +3,13 @@ then build the same :class:`~policy_sso.model.Policy` the DSL builds."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterator
 from typing import Any
 
 from policy_sso.diagnostics import Diagnostic
 from policy_sso.model import (
+    DURATION_RE,
     NETWORK_SEPARATOR,
     AcrRequirement,
     AmrRequirement,
@@ -27,7 +30,14 @@ from policy_sso.model import (
     canonical_requirements,
     parse_duration,
 )
-from policy_sso.parse.yaml_source import Path_, YamlDocument, load_yaml_documents, schema_diagnostics
+from policy_sso.parse.dsl import INVALID_LIFETIME
+from policy_sso.parse.yaml_source import (
+    Path_,
+    YamlDocument,
+    is_valid,
+    load_yaml_documents,
+    schema_diagnostics,
+)
 
 _TEST_KEYS = {"scope_has": "scope", "acr_values_has": "acr_values", "prompt_is": "prompt",
               "client_is": "client", "session_amr_has": "session_amr"}
@@ -58,7 +68,7 @@ class _Builder:
                                                self.item_spans((*at, mode), len(group[mode]))))
         mfa = data.get("mfa")
         if mfa:
-            within = parse_duration(mfa["within"]) if isinstance(mfa, dict) else None
+            within = _duration(mfa["within"]) if isinstance(mfa, dict) else None
             reqs.append(MfaRequirement(within, self.span((*path, "mfa"))))
         if "acr" in data:
             reqs.append(AcrRequirement(data["acr"], self.span((*path, "acr")),
@@ -69,7 +79,7 @@ class _Builder:
             if isinstance(consent, dict):  # {scopes: [...], for: D}
                 consent, at = consent["scopes"], (*at, "scopes")
                 if "for" in data["consent"]:
-                    lifetime = parse_duration(data["consent"]["for"])
+                    lifetime = _duration(data["consent"]["for"])
                     lifetime_span = self.span((*path, "consent", "for"))
             reqs.append(ConsentRequirement(tuple(consent), self.span((*path, "consent")),
                                            self.item_spans(at, len(consent)), lifetime, lifetime_span))
@@ -99,10 +109,12 @@ class _Builder:
         if data.get("key"):
             (source, name), = data["key"].items()
             key = KeyRef(source, name, self.span((*path, "key")))
-        lifetime = data.get("max_lifetime")
+        lifetime = 0  # not written; written but no valid duration: INVALID_LIFETIME (reported)
+        if "max_lifetime" in data:
+            lifetime = _duration(data["max_lifetime"]) or INVALID_LIFETIME
         return TrustedIssuer(
             issuer=data.get("issuer", ""), key=key, alg=data.get("alg", ""),
-            max_lifetime=parse_duration(lifetime) if lifetime else 0,
+            max_lifetime=lifetime,
             amr=tuple(data.get("amr", ())), span=self.span(path),
             issuer_span=self.span((*path, "issuer")), alg_span=self.span((*path, "alg")),
             amr_span=self.span((*path, "amr")),
@@ -123,8 +135,7 @@ class _Builder:
         return Policy(
             name=data["policy"], clients=tuple(data.get("clients", ())),
             session=SessionRules(
-                parse_duration(session["inactivity"]) if "inactivity" in session else None,
-                parse_duration(session["max_auth_age"]) if "max_auth_age" in session else None,
+                _duration(session.get("inactivity")), _duration(session.get("max_auth_age")),
                 self.span(("session", "inactivity")), self.span(("session", "max_auth_age")),
             ),
             requirements=canonical_requirements(self.requirements(data.get("require", {}), ("require",))),
@@ -135,40 +146,78 @@ class _Builder:
         )
 
 
-def _duration_paths(data: dict[str, Any]) -> list[Path_]:
-    """Return the paths of a schema-valid document's durations."""
-    paths: list[Path_] = [("session", key) for key in data.get("session", {})]
-    requirements = [(("require",), data.get("require", {}))]
-    requirements += [(("when", i, "require"), w["require"]) for i, w in enumerate(data.get("when", []))]
-    paths += [(*at, "mfa", "within") for at, reqs in requirements if isinstance(reqs.get("mfa"), dict)]
-    paths += [(*at, "consent", "for") for at, reqs in requirements
-              if isinstance(reqs.get("consent"), dict) and "for" in reqs["consent"]]
-    paths += [("trust", "login_hint_token", i, "max_lifetime")
-              for i, t in enumerate(data.get("trust", {}).get("login_hint_token", [])) if "max_lifetime" in t]
-    return paths
+def _durations(data: Any) -> Iterator[tuple[Path_, Any]]:
+    """Yield the path and value of each duration of a document, schema-valid or not."""
+    if not isinstance(data, dict):
+        return
+    session = data.get("session")
+    if isinstance(session, dict):
+        for key in ("inactivity", "max_auth_age"):
+            if key in session:
+                yield ("session", key), session[key]
+    requirements: list[tuple[Path_, Any]] = [(("require",), data.get("require"))]
+    whens = data.get("when")
+    if isinstance(whens, list):
+        requirements += [(("when", i, "require"), w.get("require")) for i, w in enumerate(whens)
+                         if isinstance(w, dict)]
+    for at, reqs in requirements:
+        if not isinstance(reqs, dict):
+            continue
+        for key, field in (("mfa", "within"), ("consent", "for")):
+            if isinstance(reqs.get(key), dict) and field in reqs[key]:
+                yield (*at, key, field), reqs[key][field]
+    trust = data.get("trust")
+    issuers = trust.get("login_hint_token") if isinstance(trust, dict) else None
+    for i, issuer in enumerate(issuers if isinstance(issuers, list) else ()):
+        if isinstance(issuer, dict) and "max_lifetime" in issuer:
+            yield ("trust", "login_hint_token", i, "max_lifetime"), issuer["max_lifetime"]
+
+
+def _duration(value: Any) -> int | None:
+    """Return a duration's seconds; None when it is zero or no duration (reported where it is)."""
+    if not isinstance(value, str) or not DURATION_RE.match(value):
+        return None
+    return parse_duration(value) or None
 
 
 def _zero_durations(doc: YamlDocument) -> list[Diagnostic]:
     """Return an error for each zero duration: the schema's pattern admits ``0m``, the DSL does not."""
-    out = []
-    for path in _duration_paths(doc.data):
-        value = doc.data
-        for key in path:
-            value = value[key]
-        if parse_duration(value) == 0:
-            out.append(doc.diagnostic(path, "E_DURATION", "a duration must be greater than zero"))
-    return out
+    return [doc.diagnostic(path, "E_DURATION", "a duration must be greater than zero")
+            for path, value in _durations(doc.data)
+            if isinstance(value, str) and DURATION_RE.match(value) and parse_duration(value) == 0]
+
+
+def _only_durations_wrong(data: Any) -> bool:
+    """Return whether a schema-invalid document would be valid with its durations fixed.
+
+    Then the policy is built with those durations left out (as the DSL does),
+    so the checks against the tenant still run: every error is reported at once.
+    """
+    bad = [path for path, value in _durations(data) if _duration(value) is None]
+    if not bad:
+        return False
+    fixed = copy.deepcopy(data)
+    for path in bad:
+        node = fixed
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = "1s"
+    return is_valid(fixed, "policy")
 
 
 def parse_yaml_policies(text: str, file: str = "<string>") -> tuple[list[Policy], list[Diagnostic]]:
-    """Return the policies in a YAML source (one per document) and every diagnostic."""
+    """Return the policies in a YAML source (one per document) and every diagnostic.
+
+    A document whose only mistakes are durations (zero, ``2w``, ``15``) is
+    still built, without them, so that its other errors are reported too.
+    """
     docs, diagnostics = load_yaml_documents(text, file)
     policies: list[Policy] = []
     for doc in docs:
         errors = list(schema_diagnostics(doc, "policy"))
-        if not errors:
-            errors = _zero_durations(doc)
+        buildable = not errors or _only_durations_wrong(doc.data)
         diagnostics.extend(errors)
-        if not errors:
+        diagnostics.extend(_zero_durations(doc))
+        if buildable:
             policies.append(_Builder(doc).policy())
     return policies, diagnostics

@@ -325,3 +325,18 @@ def test_the_documented_example_is_a_real_run(tmp_path: Path, capsys) -> None:
     assert status == 1
     assert json.loads(out) == shown
     assert out.startswith('{\n  "client_id": "payments-web",\n  "at": 1767268800,')
+
+
+def test_the_readme_example_prints_what_the_readme_shows(tmp_path: Path, monkeypatch, capsys) -> None:
+    # the first example a new user runs: its session file, its command and its output, as printed there
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```console\n\$ cat s\.json[^\n]*\n(.*?)\n\$ (policy-sso explain [^\n]*)\n(.*?)```",
+                      readme, re.DOTALL)
+    assert block is not None, "README.md lost its explain example"
+    fixture, command, shown = block.groups()
+    (tmp_path / "s.json").write_text(fixture)
+    monkeypatch.chdir(tmp_path)
+    args = [*shlex.split(command)[1:], "--config", str(ROOT / "policies")]
+    assert main(args) == 1  # a refused decision
+    printed = capsys.readouterr().out.replace(str(ROOT) + "/", "")
+    assert printed == shown

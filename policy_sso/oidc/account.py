@@ -45,8 +45,14 @@ class Overview:
 
 
 def recent_enough(p: Provider, session: Session, now: int) -> bool:
-    """Return whether the session authenticated recently enough for a sensitive action."""
-    return now - session.auth_time <= p.tenant.settings.enrolment.within
+    """Return whether the session authenticated recently enough for a sensitive action.
+
+    Signed in within ``enrolment.within`` and, when the user has second
+    factors, one of them used that recently too (changing the password or
+    removing a factor with a stolen password alone is what MFA is there to stop).
+    """
+    return (now - session.auth_time <= p.tenant.settings.enrolment.within
+            and enrolment.proven_for_factor_change(p, session, now))
 
 
 def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
@@ -96,20 +102,27 @@ def withdraw_consent(p: Provider, session: Session, client_id: str, now: int) ->
     return True
 
 
-def change_password(p: Provider, session: Session, current: str, new: str,
-                    now: int, *, device: Device | None = None) -> tuple[str | None, Message]:
+def change_password(p: Provider, session: Session, current: str, new: str, now: int, *,
+                    address: str = "-", device: Device | None = None) -> tuple[str | None, Message]:
     """Change the user's password; return (the re-authenticated session id or None, a message).
 
-    The current password is checked through the guessing throttle's hashing
-    pool; the other sessions end and every grant of an earlier authentication
-    is revoked (RFC 9700 §4.14.2), as the admin reset does.
+    The current password is checked as a sign-in's is: the guessing throttle
+    for this account at this client ``address`` first (RateLimited), a wrong
+    one counted against it, the hash in its pool. Then the other sessions end
+    and every grant of an earlier authentication is revoked (RFC 9700 §4.14.2),
+    as the admin reset does.
     """
     user = p.user(session.subject)
     if user is None:
         return None, Message("message.account_unknown")
     if len(new) < MIN_PASSWORD:
         return None, Message("message.password_too_short", minimum=MIN_PASSWORD)
-    if not p.limiter.guessing.hashing.verify(enrolment.password_hash_of(p, user), current):
+    guessing = p.limiter.guessing
+    guessing.admit("pwd", user.sub, address, now)
+    if not guessing.hashing.verify(enrolment.password_hash_of(p, user), current):
+        guessing.failed("pwd", user.sub, address, now)
+        p.audit.record("sign_in.failure", now, outcome="failure", subject=user.sub, factor="pwd",
+                       failure="wrong_password", session_id=session.id)  # the account page's check
         return None, Message("message.password_wrong")
     revoke_grants_of(p, session.subject, now)  # first: a store fault stops here with nothing changed
     enrolment.set_password_hash(p, session.subject, hash_password(new), now)

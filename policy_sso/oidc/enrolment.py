@@ -47,6 +47,7 @@ class FactorNeeds:
 
     factors: tuple[str, ...]
     enrol: tuple[str, ...]
+    confirm_first: bool = False  # the user may enrol once they confirm with their authenticator app
 
 
 def may_enrol(p: Provider, session: Session, factor: str, now: int) -> bool:
@@ -58,7 +59,24 @@ def may_enrol(p: Provider, session: Session, factor: str, now: int) -> bool:
         return False
     if factor == "hwk" and not passkeys.usable(p):  # an IP-address issuer cannot be a WebAuthn RP ID
         return False
-    return any(now - t <= rule.within for m, t in session.methods.items() if m in rule.after)
+    return proven_for_factor_change(p, session, now, rule.after)
+
+
+def proven_for_factor_change(p: Provider, session: Session, now: int,
+                             first: tuple[str, ...] | None = None) -> bool:
+    """Return whether the session proved, within ``enrolment.within``, what changing the user's factors needs.
+
+    A user who has a second factor must have used one of them: a password
+    alone never adds, replaces or removes a factor, or a stolen password
+    would become a stolen second factor (an attacker's authenticator app in
+    place of the user's). A user with none needs one of ``first`` (the
+    tenant's ``enrolment.after``) to enrol a first factor; None: any method.
+    """
+    needed = enrolled_factors(p, session.subject) or first
+    if needed is None:
+        return True
+    within = p.tenant.settings.enrolment.within
+    return any(now - t <= within for m, t in session.methods.items() if m in needed)
 
 
 def factor_needs(p: Provider, page: Page, interaction: Interaction, now: int) -> FactorNeeds:
@@ -77,7 +95,12 @@ def factor_needs(p: Provider, page: Page, interaction: Interaction, now: int) ->
         if step.kind == "complete" or set(step.decision.codes) <= CONSENT_REASONS:
             helps.append(m)
     enrol = tuple(m for m in helps if may_enrol(p, session, m, now))
-    return FactorNeeds(tuple(helps), enrol)
+    confirm_first = False
+    if not enrol and "otp" in enrolled_factors(p, session.subject):
+        # a user with an authenticator app adds a passkey once a code from it shows it is them
+        confirmed = session.with_event(AuthEvent("otp", now), session.id)
+        confirm_first = any(may_enrol(p, confirmed, m, now) for m in helps)
+    return FactorNeeds(tuple(helps), enrol, confirm_first)
 
 
 # --- TOTP ---------------------------------------------------------------------------------------

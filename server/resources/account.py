@@ -67,13 +67,41 @@ class Account(_AccountBase):
     """The account page; without a (recent enough) session, a sign-in form first."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Show the account page, or the sign-in form."""
+        """Show the account page, or what it needs first: a sign-in, or the user's second factor."""
         session = self._session(req)
-        if session is None or req.get_param("again"):  # again: sign in anew before a sensitive action
-            self._sign_in_form(req, resp, username=self._username(session) if session else "",
-                               again=session is not None)
+        if session is None:
+            self._sign_in_form(req, resp)
+        elif req.get_param("again") or not self._factor_used(session):  # again: before a sensitive action
+            self._confirm(req, resp, session)
+        else:
+            self._page(req, resp, session, req.get_param("done") or "")
+
+    def _factor_used(self, session: Session) -> bool:
+        """Return whether the session has used one of the user's second factors, if the user has any.
+
+        The account page shows where the user is signed in and changes what
+        protects the account: a password alone does not open it for a user
+        who has a second factor (as Keycloak's account console asks for it).
+        """
+        held = enrolment.enrolled_factors(self.provider, session.subject)
+        return not held or any(m in held for m in session.methods)
+
+    def _confirm(self, req: falcon.Request, resp: falcon.Response, session: Session,
+                 message: str = "", status: int = 200) -> None:
+        """Ask for what a sensitive action still needs: the password again, else a second factor."""
+        p, now = self.provider, req.context.now
+        held = enrolment.enrolled_factors(p, session.subject)
+        if now - session.auth_time > p.tenant.settings.enrolment.within or not held:
+            self._sign_in_form(req, resp, message or Message("message.reauthenticate"),
+                               self._username(session), status, again=True)
             return
-        self._page(req, resp, session, req.get_param("done") or "")
+        passkey = {}
+        if "hwk" in held and passkeys.usable(p):
+            ceremony = passkeys.authentication(p, now, session.subject)
+            passkey = {"passkey_options": script_json(ceremony.options), "passkey_state": ceremony.state}
+        self.browser.render(resp, "account_factor.html", status, csrf=self._csrf(session),
+                            message=message or Message("message.confirm_with_factor"),
+                            has_totp="otp" in held, **passkey)
 
     def _sign_in_form(self, req: falcon.Request, resp: falcon.Response, message: str = "",
                       username: str = "", status: int = 200, *, again: bool = False) -> None:
@@ -81,12 +109,13 @@ class Account(_AccountBase):
                             message=message, username=username, again=again)
 
     def _page(self, req: falcon.Request, resp: falcon.Response, session: Session, message: str = "",
-              error: str = "") -> None:
+              error: str = "", *, status: int = 200) -> None:
         now = req.context.now
         view = account.overview(self.provider, session, now, self._name_of)
         rule = self.provider.tenant.settings.enrolment
         self.browser.render(
-            resp, "account.html", view=view, username=self._username(session), csrf=self._csrf(session),
+            resp, "account.html", status, view=view, username=self._username(session),
+            csrf=self._csrf(session),
             message=DONE.get(message, ""), error=error, now=now, min_password=account.MIN_PASSWORD,
             can_enrol_totp=enrolment.may_enrol(self.provider, session, "otp", now),
             can_enrol_passkey=enrolment.may_enrol(self.provider, session, "hwk", now),
@@ -106,10 +135,13 @@ class Account(_AccountBase):
             return
         if not _same(form.get("csrf_token"), self._csrf(session)):
             raise forged()
+        if action in ("otp", "passkey"):
+            self._second_factor(req, resp, session, action)
+            return
         sensitive = action in ("password", "remove_factor")
-        if sensitive and not account.recent_enough(self.provider, session, now):
-            self._sign_in_form(req, resp, Message("message.reauthenticate"),
-                               self._username(session), again=True)
+        if not self._factor_used(session) or (
+                sensitive and not account.recent_enough(self.provider, session, now)):
+            self._confirm(req, resp, session)
             return
         if action == "end_session":
             target = form.get("session", "")
@@ -123,8 +155,17 @@ class Account(_AccountBase):
             self._done(resp, "consent_withdrawn" if account.withdraw_consent(
                 self.provider, session, form.get("client", ""), now) else "")
         elif action == "password":
-            moved, message = account.change_password(self.provider, session, form.get("current", ""),
-                                                     form.get("new", ""), now, device=self._device(req))
+            address = client_address(req, self.provider.tenant.settings.trusted_proxies)
+            try:
+                moved, message = account.change_password(self.provider, session, form.get("current", ""),
+                                                         form.get("new", ""), now, address=address,
+                                                         device=self._device(req))
+            except (RateLimited, HashingBusy) as refused:
+                resp.set_headers(refused.headers)
+                message = (Message("message.too_many_attempts", seconds=refused.retry_after)
+                           if isinstance(refused, RateLimited) else Message("message.hashing_busy"))
+                self._page(req, resp, session, error=message, status=refused.status)
+                return
             if moved is None:
                 self._page(req, resp, session, error=message)
                 return
@@ -160,6 +201,31 @@ class Account(_AccountBase):
             self._sign_in_form(req, resp, attempt.message, form.get("username", ""))
             return
         self.browser.set_session(resp, attempt.session_id)
+        self.browser.redirect(resp, "/account", after_post=True)  # a user with a factor is asked for it there
+
+    def _second_factor(self, req: falcon.Request, resp: falcon.Response, session: Session,
+                       kind: str) -> None:
+        """Add a second factor to the session: a TOTP code, or a passkey's assertion (WebAuthn §7.2)."""
+        form, now = req.context.form, req.context.now
+        address = client_address(req, self.provider.tenant.settings.trusted_proxies)
+        try:
+            if kind == "otp":
+                attempt = sign_in.sign_in_otp(self.provider, session, form.get("otp", ""), now, address,
+                                              device=self._device(req))
+                moved, message = attempt.session_id, attempt.message
+            else:
+                moved, message = passkeys.sign_in_with_passkey(
+                    self.provider, session.id, form.get("passkey", ""), form.get("passkey_state", ""), now,
+                    address=address, device=self._device(req))
+        except RateLimited as refused:
+            resp.set_headers(refused.headers)
+            self._confirm(req, resp, session, Message("message.too_many_attempts",
+                                                      seconds=refused.retry_after), refused.status)
+            return
+        if moved is None:
+            self._confirm(req, resp, session, message)
+            return
+        self.browser.set_session(resp, moved)
         self.browser.redirect(resp, "/account", after_post=True)
 
 

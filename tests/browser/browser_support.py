@@ -67,6 +67,16 @@ def alice_at_portal(driver: Any, live: Live) -> None:
     at_app(driver, live, "portal")
 
 
+def open_account(driver: Any, live: Live, username: str = "alice") -> None:
+    """Open /account as the signed-in user; one with an authenticator app types a code first."""
+    driver.get(f"{live.op.url}/account")
+    wait_for(driver, "h1")
+    if driver.find_elements(By.CSS_SELECTOR, "input[name=otp]"):
+        driver.find_element(By.ID, "otp").send_keys(live.op.totp(username))
+        submit(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    wait_for(driver, "#sessions")
+
+
 def submit(driver: Any, button: Any) -> None:
     """Click a button and wait for the next page (never read the old one)."""
     button.click()

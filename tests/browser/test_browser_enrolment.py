@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyotp
-from browser_support import Live, alice_at_portal, at_app, password, submit, wait_for
+from browser_support import Live, alice_at_portal, at_app, open_account, password, submit, wait_for
 from selenium.webdriver.common.by import By
 
 
@@ -33,7 +33,7 @@ def test_bob_enrols_an_authenticator_app_while_signing_in_to_backoffice(driver: 
 
 def test_account_page_lists_ends_and_withdraws(driver: Any, live: Live) -> None:
     alice_at_portal(driver, live)
-    driver.get(f"{live.op.url}/account")
+    open_account(driver, live)  # her authenticator app first: a password alone does not open it
     sessions = wait_for(driver, "#sessions").text
     assert "Chrome on Linux" in sessions and "127.0.0.1" in sessions  # headless chromium, from loopback
     consents = wait_for(driver, "#consents").text

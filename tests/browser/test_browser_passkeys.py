@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from browser_support import Live, alice_at_portal, at_app, password, submit, wait_for
+from browser_support import Live, alice_at_portal, at_app, open_account, password, submit, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
 
@@ -39,7 +39,7 @@ def test_register_then_reach_loa3_as_second_factor_and_alone(driver: Any, live: 
                                                               authenticator: Any) -> None:
     # alice signs in with her password, then adds a passkey on her account page
     alice_at_portal(driver, live)
-    driver.get(f"{live.op.url}/account")
+    open_account(driver, live)  # her authenticator app first: a password alone does not open it
     wait_for(driver, "#enrol-passkey").click()
     wait_for(driver, "#passkey-button").click()
     assert "passkey was added" in wait_for(driver, ".notice").text
@@ -77,6 +77,11 @@ def test_password_and_totp_do_not_reach_loa3(driver: Any, live: Live) -> None:
     page = wait_for(driver, "main").text
     assert "needs a second factor" in page and "passkey" in page  # explained, with enrolment offered
     assert live.redirect_uri("portal") not in driver.current_url
+    # her authenticator app first: her password alone does not add a factor to her account
+    assert not driver.find_elements(By.ID, "enrol-passkey") and "First confirm it is you" in page
+    driver.find_element(By.ID, "otp").send_keys(live.op.totp("alice"))
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "button[type=submit].primary"))
+    assert "needs a second factor" in wait_for(driver, "main").text  # TOTP is not loa:3 either
     assert driver.find_elements(By.ID, "enrol-passkey")
 
 

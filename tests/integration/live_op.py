@@ -240,6 +240,19 @@ class BrowserAgent:
     def sign_in_with(self, client_id: str, username: str, password: str, **params: str) -> Callback:
         return self.interact(self.authorize_request(client_id, **params), username, password=password)
 
+    def account(self, username: str = "alice") -> requests.Response:
+        """Open /account; a user with an authenticator app confirms with a code first, as a person would."""
+        page = self.get("/account")
+        confirm = [f for f in forms_of(page.text) if f.fields.get("action") == "otp"]
+        if confirm:
+            code = self.op.totp(username)
+            moved = self.http.post(f"{self.op.url}/account", allow_redirects=False, timeout=10, data={
+                "csrf_token": confirm[0].fields["csrf_token"], "action": "otp", "otp": code})
+            assert moved.status_code == 303, moved.text
+            page = self.get("/account")
+            assert 'value="otp"' not in page.text
+        return page
+
     def silent(self, client_id: str, **params: str) -> Callback:
         result = self.follow(self.authorize_request(client_id, prompt="none", **params))
         assert isinstance(result, Callback), f"prompt=none showed a page: {result.status_code}"

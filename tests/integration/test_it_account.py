@@ -4,9 +4,11 @@ sessions, and sensitive actions need a recent sign-in (issue 18)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import replace
 
+import pyotp
 import pytest
 import requests
 from backend_support import LogoutReceiver, verified_logout_token
@@ -23,7 +25,7 @@ def tenant_for(demo_tenant: Tenant, receiver: LogoutReceiver) -> Callable[[str],
 
 
 def account(browser: BrowserAgent) -> requests.Response:
-    page = browser.get("/account")
+    page = browser.account()
     assert page.status_code == 200
     return page
 
@@ -107,6 +109,7 @@ def test_a_wrong_current_password_changes_nothing(op: LiveOP, browser: BrowserAg
 
 def test_sensitive_actions_need_a_recent_sign_in_and_a_csrf_token(op: LiveOP, browser: BrowserAgent) -> None:
     browser.sign_in("portal")
+    account(browser)  # her authenticator app opens the page
     op.clock.advance(3600)  # past enrolment.within (10m) but within the session's lifetime
     page = act(browser, "password", current="wonderland", new="looking-glass")
     assert "enter your password again" in page.text and op.store.credentials_of("u-alice") == {}
@@ -115,9 +118,21 @@ def test_sensitive_actions_need_a_recent_sign_in_and_a_csrf_token(op: LiveOP, br
     assert forged.status_code == 403
 
 
+def enrol_totp(browser: BrowserAgent) -> str:
+    """Set up an authenticator app from the account page as a user would; return its secret."""
+    page = browser.get("/enrol/totp")
+    assert page.status_code == 200, page.text
+    secret = re.search(r'<code id="secret">([A-Z2-7]+)</code>', page.text).group(1)
+    form = next(f for f in forms_of(page.text) if "pending" in f.fields)
+    done = browser.http.post(f"{browser.op.url}/enrol/totp", allow_redirects=False, timeout=10, data={
+        **form.fields, "otp": pyotp.TOTP(secret).at(browser.op.clock.now)})
+    assert done.status_code == 303 and "totp_enrolled" in done.headers["Location"], done.text
+    return secret
+
+
 def test_the_last_second_factor_is_kept(op: LiveOP, browser: BrowserAgent) -> None:
-    op.store.put_credential("u-bob", "totp", {"kind": "totp", "sealed": "x", "label": "Authenticator app"})
     browser.sign_in("portal", "bob")
+    enrol_totp(browser)  # bob's first factor: his password was enough for that
     page = act(browser, "remove_factor", factor="totp")
     assert page.status_code == 200 and "totp" in op.store.credentials_of("u-bob")
     # the apps whose policy needs a second factor (require mfa) are named
@@ -126,6 +141,33 @@ def test_the_last_second_factor_is_kept(op: LiveOP, browser: BrowserAgent) -> No
     op.store.put_credential("u-bob", "pk:abc", {"kind": "passkey", "label": "Laptop"})
     act(browser, "remove_factor", factor="totp")
     assert set(op.store.credentials_of("u-bob")) == {"pk:abc"}
+
+
+def test_a_password_alone_does_not_change_a_users_second_factor(op: LiveOP, browser: BrowserAgent) -> None:
+    """Someone who knows alice's password must not replace her authenticator app with their own."""
+    attacker = browser
+    page = attacker.get("/account")
+    form = next(f for f in forms_of(page.text) if f.fields.get("action") == "login")
+    attacker.http.post(f"{op.url}/account", timeout=10, data={
+        **form.fields, "username": "alice", "password": "wonderland"})
+    page = attacker.get("/account")
+    assert "confirm with your second factor" in page.text and "Where you are signed in" not in page.text
+    assert attacker.get("/enrol/totp").status_code == 403
+    assert attacker.get("/enrol/passkey").status_code == 403
+    csrf = next(f for f in forms_of(page.text) if f.fields.get("action") == "otp").fields["csrf_token"]
+    for action, fields in (("remove_factor", {"factor": "totp"}), ("end_session", {"session": "x"}),
+                           ("password", {"current": "wonderland", "new": "attacker-chosen"})):
+        refused = attacker.http.post(f"{op.url}/account", timeout=10,
+                                     data={"csrf_token": csrf, "action": action, **fields})
+        assert refused.status_code == 200 and "confirm with your second factor" in refused.text
+    wrong = attacker.http.post(f"{op.url}/account", timeout=10,
+                               data={"csrf_token": csrf, "action": "otp", "otp": "000000"})
+    assert "confirm with your second factor" in wrong.text or "not valid" in wrong.text.lower()
+    assert op.store.credentials_of("u-alice") == {}  # nothing changed: her seeded app still signs her in
+    # with her code, the same session may (alice herself, back at her desk)
+    page = account(attacker)
+    assert "Where you are signed in" in page.text and 'id="enrol-passkey"' not in page.text
+    assert attacker.get("/enrol/totp").status_code == 200
 
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
@@ -193,3 +235,15 @@ def test_two_removals_racing_leave_the_factor_a_policy_needs(op: LiveOP, browser
     page = act(browser, "remove_factor", factor="pk:abc")
     assert "some actions in Documentation need it" in page.text
     assert set(op.store.credentials_of("u-alice")) == {"pk:abc"}  # put back: one hardware key remains
+
+
+def test_guessing_the_current_password_is_throttled_as_sign_in_is(op: LiveOP, browser: BrowserAgent) -> None:
+    # a hijacked session must not become an unthrottled password oracle (SPEC §7)
+    browser.sign_in("portal")
+    statuses = [act(browser, "password", current=f"guess-{i}", new="looking-glass").status_code
+                for i in range(8)]
+    assert statuses[:5] == [200] * 5 and set(statuses[5:]) == {429}, statuses
+    refused = act(browser, "password", current="wonderland", new="looking-glass")
+    assert refused.status_code == 429 and "Too many attempts" in refused.text
+    assert refused.headers["Retry-After"].isdigit()
+    assert op.store.credentials_of("u-alice") == {}  # the right password, too, waits its turn

@@ -153,14 +153,14 @@ def test_the_account_page_shows_when_a_consent_expires(op: LiveOP, browser: Brow
     browser.sign_in("docs")
     browser.sign_in("portal")
     expires = datetime.fromtimestamp(op.clock.now + HOUR + 1, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    page = browser.get("/account")
+    page = browser.account()
     assert page.status_code == 200
     rows = {row.split("</td>")[0].rsplit(">", 1)[-1]: row for row in page.text.split("<tr>")[1:]
             if "withdraw" in row}
     assert expires in rows["Documentation"] and "Expired" not in rows["Documentation"]
     assert "UTC" not in next(r for name, r in rows.items() if name != "Documentation")  # no lifetime
     op.clock.advance(HOUR + 1)
-    assert f"Expired {expires}" in browser.get("/account").text
+    assert f"Expired {expires}" in browser.account().text
 
 
 def test_a_withdrawn_consent_takes_back_the_clients_tokens(op: LiveOP, browser: BrowserAgent) -> None:

@@ -109,7 +109,8 @@ class LoopDispatcher(ThreadedTaskDispatcher):
         turn_started = started = self.clock()
         while self.ready:
             channel = self.ready.popleft()
-            path = channel.requests[0].path if channel.requests else "-"
+            # a request waitress refused (a malformed request line) may have no path at all
+            path = getattr(channel.requests[0], "path", None) or "-" if channel.requests else "-"
             try:
                 channel.service()  # waitress answers the app's own exceptions with a 500 there
             except Exception:

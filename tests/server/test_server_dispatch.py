@@ -127,6 +127,23 @@ def test_waitress_refusals_are_answered_on_the_loop(server: Any) -> None:
     assert answer.startswith(b"HTTP/1.1 400") and b'"error": "invalid_request"' in answer
 
 
+@pytest.mark.parametrize("request_line", [b"GET /a b HTTP/1.1", b"GET /quick?x=\xff HTTP/1.1",
+                                          b"GET \xff HTTP/1.1", b"NOT-A-REQUEST"])
+def test_a_malformed_request_line_gets_a_400_and_logs_no_error(server: Any, request_line: bytes,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    # waitress's refusal of a request line has no path: reading one was an ERROR with a frame list, no answer
+    with caplog.at_level(logging.WARNING), socket.create_connection(
+            ("127.0.0.1", server.effective_port), timeout=10) as sock:
+        sock.sendall(request_line + b"\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    # an unreadable start line has no version of its own: waitress answers it as HTTP/1.0
+    assert answer.split(b" ", 2)[1] == b"400" and b'"error": "invalid_request"' in answer, answer
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert served_by(server, "/quick")  # serving goes on
+
+
 def test_a_long_pipeline_goes_to_the_threads_once_it_has_held_the_loop_for_its_budget(server: Any) -> None:
     count = 200  # 2 ms each: 0.4 s in all, far past the 50 ms one loop turn may take
     with socket.create_connection(("127.0.0.1", server.effective_port), timeout=20) as sock:

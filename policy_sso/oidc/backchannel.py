@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from policy_sso.oidc.keys import KeyRing
-from policy_sso.oidc.logout_token import LOGOUT_TOKEN_LIFETIME, mint_logout_token
+from policy_sso.oidc.logout_token import DEFAULT_ALG, LOGOUT_TOKEN_LIFETIME, mint_logout_token
 
 log = logging.getLogger("policy_sso.backchannel")
 
@@ -83,13 +83,16 @@ class BackchannelNotifier:
     unbounded queue would let a dead receiver hold memory without limit.
     ``workers`` threads post, one receiver at a time each.
     ``on_result(client_id, delivered)`` is called once per finished delivery,
-    for metrics.
+    for metrics. ``alg_of(client_id)`` names the algorithm to sign a client's
+    logout token with: its ID token algorithm, since the RP validates a
+    logout token as it does an ID token (§2.6); RS256 when not given.
     """
 
     def __init__(self, keyring: KeyRing, issuer: str, *, attempts: int = 4, backoff: float = 0.5,
                  timeout: float = 2.0, workers: int = 4, queue_size: int = 10_000, per_receiver: int = 1_000,
                  clock: Callable[[], float] = time.time,
-                 on_result: Callable[[str, bool], None] | None = None) -> None:
+                 on_result: Callable[[str, bool], None] | None = None,
+                 alg_of: Callable[[str], str] | None = None) -> None:
         self.keyring = keyring
         self.issuer = issuer
         self.attempts = max(1, attempts)
@@ -97,6 +100,7 @@ class BackchannelNotifier:
         self.timeout = timeout
         self.clock = clock
         self.on_result = on_result
+        self.alg_of = alg_of
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -227,9 +231,10 @@ class BackchannelNotifier:
             # minted here, not in notify: signing stays off the request path; a retry resends the same
             # token (same jti) unless it has expired meanwhile
             target = delivery.target
+            alg = self.alg_of(target.client_id) if self.alg_of is not None else DEFAULT_ALG
             delivery.token = mint_logout_token(self.keyring, issuer=self.issuer, audience=target.client_id,
                                                subject=target.subject, sid=target.sid, now=int(now),
-                                               jti=secrets.token_urlsafe(16))
+                                               jti=secrets.token_urlsafe(16), alg=alg)
             delivery.expires = int(now) + LOGOUT_TOKEN_LIFETIME
         return self._post(delivery)
 

@@ -135,6 +135,10 @@ class AuthRequest:
         if "none" in prompt and len(prompt) > 1:
             # OIDC Core §3.1.2.1: none with any other value is an error
             raise InvalidRequest("prompt=none cannot be combined with other prompt values")
+        if "select_account" in prompt:
+            # OIDC Core §3.1.2.1: the user may pick another account. There is no account chooser:
+            # the sign-in page is shown again, as for login, and whoever signs in there is the user
+            prompt |= {"login"}
         max_age = None
         if params.get("max_age", "") != "":
             max_age = parse_int(params["max_age"], "max_age")

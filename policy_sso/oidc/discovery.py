@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from policy_sso.oidc.authorize import RESPONSE_MODES, RESPONSE_TYPES
-from policy_sso.oidc.claims import CLAIMS_OF_SCOPE, supported_claims
+from policy_sso.oidc.claims import supported_claims
+from policy_sso.request import PROMPT_VALUES
 
 ENDPOINTS = {
     "authorization_endpoint": "/authorize",
@@ -17,15 +18,22 @@ ENDPOINTS = {
     "introspection_endpoint": "/introspect",
     "pushed_authorization_request_endpoint": "/par",  # RFC 9126 §5
 }
+# The same three at /token, /revoke and /introspect: a public client names itself (``none``) and
+# sees or revokes only its own tokens (policy_sso/oidc/revocation.py, RFC 7662 §2.1 and §4).
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
-GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
+# implicit: the id_token and "id_token token" response types (RFC 8414 §2, OIDC Discovery §3)
+GRANT_TYPES = ["authorization_code", "implicit", "refresh_token", "client_credentials"]
+# OIDC Core §3.1.2.1, in its order; select_account shows the sign-in page again (policy_sso/request.py)
+PROMPTS = [value for value in ("none", "login", "consent", "select_account") if value in PROMPT_VALUES]
 
 
 def discovery_document(tenant: Any) -> dict[str, Any]:
     """Return the ``/.well-known/openid-configuration`` document for a tenant.
 
-    Every value listed is one the provider implements: response types and
-    modes, PKCE S256 only (RFC 9700 §2.1.1), the acr levels of ``tenant.yaml``,
+    Every value listed is one the provider implements: the scopes some
+    client may request (``openid`` and the union of the clients' ``scopes``;
+    any other is ``invalid_scope``), response types and modes, PKCE S256 only
+    (RFC 9700 §2.1.1), the acr levels of ``tenant.yaml``,
     the configured signing algorithms (never ``none``), RP-Initiated and
     Back-Channel Logout, ``iss`` in authorization responses (RFC 9207 §3),
     every user claim a ``claims`` parameter can name (the tenant's custom
@@ -34,7 +42,7 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
     """
     settings = tenant.settings
     issuer = settings.issuer
-    scopes = dict.fromkeys(["openid", *CLAIMS_OF_SCOPE])
+    scopes = dict.fromkeys(["openid"])
     for client in tenant.clients.values():
         scopes.update(dict.fromkeys(client.scopes))
     claims = dict.fromkeys(["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
@@ -51,13 +59,13 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": algorithms,
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
-        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS[:2],
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
         "claims_parameter_supported": True,
         "claims_supported": list(claims),
         "claim_types_supported": ["normal"],
         "acr_values_supported": [level.id for level in settings.acr_levels],
-        "prompt_values_supported": ["none", "login", "consent"],
+        "prompt_values_supported": PROMPTS,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "backchannel_logout_supported": True,

@@ -33,7 +33,7 @@ from server.browser import Browser
 from server.client_address import client_address
 from server.limits import ServerLimits, create_server
 from server.logs import flush_access_log
-from server.middleware import Envelope
+from server.middleware import Envelope, complete_methods
 from server.resources.account import Account, EnrolPasskey, EnrolTotp
 from server.resources.admin import (
     PoliciesReload,
@@ -87,8 +87,12 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
     app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests, provider.audit.address_of)])
     app.resp_options.secure_cookies_by_default = browser.secure
+    if provider.notifier is not None:  # logout tokens are validated like ID tokens (Back-Channel Logout §2.6)
+        provider.notifier.alg_of = lambda client_id: logout_token_alg(provider, client_id)
+    discovery = Discovery(provider)
     routes: dict[str, Any] = {
-        "/.well-known/openid-configuration": Discovery(provider),
+        "/.well-known/openid-configuration": discovery,
+        "/.well-known/oauth-authorization-server": discovery,  # RFC 8414 §3: the same metadata
         "/jwks": Jwks(provider),
         "/authorize": Authorize(provider, browser),
         "/login": Login(provider, browser),
@@ -122,7 +126,7 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
         "/admin/v1/events": Events(provider),
     }
     for path, resource in routes.items():
-        app.add_route(path, resource)
+        app.add_route(path, complete_methods(resource))  # HEAD wherever GET; OPTIONS with its real Allow
     pages = frozenset(path for path, resource in routes.items() if getattr(resource, "html_errors", False))
     error_handlers.register(app, browser, pages)
     return app
@@ -133,10 +137,16 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
 # passwords, the password and OTP APIs, admin, logout (back-channel calls), /readyz and /metrics
 # (every worker's files) run on the worker threads.
 LOOP_PATHS = frozenset({
-    "/.well-known/openid-configuration", "/jwks", "/authorize", "/token", "/revoke", "/introspect",
-    "/par", "/userinfo", "/healthz", "/favicon.ico", "/openapi.json", "/v1/auth/session/authenticate",
-    "/v1/auth/session/status", "/v1/auth/api-decision",
+    "/.well-known/openid-configuration", "/.well-known/oauth-authorization-server", "/jwks", "/authorize",
+    "/token", "/revoke", "/introspect", "/par", "/userinfo", "/healthz", "/favicon.ico", "/openapi.json",
+    "/v1/auth/session/authenticate", "/v1/auth/session/status", "/v1/auth/api-decision",
 })
+
+
+def logout_token_alg(provider: Provider, client_id: str) -> str:
+    """Return the algorithm a client's logout tokens are signed with: its ID tokens' (RS256 if unknown)."""
+    client = provider.client(client_id)
+    return provider.id_token_alg(client) if client is not None else "RS256"
 
 
 def default_threads() -> int:

@@ -1,4 +1,8 @@
-"""The middleware: the request's clock reading and id, the headers every response carries, metrics."""
+"""The middleware: the request's clock reading and id, the headers every response carries, metrics.
+
+Also :func:`complete_methods`, which ``create_app`` applies to every route: HEAD wherever GET is
+served, and an OPTIONS answer whose ``Allow`` names the route's real methods.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +18,62 @@ from policy_sso.audit.writer import bind_request
 from policy_sso.metrics import Tally
 from server.logs import access_enabled, log_access
 
-# Endpoints a browser app calls with fetch(): readable from any origin, never with cookies.
-CORS_PATHS = frozenset({"/.well-known/openid-configuration", "/jwks", "/token", "/userinfo",
-                        "/revoke", "/introspect"})
+# Endpoints a browser app calls with fetch(): readable from any origin, never with cookies. A public
+# client may push its request to /par from the browser (RFC 9126 §2.1) as it calls /token.
+CORS_PATHS = frozenset({"/.well-known/openid-configuration", "/.well-known/oauth-authorization-server",
+                        "/jwks", "/token", "/userinfo", "/revoke", "/introspect", "/par"})
+# What a cross-origin call may send (RFC 9449 §4.1: the DPoP proof) and may read back (§8: the
+# nonce to put in the next proof; RFC 6750 §3 / RFC 9449 §7.1: why a token was refused).
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, DPoP"
+CORS_EXPOSE_HEADERS = "DPoP-Nonce, WWW-Authenticate"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Every response: no MIME sniffing, no referrer (codes and states live in URLs).
 COMMON_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
-# HTML pages: never framed (clickjacking).
-PAGE_HEADERS = (("X-Frame-Options", "DENY"), ("Content-Security-Policy", "frame-ancestors 'none'"))
+# HTML pages: never framed (clickjacking). A page's own policy (server/browser.py: nonce'd scripts,
+# base-uri and object-src 'none') is kept; FRAME_ANCESTORS is added to it when it lacks one.
+FRAME_ANCESTORS = "frame-ancestors 'none'"
+CSP = "Content-Security-Policy"
+
+
+def route_methods(resource: Any) -> list[str]:
+    """Return the methods ``resource`` answers, as Falcon lists them in a 405's ``Allow`` (sorted)."""
+    return sorted(m for m in falcon.COMBINED_METHODS
+                  if m != "WEBSOCKET" and callable(getattr(resource, f"on_{m.lower()}", None)))
+
+
+def complete_methods(resource: Any) -> Any:
+    """Give a route HEAD where it has GET, and an OPTIONS naming its real methods; return it.
+
+    RFC 9110 §9.3.2: HEAD is answered as GET would be, without the body. The
+    GET responder runs as it is; Falcon drops the body of a HEAD response
+    and keeps its Content-Length. The OPTIONS answer's ``Allow`` is the
+    same list a 405 on the route gives (Falcon builds that one from the
+    responders, so both now include HEAD and OPTIONS); the CORS preflight
+    reads its ``Access-Control-Allow-Methods`` from it.
+    """
+    if callable(getattr(resource, "on_get", None)) and getattr(resource, "on_head", None) is None:
+        resource.on_head = resource.on_get
+    if getattr(resource, "on_options", None) is None:
+        allowed = ", ".join(sorted({*route_methods(resource), "OPTIONS"}))
+
+        def on_options(req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+            del req, params
+            resp.status = falcon.HTTP_200
+            resp.set_header("Allow", allowed)
+            resp.set_header("Content-Length", "0")
+
+        resource.on_options = on_options
+    return resource
+
+
+def page_policy(policy: str | None) -> str:
+    """Return a page's Content-Security-Policy with ``frame-ancestors 'none'`` merged in (not replaced)."""
+    if not policy:
+        return FRAME_ANCESTORS
+    directives = [d.strip() for d in policy.split(";") if d.strip()]
+    if any(d.split()[0].lower() == "frame-ancestors" for d in directives):
+        return policy
+    return "; ".join([*directives, FRAME_ANCESTORS])
 
 
 class Envelope:
@@ -55,17 +107,21 @@ class Envelope:
 
         A resource's own Cache-Control wins.
         """
-        del resource, req_succeeded
+        del req_succeeded
         resp.set_headers((*COMMON_HEADERS, ("X-Request-Id", getattr(req.context, "request_id", ""))))
         if resp.get_header("Cache-Control") is None:
             resp.set_header("Cache-Control", "no-store")
         if (resp.content_type or "").startswith("text/html"):
-            resp.set_headers(PAGE_HEADERS)
+            resp.set_header("X-Frame-Options", "DENY")
+            resp.set_header(CSP, page_policy(resp.get_header(CSP)))
         if req.path in CORS_PATHS:
             resp.set_header("Access-Control-Allow-Origin", "*")
+            resp.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
             if req.method == "OPTIONS":
-                resp.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
-                resp.set_header("Access-Control-Allow-Methods", "GET, POST")
+                resp.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+                # the route's own methods (its OPTIONS Allow, see complete_methods), never one it refuses
+                allowed = resp.get_header("Allow") or ", ".join(route_methods(resource))
+                resp.set_header("Access-Control-Allow-Methods", allowed)
         method = req.method if req.method in METHODS else "other"  # labels stay bounded whatever is sent
         status = resp.status_code
         self.requests.add(req.uri_template or "unmatched", method, str(status))

@@ -23,6 +23,7 @@ from server.resources.openapi import load_document
 # with ``html_errors``: /authorize, /login, /consent, /logout, …) are left out without being listed.
 NOT_DOCUMENTED = {
     "/.well-known/openid-configuration": "discovery is described by OpenID Connect Discovery itself",
+    "/.well-known/oauth-authorization-server": "the same metadata, as RFC 8414 names it",
     "/jwks": "a JWK Set (RFC 7517), described by discovery",
     "/userinfo": "OIDC Core §5.3; described by discovery",
     "/metrics": "Prometheus text format",

@@ -86,9 +86,25 @@ def loads_json(text: str | bytes, name: str = "the body") -> Any:
     if json_depth_exceeds(text):
         raise InvalidRequest(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        value = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer of over 4,300 digits
         raise InvalidRequest(f"{name} is not valid JSON") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        # RFC 8259 §8.2: "\ud800" alone is no character; as a str it cannot be encoded, stored or logged
+        raise InvalidRequest(f"{name} holds a \\u escape of a lone surrogate, which is not a character")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Return whether a parsed JSON value holds a string (or key) that is not valid Unicode text."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,15 +55,23 @@ def test_a_maximum_is_enforced() -> None:
 
 @pytest.mark.parametrize("text", ["[" * 20000 + "]" * 20000, '{"a":' * (MAX_JSON_DEPTH + 1) + "1" +
                                   "}" * (MAX_JSON_DEPTH + 1), '{"a":NaN}', '{"a":[Infinity]}',
-                                  '{"a":-Infinity}', '{"a":' + "1" * 5000 + "}", "{", b"\xff"],
+                                  '{"a":-Infinity}', '{"a":' + "1" * 5000 + "}", "{", b"\xff",
+                                  '{"username":"\\ud800"}', '{"\\udfff":1}', '["a\\ud83d"]',
+                                  b'{"a":"\\udc00\\ud83d"}'],
                          ids=["20000-deep", "one-past-the-limit", "nan", "infinity", "minus-infinity",
-                              "5000-digit-number", "truncated", "not-utf8"])
+                              "5000-digit-number", "truncated", "not-utf8", "lone-high-surrogate",
+                              "lone-low-surrogate-key", "unpaired-at-the-end", "pair-in-the-wrong-order"])
 def test_hostile_json_is_invalid_request(text: str | bytes) -> None:
     with pytest.raises(InvalidRequest):
         loads_json(text)
     if isinstance(text, str):
         with pytest.raises(InvalidRequest):
             essential_acr_values(text)
+
+
+def test_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
+    assert loads_json('{"a":"\\ud83d\\ude00"}') == {"a": "\U0001f600"}  # a pair is one character
+    assert loads_json('{"a":"\\\\ud800"}') == {"a": "\\ud800"}  # a backslash, then the letters ud800
 
 
 def test_json_within_the_depth_and_brackets_inside_strings_are_fine() -> None:
@@ -134,6 +142,23 @@ def test_the_depth_check_is_linear_in_the_body() -> None:
     assert time.perf_counter() - started < 1.0  # the quadratic scan took about 40 s; this takes ~30 ms
 
 
+def test_a_dpop_proof_with_a_lone_surrogate_is_refused_not_raised() -> None:
+    # its jti was encoded for the store: a traceback, and a 400 that said nothing (attack review)
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from policy_sso.config import DpopSettings
+    from policy_sso.oidc.dpop import InvalidDpopProof, verify_proof
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    jwk.pop("key_ops", None)
+    proof = jwt.encode({"htm": "POST", "htu": f"{OP}/token", "jti": "\ud800", "iat": NOW}, private,
+                       algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
+    with pytest.raises(InvalidDpopProof, match="payload is not a JSON object"):
+        verify_proof(proof, method="POST", url=f"{OP}/token", now=NOW, settings=DpopSettings(),
+                     use_jti=lambda key, expires: key.encode() and True)
+
+
 @pytest.mark.parametrize("iat", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "minus-inf"])
 def test_a_dpop_proof_with_a_time_that_is_not_a_finite_number_is_refused(iat: float) -> None:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -146,6 +171,6 @@ def test_a_dpop_proof_with_a_time_that_is_not_a_finite_number_is_refused(iat: fl
     jwk.pop("key_ops", None)
     proof = jwt.encode({"htm": "POST", "htu": f"{OP}/token", "jti": "p1", "iat": iat}, private,
                        algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": jwk})
-    with pytest.raises(InvalidDpopProof, match="iat"):
+    with pytest.raises(InvalidDpopProof, match="payload is not a JSON object"):  # NaN is not JSON
         verify_proof(proof, method="POST", url=f"{OP}/token", now=NOW, settings=DpopSettings(),
                      use_jti=lambda key, expires: True)

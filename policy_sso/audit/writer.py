@@ -131,13 +131,21 @@ class _Writer:
         """Return each event's JSON object (None when no sink reads them) and its line."""
         records: list[Record] = []
         want_json = self.want_json
-        for fields in events:
+        for queued in events:
+            fields = queued
             id_ = fields[2]
             if not id_:
                 self.counter += 1
                 id_ = f"{self.prefix}{self.counter:010x}"
             try:
-                records.append((event_json(fields, id_) if want_json else None, event_line(fields, id_)))
+                line = event_line(fields, id_)
+                if not line.isascii():  # a lone surrogate (a JSON "\\ud800" a client sent) is not UTF-8:
+                    try:                # every sink of the batch would refuse it
+                        line.encode("utf-8")
+                    except UnicodeEncodeError:
+                        fields = _escaped(fields)
+                        line = event_line(fields, id_)
+                records.append((event_json(fields, id_) if want_json else None, line))
             except Exception:  # one event that cannot be written does not take its batch with it
                 log.exception("audit event %s could not be serialised; dropped", fields[0])
         return records
@@ -170,6 +178,17 @@ class _Writer:
         except Exception as err:
             log.warning("audit retention prune failed (%s: %s); retried in %ds", type(err).__name__, err,
                         self.prune_interval)
+
+
+def _escaped(value: Any) -> Any:
+    """Return ``value`` with every string writable: a lone surrogate shown as its escape (``\\ud800``)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, tuple | list):
+        return type(value)(_escaped(item) for item in value)
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    return value
 
 
 class AuditLog:

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from policy_sso.config import DpopSettings
 from policy_sso.errors import InvalidRequest, OAuthError
+from policy_sso.request import loads_json
 
 PROOF_TYP = "dpop+jwt"
 USED_PROOFS = "dpop"  # the use_jti namespace of spent proof jti values
@@ -191,9 +192,9 @@ def _json_object(segment: str) -> dict[str, Any] | None:
     data = _segment(segment)
     if data is None:
         return None
-    try:
-        value = json.loads(data)  # the proof is at most MAX_PROOF_CHARS: no huge document
-    except (ValueError, RecursionError):
+    try:  # the proof is at most MAX_PROOF_CHARS: no huge document; no NaN, no lone surrogate
+        value = loads_json(data, "the DPoP proof")
+    except InvalidRequest:
         return None
     return value if isinstance(value, dict) else None
 

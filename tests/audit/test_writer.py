@@ -230,3 +230,24 @@ def test_reload_and_backchannel_listeners_record_and_hold_the_log_weakly() -> No
     gc.collect()
     on_reload(ReloadResult(True, ()))  # the log is gone: nothing happens, nothing raises
     on_delivery("portal", True)
+
+
+def test_an_event_with_a_lone_surrogate_is_written_escaped_and_spares_its_batch(tmp_path: Path) -> None:
+    # a client's JSON "\ud800" that reached an event made every sink refuse the whole batch
+    events = SQLiteEventStore(tmp_path / "policy-sso.db")
+    out = io.StringIO()
+    log = AuditLog([StoreSink(events), StdoutSink(out)], events=events)
+    try:
+        log.record("sign_in.success", T0, subject="u-alice")
+        log.record("api.decision", T0, subject="u-bob", scope="profile \ud800")
+        log.record("sign_in.success", T0 + 1, subject="u-carol")
+        assert log.flush()
+        stats = log.stats()
+        stored = {e["subject"]: e for e in events.query(EventQuery()).events}
+    finally:
+        log.close()
+    assert set(stored) == {"u-alice", "u-bob", "u-carol"}
+    assert stored["u-bob"]["details"]["scope"] == "profile \\ud800"  # shown as its escape
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["subject"] for e in lines] == ["u-alice", "u-bob", "u-carol"]
+    assert not any(stats.get("failed", {}).values()), stats

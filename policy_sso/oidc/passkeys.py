@@ -47,9 +47,10 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
-from policy_sso.errors import PolicySSOError
+from policy_sso.errors import InvalidRequest, PolicySSOError
 from policy_sso.messages import Message
 from policy_sso.oidc.provider import Provider
+from policy_sso.request import loads_json
 from policy_sso.sessions.model import AuthEvent, Device, Session
 
 CEREMONY_TTL = 300  # seconds a page's challenge may be answered (WebAuthn §15.1: the timeout)
@@ -197,10 +198,10 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
     """
     data = _open(p, state, "sign_in", now)
     try:
-        body = json.loads(response)
+        body = loads_json(response, "the passkey's answer")  # bounded depth, no lone surrogates
         raw_id = str(body["id"])
         handle = body.get("response", {}).get("userHandle")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (InvalidRequest, KeyError, TypeError, AttributeError):
         raise PasskeyRefused(Message("message.passkey_unreadable")) from None
     subject = _unb64(handle).decode(errors="replace") if handle else data.get("s", "")
     if data.get("s") and subject != data["s"]:

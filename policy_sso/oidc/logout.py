@@ -3,8 +3,11 @@
 The post_logout_redirect_uri must be registered for the client, compared by
 exact string (§3: "MUST NOT perform post-logout redirection" otherwise); an
 invalid request is shown by the server, never redirected. With a valid
-``id_token_hint`` for the session's user the session ends at once (§2);
-otherwise the user confirms first.
+``id_token_hint`` for the browser's user the session ends at once (§2);
+otherwise the user confirms first. A hint for another user than the
+browser's ends nothing of that user's: this browser's user is asked about
+their own session. A request with no session cookie (a cross-site POST)
+ends the session the hint's ``sid`` names.
 """
 
 from __future__ import annotations
@@ -82,8 +85,10 @@ def hinted_session(p: Provider, req: LogoutRequest, cookie_session: Session | No
     if req.hint is None:
         return None
     subject, sid = req.hint.get("sub"), req.hint.get("sid")
-    if cookie_session is not None and cookie_session.subject == subject:
-        return cookie_session
+    if cookie_session is not None:
+        # another user's browser: their hint does not end that user's session from here (§2: the
+        # OP asks this browser's user instead; §6: a hint must not become a way to log others out)
+        return cookie_session if cookie_session.subject == subject else None
     if sid and req.client is not None:
         # a cross-site POST carries no SameSite=Lax cookie: find the session by its sid
         for session in p.store.sessions_of(str(subject), now):

@@ -55,6 +55,24 @@ def test_hint_posted_cross_site_finds_the_session_by_sid(op: LiveOP, browser: Br
     assert browser.silent("portal").codes == ["logged_out"]
 
 
+def test_a_hint_for_another_user_ends_nothing_of_theirs_and_asks_this_browsers_user(
+        op: LiveOP, browser: BrowserAgent, new_browser) -> None:
+    # bob's browser sent alice's ID token: her session, elsewhere, must not end without her (§2, §6)
+    alices = signed_in(op, browser)
+    bob = new_browser()
+    bob.sign_in("portal", "bob")
+    page = bob.get("/logout", id_token_hint=alices["id_token"], post_logout_redirect_uri=SIGNED_OUT,
+                   state="q")
+    assert page.status_code == 200 and page_kind(page) == "logout"  # bob is asked about his own
+    assert "bob" in page.text
+    assert browser.silent("portal").error is None  # alice is still signed in
+    assert bob.silent("portal").error is None
+    done = bob.submit(page, {}, ("logout", "yes"))
+    assert done.status_code == 303 and done.headers["Location"] == f"{SIGNED_OUT}?state=q"
+    assert bob.silent("portal").codes == ["no_session"]
+    assert browser.silent("portal").error is None
+
+
 def test_invalid_hint_is_shown_not_redirected(op: LiveOP, browser: BrowserAgent) -> None:
     signed_in(op, browser)
     resp = browser.get("/logout", id_token_hint="e30.e30.sig", post_logout_redirect_uri=SIGNED_OUT)

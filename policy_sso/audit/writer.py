@@ -46,19 +46,42 @@ DIGEST_CACHE = 4096  # session digests remembered (the ids are in the store's ca
 MAX_DIAGNOSTICS = 50  # of a rejected reload, recorded in its event (the count says how many in all)
 
 class AuditedTally:
-    """A metrics tally that also records each count as an audit event (rate-limit refusals)."""
+    """A metrics tally that also records its counts as audit events (rate-limit refusals).
+
+    A flood is what a rate limit refuses, so its refusals are sampled: one
+    event per kind and client address per SAMPLE_WINDOW seconds, carrying in
+    ``details.suppressed`` how many were refused since the last one recorded.
+    The metric counts every one. Without sampling one address wrote a row per
+    refused request, about 350 a second (the attack review).
+    """
+
+    SAMPLE_WINDOW = 60
+    MAX_KEYS = 4096  # addresses remembered at once; past it the table starts afresh (a flood of addresses)
 
     def __init__(self, tally: Tally, audit: AuditLog, type_: str) -> None:
         self.tally = tally
         self.audit = weakref.ref(audit)
         self.type = type_
+        self._sampled: dict[tuple[str, str | None], list[int]] = {}  # key -> [window start, suppressed]
 
     def add(self, *labels: str) -> None:
-        """Count one for ``labels`` and record it (``details.kind`` is the first label)."""
+        """Count one for ``labels``; record it unless this kind from this address was recorded lately."""
         self.tally.add(*labels)
         audit = self.audit()
-        if audit is not None:
-            audit.record(self.type, request_now(), outcome="refused", kind=labels[0] if labels else "")
+        if audit is None:
+            return
+        now, kind = request_now(), labels[0] if labels else ""
+        key = (kind, request_fields(audit.address_of)[1])
+        seen = self._sampled.get(key)
+        if seen is not None and now - seen[0] < self.SAMPLE_WINDOW:
+            seen[1] += 1
+            return
+        suppressed = seen[1] if seen is not None else 0
+        if len(self._sampled) >= self.MAX_KEYS:
+            self._sampled.clear()
+        self._sampled[key] = [now, 0]
+        details = {"kind": kind, **({"suppressed": suppressed} if suppressed else {})}
+        audit.record(self.type, now, outcome="refused", **details)
 
     def snapshot(self) -> dict[tuple[str, ...], int]:
         """Return the tally's counts."""

@@ -445,3 +445,30 @@ def test_admin_actions_reloads_logouts_and_refusals_are_on_record(keyring: Any, 
     (refused,) = of("rate_limit.refused")
     assert (refused["details"]["kind"], refused["outcome"], refused["endpoint"]) == (
         "silent_auth", "refused", "/authorize")
+
+
+def test_a_flood_without_a_session_is_bounded_and_its_refusals_sampled(audited: Audited) -> None:
+    # one client asking /authorize with no session 350 times a second wrote a row for each (attack review)
+    from policy_sso.config import DEFAULT_RATE_LIMITS
+
+    op, limit = audited.op, DEFAULT_RATE_LIMITS["authorize"]  # the demo tenant keeps the default
+    assert "authorize" not in op.tenant.settings.rate_limits and (limit.requests, limit.window) == (120, 60)
+    http = requests.Session()
+    answers = [http.get(f"{op.url}/authorize", allow_redirects=False, timeout=10,
+                        params={"client_id": "portal", "redirect_uri": "http://127.0.0.1:9001/callback",
+                                "response_type": "code", "scope": "openid", "state": f"s{i}"})
+               for i in range(limit.requests + 30)]
+    assert all(a.status_code == 302 for a in answers)
+    refused = [a for a in answers if "error=temporarily_unavailable" in a.headers["Location"]]
+    assert len(refused) == 30 and answers[-1].headers["Location"].startswith("http://127.0.0.1:9001/")
+    events = audited.lines()
+    assert len(decisions(events, "portal")) == limit.requests  # each request let through is on record
+    (first,) = [e for e in events if e["type"] == "rate_limit.refused"]  # 30 refusals, one event
+    assert first["details"] == {"kind": "authorize"} and first["ip"] == "127.0.0.1"
+    op.clock.advance(limit.window)  # the next window: the next refusal's event counts those not written
+    for _ in range(limit.requests + 1):
+        http.get(f"{op.url}/authorize", allow_redirects=False, timeout=10,
+                 params={"client_id": "portal", "redirect_uri": "http://127.0.0.1:9001/callback",
+                         "response_type": "code", "scope": "openid", "state": "t"})
+    *_, second = [e for e in audited.lines() if e["type"] == "rate_limit.refused"]
+    assert second["details"] == {"kind": "authorize", "suppressed": 29}

@@ -99,7 +99,9 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
     ``when network in`` tests (None: unknown); ``device`` says where the browser
     is, asked only when a ``login_hint_token`` signs a user in (the session records it).
     """
-    pushed = "request_uri" in params
+    # only a PAR request_uri is opened; any other is request_uri_not_supported (OIDC Core §6.2), as the
+    # request is validated like one that was not pushed, and discovery says request_uri is not supported
+    pushed = params.get("request_uri", "").startswith(par.REQUEST_URI_PREFIX)
     if pushed:  # RFC 9126 §4: the pushed request, spent once; the policy decides it like any other
         params = par.pushed_params(p, params, now)
     areq = parse_request(p, params, now, client_ip=client_ip)
@@ -187,7 +189,7 @@ def store_fault(p: Provider, params: Mapping[str, str], fault: StoreUnavailable,
     on is validated again here at no store cost (RFC 6749 §4.1.2.1
     ``temporarily_unavailable``, with ``state`` and ``iss``).
     """
-    if "request_uri" in params:  # the pushed request's redirect_uri, without spending it again
+    if params.get("request_uri", "").startswith(par.REQUEST_URI_PREFIX):  # the pushed request's, unspent
         params = par.pushed_params(p, params, now, spend=False)
     return AuthorizationError(fault, parse_request(p, params, now).target)
 

@@ -222,8 +222,6 @@ def test_allow_lists_head_where_get_is(op: LiveOP, path: str, allow: str) -> Non
 
 # --- 6. request_uri that was not pushed ----------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="needs the two-line change to policy_sso/oidc/authorization_flow.py "
-                                       "(not this change's file): see the report")
 def test_an_external_request_uri_is_not_supported(op: LiveOP, browser: BrowserAgent) -> None:
     cb = browser.follow(browser.authorize_request("portal", request_uri="https://rp.example/req.jwt"))
     assert not isinstance(cb, requests.Response), cb.text[:300]

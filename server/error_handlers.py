@@ -38,7 +38,8 @@ def _render(req: falcon.Request, resp: falcon.Response, browser: Browser, pages:
         resp.set_header(name, value)
     if req.uri_template in pages:
         browser.render(resp, "error.html", status, error=error, description=description,
-                       request_id=getattr(req.context, "request_id", ""))
+                       request_id=getattr(req.context, "request_id", ""),
+                       page=(req.uri_template or "").strip("/").replace("/", "_"))
         return
     resp.status = status
     resp.media = {**(extra or {}), "error": error, "error_description": description}

@@ -130,3 +130,13 @@ def test_consent_denied_sends_access_denied(op: LiveOP, browser: BrowserAgent) -
     cb = browser.interact(browser.authorize_request("portal"), "alice", consent="deny")
     assert cb.error == "access_denied" and cb.params["state"] == "xyz" and cb.params["iss"] == op.url
     assert browser.silent("portal").error == "consent_required"  # signed in, nothing granted
+
+
+def test_an_unregistered_post_logout_redirect_uri_is_explained_as_a_sign_out_problem(
+        op: LiveOP, browser: BrowserAgent) -> None:
+    signed_in(op, browser)
+    page = browser.get("/logout", client_id="portal", post_logout_redirect_uri="https://elsewhere.example/")
+    assert page.status_code == 400 and "Location" not in page.headers
+    assert "<h1>This sign-out link does not work</h1>" in page.text  # not a "sign-in link"
+    assert "What is wrong: post_logout_redirect_uri is not registered for this client" in page.text
+    assert browser.silent("portal").error is None  # nothing was ended

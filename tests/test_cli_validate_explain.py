@@ -340,3 +340,16 @@ def test_the_readme_example_prints_what_the_readme_shows(tmp_path: Path, monkeyp
     assert main(args) == 1  # a refused decision
     printed = capsys.readouterr().out.replace(str(ROOT) + "/", "")
     assert printed == shown
+
+
+def test_session_null_is_a_browser_with_no_session(capsys) -> None:
+    # explain --help says "or null": the word itself, no file needed
+    assert main(["explain", "--client", "portal", "--session", "null", "--at", AT]) == 1
+    assert "outcome: login_required" in capsys.readouterr().out
+
+
+def test_a_subject_that_is_not_a_string_is_named_as_such(tmp_path: Path, capsys) -> None:
+    session = tmp_path / "s.json"
+    session.write_text(json.dumps({"subject": 5, "events": [{"method": "pwd", "at": "-1h"}]}))
+    assert main(["explain", "--client", "portal", "--session", str(session)]) == 2
+    assert "subject must be a non-empty string (the user's sub), not 5" in capsys.readouterr().err

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from policy_sso.audit.event import EVENT_TYPES
+from policy_sso.diagnostics import did_you_mean
 from policy_sso.errors import InvalidRequest
 from policy_sso.request import parse_int
 from policy_sso.sessions.fixture import FixtureError, parse_time
@@ -23,6 +25,13 @@ from policy_sso.sessions.fixture import FixtureError, parse_time
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 FILTERS = ("subject", "client", "type", "since", "until", "limit", "cursor")
+def _names_a_type(kind: str) -> bool:
+    """Return whether ``kind`` is an event type, or a prefix (``logout.*``) of one."""
+    if kind.endswith(".*"):
+        return any(t.startswith(kind[:-1]) for t in EVENT_TYPES)
+    return kind in EVENT_TYPES
+
+
 _TYPE_RE = re.compile(r"^[a-z_]+(\.[a-z_]+)?(\.\*)?$|^[a-z_]+\.\*$")
 _CURSOR_RE = re.compile(r"^(-?\d{1,12}):([A-Za-z0-9_.:-]{1,64})$")
 _VALUE_MAX = 256
@@ -110,6 +119,10 @@ def parse_query(params: Mapping[str, str], now: int) -> EventQuery:
     if kind is not None and not _TYPE_RE.match(kind):
         raise InvalidRequest("type must be an event type such as authorization.decision, or a prefix "
                              "such as logout.*")
+    if kind is not None and not _names_a_type(kind):  # it could only ever match nothing: say so
+        hint = did_you_mean(kind.removesuffix(".*"), [*EVENT_TYPES, *{t.split(".")[0] for t in EVENT_TYPES}])
+        raise InvalidRequest(f"no event type is {kind!r}" + (f" ({hint})" if hint else "")
+                             + "; docs/audit-events.md lists them")
     limit = DEFAULT_LIMIT
     if params.get("limit"):
         limit = parse_int(params["limit"], "limit", maximum=MAX_LIMIT)  # ASCII digits: isdigit() takes "²"

@@ -93,6 +93,12 @@ def cmd_events(args: argparse.Namespace) -> int:
         return EXIT_FINDINGS
     finally:
         events.close()
+    if not page.events and query.client and tenant is not None and query.client not in tenant.clients:
+        from policy_sso.diagnostics import did_you_mean
+
+        hint = did_you_mean(query.client, tenant.clients)
+        print(f"policy-sso events: no events; {query.client!r} is not a client of this tenant"
+              + (f" ({hint})" if hint else ""), file=sys.stderr)
     if args.format == "json":
         print(json.dumps(page.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -111,10 +117,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sqlite:///PATH, redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,...] or "
                    "postgresql://USER@HOST/DB (default: the one serve uses)")
     p.add_argument("--subject", metavar="SUB", help="a subject or a username")
-    p.add_argument("--client", metavar="ID")
+    p.add_argument("--client", metavar="ID", help="a client_id: the events of that app")
     p.add_argument("--type", metavar="TYPE", help="an event type, or a prefix such as logout.*")
     p.add_argument("--since", metavar="TIME", help="epoch seconds, ISO 8601 or an offset such as -1d")
-    p.add_argument("--until", metavar="TIME")
+    p.add_argument("--until", metavar="TIME", help="the end of the period, as --since (default: now)")
     p.add_argument("--limit", type=int, metavar="N", help="events per page, 1 to 500 (default 50)")
     p.add_argument("--cursor", metavar="C", help="the cursor a previous page printed")
     p.add_argument("--now", type=int, metavar="EPOCH", help=argparse.SUPPRESS)  # tests: relative times

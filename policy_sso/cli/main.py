@@ -70,6 +70,8 @@ def _load_ended(path: str, now: int) -> SessionEnd | None:
 
 
 def _fixture_data(path: str) -> object:
+    if path == "null" and not Path(path).exists():  # --session null: no session at all
+        return None
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as err:
@@ -213,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "validate), 2 usage errors (including a client the tenant does not register).")
     p.add_argument("--client", required=True, metavar="ID", help="a client_id registered in clients.yaml")
     p.add_argument("--session", required=True, metavar="FILE",
-                   help="session fixture (JSON/YAML: subject, events, last_seen, consents), or null")
+                   help="session fixture (JSON/YAML: subject, events, last_seen, consents), or the word "
+                        "null for a browser with no session")
     p.add_argument("--request", default="", metavar="QUERY",
                    help="authorization request query string (default: scope=openid)")
     p.add_argument("--at", metavar="TIME", help="evaluate at this time (epoch, ISO 8601 or -1h)")

@@ -80,8 +80,10 @@ def session_from_fixture(data: Any, now: int, session_id: str = "fixture") -> Se
     if not isinstance(data, dict):
         raise FixtureError("a session fixture is a mapping (or null for no session)")
     subject = data.get("subject")
+    if subject is None:
+        raise FixtureError("session fixture needs a subject (the user's sub, e.g. \"u-alice\")")
     if not isinstance(subject, str) or not subject:
-        raise FixtureError("session fixture needs a subject")
+        raise FixtureError(f"subject must be a non-empty string (the user's sub), not {subject!r}")
     raw_events = data.get("events", [])
     if not isinstance(raw_events, list) or not raw_events:
         raise FixtureError("session fixture needs a non-empty list of events")

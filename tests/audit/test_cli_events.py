@@ -62,6 +62,10 @@ def test_json_is_the_api_answer(store_url: str, capsys: pytest.CaptureFixture) -
     pytest.param(["--store", "memory://"], "inside the server", id="memory-store"),
     pytest.param(["--store", "sqlite:////x.db", "--limit", "9999"], "limit", id="limit-too-large"),
     pytest.param(["--store", "sqlite:////x.db", "--since", "someday"], "since", id="bad-time"),
+    # a type no event has could only ever match nothing: said, with the nearest (a new user's typo)
+    pytest.param(["--store", "sqlite:////x.db", "--type", "nope"], "no event type is 'nope'", id="type"),
+    pytest.param(["--store", "sqlite:////x.db", "--type", "logut.*"], "did you mean 'logout'?",
+                 id="type-prefix"),
 ])
 def test_usage_errors_exit_2(args: list[str], message: str, capsys: pytest.CaptureFixture) -> None:
     status, _, err = run(capsys, *args)
@@ -87,3 +91,12 @@ def test_events_of_a_server_not_yet_restarted_are_read_where_they_are(tmp_path: 
     assert not sqlite_events_path(session_file).exists()  # nothing created (it would be the CLI user's)
     tables = sqlite3.connect(session_file).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
     assert "audit_events" in {name for (name,) in tables}  # nor moved: the server does that
+
+
+def test_a_client_the_tenant_does_not_have_is_named_when_nothing_matches(
+        store_url: str, capsys: pytest.CaptureFixture) -> None:
+    status, out, err = run(capsys, "--store", store_url, "--client", "portl")
+    assert status == 0 and out == ""
+    assert "'portl' is not a client of this tenant (did you mean 'portal'?)" in err
+    status, out, err = run(capsys, "--store", store_url, "--client", "portal")
+    assert status == 0 and "client=portal" in out and "not a client" not in err

@@ -99,3 +99,27 @@ def test_bob_adds_a_passkey_from_the_factor_page_and_uses_it(driver: Any, live: 
     assert answer.get("code"), answer
     (session,) = live.op.store.sessions_of("u-bob", live.op.clock.now)
     assert set(session.amr) == {"pwd", "hwk", "pin", "mfa"}
+
+
+def test_a_passkey_opens_the_account_page_after_a_password_sign_in(driver: Any, live: Live,
+                                                                   authenticator: Any) -> None:
+    # bob's only second factor is a passkey: his password alone opens his account page no more
+    driver.get(live.authorize_url("backoffice"))
+    password(driver, "bob")
+    wait_for(driver, "#enrol-passkey").click()
+    submit(driver, wait_for(driver, "#passkey-button"))
+    wait_for(driver, "#passkey-button").click()
+    at_app(driver, live, "backoffice")
+    driver.get(f"{live.op.url}/healthz")
+    driver.delete_all_cookies()  # the provider's, this time: a password at the account page's own sign-in
+    driver.get(f"{live.op.url}/account")
+    password(driver, "bob")
+    assert "Confirm it is you" in wait_for(driver, "h1").text
+    assert not driver.find_elements(By.ID, "otp")  # no authenticator app: the passkey is offered
+    def amrs() -> list[tuple[str, ...]]:
+        return sorted(s.amr for s in live.op.store.sessions_of("u-bob", live.op.clock.now))
+
+    assert ("pwd",) in amrs()  # this browser's new session: a password only
+    submit(driver, wait_for(driver, "#passkey-button"))
+    assert "Passkey" in wait_for(driver, "#factors").text
+    assert ("pwd",) not in amrs() and all("hwk" in amr for amr in amrs())

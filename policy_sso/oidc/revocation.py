@@ -49,8 +49,9 @@ def revoke(p: Provider, client: Client, form: Mapping[str, str], now: int) -> No
         return
     found = p.store.get_refresh(token_key(token), now)
     if found is not None and found[1].get("client_id") == client.client_id:
-        # RFC 7009 §2.1: revoking a refresh token may revoke the whole grant
-        p.store.revoke_family(found[0])
+        # RFC 7009 §2.1: revoking a refresh token revokes the whole grant, the access tokens issued
+        # from it included (this server revokes access tokens, so it SHOULD)
+        p.store.revoke_family(found[0], now)
         p.audit.record("token.revoked", now, outcome="revoked", client=client.client_id,
                        subject=found[1].get("sub"), kind="refresh_token")
 

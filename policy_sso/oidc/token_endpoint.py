@@ -7,7 +7,11 @@
 - refresh tokens are issued when ``offline_access`` was granted (OIDC Core §11)
   and the client may use the refresh_token grant.
 - refresh_token: rotated on every use; presenting a spent token revokes the
-  whole family (RFC 9700 §4.14.2).
+  whole family (RFC 9700 §4.14.2), with every access token issued from it: the
+  store records each access token's ``jti`` with its family as it is issued
+  (in the call that stores the refresh token, no call of its own). A request
+  the right client can correct (a wider ``scope``) is refused before the token
+  is spent, so its retry is not taken for reuse.
 - client_credentials: confidential clients only, an access token for the client.
 - DPoP (RFC 9449 §5): with a proof, the authorization_code and refresh_token
   grants issue access tokens bound to its key (``cnf.jkt``, token_type
@@ -115,38 +119,52 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
     old = form.get("refresh_token")
     if not old:
         raise InvalidRequest("refresh_token is missing")
-    new = secrets.token_urlsafe(32)
-    expires = now + p.tenant.settings.tokens.refresh_token_lifetime
-    rotation = p.store.rotate_refresh(token_key(old), token_key(new), now, expires)
+    asked = form.get("scope", "").split()
+    if asked:
+        # checked before the token is spent (as a code's are): the client's corrected retry must
+        # not find it spent and revoke the grant. Only a request that names a scope pays this read;
+        # a token another client or DPoP key presents goes on to be revoked below, as stolen.
+        found = p.store.get_refresh(token_key(old), now)
+        if (found is not None and found[1].get("client_id") == client.client_id
+                and found[1].get("jkt") in (None, jkt)):
+            _narrowed(Grant.from_json(found[1]), asked)
+    settings = p.tenant.settings.tokens
+    new, jti = secrets.token_urlsafe(32), secrets.token_urlsafe(16)
+    # the access token this rotation issues is recorded with the family, so revoking it revokes that too
+    rotation = p.store.rotate_refresh(token_key(old), token_key(new), now,
+                                      now + settings.refresh_token_lifetime,
+                                      access=(jti, now + settings.access_token_lifetime))
     if rotation.status == "reused":
         p.audit.record("token.refresh_reuse", now, outcome="family_revoked", client=client.client_id)
         raise InvalidGrant("the refresh token was already used; its token family is revoked")
     if rotation.status != "ok" or rotation.data is None or rotation.family_id is None:
         raise InvalidGrant("the refresh token is invalid, expired or revoked")
     if rotation.data.get("client_id") != client.client_id:
-        p.store.revoke_family(rotation.family_id)
+        p.store.revoke_family(rotation.family_id, now)
         raise InvalidGrant("the refresh token was issued to another client")
     bound = rotation.data.get("jkt")
     if bound is not None and bound != jkt:
         # RFC 9449 §5.8: a bound refresh token works only with its key's proof; without it, it is stolen
-        p.store.revoke_family(rotation.family_id)
+        p.store.revoke_family(rotation.family_id, now)
         raise InvalidGrant("the refresh token is bound to another DPoP key; its token family is revoked")
     if family_revoked(p, rotation.data, now):
-        p.store.revoke_family(rotation.family_id)  # the password changed, or consent was withdrawn, since
+        # the password changed, or consent was withdrawn, since
+        p.store.revoke_family(rotation.family_id, now)
         raise InvalidGrant("the refresh token is invalid, expired or revoked")
     grant = Grant.from_json(rotation.data)
-    if form.get("scope"):
-        # RFC 6749 §6: a narrower scope is allowed, a wider one is not
-        asked = form["scope"].split()
-        if not set(asked) <= set(grant.scope.split()):
-            raise InvalidScope("scope exceeds what the refresh token was granted")
-        grant = grant.with_scope(" ".join(asked))
-    else:
-        grant = grant.with_scope(grant.scope)
-    response = _tokens(p, client, grant, now, jti=secrets.token_urlsafe(16), family=None,
+    # a family's data never changes, so this holds whenever the check before the rotation did
+    grant = _narrowed(grant, asked) if asked else grant.with_scope(grant.scope)
+    response = _tokens(p, client, grant, now, jti=jti, family=None,
                        id_token="openid" in grant.scope.split(), jkt=jkt)
     response["refresh_token"] = new
     return response
+
+
+def _narrowed(grant: Grant, asked: list[str]) -> Grant:
+    """Return ``grant`` narrowed to the ``asked`` scope; raise InvalidScope for a wider one (RFC 6749 §6)."""
+    if not set(asked) <= set(grant.scope.split()):
+        raise InvalidScope("scope exceeds what the refresh token was granted")
+    return grant.with_scope(" ".join(asked))
 
 
 def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], now: int,
@@ -186,7 +204,9 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
         data = {**grant.to_json(), "granted_at": now}  # what a consent withdrawal is compared with
         if jkt is not None and client.is_public:
             data["jkt"] = jkt  # RFC 9449 §5.8: a public client's refresh tokens are bound to its key
-        p.store.put_refresh(token_key(refresh), family, data, now + settings.refresh_token_lifetime, now=now)
+        # the access token is recorded with its family: revoking the family revokes it too
+        p.store.put_refresh(token_key(refresh), family, data, now + settings.refresh_token_lifetime, now=now,
+                            access=(jti, now + settings.access_token_lifetime))
         out["refresh_token"] = refresh
     # only the authorization_code grant passes a family; client_credentials names the client as subject
     p.audit.record("token.issued" if family is not None or grant.subject == client.client_id
@@ -197,6 +217,10 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
 
 
 def revoke_issued(p: Provider, family: str, jti: str, expires_by: int, now: int) -> None:
-    """Revoke what a code's first redemption issued: its refresh family and its access token."""
-    p.store.revoke_family(family)
+    """Revoke what a code's first redemption issued: its refresh family and its access token.
+
+    The family's revocation takes every access token issued from it; the first one is revoked by
+    its ``jti`` as well, as a code redeemed without ``offline_access`` started no family.
+    """
+    p.store.revoke_family(family, now)
     p.store.use_jti(REVOKED_ACCESS_TOKENS, jti, max(expires_by, now + 1), now=now)

@@ -18,7 +18,13 @@ from policy_sso.sessions.model import (
     SessionEnd,
     SessionLifetime,
 )
-from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key
+from policy_sso.sessions.store import (
+    REVOKED_ACCESS_TOKENS,
+    AccessToken,
+    RefreshRotation,
+    StoreOptions,
+    token_key,
+)
 
 MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first past this
 
@@ -35,6 +41,7 @@ class MemoryStore:
         self._sessions: dict[str, Session] = {}
         self._by_subject: dict[str, set[str]] = {}
         self._refresh: dict[str, dict[str, Any]] = {}  # key -> {family, data, expires_at, spent}
+        self._access: dict[str, dict[str, int]] = {}  # refresh family -> its access tokens' jti -> expiry
         self._jtis: dict[tuple[str, str], int] = {}
         self._counters: dict[tuple[str, int], tuple[int, int]] = {}  # (key, start) -> (count, reset)
         self._ends: dict[str, SessionEnd] = {}  # token_key(session id) -> why it ended, oldest first
@@ -164,10 +171,15 @@ class MemoryStore:
 
     # refresh tokens -------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
-                    now: int | None = None) -> None:
+                    now: int | None = None, *, access: AccessToken | None = None) -> None:
         with self._lock:
             self._refresh[token_key] = {"family": family_id, "data": copy.deepcopy(data),
                                         "expires_at": expires_at, "spent": False}
+            self._record_access(family_id, access)
+
+    def _record_access(self, family_id: str, access: AccessToken | None) -> None:
+        if access is not None:
+            self._access.setdefault(family_id, {})[access[0]] = access[1]
 
     def _refresh_record(self, token_key: str, now: int) -> dict[str, Any] | None:
         record = self._refresh.get(token_key)
@@ -175,16 +187,17 @@ class MemoryStore:
             return None
         return record
 
-    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int, *,
+                       access: AccessToken | None = None) -> RefreshRotation:
         with self._lock:
             record = self._refresh_record(old_key, now)
             if record is None:
                 return RefreshRotation("unknown")
             if record["spent"]:
-                self.revoke_family(record["family"])
+                self.revoke_family(record["family"], now)
                 return RefreshRotation("reused", record["family"])
             record["spent"] = True
-            self.put_refresh(new_key, record["family"], record["data"], expires_at)
+            self.put_refresh(new_key, record["family"], record["data"], expires_at, access=access)
             return RefreshRotation("ok", record["family"], copy.deepcopy(record["data"]))
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
@@ -194,10 +207,15 @@ class MemoryStore:
                 return None
             return record["family"], copy.deepcopy(record["data"])
 
-    def revoke_family(self, family_id: str) -> None:
+    def revoke_family(self, family_id: str, now: int | None = None) -> None:
         with self._lock:
             for key in [k for k, r in self._refresh.items() if r["family"] == family_id]:
                 del self._refresh[key]
+            at = _now(now)
+            for jti, expires_at in self._access.pop(family_id, {}).items():
+                if at < expires_at:
+                    key = (REVOKED_ACCESS_TOKENS, jti)
+                    self._jtis[key] = max(expires_at, self._jtis.get(key, 0))
 
     # identifiers and counters --------------------------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
@@ -273,6 +291,12 @@ class MemoryStore:
             for key in [k for k, r in self._refresh.items() if now >= r["expires_at"]]:
                 del self._refresh[key]
                 removed += 1
+            for family, tokens in list(self._access.items()):
+                for jti in [j for j, exp in tokens.items() if now >= exp]:
+                    del tokens[jti]
+                    removed += 1
+                if not tokens:
+                    del self._access[family]
             for key in [k for k, exp in self._jtis.items() if now >= exp]:
                 del self._jtis[key]
                 removed += 1

@@ -49,7 +49,14 @@ from policy_sso.sessions.model import (
     SessionEnd,
     SessionLifetime,
 )
-from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
+from policy_sso.sessions.store import (
+    REVOKED_ACCESS_TOKENS,
+    AccessToken,
+    RefreshRotation,
+    StoreOptions,
+    token_key,
+    translate_faults,
+)
 
 # Each entry migrates from the previous version; statements are idempotent (IF NOT EXISTS) so a
 # database created by hand, or a migration interrupted before its version was recorded, is fine.
@@ -82,6 +89,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # record so replace_credential compares stored text
         "CREATE TABLE IF NOT EXISTS credentials (subject TEXT NOT NULL, id TEXT NOT NULL, "
         "data TEXT NOT NULL, PRIMARY KEY (subject, id))",
+    ),
+    (
+        # a refresh token's row names the access token issued with it: revoking the family revokes it
+        "ALTER TABLE refresh ADD COLUMN IF NOT EXISTS access TEXT, "
+        "ADD COLUMN IF NOT EXISTS access_expires BIGINT",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -333,14 +345,13 @@ class PostgresStore:
 
     # refresh tokens ----------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
-                    now: int | None = None) -> None:
+                    now: int | None = None, *, access: AccessToken | None = None) -> None:
         with self._db() as db:
-            db.execute("INSERT INTO refresh (key, family, data, expires_at, spent) "
-                       "VALUES (%s, %s, %s, %s, FALSE) ON CONFLICT (key) DO UPDATE SET "
-                       "family = excluded.family, data = excluded.data, expires_at = excluded.expires_at, "
-                       "spent = FALSE", (token_key, family_id, json.dumps(data), expires_at))
+            db.execute(_INSERT_REFRESH, (token_key, family_id, json.dumps(data), expires_at,
+                                         *(access or (None, None))))
 
-    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int, *,
+                       access: AccessToken | None = None) -> RefreshRotation:
         with self._write() as db:
             found = db.execute("SELECT family FROM refresh WHERE key = %s", (old_key,)).fetchone()
             if found is None:
@@ -356,13 +367,10 @@ class PostgresStore:
                 return RefreshRotation("unknown")
             family, data, spent = row
             if spent:
-                db.execute("DELETE FROM refresh WHERE family = %s", (family,))
+                self._revoke(db, family, now)
                 return RefreshRotation("reused", family)
             db.execute("UPDATE refresh SET spent = TRUE WHERE key = %s", (old_key,))
-            db.execute("INSERT INTO refresh (key, family, data, expires_at, spent) "
-                       "VALUES (%s, %s, %s, %s, FALSE) ON CONFLICT (key) DO UPDATE SET "
-                       "family = excluded.family, data = excluded.data, expires_at = excluded.expires_at, "
-                       "spent = FALSE", (new_key, family, data, expires_at))
+            db.execute(_INSERT_REFRESH, (new_key, family, data, expires_at, *(access or (None, None))))
             return RefreshRotation("ok", family, json.loads(data))
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
@@ -371,11 +379,20 @@ class PostgresStore:
                              "AND NOT spent", (token_key, now)).fetchone()
         return (row[0], json.loads(row[1])) if row else None
 
-    def revoke_family(self, family_id: str) -> None:
+    def revoke_family(self, family_id: str, now: int | None = None) -> None:
         with self._write() as db:
             # under the family's lock, the DELETE's snapshot (taken after it) sees every successor
             db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (family_id,))
-            db.execute("DELETE FROM refresh WHERE family = %s", (family_id,))
+            self._revoke(db, family_id, now)
+
+    @staticmethod
+    def _revoke(db: psycopg.Connection[Any], family_id: str, now: int | None) -> None:
+        """Delete the family's tokens; its live access tokens become revoked jtis (one statement)."""
+        db.execute("WITH gone AS (DELETE FROM refresh WHERE family = %s RETURNING access, access_expires) "
+                   "INSERT INTO jtis (ns, jti, expires_at) SELECT %s, access, max(access_expires) FROM gone "
+                   "WHERE access IS NOT NULL AND %s < access_expires GROUP BY access ON CONFLICT (ns, jti) "
+                   "DO UPDATE SET expires_at = GREATEST(jtis.expires_at, excluded.expires_at)",
+                   (family_id, REVOKED_ACCESS_TOKENS, _now(now)))
 
     # identifiers and counters -----------------------------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
@@ -460,7 +477,10 @@ class PostgresStore:
                 if now < end.kept_until():
                     self._put_end(db, sid, end)
             removed = len(rows)
-            for table in ("refresh", "jtis", "counters", "session_ends", "not_before"):
+            # a refresh token's row stays while the access token issued with it lives (_revoke)
+            removed += db.execute("DELETE FROM refresh WHERE %s >= GREATEST(expires_at, access_expires)",
+                                  (now,)).rowcount
+            for table in ("jtis", "counters", "session_ends", "not_before"):
                 # table names come from this tuple, never from input
                 removed += db.execute(f"DELETE FROM {table} WHERE %s >= expires_at", (now,)).rowcount  # noqa: S608
         return removed
@@ -482,3 +502,11 @@ def _record_text(record: dict[str, Any]) -> str:
 def _now(now: int | None) -> int:
     """Return ``now``, or the wall clock's second when a caller has none (the edge)."""
     return int(time.time()) if now is None else now
+
+
+# A token's row also names the access token issued with it (``access``, ``access_expires``): the
+# family's rows, spent ones included, hold every access token a revocation must take along.
+_INSERT_REFRESH = ("INSERT INTO refresh (key, family, data, expires_at, spent, access, access_expires) "
+                   "VALUES (%s, %s, %s, %s, FALSE, %s, %s) ON CONFLICT (key) DO UPDATE SET "
+                   "family = excluded.family, data = excluded.data, expires_at = excluded.expires_at, "
+                   "spent = FALSE, access = excluded.access, access_expires = excluded.access_expires")

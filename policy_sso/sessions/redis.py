@@ -16,9 +16,10 @@ share one hash slot (a key's ``{tag}``):
 
 - a session and its end record: ``psso:{s:<digest>}`` and ``psso:{s:<digest>}:end``,
   the digest being the id's SHA-256 (no session id is stored in the clear);
-- a refresh family: ``psso:{rf:<family>}`` (a hash, one field a token) and
-  ``psso:{rf:<family>}:spent``; a token finds its family through
-  ``psso:rt:<token digest>``, written before the family changes;
+- a refresh family: ``psso:{rf:<family>}`` (a hash, one field a token),
+  ``psso:{rf:<family>}:spent`` and ``psso:{rf:<family>}:at`` (the access tokens issued
+  with its tokens); a token finds its family through ``psso:rt:<token digest>``, written
+  before the family changes;
 - a subject's session index ``psso:uz:<subject>``, a jti, a counter, a
   subject's cut-off and its credentials are each one key.
 
@@ -29,7 +30,11 @@ index is therefore not atomic with the sessions: a sign-in that completes
 while ``end_sessions_of`` runs for the same subject may keep its new session
 (as if it had signed in just after), and a process killed between writing a
 session and indexing it leaves that session out of its subject's index until
-it expires. On one server the same steps run.
+it expires. A refresh family's revocation writes its access tokens' revocation
+records (each ``jti`` a key of its own) before the script that deletes the family,
+so a fault in between leaves a family to revoke again, never a deleted one whose
+access tokens still work (but for one a rotation racing the revocation issued, which
+is written just after the delete). On one server the same steps run.
 
 A subject's sessions are indexed in a sorted set ranked by creation, so
 creating one costs O(log n) and the oldest end first once the subject holds
@@ -71,7 +76,14 @@ from policy_sso.sessions.model import (
     SessionEnd,
     SessionLifetime,
 )
-from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
+from policy_sso.sessions.store import (
+    REVOKED_ACCESS_TOKENS,
+    AccessToken,
+    RefreshRotation,
+    StoreOptions,
+    token_key,
+    translate_faults,
+)
 
 PREFIX = "psso:"
 
@@ -195,22 +207,29 @@ end
 # for reuse detection until their own expiry; the ``:spent`` sorted set ranks them by it, so
 # each rotation drops the ones past it in O(log n).
 
-# KEYS[1] family, KEYS[2] its spent set; ARGV token, field value, ttl: the first of a family
+# A family's access tokens (``:at``, a sorted set in its slot) are ranked by their expiry: each
+# rotation drops the expired ones, and the set lives as long as its last token.
+
+# KEYS[1] family, KEYS[2] its spent set, KEYS[3] its access tokens; ARGV token, field value, ttl,
+# then the access token's jti, expiry and ttl when there is one: the first of a family
 _PUT_REFRESH = """
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('TTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+if ARGV[4] then
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[5]), ARGV[4])
+  if redis.call('TTL', KEYS[3]) < tonumber(ARGV[6]) then redis.call('EXPIRE', KEYS[3], ARGV[6]) end
+end
 """
 
-# KEYS[1] family, KEYS[2] its spent set; ARGV old token, new token, new expiry, now
-# -> {'ok', data} | {'reused'} | {'unknown'}. A spent token presented again deletes the family.
+# KEYS[1] family, KEYS[2] its spent set, KEYS[3] its access tokens; ARGV old token, new token,
+# new expiry, now, then the new access token's jti and expiry when there is one
+# -> {'ok', data} | {'reused'} | {'unknown'}. A spent token presented again changes nothing here:
+# the caller then revokes the family (revoke_family), its access tokens first.
 _ROTATE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 local now = tonumber(ARGV[4])
 if not v or now >= tonumber(string.sub(v, 2, 12)) then return {'unknown'} end
-if string.sub(v, 1, 1) == '1' then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  return {'reused'}
-end
+if string.sub(v, 1, 1) == '1' then return {'reused'} end
 local exp, data = tonumber(ARGV[3]), string.sub(v, 13)
 redis.call('HSET', KEYS[1], ARGV[1], '1' .. string.sub(v, 2, 12),
            ARGV[2], '0' .. string.format('%011d', exp) .. data)
@@ -222,7 +241,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 for i = 1, 2 do
   if redis.call('TTL', KEYS[i]) < exp - now then redis.call('EXPIRE', KEYS[i], math.max(1, exp - now)) end
 end
+if ARGV[5] then
+  local at = tonumber(ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  redis.call('ZADD', KEYS[3], at, ARGV[5])
+  if redis.call('TTL', KEYS[3]) < at - now then redis.call('EXPIRE', KEYS[3], math.max(1, at - now)) end
+end
 return {'ok', data}
+"""
+
+# KEYS[1] family, KEYS[2] its spent set, KEYS[3] its access tokens; ARGV now, mode
+# -> {jti, expiry, ...}: the access tokens live at now. Mode 'first': the family is deleted only
+# when it has none (else the caller records them revoked, then calls again); 'last': deleted.
+_REVOKE_FAMILY = """
+local live = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+if ARGV[2] == 'last' or #live == 0 then redis.call('DEL', KEYS[1], KEYS[2], KEYS[3]) end
+return live
 """
 
 # KEYS[1] jti; ARGV expires_at, ttl, now ('' without one) -> 1 recorded, 0 replay.
@@ -347,6 +381,7 @@ class RedisStore:
         self._compare_and_set = self.redis.register_script(_COMPARE_AND_SET)
         self._put_refresh = self.redis.register_script(_PUT_REFRESH)
         self._rotate = self.redis.register_script(_ROTATE)
+        self._revoke_family = self.redis.register_script(_REVOKE_FAMILY)
         self._decoded = codec.DecodedSessions()
         self._seen: dict[str, int] = {}  # session id -> its stored last-seen, as this store last saw it
 
@@ -593,8 +628,10 @@ class RedisStore:
     # their keys, in other slots: tokens issued then are not read any more, docs/operations.md.)
     @staticmethod
     def _family(family_id: str) -> list[str]:
-        """Return a refresh family's keys: the hash of its tokens and its spent set (one slot)."""
-        return [f"{PREFIX}{{rf:{family_id}}}", f"{PREFIX}{{rf:{family_id}}}:spent"]
+        """Return a refresh family's keys: the hash of its tokens, its spent set and its access
+        tokens (one slot)."""
+        tag = f"{PREFIX}{{rf:{family_id}}}"
+        return [tag, f"{tag}:spent", f"{tag}:at"]
 
     @staticmethod
     def _token(digest: str) -> str:
@@ -606,25 +643,34 @@ class RedisStore:
         return family.decode() if family is not None else None
 
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
-                    now: int | None = None) -> None:
+                    now: int | None = None, *, access: AccessToken | None = None) -> None:
         ttl = _ttl(expires_at, now)
         # the pointer first: without its token in the family it leads nowhere (get_refresh: None)
         self.redis.set(self._token(token_key), family_id, ex=ttl)
-        self._put_refresh(keys=self._family(family_id),
-                          args=[token_key, f"0{expires_at:011d}{json.dumps(data)}", ttl])
+        args: list[Any] = [token_key, f"0{expires_at:011d}{json.dumps(data)}", ttl]
+        if access is not None:
+            args += [access[0], access[1], _ttl(access[1], now)]
+        self._put_refresh(keys=self._family(family_id), args=args)
 
-    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int, *,
+                       access: AccessToken | None = None) -> RefreshRotation:
         family_id = self._family_of(old_key)
         if family_id is None:
             return RefreshRotation("unknown")
         # the successor's pointer before the rotation: a fault in between leaves the old token
         # unspent (the client may retry), never a live successor that no pointer finds
         self.redis.set(self._token(new_key), family_id, ex=_ttl(expires_at, now))
-        result = self._rotate(keys=self._family(family_id), args=[old_key, new_key, expires_at, now])
+        args: list[Any] = [old_key, new_key, expires_at, now]
+        if access is not None:
+            args += list(access)
+        result = self._rotate(keys=self._family(family_id), args=args)
         status = result[0].decode()
         if status == "unknown":
             return RefreshRotation("unknown")
-        return RefreshRotation(status, family_id, json.loads(result[1]) if status == "ok" else None)
+        if status == "reused":
+            self.revoke_family(family_id, now)
+            return RefreshRotation("reused", family_id)
+        return RefreshRotation("ok", family_id, json.loads(result[1]))
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
         family_id = self._family_of(token_key)
@@ -635,10 +681,35 @@ class RedisStore:
             return None
         return family_id, json.loads(value[12:])
 
-    def revoke_family(self, family_id: str) -> None:
-        # one DEL of both keys (one slot): every token of the family goes at once, so a racing
-        # rotation either ran before (its successor goes too) or finds its token gone
-        self.redis.delete(*self._family(family_id))
+    def revoke_family(self, family_id: str, now: int | None = None) -> None:
+        # The family's keys share a slot, its access tokens' revocation records do not: they are
+        # written first, then one script deletes the family (every refresh token at once, so a
+        # racing rotation either ran before, and its successor goes too, or finds its token gone)
+        # and returns the access tokens a rotation recorded in between, which are written last.
+        # A fault before the delete leaves the family to be revoked again, never a deleted family
+        # whose access tokens were not revoked; a family without live access tokens is one call.
+        at = _now(now)
+        keys = self._family(family_id)
+        first = self._pairs(self._revoke_family(keys=keys, args=[at, "first"]))
+        if not first:
+            return
+        self._record_revoked(first, at)
+        last = self._pairs(self._revoke_family(keys=keys, args=[at, "last"]))
+        self._record_revoked({jti: exp for jti, exp in last.items() if jti not in first}, at)
+
+    @staticmethod
+    def _pairs(flat: list[Any]) -> dict[str, int]:
+        """Return ``{jti: expiry}`` from a script's flat ``[jti, score, ...]`` reply."""
+        return {_text(jti): int(float(score)) for jti, score in zip(flat[::2], flat[1::2], strict=True)}
+
+    def _record_revoked(self, tokens: dict[str, int], now: int) -> None:
+        """Record access tokens as revoked until their expiry (one pipeline over their slots)."""
+        if not tokens:
+            return
+        with self.redis.pipeline(transaction=False) as pipe:
+            for jti, expires_at in tokens.items():
+                pipe.set(self._jti(REVOKED_ACCESS_TOKENS, jti), expires_at, ex=_ttl(expires_at, now))
+            pipe.execute()
 
     # identifiers and counters ------------------------------------------------------------
     @staticmethod

@@ -39,7 +39,14 @@ from policy_sso.sessions.model import (
     SessionEnd,
     SessionLifetime,
 )
-from policy_sso.sessions.store import RefreshRotation, StoreOptions, token_key, translate_faults
+from policy_sso.sessions.store import (
+    REVOKED_ACCESS_TOKENS,
+    AccessToken,
+    RefreshRotation,
+    StoreOptions,
+    token_key,
+    translate_faults,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -50,7 +57,8 @@ CREATE INDEX IF NOT EXISTS sessions_subject ON sessions(subject);
 DROP TABLE IF EXISTS codes;
 CREATE TABLE IF NOT EXISTS refresh (
     key TEXT PRIMARY KEY, family TEXT NOT NULL, data TEXT NOT NULL,
-    expires_at INTEGER NOT NULL, spent INTEGER NOT NULL DEFAULT 0
+    expires_at INTEGER NOT NULL, spent INTEGER NOT NULL DEFAULT 0,
+    access TEXT, access_expires INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS refresh_family ON refresh(family);
 CREATE TABLE IF NOT EXISTS jtis (
@@ -121,6 +129,7 @@ class SQLiteStore:
         db = self._db(startup=True)
         db.execute(f"PRAGMA busy_timeout={_STARTUP_BUSY_MS}")
         db.executescript(SCHEMA)
+        _add_access_columns(db)
         db.execute(f"PRAGMA busy_timeout={self._busy_ms()}")
 
     def _busy_ms(self) -> int:
@@ -291,12 +300,16 @@ class SQLiteStore:
         return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
 
     # refresh tokens ----------------------------------------------------------------------
+    # A token's row also holds the access token issued with it (``access``, ``access_expires``): the
+    # family's rows, spent ones included, name every access token a revocation must take along. A
+    # row stays until both it and its access token have expired (sweep).
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
-                    now: int | None = None) -> None:
-        self._db().execute("INSERT OR REPLACE INTO refresh (key, family, data, expires_at, spent) "
-                           "VALUES (?, ?, ?, ?, 0)", (token_key, family_id, json.dumps(data), expires_at))
+                    now: int | None = None, *, access: AccessToken | None = None) -> None:
+        self._db().execute(_INSERT_REFRESH, (token_key, family_id, json.dumps(data), expires_at,
+                                             *(access or (None, None))))
 
-    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int, *,
+                       access: AccessToken | None = None) -> RefreshRotation:
         with self._write() as db:
             row = db.execute("SELECT family, data, spent FROM refresh WHERE key = ? AND ? < expires_at",
                              (old_key, now)).fetchone()
@@ -304,11 +317,10 @@ class SQLiteStore:
                 return RefreshRotation("unknown")
             family, data, spent = row
             if spent:
-                self._revoke(db, family)
+                self._revoke(db, family, now)
                 return RefreshRotation("reused", family)
             db.execute("UPDATE refresh SET spent = 1 WHERE key = ?", (old_key,))
-            db.execute("INSERT OR REPLACE INTO refresh (key, family, data, expires_at, spent) "
-                       "VALUES (?, ?, ?, ?, 0)", (new_key, family, data, expires_at))
+            db.execute(_INSERT_REFRESH, (new_key, family, data, expires_at, *(access or (None, None))))
             return RefreshRotation("ok", family, json.loads(data))
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
@@ -316,12 +328,18 @@ class SQLiteStore:
                                  "AND spent = 0", (token_key, now)).fetchone()
         return (row[0], json.loads(row[1])) if row else None
 
-    def _revoke(self, db: sqlite3.Connection, family_id: str) -> None:
+    def _revoke(self, db: sqlite3.Connection, family_id: str, now: int | None) -> None:
+        """Delete the family's tokens; its live access tokens become revoked jtis (one transaction)."""
+        db.execute("INSERT INTO jtis (ns, jti, expires_at) SELECT ?, access, max(access_expires) "
+                   "FROM refresh WHERE family = ? AND access IS NOT NULL AND ? < access_expires "
+                   "GROUP BY access ON CONFLICT (ns, jti) "
+                   "DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                   (REVOKED_ACCESS_TOKENS, family_id, _now(now)))
         db.execute("DELETE FROM refresh WHERE family = ?", (family_id,))
 
-    def revoke_family(self, family_id: str) -> None:
+    def revoke_family(self, family_id: str, now: int | None = None) -> None:
         with self._write() as db:
-            self._revoke(db, family_id)
+            self._revoke(db, family_id, now)
 
     # identifiers and counters -----------------------------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
@@ -394,7 +412,10 @@ class SQLiteStore:
                 if now < end.kept_until():
                     self._put_end(db, sid, end)
             removed = len(rows)
-            for table in ("refresh", "jtis", "counters", "session_ends", "not_before"):
+            # a refresh token's row stays while the access token issued with it lives (_revoke)
+            removed += db.execute("DELETE FROM refresh WHERE ? >= max(expires_at, "
+                                  "coalesce(access_expires, 0))", (now,)).rowcount
+            for table in ("jtis", "counters", "session_ends", "not_before"):
                 # table names come from this tuple, never from input
                 removed += db.execute(f"DELETE FROM {table} WHERE ? >= expires_at", (now,)).rowcount  # noqa: S608
         return removed
@@ -410,6 +431,22 @@ class SQLiteStore:
 def _now(now: int | None) -> int:
     """Return ``now``, or the wall clock's second when a caller has none (the edge)."""
     return int(time.time()) if now is None else now
+
+
+_INSERT_REFRESH = ("INSERT OR REPLACE INTO refresh (key, family, data, expires_at, spent, access, "
+                   "access_expires) VALUES (?, ?, ?, ?, 0, ?, ?)")
+
+
+def _add_access_columns(db: sqlite3.Connection) -> None:
+    """Give a file made before refresh rows named their access token the two columns that do."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(refresh)")}
+    for column, kind in (("access", "TEXT"), ("access_expires", "INTEGER")):
+        if column not in have:
+            try:
+                db.execute(f"ALTER TABLE refresh ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as err:  # another process starting at once added it first
+                if "duplicate column" not in str(err):
+                    raise
 
 
 class _Transaction:

@@ -91,6 +91,14 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+# The use_jti namespace of revoked access tokens (RFC 7009 §2, RFC 9068 §4); policy_sso.oidc.provider
+# names the same one. A revoked refresh family records its access tokens' jtis here.
+REVOKED_ACCESS_TOKENS = "revoked-at"
+
+AccessToken = tuple[str, int]
+"""An access token issued with a refresh token: its ``jti`` and its expiry (epoch s)."""
+
+
 @dataclass(frozen=True)
 class RefreshRotation:
     """The result of rotating a refresh token (RFC 9700 §4.14.2).
@@ -173,18 +181,29 @@ class Store(Protocol):
         """
 
     # refresh tokens (rotation with reuse detection) ---------------------------
+    # A family also records the access tokens issued with its refresh tokens (``access``: the
+    # token's ``jti`` and expiry), so that revoking the family revokes them too (RFC 7009 §2.1,
+    # RFC 9700 §4.14.2): each goes into the ``REVOKED_ACCESS_TOKENS`` namespace of ``use_jti``,
+    # which every access token's check already reads. Recording costs no call of its own.
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any],
-                    expires_at: int, now: int | None = None) -> None:
-        """Store a refresh token, the first of its family or a rotation's successor."""
+                    expires_at: int, now: int | None = None, *, access: AccessToken | None = None) -> None:
+        """Store a refresh token, the first of its family, with the access token issued with it."""
 
-    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int) -> RefreshRotation:
-        """Atomically spend ``old_key`` and make ``new_key`` live in the same family."""
+    def rotate_refresh(self, old_key: str, new_key: str, now: int, expires_at: int, *,
+                       access: AccessToken | None = None) -> RefreshRotation:
+        """Atomically spend ``old_key`` and make ``new_key`` live in the same family, recording
+        ``access`` (the access token issued with ``new_key``) with the family.
+
+        A spent ``old_key`` is reuse: the family is revoked as :meth:`revoke_family` does.
+        """
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
         """Return ``(family_id, data)`` for a live, unspent refresh token."""
 
-    def revoke_family(self, family_id: str) -> None:
-        """Revoke every token of a refresh family."""
+    def revoke_family(self, family_id: str, now: int | None = None) -> None:
+        """Revoke every token of a refresh family: its refresh tokens, and each access token
+        recorded with it that is live at ``now``, which ``is_jti_used(REVOKED_ACCESS_TOKENS, jti)``
+        then reports until that token's expiry."""
 
     # single-use and revoked identifiers --------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from policy_sso.sessions import AuthEvent, ClientJoin, Session, Store
 from policy_sso.sessions.model import new_session_id
-from policy_sso.sessions.store import StoreOptions
+from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS, StoreOptions
 
 from .conftest import LIFETIME
 
@@ -275,6 +275,111 @@ def test_refresh_expiry_and_family_revocation(store):
     store.put_refresh("v1", "fam-v", {}, NOW + DAY)
     store.revoke_family("fam-v")
     assert store.get_refresh("v1", NOW) is None
+
+
+# --- a family's access tokens go with it (RFC 7009 §2.1, RFC 9700 §4.14.2) ---------------------
+
+def revoked(store, jti: str, at: int) -> bool:
+    return store.is_jti_used(REVOKED_ACCESS_TOKENS, jti, at)
+
+
+def test_revoking_a_family_revokes_its_access_tokens_until_each_expires(store):
+    store.put_refresh("a1", "fam-a", {"n": 1}, NOW + DAY, NOW, access=("at-0", NOW + 600))
+    assert store.rotate_refresh("a1", "a2", NOW + 100, NOW + DAY, access=("at-1", NOW + 700)).status == "ok"
+    store.put_refresh("b1", "fam-b", {"n": 2}, NOW + DAY, NOW, access=("at-b", NOW + 600))
+    assert not revoked(store, "at-0", NOW + 100)  # recording an access token does not revoke it
+    store.revoke_family("fam-a", NOW + 200)
+    assert store.get_refresh("a2", NOW + 200) is None
+    assert revoked(store, "at-0", NOW + 200) and revoked(store, "at-1", NOW + 200)
+    # each until its own expiry, to the second, and no longer
+    assert revoked(store, "at-0", NOW + 599) and not revoked(store, "at-0", NOW + 600)
+    assert revoked(store, "at-1", NOW + 699) and not revoked(store, "at-1", NOW + 700)
+    # another family's access token and refresh token are untouched
+    assert not revoked(store, "at-b", NOW + 200)
+    assert store.get_refresh("b1", NOW + 200) == ("fam-b", {"n": 2})
+
+
+def test_an_access_token_expired_by_the_revocation_is_not_recorded(store):
+    store.put_refresh("e1", "fam-e", {}, NOW + DAY, NOW, access=("at-old", NOW + 10))
+    assert store.rotate_refresh("e1", "e2", NOW + 5, NOW + DAY, access=("at-new", NOW + 600)).status == "ok"
+    store.revoke_family("fam-e", NOW + 10)
+    assert revoked(store, "at-new", NOW + 10)
+    assert not revoked(store, "at-old", NOW + 9)  # it had expired: the store keeps nothing for it
+
+
+def test_refresh_reuse_revokes_every_access_token_of_the_family(store):
+    store.put_refresh("r1", "fam", {"sub": "u"}, NOW + DAY, NOW, access=("at-0", NOW + 600))
+    assert store.rotate_refresh("r1", "r2", NOW + 1, NOW + DAY, access=("at-1", NOW + 601)).status == "ok"
+    assert store.rotate_refresh("r2", "r3", NOW + 2, NOW + DAY, access=("at-2", NOW + 602)).status == "ok"
+    assert not any(revoked(store, f"at-{n}", NOW + 2) for n in range(3))
+    reused = store.rotate_refresh("r1", "r4", NOW + 3, NOW + DAY, access=("at-3", NOW + 603))
+    assert (reused.status, reused.family_id) == ("reused", "fam")
+    assert store.get_refresh("r3", NOW + 3) is None
+    assert all(revoked(store, f"at-{n}", NOW + 3) for n in range(3))
+    assert not revoked(store, "at-3", NOW + 3)  # the reuse issued nothing, so there is nothing to revoke
+    # a family revoked twice (a reuse, then a code's reuse or /revoke) is no error
+    store.revoke_family("fam", NOW + 4)
+    assert revoked(store, "at-2", NOW + 4)
+
+
+def test_a_family_without_recorded_access_tokens_revokes_as_before(store):
+    store.put_refresh("o1", "fam-o", {}, NOW + DAY, NOW)  # stored before access tokens were recorded
+    assert store.rotate_refresh("o1", "o2", NOW + 1, NOW + DAY).status == "ok"
+    store.revoke_family("fam-o", NOW + 2)
+    store.revoke_family("never-issued", NOW + 2)
+    assert store.get_refresh("o2", NOW + 2) is None
+
+
+def test_revocation_racing_rotations_revokes_every_access_token_they_issued(store):
+    for attempt in range(10):
+        family = f"arace-{attempt}"
+        store.put_refresh(f"{family}-0", family, {}, NOW + DAY, NOW, access=(f"{family}-at-0", NOW + 600))
+        issued = [f"{family}-at-0"]
+        barrier = threading.Barrier(2)
+
+        def rotate(family: str = family, barrier: threading.Barrier = barrier,
+                   issued: list[str] = issued) -> None:
+            barrier.wait()
+            for step in range(50):
+                jti = f"{family}-at-{step + 1}"
+                if store.rotate_refresh(f"{family}-{step}", f"{family}-{step + 1}", NOW, NOW + DAY,
+                                        access=(jti, NOW + 600)).status != "ok":
+                    return
+                issued.append(jti)
+
+        def revoke(family: str = family, barrier: threading.Barrier = barrier,
+                   pause: float = 0.001 * (attempt % 3)) -> None:
+            barrier.wait()
+            time.sleep(pause)  # now early, now amid the rotations
+            store.revoke_family(family, NOW)
+
+        threads = [threading.Thread(target=rotate), threading.Thread(target=revoke)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [step for step in range(51) if store.get_refresh(f"{family}-{step}", NOW)] == []
+        live = [jti for jti in issued if not revoked(store, jti, NOW)]
+        assert live == [], (attempt, len(issued), live)
+
+
+def test_an_access_token_outliving_its_refresh_token_is_still_revoked_with_the_family(store):
+    # a refresh token lifetime shorter than the access token's: the record outlives the refresh token
+    store.put_refresh("s1", "fam-s", {}, NOW + 60, NOW, access=("at-1", NOW + 120))
+    assert store.rotate_refresh("s1", "s2", NOW + 10, NOW + 70, access=("at-2", NOW + 130)).status == "ok"
+    store.sweep(NOW + 71)
+    assert store.get_refresh("s2", NOW + 71) is None
+    store.revoke_family("fam-s", NOW + 72)
+    assert revoked(store, "at-1", NOW + 72) and revoked(store, "at-2", NOW + 129)
+    store.sweep(NOW + 130)
+    store.revoke_family("fam-s", NOW + 131)  # nothing left, nothing recorded
+    assert not revoked(store, "at-2", NOW + 131)
+
+
+def test_the_store_revokes_access_tokens_where_the_provider_looks():
+    from policy_sso.oidc import provider
+
+    assert provider.REVOKED_ACCESS_TOKENS == REVOKED_ACCESS_TOKENS
 
 
 # --- jtis and counters ---------------------------------------------------------------------

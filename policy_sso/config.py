@@ -80,7 +80,7 @@ DEFAULT_RATE_LIMITS = {
     "silent_auth": RateLimit(60, 60),  # per known session and client, else per client address
     "status": RateLimit(30, 60),  # the same keys
     "login": RateLimit(30, 60),  # password attempts per client address, checked before hashing
-    "authorize": RateLimit(120, 60),  # interactive authorization requests with no session, per address
+    "authorize": RateLimit(120, 60),  # interactive authorization requests, the same keys as silent_auth
 }
 
 

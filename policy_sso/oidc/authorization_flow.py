@@ -30,7 +30,6 @@ from policy_sso.oidc.codes import CodeGrant
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.interaction import ENROLLABLE_FACTORS, Interaction, Step, next_step, satisfied_request
 from policy_sso.oidc.provider import Provider, join_client
-from policy_sso.ratelimit import ADDRESS
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import AuthEvent, Device, Session
 
@@ -115,8 +114,9 @@ def authorize(p: Provider, params: Mapping[str, str], session_id: str | None,
             # keyed by the session the store knows, else by address: never by the raw cookie
             p.limiter.check_caller("silent_auth", session.id if session else None, areq.client.client_id,
                                    address, now=now)
-        elif session is None:  # nobody signed in: each such request is a sign-in page and an audit event
-            p.limiter.check("authorize", ADDRESS, address, now=now)
+        else:  # each interactive request is a page and an audit event: per session and client, else address
+            p.limiter.check_caller("authorize", session.id if session else None, areq.client.client_id,
+                                   address, now=now)
         token = forced_sso.hint_token(params)
         if token is not None:  # SPEC §5: verified before anything changes
             session = forced_sso.sign_in_with_hint(p, areq.client.client_id, token, session, now,

@@ -97,7 +97,9 @@ class ResponseTarget:
 
     def error(self, err: OAuthError) -> AuthorizationResponse:
         """Return the error response for ``err`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6)."""
-        return self.response({"error": err.error, "error_description": err.description})
+        # a description quoting a client's value must still be encodable (a lone surrogate: its escape)
+        description = err.description.encode("utf-8", "backslashreplace").decode("utf-8")
+        return self.response({"error": err.error, "error_description": description})
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,12 +166,24 @@ class AuthorizationRequest:
         return "token" in RESPONSE_PARTS[self.response_type]
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def named(value: str) -> str:
+    """Return a client-sent name quoted for an error message, or a stand-in when it is not a short name.
+
+    Error pages show the message on the provider's own page: a value sent
+    verbatim would let anyone put their sentence there (phishing text).
+    """
+    return repr(value) if _NAME.fullmatch(value) else "(a name that is not a plain identifier)"
+
+
 def single_valued(params: Mapping[str, str | list[str]]) -> dict[str, str]:
     """Return the parameters as single strings; raise InvalidRequest for a repeated one (RFC 6749 §3.1)."""
     out: dict[str, str] = {}
     for key, value in params.items():
         if isinstance(value, list):
-            raise InvalidRequest(f"parameter {key!r} is included more than once")
+            raise InvalidRequest(f"parameter {named(key)} is included more than once")
         out[key] = value
     return out
 
@@ -184,7 +198,7 @@ def resolve_client(params: Mapping[str, str], clients: Mapping[str, Client]) -> 
         raise InvalidRequest("client_id is missing")
     client = clients.get(client_id)
     if client is None:
-        raise InvalidRequest(f"unknown client_id {client_id!r}")
+        raise InvalidRequest("unknown client_id: no client is registered with the one sent")
     redirect_uri = params.get("redirect_uri", "")
     if not redirect_uri:
         # OIDC Core §3.1.2.1: redirect_uri is REQUIRED

@@ -72,7 +72,7 @@ def proven_for_factor_change(p: Provider, session: Session, now: int,
     place of the user's). A user with none needs one of ``first`` (the
     tenant's ``enrolment.after``) to enrol a first factor; None: any method.
     """
-    needed = enrolled_factors(p, session.subject) or first
+    needed = factor_proofs(p, session.subject) or first
     if needed is None:
         return True
     within = p.tenant.settings.enrolment.within
@@ -201,6 +201,20 @@ def enrolled_factors(p: Provider, subject: str) -> tuple[str, ...]:
     if "hwk" in methods and any(r.get("kind") == "passkey" for r in held.values()):
         out.append("hwk")
     return tuple(out)
+
+
+def factor_proofs(p: Provider, subject: str) -> frozenset[str]:
+    """Return the methods a use of one of the user's second factors puts in a session.
+
+    ``otp`` for an authenticator app; a passkey proves ``hwk`` when it is
+    bound to its device and ``swk`` when it is synced (``passkeys.amr_of``).
+    """
+    held = p.store.credentials_of(subject)
+    out = set()
+    if subject in p.totp_secrets or TOTP_CREDENTIAL in held:
+        out.add("otp")
+    out.update("swk" if r.get("synced") else "hwk" for r in held.values() if r.get("kind") == "passkey")
+    return frozenset(out)
 
 
 # --- passwords set at run time ------------------------------------------------------------------

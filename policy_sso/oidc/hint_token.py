@@ -178,7 +178,7 @@ class HintVerifier:
                 f"login_hint_token: issuer {str(issuer)[:100]!r} is not trusted by this client's policy")
         trusted, key = self._trusted[issuer]
         if alg != trusted.alg:
-            raise InvalidRequest(f"login_hint_token: alg {alg[:20]} is not the configured {trusted.alg}")
+            raise InvalidRequest(f"login_hint_token: alg {alg[:20]!r} is not the configured {trusted.alg}")
         try:
             return trusted, jwt.decode(token, key, algorithms=[trusted.alg], options=_NO_CLAIM_CHECKS)
         except jwt.PyJWTError:

@@ -6,8 +6,8 @@ invalid request is shown by the server, never redirected. With a valid
 ``id_token_hint`` for the browser's user the session ends at once (§2);
 otherwise the user confirms first. A hint for another user than the
 browser's ends nothing of that user's: this browser's user is asked about
-their own session. A request with no session cookie (a cross-site POST)
-ends the session the hint's ``sid`` names.
+their own session. A POST with no session cookie (a cross-site form post)
+ends the session the hint's ``sid`` names; a GET without one ends nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def validate_logout_request(p: Provider, params: Mapping[str, str], now: int) ->
         client_id = client_id or (audiences[0] if audiences else None)
     client = p.client(client_id) if client_id else None
     if client_id and client is None:
-        raise InvalidRequest(f"unknown client_id {client_id!r}")
+        raise InvalidRequest("unknown client_id: no client is registered with the one sent")
     redirect_uri = params.get("post_logout_redirect_uri") or None
     if redirect_uri is not None:
         if client is None:
@@ -80,8 +80,13 @@ def validate_logout_request(p: Provider, params: Mapping[str, str], now: int) ->
 
 
 def hinted_session(p: Provider, req: LogoutRequest, cookie_session: Session | None,
-                   now: int) -> Session | None:
-    """Return the session the id_token_hint names, if it is live: the cookie's, or found by ``sid``."""
+                   now: int, *, by_sid: bool = False) -> Session | None:
+    """Return the session the id_token_hint names, if it is live: the cookie's, or found by ``sid``.
+
+    ``by_sid``: the request is a POST, which a browser sends cross-site
+    without its SameSite=Lax cookie; a GET carries the cookie whenever this
+    browser has the session, so a GET without one ends nothing elsewhere.
+    """
     if req.hint is None:
         return None
     subject, sid = req.hint.get("sub"), req.hint.get("sid")
@@ -89,7 +94,7 @@ def hinted_session(p: Provider, req: LogoutRequest, cookie_session: Session | No
         # another user's browser: their hint does not end that user's session from here (§2: the
         # OP asks this browser's user instead; §6: a hint must not become a way to log others out)
         return cookie_session if cookie_session.subject == subject else None
-    if sid and req.client is not None:
+    if by_sid and sid and req.client is not None:
         # a cross-site POST carries no SameSite=Lax cookie: find the session by its sid
         for session in p.store.sessions_of(str(subject), now):
             join = session.clients.get(req.client.client_id)

@@ -201,9 +201,9 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
         body = loads_json(response, "the passkey's answer")  # bounded depth, no lone surrogates
         raw_id = str(body["id"])
         handle = body.get("response", {}).get("userHandle")
-    except (InvalidRequest, KeyError, TypeError, AttributeError):
+        subject = _unb64(handle).decode(errors="replace") if handle else data.get("s", "")
+    except (InvalidRequest, KeyError, TypeError, AttributeError, ValueError):  # binascii.Error: ValueError
         raise PasskeyRefused(Message("message.passkey_unreadable")) from None
-    subject = _unb64(handle).decode(errors="replace") if handle else data.get("s", "")
     if data.get("s") and subject != data["s"]:
         raise PasskeyRefused(Message("message.passkey_other_account"))
     store_id = CREDENTIAL_PREFIX + raw_id

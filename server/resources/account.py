@@ -83,8 +83,8 @@ class Account(_AccountBase):
         protects the account: a password alone does not open it for a user
         who has a second factor (as Keycloak's account console asks for it).
         """
-        held = enrolment.enrolled_factors(self.provider, session.subject)
-        return not held or any(m in held for m in session.methods)
+        proofs = enrolment.factor_proofs(self.provider, session.subject)
+        return not proofs or any(m in proofs for m in session.methods)
 
     def _confirm(self, req: falcon.Request, resp: falcon.Response, session: Session,
                  message: str = "", status: int = 200) -> None:

@@ -56,7 +56,7 @@ class Logout:
         now = req.context.now
         request = logout.validate_logout_request(self.provider, params, now)
         current = self._cookie_session(req)
-        hinted = logout.hinted_session(self.provider, request, current, now)
+        hinted = logout.hinted_session(self.provider, request, current, now, by_sid=req.method == "POST")
         if request.hint is not None and (hinted is not None or current is None):
             logout.log_out(self.provider, hinted, now)
             if hinted is not None and current is not None and hinted.id == current.id:

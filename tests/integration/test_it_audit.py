@@ -472,3 +472,18 @@ def test_a_flood_without_a_session_is_bounded_and_its_refusals_sampled(audited: 
                          "response_type": "code", "scope": "openid", "state": "t"})
     *_, second = [e for e in audited.lines() if e["type"] == "rate_limit.refused"]
     assert second["details"] == {"kind": "authorize", "suppressed": 29}
+
+
+def test_a_signed_in_flood_is_bounded_per_session_and_client(audited: Audited) -> None:
+    # with a session the address's bucket is not used: a session has its own for each client (attack review)
+    from policy_sso.config import DEFAULT_RATE_LIMITS
+
+    op, limit = audited.op, DEFAULT_RATE_LIMITS["authorize"]
+    browser = BrowserAgent(op)
+    browser.sign_in("portal", "bob")
+    answers = [browser.authorize_request("portal", prompt="login", state=f"s{i}")
+               for i in range(limit.requests + 5)]
+    refused = [a for a in answers if a.status_code == 302
+               and "error=temporarily_unavailable" in a.headers.get("Location", "")]
+    assert len(refused) == 5 and refused[-1] is answers[-1]
+    assert browser.authorize_request("docs", prompt="login").status_code != 429  # another client's bucket

@@ -140,3 +140,13 @@ def test_an_unregistered_post_logout_redirect_uri_is_explained_as_a_sign_out_pro
     assert "<h1>This sign-out link does not work</h1>" in page.text  # not a "sign-in link"
     assert "What is wrong: post_logout_redirect_uri is not registered for this client" in page.text
     assert browser.silent("portal").error is None  # nothing was ended
+
+
+def test_a_get_without_the_sessions_cookie_ends_nothing(op: LiveOP, browser: BrowserAgent) -> None:
+    # a GET from this browser carries its cookie; one without it comes from elsewhere (attack review)
+    tokens = signed_in(op, browser)
+    resp = requests.get(f"{op.url}/logout", params={"id_token_hint": tokens["id_token"],
+                                                    "post_logout_redirect_uri": SIGNED_OUT},
+                        allow_redirects=False, timeout=10)
+    assert resp.status_code == 302 and resp.headers["Location"] == SIGNED_OUT
+    assert browser.silent("portal").error is None  # still signed in

@@ -198,10 +198,10 @@ def _rs256_issuer_token(keys: dict, forge: str) -> str:
 
 
 FORGERIES = [
-    ("hs256-signed-with-its-public-key", "alg HS256 is not the configured RS256"),
-    ("ps256-with-the-right-key", "alg PS256 is not the configured RS256"),
+    ("hs256-signed-with-its-public-key", "alg 'HS256' is not the configured RS256"),
+    ("ps256-with-the-right-key", "alg 'PS256' is not the configured RS256"),
     ("rs256-with-another-key", "signature is invalid"),
-    ("rs256-with-the-ec-issuers-key", "alg ES256 is not the configured RS256"),
+    ("rs256-with-the-ec-issuers-key", "alg 'ES256' is not the configured RS256"),
 ]
 
 
@@ -224,7 +224,7 @@ def test_alg_none_is_never_accepted(verifier, alg_value):
 
 
 @pytest.mark.parametrize(("case", "secret", "alg", "message"), [
-    ("hs384-to-an-hs256-issuer", SECRET, "HS384", "alg HS384 is not the configured HS256"),
+    ("hs384-to-an-hs256-issuer", SECRET, "HS384", "alg 'HS384' is not the configured HS256"),
     ("hs256-with-another-secret", b"x" * 64, "HS256", "signature is invalid"),
 ], ids=["hs384-to-an-hs256-issuer", "hs256-with-another-secret"])
 def test_an_hmac_issuer_gets_exactly_its_alg_and_secret(verifier, case, secret, alg, message):

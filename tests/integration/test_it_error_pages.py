@@ -1,0 +1,32 @@
+"""The provider's own error pages: they say what is wrong, never in a visitor's words.
+
+An attack review put a sentence of its own ("Your account has been suspended,
+call …") on the page through a client_id or a parameter name the error
+quoted; the page is the provider's, so that is phishing text with its name on it.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+from live_op import BrowserAgent, LiveOP
+
+PHISH = "Your account has been suspended. Call +1 555 0100 at once"
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    ("/authorize", {"client_id": PHISH, "redirect_uri": "http://127.0.0.1:9001/callback"}),
+    ("/logout", {"client_id": PHISH}),
+    ("/authorize", f"client_id=portal&{PHISH}=1&{PHISH}=2"),
+], ids=["authorize-client-id", "logout-client-id", "repeated-parameter-name"])
+def test_no_visitor_sentence_reaches_the_page(op: LiveOP, path: str, params: object) -> None:
+    page = requests.get(f"{op.url}{path}", params=params, timeout=10)
+    assert page.status_code == 400 and "What is wrong:" in page.text
+    assert "suspended" not in page.text and "555" not in page.text
+
+
+def test_a_refused_enrolment_says_why_not_csrf(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")  # alice, a password only: her authenticator app has not been used
+    page = browser.get("/enrol/totp")
+    assert page.status_code == 403 and "You cannot add a factor now" in page.text
+    assert "not sent from here" not in page.text

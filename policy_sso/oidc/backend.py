@@ -20,11 +20,12 @@ from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken, OAuth
 from policy_sso.networks import IPAddress
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.grant import Grant
-from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider, end_session, join_client
+from policy_sso.oidc.provider import Provider, end_session, join_client
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
 from policy_sso.oidc.userinfo import resource_token, verify_bearer
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import Session, SessionEnd
+from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # what new_session_id makes, and no more
 

@@ -27,8 +27,6 @@ from policy_sso.sessions.model import LOGGED_OUT, ClientJoin, Session, SessionEn
 from policy_sso.sessions.store import Store
 from policy_sso.tenant import Tenant
 
-# The use_jti namespace that records revoked access tokens (RFC 7009 §2, RFC 9068 §4).
-REVOKED_ACCESS_TOKENS = "revoked-at"
 # The use_jti namespace that records spent TOTP codes, so a code works once (RFC 6238 §5.2).
 SPENT_TOTP_CODES = "totp"
 

@@ -18,9 +18,9 @@ from typing import Any
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest, InvalidToken
 from policy_sso.oidc.credential_change import family_revoked
-from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
+from policy_sso.oidc.provider import Provider
 from policy_sso.oidc.userinfo import verify_bearer
-from policy_sso.sessions.store import token_key
+from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS, token_key
 
 
 def _looks_like_jwt(token: str) -> bool:

@@ -38,8 +38,8 @@ from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.codes import USED_CODES
 from policy_sso.oidc.credential_change import family_revoked, grant_revoked
 from policy_sso.oidc.grant import Grant
-from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
-from policy_sso.sessions.store import token_key
+from policy_sso.oidc.provider import Provider
+from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS, token_key
 
 # the grants a DPoP proof binds (RFC 9449 §5); client_credentials tokens call the backend API as Bearer
 DPOP_GRANTS = frozenset({"authorization_code", "refresh_token"})

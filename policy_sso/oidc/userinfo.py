@@ -8,7 +8,8 @@ from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc import dpop, tokens
 from policy_sso.oidc.claims import requested_claims, user_claims
 from policy_sso.oidc.credential_change import token_revoked
-from policy_sso.oidc.provider import REVOKED_ACCESS_TOKENS, Provider
+from policy_sso.oidc.provider import Provider
+from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS
 
 REALM = 'Bearer realm="policy-sso"'
 

@@ -376,11 +376,6 @@ def test_an_access_token_outliving_its_refresh_token_is_still_revoked_with_the_f
     assert not revoked(store, "at-2", NOW + 131)
 
 
-def test_the_store_revokes_access_tokens_where_the_provider_looks():
-    from policy_sso.oidc import provider
-
-    assert provider.REVOKED_ACCESS_TOKENS == REVOKED_ACCESS_TOKENS
-
 
 # --- jtis and counters ---------------------------------------------------------------------
 

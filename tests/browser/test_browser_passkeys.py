@@ -85,8 +85,8 @@ def test_password_and_totp_do_not_reach_loa3(driver: Any, live: Live) -> None:
     assert driver.find_elements(By.ID, "enrol-passkey")
 
 
-def test_bob_adds_a_passkey_from_the_factor_page_and_uses_it(driver: Any, live: Live,
-                                                             authenticator: Any) -> None:
+def bob_adds_a_passkey_at_backoffice(driver: Any, live: Live) -> dict[str, str]:
+    """Bob (a password only) signs in at backoffice, which needs MFA: he adds a passkey and uses it."""
     driver.get(live.authorize_url("backoffice"))
     password(driver, "bob")
     wait_for(driver, "#enrol-passkey").click()
@@ -95,7 +95,12 @@ def test_bob_adds_a_passkey_from_the_factor_page_and_uses_it(driver: Any, live: 
     assert "Use your passkey" in wait_for(driver, "h1").text
     assert [s.amr for s in live.op.store.sessions_of("u-bob", live.op.clock.now)] == [("pwd",)]
     wait_for(driver, "#passkey-button").click()
-    answer = at_app(driver, live, "backoffice")
+    return at_app(driver, live, "backoffice")
+
+
+def test_bob_adds_a_passkey_from_the_factor_page_and_uses_it(driver: Any, live: Live,
+                                                             authenticator: Any) -> None:
+    answer = bob_adds_a_passkey_at_backoffice(driver, live)
     assert answer.get("code"), answer
     (session,) = live.op.store.sessions_of("u-bob", live.op.clock.now)
     assert set(session.amr) == {"pwd", "hwk", "pin", "mfa"}
@@ -104,12 +109,7 @@ def test_bob_adds_a_passkey_from_the_factor_page_and_uses_it(driver: Any, live: 
 def test_a_passkey_opens_the_account_page_after_a_password_sign_in(driver: Any, live: Live,
                                                                    authenticator: Any) -> None:
     # bob's only second factor is a passkey: his password alone opens his account page no more
-    driver.get(live.authorize_url("backoffice"))
-    password(driver, "bob")
-    wait_for(driver, "#enrol-passkey").click()
-    submit(driver, wait_for(driver, "#passkey-button"))
-    wait_for(driver, "#passkey-button").click()
-    at_app(driver, live, "backoffice")
+    bob_adds_a_passkey_at_backoffice(driver, live)
     driver.get(f"{live.op.url}/healthz")
     driver.delete_all_cookies()  # the provider's, this time: a password at the account page's own sign-in
     driver.get(f"{live.op.url}/account")

@@ -118,7 +118,7 @@ def _refusals(op: LiveOP) -> dict[str, tuple[str, str]]:
         "unknown-sub": (hint(op, subject="u-mallory"), "sub does not name a known user"),
         "alg-none": (jwt.encode({**base, "iss": INTRANET}, None, algorithm="none"), "alg none"),
         "rs256-issuer-sent-hs256-with-its-public-key": (_hs256({**base, "iss": RSA_PARTNER}, RSA_PUBLIC),
-                                                        "alg HS256 is not the configured RS256"),
+                                                        "alg 'HS256' is not the configured RS256"),
         "bad-signature": (jwt.encode({**base, "iss": INTRANET}, b"k" * 48, algorithm="HS256"),
                           "signature is invalid"),
     }

@@ -208,12 +208,14 @@ def factor_proofs(p: Provider, subject: str) -> frozenset[str]:
 
     ``otp`` for an authenticator app; a passkey proves ``hwk`` when it is
     bound to its device and ``swk`` when it is synced (``passkeys.amr_of``).
+    Only factors the tenant accepts count (:func:`enrolled_factors`): one it
+    does not could never be presented, and asking for it would lock the user out.
     """
-    held = p.store.credentials_of(subject)
-    out = set()
-    if subject in p.totp_secrets or TOTP_CREDENTIAL in held:
-        out.add("otp")
-    out.update("swk" if r.get("synced") else "hwk" for r in held.values() if r.get("kind") == "passkey")
+    accepted = enrolled_factors(p, subject)
+    out = {"otp"} if "otp" in accepted else set()
+    if "hwk" in accepted:
+        held = p.store.credentials_of(subject).values()
+        out.update("swk" if r.get("synced") else "hwk" for r in held if r.get("kind") == "passkey")
     return frozenset(out)
 
 

@@ -61,3 +61,17 @@ def test_the_proof_must_be_recent(provider: Provider) -> None:
     later = NOW + provider.tenant.settings.enrolment.within + 1
     assert not enrolment.may_enrol(provider, session, "otp", later)
     assert not account.recent_enough(provider, session, later)
+
+
+def test_a_factor_the_tenant_does_not_accept_is_not_asked_for(demo_dir: Path) -> None:
+    # alice's seeded authenticator app, in a tenant that takes no one-time codes: her password does
+    from dataclasses import replace
+
+    demo = load_tenant(demo_dir)
+    methods = frozenset(demo.settings.methods) - {"otp"}
+    tenant = replace(demo, settings=replace(demo.settings, methods=methods))
+    store = open_store("memory://", tenant.settings.lifetime)
+    p = Provider.build(tenant, store, None, b"k" * 32, AuditLog.disabled())
+    assert enrolment.factor_proofs(p, "u-alice") == frozenset()
+    assert account.recent_enough(p, session_with(p, "u-alice", "pwd"), NOW + 1)
+    store.close()

@@ -201,6 +201,17 @@ def test_recorded_sessions_join_the_matrix(tmp_path, capsys) -> None:
     assert not [c for c in changes if c["session"] == "bob"]
 
 
+def test_one_session_file_as_explain_takes_it_is_a_matrix_of_one(tmp_path, capsys) -> None:
+    session = tmp_path / "s.json"  # explain's --session file: one session, not a list
+    session.write_text(json.dumps({"subject": "u-alice", "events": [{"method": "pwd", "at": "-1h"},
+                                                                    {"method": "otp", "at": "-1h"}],
+                                   "last_seen": "-20m"}))
+    new = edited(tmp_path, "payments.policy", "inactivity 15m", "inactivity 30m")
+    assert main(["diff", str(DEMO), str(new), "--sessions", str(session), "--format", "json"]) == 1
+    changes = json.loads(capsys.readouterr().out)["changes"]
+    assert any(c["session"] == "recorded #1" for c in changes)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["policies", "nowhere"], "nowhere is not a tenant directory (no tenant.yaml)"),
     (["policies", "policies", "--sessions", "nowhere.yaml"], "cannot read nowhere.yaml"),

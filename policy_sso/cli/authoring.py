@@ -371,6 +371,8 @@ def _recorded_sessions(path: str, at: int) -> list[tuple[str, Any]]:
         raise ValueError(f"{path} is not valid YAML/JSON text: {err}") from None
     if isinstance(data, dict) and isinstance(data.get("sessions"), list):
         data = data["sessions"]
+    elif isinstance(data, dict) and "subject" in data:
+        data = [data]  # one session, as explain's --session takes it
     if not isinstance(data, list) or not data:
         raise ValueError(f"{path}: expected a non-empty list of session fixtures")
     out = []

@@ -249,6 +249,8 @@ class EnrolTotp(_AccountBase):
             if interaction is None:
                 raise expired()
         if session is None:
+            if interaction is None:  # from the account page, signed out since: sign in there again
+                raise falcon.HTTPSeeOther("/account")
             raise expired()
         if not enrolment.may_enrol(self.provider, session, self.factor, req.context.now):
             raise OAuthError("adding this kind of factor is not allowed for this account now; "
@@ -283,6 +285,7 @@ class EnrolTotp(_AccountBase):
         now = req.context.now
         uri = enrolment.provisioning_uri(self.provider, self._username(session), secret)
         self.browser.render(resp, "enrol_totp.html", qr=enrolment.qr_svg(uri), secret=secret,
+                            replaces=enrolment.has_totp(self.provider, session.subject),
                             pending=enrolment.seal_pending(self.provider, session.subject, secret, now),
                             csrf=self._csrf_for(session, interaction), message=message,
                             interaction_id=interaction.id if interaction else "")

@@ -9,6 +9,7 @@ from policy_sso.oidc import logout
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.hooks import form_body, query_params
+from server.resources.interaction import display_name
 
 
 def forged() -> OAuthError:
@@ -70,7 +71,7 @@ class Logout:
         self.browser.render(
             resp, "logout.html", csrf=logout.confirmation_token(self.provider, current.id),
             fields=request.form_fields(), username=user.username if user else "",
-            client_name=(request.client.name or request.client.client_id) if request.client else "")
+            client_name=display_name(request.client) if request.client else "")
 
     def _finish(self, req: falcon.Request, resp: falcon.Response, request: logout.LogoutRequest) -> None:
         location = request.location

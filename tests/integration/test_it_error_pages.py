@@ -30,3 +30,27 @@ def test_a_refused_enrolment_says_why_not_csrf(op: LiveOP, browser: BrowserAgent
     page = browser.get("/enrol/totp")
     assert page.status_code == 403 and "You cannot add a factor now" in page.text
     assert "not sent from here" not in page.text
+
+
+def test_the_sign_out_page_names_the_app_as_the_other_pages_do(op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    page = browser.get("/logout", client_id="portal")
+    client = op.tenant.clients["portal"]
+    assert client.client_name and client.client_name != client.name
+    assert client.client_name in page.text and client.name not in page.text  # not the admins' note
+
+
+def test_enrolling_without_a_session_goes_to_the_account_page(op: LiveOP, browser: BrowserAgent) -> None:
+    resp = browser.get("/enrol/totp")
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/account")
+
+
+def test_setting_up_an_authenticator_app_says_it_replaces_the_one_there(op: LiveOP,
+                                                                       browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    browser.account()  # alice confirms with her seeded app
+    page = browser.get("/enrol/totp")
+    assert page.status_code == 200 and "replaces it" in page.text
+    bob = BrowserAgent(op)
+    bob.sign_in("portal", "bob")
+    assert "replaces it" not in bob.get("/enrol/totp").text  # his first

@@ -353,3 +353,9 @@ def test_a_subject_that_is_not_a_string_is_named_as_such(tmp_path: Path, capsys)
     session.write_text(json.dumps({"subject": 5, "events": [{"method": "pwd", "at": "-1h"}]}))
     assert main(["explain", "--client", "portal", "--session", str(session)]) == 2
     assert "subject must be a non-empty string (the user's sub), not 5" in capsys.readouterr().err
+
+
+def test_validate_points_a_test_file_to_the_test_command(capsys) -> None:
+    path = str(ROOT / "policies" / "tests" / "payments.test.yaml")
+    assert main(["validate", path]) == 2
+    assert f"is a policy test file: check and run it with `policy-sso test {path}`" in capsys.readouterr().err

@@ -39,6 +39,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     missing = [raw for raw in args.paths if not Path(raw).exists()]
     if missing:
         raise UsageError("no such file or directory: " + ", ".join(missing))
+    tests = [raw for raw in args.paths if raw.endswith((".test.yaml", ".test.yml"))]
+    if tests:  # a policy test file is not a policy: its own command checks and runs it
+        raise UsageError(f"{tests[0]} is a policy test file: check and run it with "
+                         f"`policy-sso test {' '.join(tests)}`")
     diagnostics = check_paths(args.paths)
     sys.stdout.write(RENDERERS[args.format](diagnostics))
     errors = sum(d.severity == "error" for d in diagnostics)

@@ -137,6 +137,10 @@ RULES = [
      "tenant.yaml:7:3: L_INACTIVITY_EXCEEDS_LIFETIME: inactivity 1d is longer than session.lifetime 12h: "
      "the idle window can never end a session",
      Case("", tenant=(("lifetime: 14d", "lifetime: 12h"), ("inactivity: 1d", "inactivity: 1h")))),
+    ("L_MAX_AUTH_AGE_BEYOND_LIFETIME", Case("  session {\n    max_auth_age 20d\n  }\n"),
+     "lint.policy:4:5: L_MAX_AUTH_AGE_BEYOND_LIFETIME: max_auth_age 20d is not shorter than "
+     "session.lifetime 14d in tenant.yaml: no session lives that long, so this limit never applies",
+     Case("  session {\n    max_auth_age 8h\n  }\n")),
     ("L_REFRESH_OUTLIVES_SESSION", Case("", tenant=((REFRESH, "refresh_token_lifetime: 60d"),)),
      "tenant.yaml:19:3: L_REFRESH_OUTLIVES_SESSION: refresh_token_lifetime 60d is longer than "
      "session.lifetime 14d: clients keep access after the session is gone",

@@ -68,6 +68,7 @@ CODES: dict[str, tuple[str, str]] = {
     "L_WHEN_NEVER": (ERROR, "a when block whose condition can never hold"),
     "L_WHEN_SHADOWED": (WARNING, "a when block whose requirements already apply unconditionally"),
     "L_INACTIVITY_EXCEEDS_LIFETIME": (WARNING, "an idle window longer than the session can live"),
+    "L_MAX_AUTH_AGE_BEYOND_LIFETIME": (WARNING, "a policy's max_auth_age no session lives to reach"),
     "L_REFRESH_OUTLIVES_SESSION": (WARNING, "refresh tokens live longer than the session"),
     "L_TRUST_KEY_MISSING": (WARNING, "a trusted issuer's key is not available"),
     "L_WEAK_KEY": (ERROR, "a trusted issuer's key is shorter than its algorithm needs"),
@@ -496,9 +497,31 @@ def _key_strength(trusted: TrustedIssuer, ctx: LintContext) -> Iterator[Diagnost
 
 
 PolicyRule = Callable[[Policy, LintContext], Iterable[Diagnostic]]
+def max_auth_age_beyond_lifetime(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
+    """A ``max_auth_age`` at or past the tenant's session lifetimes never applies.
+
+    A session ends ``session.lifetime`` after its last authentication and
+    ``require_login_after`` after it began, so no authentication in a live
+    session is ever that old: the limit reads as a restriction and restricts
+    nothing. (A policy's ``inactivity`` cannot exceed the tenant's, which
+    L_INACTIVITY_EXCEEDS_LIFETIME checks.)
+    """
+    age = policy.session.max_auth_age
+    if ctx.settings is None or age is None:
+        return
+    life = ctx.settings.lifetime
+    limit, name = min((life.sliding, "lifetime"), (life.absolute, "require_login_after"))
+    if age >= limit:
+        yield _finding(policy.session.max_auth_age_span, "L_MAX_AUTH_AGE_BEYOND_LIFETIME",
+                       f"max_auth_age {format_duration(age)} is not shorter than session.{name} "
+                       f"{format_duration(limit)} in tenant.yaml: no session lives that long, "
+                       "so this limit never applies",
+                       f"shorten max_auth_age below {format_duration(limit)}, or drop it")
+
+
 POLICY_RULES: tuple[PolicyRule, ...] = (
     unsatisfiable_requirements, undefined_acr_values, requested_acr_mode, dead_when_blocks,
-    fresh_login_on_silent,
+    fresh_login_on_silent, max_auth_age_beyond_lifetime,
     trusted_issuer_keys,
     consent_lifetimes,
     network_lists,

@@ -49,6 +49,11 @@ def render_text(events: list[dict[str, Any]]) -> str:
             head.append("silent" if details["silent"] else "interactive")
         if details.get("policy"):
             head.append(f"policy={details['policy']}")
+        # the rest of what a type adds, when it is one value (kind=authorize, factor=otp, suppressed=29)
+        head += [f"{k}={v}" for k, v in details.items()
+                 if k not in ("silent", "policy") and isinstance(v, str | int | float) and v != ""]
+        if e.get("ip"):
+            head.append(f"ip={e['ip']}")
         if e.get("request_id"):
             head.append(f"request={e['request_id']}")
         lines.append("  ".join(str(part) for part in head))

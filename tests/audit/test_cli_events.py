@@ -100,3 +100,14 @@ def test_a_client_the_tenant_does_not_have_is_named_when_nothing_matches(
     assert "'portl' is not a client of this tenant (did you mean 'portal'?)" in err
     status, out, err = run(capsys, "--store", store_url, "--client", "portal")
     assert status == 0 and "client=portal" in out and "not a client" not in err
+
+
+def test_text_lines_carry_a_types_own_values_and_the_address(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    events = SQLiteEventStore(tmp_path / "s.db")
+    refused = AuditEvent("rate_limit.refused", T0, "r1", "refused", ip="203.0.113.7",
+                         details={"kind": "authorize", "suppressed": 29})
+    events.write([(refused.to_json(), json.dumps(refused.to_json()))])
+    events.close()
+    status, out, _ = run(capsys, "--store", f"sqlite:///{tmp_path}/s.db", "--since", "-1d")
+    assert status == 0 and "rate_limit.refused  refused  kind=authorize  suppressed=29  ip=203.0.113.7" in out

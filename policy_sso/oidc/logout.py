@@ -6,8 +6,11 @@ invalid request is shown by the server, never redirected. With a valid
 ``id_token_hint`` for the browser's user the session ends at once (§2);
 otherwise the user confirms first. A hint for another user than the
 browser's ends nothing of that user's: this browser's user is asked about
-their own session. A POST with no session cookie (a cross-site form post)
-ends the session the hint's ``sid`` names; a GET without one ends nothing.
+their own session. A POST without the session's cookie (a relying party's
+cross-site form post: SameSite=Lax keeps the cookie back) is sent again from
+this origin by a page that submits itself, so the browser's cookie comes
+along; a request that has no cookie even then ends nothing (a leaked ID token
+is no way to sign someone out from elsewhere).
 """
 
 from __future__ import annotations
@@ -79,28 +82,22 @@ def validate_logout_request(p: Provider, params: Mapping[str, str], now: int) ->
     return LogoutRequest(client, redirect_uri, params.get("state"), hint)
 
 
-def hinted_session(p: Provider, req: LogoutRequest, cookie_session: Session | None,
-                   now: int, *, by_sid: bool = False) -> Session | None:
-    """Return the session the id_token_hint names, if it is live: the cookie's, or found by ``sid``.
+def hinted_session(req: LogoutRequest, cookie_session: Session | None) -> Session | None:
+    """Return the browser's session when the id_token_hint names its user, else None.
 
-    ``by_sid``: the request is a POST, which a browser sends cross-site
-    without its SameSite=Lax cookie; a GET carries the cookie whenever this
-    browser has the session, so a GET without one ends nothing elsewhere.
+    Only the browser's own session ends on a hint: another user's browser
+    ends nothing of the hint's user (§2: the OP asks this browser's user
+    instead; §6: a hint must not become a way to log others out), and a
+    request without the session's cookie ends nothing anywhere.
     """
-    if req.hint is None:
+    if req.hint is None or cookie_session is None:
         return None
-    subject, sid = req.hint.get("sub"), req.hint.get("sid")
-    if cookie_session is not None:
-        # another user's browser: their hint does not end that user's session from here (§2: the
-        # OP asks this browser's user instead; §6: a hint must not become a way to log others out)
-        return cookie_session if cookie_session.subject == subject else None
-    if by_sid and sid and req.client is not None:
-        # a cross-site POST carries no SameSite=Lax cookie: find the session by its sid
-        for session in p.store.sessions_of(str(subject), now):
-            join = session.clients.get(req.client.client_id)
-            if join is not None and hmac.compare_digest(join.sid, str(sid)):
-                return session
-    return None
+    return cookie_session if cookie_session.subject == req.hint.get("sub") else None
+
+
+# The parameters a cookie-less POST is sent again with, from this origin, so the browser's cookie comes along.
+RESENT_PARAMETERS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "ui_locales")
+RESENT = "resent"  # the marker that it was: a browser without a session then ends nothing
 
 
 def confirmation_token(p: Provider, session_id: str) -> str:

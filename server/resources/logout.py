@@ -57,7 +57,14 @@ class Logout:
         now = req.context.now
         request = logout.validate_logout_request(self.provider, params, now)
         current = self._cookie_session(req)
-        hinted = logout.hinted_session(self.provider, request, current, now, by_sid=req.method == "POST")
+        if (request.hint is not None and current is None and req.method == "POST"
+                and params.get(logout.RESENT) != "1"):
+            # a cross-site form post: sent again from here, the browser's cookie (if any) comes along
+            resent = {k: params[k] for k in logout.RESENT_PARAMETERS if params.get(k)}
+            resent[logout.RESENT] = "1"
+            self.browser.render(resp, "form_post.html", action="/logout", params=resent)
+            return
+        hinted = logout.hinted_session(request, current)
         if request.hint is not None and (hinted is not None or current is None):
             logout.log_out(self.provider, hinted, now)
             if hinted is not None and current is not None and hinted.id == current.id:

@@ -9,6 +9,7 @@ import requests
 from browser_support import PASSWORDS, Live, alice_at_portal, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 
 def test_password_totp_and_consent_reach_the_app(driver: Any, live: Live) -> None:
@@ -92,6 +93,28 @@ def test_sign_out_asks_first(driver: Any, live: Live) -> None:
     driver.get(f"{live.op.url}/logout")
     submit(driver, wait_for(driver, "button[value=yes]"))  # the confirmation page has an h1 too
     assert "You are signed out" in wait_for(driver, "h1").text
+    assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []
+
+
+def test_a_relying_partys_cross_site_logout_post_signs_the_browser_out(driver: Any, live: Live) -> None:
+    # RP-Initiated Logout by form post from the app's own page: SameSite=Lax keeps the cookie back from
+    # that POST, so the provider's page sends it again from its origin, with the cookie
+    import html
+    import urllib.parse
+
+    alice_at_portal(driver, live)
+    code = live.answer(driver.current_url)["code"]
+    resp = live.op.token("portal", grant_type="authorization_code", code=code,
+                         redirect_uri=live.redirect_uri("portal"))
+    id_token = resp.json()["id_token"]
+    target = live.op.tenant.clients["portal"].post_logout_redirect_uris[0]
+    fields = {"id_token_hint": id_token, "post_logout_redirect_uri": target, "state": "bye"}
+    inputs = "".join(f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in fields.items())
+    page = (f'<form method="post" action="{live.op.url}/logout">{inputs}</form>'
+            "<script>document.forms[0].submit()</script>")
+    driver.get("data:text/html," + urllib.parse.quote(page))  # another origin: an opaque one
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.startswith(target))
+    assert driver.current_url == f"{target}?state=bye"
     assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []
 
 

@@ -45,14 +45,28 @@ def test_valid_hint_ends_the_session_at_once(op: LiveOP, browser: BrowserAgent) 
     assert browser.silent("portal").codes == ["no_session"]
 
 
-def test_hint_posted_cross_site_finds_the_session_by_sid(op: LiveOP, browser: BrowserAgent) -> None:
+def test_a_cross_site_post_is_sent_again_from_here_with_the_browsers_cookie(
+        op: LiveOP, browser: BrowserAgent) -> None:
     tokens = signed_in(op, browser)
-    # an RP's back end (no browser cookies) posts the logout request
-    resp = requests.post(f"{op.url}/logout", data={"id_token_hint": tokens["id_token"]},
-                         allow_redirects=False, timeout=10)
-    assert resp.status_code == 200 and "signed out" in resp.text
-    # the browser still sends the ended session's cookie: the provider remembers why it ended
-    assert browser.silent("portal").codes == ["logged_out"]
+    # the relying party's page form-posts to /logout: SameSite=Lax keeps the cookie back
+    cross_site = requests.post(f"{op.url}/logout", timeout=10, allow_redirects=False, data={
+        "id_token_hint": tokens["id_token"], "post_logout_redirect_uri": SIGNED_OUT, "state": "s9"})
+    assert cross_site.status_code == 200 and browser.silent("portal").error is None  # nothing ended yet
+    (again,) = forms_of(cross_site.text)  # a page that submits itself, from this origin
+    assert again.action == "/logout" and again.fields["id_token_hint"] == tokens["id_token"]
+    resent = browser.http.post(f"{op.url}/logout", data=again.fields, allow_redirects=False, timeout=10)
+    assert resent.status_code == 303 and resent.headers["Location"] == f"{SIGNED_OUT}?state=s9"
+    assert browser.silent("portal").codes == ["no_session"]
+
+
+def test_a_leaked_id_token_posted_from_elsewhere_ends_nothing(op: LiveOP, browser: BrowserAgent) -> None:
+    # a cookie-less POST used to end the session its sid named: a leaked ID token was a remote sign-out
+    tokens = signed_in(op, browser)
+    first = requests.post(f"{op.url}/logout", data={"id_token_hint": tokens["id_token"]}, timeout=10)
+    (again,) = forms_of(first.text)
+    resent = requests.post(f"{op.url}/logout", data=again.fields, allow_redirects=False, timeout=10)
+    assert resent.status_code == 200 and "signed out" in resent.text  # this client had no session
+    assert browser.silent("portal").error is None  # alice's, elsewhere, goes on
 
 
 def test_a_hint_for_another_user_ends_nothing_of_theirs_and_asks_this_browsers_user(

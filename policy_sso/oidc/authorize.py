@@ -227,6 +227,31 @@ def response_mode_for(params: Mapping[str, str], response_type: str | None) -> t
 
 HintResolver = Callable[[Mapping[str, str], Client], tuple[str | None, str | None]]
 
+_SCOPES_OF: list[tuple[Mapping[str, Client], frozenset[str]]] = []  # the clients mapping last asked about
+
+
+def tenant_scopes(clients: Mapping[str, Client]) -> frozenset[str]:
+    """Return every scope some client of the tenant may ask for (worked out once per clients mapping)."""
+    cached = _SCOPES_OF[0] if _SCOPES_OF else None
+    if cached is not None and cached[0] is clients:
+        return cached[1]
+    scopes = frozenset(s for client in clients.values() for s in client.scopes)
+    _SCOPES_OF[:] = [(clients, scopes)]
+    return scopes
+
+
+def _understood_scopes(scopes: tuple[str, ...], client: Client,
+                       clients: Mapping[str, Client]) -> tuple[tuple[str, ...], str | None]:
+    """Return the scopes without those no client may ask for, and the first this client may not ask for.
+
+    OIDC Core §3.1.2.1: a scope value not understood is ignored. One the
+    tenant knows (another client may ask for it) but this client may not is
+    an error (RFC 6749 §4.1.2.1).
+    """
+    known = tenant_scopes(clients)
+    kept = tuple(s for s in scopes if s in client.scopes or s in known)
+    return kept, next((s for s in kept if s not in client.scopes), None)
+
 
 def validate_authorization_request(
     params: Mapping[str, str], clients: Mapping[str, Client], issuer: str, *,
@@ -262,9 +287,11 @@ def validate_authorization_request(
     scopes = tuple(dict.fromkeys(params.get("scope", "").split()))
     if "openid" not in scopes:
         raise fail(InvalidScope("scope must include openid"))
-    extra = [s for s in scopes if s not in client.scopes]
-    if extra:
-        raise fail(InvalidScope(f"scope {extra[0]!r} is not allowed for this client"))
+    if any(s not in client.scopes for s in scopes):
+        scopes, refused = _understood_scopes(scopes, client, clients)
+        if refused is not None:
+            raise fail(InvalidScope(f"scope {refused!r} is not allowed for this client"))
+        params = {**params, "scope": " ".join(scopes)}  # what the policy and the grant see
 
     nonce = params.get("nonce") or None
     if "id_token" in response_type.split() and nonce is None:

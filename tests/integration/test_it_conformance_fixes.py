@@ -169,9 +169,12 @@ def test_a_public_client_introspects_by_its_client_id_as_advertised(op: LiveOP) 
     assert confidential.status_code == 401 and confidential.json()["error"] == "invalid_client"
 
 
-def test_a_scope_not_listed_is_refused(op: LiveOP, browser: BrowserAgent) -> None:
-    cb = browser.follow(browser.authorize_request("portal", scope="openid address"))
-    assert cb.error == "invalid_scope"
+def test_a_scope_not_listed_is_ignored(op: LiveOP, browser: BrowserAgent) -> None:
+    # no client may ask for address: not understood here, so ignored (OIDC Core §3.1.2.1), not refused
+    assert "address" not in requests.get(f"{op.url}/.well-known/openid-configuration",
+                                         timeout=10).json()["scopes_supported"]
+    cb = browser.sign_in("portal", scope="openid address")
+    assert cb.error is None and op.exchange("portal", cb.params["code"])["scope"] == "openid"
 
 
 # --- 4. HEAD wherever GET -------------------------------------------------------------------
@@ -290,3 +293,16 @@ def test_every_html_answer_forbids_framing(op: LiveOP) -> None:
     resp = requests.get(f"{op.url}/login", timeout=10)  # no interaction: an error page
     assert resp.headers["Content-Type"].startswith("text/html")
     assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+
+
+# --- scope values no client may ask for are ignored (OIDC Core §3.1.2.1) ---------------------------
+
+def test_a_scope_nobody_knows_is_ignored_and_one_of_another_client_is_refused(op: LiveOP,
+                                                                             browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    unknown = browser.silent("portal", scope="openid profile no-such-scope")
+    assert unknown.error is None and unknown.params.get("code")
+    tokens = op.exchange("portal", unknown.params["code"])
+    assert tokens["scope"].split() == ["openid", "profile"]
+    theirs = browser.silent("portal", scope="openid payments:write")  # payments' scope, not portal's
+    assert theirs.error == "invalid_scope"

@@ -59,7 +59,6 @@ def test_unverifiable_redirect_is_shown_not_redirected(overrides: dict) -> None:
     ({"response_mode": "web_message"}, "invalid_request"),
     ({"response_type": "id_token", "nonce": "n", "response_mode": "query"}, "invalid_request"),
     ({"scope": "profile"}, "invalid_scope"),
-    ({"scope": "openid admin"}, "invalid_scope"),
     ({"response_type": "id_token"}, "invalid_request"),
     ({"code_challenge": CHALLENGE, "code_challenge_method": "plain"}, "invalid_request"),
     ({"code_challenge": CHALLENGE}, "invalid_request"),
@@ -70,7 +69,7 @@ def test_unverifiable_redirect_is_shown_not_redirected(overrides: dict) -> None:
     ({"max_age": "-1"}, "invalid_request"),
     ({"claims": "{not json"}, "invalid_request"),
 ], ids=["missing_response_type", "token_alone", "code_token", "bad_mode", "query_with_tokens",
-        "no_openid", "scope_not_allowed", "nonce_required", "pkce_plain", "pkce_no_method",
+        "no_openid", "nonce_required", "pkce_plain", "pkce_no_method",
         "request_object", "request_uri", "prompt_none_combined", "prompt_unknown", "max_age_negative",
         "claims_not_json"])
 def test_errors_after_the_redirect_uri_is_verified_are_redirected(overrides: dict, error: str) -> None:
@@ -81,6 +80,17 @@ def test_errors_after_the_redirect_uri_is_verified_are_redirected(overrides: dic
     assert response.params["state"] == "st"
     assert response.params["iss"] == ISS
     assert response.redirect_uri == "https://rp.example/cb"
+
+
+def test_a_scope_of_another_client_is_refused_and_one_no_client_has_is_ignored() -> None:
+    spa = params(client_id="spa", redirect_uri="https://spa.example/cb", scope="openid profile",
+                 code_challenge=CHALLENGE, code_challenge_method="S256")
+    with pytest.raises(AuthorizationError) as info:  # profile is web's scope, not spa's
+        validate_authorization_request(spa, CLIENTS, ISS)
+    assert info.value.response.params["error"] == "invalid_scope"
+    ok = validate_authorization_request(params(scope="openid admin profile"), CLIENTS, ISS)
+    assert ok.scopes == ("openid", "profile")  # OIDC Core §3.1.2.1: not understood, ignored
+    assert ok.policy_request.scopes == frozenset({"openid", "profile"})
 
 
 def test_public_client_must_use_pkce() -> None:

@@ -188,6 +188,28 @@ def single_valued(params: Mapping[str, str | list[str]]) -> dict[str, str]:
     return out
 
 
+def single_valued_authorization(params: Mapping[str, str | list[str]], clients: Mapping[str, Client],
+                                issuer: str) -> dict[str, str]:
+    """Return an authorization request's parameters as single strings; refuse a repeated one.
+
+    RFC 6749 §3.1: no parameter may be repeated. A repeated ``client_id`` or
+    ``redirect_uri`` is shown on the provider's page (InvalidRequest); any
+    other, once those two are verified, goes to the redirect_uri as
+    ``invalid_request`` (§4.1.2.1: only they stop the redirect).
+    """
+    repeated = [key for key, value in params.items() if isinstance(value, list)]
+    if not repeated:
+        return dict(params)  # type: ignore[arg-type]
+    if "client_id" in repeated or "redirect_uri" in repeated:
+        single_valued({k: params[k] for k in ("client_id", "redirect_uri") if k in params})
+    first = {key: value[0] if isinstance(value, list) else value for key, value in params.items()}
+    _, redirect_uri = resolve_client(first, clients)
+    mode, _ = response_mode_for(first, canonical_response_type(first.get("response_type", "")))
+    target = ResponseTarget(redirect_uri, mode, first.get("state"), issuer)
+    raise AuthorizationError(InvalidRequest(f"parameter {named(repeated[0])} is included more than once"),
+                             target)
+
+
 def resolve_client(params: Mapping[str, str], clients: Mapping[str, Client]) -> tuple[Client, str]:
     """Return the client and its exactly registered redirect_uri; raise an error the server shows.
 

@@ -8,10 +8,11 @@ import falcon
 
 from policy_sso.errors import StoreUnavailable
 from policy_sso.oidc import authorization_flow
+from policy_sso.oidc.authorize import single_valued_authorization
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.client_address import client_address, client_device, policy_client_ip
-from server.hooks import form_body, query_params
+from server.hooks import form_body
 
 
 class Authorize:
@@ -24,8 +25,10 @@ class Authorize:
         self.browser = browser
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Handle a request sent as query parameters."""
-        self._authorize(req, resp, query_params(req))
+        """Handle a request sent as query parameters (a repeated one goes back to a verified client)."""
+        raw = falcon.uri.parse_query_string(req.query_string, keep_blank=True, csv=False)
+        p = self.provider
+        self._authorize(req, resp, single_valued_authorization(raw, p.tenant.clients, p.issuer))
 
     @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

@@ -306,3 +306,18 @@ def test_a_scope_nobody_knows_is_ignored_and_one_of_another_client_is_refused(op
     assert tokens["scope"].split() == ["openid", "profile"]
     theirs = browser.silent("portal", scope="openid payments:write")  # payments' scope, not portal's
     assert theirs.error == "invalid_scope"
+
+
+# --- a repeated parameter goes to the verified redirect_uri (RFC 6749 §3.1, §4.1.2.1) ------------
+
+def test_a_repeated_parameter_is_redirected_once_the_client_is_verified(op: LiveOP) -> None:
+    query = ("client_id=portal&redirect_uri=http%3A%2F%2F127.0.0.1%3A9001%2Fcallback&response_type=code"
+             "&scope=openid&state=s1&nonce=a&nonce=b")
+    resp = requests.get(f"{op.url}/authorize?{query}", allow_redirects=False, timeout=10)
+    assert resp.status_code == 302
+    location = urllib.parse.urlsplit(resp.headers["Location"])
+    params = dict(urllib.parse.parse_qsl(location.query))
+    assert location.path == "/callback" and params["error"] == "invalid_request"
+    assert params["state"] == "s1" and "nonce" in params["error_description"]
+    shown = requests.get(f"{op.url}/authorize?client_id=portal&client_id=docs", timeout=10)
+    assert shown.status_code == 400 and "Location" not in shown.headers  # which client? not known

@@ -74,7 +74,7 @@ def test_authorize_errors_before_redirect_uri_check_are_html_pages(client: falco
 
 
 def test_redirectable_error_goes_to_the_client(client: falcon.testing.TestClient) -> None:
-    resp = client.simulate_get("/authorize", params={**PORTAL, "scope": "openid admin"})
+    resp = client.simulate_get("/authorize", params={**PORTAL, "scope": "openid payments:write"})
     assert resp.status_code == 302
     query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))
     assert query == {"error": "invalid_scope", "error_description": query["error_description"], "state": "st",

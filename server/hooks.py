@@ -28,6 +28,11 @@ def query_params(req: falcon.Request) -> dict[str, str]:
 def form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
     """Parse an ``application/x-www-form-urlencoded`` body into ``req.context.form``."""
     del resp, resource, params
+    req.context.form = _parse(form_text(req))
+
+
+def form_text(req: falcon.Request) -> str:
+    """Return an ``application/x-www-form-urlencoded`` body's text; raise InvalidRequest for anything else."""
     ctype = (req.content_type or "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
@@ -35,10 +40,9 @@ def form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params:
     if len(raw) > MAX_FORM_BYTES:
         raise InvalidRequest("the request body is too large")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("the body is not valid UTF-8 form data") from None
-    req.context.form = _parse(text)
 
 
 def authenticate_client(req: falcon.Request, resp: falcon.Response, resource: Any,

@@ -85,18 +85,25 @@ def validate_logout_request(p: Provider, params: Mapping[str, str], now: int) ->
 def hinted_session(req: LogoutRequest, cookie_session: Session | None) -> Session | None:
     """Return the browser's session when the id_token_hint names its user, else None.
 
-    Only the browser's own session ends on a hint: another user's browser
-    ends nothing of the hint's user (§2: the OP asks this browser's user
-    instead; §6: a hint must not become a way to log others out), and a
-    request without the session's cookie ends nothing anywhere.
+    Only the browser's own session ends on a hint, and only the session the
+    hint was issued in (its ``sid``): another user's browser ends nothing of
+    the hint's user, and a hint from an earlier session is suspect (§2: the
+    OP asks this browser's user instead; §6: a hint must not become a way to
+    log others out). A request without the session's cookie ends nothing.
     """
-    if req.hint is None or cookie_session is None:
+    if req.hint is None or cookie_session is None or cookie_session.subject != req.hint.get("sub"):
         return None
-    return cookie_session if cookie_session.subject == req.hint.get("sub") else None
+    sid = req.hint.get("sid")
+    if sid is not None:
+        # §2: a hint from another (earlier) session of the same user is suspect: the user is asked
+        join = cookie_session.clients.get(req.client.client_id) if req.client is not None else None
+        if join is None or not hmac.compare_digest(join.sid, str(sid)):
+            return None
+    return cookie_session
 
 
 # The parameters a cookie-less POST is sent again with, from this origin, so the browser's cookie comes along.
-RESENT_PARAMETERS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "ui_locales")
+RESENT_PARAMETERS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state")
 RESENT = "resent"  # the marker that it was: a browser without a session then ends nothing
 
 

@@ -12,7 +12,7 @@ from policy_sso.oidc.authorize import single_valued_authorization
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.client_address import client_address, client_device, policy_client_ip
-from server.hooks import form_body
+from server.hooks import form_text
 
 
 class Authorize:
@@ -26,14 +26,15 @@ class Authorize:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Handle a request sent as query parameters (a repeated one goes back to a verified client)."""
-        raw = falcon.uri.parse_query_string(req.query_string, keep_blank=True, csv=False)
-        p = self.provider
-        self._authorize(req, resp, single_valued_authorization(raw, p.tenant.clients, p.issuer))
+        self._authorize(req, resp, self._parameters(req.query_string))
 
-    @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Handle a request sent as a form body (OIDC Core §3.1.2.1)."""
-        self._authorize(req, resp, req.context.form)
+        """Handle a request sent as a form body (OIDC Core §3.1.2.1), as a query would be."""
+        self._authorize(req, resp, self._parameters(form_text(req)))
+
+    def _parameters(self, text: str) -> dict[str, str]:
+        raw = falcon.uri.parse_query_string(text, keep_blank=True, csv=False)
+        return single_valued_authorization(raw, self.provider.tenant.clients, self.provider.issuer)
 
     def _authorize(self, req: falcon.Request, resp: falcon.Response, params: dict[str, str]) -> None:
         try:

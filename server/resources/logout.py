@@ -57,9 +57,9 @@ class Logout:
         now = req.context.now
         request = logout.validate_logout_request(self.provider, params, now)
         current = self._cookie_session(req)
-        if (request.hint is not None and current is None and req.method == "POST"
-                and params.get(logout.RESENT) != "1"):
-            # a cross-site form post: sent again from here, the browser's cookie (if any) comes along
+        if current is None and req.method == "POST" and params.get(logout.RESENT) != "1":
+            # a cross-site form post: sent again from here, the browser's cookie (if any) comes along,
+            # so a browser with a session is asked or signed out as a GET would have it
             resent = {k: params[k] for k in logout.RESENT_PARAMETERS if params.get(k)}
             resent[logout.RESENT] = "1"
             self.browser.render(resp, "form_post.html", action="/logout", params=resent)

@@ -321,3 +321,13 @@ def test_a_repeated_parameter_is_redirected_once_the_client_is_verified(op: Live
     assert params["state"] == "s1" and "nonce" in params["error_description"]
     shown = requests.get(f"{op.url}/authorize?client_id=portal&client_id=docs", timeout=10)
     assert shown.status_code == 400 and "Location" not in shown.headers  # which client? not known
+
+
+def test_a_repeated_parameter_in_a_posted_authorization_request_is_redirected_too(op: LiveOP) -> None:
+    body = ("client_id=portal&redirect_uri=http%3A%2F%2F127.0.0.1%3A9001%2Fcallback&response_type=code"
+            "&scope=openid&state=s2&prompt=login&prompt=consent")
+    resp = requests.post(f"{op.url}/authorize", data=body, allow_redirects=False, timeout=10,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 303
+    params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))
+    assert params["error"] == "invalid_request" and params["state"] == "s2"

@@ -164,3 +164,24 @@ def test_a_get_without_the_sessions_cookie_ends_nothing(op: LiveOP, browser: Bro
                         allow_redirects=False, timeout=10)
     assert resp.status_code == 302 and resp.headers["Location"] == SIGNED_OUT
     assert browser.silent("portal").error is None  # still signed in
+
+
+def test_a_cross_site_post_without_a_hint_asks_the_browsers_user(op: LiveOP, browser: BrowserAgent) -> None:
+    # sent again from here with the cookie: the user is asked, not sent to "signed out" still signed in
+    signed_in(op, browser)
+    first = requests.post(f"{op.url}/logout", timeout=10, data={
+        "client_id": "portal", "post_logout_redirect_uri": SIGNED_OUT, "state": "s"})
+    (again,) = forms_of(first.text)
+    page = browser.http.post(f"{op.url}/logout", data=again.fields, allow_redirects=False, timeout=10)
+    assert page.status_code == 200 and page_kind(page) == "logout"
+    assert browser.silent("portal").error is None  # nothing ended before the user says so
+
+
+def test_a_hint_from_an_earlier_session_asks_first(op: LiveOP, browser: BrowserAgent) -> None:
+    # the hint's sid names a session that ended: a leaked old ID token does not end the new one (§2)
+    old = signed_in(op, browser)
+    assert browser.get("/logout", id_token_hint=old["id_token"]).status_code == 200  # ends session A
+    signed_in(op, browser)  # session B
+    page = browser.get("/logout", id_token_hint=old["id_token"], post_logout_redirect_uri=SIGNED_OUT)
+    assert page.status_code == 200 and page_kind(page) == "logout"
+    assert browser.silent("portal").error is None  # B goes on until its user confirms

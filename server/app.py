@@ -23,7 +23,7 @@ from policy_sso.audit import AuditLog
 from policy_sso.audit.configure import server_audit_log
 from policy_sso.errors import StoreUnavailable
 from policy_sso.oidc.interaction import load_or_create_key
-from policy_sso.oidc.logout_token import LOGOUT_TOKEN_LIFETIME
+from policy_sso.oidc.logout_token import DEFAULT_ALG, LOGOUT_TOKEN_LIFETIME
 from policy_sso.oidc.provider import Provider, state_dir_key
 from policy_sso.reload import TenantHolder
 from policy_sso.sessions.store import Store
@@ -146,7 +146,7 @@ LOOP_PATHS = frozenset({
 def logout_token_alg(provider: Provider, client_id: str) -> str:
     """Return the algorithm a client's logout tokens are signed with: its ID tokens' (RS256 if unknown)."""
     client = provider.client(client_id)
-    return provider.id_token_alg(client) if client is not None else "RS256"
+    return provider.id_token_alg(client) if client is not None else DEFAULT_ALG
 
 
 def default_threads() -> int:

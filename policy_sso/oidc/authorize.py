@@ -249,15 +249,16 @@ def response_mode_for(params: Mapping[str, str], response_type: str | None) -> t
 
 HintResolver = Callable[[Mapping[str, str], Client], tuple[str | None, str | None]]
 
-_SCOPES_OF: list[tuple[Mapping[str, Client], frozenset[str]]] = []  # the clients mapping last asked about
+_SCOPES_OF: list[tuple[Mapping[str, Client], dict[str, None]]] = []  # the clients mapping last asked about
 
 
-def tenant_scopes(clients: Mapping[str, Client]) -> frozenset[str]:
-    """Return every scope some client of the tenant may ask for (worked out once per clients mapping)."""
+def tenant_scopes(clients: Mapping[str, Client]) -> dict[str, None]:
+    """Return every scope some client of the tenant may ask for, in the clients' order (a dict: a set
+    that keeps it), worked out once per clients mapping."""
     cached = _SCOPES_OF[0] if _SCOPES_OF else None
     if cached is not None and cached[0] is clients:
         return cached[1]
-    scopes = frozenset(s for client in clients.values() for s in client.scopes)
+    scopes = dict.fromkeys(s for client in clients.values() for s in client.scopes)
     _SCOPES_OF[:] = [(clients, scopes)]
     return scopes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_sso.oidc.authorize import RESPONSE_MODES, RESPONSE_TYPES
+from policy_sso.oidc.authorize import RESPONSE_MODES, RESPONSE_TYPES, tenant_scopes
 from policy_sso.oidc.claims import supported_claims
 from policy_sso.request import PROMPT_VALUES
 
@@ -32,7 +32,7 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
 
     Every value listed is one the provider implements: the scopes some
     client may request (``openid`` and the union of the clients' ``scopes``;
-    any other is ``invalid_scope``), response types and modes, PKCE S256 only
+    any other is ignored at /authorize), response types and modes, PKCE S256 only
     (RFC 9700 §2.1.1), the acr levels of ``tenant.yaml``,
     the configured signing algorithms (never ``none``), RP-Initiated and
     Back-Channel Logout, ``iss`` in authorization responses (RFC 9207 §3),
@@ -42,9 +42,7 @@ def discovery_document(tenant: Any) -> dict[str, Any]:
     """
     settings = tenant.settings
     issuer = settings.issuer
-    scopes = dict.fromkeys(["openid"])
-    for client in tenant.clients.values():
-        scopes.update(dict.fromkeys(client.scopes))
+    scopes = dict.fromkeys(["openid", *tenant_scopes(tenant.clients)])
     claims = dict.fromkeys(["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr",
                             "sid", "at_hash", "c_hash", *supported_claims(tenant.users.values())])
     algorithms = [a for a in settings.tokens.algorithms if a != "none"]

@@ -191,16 +191,23 @@ def confirm_totp(p: Provider, session: Session, secret: str, code: str, now: int
     return True
 
 
-def enrolled_factors(p: Provider, subject: str) -> tuple[str, ...]:
-    """Return the second factors this user has and the tenant accepts (``otp``, ``hwk``), in that order."""
+def _factors_held(p: Provider, subject: str) -> tuple[bool, list[dict[str, Any]]]:
+    """Return whether the user has an authenticator app, and their passkeys: those the tenant accepts.
+
+    One read of the user's credentials. A factor the tenant does not accept
+    could never be presented, so it does not count.
+    """
     methods = p.tenant.settings.methods
     held = p.store.credentials_of(subject)
-    out = []
-    if "otp" in methods and (subject in p.totp_secrets or TOTP_CREDENTIAL in held):
-        out.append("otp")
-    if "hwk" in methods and any(r.get("kind") == "passkey" for r in held.values()):
-        out.append("hwk")
-    return tuple(out)
+    totp = "otp" in methods and (subject in p.totp_secrets or TOTP_CREDENTIAL in held)
+    keys = [r for r in held.values() if r.get("kind") == "passkey"] if "hwk" in methods else []
+    return totp, keys
+
+
+def enrolled_factors(p: Provider, subject: str) -> tuple[str, ...]:
+    """Return the second factors this user has and the tenant accepts (``otp``, ``hwk``), in that order."""
+    totp, keys = _factors_held(p, subject)
+    return (("otp",) if totp else ()) + (("hwk",) if keys else ())
 
 
 def factor_proofs(p: Provider, subject: str) -> frozenset[str]:
@@ -208,15 +215,11 @@ def factor_proofs(p: Provider, subject: str) -> frozenset[str]:
 
     ``otp`` for an authenticator app; a passkey proves ``hwk`` when it is
     bound to its device and ``swk`` when it is synced (``passkeys.amr_of``).
-    Only factors the tenant accepts count (:func:`enrolled_factors`): one it
-    does not could never be presented, and asking for it would lock the user out.
+    Only factors the tenant accepts count: asking for one it does not would
+    lock the user out.
     """
-    accepted = enrolled_factors(p, subject)
-    out = {"otp"} if "otp" in accepted else set()
-    if "hwk" in accepted:
-        held = p.store.credentials_of(subject).values()
-        out.update("swk" if r.get("synced") else "hwk" for r in held if r.get("kind") == "passkey")
-    return frozenset(out)
+    totp, keys = _factors_held(p, subject)
+    return frozenset({"otp"} if totp else ()) | {"swk" if r.get("synced") else "hwk" for r in keys}
 
 
 # --- passwords set at run time ------------------------------------------------------------------

@@ -91,8 +91,8 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-# The use_jti namespace of revoked access tokens (RFC 7009 §2, RFC 9068 §4); policy_sso.oidc.provider
-# names the same one. A revoked refresh family records its access tokens' jtis here.
+# The use_jti namespace of revoked access tokens (RFC 7009 §2, RFC 9068 §4): every access token's
+# check reads it, and a revoked refresh family records its access tokens' jtis here.
 REVOKED_ACCESS_TOKENS = "revoked-at"
 
 AccessToken = tuple[str, int]

@@ -57,21 +57,19 @@ class Logout:
         now = req.context.now
         request = logout.validate_logout_request(self.provider, params, now)
         current = self._cookie_session(req)
-        if current is None and req.method == "POST" and params.get(logout.RESENT) != "1":
-            # a cross-site form post: sent again from here, the browser's cookie (if any) comes along,
-            # so a browser with a session is asked or signed out as a GET would have it
-            resent = {k: params[k] for k in logout.RESENT_PARAMETERS if params.get(k)}
-            resent[logout.RESENT] = "1"
-            self.browser.render(resp, "form_post.html", action="/logout", params=resent)
-            return
-        hinted = logout.hinted_session(request, current)
-        if request.hint is not None and (hinted is not None or current is None):
-            logout.log_out(self.provider, hinted, now)
-            if hinted is not None and current is not None and hinted.id == current.id:
-                self.browser.clear_session(resp)
-            self._finish(req, resp, request)
-            return
         if current is None:
+            if req.method == "POST" and params.get(logout.RESENT) != "1":
+                # a cross-site form post: sent again from here, the browser's cookie (if any) comes
+                # along, so a browser with a session is asked or signed out as a GET would have it
+                resent = {k: params[k] for k in logout.RESENT_PARAMETERS if params.get(k)}
+                resent[logout.RESENT] = "1"
+                self.browser.render(resp, "form_post.html", action="/logout", params=resent)
+                return
+            self._finish(req, resp, request)  # no session in this browser: nothing to end
+            return
+        if logout.hinted_session(request, current) is not None:  # the hint's own session: at once
+            logout.log_out(self.provider, current, now)
+            self.browser.clear_session(resp)
             self._finish(req, resp, request)
             return
         user = self.provider.user(current.subject)

@@ -46,6 +46,7 @@ def test_exposition_carries_every_family():
     metrics.decisions.add("portal", "allow")
     metrics.rate_limited.add("silent_auth")
     metrics.watch_signing(lambda: {"RS256": (3, 0.0021)})
+    metrics.watch_dpop_verification(lambda: {"ES256": (2, 0.0002)})
     metrics.watch_backchannel(lambda: {"delivered": 2, "pending": 1})
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(metrics.exposition().decode()) for s in f.samples}
@@ -55,6 +56,8 @@ def test_exposition_carries_every_family():
     assert samples[("policy_sso_rate_limited_total", (("kind", "silent_auth"),))] == 1
     assert samples[("policy_sso_signatures_total", (("alg", "RS256"),))] == 3
     assert samples[("policy_sso_signing_cpu_seconds_total", (("alg", "RS256"),))] == 0.0021
+    assert samples[("policy_sso_dpop_verifications_total", (("alg", "ES256"),))] == 2
+    assert samples[("policy_sso_dpop_verification_cpu_seconds_total", (("alg", "ES256"),))] == 0.0002
     assert samples[("policy_sso_backchannel_logouts_total", (("result", "delivered"),))] == 2
     assert samples[("policy_sso_backchannel_logouts_total", (("result", "failed"),))] == 0
     assert samples[("policy_sso_backchannel_pending", ())] == 1

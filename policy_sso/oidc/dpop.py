@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import re
+import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from policy_sso.config import DpopSettings
 from policy_sso.errors import InvalidRequest, OAuthError
+from policy_sso.metrics import CpuMeter
 from policy_sso.request import loads_json
 
 PROOF_TYP = "dpop+jwt"
@@ -56,6 +58,10 @@ MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 MAX_RSA_EXPONENT_BITS = 64  # OpenSSL's own limit for moduli over 3072 bits (OPENSSL_RSA_MAX_PUBEXP_BITS)
 KEY_CACHE_SIZE = 256  # public keys kept by thumbprint: a client proves with one key for many requests
+REPLAYED = "the DPoP proof was already used"
+# the proofs' signature verifications and the CPU they took, per process (GET /metrics)
+VERIFICATIONS = CpuMeter()
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # ES256's signature algorithm (RFC 7518 §3.4), made once
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")  # RFC 7515 §2: base64url without padding
 
 
@@ -75,10 +81,19 @@ class UseDpopNonce(OAuthError):
 
 @dataclass(frozen=True, slots=True)
 class Proof:
-    """A verified DPoP proof: the key's thumbprint (what tokens are bound to) and its jti."""
+    """A verified DPoP proof: the key's thumbprint (what tokens are bound to), its jti, and its freshness.
+
+    ``fresh_until`` is when the proof stops being accepted (its ``iat`` plus
+    the window): its replay record need last no longer (§11.1).
+    """
 
     jkt: str
     jti: str
+    fresh_until: int = 0
+
+    def replay_record(self) -> tuple[str, str, int]:
+        """Return ``(namespace, key, expires_at)``: what ``Store.use_jti`` records to spend the proof."""
+        return USED_PROOFS, hashlib.sha256(f"{self.jkt} {self.jti}".encode()).hexdigest(), self.fresh_until
 
 
 def _b64(data: bytes) -> str:
@@ -114,43 +129,23 @@ def server_nonce(mac: Callable[[str], str], now: int, slot_offset: int = 0) -> s
 
 
 def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings: DpopSettings,
-                 use_jti: Callable[[str, int], bool], access_token: str | None = None,
+                 use_jti: Callable[[str, int], bool] | None, access_token: str | None = None,
                  nonce_mac: Callable[[str], str] | None = None) -> Proof:
     """Return the verified proof of a request; raise InvalidDpopProof or UseDpopNonce (RFC 9449 §4.3).
 
     ``use_jti(key, expires_at)`` records the proof as used, False when it
     was (the store's ``use_jti``); it runs last, so a refused proof is not
-    spent. ``access_token`` is given at a resource: the proof's ``ath`` must
-    be its hash. ``nonce_mac`` makes nonces (when ``settings.nonce``).
+    spent. None leaves the spending to the caller, who must record
+    :meth:`Proof.replay_record` with its own single-use write and refuse
+    the request with :data:`REPLAYED` when the record was there (a code's
+    redemption: one store write for both). ``access_token`` is given at a
+    resource: the proof's ``ath`` must be its hash. ``nonce_mac`` makes
+    nonces (when ``settings.nonce``).
     """
     if not proof or len(proof) > MAX_PROOF_CHARS or proof.count(".") != 2:
         raise InvalidDpopProof("a single DPoP proof JWT is required in the DPoP header")
     header_b64, payload_b64, signature_b64 = proof.split(".")
-    header = _json_object(header_b64)
-    if header is None:
-        raise InvalidDpopProof("the DPoP proof is not a JWT")
-    if header.get("typ") != PROOF_TYP:
-        raise InvalidDpopProof("the DPoP proof's typ must be dpop+jwt")
-    alg = header.get("alg")
-    if alg not in settings.algorithms or alg not in _KEY_TYPE_OF_ALG:
-        raise InvalidDpopProof(f"the DPoP proof's alg must be one of {' '.join(settings.algorithms)}")
-    if "crit" in header:
-        # RFC 7515 §4.1.11: no extension is understood here, so a critical one cannot be honoured
-        raise InvalidDpopProof("the DPoP proof's header names critical extensions")
-    jwk = header.get("jwk")
-    if not isinstance(jwk, dict):
-        raise InvalidDpopProof("the DPoP proof's header has no jwk")
-    if not _PRIVATE_MEMBERS.isdisjoint(jwk):
-        # §4.3 step 6: the header carries the public key only
-        raise InvalidDpopProof("the DPoP proof's jwk contains a private key")
-    kty = jwk.get("kty")
-    if kty != _KEY_TYPE_OF_ALG[alg]:
-        raise InvalidDpopProof("the DPoP proof's jwk does not fit its alg")
-    members = _THUMBPRINT_MEMBERS[kty]
-    values = tuple(jwk.get(m) for m in members)
-    if not all(isinstance(v, str) for v in values):
-        raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key")
-    jkt, key = _public_key(kty, values)  # type: ignore[arg-type]
+    alg, jkt, key = _checked_header(header_b64, settings.algorithms)
     claims = _verified_claims(header_b64, payload_b64, signature_b64, key, alg)
     if claims.get("htm") != method:
         raise InvalidDpopProof(f"the DPoP proof's htm must be {method}")
@@ -174,10 +169,47 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
         if got not in (server_nonce(nonce_mac, now), server_nonce(nonce_mac, now, -1)):
             raise UseDpopNonce("the DPoP proof must carry the server's nonce",
                                headers={NONCE_HEADER: server_nonce(nonce_mac, now)})
-    key_of_use = hashlib.sha256(f"{jkt} {jti}".encode()).hexdigest()
-    if not use_jti(key_of_use, int(iat) + settings.proof_lifetime + skew + 1):
-        raise InvalidDpopProof("the DPoP proof was already used")
-    return Proof(jkt, jti)
+    verified = Proof(jkt, jti, int(iat) + settings.proof_lifetime + skew + 1)
+    if use_jti is not None:
+        _, key, expires_at = verified.replay_record()
+        if not use_jti(key, expires_at):
+            raise InvalidDpopProof(REPLAYED)
+    return verified
+
+
+@functools.lru_cache(maxsize=KEY_CACHE_SIZE)
+def _checked_header(header_b64: str, algorithms: tuple[str, ...]) -> tuple[str, str, Any]:
+    """Return ``(alg, jkt, public key)`` of a proof's header that passes §4.3's checks; raise if not.
+
+    Cached by the header's text: a client signs every proof with one key, so
+    its proofs' headers are one text, decoded and checked once. Bounded (LRU,
+    a header at most :data:`MAX_PROOF_CHARS`); a refused header raises and is
+    not cached.
+    """
+    header = _json_object(header_b64)
+    if header is None:
+        raise InvalidDpopProof("the DPoP proof is not a JWT")
+    if header.get("typ") != PROOF_TYP:
+        raise InvalidDpopProof("the DPoP proof's typ must be dpop+jwt")
+    alg = header.get("alg")
+    if alg not in algorithms or alg not in _KEY_TYPE_OF_ALG:
+        raise InvalidDpopProof(f"the DPoP proof's alg must be one of {' '.join(algorithms)}")
+    if "crit" in header:
+        # RFC 7515 §4.1.11: no extension is understood here, so a critical one cannot be honoured
+        raise InvalidDpopProof("the DPoP proof's header names critical extensions")
+    jwk = header.get("jwk")
+    if not isinstance(jwk, dict):
+        raise InvalidDpopProof("the DPoP proof's header has no jwk")
+    if not _PRIVATE_MEMBERS.isdisjoint(jwk):
+        # §4.3 step 6: the header carries the public key only
+        raise InvalidDpopProof("the DPoP proof's jwk contains a private key")
+    kty = jwk.get("kty")
+    if kty != _KEY_TYPE_OF_ALG[alg]:
+        raise InvalidDpopProof("the DPoP proof's jwk does not fit its alg")
+    values = tuple(jwk.get(m) for m in _THUMBPRINT_MEMBERS[kty])
+    if not all(isinstance(v, str) for v in values):
+        raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key")
+    return (alg, *_public_key(kty, values))  # type: ignore[arg-type]
 
 
 def _segment(text: str) -> bytes | None:
@@ -244,6 +276,7 @@ def _verified_claims(header_b64: str, payload_b64: str, signature_b64: str, key:
     if not payload_b64.isascii():  # the payload is decoded once the signature verifies; never encode junk
         raise InvalidDpopProof("the DPoP proof's payload is not base64url")
     signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+    started = time.thread_time()
     try:
         if signature is None:
             raise InvalidSignature
@@ -252,7 +285,7 @@ def _verified_claims(header_b64: str, payload_b64: str, signature_b64: str, key:
                 raise InvalidSignature
             der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
                                        int.from_bytes(signature[32:], "big"))
-            key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
+            key.verify(der, signing_input, _ECDSA_SHA256)
         elif alg == "EdDSA":
             key.verify(signature, signing_input)
         elif alg == "RS256":
@@ -262,6 +295,8 @@ def _verified_claims(header_b64: str, payload_b64: str, signature_b64: str, key:
                        padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32), hashes.SHA256())
     except InvalidSignature:
         raise InvalidDpopProof("the DPoP proof's signature does not verify with its jwk") from None
+    finally:
+        VERIFICATIONS.add(alg, time.thread_time() - started)
     claims = _json_object(payload_b64)
     if claims is None:
         raise InvalidDpopProof("the DPoP proof's payload is not a JSON object")

@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from policy_sso.errors import PolicySSOError
+from policy_sso.metrics import CpuMeter
 
 SUPPORTED = ("RS256", "ES256", "EdDSA")
 _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
@@ -195,8 +196,7 @@ class KeyRing:
         self.directory = directory
         self.token_lifetime = token_lifetime
         self._lock = threading.Lock()
-        self._signed: dict[str, tuple[int, float]] = {}  # alg -> signatures, thread CPU seconds
-        self._signed_lock = threading.Lock()  # not _lock: a rotation holds that while it generates a key
+        self._signed = CpuMeter()  # by alg; its own lock, not _lock: a rotation holds that one a while
         self._scanned = _now(now)
         self._unknown_kid_scan = 0.0  # monotonic time of the last rescan an unknown kid caused
         self._set(keys, self._scanned)
@@ -343,16 +343,12 @@ class KeyRing:
         signing_input = _header_segment(alg, kid, typ or "JWT") + b"." + _b64(_CLAIMS_JSON(claims).encode())
         signature = _JWS_ALGORITHMS[alg].sign(signing_input, private)
         token = (signing_input + b"." + _b64(signature)).decode()
-        spent = time.thread_time() - started
-        with self._signed_lock:
-            count, seconds = self._signed.get(alg, (0, 0.0))
-            self._signed[alg] = (count + 1, seconds + spent)
+        self._signed.add(alg, time.thread_time() - started)
         return token
 
     def signing_stats(self) -> dict[str, tuple[int, float]]:
         """Return, by algorithm, the signatures made and the CPU seconds they took (for metrics)."""
-        with self._signed_lock:
-            return dict(self._signed)
+        return self._signed.stats()
 
     def _key_for(self, kid: Any) -> SigningKey | None:
         key = self._state.by_kid.get(kid) if isinstance(kid, str) else None

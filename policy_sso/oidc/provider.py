@@ -16,6 +16,7 @@ from policy_sso.audit import AuditLog, logout_type
 from policy_sso.audit.configure import server_audit_log
 from policy_sso.config import DEFAULT_RATE_LIMITS, Client, User
 from policy_sso.metrics import Metrics
+from policy_sso.oidc import dpop
 from policy_sso.oidc.authorize import RequestShapes
 from policy_sso.oidc.backchannel import BackchannelNotifier, LogoutTarget
 from policy_sso.oidc.client_auth import ClientAuthenticator
@@ -102,6 +103,7 @@ class Provider:
         metrics.watch_backchannel(notifier.stats)
         if hasattr(keyring, "signing_stats"):
             metrics.watch_signing(keyring.signing_stats)
+        metrics.watch_dpop_verification(dpop.VERIFICATIONS.stats)
         if audit is None:
             settings = holder.tenant.settings
             audit = server_audit_log(settings.audit, Path(settings.state_dir), store, secret)

@@ -59,27 +59,29 @@ def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int
         raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
     if grant_type not in client.grant_types:
         raise UnauthorizedClient(f"the client may not use grant_type {grant_type!r}")
-    jkt = None
+    proof = None
     if grant_type in DPOP_GRANTS and (dpop_proof is not None or client.dpop_bound_access_tokens):
-        jkt = token_proof(p, dpop_proof, now).jkt
-    return handler(p, client, form, now, jkt)
+        # a code's redemption spends the proof with the code, in one store write (_authorization_code)
+        proof = dpop_proof_of(p, dpop_proof, "/token", now, spend=grant_type != "authorization_code")
+    return handler(p, client, form, now, proof)
 
 
-def token_proof(p: Provider, proof: str | None, now: int) -> dpop.Proof:
-    """Return the verified DPoP proof of a token request (RFC 9449 §4.3, §5)."""
-    return dpop_proof_of(p, proof, "/token", now)
+def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int, *, spend: bool = True) -> dpop.Proof:
+    """Return the verified DPoP proof of a POST to the provider's ``path`` (RFC 9449 §4.3).
 
+    ``spend`` False: the caller records the proof's ``replay_record`` itself.
+    """
+    def use_jti(key: str, expires_at: int) -> bool:
+        return p.store.use_jti(dpop.USED_PROOFS, key, expires_at, now)
 
-def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int) -> dpop.Proof:
-    """Return the verified DPoP proof of a POST to the provider's ``path`` (RFC 9449 §4.3)."""
-    return dpop.verify_proof(
-        proof, method="POST", url=p.issuer + path, now=now, settings=p.tenant.settings.dpop,
-        use_jti=lambda key, expires: p.store.use_jti(dpop.USED_PROOFS, key, expires, now),
-        nonce_mac=lambda text: p.codes.issued(text)[0])
+    return dpop.verify_proof(proof, method="POST", url=p.issuer + path, now=now,
+                             settings=p.tenant.settings.dpop, use_jti=use_jti if spend else None,
+                             nonce_mac=lambda text: p.codes.issued(text)[0])
 
 
 def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], now: int,
-                        jkt: str | None) -> dict[str, Any]:
+                        proof: dpop.Proof | None) -> dict[str, Any]:
+    jkt = proof.jkt if proof is not None else None
     code = form.get("code")
     if not code:
         raise InvalidRequest("code is missing")
@@ -106,16 +108,22 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     if grant_revoked(p, sealed.grant.subject, sealed.grant.auth_time, now):  # a password change since
         raise InvalidGrant("the authorization code is invalid or expired")
     jti, family = p.codes.issued(code)
-    if not p.store.use_jti(USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at, now):
+    # the code and the proof are spent together; a replayed proof spends the code too (fail closed)
+    spent = (USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at)
+    fresh = p.store.use_jtis((spent, proof.replay_record()) if proof is not None else (spent,), now)
+    if not fresh[0]:
         # the first redemption happened before the code expired, so its access token ends by then
         revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,
                       now)
         raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
+    if not all(fresh):
+        raise dpop.InvalidDpopProof(dpop.REPLAYED)
     return _tokens(p, client, sealed.grant, now, jti=jti, family=family, id_token=True, jkt=jkt)
 
 
 def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: int,
-                   jkt: str | None) -> dict[str, Any]:
+                   proof: dpop.Proof | None) -> dict[str, Any]:
+    jkt = proof.jkt if proof is not None else None
     old = form.get("refresh_token")
     if not old:
         raise InvalidRequest("refresh_token is missing")
@@ -168,8 +176,8 @@ def _narrowed(grant: Grant, asked: list[str]) -> Grant:
 
 
 def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], now: int,
-                        jkt: str | None) -> dict[str, Any]:
-    del jkt  # not a DPoP grant here (DPOP_GRANTS)
+                        proof: dpop.Proof | None) -> dict[str, Any]:
+    del proof  # not a DPoP grant here (DPOP_GRANTS)
     if client.is_public:
         raise UnauthorizedClient("public clients cannot use client_credentials")
     asked = form.get("scope", "").split()

@@ -6,6 +6,7 @@ import copy
 import heapq
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -225,6 +226,9 @@ class MemoryStore:
                 return False
             self._jtis[key] = expires_at
             return True
+
+    def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
+        return tuple(self.use_jti(*entry, now) for entry in entries)
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         with self._lock:

@@ -28,11 +28,12 @@ version reached, and each migration runs once.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -56,6 +57,7 @@ from policy_sso.sessions.store import (
     StoreOptions,
     token_key,
     translate_faults,
+    use_jtis_sql,
 )
 
 # Each entry migrates from the previous version; statements are idempotent (IF NOT EXISTS) so a
@@ -404,6 +406,12 @@ class PostgresStore:
                 "DO UPDATE SET expires_at = excluded.expires_at WHERE jtis.expires_at <= %s",
                 (namespace, jti, expires_at, now if now is not None else -1))
             return cursor.rowcount == 1
+
+    def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
+        with self._db() as db:
+            taken = set(db.execute(use_jtis_sql(len(entries), "%s"), (
+                *itertools.chain.from_iterable(entries), now if now is not None else -1)).fetchall())
+        return tuple((namespace, jti) in taken for namespace, jti, _ in entries)
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         with self._db() as db:

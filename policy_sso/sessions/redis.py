@@ -55,6 +55,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.parse
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -369,6 +370,7 @@ class RedisStore:
         self.max_sessions_per_user = options.max_sessions_per_user
         self.redis = connect(url, options.timeout)
         self.timeout = options.timeout
+        self._pipelines_run_scripts = url.partition("://")[0] not in CLUSTER_SCHEMES  # cluster ones do not
         self._put_session = self.redis.register_script(_PUT_SESSION)
         self._index_add = self.redis.register_script(_INDEX_ADD)
         self._index_move = self.redis.register_script(_INDEX_MOVE)
@@ -721,6 +723,15 @@ class RedisStore:
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
         return self._use_jti(keys=[self._jti(namespace, jti)],
                              args=[expires_at, _ttl(expires_at, now), "" if now is None else now]) == 1
+
+    def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
+        if not self._pipelines_run_scripts:
+            return tuple(self.use_jti(*entry, now) for entry in entries)
+        with self.redis.pipeline(transaction=False) as pipe:  # one round trip; each script call is atomic
+            for namespace, jti, expires_at in entries:
+                self._use_jti(keys=[self._jti(namespace, jti)], client=pipe,
+                              args=[expires_at, _ttl(expires_at, now), "" if now is None else now])
+            return tuple(answer == 1 for answer in pipe.execute())
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         recorded = self.redis.get(self._jti(namespace, jti))

@@ -22,10 +22,12 @@ had happened.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from policy_sso.sessions.store import (
     StoreOptions,
     token_key,
     translate_faults,
+    use_jtis_sql,
 )
 
 SCHEMA = """
@@ -349,6 +352,11 @@ class SQLiteStore:
             "DO UPDATE SET expires_at = excluded.expires_at WHERE jtis.expires_at <= ?",
             (namespace, jti, expires_at, now if now is not None else -1))
         return cursor.rowcount == 1
+
+    def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
+        taken = set(self._db().execute(use_jtis_sql(len(entries), "?"), (
+            *itertools.chain.from_iterable(entries), now if now is not None else -1)).fetchall())
+        return tuple((namespace, jti) in taken for namespace, jti, _ in entries)
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         row = self._db().execute("SELECT 1 FROM jtis WHERE ns = ? AND jti = ? AND ? < expires_at",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import secrets
 import urllib.parse
 from collections.abc import Callable
@@ -128,6 +129,15 @@ def sign_in_pushed(op: LiveOP, browser: BrowserAgent, **params: str) -> tuple[Ca
     return cb, verifier, body["request_uri"]
 
 
+def _verifications(op: LiveOP) -> tuple[float, float]:
+    """Return the ES256 proof verifications and their CPU seconds so far, from /metrics."""
+    text = requests.get(f"{op.url}/metrics", timeout=10).text
+    found = dict(re.findall(r'^policy_sso_(dpop_verifications_total|dpop_verification_cpu_seconds_total)'
+                            r'\{alg="ES256"\} (\S+)$', text, re.M))
+    return (float(found.get("dpop_verifications_total", 0)),
+            float(found.get("dpop_verification_cpu_seconds_total", 0)))
+
+
 def test_discovery_advertises_par_and_dpop(op: LiveOP) -> None:
     doc = requests.get(f"{op.url}/.well-known/openid-configuration", timeout=10).json()
     assert doc["pushed_authorization_request_endpoint"] == f"{op.url}/par"
@@ -142,11 +152,15 @@ def test_push_authorize_redeem_with_dpop_and_call_userinfo(op: LiveOP, browser: 
     assert cb.params["state"] == "st-1" and cb.params["iss"] == op.url  # the pushed state comes back
 
     app = Prover(op)
+    before = _verifications(op)
     resp = app.token(grant_type="authorization_code", code=cb.params["code"], redirect_uri=CALLBACK,
                      code_verifier=verifier)
     assert resp.status_code == 200, resp.text
     tokens = resp.json()
     assert tokens["token_type"] == "DPoP"
+    # the proof's one signature verification is counted, with the CPU it took (GET /metrics)
+    after = _verifications(op)
+    assert after[0] == before[0] + 1 and after[1] > before[1]
     claims = access_claims(op, tokens["access_token"])
     assert claims["cnf"] == {"jkt": app.jkt}  # RFC 9449 §6.1
     assert claims["client_id"] == APP
@@ -265,6 +279,14 @@ def test_misused_proofs_at_the_token_endpoint_are_refused(op: LiveOP, browser: B
     # the proof was spent with that request: replaying it is refused
     replay = app.token(good, grant_type="refresh_token", refresh_token="whatever")
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_dpop_proof"
+    # and so is redeeming another code with it; the code and the proof are spent in one store write,
+    # so that code is spent too (fail closed: only a replay, never a client's honest retry, does this)
+    cb, verifier, _ = sign_in_pushed(op, browser)
+    other = {**form, "code": cb.params["code"], "code_verifier": verifier}
+    replay = app.token(good, **other)
+    assert replay.status_code == 400 and replay.json() == {
+        "error": "invalid_dpop_proof", "error_description": "the DPoP proof was already used"}
+    assert app.token(app.proof("POST", "/token"), **other).json()["error"] == "invalid_grant"
 
 
 def test_request_uri_refused_when_expired_or_used_by_another_client(op: LiveOP,

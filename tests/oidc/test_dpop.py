@@ -162,7 +162,7 @@ def test_a_proof_spent_at_one_instance_is_refused_at_another_sharing_the_store(t
 
     from policy_sso.oidc.keys import KeyRing
     from policy_sso.oidc.provider import Provider
-    from policy_sso.oidc.token_endpoint import token_proof
+    from policy_sso.oidc.token_endpoint import dpop_proof_of
     from policy_sso.sessions.store import open_store
     from policy_sso.tenant import load_tenant
 
@@ -171,7 +171,7 @@ def test_a_proof_spent_at_one_instance_is_refused_at_another_sharing_the_store(t
     ring = KeyRing.load_or_create(tmp_path / "keys", tenant.settings.tokens.algorithms)
     first, second = (Provider.build(tenant, store, ring, b"k" * 32) for _ in range(2))
     shared = proof(htu=tenant.settings.issuer + "/token", jti="shared")
-    assert token_proof(first, shared, NOW).jkt == EC.thumbprint()
+    assert dpop_proof_of(first, shared, "/token", NOW).jkt == EC.thumbprint()
     with pytest.raises(dpop.InvalidDpopProof, match="already used"):
-        token_proof(second, shared, NOW)
+        dpop_proof_of(second, shared, "/token", NOW)
     store.close()

@@ -137,24 +137,29 @@ def test_a_proof_signed_by_hand_verifies() -> None:
     assert verify(by_hand()).jti == "j-1"
 
 
-def test_a_good_proof_still_verifies_and_its_key_is_cached_by_thumbprint() -> None:
+def test_a_good_proof_still_verifies_and_its_header_and_key_are_cached() -> None:
+    dpop._checked_header.cache_clear()
     dpop._public_key.cache_clear()
     for _ in range(3):
         assert verify(good()).jkt == EC.thumbprint()
-    info = dpop._public_key.cache_info()
+    info = dpop._checked_header.cache_info()
     assert (info.misses, info.hits, info.maxsize) == (1, 2, dpop.KEY_CACHE_SIZE)
-    # a flood of fresh keys cannot grow the cache past its bound
+    assert dpop._public_key.cache_info().misses == 1  # the key is made once, for the one header text
+    # a flood of fresh keys cannot grow either cache past its bound
     for _ in range(dpop.KEY_CACHE_SIZE + 8):
         verify(by_hand())
+    assert dpop._checked_header.cache_info().currsize == dpop.KEY_CACHE_SIZE
     assert dpop._public_key.cache_info().currsize == dpop.KEY_CACHE_SIZE
 
 
-def test_a_refused_key_is_not_cached() -> None:
+def test_a_refused_header_or_key_is_not_cached() -> None:
+    dpop._checked_header.cache_clear()
     dpop._public_key.cache_clear()
     for _ in range(2):
         with pytest.raises(dpop.InvalidDpopProof):
             verify(_off_curve())
     assert dpop._public_key.cache_info().currsize == 0
+    assert dpop._checked_header.cache_info().currsize == 0
 
 
 _TEXT = st.text(alphabet="ABCabc012-_.=+/!{}\"", max_size=300)

@@ -129,3 +129,52 @@ def test_half_open_connections_do_not_starve_healthz(demo: Tenant, ring: KeyRing
         finally:
             for sock in idle:
                 sock.close()
+
+
+class _Recorder:
+    """A waitress channel that records what a task writes."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.server = type("Server", (), {"adj": type("Adj", (), {"ident": "policy-sso"})()})()
+
+    def write_soon(self, data: bytes) -> int:
+        self.writes.append(data)
+        return len(data)
+
+
+def _task(headers: list[tuple[str, str]]) -> tuple[Any, _Recorder]:
+    from server.limits import _OneWriteTask
+
+    channel = _Recorder()
+    task = _OneWriteTask(channel, type("Request", (), {"version": "1.1", "headers": {}})())
+    task.status, task.response_headers, task.complete = "200 OK", headers, True
+    for name, value in headers:
+        if name == "Content-Length":
+            task.content_length = int(value)
+    return task, channel
+
+
+def test_a_response_head_goes_out_with_its_body_in_one_write() -> None:
+    task, channel = _task([("Content-Type", "application/json"), ("Content-Length", "2")])
+    task.write(b"{}")
+    assert len(channel.writes) == 1  # one send(), one segment: not the head and then the body
+    head, _, body = channel.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 2" in head and body == b"{}"
+
+
+def test_other_response_shapes_take_waitress_own_path() -> None:
+    # no Content-Length: chunked, head first then the chunk, as waitress writes it
+    task, channel = _task([("Content-Type", "text/plain")])
+    task.write(b"abc")
+    assert len(channel.writes) == 2 and b"Transfer-Encoding: chunked" in channel.writes[0]
+    assert channel.writes[1] == b"3\r\nabc\r\n"
+    # a body longer than declared is cut at the declared length
+    task, channel = _task([("Content-Length", "2")])
+    task.write(b"abcd")
+    assert channel.writes[1:] == [b"ab"]
+    # a later chunk follows the head on its own
+    task, channel = _task([("Content-Length", "4")])
+    task.write(b"ab")
+    task.write(b"cd")
+    assert channel.writes[1:] == [b"cd"] and channel.writes[0].endswith(b"\r\n\r\nab")

@@ -403,6 +403,37 @@ def test_a_jti_is_refused_until_its_record_expires(store):
     assert store.is_jti_used("hint", "j2", NOW + 119)
 
 
+def test_several_jtis_are_spent_in_one_call(store):
+    # a code and the DPoP proof that redeems it: each answered as use_jti would answer it
+    assert store.use_jti("code", "c1", NOW + 60, NOW)
+    assert store.use_jtis([("code", "c1", NOW + 60), ("dpop", "p1", NOW + 60)], NOW) == (False, True)
+    assert store.use_jtis([("code", "c2", NOW + 60), ("dpop", "p1", NOW + 60)], NOW) == (True, False)
+    assert store.use_jtis([("code", "c3", NOW + 60), ("dpop", "p3", NOW + 60)], NOW) == (True, True)
+    # a record that has expired by the caller's clock is taken over, with its new expiry
+    assert store.use_jtis([("code", "c1", NOW + 200), ("dpop", "p4", NOW + 200)], NOW + 60) == (True, True)
+    assert store.is_jti_used("code", "c1", NOW + 199)
+    assert store.is_jti_used("dpop", "p1", NOW + 59)
+    assert not store.is_jti_used("dpop", "p1", NOW + 60)
+    assert store.use_jtis([("code", "c9", NOW + 60)], NOW) == (True,)
+
+
+def test_of_racing_batches_exactly_one_spends_each_jti(store):
+    answers: list[tuple[bool, ...]] = []
+    start = threading.Barrier(6)
+
+    def spend(n: int) -> None:
+        start.wait()
+        answers.append(store.use_jtis([("code", "shared", NOW + 60), ("dpop", f"own-{n}", NOW + 60)], NOW))
+
+    threads = [threading.Thread(target=spend, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(a[0] for a in answers) == [False] * 5 + [True]
+    assert all(a[1] for a in answers)
+
+
 def test_counters_count_per_fixed_window(store):
     assert store.hit("k", 60, NOW + 5) == (1, NOW + 60)
     assert store.hit("k", 60, NOW + 59) == (2, NOW + 60)

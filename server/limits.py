@@ -20,6 +20,7 @@ overridable with ``policy-sso serve`` flags:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import resource
@@ -32,6 +33,7 @@ from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, WSGITask
+from waitress.utilities import build_http_date
 
 from server.dispatch import LoopDispatcher
 
@@ -70,6 +72,12 @@ class _JsonErrorTask(ErrorTask):
         self.write(body)
 
 
+@functools.lru_cache(maxsize=4)
+def _http_date(second: int) -> str:
+    """Return the RFC 9110 §5.6.7 date of an epoch second (the Date header)."""
+    return str(build_http_date(second))
+
+
 class _OneWriteTask(WSGITask):
     """waitress's WSGI task, sending a response's head and body in one write.
 
@@ -78,7 +86,13 @@ class _OneWriteTask(WSGITask):
     one-chunk answer every endpoint here gives. The head now goes out with
     the first chunk when it fits the declared Content-Length; anything else
     (chunked, no body, a longer chunk) takes waitress's own path, head first.
+    The head's Date is formatted once a second, not for every response.
     """
+
+    def build_response_header(self) -> bytes:
+        """Return waitress's response head, its Date made once a second rather than for every response."""
+        self.response_headers.append(("Date", _http_date(int(self.start_time))))
+        return bytes(super().build_response_header())
 
     def write(self, data: bytes) -> None:
         """Write ``data``, with the response head in the same write if it has not gone yet."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import itertools
 import json
@@ -60,6 +61,8 @@ class CodeSealer:
                     info=b"authorization codes v1").derive(secret)
         self._aead = AESGCMSIV(keys[:32])
         self._mac_key = keys[32:]
+        # HMAC-SHA256 keyed once: each use copies it (no new OpenSSL MAC set up per request)
+        self._mac = hmac.new(self._mac_key, digestmod=hashlib.sha256)
 
     def seal(self, sealed: CodeGrant) -> str:
         """Return the code carrying ``sealed``."""
@@ -110,7 +113,9 @@ class CodeSealer:
         second redemption finds what the first issued without the store
         keeping it.
         """
-        mac = hmac.digest(self._mac_key, code.encode(), "sha256")
+        keyed = self._mac.copy()
+        keyed.update(code.encode())
+        mac = keyed.digest()
         return _b64(mac[:16]), _b64(mac[16:])
 
 

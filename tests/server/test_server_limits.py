@@ -161,6 +161,7 @@ def test_a_response_head_goes_out_with_its_body_in_one_write() -> None:
     assert len(channel.writes) == 1  # one send(), one segment: not the head and then the body
     head, _, body = channel.writes[0].partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"Content-Length: 2" in head and body == b"{}"
+    assert head.count(b"\r\nDate: ") == 1 and b"Date: Thu, 01 Jan 1970 00:00:00 GMT" in head  # start_time 0
 
 
 def test_other_response_shapes_take_waitress_own_path() -> None:

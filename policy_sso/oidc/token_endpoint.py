@@ -105,8 +105,6 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     if sealed.dpop_jkt is not None and sealed.dpop_jkt != jkt:
         # RFC 9449 §10: a code bound with dpop_jkt is redeemed with a proof by that key only
         raise InvalidGrant("the authorization code is bound to another DPoP key (dpop_jkt)")
-    if grant_revoked(p, sealed.grant.subject, sealed.grant.auth_time, now):  # a password change since
-        raise InvalidGrant("the authorization code is invalid or expired")
     jti, family = p.codes.issued(code)
     # the code and the proof are spent together; a replayed proof spends the code too (fail closed)
     spent = (USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at)
@@ -118,6 +116,10 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
         raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
     if not all(fresh):
         raise dpop.InvalidDpopProof(dpop.REPLAYED)
+    # after the spending, not before: a code whose grant a password change revoked can never be
+    # redeemed (cut-offs only move forward), so spending it takes nothing from anyone
+    if grant_revoked(p, sealed.grant.subject, sealed.grant.auth_time, now):
+        raise InvalidGrant("the authorization code is invalid or expired")
     return _tokens(p, client, sealed.grant, now, jti=jti, family=family, id_token=True, jkt=jkt)
 
 

@@ -57,7 +57,6 @@ from policy_sso.sessions.store import (
     StoreOptions,
     token_key,
     translate_faults,
-    use_jtis_sql,
 )
 
 # Each entry migrates from the previous version; statements are idempotent (IF NOT EXISTS) so a
@@ -107,6 +106,19 @@ _POOL_MAX = 32  # one per thread that uses the store (waitress, hashing slots, s
 # serialization failure, a pool that cannot hand out a connection in time); an IntegrityError
 # or a ProgrammingError is a bug and stays what it is
 _FAULTS = (psycopg.OperationalError, psycopg.InterfaceError, psycopg_pool.PoolTimeout)
+
+
+def _use_jtis_sql(count: int) -> str:
+    """Return the statement of ``use_jtis``: ``count`` rows in one upsert (one round trip, one transaction).
+
+    It inserts each new identifier, takes over a record that has expired by
+    its last parameter (``now``), and returns the rows it wrote: the
+    identifiers that were free.
+    """
+    rows = ", ".join(["(%s, %s, %s)"] * count)
+    return (f"INSERT INTO jtis (ns, jti, expires_at) VALUES {rows} "  # noqa: S608 (placeholders only)
+            "ON CONFLICT (ns, jti) DO UPDATE SET expires_at = excluded.expires_at "
+            "WHERE jtis.expires_at <= %s RETURNING ns, jti")
 
 
 @translate_faults(*_FAULTS)
@@ -409,7 +421,7 @@ class PostgresStore:
 
     def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
         with self._db() as db:
-            taken = set(db.execute(use_jtis_sql(len(entries), "%s"), (
+            taken = set(db.execute(_use_jtis_sql(len(entries)), (
                 *itertools.chain.from_iterable(entries), now if now is not None else -1)).fetchall())
         return tuple((namespace, jti) in taken for namespace, jti, _ in entries)
 

@@ -86,19 +86,6 @@ def translate_faults(*faults: type[BaseException]) -> Callable[[_Cls], _Cls]:
     return decorate
 
 
-def use_jtis_sql(count: int, mark: str) -> str:
-    """Return the SQL ``use_jtis`` runs: ``count`` rows in one upsert, placeholders ``mark`` (? or %s).
-
-    The statement is one transaction: it inserts each new identifier, takes
-    over a record that has expired by the last parameter (``now``), and
-    returns the rows it wrote, i.e. the identifiers that were free.
-    """
-    rows = ", ".join([f"({mark}, {mark}, {mark})"] * count)
-    return (f"INSERT INTO jtis (ns, jti, expires_at) VALUES {rows} "  # noqa: S608 (placeholders only)
-            "ON CONFLICT (ns, jti) DO UPDATE SET expires_at = excluded.expires_at "
-            f"WHERE jtis.expires_at <= {mark} RETURNING ns, jti")
-
-
 def token_key(token: str) -> str:
     """Return the store key for a bearer secret (SHA-256 hex): tokens are never stored as-is."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -229,9 +216,10 @@ class Store(Protocol):
     def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
         """Record several ``(namespace, jti, expires_at)``; return, for each, what :meth:`use_jti` would.
 
-        One round trip (one statement in SQL): a code and the DPoP proof
-        that redeems it are spent together. Each is atomic as in ``use_jti``;
-        the entries must be distinct.
+        One round trip to a networked store (one statement in PostgreSQL, one
+        pipeline in Redis): a code and the DPoP proof that redeems it are
+        spent together. Each is atomic as in ``use_jti``; the entries must be
+        distinct.
         """
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:

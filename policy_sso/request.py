@@ -45,6 +45,10 @@ def _refuse_constant(constant: str) -> Any:
     raise InvalidRequest(f"{constant} is not a JSON number (RFC 8259 §6)")
 
 
+# made once: json.loads() given an option builds a decoder on every call
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def json_depth_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     """Return whether brackets outside strings in ``text`` nest deeper than ``limit``.
 
@@ -86,7 +90,7 @@ def loads_json(text: str | bytes, name: str = "the body") -> Any:
     if json_depth_exceeds(text):
         raise InvalidRequest(f"{name} nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer of over 4,300 digits
         raise InvalidRequest(f"{name} is not valid JSON") from None
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):

@@ -7,6 +7,7 @@ Redis, keys in the state directory).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -87,6 +88,9 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
     app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests, provider.audit.address_of)])
     app.resp_options.secure_cookies_by_default = browser.secure
+    # JSON answers as Falcon writes them (non-ASCII kept), the encoder built once rather than per response
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=json.JSONEncoder(ensure_ascii=False).encode)
     if provider.notifier is not None:  # logout tokens are validated like ID tokens (Back-Channel Logout §2.6)
         provider.notifier.alg_of = lambda client_id: logout_token_alg(provider, client_id)
     discovery = Discovery(provider)

@@ -118,6 +118,12 @@ def same_uri(htu: Any, url: str) -> bool:
     """Return whether ``htu`` names ``url``, query and fragment aside (RFC 9449 §4.3, RFC 3986 §6.2)."""
     if not isinstance(htu, str):
         return False
+    return _same_uri(htu, url)
+
+
+@functools.lru_cache(maxsize=64)
+def _same_uri(htu: str, url: str) -> bool:
+    # cached: a client names the same endpoint URL in every proof (bounded, LRU)
     a, b = urllib.parse.urlsplit(htu), urllib.parse.urlsplit(url)
     return ((a.scheme.lower(), a.netloc.lower(), a.path or "/")
             == (b.scheme.lower(), b.netloc.lower(), b.path or "/"))

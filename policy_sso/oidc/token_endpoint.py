@@ -217,6 +217,11 @@ def _tokens(p: Provider, client: Client, grant: Grant, now: int, *, jti: str, fa
         # the access token is recorded with its family: revoking the family revokes it too
         p.store.put_refresh(token_key(refresh), family, data, now + settings.refresh_token_lifetime, now=now,
                             access=(jti, now + settings.access_token_lifetime))
+        if p.store.is_jti_used(REVOKED_ACCESS_TOKENS, jti, now):
+            # the code was redeemed again while this redemption ran, and that one revoked the
+            # family before this refresh token was in it (revoke_issued): revoke it now
+            p.store.revoke_family(family, now)
+            raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
         out["refresh_token"] = refresh
     # only the authorization_code grant passes a family; client_credentials names the client as subject
     p.audit.record("token.issued" if family is not None or grant.subject == client.client_id
@@ -230,7 +235,10 @@ def revoke_issued(p: Provider, family: str, jti: str, expires_by: int, now: int)
     """Revoke what a code's first redemption issued: its refresh family and its access token.
 
     The family's revocation takes every access token issued from it; the first one is revoked by
-    its ``jti`` as well, as a code redeemed without ``offline_access`` started no family.
+    its ``jti`` as well, as a code redeemed without ``offline_access`` started no family. The
+    ``jti`` goes first: a first redemption still running stores its refresh token after this
+    revocation found no family, then sees the ``jti`` revoked and revokes the family itself
+    (:func:`_tokens`), so no refresh token of a reused code outlives the reuse.
     """
-    p.store.revoke_family(family, now)
     p.store.use_jti(REVOKED_ACCESS_TOKENS, jti, max(expires_by, now + 1), now=now)
+    p.store.revoke_family(family, now)

@@ -111,6 +111,13 @@ def wal_mode(db: sqlite3.Connection, wait: float = 30.0) -> None:
             time.sleep(0.01)
 
 
+def _spend(db: sqlite3.Connection, namespace: str, jti: str, expires_at: int, now: int | None) -> bool:
+    """Record a jti unless a live record holds it; a record expired by ``now`` is taken over."""
+    return db.execute("INSERT INTO jtis (ns, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (ns, jti) "
+                      "DO UPDATE SET expires_at = excluded.expires_at WHERE jtis.expires_at <= ?",
+                      (namespace, jti, expires_at, -1 if now is None else now)).rowcount == 1
+
+
 @translate_faults(*_FAULTS)
 class SQLiteStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on one SQLite file."""
@@ -344,16 +351,12 @@ class SQLiteStore:
 
     # identifiers and counters -----------------------------------------------------------
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
-        # a jti whose record has expired (by the caller's clock) may be recorded again
-        cursor = self._db().execute(
-            "INSERT INTO jtis (ns, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (ns, jti) "
-            "DO UPDATE SET expires_at = excluded.expires_at WHERE jtis.expires_at <= ?",
-            (namespace, jti, expires_at, now if now is not None else -1))
-        return cursor.rowcount == 1
+        return _spend(self._db(), namespace, jti, expires_at, now)
 
     def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
-        # a local file: no round trip to save, and plain upserts cost less than one with RETURNING
-        return tuple(self.use_jti(*entry, now) for entry in entries)
+        # one transaction (one lock, one commit) of plain upserts: cheaper than one with RETURNING
+        with self._write() as db:
+            return tuple(_spend(db, *entry, now) for entry in entries)
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         row = self._db().execute("SELECT 1 FROM jtis WHERE ns = ? AND jti = ? AND ? < expires_at",

@@ -91,7 +91,8 @@ class _OneWriteTask(WSGITask):
 
     def build_response_header(self) -> bytes:
         """Return waitress's response head, its Date made once a second rather than for every response."""
-        self.response_headers.append(("Date", _http_date(int(self.start_time))))
+        if not any(name.lower() == "date" for name, _ in self.response_headers):  # RFC 9110: one Date
+            self.response_headers.append(("Date", _http_date(int(self.start_time))))
         return bytes(super().build_response_header())
 
     def write(self, data: bytes) -> None:

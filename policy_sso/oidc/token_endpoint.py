@@ -109,13 +109,15 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     # the code and the proof are spent together; a replayed proof spends the code too (fail closed)
     spent = (USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at)
     fresh = p.store.use_jtis((spent, proof.replay_record()) if proof is not None else (spent,), now)
+    if not all(fresh[1:]):
+        # a replayed proof first: a captured request sent again is refused as the replay it is, and
+        # does not revoke what its code issued (only a fresh proof, by a key, can reuse a code)
+        raise dpop.InvalidDpopProof(dpop.REPLAYED)
     if not fresh[0]:
         # the first redemption happened before the code expired, so its access token ends by then
         revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,
                       now)
         raise InvalidGrant("the authorization code was already used; tokens issued for it are revoked")
-    if not all(fresh):
-        raise dpop.InvalidDpopProof(dpop.REPLAYED)
     # after the spending, not before: a code whose grant a password change revoked can never be
     # redeemed (cut-offs only move forward), so spending it takes nothing from anyone
     if grant_revoked(p, sealed.grant.subject, sealed.grant.auth_time, now):

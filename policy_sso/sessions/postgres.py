@@ -420,10 +420,20 @@ class PostgresStore:
             return cursor.rowcount == 1
 
     def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
+        # one statement may not touch a row twice: a repeated entry is answered as already used
+        distinct: dict[tuple[str, str], tuple[str, str, int]] = {}
+        for entry in entries:
+            distinct.setdefault(entry[:2], entry)
+        if not distinct:
+            return ()
         with self._db() as db:
-            taken = set(db.execute(_use_jtis_sql(len(entries)), (
-                *itertools.chain.from_iterable(entries), now if now is not None else -1)).fetchall())
-        return tuple((namespace, jti) in taken for namespace, jti, _ in entries)
+            params = (*itertools.chain.from_iterable(distinct.values()), now if now is not None else -1)
+            taken = set(db.execute(_use_jtis_sql(len(distinct)), params).fetchall())
+        answers = []
+        for namespace, jti, _ in entries:
+            answers.append((namespace, jti) in taken)
+            taken.discard((namespace, jti))  # a second copy of an entry finds it used
+        return tuple(answers)
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         with self._db() as db:

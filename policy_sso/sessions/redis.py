@@ -277,6 +277,13 @@ return count
 """
 
 
+def _raised(answer: Any) -> Any:
+    """Return a pipeline's answer to one command, raising it when it is an error."""
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
 def _session_key(session_id: str) -> str:
     """Return a session's key, ``psso:{s:<sha256 of the id>}``: no id in the clear, any id one slot."""
     return f"{_SESSION}{token_key(session_id)}}}"
@@ -727,11 +734,16 @@ class RedisStore:
     def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
         if not self._pipelines_run_scripts:
             return tuple(self.use_jti(*entry, now) for entry in entries)
-        with self.redis.pipeline(transaction=False) as pipe:  # one round trip; each script call is atomic
+        # one round trip: EVALSHA queued directly (a Script called on a pipeline would first ask
+        # SCRIPT EXISTS, a round trip of its own); a server that lost its scripts (a restart) answers
+        # NOSCRIPT to those it did not run, which then go one by one, loading the script
+        with self.redis.pipeline(transaction=False) as pipe:
             for namespace, jti, expires_at in entries:
-                self._use_jti(keys=[self._jti(namespace, jti)], client=pipe,
-                              args=[expires_at, _ttl(expires_at, now), "" if now is None else now])
-            return tuple(answer == 1 for answer in pipe.execute())
+                pipe.evalsha(self._use_jti.sha, 1, self._jti(namespace, jti),
+                             expires_at, _ttl(expires_at, now), "" if now is None else now)
+            answers = pipe.execute(raise_on_error=False)
+        return tuple(self.use_jti(*entry, now) if isinstance(answer, redis.exceptions.NoScriptError)
+                     else _raised(answer) == 1 for entry, answer in zip(entries, answers, strict=True))
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         recorded = self.redis.get(self._jti(namespace, jti))

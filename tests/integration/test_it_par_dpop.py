@@ -275,10 +275,16 @@ def test_misused_proofs_at_the_token_endpoint_are_refused(op: LiveOP, browser: B
                         }.items():
         resp = app.token(proof, **form)
         assert resp.status_code == 400 and resp.json()["error"] == "invalid_dpop_proof", (case, resp.text)
-    assert app.token(good, **form).status_code == 200
+    redeemed = app.token(good, **form)
+    assert redeemed.status_code == 200
     # the proof was spent with that request: replaying it is refused
     replay = app.token(good, grant_type="refresh_token", refresh_token="whatever")
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_dpop_proof"
+    # the whole request sent again (code, verifier and proof) is refused as a replayed proof, not taken
+    # for a reuse of the code: only a fresh proof by a key reuses a code, so the tokens live on
+    replay = app.token(good, **form)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_dpop_proof"
+    assert app.userinfo(redeemed.json()["access_token"]).status_code == 200
     # and so is redeeming another code with it; the code and the proof are spent in one store write,
     # so that code is spent too (fail closed: only a replay, never a client's honest retry, does this)
     cb, verifier, _ = sign_in_pushed(op, browser)

@@ -164,6 +164,12 @@ def test_a_response_head_goes_out_with_its_body_in_one_write() -> None:
     assert head.count(b"\r\nDate: ") == 1 and b"Date: Thu, 01 Jan 1970 00:00:00 GMT" in head  # start_time 0
 
 
+def test_a_date_the_app_set_is_the_only_one() -> None:
+    task, channel = _task([("date", "Mon, 01 Jan 2029 00:00:00 GMT"), ("Content-Length", "2")])
+    task.write(b"{}")
+    assert channel.writes[0].count(b"\r\nDate: ") == 1 and b"Date: Mon, 01 Jan 2029" in channel.writes[0]
+
+
 def test_other_response_shapes_take_waitress_own_path() -> None:
     # no Content-Length: chunked, head first then the chunk, as waitress writes it
     task, channel = _task([("Content-Type", "text/plain")])

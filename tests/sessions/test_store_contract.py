@@ -415,6 +415,20 @@ def test_several_jtis_are_spent_in_one_call(store):
     assert store.is_jti_used("dpop", "p1", NOW + 59)
     assert not store.is_jti_used("dpop", "p1", NOW + 60)
     assert store.use_jtis([("code", "c9", NOW + 60)], NOW) == (True,)
+    assert store.use_jtis([], NOW) == ()
+    # the same entry twice: the second copy finds it used
+    assert store.use_jtis([("dpop", "twice", NOW + 60), ("dpop", "twice", NOW + 60)], NOW) == (True, False)
+
+
+def test_a_batch_of_jtis_survives_the_server_losing_its_scripts(store):
+    # a Redis restart empties its script cache; the batch is answered all the same (NOSCRIPT)
+    flush = getattr(getattr(store, "redis", None), "script_flush", None)
+    if flush is None:
+        pytest.skip("only a Redis store caches scripts on the server")
+    assert store.use_jtis([("code", "k1", NOW + 60), ("dpop", "k2", NOW + 60)], NOW) == (True, True)
+    flush()
+    assert store.use_jtis([("code", "k1", NOW + 60), ("dpop", "k3", NOW + 60)], NOW) == (False, True)
+    assert store.use_jtis([("code", "k4", NOW + 60), ("dpop", "k3", NOW + 60)], NOW) == (True, False)
 
 
 def test_of_racing_batches_exactly_one_spends_each_jti(store):

@@ -421,12 +421,12 @@ def test_several_jtis_are_spent_in_one_call(store):
 
 
 def test_a_batch_of_jtis_survives_the_server_losing_its_scripts(store):
-    # a Redis restart empties its script cache; the batch is answered all the same (NOSCRIPT)
-    flush = getattr(getattr(store, "redis", None), "script_flush", None)
-    if flush is None:
-        pytest.skip("only a Redis store caches scripts on the server")
+    # a Redis restart empties its script cache: the batch is answered all the same (NOSCRIPT);
+    # the other stores keep nothing of the kind on a server, and answer as before
     assert store.use_jtis([("code", "k1", NOW + 60), ("dpop", "k2", NOW + 60)], NOW) == (True, True)
-    flush()
+    flush = getattr(getattr(store, "redis", None), "script_flush", None)
+    if flush is not None:
+        flush()
     assert store.use_jtis([("code", "k1", NOW + 60), ("dpop", "k3", NOW + 60)], NOW) == (False, True)
     assert store.use_jtis([("code", "k4", NOW + 60), ("dpop", "k3", NOW + 60)], NOW) == (True, False)
 

@@ -76,14 +76,12 @@ class CodeSealer:
 
     def open(self, code: str, now: int) -> CodeGrant | None:
         """Return the grant a code carries, or None for a code this provider did not seal or that expired."""
+        raw = canonical_b64decode(code)
+        if raw is None:
+            return None
         try:
-            raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
-            # one spelling per code: the decoder skips stray characters and ignores spare bits, and
-            # a second spelling of a sealed code would be a second identifier in the store
-            if _b64(raw) != code:
-                return None
             plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _AAD)
-        except (ValueError, binascii.Error, InvalidTag):
+        except (ValueError, InvalidTag):
             return None
         fields = json.loads(plain)  # authenticated: this provider wrote it
         if fields[0] != _VERSION or now >= fields[1]:
@@ -147,3 +145,17 @@ _NONCES = _Nonces()  # one sequence per process: unique across every key too
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def canonical_b64decode(text: str) -> bytes | None:
+    """Return the bytes unpadded base64url ``text`` encodes, None unless it is their one spelling.
+
+    The decoder skips stray characters and padding and ignores spare bits, so
+    one sealed value has many spellings; each would be another identifier in
+    the store, and a single-use value could be used once per spelling.
+    """
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, binascii.Error):
+        return None
+    return raw if _b64(raw) == text else None

@@ -16,7 +16,6 @@ count (§4): the decision is the policy's, exactly as for any other request.
 from __future__ import annotations
 
 import base64
-import binascii
 import functools
 import json
 import os
@@ -36,7 +35,7 @@ from policy_sso.oidc.authorize import (
     resolve_client,
     response_mode_for,
 )
-from policy_sso.oidc.codes import CodeSealer
+from policy_sso.oidc.codes import CodeSealer, canonical_b64decode
 from policy_sso.sessions.store import token_key
 
 if TYPE_CHECKING:
@@ -69,11 +68,12 @@ class RequestSealer:
         """Return (client_id, expires_at, params) of a request_uri this provider sealed, else None."""
         if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > MAX_REQUEST_URI_CHARS:
             return None
-        body = request_uri[len(REQUEST_URI_PREFIX):]
+        raw = canonical_b64decode(request_uri[len(REQUEST_URI_PREFIX):])  # single use: one spelling
+        if raw is None:
+            return None
         try:
-            raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
             plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _AAD)
-        except (ValueError, binascii.Error, InvalidTag):
+        except (ValueError, InvalidTag):
             return None
         client_id, expires_at, params = json.loads(zlib.decompress(plain))  # authenticated: ours
         return client_id, expires_at, params

@@ -27,6 +27,9 @@ def test_a_request_uri_opens_with_its_key_only_and_is_not_readable() -> None:
     uri = sealer_for(codes).seal("portal", PARAMS, 1000)
     assert uri.startswith(REQUEST_URI_PREFIX) and "openid" not in uri
     assert sealer_for(codes).open(uri) == ("portal", 1000, PARAMS)
+    for respelled in (uri + "=", uri + "==", uri + " ", "\n" + uri[len(REQUEST_URI_PREFIX):]):
+        assert sealer_for(codes).open(respelled if respelled.startswith("urn") else REQUEST_URI_PREFIX
+                                      + respelled) is None, repr(respelled)
     assert sealer_for(CodeSealer(b"j" * 32)).open(uri) is None
     body = uri[len(REQUEST_URI_PREFIX):]
     tampered = REQUEST_URI_PREFIX + body[:-2] + ("A" if body[-2] != "A" else "B") + body[-1]

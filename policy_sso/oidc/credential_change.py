@@ -77,9 +77,22 @@ def grant_revoked(p: Provider, subject: Any, authenticated_at: Any, now: int) ->
     return authenticated_at < p.store.not_before(subject, now)
 
 
+def issued_before_store_loss(p: Provider, issued_at: Any) -> bool:
+    """Return whether something issued at ``issued_at`` predates the store's last loss of records.
+
+    Its single-use or revocation record may have gone with the rest (``Store.intact_since``: a
+    Redis restarted empty), so it is refused until it expires. Call after the store call that
+    spent or looked up its record.
+    """
+    return not isinstance(issued_at, int) or isinstance(issued_at, bool) or issued_at < p.store.intact_since()
+
+
 def token_revoked(p: Provider, claims: Mapping[str, Any], now: int) -> bool:
-    """Return whether an access token predates its subject's cut-off (``auth_time``, else ``iat``)
-    or the withdrawal of its user's consent to its client (``iat``)."""
+    """Return whether an access token predates its subject's cut-off (``auth_time``, else ``iat``),
+    the withdrawal of its user's consent to its client (``iat``), or the store's last loss of
+    records (its revocation may have been among them)."""
+    if issued_before_store_loss(p, claims.get("iat")):
+        return True
     authenticated_at = claims.get("auth_time", claims.get("iat"))
     if grant_revoked(p, claims.get("sub"), authenticated_at, now):
         return True

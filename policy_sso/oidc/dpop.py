@@ -90,6 +90,7 @@ class Proof:
     jkt: str
     jti: str
     fresh_until: int = 0
+    iat: int = 0
 
     def replay_record(self) -> tuple[str, str, int]:
         """Return ``(namespace, key, expires_at)``: what ``Store.use_jti`` records to spend the proof."""
@@ -175,7 +176,7 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
         if got not in (server_nonce(nonce_mac, now), server_nonce(nonce_mac, now, -1)):
             raise UseDpopNonce("the DPoP proof must carry the server's nonce",
                                headers={NONCE_HEADER: server_nonce(nonce_mac, now)})
-    verified = Proof(jkt, jti, int(iat) + settings.proof_lifetime + skew + 1)
+    verified = Proof(jkt, jti, int(iat) + settings.proof_lifetime + skew + 1, int(iat))
     if use_jti is not None:
         _, key, expires_at = verified.replay_record()
         if not use_jti(key, expires_at):

@@ -155,6 +155,9 @@ class HintVerifier:
         # last: only a token that passed every other check may spend its jti
         if not store.use_jti(f"hint:{issuer}", jti, exp + skew, now):
             raise InvalidRequest("login_hint_token: jti was already used (replay)")
+        if int(claims["iat"]) < store.intact_since():  # its jti record may have gone with the store's
+            raise InvalidRequest("login_hint_token: issued before this provider's store lost its records; "
+                                 "send a new one")
         return HintResult(subject, trusted.amr, issuer, jti)
 
 

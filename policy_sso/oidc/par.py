@@ -36,6 +36,7 @@ from policy_sso.oidc.authorize import (
     response_mode_for,
 )
 from policy_sso.oidc.codes import CodeSealer, canonical_b64decode
+from policy_sso.oidc.credential_change import issued_before_store_loss
 from policy_sso.sessions.store import token_key
 
 if TYPE_CHECKING:
@@ -131,6 +132,8 @@ def pushed_params(p: Provider, params: Mapping[str, str], now: int, *, spend: bo
         raise _refused(p, params, "request_uri was pushed by another client (client_id must be the pusher's)")
     if spend and not p.store.use_jti(USED_REQUEST_URIS, token_key(request_uri), expires_at, now):
         raise _refused(p, params, "request_uri was already used")
+    if spend and issued_before_store_loss(p, expires_at - p.tenant.settings.par.request_uri_lifetime):
+        raise _refused(p, params, "request_uri is invalid or expired")  # its use may have been lost
     return pushed
 
 

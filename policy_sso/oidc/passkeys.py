@@ -49,6 +49,7 @@ from webauthn.helpers.structs import (
 
 from policy_sso.errors import InvalidRequest, PolicySSOError
 from policy_sso.messages import Message
+from policy_sso.oidc.credential_change import issued_before_store_loss
 from policy_sso.oidc.provider import Provider
 from policy_sso.request import loads_json
 from policy_sso.sessions.model import AuthEvent, Device, Session
@@ -120,6 +121,8 @@ def _open(p: Provider, state: str, purpose: str, now: int) -> dict[str, Any]:
     # WebAuthn §13.4.3: a challenge is answered once, on every instance sharing the store
     if not p.store.use_jti(SPENT_CHALLENGES, data["c"], data["t"] + CEREMONY_TTL, now=now):
         raise PasskeyRefused(Message("message.passkey_replayed"))
+    if issued_before_store_loss(p, data["t"]):  # its answer's record may have gone with the store's
+        raise PasskeyRefused(Message("message.passkey_expired"))
     return data
 
 

@@ -36,7 +36,11 @@ from policy_sso.errors import (
 from policy_sso.oidc import dpop, pkce
 from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
 from policy_sso.oidc.codes import USED_CODES
-from policy_sso.oidc.credential_change import family_revoked, grant_revoked
+from policy_sso.oidc.credential_change import (
+    family_revoked,
+    grant_revoked,
+    issued_before_store_loss,
+)
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS, token_key
@@ -74,9 +78,12 @@ def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int, *, spend:
     def use_jti(key: str, expires_at: int) -> bool:
         return p.store.use_jti(dpop.USED_PROOFS, key, expires_at, now)
 
-    return dpop.verify_proof(proof, method="POST", url=p.issuer + path, now=now,
-                             settings=p.tenant.settings.dpop, use_jti=use_jti if spend else None,
-                             nonce_mac=lambda text: p.codes.issued(text)[0])
+    verified = dpop.verify_proof(proof, method="POST", url=p.issuer + path, now=now,
+                                 settings=p.tenant.settings.dpop, use_jti=use_jti if spend else None,
+                                 nonce_mac=lambda text: p.codes.issued(text)[0])
+    if spend and issued_before_store_loss(p, verified.iat):  # its replay record may be lost
+        raise dpop.InvalidDpopProof(dpop.REPLAYED)
+    return verified
 
 
 def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], now: int,
@@ -109,10 +116,12 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     # the code and the proof are spent together; a replayed proof spends the code too (fail closed)
     spent = (USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at)
     fresh = p.store.use_jtis((spent, proof.replay_record()) if proof is not None else (spent,), now)
-    if not all(fresh[1:]):
+    if not all(fresh[1:]) or (proof is not None and issued_before_store_loss(p, proof.iat)):
         # a replayed proof first: a captured request sent again is refused as the replay it is, and
         # does not revoke what its code issued (only a fresh proof, by a key, can reuse a code)
         raise dpop.InvalidDpopProof(dpop.REPLAYED)
+    if issued_before_store_loss(p, sealed.expires_at - p.tenant.settings.tokens.code_lifetime):
+        raise InvalidGrant("the authorization code is invalid or expired")  # its redemption may be lost
     if not fresh[0]:
         # the first redemption happened before the code expired, so its access token ends by then
         revoke_issued(p, family, jti, sealed.expires_at + p.tenant.settings.tokens.access_token_lifetime,

@@ -53,9 +53,11 @@ again by the call that finds it missing.
 from __future__ import annotations
 
 import json
+import logging
+import secrets
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -86,7 +88,12 @@ from policy_sso.sessions.store import (
     translate_faults,
 )
 
+log = logging.getLogger("policy_sso.store")
+
 PREFIX = "psso:"
+# when the dataset began: set (NX) by the first instance to find it missing (RedisStore.intact_since)
+EPOCH_KEY = f"{PREFIX}epoch"
+EPOCH_CHECK_INTERVAL = 1.0  # seconds between checks besides the one on every new connection
 
 # compare-and-set of one credential (a passkey's sign count): replaced only while it is as read
 _REPLACE_CREDENTIAL = """
@@ -308,13 +315,14 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 _CLUSTER_QUERY = ("socket_timeout", "socket_connect_timeout")
 
 
-def connect(url: str, timeout: float) -> Any:
+def connect(url: str, timeout: float, on_connect: Callable[[Any], None] | None = None) -> Any:
     """Return a redis-py client for ``url``: a ``Redis``, or a ``RedisCluster`` for a cluster URL.
 
     ``redis+cluster://[user:password@]host:port[,host:port...][/0]`` (``rediss+cluster`` for
     TLS) names some of a cluster's nodes; the client learns the rest, and the slot map, from
     them. Timeouts in the URL win over ``timeout``. Raises StoreError for a malformed URL or an
-    unreachable server.
+    unreachable server. ``on_connect(connection)`` runs on every new connection to a single
+    server, after redis-py's own handshake and before the command that needed it.
     """
     where = url.rsplit("@", 1)[-1]
     try:
@@ -322,8 +330,9 @@ def connect(url: str, timeout: float) -> Any:
             # Timeouts in the URL win (redis-py's query string overrides these). One retry, at
             # once, only for a dropped connection: redis-py's default (10 retries with backoff)
             # held every request for seconds while Redis was paused (issue 14).
+            hook = None if on_connect is None else _after_handshake(on_connect)
             client = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                url, socket_timeout=timeout, socket_connect_timeout=timeout, redis_connect_func=hook,
                 retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)))
         else:
             client = _cluster(url, timeout)
@@ -331,6 +340,21 @@ def connect(url: str, timeout: float) -> Any:
     except (redis.RedisError, redis.exceptions.RedisClusterException) as err:
         raise StoreError(f"cannot reach Redis at {where}: {str(err)[:200]}") from None
     return client
+
+
+def _new_epoch() -> str:
+    """Return a new dataset epoch: the time it began and a random tag (two in one second differ)."""
+    return f"{int(time.time())} {secrets.token_hex(4)}"
+
+
+def _after_handshake(on_connect: Callable[[Any], None]) -> Callable[[Any], None]:
+    """Return a redis-py ``redis_connect_func``: its own handshake, then ``on_connect``."""
+
+    def connected(connection: Any) -> None:
+        connection.on_connect()
+        on_connect(connection)
+
+    return connected
 
 
 def _cluster(url: str, timeout: float) -> Any:
@@ -375,7 +399,10 @@ class RedisStore:
         self.url = url
         self.lifetime = lifetime
         self.max_sessions_per_user = options.max_sessions_per_user
-        self.redis = connect(url, options.timeout)
+        self._epoch: str | None = None  # the Redis dataset's epoch key, as last seen (see intact_since)
+        self._intact_since = 0
+        self._epoch_checked = float("-inf")  # monotonic time of the last check
+        self.redis = connect(url, options.timeout, on_connect=self._check_epoch_on)
         self.timeout = options.timeout
         self._pipelines_run_scripts = url.partition("://")[0] not in CLUSTER_SCHEMES  # cluster ones do not
         self._put_session = self.redis.register_script(_PUT_SESSION)
@@ -393,6 +420,51 @@ class RedisStore:
         self._revoke_family = self.redis.register_script(_REVOKE_FAMILY)
         self._decoded = codec.DecodedSessions()
         self._seen: dict[str, int] = {}  # session id -> its stored last-seen, as this store last saw it
+
+    # the dataset's epoch -------------------------------------------------------------------
+    def intact_since(self) -> int:
+        """Return when this Redis dataset began: the time in the epoch key its first user wrote.
+
+        A Redis that lost its data (restarted without persistence, flushed, failed over to an
+        empty replica) lost the single-use and revocation records with it. The first instance
+        to find the epoch key gone writes a new one (the time and a random tag), and everything
+        issued before it is refused until it expires (``Store.intact_since``); once this store
+        has seen the epoch change, the whole second of the new one too, as what was issued in
+        that second before the loss cannot be told apart. Checked on every new connection to a
+        single server (a restart drops them all) and at most once a second besides (a flush; a
+        cluster, on the node holding the key).
+        """
+        now = time.monotonic()
+        if now - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
+            self._epoch_checked = now
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(EPOCH_KEY, _new_epoch(), nx=True)
+                pipe.get(EPOCH_KEY)
+                self._saw_epoch(pipe.execute()[1])
+        return self._intact_since
+
+    def _check_epoch_on(self, connection: Any) -> None:
+        """Read (or start) the dataset's epoch on a new connection, before its first command."""
+        connection.send_command("SET", EPOCH_KEY, _new_epoch(), "NX")
+        connection.read_response()
+        connection.send_command("GET", EPOCH_KEY)
+        self._saw_epoch(connection.read_response())
+        self._epoch_checked = time.monotonic()
+
+    def _saw_epoch(self, value: Any) -> None:
+        text = _text(value) if value is not None else _new_epoch()  # gone again between SET and GET
+        if text == self._epoch:
+            return
+        try:
+            began = int(text.split()[0])
+        except (ValueError, IndexError):  # not an epoch this store wrote: take it as begun now
+            began = int(time.time())
+        lost = self._epoch is not None
+        self._epoch = text
+        self._intact_since = max(self._intact_since, began + 1 if lost else began)
+        if lost:
+            log.warning("the Redis store lost its data (a new epoch began at %d): codes, request_uris, DPoP "
+                        "proofs and access tokens issued before are refused until they expire", began)
 
     @staticmethod
     def _s(session_id: str) -> str:

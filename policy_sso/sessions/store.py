@@ -225,6 +225,18 @@ class Store(Protocol):
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
         """Return whether ``jti`` is recorded in ``namespace`` (e.g. revoked access tokens)."""
 
+    def intact_since(self) -> int:
+        """Return the epoch second since which the store holds every record written to it.
+
+        0 for a store that loses nothing it acknowledged (SQLite, PostgreSQL; the memory
+        store's records end with its process, and so does everything that could use them).
+        A Redis that lost its data answers when that was found: the single-use and
+        revocation records of what was issued before are gone, so callers refuse a code,
+        request_uri, DPoP proof or access token issued before this time. Call it after the
+        store call that spent or looked up the record: a reconnection during that call is
+        what finds the loss.
+        """
+
     # rate-limit counters ------------------------------------------------------
     def hit(self, key: str, window: int, now: int, amount: int = 1) -> tuple[int, int]:
         """Add ``amount`` hits in the fixed window holding ``now``; return (count, window reset time)."""

@@ -40,6 +40,9 @@ class SpyStore:
         self.calls.append((namespace, jti, expires_at, now))
         return self.inner.use_jti(namespace, jti, expires_at, now)
 
+    def intact_since(self) -> int:
+        return self.inner.intact_since()
+
 
 def _pem(private, public: bool) -> bytes:
     if public:

@@ -1,0 +1,123 @@
+"""A Redis that restarts empty: what was issued before is refused, not taken for new.
+
+Single-use records (codes, request_uris, DPoP proofs) and revocations live in
+Redis; when it comes back without its data they are gone, and a used code
+would redeem again, a revoked token work again. The store notices (the
+dataset's epoch key is gone) before it answers the call that reconnected, and
+the provider refuses whatever was issued before (``Store.intact_since``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import free_port, redis_binary, wait_until_listening
+
+from policy_sso.errors import InvalidGrant, InvalidToken
+from policy_sso.oidc.codes import CodeGrant
+from policy_sso.oidc.grant import Grant
+from policy_sso.oidc.keys import KeyRing
+from policy_sso.oidc.provider import Provider
+from policy_sso.oidc.token_endpoint import token_request
+from policy_sso.oidc.userinfo import verify_bearer
+from policy_sso.sessions import SessionLifetime, open_store
+from policy_sso.sessions.redis import EPOCH_CHECK_INTERVAL
+from policy_sso.tenant import Tenant
+
+REDIRECT = "http://127.0.0.1:9001/callback"
+
+
+class Redis:
+    """A redis-server without persistence on one port, which can be restarted there (empty)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.port = workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [redis_binary(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly",
+             "no", "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until_listening(self.port, process, "redis-server")
+        return process
+
+    def restart_empty(self) -> None:
+        self.stop()
+        self.process = self._start()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Redis]:
+    server = Redis(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_the_store_notices_a_restart_before_answering_the_call_that_reconnected(redis_server: Redis) -> None:
+    store = open_store(redis_server.url, SessionLifetime())
+    now = int(time.time())
+    assert store.intact_since() <= now + 1  # the dataset began when this store first found it
+    assert store.use_jti("code", "c1", now + 60, now)
+    assert not store.use_jti("code", "c1", now + 60, now)
+    redis_server.restart_empty()
+    # the record is gone: the store cannot tell the code was used ...
+    assert store.use_jti("code", "c1", now + 60, now)
+    # ... but it knows that it lost its records since the code was issued
+    assert store.intact_since() > now
+    store.close()
+
+
+def test_a_flush_without_a_restart_is_noticed_within_a_second(redis_server: Redis) -> None:
+    store = open_store(redis_server.url, SessionLifetime())
+    before = store.intact_since()
+    time.sleep(1.05)  # a later second than the epoch the store found
+    store.redis.flushall()
+    time.sleep(EPOCH_CHECK_INTERVAL)
+    assert store.intact_since() > before
+    store.close()
+
+
+def test_a_used_code_and_a_revoked_token_stay_refused_after_a_restart(redis_server: Redis, demo: Tenant,
+                                                                      ring: KeyRing) -> None:
+    store = open_store(redis_server.url, demo.settings.lifetime)
+    p = Provider.build(demo, store, ring)
+    client = p.client("portal")
+    assert client is not None
+    now = int(time.time())  # issued at once, in the second the new dataset began
+    code = p.codes.seal(CodeGrant(Grant("u-alice", "portal", "openid", auth_time=now), REDIRECT, None,
+                                  now + demo.settings.tokens.code_lifetime))
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT}
+    tokens = token_request(p, client, form, now)
+    assert verify_bearer(p, tokens["access_token"], now)["sub"] == "u-alice"
+
+    redis_server.restart_empty()
+    with pytest.raises(InvalidGrant):  # the same code again: its redemption was lost, not undone
+        token_request(p, client, form, now)
+    with pytest.raises(InvalidToken):  # a token issued before may have been revoked since
+        verify_bearer(p, tokens["access_token"], now)
+    # what is issued after the loss works
+    later = store.intact_since()
+    assert now < later <= int(time.time()) + 1  # the second after the restart
+    fresh = p.codes.seal(CodeGrant(Grant("u-alice", "portal", "openid", auth_time=later), REDIRECT, None,
+                                   later + demo.settings.tokens.code_lifetime))
+    renewed = token_request(p, client, {**form, "code": fresh}, later)
+    assert verify_bearer(p, renewed["access_token"], later)["sub"] == "u-alice"
+    store.close()
+
+
+def test_an_epoch_key_someone_else_wrote_is_taken_as_a_loss_not_a_fault(redis_server: Redis) -> None:
+    store = open_store(redis_server.url, SessionLifetime())
+    before = store.intact_since()
+    store.redis.set("psso:epoch", "not an epoch")
+    time.sleep(EPOCH_CHECK_INTERVAL)
+    assert before <= store.intact_since() <= int(time.time()) + 1
+    store.close()

@@ -228,8 +228,8 @@ class Store(Protocol):
     def intact_since(self) -> int:
         """Return the epoch second since which the store holds every record written to it.
 
-        0 for a store that loses nothing it acknowledged (SQLite, PostgreSQL; the memory
-        store's records end with its process, and so does everything that could use them).
+        0 for a store that loses nothing it acknowledged (SQLite, PostgreSQL) and for the
+        memory store, which is for tests and demos: its records end with its process.
         A Redis that lost its data answers when that was found: the single-use and
         revocation records of what was issued before are gone, so callers refuse a code,
         request_uri, DPoP proof or access token issued before this time. Call it after the

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 import urllib.parse
@@ -108,7 +109,7 @@ def _record_text(record: dict[str, Any]) -> str:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 # A session's key is tagged with its id's digest, so its end record shares its slot and no
 # ended id is left in the store (earlier layouts used "psso:ss:<id>" and "psso:s:<id>").
 _SESSION = f"{PREFIX}{{s:"
@@ -400,6 +401,8 @@ class RedisStore:
         self.lifetime = lifetime
         self.max_sessions_per_user = options.max_sessions_per_user
         self._epoch: str | None = None  # the Redis dataset's epoch key, as last seen (see intact_since)
+        self._run_id: str | None = None  # the Redis server's run_id, as last seen
+        self._policy_checked = False  # whether maxmemory-policy was looked at (once a process)
         self._intact_since = 0
         self._epoch_checked = float("-inf")  # monotonic time of the last check
         self.redis = connect(url, options.timeout, on_connect=self._check_epoch_on)
@@ -423,16 +426,20 @@ class RedisStore:
 
     # the dataset's epoch -------------------------------------------------------------------
     def intact_since(self) -> int:
-        """Return when this Redis dataset began: the time in the epoch key its first user wrote.
+        """Return since when this Redis holds every record this store wrote (``Store.intact_since``).
 
-        A Redis that lost its data (restarted without persistence, flushed, failed over to an
-        empty replica) lost the single-use and revocation records with it. The first instance
-        to find the epoch key gone writes a new one (the time and a random tag), and everything
-        issued before it is refused until it expires (``Store.intact_since``); once this store
-        has seen the epoch change, the whole second of the new one too, as what was issued in
-        that second before the loss cannot be told apart. Checked on every new connection to a
-        single server (a restart drops them all) and at most once a second besides (a flush; a
-        cluster, on the node holding the key).
+        Two signs of a loss of records (the single-use and revocation records go with them):
+        the epoch key (``psso:epoch``) that the first instance to find it missing writes (gone:
+        a restart without persistence, a flush, a failover to an empty replica), and the
+        server's ``run_id`` (changed: a restart, even one that reloads a snapshot or an AOF
+        that may miss the last writes, or a failover to another server). Both are read on
+        every new connection to a single server, before its first command (a restart drops
+        every connection); the epoch also at most once a second (a flush; a cluster, on the
+        node holding the key).
+
+        Before any loss this is when the dataset began (the epoch's time, never later than
+        this machine's clock); once a loss is seen, the second after it was seen: everything
+        issued before is refused until it expires.
         """
         now = time.monotonic()
         if now - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
@@ -440,31 +447,45 @@ class RedisStore:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(EPOCH_KEY, _new_epoch(), nx=True)
                 pipe.get(EPOCH_KEY)
-                self._saw_epoch(pipe.execute()[1])
+                self._saw(epoch=pipe.execute()[1])
         return self._intact_since
 
     def _check_epoch_on(self, connection: Any) -> None:
-        """Read (or start) the dataset's epoch on a new connection, before its first command."""
+        """Read the server's run_id and the dataset's epoch (starting it) on a new connection."""
+        connection.send_command("INFO", "server")
+        run_id = re.search(r"^run_id:(\w+)", _text(connection.read_response()), re.M)
+        if not self._policy_checked:
+            self._policy_checked = True
+            connection.send_command("INFO", "memory")
+            policy = re.search(r"^maxmemory_policy:(\S+)", _text(connection.read_response()), re.M)
+            if policy and policy.group(1) != "noeviction":
+                log.warning("Redis evicts keys under memory pressure (maxmemory-policy %s): a single-use or "
+                            "revocation record it evicts is forgotten; set maxmemory-policy noeviction",
+                            policy.group(1))
         connection.send_command("SET", EPOCH_KEY, _new_epoch(), "NX")
         connection.read_response()
         connection.send_command("GET", EPOCH_KEY)
-        self._saw_epoch(connection.read_response())
+        self._saw(epoch=connection.read_response(), run_id=run_id.group(1) if run_id else None)
         self._epoch_checked = time.monotonic()
 
-    def _saw_epoch(self, value: Any) -> None:
-        text = _text(value) if value is not None else _new_epoch()  # gone again between SET and GET
-        if text == self._epoch:
-            return
-        try:
-            began = int(text.split()[0])
-        except (ValueError, IndexError):  # not an epoch this store wrote: take it as begun now
-            began = int(time.time())
-        lost = self._epoch is not None
+    def _saw(self, epoch: Any, run_id: str | None = None) -> None:
+        text = _text(epoch) if epoch is not None else _new_epoch()  # gone again between SET and GET
+        now = int(time.time())
+        if self._epoch is None:  # the first look: the dataset began then (a clock ahead is not believed)
+            try:
+                began = int(text.split()[0])
+            except (ValueError, IndexError):  # not an epoch this store wrote: take it as begun now
+                began = now
+            self._intact_since = min(began, now)
+        elif text != self._epoch or (run_id is not None and self._run_id not in (None, run_id)):
+            self._intact_since = max(self._intact_since, now + 1)
+            log.warning("the Redis store may have lost records (%s): codes, request_uris, DPoP proofs and "
+                        "access tokens issued before %d are refused until they expire",
+                        "its data was replaced" if text != self._epoch else "the server restarted",
+                        self._intact_since)
         self._epoch = text
-        self._intact_since = max(self._intact_since, began + 1 if lost else began)
-        if lost:
-            log.warning("the Redis store lost its data (a new epoch began at %d): codes, request_uris, DPoP "
-                        "proofs and access tokens issued before are refused until they expire", began)
+        if run_id is not None:
+            self._run_id = run_id
 
     @staticmethod
     def _s(session_id: str) -> str:

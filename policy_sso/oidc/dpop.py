@@ -59,6 +59,8 @@ MAX_RSA_BITS = 8192
 MAX_RSA_EXPONENT_BITS = 64  # OpenSSL's own limit for moduli over 3072 bits (OPENSSL_RSA_MAX_PUBEXP_BITS)
 KEY_CACHE_SIZE = 256  # public keys kept by thumbprint: a client proves with one key for many requests
 REPLAYED = "the DPoP proof was already used"
+# a proof made before the store last lost its records (Store.intact_since): its replay record may be gone
+STALE = "the DPoP proof is older than the server's records of used proofs; send a new one"
 # the proofs' signature verifications and the CPU they took, per process (GET /metrics)
 VERIFICATIONS = CpuMeter()
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())  # ES256's signature algorithm (RFC 7518 §3.4), made once
@@ -84,7 +86,8 @@ class Proof:
     """A verified DPoP proof: the key's thumbprint (what tokens are bound to), its jti, and its freshness.
 
     ``fresh_until`` is when the proof stops being accepted (its ``iat`` plus
-    the window): its replay record need last no longer (§11.1).
+    the window): its replay record need last no longer (§11.1). ``iat`` is
+    when the client made it, whole seconds.
     """
 
     jkt: str

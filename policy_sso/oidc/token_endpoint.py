@@ -73,7 +73,8 @@ def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int
 def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int, *, spend: bool = True) -> dpop.Proof:
     """Return the verified DPoP proof of a POST to the provider's ``path`` (RFC 9449 §4.3).
 
-    ``spend`` False: the caller records the proof's ``replay_record`` itself.
+    ``spend`` False: the caller records the proof's ``replay_record`` itself, and refuses a
+    proof issued before the store last lost its records.
     """
     def use_jti(key: str, expires_at: int) -> bool:
         return p.store.use_jti(dpop.USED_PROOFS, key, expires_at, now)
@@ -82,7 +83,7 @@ def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int, *, spend:
                                  settings=p.tenant.settings.dpop, use_jti=use_jti if spend else None,
                                  nonce_mac=lambda text: p.codes.issued(text)[0])
     if spend and issued_before_store_loss(p, verified.iat):  # its replay record may be lost
-        raise dpop.InvalidDpopProof(dpop.REPLAYED)
+        raise dpop.InvalidDpopProof(dpop.STALE)
     return verified
 
 
@@ -116,10 +117,12 @@ def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], no
     # the code and the proof are spent together; a replayed proof spends the code too (fail closed)
     spent = (USED_CODES, p.codes.used_key(code, sealed), sealed.expires_at)
     fresh = p.store.use_jtis((spent, proof.replay_record()) if proof is not None else (spent,), now)
-    if not all(fresh[1:]) or (proof is not None and issued_before_store_loss(p, proof.iat)):
+    if not all(fresh[1:]):
         # a replayed proof first: a captured request sent again is refused as the replay it is, and
         # does not revoke what its code issued (only a fresh proof, by a key, can reuse a code)
         raise dpop.InvalidDpopProof(dpop.REPLAYED)
+    if proof is not None and issued_before_store_loss(p, proof.iat):
+        raise dpop.InvalidDpopProof(dpop.STALE)
     if issued_before_store_loss(p, sealed.expires_at - p.tenant.settings.tokens.code_lifetime):
         raise InvalidGrant("the authorization code is invalid or expired")  # its redemption may be lost
     if not fresh[0]:

@@ -91,7 +91,7 @@ def resource_token(p: Provider, *, authorization: str | None, form_token: str | 
                 use_jti=lambda key, expires: p.store.use_jti(dpop.USED_PROOFS, key, expires, now),
                 nonce_mac=lambda text: p.codes.issued(text)[0])
             if issued_before_store_loss(p, verified.iat):  # its replay record may be lost
-                raise dpop.InvalidDpopProof(dpop.REPLAYED)
+                raise dpop.InvalidDpopProof(dpop.STALE)
         dpop.check_binding(claims, verified)
     except OAuthError as err:
         err.status = 401  # RFC 9449 §7.1: a resource answers proof and binding errors with 401

@@ -218,8 +218,8 @@ class Store(Protocol):
 
         One round trip to a networked store (one statement in PostgreSQL, one
         pipeline in Redis): a code and the DPoP proof that redeems it are
-        spent together. Each is atomic as in ``use_jti``; the entries must be
-        distinct.
+        spent together. Each is atomic as in ``use_jti``; an entry given twice
+        is answered as already used the second time.
         """
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:

@@ -8,7 +8,8 @@ then measures three phases with a few keep-alive client threads:
 - silent authorize: ``prompt=none`` with the live session cookie, 302 with a code;
 - code exchange: ``POST /token`` (authorization_code, client_secret_basic);
 - code exchange with DPoP: the same with an ES256 DPoP proof (RFC 9449), one
-  more verification and one more store write (the proof's jti) per request;
+  more verification and one more single-use record (the proof's jti, spent
+  with the code in the same store call) per request;
   its server CPU is compared with the 2 RS256 signatures and the 1 ES256
   verification it makes (each timed on its own and printed).
 

@@ -140,7 +140,8 @@ def server_nonce(mac: Callable[[str], str], now: int, slot_offset: int = 0) -> s
 
 def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings: DpopSettings,
                  use_jti: Callable[[str, int], bool] | None, access_token: str | None = None,
-                 nonce_mac: Callable[[str], str] | None = None) -> Proof:
+                 nonce_mac: Callable[[str], str] | None = None,
+                 intact_since: Callable[[], int] | None = None) -> Proof:
     """Return the verified proof of a request; raise InvalidDpopProof or UseDpopNonce (RFC 9449 §4.3).
 
     ``use_jti(key, expires_at)`` records the proof as used, False when it
@@ -148,9 +149,11 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
     spent. None leaves the spending to the caller, who must record
     :meth:`Proof.replay_record` with its own single-use write and refuse
     the request with :data:`REPLAYED` when the record was there (a code's
-    redemption: one store write for both). ``access_token`` is given at a
-    resource: the proof's ``ath`` must be its hash. ``nonce_mac`` makes
-    nonces (when ``settings.nonce``).
+    redemption: one store write for both). ``intact_since`` (the store's):
+    a proof it spends that was made before the store last lost its records
+    is refused as :data:`STALE`, its replay record may be gone.
+    ``access_token`` is given at a resource: the proof's ``ath`` must be its
+    hash. ``nonce_mac`` makes nonces (when ``settings.nonce``).
     """
     if not proof or len(proof) > MAX_PROOF_CHARS or proof.count(".") != 2:
         raise InvalidDpopProof("a single DPoP proof JWT is required in the DPoP header")
@@ -184,6 +187,8 @@ def verify_proof(proof: str | None, *, method: str, url: str, now: int, settings
         _, key, expires_at = verified.replay_record()
         if not use_jti(key, expires_at):
             raise InvalidDpopProof(REPLAYED)
+        if intact_since is not None and verified.iat < intact_since():
+            raise InvalidDpopProof(STALE)
     return verified
 
 

@@ -79,12 +79,10 @@ def dpop_proof_of(p: Provider, proof: str | None, path: str, now: int, *, spend:
     def use_jti(key: str, expires_at: int) -> bool:
         return p.store.use_jti(dpop.USED_PROOFS, key, expires_at, now)
 
-    verified = dpop.verify_proof(proof, method="POST", url=p.issuer + path, now=now,
-                                 settings=p.tenant.settings.dpop, use_jti=use_jti if spend else None,
-                                 nonce_mac=lambda text: p.codes.issued(text)[0])
-    if spend and issued_before_store_loss(p, verified.iat):  # its replay record may be lost
-        raise dpop.InvalidDpopProof(dpop.STALE)
-    return verified
+    return dpop.verify_proof(proof, method="POST", url=p.issuer + path, now=now,
+                             settings=p.tenant.settings.dpop, use_jti=use_jti if spend else None,
+                             nonce_mac=lambda text: p.codes.issued(text)[0],
+                             intact_since=p.store.intact_since)
 
 
 def _authorization_code(p: Provider, client: Client, form: Mapping[str, str], now: int,

@@ -7,7 +7,7 @@ from typing import Any
 from policy_sso.errors import InvalidRequest, InvalidToken, OAuthError
 from policy_sso.oidc import dpop, tokens
 from policy_sso.oidc.claims import requested_claims, user_claims
-from policy_sso.oidc.credential_change import issued_before_store_loss, token_revoked
+from policy_sso.oidc.credential_change import token_revoked
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS
 
@@ -89,9 +89,7 @@ def resource_token(p: Provider, *, authorization: str | None, form_token: str | 
             verified = dpop.verify_proof(
                 proof, method=method, url=url, now=now, settings=settings, access_token=token,
                 use_jti=lambda key, expires: p.store.use_jti(dpop.USED_PROOFS, key, expires, now),
-                nonce_mac=lambda text: p.codes.issued(text)[0])
-            if issued_before_store_loss(p, verified.iat):  # its replay record may be lost
-                raise dpop.InvalidDpopProof(dpop.STALE)
+                nonce_mac=lambda text: p.codes.issued(text)[0], intact_since=p.store.intact_since)
         dpop.check_binding(claims, verified)
     except OAuthError as err:
         err.status = 401  # RFC 9449 §7.1: a resource answers proof and binding errors with 401

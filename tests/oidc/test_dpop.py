@@ -102,6 +102,13 @@ def test_htu_compares_scheme_and_host_case_blind_and_ignores_the_query() -> None
     assert verify(proof(htu="HTTPS://OP.example/token?x=1")).jkt == EC.thumbprint()
 
 
+def test_a_proof_made_before_the_store_lost_its_records_is_stale() -> None:
+    # its replay record may have gone with the rest (Store.intact_since: a Redis restarted empty)
+    with pytest.raises(dpop.InvalidDpopProof, match="older than the server's records"):
+        verify(proof(jti="before", iat=NOW - 5), intact_since=lambda: NOW - 4)
+    assert verify(proof(jti="after", iat=NOW - 4), intact_since=lambda: NOW - 4).iat == NOW - 4
+
+
 def test_a_proof_works_once_and_a_refused_one_is_not_spent() -> None:
     spent = Spent()
     with pytest.raises(dpop.InvalidDpopProof):

@@ -202,9 +202,12 @@ def create_server(app: Any, *, host: str, port: int, threads: int, limits: Serve
     """
     limits = limits or ServerLimits()
     _raise_open_files(limits.connection_limit)
-    # poll(), not select(): select() cannot watch a descriptor numbered 1024 or more
+    # poll(), not select(): select() cannot watch a descriptor numbered 1024 or more.
+    # X-Forwarded-For is the app's to judge: it counts only from the tenant's trusted_proxies
+    # (server.client_address, reloadable), and no other proxy header is read. waitress's own
+    # clearing of "untrusted" proxy headers would take it from every request, trusted proxy or not.
     adj = Adjustments(host=host, port=port, threads=threads, ident=ident, asyncore_use_poll=True,
-                      **limits.adjustments())
+                      clear_untrusted_proxy_headers=False, **limits.adjustments())
     dispatcher = LoopDispatcher(loop_paths)
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict[int, Any] = {}

@@ -9,13 +9,12 @@ they never shift, repeat or hide an event of a later page.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from policy_sso import b64url
 from policy_sso.audit.event import EVENT_TYPES
 from policy_sso.diagnostics import did_you_mean
 from policy_sso.errors import InvalidRequest
@@ -46,14 +45,14 @@ class Cursor:
 
     def encode(self) -> str:
         """Return the opaque cursor string (URL-safe base64)."""
-        return base64.urlsafe_b64encode(f"{self.time}:{self.key}".encode()).decode().rstrip("=")
+        return b64url.encode(f"{self.time}:{self.key}".encode())
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         """Return the cursor a string encodes; raise InvalidRequest for anything else."""
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-        except (binascii.Error, ValueError):
+            raw = b64url.decode(text).decode("ascii")
+        except ValueError:
             raise InvalidRequest("cursor is not one this server returned") from None
         match = _CURSOR_RE.match(raw)
         if match is None:

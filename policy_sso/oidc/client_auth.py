@@ -7,7 +7,6 @@ built, and compared in constant time (RFC 9700 §2.5).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import urllib.parse
@@ -74,8 +73,10 @@ def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
     if not header or header[:6].lower() != "basic ":
         return None
     try:
-        decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+        # strict: standard alphabet and padding only (binascii.Error); a header byte past ASCII
+        # is malformed too (ValueError from encode), not a fault
+        decoded = binascii.a2b_base64(header[6:].strip().encode("ascii"), strict_mode=True).decode()
+    except ValueError:  # binascii.Error and UnicodeError are ValueErrors
         raise InvalidClient("malformed Basic credentials", headers=BASIC_CHALLENGE) from None
     user, sep, password = decoded.partition(":")
     if not sep:

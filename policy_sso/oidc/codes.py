@@ -18,8 +18,6 @@ so a second redemption can revoke it without the store keeping it (RFC 6749
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
 import itertools
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from policy_sso import b64url
 from policy_sso.oidc.grant import Grant
 from policy_sso.sessions.store import token_key
 
@@ -72,11 +71,11 @@ class CodeSealer:
                        *((g.userinfo_claims, g.id_token_claims, sealed.dpop_jkt)
                          if g.userinfo_claims or g.id_token_claims or sealed.dpop_jkt else ())])
         nonce = _NONCES.next()
-        return _b64(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
+        return b64url.encode(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
 
     def open(self, code: str, now: int) -> CodeGrant | None:
         """Return the grant a code carries, or None for a code this provider did not seal or that expired."""
-        raw = canonical_b64decode(code)
+        raw = b64url.canonical_decode(code)  # one spelling: one store identifier
         if raw is None:
             return None
         try:
@@ -114,7 +113,7 @@ class CodeSealer:
         keyed = self._mac.copy()
         keyed.update(code.encode())
         mac = keyed.digest()
-        return _b64(mac[:16]), _b64(mac[16:])
+        return b64url.encode(mac[:16]), b64url.encode(mac[16:])
 
 
 class _Nonces:
@@ -143,19 +142,3 @@ class _Nonces:
 _NONCES = _Nonces()  # one sequence per process: unique across every key too
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def canonical_b64decode(text: str) -> bytes | None:
-    """Return the bytes unpadded base64url ``text`` encodes, None unless it is their one spelling.
-
-    The decoder skips stray characters and padding and ignores spare bits, so
-    one sealed value has many spellings; each would be another identifier in
-    the store, and a single-use value could be used once per spelling.
-    """
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, binascii.Error):
-        return None
-    return raw if _b64(raw) == text else None

@@ -18,7 +18,6 @@ instance with the state directory's key accepts them.
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from policy_sso import b64url
 from policy_sso.config import DpopSettings
 from policy_sso.errors import InvalidRequest, OAuthError
 from policy_sso.metrics import CpuMeter
@@ -100,22 +100,18 @@ class Proof:
         return USED_PROOFS, hashlib.sha256(f"{self.jkt} {self.jti}".encode()).hexdigest(), self.fresh_until
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def thumbprint(jwk: dict[str, Any]) -> str:
     """Return the JWK's SHA-256 thumbprint, base64url (RFC 7638 §3; RFC 9449 §6.1 ``jkt``)."""
     members = _THUMBPRINT_MEMBERS.get(jwk.get("kty", ""))
     if members is None or not all(isinstance(jwk.get(m), str) for m in members):
         raise InvalidDpopProof("the DPoP proof's jwk is not a usable public key")
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
-    return _b64(hashlib.sha256(canonical.encode("utf-8")).digest())
+    return b64url.encode(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
 def access_token_hash(token: str) -> str:
     """Return ``ath``: base64url of the SHA-256 of the access token (RFC 9449 §4.2)."""
-    return _b64(hashlib.sha256(token.encode("ascii", "replace")).digest())
+    return b64url.encode(hashlib.sha256(token.encode("ascii", "replace")).digest())
 
 
 def same_uri(htu: Any, url: str) -> bool:
@@ -231,7 +227,7 @@ def _segment(text: str) -> bytes | None:
     """Return a base64url segment's bytes (RFC 7515 §2: unpadded), None when it is not one."""
     if len(text) % 4 == 1 or not _BASE64URL.fullmatch(text):
         return None
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return b64url.decode(text)
 
 
 def _json_object(segment: str) -> dict[str, Any] | None:

@@ -15,7 +15,6 @@ has no generic short-lived record), with the interaction's CSRF token.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -25,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from policy_sso import b64url
 from policy_sso.decision import Decision
 from policy_sso.errors import PolicySSOError
 from policy_sso.oidc.keys import write_whole
@@ -82,13 +82,6 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
 
 class InteractionCodec:
     """Seals interactions into cookie values with HMAC-SHA256 and opens them again."""
@@ -109,7 +102,7 @@ class InteractionCodec:
 
     def seal(self, interaction: Interaction) -> str:
         """Return the cookie value for an interaction: payload and MAC, base64url."""
-        payload = _b64(json.dumps({"i": interaction.id, "c": interaction.csrf,
+        payload = b64url.encode(json.dumps({"i": interaction.id, "c": interaction.csrf,
                                    "t": interaction.started_at, "p": interaction.params,
                                    "s": interaction.signed_in},
                                   separators=(",", ":")).encode())
@@ -123,7 +116,7 @@ class InteractionCodec:
         if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             return None
         try:
-            data = json.loads(_unb64(payload))
+            data = json.loads(b64url.decode(payload))
             found = Interaction(str(data["i"]), str(data["c"]), int(data["t"]),
                                 {str(k): str(v) for k, v in data["p"].items()}, data.get("s") is True)
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -135,7 +128,7 @@ class InteractionCodec:
         return found
 
     def _mac(self, payload: str) -> str:
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
+        return b64url.encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
 
 def satisfied_request(request: AuthRequest, session: Session | None, interaction: Interaction,

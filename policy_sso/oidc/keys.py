@@ -36,7 +36,6 @@ Only RS256 (always, OIDC Core §15.1), ES256 and EdDSA (Ed25519) are offered;
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
@@ -55,6 +54,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from policy_sso import b64url
 from policy_sso.errors import PolicySSOError
 from policy_sso.metrics import CpuMeter
 
@@ -95,21 +95,19 @@ _JWS_ALGORITHMS = {alg: jwt.get_algorithm_by_name(alg) for alg in SUPPORTED}
 _CLAIMS_JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once: dumps() builds one per call
 
 
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
 
 @functools.lru_cache(maxsize=64)
 def _header_segment(alg: str, kid: str, typ: str) -> bytes:
     """Return the encoded JOSE header of a token (RFC 7515 §4): the same for every token of a key and type."""
-    return _b64(json.dumps({"alg": alg, "kid": kid, "typ": typ}, separators=(",", ":")).encode())
+    header = json.dumps({"alg": alg, "kid": kid, "typ": typ}, separators=(",", ":"))
+    return b64url.encode_bytes(header.encode())
 
 
 def thumbprint(jwk: dict[str, Any]) -> str:
     """Return the RFC 7638 §3 JWK thumbprint (SHA-256, base64url) of a public JWK."""
     members = {k: jwk[k] for k in _THUMBPRINT_MEMBERS[jwk["kty"]]}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
-    return _b64(digest).decode()
+    return b64url.encode(digest)
 
 
 @dataclass(frozen=True)
@@ -339,11 +337,12 @@ class KeyRing:
         """
         iat = claims.get("iat")
         kid, private = self.signing_key(alg, iat if type(iat) is int else _now(None))
-        signing_input = _header_segment(alg, kid, typ or "JWT") + b"." + _b64(_CLAIMS_JSON(claims).encode())
+        payload = b64url.encode_bytes(_CLAIMS_JSON(claims).encode())
+        signing_input = _header_segment(alg, kid, typ or "JWT") + b"." + payload
         started = time.thread_time()  # the signature alone: what /metrics reports it costs
         signature = _JWS_ALGORITHMS[alg].sign(signing_input, private)
         self._signed.add(alg, time.thread_time() - started)
-        return (signing_input + b"." + _b64(signature)).decode()
+        return (signing_input + b"." + b64url.encode_bytes(signature)).decode()
 
     def signing_stats(self) -> dict[str, tuple[int, float]]:
         """Return, by algorithm, the signatures made and the CPU seconds they took (for metrics)."""

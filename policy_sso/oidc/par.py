@@ -15,7 +15,6 @@ count (§4): the decision is the policy's, exactly as for any other request.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import os
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
+from policy_sso import b64url
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest
 from policy_sso.oidc.authorize import (
@@ -35,7 +35,7 @@ from policy_sso.oidc.authorize import (
     resolve_client,
     response_mode_for,
 )
-from policy_sso.oidc.codes import CodeSealer, canonical_b64decode
+from policy_sso.oidc.codes import CodeSealer
 from policy_sso.oidc.credential_change import issued_before_store_loss
 from policy_sso.sessions.store import token_key
 
@@ -63,13 +63,13 @@ class RequestSealer:
                                          separators=(",", ":")).encode())
         nonce = os.urandom(_NONCE)
         raw = nonce + self._aead.encrypt(nonce, plain, _AAD)
-        return REQUEST_URI_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        return REQUEST_URI_PREFIX + b64url.encode(raw)
 
     def open(self, request_uri: str) -> tuple[str, int, dict[str, str]] | None:
         """Return (client_id, expires_at, params) of a request_uri this provider sealed, else None."""
         if not request_uri.startswith(REQUEST_URI_PREFIX) or len(request_uri) > MAX_REQUEST_URI_CHARS:
             return None
-        raw = canonical_b64decode(request_uri[len(REQUEST_URI_PREFIX):])  # single use: one spelling
+        raw = b64url.canonical_decode(request_uri[len(REQUEST_URI_PREFIX):])  # single use: one spelling
         if raw is None:
             return None
         try:

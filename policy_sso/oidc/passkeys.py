@@ -29,7 +29,6 @@ So a user-verifying device-bound passkey alone is two factors (``hwk`` +
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import secrets
@@ -47,6 +46,7 @@ from webauthn.helpers.structs import (
     UserVerificationRequirement,
 )
 
+from policy_sso import b64url
 from policy_sso.errors import InvalidRequest, PolicySSOError
 from policy_sso.messages import Message
 from policy_sso.oidc.credential_change import issued_before_store_loss
@@ -98,16 +98,9 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
 
 def _seal(p: Provider, data: dict[str, Any]) -> str:
-    payload = _b64(json.dumps(data, separators=(",", ":")).encode())
+    payload = b64url.encode(json.dumps(data, separators=(",", ":")).encode())
     return f"{payload}.{p.codec.tag('webauthn', payload)}"
 
 
@@ -115,7 +108,7 @@ def _open(p: Provider, state: str, purpose: str, now: int) -> dict[str, Any]:
     payload, _, tag = state.partition(".")
     if not payload or not hmac.compare_digest(tag.encode(), p.codec.tag("webauthn", payload).encode()):
         raise PasskeyRefused(Message("message.passkey_foreign_page"))
-    data = json.loads(_unb64(payload))
+    data = json.loads(b64url.decode(payload))
     if data.get("p") != purpose or not data.get("t", 0) <= now < data.get("t", 0) + CEREMONY_TTL:
         raise PasskeyRefused(Message("message.passkey_expired"))
     # WebAuthn §13.4.3: a challenge is answered once, on every instance sharing the store
@@ -141,9 +134,9 @@ def registration(p: Provider, session: Session, username: str, now: int) -> Cere
         authenticator_selection=AuthenticatorSelectionCriteria(
             resident_key=ResidentKeyRequirement.REQUIRED,
             user_verification=UserVerificationRequirement.REQUIRED),
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64(r["credential_id"]))
+        exclude_credentials=[PublicKeyCredentialDescriptor(id=b64url.decode(r["credential_id"]))
                              for r in passkeys_of(p, session.subject).values()])
-    state = _seal(p, {"p": "register", "c": _b64(challenge), "s": session.subject, "t": now})
+    state = _seal(p, {"p": "register", "c": b64url.encode(challenge), "s": session.subject, "t": now})
     return Ceremony(webauthn.options_to_json(options), state)
 
 
@@ -156,18 +149,19 @@ def register(p: Provider, session: Session, response: str, state: str, now: int,
     rp_id, origin = relying_party(p)
     try:
         verified = webauthn.verify_registration_response(
-            credential=response, expected_challenge=_unb64(data["c"]), expected_rp_id=rp_id,
+            credential=response, expected_challenge=b64url.decode(data["c"]), expected_rp_id=rp_id,
             expected_origin=origin, require_user_verification=True)
     except (wa_errors.InvalidRegistrationResponse, wa_errors.InvalidJSONStructure, ValueError, KeyError,
             TypeError) as err:
         raise PasskeyRefused(Message("message.passkey_not_verified")) from err
     # §7.1 step 26 asks that a credential id be registered once: credentials are looked up by the
     # (user handle, id) pair, so an id registered under two accounts signs in to neither other one
-    store_id = CREDENTIAL_PREFIX + _b64(verified.credential_id)
+    store_id = CREDENTIAL_PREFIX + b64url.encode(verified.credential_id)
     synced = verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE
     p.store.put_credential(session.subject, store_id, {
         "kind": "passkey", "label": label[:60] or "Passkey", "created_at": now,
-        "credential_id": _b64(verified.credential_id), "public_key": _b64(verified.credential_public_key),
+        "credential_id": b64url.encode(verified.credential_id),
+        "public_key": b64url.encode(verified.credential_public_key),
         "sign_count": verified.sign_count, "synced": synced, "aaguid": verified.aaguid})
     p.audit.record("factor.enrolled", now, outcome="success", subject=session.subject,
                    session_id=session.id, factor="swk" if synced else "hwk")
@@ -178,12 +172,12 @@ def authentication(p: Provider, now: int, subject: str | None = None) -> Ceremon
     """Return the options to sign in with a passkey: any discoverable one, or ``subject``'s own."""
     rp_id, _ = relying_party(p)
     challenge = secrets.token_bytes(32)
-    allow = ([PublicKeyCredentialDescriptor(id=_unb64(r["credential_id"]))
+    allow = ([PublicKeyCredentialDescriptor(id=b64url.decode(r["credential_id"]))
               for r in passkeys_of(p, subject).values()] if subject else [])
     options = webauthn.generate_authentication_options(
         rp_id=rp_id, challenge=challenge, timeout=CEREMONY_TTL * 1000, allow_credentials=allow,
         user_verification=UserVerificationRequirement.PREFERRED)
-    state = _seal(p, {"p": "sign_in", "c": _b64(challenge), "s": subject or "", "t": now})
+    state = _seal(p, {"p": "sign_in", "c": b64url.encode(challenge), "s": subject or "", "t": now})
     return Ceremony(webauthn.options_to_json(options), state)
 
 
@@ -204,7 +198,7 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
         body = loads_json(response, "the passkey's answer")  # bounded depth, no lone surrogates
         raw_id = str(body["id"])
         handle = body.get("response", {}).get("userHandle")
-        subject = _unb64(handle).decode(errors="replace") if handle else data.get("s", "")
+        subject = b64url.decode(handle).decode(errors="replace") if handle else data.get("s", "")
     except (InvalidRequest, KeyError, TypeError, AttributeError, ValueError):  # binascii.Error: ValueError
         raise PasskeyRefused(Message("message.passkey_unreadable")) from None
     if data.get("s") and subject != data["s"]:
@@ -216,8 +210,8 @@ def verify(p: Provider, response: str, state: str, now: int) -> tuple[str, tuple
     rp_id, origin = relying_party(p)
     try:
         verified = webauthn.verify_authentication_response(
-            credential=response, expected_challenge=_unb64(data["c"]), expected_rp_id=rp_id,
-            expected_origin=origin, credential_public_key=_unb64(record["public_key"]),
+            credential=response, expected_challenge=b64url.decode(data["c"]), expected_rp_id=rp_id,
+            expected_origin=origin, credential_public_key=b64url.decode(record["public_key"]),
             credential_current_sign_count=int(record["sign_count"]))
     except (wa_errors.InvalidAuthenticationResponse, wa_errors.InvalidJSONStructure, ValueError, KeyError,
             TypeError) as err:

@@ -7,11 +7,11 @@ as node-oidc-provider does, rather than silently read as S256.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
 
+from policy_sso import b64url
 from policy_sso.errors import InvalidRequest
 
 # §4.1: code_verifier = 43*128unreserved; §4.2: an S256 challenge is 43 base64url characters.
@@ -24,7 +24,7 @@ METHODS = ("S256",)
 def s256(verifier: str) -> str:
     """Return BASE64URL(SHA256(ASCII(verifier))) without padding (RFC 7636 §4.2)."""
     digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return b64url.encode(digest)
 
 
 def validate_challenge(challenge: str | None, method: str | None) -> None:

@@ -11,12 +11,12 @@ never accepted for another (RFC 8725 §3.11, RFC 9068 §4).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Any
 
 import jwt
 
+from policy_sso import b64url
 from policy_sso.errors import InvalidToken
 from policy_sso.oidc.keys import KeyRing
 
@@ -33,7 +33,7 @@ _NO_TIME_CHECKS = {"verify_exp": False, "verify_iat": False, "verify_nbf": False
 def half_hash(value: str, alg: str) -> str:
     """Return at_hash/c_hash: base64url of the left half of the alg's hash of ``value`` (§3.3.2.11)."""
     digest = _HASH_OF_ALG[alg](value.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
+    return b64url.encode(digest[: len(digest) // 2])
 
 
 def mint_id_token(keyring: KeyRing, *, issuer: str, subject: str, audience: str, auth_time: int | None,

@@ -45,9 +45,12 @@ def test_basic_and_post(auth: ClientAuthenticator) -> None:
     (None, {"client_id": "nosecret", "client_secret": ""}),
     (None, {}),
     ("Basic !!!", {}),
+    ("Basic \u00e9YWJj", {}),  # a header byte past ASCII (waitress decodes headers as latin-1)
+    ("Basic d2Vi=OnM=", {}),  # padding inside: not one base64 text
     (basic("spa", "anything"), {}),
 ], ids=["basic_wrong_secret", "post_wrong_secret", "confidential_without_secret", "unknown_client",
-        "unconfigured_secret", "nothing", "malformed_basic", "public_with_secret"])
+        "unconfigured_secret", "nothing", "malformed_basic", "non_ascii_basic", "inner_padding_basic",
+        "public_with_secret"])
 def test_refused(auth: ClientAuthenticator, header: str | None, form: dict) -> None:
     with pytest.raises(InvalidClient) as info:
         auth.authenticate(header, form)

@@ -7,6 +7,7 @@ when a sink reads them (``wants_json``: the line sinks do not).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import threading
@@ -57,6 +58,12 @@ class FileSink:
     The file is created mode 0600: events name users and their addresses. A
     batch is encoded once and written with one ``write(2)``, so a reader of
     the file never sees a half-written batch unless the disk fills.
+
+    Several processes (``serve --workers N``) and threads may write one path and
+    behave like one writer: each batch is written under an exclusive ``flock`` on
+    ``<path>.lock``, after reopening the path if another process rotated it away,
+    and the size that decides a rotation is the file's own (``fstat``), not what
+    this process appended. A process that dies holding the lock releases it.
     """
 
     name = "file"
@@ -64,16 +71,46 @@ class FileSink:
 
     def __init__(self, path: str | Path, max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
         self.path = Path(path)
+        self.lock_path = self.path.with_name(f"{self.path.name}.lock")
         self.max_bytes = max_bytes
         self.keep = keep
         self._fd: int | None = None
-        self._size = 0
-        self._lock = threading.Lock()
+        self._lock_fd: int | None = None
+        self._pid = 0  # the process that opened the descriptors
+        self._lock = threading.Lock()  # flock does not exclude this process's own threads
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        self._size = os.fstat(self._fd).st_size
+
+    def _close_fds(self) -> None:
+        for fd in (self._fd, self._lock_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock_fd = None
+
+    def _open_lock(self) -> None:
+        if self._pid != os.getpid():
+            # a forked child shares its parent's open file descriptions, and with them the
+            # parent's flock: it needs descriptors of its own to be excluded from the parent
+            self._close_fds()
+        if self._lock_fd is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._pid = os.getpid()
+
+    def _current_size(self) -> int:
+        """Return the size of the file at ``path``, reopened first if another writer rotated it away."""
+        if self._fd is not None:
+            held = os.fstat(self._fd)
+            try:
+                if os.path.samestat(held, os.stat(self.path)):
+                    return held.st_size  # the common case: still the file at the path
+            except FileNotFoundError:
+                pass  # rotated with keep=0, or removed: start a new file
+            os.close(self._fd)
+            self._fd = None
+        self._open()
+        return os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:
         os.close(self._fd)
@@ -92,24 +129,29 @@ class FileSink:
 
     def write(self, records: Sequence[Record]) -> None:
         """Append the lines; rotate first when they would take the file past ``max_bytes``."""
+        data = ("\n".join([line for _, line in records]) + "\n").encode()
         with self._lock:
-            if self._fd is None:
-                self._open()
-            data = ("\n".join([line for _, line in records]) + "\n").encode()
-            if self._size + len(data) <= self.max_bytes:
-                self._append(data)  # the common case: the whole batch fits
-                return
-            for _, line in records:  # line by line, rotating where the next one would not fit
-                data = f"{line}\n".encode()
-                if self._size and self._size + len(data) > self.max_bytes:
-                    self._rotate()
-                self._append(data)
+            self._open_lock()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                size = self._current_size()
+                if size + len(data) <= self.max_bytes:
+                    self._append(data)  # the common case: the whole batch fits
+                    return
+                for _, line in records:  # line by line, rotating where the next one would not fit
+                    data = f"{line}\n".encode()
+                    if size and size + len(data) > self.max_bytes:
+                        self._rotate()
+                        size = 0
+                    self._append(data)
+                    size += len(data)
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:  # a regular file takes it all at once; a short write is retried for the rest
             view = view[os.write(self._fd, view):]
-        self._size += len(data)
 
     def rotated(self) -> list[Path]:
         """Return the file and its rotated copies that exist, newest first."""
@@ -117,11 +159,9 @@ class FileSink:
         return [p for p in names if p.exists()]
 
     def close(self) -> None:
-        """Close the file."""
+        """Close the file and the lock file."""
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._close_fds()  # in a forked child this closes only its copies: the parent's stay open
 
 
 class StoreSink:

@@ -69,8 +69,12 @@ class TenantHolder:
 
     def __init__(self, tenant: Tenant, directory: Path | None = None,
                  on_swap: Callable[[Tenant], None] | None = None,
-                 adjust: Callable[[Tenant], Tenant] | None = None) -> None:
+                 adjust: Callable[[Tenant], Tenant] | None = None,
+                 tell_others: Callable[[], None] | None = None) -> None:
         self._tenant = tenant
+        # serve --workers: asks the supervisor to make every worker reload after a reload the admin
+        # API asked for applied here (the API reaches one worker; SIGHUP reaches them all)
+        self._tell_others = tell_others
         # what serve's flags override in every tenant loaded (``--issuer``): a reload keeps the override
         self._adjust = adjust
         self.directory = Path(directory or tenant.directory)
@@ -83,14 +87,18 @@ class TenantHolder:
         """Return the tenant in force (one attribute read: the swap is atomic)."""
         return self._tenant
 
-    def reload(self) -> ReloadResult:
+    def reload(self, *, tell_others: bool = True) -> ReloadResult:
         """Load the directory again; swap the tenant in only if it has no error; tell the listeners.
 
-        A refused set is logged one diagnostic a line, whether SIGHUP or the admin API asked.
+        A refused set is logged one diagnostic a line, whether SIGHUP or the admin API asked. An
+        applied one is passed on to the other processes (``tell_others`` of the constructor) unless
+        ``tell_others`` is False: a reload that SIGHUP started, since the supervisor sent it to all.
         """
         result = self._reload()
         for diagnostic in result.diagnostics if not result.applied else ():  # SIGHUP or the admin API
             log.warning("policy reload refused: %s", diagnostic)
+        if result.applied and tell_others and self._tell_others is not None:
+            self._tell_others()  # a refused set is not passed on: the others keep what they run
         for listener in list(self.listeners):
             listener(result)
         return result
@@ -132,12 +140,15 @@ class TenantHolder:
         """
         if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
             return
-        signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(
-            target=self._reload_logged, name="policy-reload", daemon=True).start())
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.reload_in_background())
+
+    def reload_in_background(self) -> None:
+        """Reload in a thread of its own, as on SIGHUP (the outcome is logged, not returned)."""
+        threading.Thread(target=self._reload_logged, name="policy-reload", daemon=True).start()
 
     def _reload_logged(self) -> None:
         """Reload and log the outcome (SIGHUP has no one to answer): each diagnostic as one line."""
         try:
-            self.reload()  # logs a refused set's diagnostics itself
+            self.reload(tell_others=False)  # logs a refused set's diagnostics itself
         except Exception:  # a listener failed: the reload itself has been decided already
             log.exception("policy reload: a listener failed")

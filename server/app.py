@@ -252,8 +252,14 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     """
     cookie_key = load_or_create_key(state_dir_key(state_dir))
     audit = server_audit_log(tenant.settings.audit, state_dir, store, cookie_key)
-    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring, audit), adjust=adjust)
+    # serve --workers: a reload the admin API asked for in this worker is passed on to the others
+    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring, audit), adjust=adjust,
+                          tell_others=worker.tell_supervisor if worker is not None else None)
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
+    if worker is not None:
+        from server.supervisor import reload_if_hung_up_while_starting
+
+        reload_if_hung_up_while_starting(holder)  # the files changed while this worker started
     app = create_app(holder, store, keyring, cookie_key=cookie_key, audit=audit)
     server = create_server(app, host=host, port=port, threads=threads or default_threads(), limits=limits,
                            sock=sock, loop_paths=LOOP_PATHS)

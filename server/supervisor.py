@@ -4,16 +4,20 @@ Python runs one thread at a time, so one process uses about one CPU; N
 processes use N. The supervisor binds the listening socket once and forks the
 workers, which inherit it: the kernel hands each connection to one worker's
 ``accept``, and connections waiting in the queue survive a worker dying. The
-supervisor holds no store connection, no thread and no tenant state of its
-own after forking: each worker opens its own store (a connection or pool
-shared across a ``fork`` would interleave two processes' traffic on one
-socket), keyring reload, audit writer and rate-limit leases, as two instances
-on one store do.
+supervisor holds no store connection and no thread: each worker opens its
+own store (a connection or pool shared across a ``fork`` would interleave two
+processes' traffic on one socket), keyring reload, audit writer and
+rate-limit leases, as two instances on one store do. It holds one thing: the
+last tenant that loaded cleanly, which every worker it forks starts from.
 
 Signals, to the supervisor:
 
-- SIGHUP is forwarded to every worker; each reloads the tenant and keys as a
-  single server does, so every worker converges on what is on disk.
+- SIGHUP: the supervisor reloads its tenant (a set with any error is refused
+  whole and the last good one kept, as in a worker), then forwards the signal
+  to every worker; each reloads the tenant and keys as a single server does,
+  so every worker converges on what is on disk. A worker in which
+  ``POST /admin/v1/policies/reload`` (or a password set) applied sends its
+  supervisor a SIGHUP, so the admin API reaches every worker as SIGHUP does.
 - SIGTERM or SIGINT drains: each worker stops accepting, finishes the
   requests it has (bounded by ``DRAIN_SECONDS``), closes idle connections and
   exits; a worker still running ``KILL_AFTER`` seconds later is killed.
@@ -60,6 +64,12 @@ class Worker:
     slot: int
     count: int
     metrics_dir: Path
+    supervisor: int = 0  # the supervisor's pid
+
+    def tell_supervisor(self) -> None:
+        """Ask the supervisor to make every worker reload (after a reload the admin API asked for here)."""
+        if os.getppid() == self.supervisor:  # not once it has died: the pid may be another process's
+            os.kill(self.supervisor, signal.SIGHUP)
 
     def socket_path(self, slot: int) -> Path:
         """Return the Unix socket on which the worker in ``slot`` answers its siblings' scrapes."""
@@ -77,11 +87,13 @@ def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket
     return sock
 
 
-def supervise(count: int, sock: socket.socket, run_worker: Callable[[socket.socket, Worker], None]) -> int:
+def supervise(count: int, sock: socket.socket, run_worker: Callable[[socket.socket, Worker], None],
+              reload: Callable[[], object] = lambda: None) -> int:
     """Run ``count`` workers on ``sock`` until SIGTERM or SIGINT, then drain them; return the exit status.
 
     ``run_worker`` runs in each forked worker and serves until the worker is
-    told to stop; it must open the store itself.
+    told to stop; it must open the store itself. ``reload`` runs in the
+    supervisor on SIGHUP, before the signal is forwarded to the workers.
     """
     metrics_dir = Path(tempfile.mkdtemp(prefix="policy-sso-workers-"))  # 0700: only we reach the sockets
     workers: dict[int, tuple[int, float]] = {}  # pid -> (slot, started)
@@ -100,7 +112,7 @@ def supervise(count: int, sock: socket.socket, run_worker: Callable[[socket.sock
     signal.signal(signal.SIGHUP, on_hangup)
 
     def start(slot: int) -> None:
-        pid = _fork_worker(sock, Worker(slot, count, metrics_dir), run_worker)
+        pid = _fork_worker(sock, Worker(slot, count, metrics_dir, os.getpid()), run_worker)
         workers[pid] = (slot, time.monotonic())
 
     try:
@@ -110,6 +122,7 @@ def supervise(count: int, sock: socket.socket, run_worker: Callable[[socket.sock
         while not stopping.is_set():
             if hangups[0] != forwarded:
                 forwarded = hangups[0]
+                reload()  # here, not in the signal handler: loading a tenant is no work for a handler
                 _signal_all(workers, signal.SIGHUP)
             for pid, status in _reap():
                 slot, started = workers.pop(pid, (None, 0.0))
@@ -144,15 +157,25 @@ def supervise(count: int, sock: socket.socket, run_worker: Callable[[socket.sock
 def _fork_worker(sock: socket.socket, worker: Worker,
                  run_worker: Callable[[socket.socket, Worker], None]) -> int:
     """Fork a worker running ``run_worker``; return its pid (in the supervisor)."""
-    pid = os.fork()
+    # SIGHUP stays blocked across the fork until the child has its own handler: delivered in
+    # between, it would run the supervisor's handler in the child and be lost
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+        raise
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         return pid
     code = 0
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until serving: nothing in flight to drain
-        # a SIGHUP forwarded while this worker starts would end it (the default action); ignored
-        # until the tenant holder installs its handler, since a starting worker reads the files anyway
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # the worker started from the supervisor's tenant; a SIGHUP forwarded before the tenant
+        # holder installs its handler means the files changed since: it is noted here, and the
+        # worker reloads once its handler is in place (reload_if_hung_up_while_starting)
+        signal.signal(signal.SIGHUP, _note_hangup)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
         # Ctrl-C reaches the whole process group: the supervisor alone acts on it, draining workers
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _die_with_parent()
@@ -166,6 +189,24 @@ def _fork_worker(sock: socket.socket, worker: Worker,
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)  # never return into the supervisor's loop, nor run its cleanup
+
+
+_hung_up_while_starting = False  # in a worker: a SIGHUP came before the tenant holder could take it
+
+
+def _note_hangup(signum: int, frame: object) -> None:
+    global _hung_up_while_starting  # noqa: PLW0603 - a signal handler has nowhere else to put it
+    _hung_up_while_starting = True
+
+
+def reload_if_hung_up_while_starting(holder: Any) -> None:
+    """Reload ``holder`` (a TenantHolder) if a SIGHUP came while this worker was starting.
+
+    Call it after ``holder.install_sighup()``: a SIGHUP is then either noted
+    before (and reloaded here) or taken by the holder's handler, never lost.
+    """
+    if _hung_up_while_starting:
+        holder.reload_in_background()
 
 
 def _die_with_parent() -> None:
@@ -302,6 +343,7 @@ def serve_workers(count: int, args: Any, tenant: Any, url: str, keyring: Any, st
     from policy_sso.errors import PolicySSOError
     from policy_sso.oidc.interaction import load_or_create_key
     from policy_sso.oidc.provider import state_dir_key
+    from policy_sso.reload import TenantHolder
     from policy_sso.sessions.store import open_store
     from server.app import serve
     from server.limits import ServerLimits
@@ -319,7 +361,12 @@ def serve_workers(count: int, args: Any, tenant: Any, url: str, keyring: Any, st
     print(f"policy-sso serving {tenant.settings.issuer} on http://{host}:{port} (state in {state_dir}; "
           f"{count} workers)", flush=True)
 
+    # the last tenant that loaded cleanly: a worker replaced after a crash starts from it, not from
+    # the tenant loaded at start-up (which would undo every reload since)
+    current = TenantHolder(tenant, adjust=adjust)  # the directory, adjust and checks the workers' holders use
+
     def run_worker(sock: socket.socket, worker: Worker) -> None:
+        tenant = current.tenant  # as of this fork; a SIGHUP after it reaches the worker
         try:
             store = open_store(url, tenant.settings.lifetime, tenant.settings.store_options)
         except PolicySSOError as err:
@@ -328,4 +375,4 @@ def serve_workers(count: int, args: Any, tenant: Any, url: str, keyring: Any, st
         serve(tenant, store, keyring, state_dir, host=host, port=port, threads=args.threads, limits=limits,
               adjust=adjust, sock=sock, worker=worker)
 
-    return supervise(count, sock, run_worker)
+    return supervise(count, sock, run_worker, reload=current.reload)

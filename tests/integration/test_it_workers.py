@@ -212,15 +212,113 @@ def test_sighup_after_a_policy_edit_reaches_every_worker(workers: Workers) -> No
     workers.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 60
     lines: list[str] = []
-    while time.monotonic() < deadline and sum("policies reloaded" in line for line in lines) < 2:
+    while time.monotonic() < deadline and sum("policies reloaded" in line for line in lines) < 3:
         with contextlib.suppress(queue.Empty):
             lines.append(workers.lines.get(timeout=0.5))
-    assert sum("policies reloaded" in line for line in lines) == 2, lines  # once per worker
+    assert sum("policies reloaded" in line for line in lines) == 3, lines  # the supervisor, each worker
     before = workers.per_worker()
     errors = _silent_ok(browser, 30)
     assert None not in errors, errors  # no worker still runs the old policy
     served = {slot: n - before.get(slot, 0) for slot, n in workers.per_worker().items()}
     assert all(n > 0 for n in served.values()) and len(served) == 2, served
+
+
+ADMIN = "admin-token-for-worker-tests-0123456789"
+NEW_SCOPE = "reports:read"  # added to the portal's scopes: discovery's scopes_supported names it once loaded
+
+
+@pytest.fixture
+def admin_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
+    """``serve --workers 2`` with the admin API on (the token in the environment the processes inherit)."""
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
+    served = Workers(tmp_path)
+    try:
+        yield served
+    finally:
+        if served.proc.poll() is None:
+            served.stop()
+
+
+def _add_scope(served: Workers) -> None:
+    clients = served.config / "clients.yaml"
+    text = clients.read_text()
+    old = "scopes: [openid, profile, email, offline_access]\n"  # the portal's, first in the file
+    assert old in text
+    clients.write_text(text.replace(old, old.replace("]", f', "{NEW_SCOPE}"]'), 1))
+
+
+def _wait_for_lines(served: Workers, text: str, count: int, timeout: float = 10) -> list[str]:
+    """Return the output lines read until ``count`` of them contain ``text`` (or ``timeout`` passed)."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline and sum(text in line for line in lines) < count:
+        with contextlib.suppress(queue.Empty):
+            lines.append(served.lines.get(timeout=0.2))
+    return lines
+
+
+def _every_worker_names_the_scope(served: Workers) -> None:
+    """Fetch discovery on new connections until both workers have answered; each answer names NEW_SCOPE."""
+    before = served.per_worker()
+    for _ in range(20):
+        for _ in range(10):
+            discovery = requests.get(f"{served.url}/.well-known/openid-configuration",
+                                     headers={"Connection": "close"}, timeout=10).json()
+            assert NEW_SCOPE in discovery["scopes_supported"], discovery["scopes_supported"]
+        served_by = {slot: n - before.get(slot, 0) for slot, n in served.per_worker().items()}
+        if len(served_by) == 2 and all(n >= 3 for n in served_by.values()):  # a scrape counts one too
+            return
+    raise AssertionError(f"one worker never answered: {served_by}")
+
+
+def _replace_a_worker(served: Workers) -> None:
+    """Kill one worker with SIGKILL and wait until its replacement answers with its sibling."""
+    victim = min(served.worker_pids())
+    os.kill(victim, signal.SIGKILL)
+    _wait_until_dead(victim)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        pids = served.worker_pids()
+        if len(pids) == 2 and victim not in pids:
+            break
+        time.sleep(0.1)
+    served.wait_for_workers(2)
+
+
+def test_an_admin_reload_reaches_every_worker(admin_workers: Workers) -> None:
+    _add_scope(admin_workers)
+    answer = requests.post(f"{admin_workers.url}/admin/v1/policies/reload", timeout=30,
+                           headers={"Authorization": f"Bearer {ADMIN}", "Connection": "close"})
+    assert answer.status_code == 200 and answer.json()["applied"] is True, answer.text  # this worker's own
+    # the worker that answered, then the supervisor, then each worker as the supervisor forwards SIGHUP
+    lines = _wait_for_lines(admin_workers, "policies reloaded", 4)
+    _every_worker_names_the_scope(admin_workers)
+    lines += admin_workers.output()  # what came while discovery was fetched: a loop would keep reloading
+    assert sum("policies reloaded" in line for line in lines) == 4, lines  # passed on once
+
+
+def test_a_worker_replaced_after_a_sighup_serves_the_reloaded_tenant(workers: Workers) -> None:
+    _add_scope(workers)
+    workers.proc.send_signal(signal.SIGHUP)
+    _wait_for_lines(workers, "policies reloaded", 3)  # the supervisor, each worker
+    _every_worker_names_the_scope(workers)
+    _replace_a_worker(workers)
+    _every_worker_names_the_scope(workers)  # not the tenant loaded when the supervisor started
+
+
+def test_a_broken_set_is_refused_by_the_supervisor_and_a_new_worker_gets_the_last_good_one(
+        workers: Workers) -> None:
+    _add_scope(workers)
+    workers.proc.send_signal(signal.SIGHUP)
+    _wait_for_lines(workers, "policies reloaded", 3)
+    (workers.config / "portal.policy").write_text("")  # caught between truncate and write
+    workers.proc.send_signal(signal.SIGHUP)
+    lines = _wait_for_lines(workers, "policy reload rejected", 3)
+    assert sum("policy reload rejected" in line for line in lines) == 3, lines  # the supervisor, each worker
+    _replace_a_worker(workers)
+    _every_worker_names_the_scope(workers)
+    browser = _signed_in(workers)  # the portal still runs the policy its emptied file had
+    assert _silent_ok(browser, 5) == [None] * 5
 
 
 def test_sigterm_drains_a_request_in_flight(workers: Workers) -> None:

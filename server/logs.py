@@ -27,6 +27,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import IO, Any
 
 from policy_sso.audit.context import request_fields
+from policy_sso.audit.sinks import write_lines
 
 ACCESS = logging.getLogger("policy_sso.access")
 LOGGERS = ("policy_sso", "waitress")
@@ -162,7 +163,7 @@ class AccessWriter:
             self._start_flusher()
 
     def flush(self) -> None:
-        """Write every queued line in one write."""
+        """Write every queued line: in writes of whole lines that a pipe shared by the workers keeps whole."""
         with self.lock:
             lines = []
             try:
@@ -170,9 +171,8 @@ class AccessWriter:
                     lines.append(self.queue.popleft())
             except IndexError:
                 pass
-            if lines:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
+            if lines:  # one write(2) per PIPE_BUF bytes of whole lines, not one per line
+                write_lines(self.stream, "\n".join(lines) + "\n")
 
     def _start_flusher(self) -> None:
         with self.lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import sys
 import threading
 from collections.abc import Sequence
@@ -32,6 +33,40 @@ class Sink(Protocol):
         """Flush and release."""
 
 
+def write_lines(stream: TextIO, text: str) -> None:
+    """Write ``text`` (whole lines, newline-ended) to ``stream`` in writes a pipe keeps whole; flush.
+
+    ``serve --workers N`` gives every worker the same stdout and stderr.
+    On a pipe (journald, docker, kubernetes) POSIX keeps a write(2) of at
+    most ``PIPE_BUF`` bytes whole, and a larger one may be cut and mixed
+    with another process's write, in the middle of a line. A text stream
+    hands a big write to write(2) as it is (or cuts it at its buffer size,
+    anywhere in a line), so the text is encoded here and written to the
+    descriptor in chunks of whole lines of at most ``PIPE_BUF`` bytes,
+    one write(2) each. The access log writes through here too. A stream
+    without a descriptor (``io.StringIO``) takes the text as it is.
+    """
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # none: io.StringIO (UnsupportedOperation), a stand-in
+        stream.write(text)
+        stream.flush()
+        return
+    stream.flush()  # what the text layer holds (a logging handler's line) goes out first
+    encoding, errors = getattr(stream, "encoding", None), getattr(stream, "errors", None)
+    data = text.encode(encoding or "utf-8", errors or "strict")
+    start, size = 0, len(data)
+    while start < size:
+        end = start + select.PIPE_BUF
+        if end < size:  # cut after the last newline that fits; a line longer than PIPE_BUF
+            # cannot be kept whole by any write: it goes alone, up to its own newline
+            end = data.rfind(b"\n", start, end) + 1 or data.find(b"\n", end) + 1 or size
+        chunk = memoryview(data)[start:end]
+        while chunk:  # a pipe takes <= PIPE_BUF bytes at once; a socket or tty may take less
+            chunk = chunk[os.write(fd, chunk):]
+        start = end
+
+
 class StdoutSink:
     """One JSON object a line on standard output (or the stream given), as log shippers read it."""
 
@@ -44,8 +79,7 @@ class StdoutSink:
     def write(self, records: Sequence[Record]) -> None:
         """Write the lines and flush."""
         stream = self.stream or sys.stdout  # read at write time: a redirected stdout is honoured
-        stream.write("\n".join([line for _, line in records]) + "\n")
-        stream.flush()
+        write_lines(stream, "\n".join([line for _, line in records]) + "\n")
 
     def close(self) -> None:
         """Flush."""

@@ -7,7 +7,6 @@ Redis, keys in the state directory).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 
 import falcon
 
+from policy_sso import jsonenc
 from policy_sso.audit import AuditLog
 from policy_sso.audit.configure import server_audit_log
 from policy_sso.errors import StoreUnavailable
@@ -88,9 +88,8 @@ def create_app(tenant: Tenant | TenantHolder, store: Store, keyring: Any, *,
     browser = Browser(provider.issuer, provider.tenant.settings.lifetime.sliding)
     app = falcon.App(middleware=[Envelope(clock, provider.metrics.requests, provider.audit.address_of)])
     app.resp_options.secure_cookies_by_default = browser.secure
-    # JSON answers as Falcon writes them (non-ASCII kept), the encoder built once rather than per response
-    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
-        dumps=json.JSONEncoder(ensure_ascii=False).encode)
+    # JSON answers compact and UTF-8 (non-ASCII kept), by orjson (policy_sso.jsonenc)
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(dumps=jsonenc.dumps)
     if provider.notifier is not None:  # logout tokens are validated like ID tokens (Back-Channel Logout §2.6)
         provider.notifier.alg_of = lambda client_id: logout_token_alg(provider, client_id)
     discovery = Discovery(provider)

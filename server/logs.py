@@ -120,7 +120,7 @@ class AccessWriter:
     (``benchmarks/bench_http.py``: silent authorize +20% with a write per
     line). Here a line is one f-string (JSON strings escaped by json's C
     function) put on a queue, and a flusher thread writes what has queued every
-    ``FLUSH_SECONDS`` in one write, or the request thread does once
+    ``FLUSH_SECONDS`` (one write per 4 KiB of whole lines), or the request thread does once
     ``FLUSH_LINES`` are waiting (memory stays bounded under any load). Lines
     of a process that dies abruptly may be lost for the last fraction of a
     second, as with nginx's ``access_log … buffer= flush=``.

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from policy_sso import b64url
+from policy_sso import b64url, jsonenc
 from policy_sso.oidc.grant import Grant
 from policy_sso.sessions.store import token_key
 
@@ -38,7 +38,6 @@ USED_CODES = "code"  # the use_jti namespace of redeemed codes
 _VERSION = 1
 _AAD = b"policy-sso authorization code v1"
 _NONCE = 12
-_JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once: dumps() builds one per call
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +65,13 @@ class CodeSealer:
     def seal(self, sealed: CodeGrant) -> str:
         """Return the code carrying ``sealed``."""
         g = sealed.grant
-        plain = _JSON([_VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time, g.acr,
-                       g.amr, g.sid, g.nonce, sealed.redirect_uri, sealed.code_challenge,
-                       *((g.userinfo_claims, g.id_token_claims, sealed.dpop_jkt)
-                         if g.userinfo_claims or g.id_token_claims or sealed.dpop_jkt else ())])
+        plain = jsonenc.dumps([
+            _VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time, g.acr, g.amr, g.sid,
+            g.nonce, sealed.redirect_uri, sealed.code_challenge,
+            *((g.userinfo_claims, g.id_token_claims, sealed.dpop_jkt)
+              if g.userinfo_claims or g.id_token_claims or sealed.dpop_jkt else ())])
         nonce = _NONCES.next()
-        return b64url.encode(nonce + self._aead.encrypt(nonce, plain.encode(), _AAD))
+        return b64url.encode(nonce + self._aead.encrypt(nonce, plain, _AAD))
 
     def open(self, code: str, now: int) -> CodeGrant | None:
         """Return the grant a code carries, or None for a code this provider did not seal or that expired."""

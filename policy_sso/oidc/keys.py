@@ -54,7 +54,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from policy_sso import b64url
+from policy_sso import b64url, jsonenc
 from policy_sso.errors import PolicySSOError
 from policy_sso.metrics import CpuMeter
 
@@ -92,7 +92,6 @@ def _generate(alg: str) -> Any:
 
 
 _JWS_ALGORITHMS = {alg: jwt.get_algorithm_by_name(alg) for alg in SUPPORTED}
-_CLAIMS_JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once: dumps() builds one per call
 
 
 
@@ -337,7 +336,7 @@ class KeyRing:
         """
         iat = claims.get("iat")
         kid, private = self.signing_key(alg, iat if type(iat) is int else _now(None))
-        payload = b64url.encode_bytes(_CLAIMS_JSON(claims).encode())
+        payload = b64url.encode_bytes(jsonenc.dumps(claims))
         signing_input = _header_segment(alg, kid, typ or "JWT") + b"." + payload
         started = time.thread_time()  # the signature alone: what /metrics reports it costs
         signature = _JWS_ALGORITHMS[alg].sign(signing_input, private)

@@ -78,6 +78,20 @@ def _http_date(second: int) -> str:
     return str(build_http_date(second))
 
 
+@functools.lru_cache(maxsize=256)
+def _header_name(name: str) -> str:
+    """Return a response header's name as waitress writes it: each word between dashes capitalized."""
+    return "-".join([word.capitalize() for word in name.split("-")])
+
+
+def _first(pair: tuple[str, str]) -> str:
+    return pair[0]
+
+
+# headers whose presence changes what waitress adds (Via, chunking, closing): its own code decides
+_WAITRESS_DECIDES = frozenset({"Server", "Connection", "Transfer-Encoding"})
+
+
 class _OneWriteTask(WSGITask):
     """waitress's WSGI task, sending a response's head and body in one write.
 
@@ -90,10 +104,29 @@ class _OneWriteTask(WSGITask):
     """
 
     def build_response_header(self) -> bytes:
-        """Return waitress's response head, its Date made once a second rather than for every response."""
-        if not any(name.lower() == "date" for name, _ in self.response_headers):  # RFC 9110: one Date
-            self.response_headers.append(("Date", _http_date(int(self.start_time))))
-        return bytes(super().build_response_header())
+        """Return waitress's response head, its Date made once a second rather than for every response.
+
+        The answer every endpoint gives (HTTP/1.1, a body of declared length,
+        the connection kept open) is written here, byte for byte as waitress
+        writes it, with each header name capitalized once per process rather
+        than once per response; any other shape, and a request that asked to
+        close, takes waitress's own code.
+        """
+        headers = [(_header_name(name), value) for name, value in self.response_headers]
+        names = {name for name, _ in headers}
+        if "Date" not in names:  # RFC 9110: one Date, the app's own if it set one
+            headers.append(("Date", _http_date(int(self.start_time))))
+        self.response_headers = headers  # normalized, as waitress leaves them
+        if (self.version != "1.1" or not self.has_body or not self.content_length
+                or not names.isdisjoint(_WAITRESS_DECIDES) or "Content-Length" not in names
+                or self.request.headers.get("CONNECTION", "").lower() == "close"):
+            return bytes(super().build_response_header())
+        ident = self.channel.server.adj.ident
+        if ident:
+            headers.append(("Server", ident))
+        headers.sort(key=_first)  # stable: repeated names keep their order, as in waitress
+        return (f"HTTP/1.1 {self.status}\r\n" + "".join([f"{name}: {value}\r\n" for name, value in headers])
+                + "\r\n").encode("latin-1")
 
     def write(self, data: bytes) -> None:
         """Write ``data``, with the response head in the same write if it has not gone yet."""

@@ -185,3 +185,38 @@ def test_other_response_shapes_take_waitress_own_path() -> None:
     task.write(b"ab")
     task.write(b"cd")
     assert channel.writes[1:] == [b"cd"] and channel.writes[0].endswith(b"\r\n\r\nab")
+
+
+HEAD_SHAPES = {
+    "json answer": ([("content-type", "application/json"), ("content-length", "2"), ("x-request-id", "a-1"),
+                     ("access-control-allow-origin", "*"), ("cache-control", "no-store")], "1.1", {}),
+    "repeated names keep their order": ([("Content-Length", "2"), ("vary", "b"), ("Vary", "a"),
+                                         ("www-authenticate", "x")], "1.1", {}),
+    "the app's own date": ([("Content-Length", "2"), ("DATE", "Mon, 01 Jan 2029 00:00:00 GMT")], "1.1", {}),
+    "the app's own server": ([("Content-Length", "2"), ("server", "other")], "1.1", {}),
+    "the client asks to close": ([("Content-Length", "2")], "1.1", {"CONNECTION": "close"}),
+    "http/1.0 keep-alive": ([("Content-Length", "2")], "1.0", {"CONNECTION": "keep-alive"}),
+    "http/1.0": ([("Content-Length", "2")], "1.0", {}),
+    "no length": ([("Content-Type", "text/plain")], "1.1", {}),
+    "an empty body": ([("Content-Length", "0")], "1.1", {}),
+    "the app closes": ([("Content-Length", "2"), ("Connection", "close")], "1.1", {}),
+}
+
+
+@pytest.mark.parametrize("shape", HEAD_SHAPES, ids=list(HEAD_SHAPES))
+def test_the_response_head_is_waitress_own_byte_for_byte(shape: str) -> None:
+    from waitress.task import WSGITask
+
+    from server.limits import _OneWriteTask
+
+    headers, version, request_headers = HEAD_SHAPES[shape]
+    heads = []
+    for cls in (_OneWriteTask, WSGITask):
+        task = cls(_Recorder(), type("Request", (), {"version": version, "headers": request_headers})())
+        task.status, task.response_headers = "200 OK", list(headers)
+        task.content_length = next((int(v) for n, v in headers if n.lower() == "content-length"), None)
+        head = bytes(task.build_response_header())
+        # the same head and closing, and the same headers kept (in waitress's order, by name)
+        heads.append((head, task.close_on_finish, sorted(task.response_headers, key=lambda pair: pair[0])))
+    assert heads[0] == heads[1]
+    assert heads[0][0].count(b"\r\nDate: ") == 1

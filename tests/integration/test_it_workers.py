@@ -109,14 +109,20 @@ class Workers:
             raise
 
 
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
+@contextlib.contextmanager
+def _serving(tmp_path: Path) -> Iterator[Workers]:
     served = Workers(tmp_path)
     try:
         yield served
     finally:
         if served.proc.poll() is None:
             served.stop()
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Workers]:
+    with _serving(tmp_path) as served:
+        yield served
 
 
 def _signed_in(served: Workers) -> BrowserAgent:
@@ -231,12 +237,8 @@ NEW_SCOPE = "reports:read"  # added to the portal's scopes: discovery's scopes_s
 def admin_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workers]:
     """``serve --workers 2`` with the admin API on (the token in the environment the processes inherit)."""
     monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
-    served = Workers(tmp_path)
-    try:
+    with _serving(tmp_path) as served:
         yield served
-    finally:
-        if served.proc.poll() is None:
-            served.stop()
 
 
 def _add_scope(served: Workers) -> None:

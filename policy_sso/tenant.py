@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import yaml
 
 from policy_sso.compile import CompiledPolicy, compile_policy, network_tests
 from policy_sso.config import (
@@ -223,9 +226,11 @@ class Tenant:
         return self.users.get(hint) or self.users_by_name.get(hint)
 
 
-def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path], list[Diagnostic]]:
-    """Return the files ``policy_files`` matches, and a diagnostic per pattern that leaves the tenant."""
-    patterns = settings.policy_files if settings else DEFAULT_POLICY_FILES
+def _glob(directory: Path, settings: TenantSettings | None,
+          written: tuple[str, ...] | None = None) -> tuple[list[Path], list[Diagnostic]]:
+    """Return the files ``policy_files`` matches, and a diagnostic per pattern that leaves the tenant
+    (``written``: the patterns of a tenant.yaml that did not load)."""
+    patterns = settings.policy_files if settings else written or DEFAULT_POLICY_FILES
     found: dict[Path, None] = {}
     problems: list[Diagnostic] = []
     root = directory.resolve()
@@ -238,7 +243,8 @@ def _glob(directory: Path, settings: TenantSettings | None) -> tuple[list[Path],
         return not inside[path.parent] or (path.is_symlink() and not path.resolve().is_relative_to(root))
     hint = 'policy_files are glob patterns relative to the tenant directory, e.g. "*.policy"'
     for i, pattern in enumerate(patterns):
-        span = settings.span(f"policy_files.{i}") if settings else Span("tenant.yaml", 1, 1)
+        span = (settings.span(f"policy_files.{i}") if settings
+                else Span(display_path(directory / "tenant.yaml"), 1, 1))
         if os.path.isabs(pattern) or pattern.startswith("~") or ".." in Path(pattern).parts:
             message = f"policy_files pattern {pattern!r} reaches outside the tenant directory"
             problems.append(Diagnostic(span.file, span.line, span.col, "E_POLICY_FILES_PATH", message, hint))
@@ -309,6 +315,33 @@ def check_tenant(directory: str | Path) -> tuple[Tenant | None, list[Diagnostic]
     return check.tenant, check.diagnostics
 
 
+_POLICY_NAME_RES = (re.compile(r'\bpolicy\s+"((?:[^"\\\n]|\\.)*)"'),  # DSL: policy "NAME" {
+                    re.compile(r"^policy\s*:\s*[\"']?([^\"'#\n]*?)[\"']?\s*(?:#.*)?$", re.MULTILINE))  # YAML
+
+
+def _policy_names_in(path: Path) -> frozenset[str]:
+    """Return the names a policy file that did not load seems to define (read from its text, not parsed)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(m.group(1) for pattern in _POLICY_NAME_RES for m in pattern.finditer(text))
+
+
+def _written_policy_files(path: Path) -> tuple[str, ...] | None:
+    """Return the policy_files patterns of a tenant.yaml that failed to load, when they can still be read."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError, TypeError):
+        return None  # (ValueError, TypeError: a value the loader cannot construct, e.g. a bad date)
+    if not isinstance(data, dict):
+        return None
+    patterns = data.get("policy_files", DEFAULT_POLICY_FILES)
+    if isinstance(patterns, list | tuple) and all(isinstance(p, str) for p in patterns):
+        return tuple(patterns)
+    return None
+
+
 def _check_tenant(directory: Path) -> _TenantCheck:
     diagnostics: list[Diagnostic] = []
     tenant_doc, errs = _load_config(directory / "tenant.yaml", "tenant")
@@ -316,6 +349,9 @@ def _check_tenant(directory: Path) -> _TenantCheck:
     settings = tenant_settings(tenant_doc.data, _spans(tenant_doc)) if tenant_doc else None
     if settings:
         diagnostics += tenant_rules(settings)
+    # tenant.yaml did not load: the other files are still checked, and its policy_files still
+    # chooses the policy files when it can be read (else: which files are policies is unknown)
+    patterns = None if settings else _written_policy_files(directory / "tenant.yaml")
 
     clients: dict[str, Client] | None = None
     clients_doc, errs = _load_config(directory / "clients.yaml", "clients")
@@ -339,22 +375,28 @@ def _check_tenant(directory: Path) -> _TenantCheck:
         diagnostics += user_rules(records_u, directory)
         users = {u.sub: u for u in records_u}
 
-    files, errs = _glob(directory, settings)
+    files, errs = _glob(directory, settings, patterns)
     refused = {d.file for d in errs}  # a match refused (a link out of the tenant) is reported once
     errs += [d for d in _unmatched_policy_files(directory, files, settings) if d.file not in refused]
     diagnostics += errs
+    # the names policy files that did not load may define: rules across files stay quiet about them
+    unloaded: frozenset[str] | None = frozenset() if settings or patterns is not None else None
+    tenant_file = display_path(directory / "tenant.yaml")
     policies: list[Policy] = []
-    unreadable = bool(errs)
     for path in files:
-        found, errs = parse_policy_file(path)
+        found, file_errs = parse_policy_file(path)
         policies += found
-        diagnostics += errs
-        unreadable = unreadable or any(d.severity == "error" for d in errs)
-    ctx = Context(settings, clients, directory)
-    findings = validate_policies(policies, ctx)
-    if unreadable:  # a policy file not loaded may be the one naming the client: its error is the one
-        findings = [d for d in findings if d.code != "E_NO_POLICY"]
-    diagnostics += findings
+        errs += file_errs
+        diagnostics += file_errs
+    for d in errs:
+        if unloaded is None or d.severity != "error":
+            continue
+        if d.file == tenant_file:  # a policy_files pattern refused: any file may be missing
+            unloaded = None
+        else:  # "" marks that a file did not load even when no name can be read from it
+            unloaded |= _policy_names_in(Path(d.file)) | {""}
+    ctx = Context(settings, clients, directory, settings_failed=settings is None, unloaded_policies=unloaded)
+    diagnostics += validate_policies(policies, ctx)
 
     diagnostics = sort_diagnostics(diagnostics)
     tenant = None
@@ -380,7 +422,13 @@ def find_tenant_dir(path: Path) -> Path | None:
 
 
 def check_paths(paths: Iterable[str | Path]) -> list[Diagnostic]:
-    """Return every diagnostic for the given tenant directories and policy files.
+    """Return every diagnostic for the given tenant directories and policy files (see check_paths_tenants)."""
+    return check_paths_tenants(paths)[0]
+
+
+def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], dict[Path, Tenant | None]]:
+    """Return every diagnostic for the given tenant directories and policy files, and the tenants
+    checked on the way (by resolved directory; None for one that does not validate).
 
     A directory holding ``tenant.yaml`` is loaded as a tenant; policy files
     below it that its globs do not include (e.g. YAML twins) are checked on
@@ -403,14 +451,69 @@ def check_paths(paths: Iterable[str | Path]) -> list[Diagnostic]:
                      and p.resolve() not in check.policy_files and p.parent != path]
             diagnostics += _check_files(extra, tenants)
         elif path.is_dir():
-            diagnostics += _check_files([p for p in sorted(path.rglob("*")) if p.name.endswith(
-                (*POLICY_SUFFIXES, ".yaml", ".yml"))], tenants)
+            diagnostics += _check_files(files_to_validate(path, lambda p: _loaded_by_tenant(p, tenants))[0],
+                                        tenants)
         else:
             diagnostics += _check_files([path], tenants)
-    return sort_diagnostics(diagnostics)
+    return sort_diagnostics(diagnostics), {home: check.tenant for home, check in tenants.items()}
 
 
 _CONFIG_SCHEMAS = {"tenant.yaml": "tenant", "clients.yaml": "clients", "users.yaml": "users"}
+TEST_SUFFIXES = (".test.yaml", ".test.yml")
+_POLICY_KEYS = ("policy", "policies")
+
+
+def _loaded_by_tenant(path: Path, tenants: dict[Path, _TenantCheck]) -> bool:
+    """Return whether the tenant ``path`` lies in loads it as a policy file (its policy_files match it)."""
+    home = find_tenant_dir(path)
+    if home is None:
+        return False
+    home = home.resolve()
+    if home not in tenants:
+        tenants[home] = _check_tenant(home)
+    return path.resolve() in tenants[home].policy_files
+
+
+def loaded_by_a_tenant(path: Path) -> bool:
+    """Return whether the tenant ``path`` lies in loads it as a policy file."""
+    return _loaded_by_tenant(path, {})
+
+
+def files_to_validate(directory: Path, loaded: Callable[[Path], bool] | None = None,
+                      ) -> tuple[list[Path], list[Path]]:
+    """Return the files below a directory (not a tenant's) that ``validate`` checks, and the policy
+    test files it leaves to ``policy-sso test``.
+
+    Taken: policy files by name (``*.policy``, ``*.policy.yaml``, ``*.policy.yml``), tenant.yaml,
+    clients.yaml and users.yaml, any YAML file a tenant loads (``loaded``: its policy_files match
+    it) and any other YAML file that declares a policy (see :func:`declares_policy`): a misspelt
+    policy is reported, a CI workflow or a message catalogue is not a policy.
+    """
+    taken: list[Path] = []
+    tests: list[Path] = []
+    for path in sorted(directory.rglob("*")):
+        name = path.name
+        if not name.endswith((*POLICY_SUFFIXES, ".yaml", ".yml")) or not path.is_file():
+            continue
+        if name.endswith(TEST_SUFFIXES):
+            tests.append(path)
+        elif (name.endswith(POLICY_SUFFIXES) or name in _CONFIG_SCHEMAS or declares_policy(path)
+              or (loaded is not None and loaded(path))):
+            taken.append(path)
+    return taken, tests
+
+
+def declares_policy(path: Path) -> bool:
+    """Return whether a YAML file is meant as a policy file: a document of it has a top-level key
+    ``policy`` or ``policies``, or one near them (``polcy:``); or it is not readable YAML at all,
+    which cannot be told apart from a broken policy file (fail closed: it is reported)."""
+    try:  # composed, not constructed: only the top-level keys are wanted, and no value can fail
+        documents = list(yaml.compose_all(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return True
+    keys = [key.value for doc in documents if isinstance(doc, yaml.MappingNode)
+            for key, _ in doc.value if isinstance(key, yaml.ScalarNode)]
+    return any(key in _POLICY_KEYS or did_you_mean(key, _POLICY_KEYS) for key in keys)
 
 
 def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck]) -> list[Diagnostic]:

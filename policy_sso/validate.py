@@ -52,6 +52,16 @@ class Context:
     settings: TenantSettings | None = None
     clients: dict[str, Client] | None = None
     base_dir: Path = field(default_factory=Path.cwd)
+    # A tenant's tenant.yaml that did not load: what it enables or declares is unknown, so a rule
+    # that needs it stays quiet rather than report follow-on errors (its own errors are the ones).
+    settings_failed: bool = False
+    # Policy names a policy file that did not load may define (None: any name): a client naming one
+    # of them is not reported, nor a client left ungoverned (that file may name it).
+    unloaded_policies: frozenset[str] | None = frozenset()
+
+    def maybe_defined(self, name: str) -> bool:
+        """Return whether policy ``name`` may be defined in a policy file that did not load."""
+        return self.unloaded_policies is None or name in self.unloaded_policies
 
     @property
     def methods(self) -> frozenset[str]:
@@ -104,6 +114,8 @@ def _tests(cond: Condition) -> Iterator[Test]:
 
 def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     """Methods must be RFC 8176 values or enabled in tenant.yaml."""
+    if ctx.settings_failed:
+        return  # which methods tenant.yaml enables is unknown
     general = "use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods"
 
     def hint(method: str) -> str:
@@ -187,8 +199,8 @@ def unknown_scopes(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
     sign-in refused for ever); a ``when scope has`` on such a scope never fires.
     Scopes the tenant declares (tenant.yaml ``scopes``) are accepted too.
     """
-    if ctx.clients is None:
-        return  # a lone file: no clients to check against
+    if ctx.clients is None or ctx.settings_failed:
+        return  # a lone file: no clients to check against; or the scopes tenant.yaml declares are unknown
     governed = governed_clients(policy, ctx)
     declared = ctx.settings.scopes if ctx.settings else frozenset()
     # a policy governing no one: any client's scopes
@@ -270,16 +282,16 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
     if t.alg.lower() == "none":
         yield _at(t.alg_span, "E_ALG_NONE", "alg none is never accepted for login_hint_token",
                   "sign hints with one of " + ", ".join(sorted(SUPPORTED_ALGS)))
-        return
-    if t.alg not in SUPPORTED_ALGS:
+    elif t.alg not in SUPPORTED_ALGS:
         yield _at(t.alg_span, "E_ALG_UNSUPPORTED",
                   f"unsupported alg {t.alg!r}" if t.alg else "trust block has no alg",
                   did_you_mean(t.alg, SUPPORTED_ALGS) or "one of " + ", ".join(sorted(SUPPORTED_ALGS)))
-        return
-    if t.key is None:
+    if t.key is None:  # a missing key is its own mistake, whatever the alg
         yield _at(t.span, "E_TRUST_NO_KEY", "trust block has no key",
                   'add key env "VAR" or key file "path"')
         return
+    if t.alg not in SUPPORTED_ALGS:
+        return  # whether the key fits the alg cannot be told
     ref = SecretRef(t.key.source, t.key.name)
     data, problem = _load_key(ref, ctx.base_dir)
     span = t.key.span
@@ -396,7 +408,8 @@ def unknown_clients(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic
 def default_policy(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
     """tenant.yaml's default_policy, when written there, must exist."""
     names = {p.name for p in policies}
-    if ctx.settings and "default_policy" in ctx.settings.spans and ctx.settings.default_policy not in names:
+    if (ctx.settings and "default_policy" in ctx.settings.spans and ctx.settings.default_policy not in names
+            and not ctx.maybe_defined(ctx.settings.default_policy)):
         yield _at(ctx.settings.span("default_policy"), "E_UNKNOWN_POLICY",
                   f"default_policy {ctx.settings.default_policy!r} is not defined",
                   did_you_mean(ctx.settings.default_policy, names))
@@ -422,16 +435,18 @@ def governing_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnos
     settings = ctx.settings
     default_reported = (settings is not None and "default_policy" in settings.spans
                         and settings.default_policy not in by_name)  # by default_policy(): said once
+    incomplete = ctx.unloaded_policies != frozenset()  # a policy file did not load: it may name any client
     for client in ctx.clients.values():
         named = client.governing_policy_name(ctx.settings)
         listed = claims.get(client.client_id, [])
         if named is None:
-            if not listed:
+            if not listed and not incomplete:
                 yield from _no_policy(client, unregistered, ctx)
             continue
         where = client.policy_span or client.span
         via = " (default_policy in tenant.yaml)" if client.policy != named else ""
-        if named not in by_name and not (via and default_reported):
+        unknown = ctx.maybe_defined(named) or (ctx.settings_failed and client.policy == "default")
+        if named not in by_name and not (via and default_reported) and not unknown:
             defined = ", ".join(sorted(by_name)) or "none"
             hint = did_you_mean(named, by_name) or (
                 f"define a policy named 'default', or set default_policy in tenant.yaml to one of: {defined}"

@@ -283,7 +283,7 @@ def _write(path: Path, text: str) -> None:
 def _lint_targets(paths: list[str]) -> tuple[dict[Path, list[Path]], list[Path], list[str]]:
     """Return the tenants to lint (each with extra policy files to lint in its context),
     lone policy files outside any tenant, and paths that do not exist."""
-    from policy_sso.tenant import POLICY_SUFFIXES, find_tenant_dir
+    from policy_sso.tenant import POLICY_SUFFIXES, files_to_validate, find_tenant_dir
 
     tenants: dict[Path, list[Path]] = {}
     lone: dict[Path, None] = {}
@@ -306,27 +306,32 @@ def _lint_targets(paths: list[str]) -> tuple[dict[Path, list[Path]], list[Path],
             below = sorted(p.parent.resolve() for p in path.rglob("tenant.yaml"))
             for directory in below:
                 tenants.setdefault(directory, []).extend(policy_files(directory))
-            if not below:
-                lone.update((p, None) for p in policy_files(path))
+            if not below:  # the files validate takes below a directory (not test files, not other YAML)
+                lone.update((p, None) for p in files_to_validate(path)[0])
         else:
             lone[path] = None
     return tenants, list(lone), missing
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
-    """Run the lint rules over tenants and policy files; print every finding."""
+    """Run the lint rules over tenants and policy files; print every finding.
+
+    The validation errors come first-hand from ``validate``'s check of the same tenants and files
+    (same codes, same positions), so lint never passes what validate fails.
+    """
     from policy_sso.authoring.lint import LintContext, lint_in_tenant, lint_policies, lint_tenant
-    from policy_sso.tenant import check_tenant, display_path, parse_policy_file
+    from policy_sso.tenant import check_paths_tenants, display_path, parse_policy_file
 
     tenants, lone, missing = _lint_targets(args.paths)
     if missing:
         return _usage("lint", f"no such file or directory: {', '.join(missing)}")
-    findings: list[Diagnostic] = []
+    shown = [display_path(directory) for directory in tenants] + [str(path) for path in lone]
+    validation, checked = check_paths_tenants(shown)
+    findings: list[Diagnostic] = [d for d in validation if d.severity == "error"]
     blocked = 0
     for directory, files in tenants.items():
-        tenant, diagnostics = check_tenant(Path(display_path(directory)))
+        tenant = checked.get(directory)
         if tenant is None:
-            findings += [d for d in diagnostics if d.severity == "error"]
             blocked += 1
             continue
         findings += lint_tenant(tenant)
@@ -334,10 +339,10 @@ def cmd_lint(args: argparse.Namespace) -> int:
         for path in files:
             if path.resolve() not in loaded:  # e.g. YAML twins below the tenant directory
                 policies, errors = parse_policy_file(path)
-                findings += errors or lint_in_tenant(tenant, policies)
+                findings += [] if errors else lint_in_tenant(tenant, policies)
     for path in lone:
         policies, errors = parse_policy_file(path)
-        findings += errors or lint_policies(LintContext(policies, base_dir=path.parent))
+        findings += [] if errors else lint_policies(LintContext(policies, base_dir=path.parent))
     findings = sort_diagnostics(findings)
     sys.stdout.write(RENDERERS[args.format](findings) if args.format != "text" else _lint_text(findings))
     errors_ = sum(d.severity == "error" for d in findings)

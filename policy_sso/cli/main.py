@@ -21,7 +21,14 @@ from policy_sso.networks import client_ip
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.fixture import FixtureError, ended_from_fixture, parse_time, session_from_fixture
 from policy_sso.sessions.model import Session, SessionEnd
-from policy_sso.tenant import Tenant, check_paths, check_tenant, find_tenant_dir
+from policy_sso.tenant import (
+    Tenant,
+    check_paths,
+    check_tenant,
+    files_to_validate,
+    find_tenant_dir,
+    loaded_by_a_tenant,
+)
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = """policy-sso: an OpenID Provider whose single sign-on is governed by declarative policy.
@@ -43,6 +50,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if tests:  # a policy test file is not a policy: its own command checks and runs it
         raise UsageError(f"{tests[0]} is a policy test file: check and run it with "
                          f"`policy-sso test {' '.join(tests)}`")
+    for raw in args.paths:  # nothing to check below a directory: a mistyped path in CI, not a pass
+        path = Path(raw)
+        if path.is_dir() and not (path / "tenant.yaml").is_file():
+            files, test_files = files_to_validate(path)
+            if not files and not files_to_validate(path, loaded_by_a_tenant)[0]:
+                raise UsageError(f"nothing to validate in {raw}: no tenant.yaml, no policy file (*.policy, "
+                                 "*.policy.yaml) and no YAML file with a top-level policy: key below it"
+                                 + (f"; its {len(test_files)} policy test file{'s' * (len(test_files) != 1)} "
+                                    f"(*.test.yaml) run with `policy-sso test {raw}`" if test_files else ""))
     diagnostics = check_paths(args.paths)
     sys.stdout.write(RENDERERS[args.format](diagnostics))
     errors = sum(d.severity == "error" for d in diagnostics)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import free_port
+from support import app_client, free_port
 
 from policy_sso.cli.main import build_parser
 from policy_sso.cli.main import main as cli_main
@@ -212,3 +212,30 @@ def test_a_refused_reload_logs_each_diagnostic_on_its_own_line(tmp_path: Path,
     assert not result.applied and len(result.diagnostics) >= 2
     refused = [r.getMessage() for r in caplog.records if "policy reload refused: " in r.getMessage()]
     assert refused == [f"policy reload refused: {d}" for d in result.diagnostics]
+
+
+# --- the admin token's strength (docs/configuration.md: admin_token, at least 32 characters) ---------
+
+@pytest.mark.parametrize("token", ["abc", "x" * 31], ids=["3-characters", "31-characters"])
+def test_a_short_admin_token_refuses_to_start(tmp_path: Path, token: str) -> None:
+    # a process with a timeout: a server that starts anyway would serve until killed
+    proc = subprocess.run([sys.executable, "-m", "policy_sso.cli", "serve", "--store", "memory://",
+                           "--state-dir", str(tmp_path / "state"), "--port", "0"], cwd=ROOT,
+                          env={**os.environ, "POLICY_SSO_ADMIN_TOKEN": token}, capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert proc.returncode == 1  # as other configuration errors (an unloadable tenant, a store that fails)
+    assert f"the admin token (env POLICY_SSO_ADMIN_TOKEN) is {len(token)} characters" in proc.stderr
+    assert "at least 32" in proc.stderr and token not in proc.stderr.replace("characters", "")
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_admin_token_shortened_after_start_disables_the_admin_api(monkeypatch: pytest.MonkeyPatch,
+                                                                     ring: object) -> None:
+    client = app_client(load_tenant(DEMO), ring, lambda: 1_800_000_000)
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", "abc")  # read at each call: no longer what started
+    resp = client.simulate_post("/admin/v1/policies/reload", headers={"Authorization": "Bearer abc"})
+    assert resp.status_code == 401
+    assert "at least 32" in resp.json["error_description"]
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", "a" * 32)
+    resp = client.simulate_post("/admin/v1/policies/reload", headers={"Authorization": "Bearer " + "a" * 32})
+    assert resp.status_code == 200, resp.text

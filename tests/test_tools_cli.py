@@ -113,6 +113,30 @@ def test_hint_mint_uses_the_trusting_policy(tenant_dir, capsys):
     assert claims["exp"] - claims["iat"] == 120 and claims["jti"]
 
 
+@pytest.mark.parametrize(("environment", "flags", "audience"), [
+    ({}, [], "http://127.0.0.1:8080"),
+    ({"POLICY_SSO_ISSUER": "http://127.0.0.1:9000/"}, [], "http://127.0.0.1:9000"),
+    ({"POLICY_SSO_ISSUER": "http://127.0.0.1:9000"}, ["--audience", "https://sso.example.com"],
+     "https://sso.example.com"),
+], ids=["tenant-yaml-issuer", "POLICY_SSO_ISSUER-as-serve-reads-it", "the-flag-wins"])
+def test_hint_mint_is_addressed_to_the_issuer_serve_runs_with(tenant_dir, capsys, monkeypatch, environment,
+                                                               flags, audience):
+    monkeypatch.delenv("POLICY_SSO_ISSUER", raising=False)
+    for var, value in environment.items():
+        monkeypatch.setenv(var, value)
+    assert main(["hint", "mint", "--config", str(tenant_dir), "--issuer", "https://intranet.example.com",
+                 "--sub", "u-alice", "--key", str(tenant_dir / "secrets" / "intranet-hint.key"), *flags]) == 0
+    token = capsys.readouterr().out.strip()
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == audience
+
+
+def test_hint_mint_refuses_a_bad_issuer_in_the_environment_naming_it(tenant_dir, capsys, monkeypatch):
+    monkeypatch.setenv("POLICY_SSO_ISSUER", "sso.example.com")
+    assert main(["hint", "mint", "--config", str(tenant_dir), "--issuer", "https://intranet.example.com",
+                 "--sub", "u-alice", "--key", str(tenant_dir / "secrets" / "intranet-hint.key")]) == 2
+    assert "POLICY_SSO_ISSUER" in capsys.readouterr().err
+
+
 def test_hint_mint_needs_a_key(tenant_dir, capsys):
     assert main(["hint", "mint", "--config", str(tenant_dir), "--issuer", "x", "--sub", "u"]) == 2
     assert "--key" in capsys.readouterr().err

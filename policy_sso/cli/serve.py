@@ -44,6 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Load the tenant, open the store and keys, and serve until interrupted."""
     from policy_sso.diagnostics import RENDERERS
     from policy_sso.errors import PolicySSOError
+    from policy_sso.oidc.admin import weak_admin_token
     from policy_sso.oidc.keys import KeyRing
     from policy_sso.sessions.store import open_store
     from policy_sso.tenant import check_tenant
@@ -58,6 +59,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_FINDINGS
     adjust = issuer_override(args.issuer)
     tenant = adjust(tenant)
+    if weak := weak_admin_token(tenant):
+        print(f"policy-sso serve: {weak}", file=sys.stderr)
+        return EXIT_FINDINGS
     state_dir = Path(args.state_dir or tenant.settings.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(state_dir, 0o700)  # keys and the session database live here
@@ -127,7 +131,8 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _issuer(text: str) -> str:
+def issuer_url(text: str) -> str:
+    """Return ``text`` as an issuer URL without a trailing slash (``--issuer``); argparse type."""
     # tenant.yaml's rule (schemas/tenant.schema.json): an http(s) URL without query or fragment
     # (OIDC Discovery §3: the issuer is compared as a string, so no trailing slash either)
     if not text.startswith(("https://", "http://")) or "?" in text or "#" in text or len(text) < 9:
@@ -170,18 +175,21 @@ def _from_environment(parser: argparse.ArgumentParser, environ: dict[str, str] |
     the variable, like a bad flag.
     """
     for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        var = ENV_PREFIX + action.dest.upper()
-        action.help = f"{action.help or ''} [env {var}]".strip()
-        if environ.get(var, "") == "":
-            continue
-        if action.nargs == 0:  # a switch (--flag): on for 1, true, yes, on
-            action.default = environ[var].strip().lower() in {"1", "true", "yes", "on"}
-            continue
-        if action.type is not None:
-            action.type = _naming(var, action.type)
-        action.default = environ[var]
+        if action.option_strings and action.dest != "help":
+            environment_default(action, ENV_PREFIX + action.dest.upper(), environ)
+
+
+def environment_default(action: argparse.Action, var: str, environ: dict[str, str] | Any) -> None:
+    """Make the variable ``var`` the option's default (the flag still wins), and say so in its help."""
+    action.help = f"{action.help or ''} [env {var}]".strip()
+    if environ.get(var, "") == "":
+        return
+    if action.nargs == 0:  # a switch (--flag): on for 1, true, yes, on
+        action.default = environ[var].strip().lower() in {"1", "true", "yes", "on"}
+        return
+    if action.type is not None:
+        action.type = _naming(var, action.type)
+    action.default = environ[var]
 
 
 def _naming(var: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -204,7 +212,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="memory://, sqlite:///PATH, redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,...] "
                    "or postgresql://USER@HOST/DB "
                    "(default: SQLite in --state-dir if given, else tenant.yaml store)")
-    p.add_argument("--issuer", type=_issuer, metavar="URL",
+    p.add_argument("--issuer", type=issuer_url, metavar="URL",
                    help="the issuer every token and discovery names (default: tenant.yaml issuer); "
                    "behind a TLS proxy, its public https URL")
     p.add_argument("--host", default="127.0.0.1", metavar="H", help="address to listen on (127.0.0.1)")

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from policy_sso.cli.serve import ENV_PREFIX, environment_default, issuer_override, issuer_url
 from policy_sso.diagnostics import render_text
 from policy_sso.errors import ConfigError
 from policy_sso.model import parse_duration
@@ -232,8 +233,9 @@ def cmd_hint_mint(args: argparse.Namespace) -> int:
             trusted[0].max_lifetime if trusted else 120)
     except ValueError as err:
         return _fail(f"--lifetime: {err}")
-    token = mint_hint_token(key, alg, issuer=args.issuer,
-                            audience=args.audience or tenant.settings.issuer,
+    # the audience is the provider's issuer, decided as serve decides it (docs/forced-sso.md)
+    audience = issuer_override(args.audience)(tenant).settings.issuer
+    token = mint_hint_token(key, alg, issuer=args.issuer, audience=audience,
                             subject=args.sub, lifetime=lifetime, now=int(time.time()))
     print(token)
     if not trusted:
@@ -283,6 +285,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", metavar="FILE", help="HMAC secret or private key PEM")
     p.add_argument("--key-env", metavar="VAR", help="environment variable holding the HMAC secret")
     p.add_argument("--alg", help="default: the trusting policy's alg")
-    p.add_argument("--audience", help="default: the tenant's issuer")
+    audience = p.add_argument("--audience", type=issuer_url, metavar="URL",
+                              help="the issuer policy-sso serves, as serve --issuer: give the same URL "
+                              "(default: tenant.yaml issuer)")
+    environment_default(audience, ENV_PREFIX + "ISSUER", os.environ)  # as serve reads it
     p.add_argument("--lifetime", help="default: the trusting policy's max_lifetime")
     p.set_defaults(func=cmd_hint_mint)

@@ -11,7 +11,7 @@ import hmac
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,12 +24,28 @@ from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.reload import ReloadResult
 from policy_sso.sessions.model import ENDED_BY_ADMIN, PASSWORD_CHANGED
 
+if TYPE_CHECKING:
+    from policy_sso.tenant import Tenant
+
 MIN_PASSWORD = 8
+# characters (bytes) of the admin token: 32 random characters are beyond guessing, as for HMAC
+# secrets (RFC 7518 §3.2: a key at least as long as the hash); a shorter one is refused at start
+MIN_ADMIN_TOKEN = 32
 
 
 class UserNotFound(OAuthError):
     error = "user_not_found"
     status = 404
+
+
+def weak_admin_token(tenant: Tenant) -> str | None:
+    """Return why the configured admin token may not be used (too short), or None (fine or none set)."""
+    ref = tenant.settings.admin_token
+    token = ref.read(tenant.directory) if ref else None
+    if ref is None or not token or len(token) >= MIN_ADMIN_TOKEN:
+        return None
+    return (f"the admin token ({ref.describe()}) is {len(token)} characters; it must be at least "
+            f"{MIN_ADMIN_TOKEN} (make one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
 
 
 def check_admin(p: Provider, token: str | None) -> None:
@@ -39,6 +55,8 @@ def check_admin(p: Provider, token: str | None) -> None:
     if not expected:
         raise InvalidToken("the admin API is disabled: no admin token is configured "
                            f"({ref.describe() if ref else 'admin_token in tenant.yaml'})")
+    if weak := weak_admin_token(p.tenant):  # changed since start (a file, a reload): fail closed
+        raise InvalidToken(f"the admin API is disabled: {weak}")
     if not token or not hmac.compare_digest(token.encode(), expected):
         p.audit.record("admin.refused", request_now(), outcome="refused", reason="missing_or_wrong_token")
         raise InvalidToken("the admin token is missing or wrong",

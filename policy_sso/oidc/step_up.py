@@ -190,14 +190,21 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
     decision = (compiled.decide(request, session, now) if session is not None
                 else _no_user(compiled.policy.name, str(compiled.policy.span)))
     missing = needed - held
-    retry_scope = " ".join(sorted(needed | held))
+    client = tenant.clients[client_id]
+    # a retry asks for what the token's client may ask for (clients.yaml scopes); anything else
+    # /authorize refuses with invalid_scope or ignores (OIDC Core §3.1.2.1), so no retry helps
+    retry_scope = " ".join(sorted(needed | (held & frozenset(client.scopes))))
+    unobtainable = out_of_reach_remedy(tenant, client, missing)
     if not decision.allowed:
         remedy = decision.remedy
-        if remedy is not None and missing:
+        if unobtainable is not None:
+            remedy = unobtainable  # a step-up alone would end in insufficient_scope
+        elif remedy is not None and missing:
             # the retry must ask for the scope too, or the new token still cannot do the operation
             remedy = Remedy(remedy.action, remedy.message, {**remedy.params, "scope": retry_scope},
                             remedy.methods, remedy.scopes)
-        params = remedy.params if remedy is not None else {}
+        # the challenge names what the policy asks, whatever the remedy
+        params = decision.remedy.params if decision.remedy is not None else {}
         limit = _max_age(compiled, decision, request, session, remedy_max_age=params.get("max_age"), now=now)
         # the operation's own acr_values, when the policy's remedy names no level of its own
         asked = " ".join(request.acr_values) if "acr_insufficient" in decision.codes else ""
@@ -208,12 +215,33 @@ def api_decision(source: Tenant | Provider, claims: Mapping[str, Any], *, now: i
         return ApiDecision(False, INSUFFICIENT_USER_AUTHENTICATION, text, decision, remedy)
     if missing:
         listed = " ".join(sorted(missing))
-        remedy = Remedy("authorize", f"Retry the authorization request with scope={retry_scope}",
-                        {"scope": retry_scope}, (), tuple(sorted(missing)))
+        remedy = unobtainable or Remedy(
+            "authorize", f"Retry the authorization request with scope={retry_scope}", {"scope": retry_scope},
+            (), tuple(sorted(missing)))
         return ApiDecision(False, INSUFFICIENT_SCOPE,
                            challenge(INSUFFICIENT_SCOPE, f"the access token lacks the scope {listed}",
                                      dpop_algs=dpop_algs, scope=listed), None, remedy)
     return ApiDecision(True)
+
+
+def out_of_reach_remedy(tenant: Tenant, client: Client, missing: Iterable[str]) -> Remedy | None:
+    """Return the remedy when ``client`` may not ask for a ``missing`` scope, or None when it may ask for all.
+
+    Retrying the authorization request would end in ``invalid_scope``
+    (RFC 6749 §4.1.2.1), so the remedy names the clients that may ask for
+    it, or says that the client's ``scopes`` in clients.yaml must allow it.
+    """
+    refused = sorted(s for s in missing if s not in client.scopes)
+    if not refused:
+        return None
+    listed = " ".join(refused)
+    others = sorted(c.client_id for c in tenant.clients.values()
+                    if c.client_id != client.client_id and all(s in c.scopes for s in refused))
+    where = (f"only a token of a client that may ask for it ({', '.join(others)}) carries it"
+             if others else "no client may ask for it")
+    return Remedy("unavailable", f"{client.client_id} may not ask for scope {listed} (its scopes in "
+                  f"clients.yaml), so retrying its authorization request cannot obtain it: {where}, "
+                  f"unless {client.client_id}'s scopes are changed to allow it", {}, (), tuple(refused))
 
 
 def _binding_refusal(claims: Mapping[str, Any], token_type: str | None, dpop_jkt: str | None) -> str | None:

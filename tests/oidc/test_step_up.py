@@ -131,6 +131,37 @@ def test_a_step_up_remedy_asks_for_the_missing_scope_too(demo: Tenant) -> None:
     assert "otp" in remedy["methods"]
 
 
+UNAVAILABLE = [
+    # portal-backend's clients.yaml scopes are openid profile email: a retry asking for
+    # payments:write would be refused invalid_scope
+    ("insufficient_scope-client-may-not-ask", claims("portal-backend", scope="openid profile"),
+     "payments:write", "insufficient_scope", "payments-api, payments-web, shop"),
+    # docs's policy wants a password too (amr_missing), but stepping up cannot bring payments:write
+    ("amr_missing-client-may-not-ask", claims("docs", amr=("otp",), scope="openid"),
+     "payments:write", "insufficient_user_authentication", "payments-api, payments-web, shop"),
+    ("insufficient_scope-no-client-may-ask", claims("portal-backend", scope="openid profile"),
+     "ledger:close", "insufficient_scope", "no client may ask for it"),
+]
+
+
+@pytest.mark.parametrize(("token", "scope", "error", "who"), [r[1:] for r in UNAVAILABLE],
+                         ids=[r[0] for r in UNAVAILABLE])
+def test_a_scope_the_client_may_not_ask_for_is_no_retry(demo: Tenant, token, scope, error, who) -> None:
+    answer = api_decision(demo, token, now=NOW, scope=scope)
+    assert answer.error == error
+    remedy = answer.to_json()["remedy"]
+    assert (remedy["action"], remedy["params"], remedy["scopes"]) == ("unavailable", {}, [scope])
+    assert remedy["message"].startswith(f"{token['client_id']} may not ask for scope {scope} ")
+    assert who in remedy["message"] and "clients.yaml" in remedy["message"]
+
+
+def test_a_retry_asks_only_for_scopes_the_client_may_ask_for(demo: Tenant) -> None:
+    # a scope the token holds but clients.yaml no longer allows would make the retry invalid_scope
+    token = claims(amr=MFA, scope="openid payments:read docs:read")
+    remedy = api_decision(demo, token, now=NOW, scope="payments:write").to_json()["remedy"]
+    assert remedy["params"] == {"scope": "openid payments:read payments:write"}
+
+
 def test_a_dpop_bound_token_is_challenged_with_the_dpop_scheme(demo: Tenant) -> None:
     answer = api_decision(demo, claims(cnf={"jkt": "abc"}), now=NOW, scope="payments:write")
     algs = " ".join(demo.settings.dpop.algorithms)
@@ -182,6 +213,16 @@ def test_over_http_a_password_token_is_refused_for_payments_write(http, ring) ->
     resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
                               json={"token": token, "scope": "payments:read"})
     assert resp.json == {"allow": True}
+
+
+def test_over_http_the_remedy_does_not_send_a_client_to_a_refused_retry(http, ring) -> None:
+    token = signed(ring, claims("portal-backend", scope="openid profile"))
+    resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
+                              json={"token": token, "scope": "payments:write"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json["error"] == "insufficient_scope"
+    assert resp.json["remedy"]["action"] == "unavailable" and resp.json["remedy"]["params"] == {}
+    assert "Retry" not in resp.json["remedy"]["message"]
 
 
 @pytest.mark.parametrize(("headers", "body", "status", "error"), [

@@ -30,6 +30,7 @@ from policy_sso.audit.event import AuditEvent, EventFields, event_json, event_li
 from policy_sso.audit.sinks import Sink
 from policy_sso.audit.stores import EventStore, Record
 from policy_sso.metrics import Tally
+from policy_sso.sessions.store import session_key as store_key
 
 log = logging.getLogger("policy_sso.audit")
 
@@ -267,8 +268,10 @@ class AuditLog:
         if digest is None:
             if len(self._digests) >= DIGEST_CACHE:
                 self._digests.clear()  # bounded; a silent-SSO session asks again and again
-            digest = self._digests[session_id] = hmac.digest(self._session_key, session_id.encode(),
-                                                             "sha256")[:16].hex()
+            # of the store's key for it: one name whether the caller held the id or only the key
+            # (the sessions a store hands out unasked, e.g. an admin ending them)
+            named = store_key(session_id).encode()
+            digest = self._digests[session_id] = hmac.digest(self._session_key, named, "sha256")[:16].hex()
         return digest
 
     def record(self, type_: str, now: int, *, outcome: str = "", client: str | None = None,

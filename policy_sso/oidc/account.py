@@ -30,6 +30,7 @@ from policy_sso.sessions.model import (
     Session,
     new_session_id,
 )
+from policy_sso.sessions.store import session_key
 
 MIN_PASSWORD = 8
 
@@ -58,7 +59,9 @@ def recent_enough(p: Provider, session: Session, now: int) -> bool:
 def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
     """Return the user's sessions, consents per app and factors; ``name_of`` names a client for people."""
     sessions = sorted(p.store.sessions_of(session.subject, now), key=lambda s: -s.last_seen)
-    rows = [{"id": s.id, "current": s.id == session.id, "created_at": s.created_at,
+    current = session_key(session.id)
+    # each row names its session by its key (what the store handed out), never by an id
+    rows = [{"id": s.id, "current": session_key(s.id) == current, "created_at": s.created_at,
              "last_seen": s.last_seen, "amr": list(s.amr),
              "device": s.device.label if s.device else "", "address": s.device.address if s.device else "",
              "apps": sorted(name_of(c) for c in s.clients)} for s in sessions]
@@ -87,10 +90,15 @@ def overview(p: Provider, session: Session, now: int, name_of: Any) -> Overview:
 
 
 def end_own_session(p: Provider, session: Session, session_id: str, now: int) -> bool:
-    """End one of the user's own sessions (back-channel logout included); return whether it was theirs."""
-    if not any(s.id == session_id for s in p.store.sessions_of(session.subject, now)):
+    """End one of the user's own sessions (back-channel logout included); return whether it was theirs.
+
+    ``session_id``: the key the overview named it by (a form field, so a plain str: the
+    store is given the key of the session it matched).
+    """
+    own = next((s for s in p.store.sessions_of(session.subject, now) if s.id == session_id), None)
+    if own is None:
         return False
-    return end_session(p, session_id, now, LOGGED_OUT) is not None
+    return end_session(p, own.id, now, LOGGED_OUT) is not None
 
 
 def withdraw_consent(p: Provider, session: Session, client_id: str, now: int) -> bool:
@@ -126,7 +134,8 @@ def change_password(p: Provider, session: Session, current: str, new: str, now: 
         return None, Message("message.password_wrong")
     revoke_grants_of(p, session.subject, now)  # first: a store fault stops here with nothing changed
     enrolment.set_password_hash(p, session.subject, hash_password(new), now)
-    others = [s for s in p.store.sessions_of(session.subject, now) if s.id != session.id]
+    current = session_key(session.id)
+    others = [s for s in p.store.sessions_of(session.subject, now) if session_key(s.id) != current]
     for other in others:
         end_session(p, other.id, now, PASSWORD_CHANGED)
     moved = p.store.reauthenticate(session.id, AuthEvent("pwd", now), new_session_id(), now, device)

@@ -23,8 +23,9 @@ from policy_sso.sessions.store import (
     REVOKED_ACCESS_TOKENS,
     AccessToken,
     RefreshRotation,
+    SessionKey,
     StoreOptions,
-    token_key,
+    session_key,
 )
 
 MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first past this
@@ -39,121 +40,118 @@ class MemoryStore:
         self._not_before: dict[str, tuple[int, int]] = {}  # subject -> (cut-off, kept until)
         self._credentials: dict[str, dict[str, dict[str, Any]]] = {}  # subject -> id -> record
         self._lock = threading.RLock()
-        self._sessions: dict[str, Session] = {}
-        self._by_subject: dict[str, set[str]] = {}
+        self._sessions: dict[SessionKey, Session] = {}  # its id replaced by its key
+        self._by_subject: dict[str, set[SessionKey]] = {}
         self._refresh: dict[str, dict[str, Any]] = {}  # key -> {family, data, expires_at, spent}
         self._access: dict[str, dict[str, int]] = {}  # refresh family -> its access tokens' jti -> expiry
         self._jtis: dict[tuple[str, str], int] = {}
         self._counters: dict[tuple[str, int], tuple[int, int]] = {}  # (key, start) -> (count, reset)
-        self._ends: dict[str, SessionEnd] = {}  # token_key(session id) -> why it ended, oldest first
+        self._ends: dict[SessionKey, SessionEnd] = {}  # session_key(session id) -> why it ended, oldest first
 
     # sessions ---------------------------------------------------------------------
-    def _live(self, session_id: str, now: int) -> Session | None:
-        session = self._sessions.get(session_id)
+    # Sessions are kept under their key (session_key), their id replaced by it: the ids callers
+    # hold are given back on the way out (_as), never kept.
+    def _live(self, key: SessionKey, now: int) -> Session | None:
+        session = self._sessions.get(key)
         if session is None:
             return None
         if not self.lifetime.is_live(session, now):
-            self._drop(session_id)
-            self.record_session_end(session_id, self.lifetime.end_of(session))
+            self._drop(key)
+            self.record_session_end(key, self.lifetime.end_of(session))
             return None
         return session
 
-    def _drop(self, session_id: str) -> Session | None:
-        session = self._sessions.pop(session_id, None)
+    def _drop(self, key: SessionKey) -> Session | None:
+        session = self._sessions.pop(key, None)
         if session is not None:
-            ids = self._by_subject.get(session.subject)
-            if ids is not None:
-                ids.discard(session_id)
-                if not ids:
+            keys = self._by_subject.get(session.subject)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
                     del self._by_subject[session.subject]
         return session
 
-    def _put(self, session: Session) -> Session:
-        self._sessions[session.id] = session
-        self._by_subject.setdefault(session.subject, set()).add(session.id)
-        return session
+    def _put(self, session: Session) -> SessionKey:
+        key = session_key(session.id)
+        self._sessions[key] = session if session.id is key else replace(session, id=key)
+        self._by_subject.setdefault(session.subject, set()).add(key)
+        return key
 
     def create_session(self, session: Session) -> list[Session]:
         with self._lock:
-            self._put(session)
-            ids = self._by_subject[session.subject]
-            if len(ids) <= self.max_sessions_per_user:  # O(1) below the bound
+            new = self._put(session)
+            keys = self._by_subject[session.subject]
+            if len(keys) <= self.max_sessions_per_user:  # O(1) below the bound
                 return []
-            live = [s for sid in list(ids) if sid != session.id
-                    and (s := self._live(sid, session.last_seen)) is not None]
+            live = [s for key in list(keys) if key != new
+                    and (s := self._live(key, session.last_seen)) is not None]
             over = len(live) + 1 - self.max_sessions_per_user
             if over <= 0:
                 return []
             oldest = heapq.nsmallest(over, live, key=lambda s: (s.created_at, s.id))
-            return [s for old in oldest if (s := self._drop(old.id)) is not None]
+            return [s for old in oldest if (s := self._drop(session_key(old.id))) is not None]
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         with self._lock:
-            return self._live(session_id, now)
+            return _as(self._live(session_key(session_id), now), session_id)
 
     def touch_session(self, session_id: str, now: int) -> None:
-        with self._lock:
-            session = self._live(session_id, now)
-            if session is not None and now - session.last_seen >= self.lifetime.touch_interval:
-                self._put(replace(session, last_seen=now))
+        self.get_and_touch(session_id, now)
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         with self._lock:
-            session = self._live(session_id, now)
+            session = self._live(session_key(session_id), now)
             if session is not None and now - session.last_seen >= self.lifetime.touch_interval:
                 self._put(replace(session, last_seen=now))
-            return session
+            return _as(session, session_id)
+
+    def _update(self, session_id: str, now: int, change: Any) -> Session | None:
+        with self._lock:
+            key = session_key(session_id)
+            session = _as(self._live(key, now), session_id)
+            if session is None:
+                return None
+            updated = change(session)
+            if updated is session:
+                return session
+            if updated.id != session_id:
+                self._drop(key)
+            self._put(updated)
+            return updated
 
     def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
                        device: Device | None = None) -> Session | None:
-        with self._lock:
-            session = self._live(session_id, now)
-            if session is None:
-                return None
-            self._drop(session_id)
-            return self._put(session.with_event(event, new_id, device))
+        return self._update(session_id, now, lambda s: s.with_event(event, new_id, device))
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
-        with self._lock:
-            session = self._live(session_id, now)
-            if session is None:
-                return None
-            joined = session.with_client(join)
-            return joined if joined is session else self._put(joined)
+        return self._update(session_id, now, lambda s: s.with_client(join))
 
     def grant_consent(self, session_id: str, client_id: str, scopes: frozenset[str],
                       now: int) -> Session | None:
-        with self._lock:
-            session = self._live(session_id, now)
-            if session is None:
-                return None
-            return self._put(session.with_consent(client_id, scopes, now))
+        return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes, now))
 
     def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
-        with self._lock:
-            session = self._live(session_id, now)
-            if session is None:
-                return None
-            return self._put(session.without_consent(client_id))
+        return self._update(session_id, now, lambda s: s.without_consent(client_id))
 
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
         with self._lock:
-            session = self._drop(session_id)
+            key = session_key(session_id)
+            session = self._drop(key)
             if session is not None:
-                self.record_session_end(session_id, SessionEnd(reason, _now(now)))
-            return session
+                self.record_session_end(key, SessionEnd(reason, _now(now)))
+            return _as(session, session_id)
 
     def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
                         now: int | None = None) -> list[Session]:
         with self._lock:
-            return [s for sid in list(self._by_subject.get(subject, ()))
-                    if (s := self.end_session(sid, reason, now))]
+            return [s for key in list(self._by_subject.get(subject, ()))
+                    if (s := self.end_session(key, reason, now))]
 
     # why sessions ended --------------------------------------------------------------
     def record_session_end(self, session_id: str, end: SessionEnd) -> None:
         with self._lock:
-            key = token_key(session_id)
+            key = session_key(session_id)
             self._ends.pop(key, None)
             while len(self._ends) >= MAX_END_RECORDS:
                 del self._ends[next(iter(self._ends))]
@@ -161,14 +159,15 @@ class MemoryStore:
 
     def session_end(self, session_id: str, now: int) -> SessionEnd | None:
         with self._lock:
-            if self._live(session_id, now) is not None:
+            key = session_key(session_id)
+            if self._live(key, now) is not None:
                 return None
-            end = self._ends.get(token_key(session_id))
+            end = self._ends.get(key)
             return end if end is not None and now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         with self._lock:
-            return [s for sid in list(self._by_subject.get(subject, ())) if (s := self._live(sid, now))]
+            return [s for key in list(self._by_subject.get(subject, ())) if (s := self._live(key, now))]
 
     # refresh tokens -------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
@@ -287,10 +286,10 @@ class MemoryStore:
             for subject in [k for k, (_, until) in self._not_before.items() if now >= until]:
                 del self._not_before[subject]
                 removed += 1
-            for sid in [sid for sid, s in self._sessions.items() if not self.lifetime.is_live(s, now)]:
-                end = self.lifetime.end_of(self._drop(sid))  # type: ignore[arg-type]
+            for key in [key for key, s in self._sessions.items() if not self.lifetime.is_live(s, now)]:
+                end = self.lifetime.end_of(self._drop(key))  # type: ignore[arg-type]
                 if now < end.kept_until():
-                    self.record_session_end(sid, end)
+                    self.record_session_end(key, end)
                 removed += 1
             for key in [k for k, end in self._ends.items() if now >= end.kept_until()]:
                 del self._ends[key]
@@ -314,6 +313,13 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _as(session: Session | None, session_id: str) -> Session | None:
+    """Return the stored session (or None) under the id the caller named it by."""
+    if session is None or session.id is session_id:
+        return session
+    return replace(session, id=session_id)
 
 
 def _now(now: int | None) -> int:

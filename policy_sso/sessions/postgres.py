@@ -1,8 +1,9 @@
 """The PostgreSQL store: many instances on many machines share one durable database.
 
 Semantics are SQLite's (:mod:`policy_sso.sessions.sqlite`), with the same
-tables: a session row keeps ``last_seen`` and its hard expiry as columns, so
-a read is one primary-key SELECT with the expiry in its WHERE clause, and
+tables: a session row, keyed by the id's digest (never the id), keeps
+``last_seen`` and its hard expiry as columns, so a read is one primary-key
+SELECT with the expiry in its WHERE clause, and
 get-and-touch adds an UPDATE only once last-seen is ``touch_interval`` old.
 Read-modify-write takes the row lock (``SELECT ... FOR UPDATE``) in a
 transaction; single use (codes, jtis) is one ``INSERT ... ON CONFLICT`` whose
@@ -54,8 +55,10 @@ from policy_sso.sessions.store import (
     REVOKED_ACCESS_TOKENS,
     AccessToken,
     RefreshRotation,
+    SessionKey,
     StoreOptions,
-    token_key,
+    session_key,
+    stored_session_key,
     translate_faults,
 )
 
@@ -98,6 +101,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+# The rows keyed by a digest. A database written before sessions were keyed so holds rows keyed by
+# the id in the clear (43 characters): no id or key finds one, none is handed out, sweep ends them.
+_KEYED = "length(id) = 64"
 _SCHEMA_LOCK = 0x70737330  # advisory lock key taken while migrating ("pss0")
 _STARTUP_TIMEOUT_MS = 30_000  # migrating may wait for another instance migrating at once
 _POOL_MAX = 32  # one per thread that uses the store (waitress, hashing slots, sweeper, audit), with room
@@ -206,7 +212,7 @@ class PostgresStore:
         sql = ("SELECT data, last_seen FROM sessions WHERE id = %s AND %s < hard_expiry "
                "AND %s - last_seen <= %s")
         row = db.execute(sql + " FOR UPDATE" if lock else sql,
-                         (session_id, now, now, self.lifetime.inactivity)).fetchone()
+                         (session_key(session_id), now, now, self.lifetime.inactivity)).fetchone()
         return self._decoded.decode(session_id, row[0], row[1]) if row else None
 
     def _save(self, db: psycopg.Connection[Any], session: Session) -> Session:
@@ -214,13 +220,13 @@ class PostgresStore:
                    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                    "subject = excluded.subject, created_at = excluded.created_at, data = excluded.data, "
                    "last_seen = excluded.last_seen, hard_expiry = excluded.hard_expiry",
-                   (session.id, session.subject, session.created_at, codec.encode(session),
+                   (session_key(session.id), session.subject, session.created_at, codec.encode(session),
                     session.last_seen, self._hard_expiry(session) + 1))
         return session
 
     def create_session(self, session: Session) -> list[Session]:
         now = session.last_seen
-        live = "%s < hard_expiry AND %s - last_seen <= %s"
+        live = f"%s < hard_expiry AND %s - last_seen <= %s AND {_KEYED}"
         bound = self.max_sessions_per_user
         with self._write() as db:
             # The subject's row in subject_sessions: its upsert's row lock queues one subject's
@@ -246,12 +252,12 @@ class PostgresStore:
                     f"DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE subject = %s "  # noqa: S608
                     f"AND created_at >= %s AND {live} AND id != %s ORDER BY created_at, id LIMIT %s) "
                     "RETURNING id, data, last_seen, created_at",
-                    (session.subject, floor, now, now, self.lifetime.inactivity, session.id,
+                    (session.subject, floor, now, now, self.lifetime.inactivity, session_key(session.id),
                      count - bound)).fetchall()
                 floor = max([floor, *(row[3] for row in rows)])
             db.execute("UPDATE subject_sessions SET n = %s, floor = %s WHERE subject = %s",
                        (total - len(rows), floor, session.subject))
-        return [codec.decode(sid, data, last_seen) for sid, data, last_seen, _ in rows]
+        return [codec.decode(SessionKey(key), data, last_seen) for key, data, last_seen, _ in rows]
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         with self._db() as db:
@@ -262,7 +268,7 @@ class PostgresStore:
         with self._db() as db:
             db.execute("UPDATE sessions SET last_seen = %s WHERE id = %s AND %s - last_seen >= %s "
                        "AND %s < hard_expiry AND %s - last_seen <= %s",
-                       (now, session_id, now, self.lifetime.touch_interval, now, now,
+                       (now, session_key(session_id), now, self.lifetime.touch_interval, now, now,
                         self.lifetime.inactivity))
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
@@ -283,7 +289,7 @@ class PostgresStore:
             if updated is session:
                 return session
             if updated.id != session_id:
-                db.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
+                db.execute("DELETE FROM sessions WHERE id = %s", (session_key(session_id),))
             return self._save(db, updated)
 
     def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
@@ -302,28 +308,29 @@ class PostgresStore:
 
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
+        key = session_key(session_id)
         with self._write() as db:
             row = db.execute("DELETE FROM sessions WHERE id = %s RETURNING data, last_seen",
-                             (session_id,)).fetchone()
+                             (key,)).fetchone()
             if row is not None:
-                self._put_end(db, session_id, SessionEnd(reason, _now(now)))
+                self._put_end(db, key, SessionEnd(reason, _now(now)))
         return codec.decode(session_id, row[0], row[1]) if row else None
 
     def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
                         now: int | None = None) -> list[Session]:
         with self._write() as db:
-            rows = db.execute("DELETE FROM sessions WHERE subject = %s RETURNING id, data, last_seen",
-                              (subject,)).fetchall()
-            for sid, _, _ in rows:
-                self._put_end(db, sid, SessionEnd(reason, _now(now)))
-        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+            rows = db.execute(f"DELETE FROM sessions WHERE subject = %s AND {_KEYED} "  # noqa: S608
+                              "RETURNING id, data, last_seen", (subject,)).fetchall()
+            for key, _, _ in rows:
+                self._put_end(db, SessionKey(key), SessionEnd(reason, _now(now)))
+        return [codec.decode(SessionKey(key), data, last_seen) for key, data, last_seen in rows]
 
     # why sessions ended ------------------------------------------------------------------
     @staticmethod
     def _put_end(db: psycopg.Connection[Any], session_id: str, end: SessionEnd) -> None:
         db.execute("INSERT INTO session_ends (key, data, expires_at) VALUES (%s, %s, %s) "
                    "ON CONFLICT (key) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
-                   (token_key(session_id), codec.encode_end(end), end.kept_until()))
+                   (session_key(session_id), codec.encode_end(end), end.kept_until()))
 
     def record_session_end(self, session_id: str, end: SessionEnd) -> None:
         with self._db() as db:
@@ -331,8 +338,9 @@ class PostgresStore:
 
     def session_end(self, session_id: str, now: int) -> SessionEnd | None:
         end: SessionEnd | None
+        key = session_key(session_id)
         with self._db() as db:
-            row = db.execute("SELECT data, last_seen FROM sessions WHERE id = %s", (session_id,)).fetchone()
+            row = db.execute("SELECT data, last_seen FROM sessions WHERE id = %s", (key,)).fetchone()
         if row is not None:
             session = codec.decode(session_id, row[0], row[1])
             if self.lifetime.is_live(session, now):
@@ -340,22 +348,21 @@ class PostgresStore:
             # an expired row not yet swept: keep only why it ended, from here on
             end = self.lifetime.end_of(session)
             with self._write() as db:
-                db.execute("DELETE FROM sessions WHERE id = %s", (session_id,))
-                self._put_end(db, session_id, end)
+                db.execute("DELETE FROM sessions WHERE id = %s", (key,))
+                self._put_end(db, key, end)
         else:
             with self._db() as db:
-                found = db.execute("SELECT data FROM session_ends WHERE key = %s",
-                                   (token_key(session_id),)).fetchone()
+                found = db.execute("SELECT data FROM session_ends WHERE key = %s", (key,)).fetchone()
             end = codec.decode_end(found[0]) if found else None
         return end if end is not None and now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         with self._db() as db:
             rows = db.execute(
-                "SELECT id, data, last_seen FROM sessions WHERE subject = %s AND %s < hard_expiry "
-                "AND %s - last_seen <= %s ORDER BY created_at, id",
+                "SELECT id, data, last_seen FROM sessions WHERE subject = %s AND %s < hard_expiry "  # noqa: S608
+                f"AND %s - last_seen <= %s AND {_KEYED} ORDER BY created_at, id",
                 (subject, now, now, self.lifetime.inactivity)).fetchall()
-        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+        return [codec.decode(SessionKey(key), data, last_seen) for key, data, last_seen in rows]
 
     # refresh tokens ----------------------------------------------------------------------
     def put_refresh(self, token_key: str, family_id: str, data: dict[str, Any], expires_at: int,
@@ -505,10 +512,11 @@ class PostgresStore:
             rows = db.execute("DELETE FROM sessions WHERE %s >= hard_expiry OR %s - last_seen > %s "
                               "RETURNING id, data, last_seen",
                               (now, now, self.lifetime.inactivity)).fetchall()
-            for sid, data, last_seen in rows:
-                end = self.lifetime.end_of(codec.decode(sid, data, last_seen))
-                if now < end.kept_until():
-                    self._put_end(db, sid, end)
+            for stored, data, last_seen in rows:
+                key = stored_session_key(stored)  # None: a row keyed by its id in the clear (an old database)
+                end = self.lifetime.end_of(codec.decode(stored, data, last_seen))
+                if key is not None and now < end.kept_until():
+                    self._put_end(db, key, end)
             removed = len(rows)
             # a refresh token's row stays while the access token issued with it lives (_revoke)
             removed += db.execute("DELETE FROM refresh WHERE %s >= GREATEST(expires_at, access_expires)",

@@ -14,13 +14,13 @@ Redis Cluster (``redis+cluster://host:port[,host:port...]``) runs the same
 class: every script is given every key it touches in ``KEYS``, and those keys
 share one hash slot (a key's ``{tag}``):
 
-- a session and its end record: ``psso:{s:<digest>}`` and ``psso:{s:<digest>}:end``,
+- a session and its end record: ``psso:{sk:<digest>}`` and ``psso:{sk:<digest>}:end``,
   the digest being the id's SHA-256 (no session id is stored in the clear);
 - a refresh family: ``psso:{rf:<family>}`` (a hash, one field a token),
   ``psso:{rf:<family>}:spent`` and ``psso:{rf:<family>}:at`` (the access tokens issued
   with its tokens); a token finds its family through ``psso:rt:<token digest>``, written
   before the family changes;
-- a subject's session index ``psso:uz:<subject>``, a jti, a counter, a
+- a subject's session index ``psso:uz:<subject>`` (of those digests), a jti, a counter, a
   subject's cut-off and its credentials are each one key.
 
 What spans two slots is done in steps, ordered so that a step that never
@@ -84,8 +84,10 @@ from policy_sso.sessions.store import (
     REVOKED_ACCESS_TOKENS,
     AccessToken,
     RefreshRotation,
+    SessionKey,
     StoreOptions,
-    token_key,
+    session_key,
+    stored_session_key,
     translate_faults,
 )
 
@@ -111,8 +113,10 @@ def _record_text(record: dict[str, Any]) -> str:
 def _text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 # A session's key is tagged with its id's digest, so its end record shares its slot and no
-# ended id is left in the store (earlier layouts used "psso:ss:<id>" and "psso:s:<id>").
-_SESSION = f"{PREFIX}{{s:"
+# id is left in the store. Earlier layouts used "psso:ss:<id>", "psso:s:<id>" and then
+# "psso:{s:<digest>}" with the ids in the clear in the subject indexes (and so in every
+# dump and backup): sessions stored before are not found any more, and expire.
+_SESSION = f"{PREFIX}{{sk:"
 _HEADER = 22  # last_seen and hard expiry, 11 decimal digits each, before a session's JSON
 _DECODED_CACHE = 4096  # decoded sessions kept per store, keyed by their stored text
 
@@ -126,9 +130,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[4]))
 """
 
-# A subject's index: a sorted set of session ids ranked by creation (a per-subject sequence,
-# so two sessions made in one second still have an order). It used to be a plain set (the
-# legacy key, another slot): sessions_of and end_sessions_of fold one in first, once.
+# A subject's index: a sorted set of session keys (digests) ranked by creation (a per-subject
+# sequence, so two sessions made in one second still have an order). It used to be a plain set
+# of ids (the legacy key, another slot), then a sorted set of ids: sessions_of and
+# end_sessions_of delete the one and drop the ids of the other.
 
 # KEYS[1] subject index; ARGV id, index ttl, max per subject -> {id, rank, ...}: the ids pushed
 # out, whose sessions the caller then ends. O(log n) plus one pop per id beyond the bound.
@@ -293,18 +298,23 @@ def _raised(answer: Any) -> Any:
 
 
 def _session_key(session_id: str) -> str:
-    """Return a session's key, ``psso:{s:<sha256 of the id>}``: no id in the clear, any id one slot."""
-    return f"{_SESSION}{token_key(session_id)}}}"
+    """Return a session's key, ``psso:{sk:<sha256 of the id>}``: no id in the clear, any id one slot."""
+    return f"{_SESSION}{session_key(session_id)}}}"
+
+
+def _indexed(members: Sequence[bytes]) -> list[SessionKey]:
+    """Return the session keys a subject's index holds, leaving out the ids in the clear of older indexes."""
+    return [key for member in members if (key := stored_session_key(member.decode())) is not None]
 
 
 # A session's end record is written when the session is: its "plan", last-seen (11 digits,
 # moved by each touch) and the hard limit it reaches first (JSON), so once Redis has let the
 # session itself expire, why and when can still be told. Ending a session explicitly
 # replaces the plan with the reason (JSON, starting with '{'). Keyed by the id's digest like
-# the session, in the session's slot: ``psso:{s:<digest>}:end``.
+# the session, in the session's slot: ``psso:{sk:<digest>}:end``.
 def _end_key(session_id: str) -> str:
     """Return the key of a session's end record (the session's slot)."""
-    return f"{_SESSION}{token_key(session_id)}}}:end"
+    return f"{_SESSION}{session_key(session_id)}}}:end"
 
 
 def _ttl(expires_at: int, now: int | None) -> int:
@@ -422,7 +432,8 @@ class RedisStore:
         self._rotate = self.redis.register_script(_ROTATE)
         self._revoke_family = self.redis.register_script(_REVOKE_FAMILY)
         self._decoded = codec.DecodedSessions()
-        self._seen: dict[str, int] = {}  # session id -> its stored last-seen, as this store last saw it
+        # session id -> its stored last-seen, as this store last saw it (this process's memory only)
+        self._seen: dict[str, int] = {}
 
     # the dataset's epoch -------------------------------------------------------------------
     def intact_since(self) -> int:
@@ -527,15 +538,15 @@ class RedisStore:
                                 f"{session.last_seen:011d}{codec.encode_end(hard)}", ttl + END_RECORD_TTL],
                           client=client)
 
-    def _take(self, session_ids: list[str]) -> list[Session]:
+    def _take(self, keys: list[SessionKey]) -> list[Session]:
         """Delete these sessions (GETDEL, one pipeline over their slots); return those that were there."""
-        if not session_ids:
+        if not keys:
             return []
         with self.redis.pipeline(transaction=False) as pipe:
-            for session_id in session_ids:
-                pipe.getdel(self._s(session_id))
+            for key in keys:
+                pipe.getdel(self._s(key))
             values = pipe.execute()
-        return [self._decode(sid, value) for sid, value in zip(session_ids, values, strict=True)
+        return [self._decode(key, value) for key, value in zip(keys, values, strict=True)
                 if value is not None]
 
     def create_session(self, session: Session) -> list[Session]:
@@ -544,9 +555,9 @@ class RedisStore:
         # leaves the session unindexed until it expires (the module docstring)
         self._put(session, session.last_seen)
         popped = self._index_add(keys=[self._subject(session.subject)],
-                                 args=[session.id, self.lifetime.absolute + 86400,
+                                 args=[session_key(session.id), self.lifetime.absolute + 86400,
                                        self.max_sessions_per_user])
-        return self._take([sid.decode() for sid in popped[::2]])
+        return self._take(_indexed(popped[::2]))
 
     def _read(self, session_id: str, now: int) -> tuple[Session, bytes] | None:
         """Return the live session and its stored value, in one GET."""
@@ -567,7 +578,7 @@ class RedisStore:
         plain GET (the liveness check is the script's, in Python). Otherwise, or when this
         store has not seen the session lately, it is the script call that reads and touches.
         """
-        key = f"{_SESSION}{token_key(session_id)}}}"
+        key = f"{_SESSION}{session_key(session_id)}}}"
         interval = self.lifetime.touch_interval
         seen = self._seen.get(session_id)
         if seen is not None and now - seen < interval:
@@ -618,7 +629,8 @@ class RedisStore:
                                      args=[stored[_HEADER:], now, self.lifetime.inactivity])
                 if result == 1:
                     self._put(updated, now)
-                    self._index_move(keys=[self._subject(session.subject)], args=[session_id, updated.id])
+                    self._index_move(keys=[self._subject(session.subject)],
+                                     args=[session_key(session_id), session_key(updated.id)])
             if result == 1:
                 return updated
             if result == 0:
@@ -640,24 +652,19 @@ class RedisStore:
 
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
-        value = self.redis.getdel(self._s(session_id))
+        key = session_key(session_id)
+        value = self.redis.getdel(self._s(key))
         if value is None:
             return None
         session = self._decode(session_id, value)
-        self.redis.zrem(self._subject(session.subject), session_id)
-        self.record_session_end(session_id, SessionEnd(reason, _now(now)))
+        self.redis.zrem(self._subject(session.subject), key)
+        self.record_session_end(key, SessionEnd(reason, _now(now)))
         return session
 
     def _fold_legacy_index(self, subject: str) -> None:
-        """Move the ids of a subject's legacy index (a plain set, another slot) into the sorted one.
-
-        Idempotent (ZADD NX, oldest rank), so a fault or a concurrent fold in between is harmless.
-        """
-        legacy = f"{PREFIX}u:{subject}"
-        ids = self.redis.smembers(legacy)
-        if ids:
-            self.redis.zadd(self._subject(subject), dict.fromkeys(ids, 0), nx=True)
-            self.redis.delete(legacy)
+        """Delete a subject's legacy index (a plain set, another slot): it holds ids in the clear,
+        whose sessions (an earlier layout) are not found any more."""
+        self.redis.delete(f"{PREFIX}u:{subject}")
 
     def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
                         now: int | None = None) -> list[Session]:
@@ -666,8 +673,8 @@ class RedisStore:
         while True:  # in batches: ending thousands never holds Redis for long
             # the sessions go before their index entries: a fault in between leaves ids that
             # point nowhere (dropped by the next read), never a live session no index holds
-            batch = [sid.decode() for sid in self.redis.zrange(index, 0, _END_BATCH_SIZE - 1)]
-            taken = self._take(batch)
+            batch = self.redis.zrange(index, 0, _END_BATCH_SIZE - 1)
+            taken = self._take(_indexed(batch))
             if batch:
                 self.redis.zrem(index, *batch)
             with self.redis.pipeline(transaction=False) as pipe:
@@ -685,18 +692,19 @@ class RedisStore:
         self.redis.set(_end_key(session_id), codec.encode_end(end), ex=END_RECORD_TTL)
 
     def session_end(self, session_id: str, now: int) -> SessionEnd | None:
-        value = self.redis.get(self._s(session_id))
+        key = session_key(session_id)
+        value = self.redis.get(self._s(key))
         if value is not None:
             if self._live(value, now):
                 return None
             # expired by the caller's clock before Redis's TTL ran out: keep only the reason
             session = self._decode(session_id, value)
             end = self.lifetime.end_of(session)
-            self.redis.delete(self._s(session_id))
-            self.redis.zrem(self._subject(session.subject), session_id)
-            self.record_session_end(session_id, end)
+            self.redis.delete(self._s(key))
+            self.redis.zrem(self._subject(session.subject), key)
+            self.record_session_end(key, end)
         else:
-            stored = self.redis.get(_end_key(session_id))
+            stored = self.redis.get(_end_key(key))
             if stored is None:
                 return None
             if stored.startswith(b"{"):
@@ -714,15 +722,18 @@ class RedisStore:
         """Return the subject's live sessions, oldest first; drops index ids whose session is gone."""
         self._fold_legacy_index(subject)
         index = self._subject(subject)
-        ids = [sid.decode() for sid in self.redis.zrange(index, 0, -1)]  # at most the bound
+        members = self.redis.zrange(index, 0, -1)  # at most the bound
+        keys = _indexed(members)
         with self.redis.pipeline(transaction=False) as pipe:
-            for session_id in ids:
-                pipe.get(self._s(session_id))
-            values = pipe.execute() if ids else []
-        gone = [sid for sid, value in zip(ids, values, strict=True) if value is None]
+            for key in keys:
+                pipe.get(self._s(key))
+            values = pipe.execute() if keys else []
+        # dropped: keys whose session is gone, and ids in the clear (an older index's)
+        gone = [member for member in members if stored_session_key(member.decode()) is None]
+        gone += [key for key, value in zip(keys, values, strict=True) if value is None]
         if gone:
             self.redis.zrem(index, *gone)
-        return [self._decode(sid, value) for sid, value in zip(ids, values, strict=True)
+        return [self._decode(key, value) for key, value in zip(keys, values, strict=True)
                 if value is not None and self._live(value, now)]
 
     # refresh tokens --------------------------------------------------------------------

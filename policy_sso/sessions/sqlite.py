@@ -7,7 +7,8 @@ connection; writers that read-modify-write take the write lock first
 (``BEGIN IMMEDIATE``), so concurrent updates across threads and processes
 lose nothing.
 
-A session row keeps ``last_seen`` and its hard expiry (sliding and absolute
+A session row is keyed by the id's digest (:func:`~policy_sso.sessions.store.session_key`),
+never the id, and keeps ``last_seen`` and its hard expiry (sliding and absolute
 lifetime) as columns: a read is one primary-key SELECT with the expiry in
 its WHERE clause, and a touch rewrites one integer, only when last-seen has
 moved by ``touch_interval``.
@@ -44,8 +45,10 @@ from policy_sso.sessions.store import (
     REVOKED_ACCESS_TOKENS,
     AccessToken,
     RefreshRotation,
+    SessionKey,
     StoreOptions,
-    token_key,
+    session_key,
+    stored_session_key,
     translate_faults,
 )
 
@@ -79,6 +82,11 @@ CREATE TABLE IF NOT EXISTS counters (
     PRIMARY KEY (key, start)
 ) WITHOUT ROWID;
 """
+
+# The rows keyed by a digest. A file written before sessions were keyed so holds rows keyed by
+# the id in the clear (43 characters): no id or key finds one, none is handed out, sweep ends them.
+_KEYED = "length(id) = 64"
+
 
 def _record_text(record: dict[str, Any]) -> str:
     # one spelling per record, so replace_credential can compare stored text
@@ -174,7 +182,8 @@ class SQLiteStore:
         # column it reads, and under load each of those is a handover between the server's threads
         row = db.execute(
             "SELECT last_seen || ' ' || data FROM sessions WHERE id = ? AND ? < hard_expiry "
-            "AND ? - last_seen <= ?", (session_id, now, now, self.lifetime.inactivity)).fetchone()
+            "AND ? - last_seen <= ?",
+            (session_key(session_id), now, now, self.lifetime.inactivity)).fetchone()
         if row is None:
             return None
         last_seen, _, text = row[0].partition(" ")
@@ -183,13 +192,13 @@ class SQLiteStore:
     def _save(self, db: sqlite3.Connection, session: Session) -> Session:
         db.execute("INSERT OR REPLACE INTO sessions (id, subject, data, last_seen, hard_expiry) "
                    "VALUES (?, ?, ?, ?, ?)",
-                   (session.id, session.subject, codec.encode(session), session.last_seen,
+                   (session_key(session.id), session.subject, codec.encode(session), session.last_seen,
                     self._hard_expiry(session) + 1))
         return session
 
     def create_session(self, session: Session) -> list[Session]:
         now = session.last_seen
-        live = "subject = ? AND ? < hard_expiry AND ? - last_seen <= ?"
+        live = f"subject = ? AND ? < hard_expiry AND ? - last_seen <= ? AND {_KEYED}"
         args = (session.subject, now, now, self.lifetime.inactivity)
         with self._write() as db:
             self._save(db, session)
@@ -207,8 +216,8 @@ class SQLiteStore:
             rows = db.execute(
                 f"DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE {live} AND id != ? "  # noqa: S608
                 "ORDER BY json_extract(data, '$.c'), id LIMIT ?) RETURNING id, data, last_seen",
-                (*args, session.id, count - self.max_sessions_per_user)).fetchall()
-        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+                (*args, session_key(session.id), count - self.max_sessions_per_user)).fetchall()
+        return [codec.decode(SessionKey(key), data, last_seen) for key, data, last_seen in rows]
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         return self._read(self._db(), session_id, now)
@@ -218,7 +227,8 @@ class SQLiteStore:
         self._db().execute(
             "UPDATE sessions SET last_seen = ? WHERE id = ? AND ? - last_seen >= ? "
             "AND ? < hard_expiry AND ? - last_seen <= ?",
-            (now, session_id, now, self.lifetime.touch_interval, now, now, self.lifetime.inactivity))
+            (now, session_key(session_id), now, self.lifetime.touch_interval, now, now,
+             self.lifetime.inactivity))
 
     def get_and_touch(self, session_id: str, now: int) -> Session | None:
         session = self._read(self._db(), session_id, now)
@@ -235,7 +245,7 @@ class SQLiteStore:
             if updated is session:
                 return session
             if updated.id != session_id:
-                db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
+                db.execute("DELETE FROM sessions WHERE id = ?", (session_key(session_id),))
             return self._save(db, updated)
 
     def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
@@ -254,36 +264,37 @@ class SQLiteStore:
 
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
+        key = session_key(session_id)
         with self._write() as db:
             # fetchall steps a RETURNING statement to its end, so it is complete before COMMIT
             rows = db.execute("DELETE FROM sessions WHERE id = ? RETURNING data, last_seen",
-                              (session_id,)).fetchall()
+                              (key,)).fetchall()
             if rows:
-                self._put_end(db, session_id, SessionEnd(reason, _now(now)))
+                self._put_end(db, key, SessionEnd(reason, _now(now)))
         return codec.decode(session_id, rows[0][0], rows[0][1]) if rows else None
 
     def end_sessions_of(self, subject: str, reason: str = LOGGED_OUT,
                         now: int | None = None) -> list[Session]:
         with self._write() as db:
-            rows = db.execute("DELETE FROM sessions WHERE subject = ? RETURNING id, data, last_seen",
-                              (subject,)).fetchall()
-            for sid, _, _ in rows:
-                self._put_end(db, sid, SessionEnd(reason, _now(now)))
-        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+            rows = db.execute(f"DELETE FROM sessions WHERE subject = ? AND {_KEYED} "  # noqa: S608
+                              "RETURNING id, data, last_seen", (subject,)).fetchall()
+            for key, _, _ in rows:
+                self._put_end(db, SessionKey(key), SessionEnd(reason, _now(now)))
+        return [codec.decode(SessionKey(key), data, last_seen) for key, data, last_seen in rows]
 
     # why sessions ended ------------------------------------------------------------------
     @staticmethod
     def _put_end(db: sqlite3.Connection, session_id: str, end: SessionEnd) -> None:
         db.execute("INSERT OR REPLACE INTO session_ends (key, data, expires_at) VALUES (?, ?, ?)",
-                   (token_key(session_id), codec.encode_end(end), end.kept_until()))
+                   (session_key(session_id), codec.encode_end(end), end.kept_until()))
 
     def record_session_end(self, session_id: str, end: SessionEnd) -> None:
         with self._write() as db:
             self._put_end(db, session_id, end)
 
     def session_end(self, session_id: str, now: int) -> SessionEnd | None:
-        db = self._db()
-        row = db.execute("SELECT data, last_seen FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        db, key = self._db(), session_key(session_id)
+        row = db.execute("SELECT data, last_seen FROM sessions WHERE id = ?", (key,)).fetchone()
         end: SessionEnd | None
         if row is not None:
             session = codec.decode(session_id, row[0], row[1])
@@ -293,19 +304,18 @@ class SQLiteStore:
             # lock only here: the usual miss, an id with a record or none, is one read)
             end = self.lifetime.end_of(session)
             with self._write() as locked:
-                locked.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-                self._put_end(locked, session_id, end)
+                locked.execute("DELETE FROM sessions WHERE id = ?", (key,))
+                self._put_end(locked, key, end)
         else:
-            found = db.execute("SELECT data FROM session_ends WHERE key = ?",
-                               (token_key(session_id),)).fetchone()
+            found = db.execute("SELECT data FROM session_ends WHERE key = ?", (key,)).fetchone()
             end = codec.decode_end(found[0]) if found else None
         return end if end is not None and now < end.kept_until() else None
 
     def sessions_of(self, subject: str, now: int) -> list[Session]:
         rows = self._db().execute(
-            "SELECT id, data, last_seen FROM sessions WHERE subject = ? AND ? < hard_expiry "
-            "AND ? - last_seen <= ?", (subject, now, now, self.lifetime.inactivity)).fetchall()
-        return [codec.decode(sid, data, last_seen) for sid, data, last_seen in rows]
+            "SELECT id, data, last_seen FROM sessions WHERE subject = ? AND ? < hard_expiry "  # noqa: S608
+            f"AND ? - last_seen <= ? AND {_KEYED}", (subject, now, now, self.lifetime.inactivity)).fetchall()
+        return [codec.decode(SessionKey(key), data, last_seen) for key, data, last_seen in rows]
 
     # refresh tokens ----------------------------------------------------------------------
     # A token's row also holds the access token issued with it (``access``, ``access_expires``): the
@@ -418,10 +428,11 @@ class SQLiteStore:
             rows = db.execute("DELETE FROM sessions WHERE ? >= hard_expiry OR ? - last_seen > ? "
                               "RETURNING id, data, last_seen",
                               (now, now, self.lifetime.inactivity)).fetchall()
-            for sid, data, last_seen in rows:
-                end = self.lifetime.end_of(codec.decode(sid, data, last_seen))
-                if now < end.kept_until():
-                    self._put_end(db, sid, end)
+            for stored, data, last_seen in rows:
+                key = stored_session_key(stored)  # None: a row keyed by its id in the clear (an old file)
+                end = self.lifetime.end_of(codec.decode(stored, data, last_seen))
+                if key is not None and now < end.kept_until():
+                    self._put_end(db, key, end)
             removed = len(rows)
             # a refresh token's row stays while the access token issued with it lives (_revoke)
             removed += db.execute("DELETE FROM refresh WHERE ? >= max(expires_at, "

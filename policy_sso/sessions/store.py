@@ -9,7 +9,8 @@ An authorization code carries its own sealed grant
 is what makes it single-use across instances.
 
 Token values never reach the store in the clear: callers pass a digest
-(``token_key``) as the key.
+(``token_key``) as the key. Nor do session ids: every store keys a session,
+its subject's index and its end record by :func:`session_key`.
 
 Expiry is exact against the ``now`` each call passes (tests run a fake
 clock); where a backend also keeps TTLs (Redis) they are relative to that
@@ -91,6 +92,47 @@ def token_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+class SessionKey(str):
+    """A session's key in the store: ``token_key`` of its id. The store never keeps the id itself.
+
+    A session a store returns without having been given its id (a subject's
+    sessions, the ones it pushed out or ended together) carries its key as its
+    ``id``, and every store method taking a session id takes that key back for
+    the same session. It is told apart by its type, not its spelling: a cookie
+    or a form value is a plain ``str`` and is always digested, so a digest read
+    from a database file or a backup never stands in for an id.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, digest: str) -> SessionKey:
+        # never an id in the clear (43 characters): a row an older store keyed by the id stays unreachable
+        if len(digest) != _KEY_CHARS:
+            raise ValueError("a session key is a SHA-256 digest in hex")
+        return super().__new__(cls, digest)
+
+
+def session_key(session_id: str) -> SessionKey:
+    """Return the key a session is stored under: the SHA-256 of its id (a SessionKey as it is)."""
+    if isinstance(session_id, SessionKey):
+        return session_id
+    return str.__new__(SessionKey, token_key(session_id))  # a digest: SessionKey's check holds
+
+
+def stored_session_key(stored: str) -> SessionKey | None:
+    """Return the key a store read back as a SessionKey; None for a session id stored in the clear.
+
+    Stores written before sessions were keyed by digest hold ids as their keys
+    (43 characters, never 64 hex digits): such a session is not found any more
+    by its id, is never handed out, and goes when it expires.
+    """
+    return SessionKey(stored) if len(stored) == _KEY_CHARS and _HEX.issuperset(stored) else None
+
+
+_KEY_CHARS = 64  # SHA-256, hex
+_HEX = frozenset("0123456789abcdef")
+
+
 # The use_jti namespace of revoked access tokens (RFC 7009 §2, RFC 9068 §4): every access token's
 # check reads it, and a revoked refresh family records its access tokens' jtis here.
 REVOKED_ACCESS_TOKENS = "revoked-at"
@@ -115,7 +157,15 @@ class RefreshRotation:
 
 @runtime_checkable
 class Store(Protocol):
-    """What every backend implements. All times are integer epoch seconds."""
+    """What every backend implements. All times are integer epoch seconds.
+
+    A session is stored under :func:`session_key` of its id, never the id. A
+    session looked up by its id comes back with that ``id``; one the store
+    hands out unasked (``sessions_of``, ``end_sessions_of``, those
+    ``create_session`` pushed out) has its :class:`SessionKey` as its ``id``,
+    which every method taking a session id accepts for it. Compare sessions by
+    ``session_key(s.id)``.
+    """
 
     lifetime: SessionLifetime
 
@@ -167,7 +217,7 @@ class Store(Protocol):
 
     # why a session ended (SPEC §2: the app is told exactly why) ------------------
     def record_session_end(self, session_id: str, end: SessionEnd) -> None:
-        """Keep why a session ended, keyed by ``token_key(session_id)``, until ``end.kept_until()``.
+        """Keep why a session ended, keyed by ``session_key(session_id)``, until ``end.kept_until()``.
 
         Only the reason, the time and the limit are kept: nothing else of the session.
         """

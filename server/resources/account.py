@@ -20,6 +20,7 @@ from policy_sso.oidc import account, enrolment, passkeys, sign_in
 from policy_sso.oidc.interaction import Interaction
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.model import Device, Session
+from policy_sso.sessions.store import session_key
 from server.browser import Browser
 from server.client_address import client_address, client_device
 from server.hooks import form_body
@@ -146,7 +147,7 @@ class Account(_AccountBase):
         if action == "end_session":
             target = form.get("session", "")
             ended = account.end_own_session(self.provider, session, target, now)
-            if ended and target == session.id:
+            if ended and target == session_key(session.id):
                 self.browser.clear_session(resp)
                 self.browser.redirect(resp, "/account", after_post=True)
                 return

@@ -11,7 +11,7 @@ from support import free_port
 from policy_sso.errors import StoreError, StoreUnavailable
 from policy_sso.sessions import AuthEvent, Session, open_store
 from policy_sso.sessions.model import new_session_id
-from policy_sso.sessions.store import StoreOptions
+from policy_sso.sessions.store import StoreOptions, session_key
 
 from .conftest import LIFETIME, empty_postgres
 
@@ -31,7 +31,7 @@ def test_a_row_locked_elsewhere_is_store_unavailable_within_the_timeout(url):
     session = Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),))
     store.create_session(session)
     with psycopg.connect(url) as other, other.transaction():
-        other.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (session.id,))
+        other.execute("SELECT 1 FROM sessions WHERE id = %s FOR UPDATE", (session_key(session.id),))
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             store.grant_consent(session.id, "portal", frozenset({"openid"}), NOW + 1)

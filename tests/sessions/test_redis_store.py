@@ -6,6 +6,7 @@ import redis
 
 from policy_sso.sessions import AuthEvent, Session, open_store
 from policy_sso.sessions.model import new_session_id
+from policy_sso.sessions.store import session_key
 
 from .conftest import LIFETIME, store_url
 
@@ -34,24 +35,31 @@ def test_the_subject_index_forgets_sessions_whose_ttl_ran_out(tmp_path, request)
     gone = make(store)
     raw.delete(store._s(gone.id))  # what Redis does when the session's TTL runs out
     kept = make(store)
-    assert [s.id for s in store.sessions_of("u-alice", NOW)] == [kept.id]  # a read drops dead ids
-    assert raw.zrange("psso:uz:u-alice", 0, -1) == [kept.id.encode()]
-    assert [s.id for s in store.end_sessions_of("u-alice")] == [kept.id]
+    # a read drops dead ones
+    assert [s.id for s in store.sessions_of("u-alice", NOW)] == [session_key(kept.id)]
+    assert raw.zrange("psso:uz:u-alice", 0, -1) == [session_key(kept.id).encode()]
+    assert [s.id for s in store.end_sessions_of("u-alice")] == [session_key(kept.id)]
     assert not raw.exists("psso:uz:u-alice")
     store.close()
 
 
-def test_a_legacy_set_index_is_folded_into_the_sorted_one(tmp_path, request):
-    # before the bound, a subject's index was a plain set: its sessions must still be found and ended
+def test_sessions_stored_before_keys_were_digests_are_not_found_and_their_ids_go(tmp_path, request):
+    # earlier layouts indexed a subject's sessions by id in the clear (a plain set, then a sorted
+    # set) and stored each under "psso:{s:<digest>}": after the upgrade they are not found (their
+    # users sign in again), and the ids in the indexes go at the next read of them
     url = store_url("redis", tmp_path, request)
     store, raw = open_store(url, LIFETIME), redis.Redis.from_url(url)
-    old = make(store)
-    raw.delete("psso:uz:u-alice")
-    raw.sadd("psso:u:u-alice", old.id)
+    old, older = new_session_id(), new_session_id()
+    stored = '{"s":"u-alice","c":AT,"l":AT,"e":[["pwd",AT]],"j":{},"g":{}}'.replace("AT", str(NOW))
+    raw.set(f"psso:{{s:{session_key(old)}}}", f"{NOW:011d}{NOW + 86400:011d}{stored}", ex=86400)
+    raw.zadd("psso:uz:u-alice", {old: 1})
+    raw.sadd("psso:u:u-alice", older)
     new = make(store)
-    assert {s.id for s in store.sessions_of("u-alice", NOW)} == {old.id, new.id}
+    assert store.get_session(old, NOW) is None
+    assert [s.id for s in store.sessions_of("u-alice", NOW)] == [session_key(new.id)]
     assert not raw.exists("psso:u:u-alice")
-    assert {s.id for s in store.end_sessions_of("u-alice")} == {old.id, new.id}
+    assert raw.zrange("psso:uz:u-alice", 0, -1) == [session_key(new.id).encode()]
+    assert [s.id for s in store.end_sessions_of("u-alice")] == [session_key(new.id)]
     store.close()
 
 

@@ -131,7 +131,7 @@ def test_redis_remembers_why_after_its_own_ttl_removed_the_session(tmp_path, req
         "session_expired", NOW + 14 * DAY + 1, 14 * DAY)
     # the record is keyed by the id's digest: the id itself is nowhere in the store any more
     assert not [k for k in raw.keys("*") if idle.id.encode() in k]
-    assert raw.exists(f"psso:{{s:{token_key(idle.id)}}}:end")  # in the session's slot
+    assert raw.exists(f"psso:{{sk:{token_key(idle.id)}}}:end")  # in the session's slot
     store.close()
 
 

@@ -246,6 +246,9 @@ def test_an_empty_directory_is_nothing_to_validate_and_fails(tmp_path: Path, mon
     assert capsys.readouterr() == ("", "policy-sso validate: nothing to validate in empty: no tenant.yaml, "
                                    "no policy file (*.policy, *.policy.yaml) and no YAML file with a "
                                    "top-level policy: key below it\n")
+    assert main(["lint", "empty"]) == 2  # lint neither
+    assert capsys.readouterr() == ("", "policy-sso lint: nothing to lint in empty: no tenant.yaml and no "
+                                   "policy file below it\n")
 
 
 def test_a_walk_takes_a_yaml_file_its_tenant_loads_even_without_a_policy_key(

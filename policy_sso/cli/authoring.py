@@ -325,6 +325,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
     tenants, lone, missing = _lint_targets(args.paths)
     if missing:
         return _usage("lint", f"no such file or directory: {', '.join(missing)}")
+    if not tenants and not lone:  # as validate: a mistyped path in CI is not a pass
+        return _usage("lint", f"nothing to lint in {' '.join(args.paths)}: no tenant.yaml and no policy file "
+                              "below it")
     shown = [display_path(directory) for directory in tenants] + [str(path) for path in lone]
     validation, checked = check_paths_tenants(shown)
     findings: list[Diagnostic] = [d for d in validation if d.severity == "error"]

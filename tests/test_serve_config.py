@@ -239,3 +239,11 @@ def test_an_admin_token_shortened_after_start_disables_the_admin_api(monkeypatch
     monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", "a" * 32)
     resp = client.simulate_post("/admin/v1/policies/reload", headers={"Authorization": "Bearer " + "a" * 32})
     assert resp.status_code == 200, resp.text
+
+
+def test_a_config_that_is_not_a_tenant_directory_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    assert cli_main(["serve", "--config", str(missing)]) == 2  # README: a path that does not exist
+    err = capsys.readouterr().err
+    assert err == f"policy-sso serve: {missing} is not a tenant directory (no tenant.yaml)\n"

@@ -53,6 +53,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from server.logs import configure_logging
 
     configure_logging(args.log_format or "text", args.log_level or "info")
+    if not (Path(args.config) / "tenant.yaml").is_file():  # a mistyped --config: usage, not findings
+        print(f"policy-sso serve: {args.config} is not a tenant directory (no tenant.yaml)", file=sys.stderr)
+        return EXIT_USAGE
     tenant, diagnostics = check_tenant(args.config)
     if tenant is None:
         sys.stderr.write(RENDERERS["text"](diagnostics))

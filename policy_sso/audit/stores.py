@@ -235,7 +235,6 @@ class SQLiteEventStore:
             else:
                 db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
                 wal_mode(db)
-                db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._lock:
                 self._connections.append(db)

@@ -106,17 +106,20 @@ def wal_mode(db: sqlite3.Connection, wait: float = 30.0) -> None:
     and two servers may start on one fresh state directory. Turning a new file
     to WAL needs a lock that SQLite does not wait for (its busy timeout does
     not apply): "database is locked" at once, for about a quarter of the
-    processes that start together. So it is tried again.
+    processes that start together. So it is tried again. The connection then
+    syncs only at checkpoints (``synchronous=NORMAL``: a power cut may lose the
+    last commits, never the file).
     """
     deadline = time.monotonic() + wait
     while True:
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            return
+            break
         except sqlite3.OperationalError as err:
             if "locked" not in str(err) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.01)
+    db.execute("PRAGMA synchronous=NORMAL")
 
 
 def _spend(db: sqlite3.Connection, namespace: str, jti: str, expires_at: int, now: int | None) -> bool:
@@ -160,7 +163,6 @@ class SQLiteStore:
             db.execute(f"PRAGMA busy_timeout={self._busy_ms()}")  # a lock waited for at most the timeout
             # servers starting at once on a new file wait for each other; later, a lock is a fault
             wal_mode(db, _STARTUP_BUSY_MS / 1000 if startup else self.timeout)
-            db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
             with self._connections_lock:
                 # a thread that has ended left its connection here: close it, or each

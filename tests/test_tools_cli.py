@@ -93,7 +93,9 @@ def test_users_add_appends_a_loadable_user_with_an_argon2_hash(tenant_dir, monke
     (["--username", "alice"], "a long enough password\n", "already exists"),
     (["--username", "erin", "--sub", "u-bob"], "a long enough password\n", "already exists"),
     (["--username", "erin"], "short\n", "at least 8 characters"),
-], ids=["duplicate-username", "duplicate-sub", "short-password"])
+    (["--username", ""], "a long enough password\n", "--username must not be empty"),
+    (["--username", " "], "a long enough password\n", "--username must not be empty"),
+], ids=["duplicate-username", "duplicate-sub", "short-password", "empty-username", "blank-username"])
 def test_users_add_refuses_and_changes_nothing(tenant_dir, monkeypatch, capsys, args, stdin, message):
     before = (tenant_dir / "users.yaml").read_text()
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))

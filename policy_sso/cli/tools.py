@@ -149,6 +149,8 @@ def cmd_users_add(args: argparse.Namespace) -> int:
     from policy_sso.credentials import hash_password
 
     config = tenant_directory(args.config)
+    if not args.username.strip():  # users.yaml's schema: a username has at least one character
+        return _fail("--username must not be empty")
     users_file = config / "users.yaml"
     created = not users_file.exists()
     original = "" if created else users_file.read_text(encoding="utf-8")
@@ -196,6 +198,9 @@ def cmd_users_add(args: argparse.Namespace) -> int:
             users_file.write_text(original, encoding="utf-8")
         if secret_file is not None:
             secret_file.unlink(missing_ok=True)
+        # the positions are where the new entry stood: the file is back as it was
+        print(f"policy-sso users add: {args.username} was not added, {users_file} is unchanged; "
+              "with the new entry it read:", file=sys.stderr)
         sys.stderr.write(render_text(err.diagnostics))
         return EXIT_FINDINGS
     print(f"added {args.username} ({sub}) to {users_file}" + (" (created)" if created else ""))

@@ -132,6 +132,11 @@ class SourceLines:
     def _read(self, file: str) -> list[str] | None:
         text = self._sources.get(file)
         if text is None:
+            if Path(file).is_symlink():
+                # a link is not followed to show a line of it: it may lead out of the tree checked,
+                # which is then its error (validate reads no such link, and a tenant loads none);
+                # a link to /proc/self/environ would print a CI job's secrets
+                return None
             try:
                 # the loaders skip a BOM and report undecodable bytes themselves
                 text = Path(file).read_bytes().decode("utf-8-sig", errors="replace")

@@ -331,9 +331,13 @@ def _policy_names_in(path: Path) -> frozenset[str]:
 def _written_policy_files(path: Path) -> tuple[str, ...] | None:
     """Return the policy_files patterns of a tenant.yaml that failed to load, when they can still be read."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, ValueError, TypeError):
-        return None  # (ValueError, TypeError: a value the loader cannot construct, e.g. a bad date)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    # the loader with its budget for aliases: merge keys nested a few dozen deep would otherwise
+    # build gigabytes from a page of YAML (the file is broken already; it may be hostile too)
+    documents, _ = load_yaml_documents(text, display_path(path))
+    data = documents[0].data if documents else None
     if not isinstance(data, dict):
         return None
     patterns = data.get("policy_files", DEFAULT_POLICY_FILES)
@@ -449,10 +453,13 @@ def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], 
             diagnostics += check.diagnostics
             extra = [p for p in sorted(path.rglob("*")) if p.name.endswith(POLICY_SUFFIXES)
                      and p.resolve() not in check.policy_files and p.parent != path]
-            diagnostics += _check_files(extra, tenants)
+            root = path.resolve()
+            outside = [p for p in extra if p.is_symlink() and not p.resolve().is_relative_to(root)]
+            diagnostics += _not_read(outside, path)
+            diagnostics += _check_files([p for p in extra if p not in outside], tenants)
         elif path.is_dir():
-            diagnostics += _check_files(files_to_validate(path, lambda p: _loaded_by_tenant(p, tenants))[0],
-                                        tenants)
+            taken, _, outside = files_to_validate(path, lambda p: _loaded_by_tenant(p, tenants))
+            diagnostics += _not_read(outside, path) + _check_files(taken, tenants)
         else:
             diagnostics += _check_files([path], tenants)
     return sort_diagnostics(diagnostics), {home: check.tenant for home, check in tenants.items()}
@@ -480,27 +487,40 @@ def loaded_by_a_tenant(path: Path) -> bool:
 
 
 def files_to_validate(directory: Path, loaded: Callable[[Path], bool] | None = None,
-                      ) -> tuple[list[Path], list[Path]]:
-    """Return the files below a directory (not a tenant's) that ``validate`` checks, and the policy
-    test files it leaves to ``policy-sso test``.
+                      ) -> tuple[list[Path], list[Path], list[Path]]:
+    """Return the files below a directory (not a tenant's) that ``validate`` checks, the policy
+    test files it leaves to ``policy-sso test``, and the links out of the directory it does not read.
 
     Taken: policy files by name (``*.policy``, ``*.policy.yaml``, ``*.policy.yml``), tenant.yaml,
     clients.yaml and users.yaml, any YAML file a tenant loads (``loaded``: its policy_files match
     it) and any other YAML file that declares a policy (see :func:`declares_policy`): a misspelt
-    policy is reported, a CI workflow or a message catalogue is not a policy.
+    policy is reported, a CI workflow or a message catalogue is not a policy. A link to a file
+    outside the directory is never read, as a tenant never loads one: CI validates contributors'
+    trees, and a link to ``/proc/self/environ`` would print the job's secrets in an error's line.
     """
     taken: list[Path] = []
     tests: list[Path] = []
+    outside: list[Path] = []
+    root = directory.resolve()
     for path in sorted(directory.rglob("*")):
         name = path.name
         if not name.endswith((*POLICY_SUFFIXES, ".yaml", ".yml")) or not path.is_file():
             continue
-        if name.endswith(TEST_SUFFIXES):
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            outside.append(path)
+        elif name.endswith(TEST_SUFFIXES):
             tests.append(path)
         elif (name.endswith(POLICY_SUFFIXES) or name in _CONFIG_SCHEMAS or declares_policy(path)
               or (loaded is not None and loaded(path))):
             taken.append(path)
-    return taken, tests
+    return taken, tests, outside
+
+
+def _not_read(links: list[Path], directory: Path) -> list[Diagnostic]:
+    """Return an error for each link out of ``directory``: named, not read (see files_to_validate)."""
+    return [Diagnostic(display_path(link), 1, 1, "E_READ",
+                       f"{display_path(link)} links outside {display_path(directory)}: not read")
+            for link in links]
 
 
 def declares_policy(path: Path) -> bool:

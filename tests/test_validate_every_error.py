@@ -13,6 +13,7 @@ directory, the working directory, so the paths printed are the short ones:
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,45 @@ def test_a_walk_takes_a_yaml_file_its_tenant_loads_even_without_a_policy_key(
     assert _run(capsys, "validate", "t/more") == (1, [
         "t/more/x.yaml:1:1: E_MISSING_KEY: missing 'policy:' key (hint: add 'policy:' at the top)",
     ], "1 error, 0 warnings\n")
+
+
+def test_a_link_out_of_the_walked_directory_is_named_and_never_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """CI validates contributors' trees: a link to a file elsewhere (the job's environment, a key) is
+    an error that names the link, and none of its text reaches the output."""
+    secret = tmp_path / "secret"
+    secret.write_text("CI_TOKEN=ghp_do_not_print\n")
+    monkeypatch.chdir(tmp_path)
+    tree = Path("tree")
+    tree.mkdir()
+    (tree / "ok.policy").write_text(BASE)
+    (tree / "env.yaml").symlink_to(secret)
+    (tree / "env.policy").symlink_to(secret)
+    assert main(["validate", "tree"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["tree/env.policy:1:1: E_READ: tree/env.policy links outside tree: not read",
+                                "tree/env.yaml:1:1: E_READ: tree/env.yaml links outside tree: not read"]
+    assert "ghp_do_not_print" not in out + err
+
+
+def test_a_link_out_of_a_tenant_shows_no_line_of_what_it_links_to(
+        tenant: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("CI_TOKEN=ghp_do_not_print\n")
+    (tenant / "policies" / "stray.policy").symlink_to(secret)
+    assert main(["validate", str(tenant)]) == 1
+    out, err = capsys.readouterr()
+    assert "E_POLICY_FILES_PATH" in out and "ghp_do_not_print" not in out + err
+
+
+def test_a_tenant_yaml_of_nested_merge_keys_is_refused_at_once(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A page of merge keys would build gigabytes when read without the loader's alias budget."""
+    # 2**23 merges: about 6 s and 250 MB without the budget (more with each level), so a regression
+    # fails here rather than hanging CI
+    lines = ["a0: &a0 {k: v}"] + [f"a{n}: &a{n} {{<<: [*a{n - 1}, *a{n - 1}]}}" for n in range(1, 23)]
+    (tmp_path / "tenant.yaml").write_text("\n".join([*lines, "x: {<<: [*a22, *a22]}", "lifetme: 1d", ""]))
+    started = time.monotonic()
+    assert main(["validate", str(tmp_path)]) == 1
+    assert time.monotonic() - started < 3
+    assert "E_YAML" in capsys.readouterr().out

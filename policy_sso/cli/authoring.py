@@ -290,7 +290,9 @@ def _lint_targets(paths: list[str]) -> tuple[dict[Path, list[Path]], list[Path],
     missing: list[str] = []
 
     def policy_files(directory: Path) -> list[Path]:
-        return [p for p in sorted(directory.rglob("*")) if p.name.endswith(POLICY_SUFFIXES) and p.is_file()]
+        root = directory.resolve()  # a link out of the directory is not read (tenant.files_to_validate)
+        return [p for p in sorted(directory.rglob("*")) if p.name.endswith(POLICY_SUFFIXES) and p.is_file()
+                and not (p.is_symlink() and not p.resolve().is_relative_to(root))]
 
     for raw in paths:
         path = Path(raw)

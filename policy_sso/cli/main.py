@@ -53,8 +53,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for raw in args.paths:  # nothing to check below a directory: a mistyped path in CI, not a pass
         path = Path(raw)
         if path.is_dir() and not (path / "tenant.yaml").is_file():
-            files, test_files = files_to_validate(path)
-            if not files and not files_to_validate(path, loaded_by_a_tenant)[0]:
+            files, test_files, outside = files_to_validate(path)
+            if not files and not outside and not files_to_validate(path, loaded_by_a_tenant)[0]:
                 raise UsageError(f"nothing to validate in {raw}: no tenant.yaml, no policy file (*.policy, "
                                  "*.policy.yaml) and no YAML file with a top-level policy: key below it"
                                  + (f"; its {len(test_files)} policy test file{'s' * (len(test_files) != 1)} "

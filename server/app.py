@@ -251,8 +251,13 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
     """
     cookie_key = load_or_create_key(state_dir_key(state_dir))
     audit = server_audit_log(tenant.settings.audit, state_dir, store, cookie_key)
+    follow_keys = keys_follow_reloads(keyring, audit)
+    if worker is not None:
+        # a worker starts from the supervisor's last good tenant, which a reload may have given
+        # algorithms or keys the key ring loaded at start-up lacks (a worker replaced after a crash)
+        follow_keys(tenant)
     # serve --workers: a reload the admin API asked for in this worker is passed on to the others
-    holder = TenantHolder(tenant, on_swap=keys_follow_reloads(keyring, audit), adjust=adjust,
+    holder = TenantHolder(tenant, on_swap=follow_keys, adjust=adjust,
                           tell_others=worker.tell_supervisor if worker is not None else None)
     holder.install_sighup()  # `kill -HUP` re-reads the policies; a bad set is refused whole
     if worker is not None:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,7 @@ class Workers:
     def __init__(self, tmp_path: Path, count: int = 2, store: list[str] | None = None,
                  issuer: str | None = None) -> None:
         self.config = tmp_path / "tenant"
+        self.state = tmp_path / "state"
         if not self.config.exists():
             shutil.copytree(DEMO, self.config, ignore=shutil.ignore_patterns("tests", "yaml"))
             tenant_yaml = self.config / "tenant.yaml"
@@ -47,7 +48,7 @@ class Workers:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "policy_sso.cli", "serve", "--workers", str(count), "--port", str(port),
              "--issuer", issuer or self.url, "--config", str(self.config), "--state-dir",
-             str(tmp_path / "state"), "--log-level", "info", *(store or [])],
+             str(self.state), "--log-level", "info", *(store or [])],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         banner = self.proc.stdout.readline()  # type: ignore[union-attr]
@@ -259,18 +260,23 @@ def _wait_for_lines(served: Workers, text: str, count: int, timeout: float = 10)
     return lines
 
 
-def _every_worker_names_the_scope(served: Workers) -> None:
-    """Fetch discovery on new connections until both workers have answered; each answer names NEW_SCOPE."""
+def _every_worker_answers(served: Workers, path: str, check: Callable[[dict], None]) -> None:
+    """GET ``path`` on new connections until both workers have answered; ``check`` each JSON answer."""
     before = served.per_worker()
     for _ in range(20):
         for _ in range(10):
-            discovery = requests.get(f"{served.url}/.well-known/openid-configuration",
-                                     headers={"Connection": "close"}, timeout=10).json()
-            assert NEW_SCOPE in discovery["scopes_supported"], discovery["scopes_supported"]
+            check(requests.get(f"{served.url}{path}", headers={"Connection": "close"}, timeout=10).json())
         served_by = {slot: n - before.get(slot, 0) for slot, n in served.per_worker().items()}
         if len(served_by) == 2 and all(n >= 3 for n in served_by.values()):  # a scrape counts one too
             return
     raise AssertionError(f"one worker never answered: {served_by}")
+
+
+def _every_worker_names_the_scope(served: Workers) -> None:
+    def names_it(discovery: dict) -> None:
+        assert NEW_SCOPE in discovery["scopes_supported"], discovery["scopes_supported"]
+
+    _every_worker_answers(served, "/.well-known/openid-configuration", names_it)
 
 
 def _replace_a_worker(served: Workers) -> None:
@@ -306,6 +312,22 @@ def test_a_worker_replaced_after_a_sighup_serves_the_reloaded_tenant(workers: Wo
     _every_worker_names_the_scope(workers)
     _replace_a_worker(workers)
     _every_worker_names_the_scope(workers)  # not the tenant loaded when the supervisor started
+
+
+def test_a_worker_replaced_after_a_key_rotation_publishes_the_new_key(workers: Workers) -> None:
+    rotated = subprocess.run([sys.executable, "-m", "policy_sso.cli", "keys", "rotate", "--state-dir",
+                              str(workers.state), "--alg", "RS256"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60, check=True)
+    kid = re.search(r"new signing key (\S+)", rotated.stdout).group(1)
+
+    def publishes_it(jwks: dict) -> None:
+        assert kid in [key["kid"] for key in jwks["keys"]], jwks
+
+    workers.proc.send_signal(signal.SIGHUP)
+    _wait_for_lines(workers, "policies reloaded", 3)
+    _every_worker_answers(workers, "/jwks", publishes_it)
+    _replace_a_worker(workers)  # forked from the supervisor, whose key ring predates the rotation
+    _every_worker_answers(workers, "/jwks", publishes_it)
 
 
 def test_a_broken_set_is_refused_by_the_supervisor_and_a_new_worker_gets_the_last_good_one(

@@ -214,6 +214,20 @@ def resolve(p: Provider, areq: AuthorizationRequest, session: Session | None,
                      lacking=lacking)
 
 
+def granted_acr(p: Provider, request: AuthRequest, session: Session) -> str | None:
+    """Return the ``acr`` a grant states: the strongest level the session meets, or, when the
+    ``claims`` parameter asked for ``acr`` as essential with values the session meets, the
+    strongest of those (OIDC Core §5.5.1.1: the answer is one of the requested values)."""
+    evaluator = p.tenant.evaluator(request.client_id)
+    own = evaluator.acr_of(session)
+    if not request.essential_acr:
+        return own
+    ranks = {level.id: level.rank for level in p.tenant.settings.acr_levels}
+    reached = evaluator.acr_rank(session)
+    met = [value for value in request.essential_acr if value in ranks and ranks[value] <= reached]
+    return max(met, key=ranks.__getitem__) if met else own
+
+
 def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -> AuthorizationResponse:
     """Return the successful authorization response: code and/or tokens, state and iss.
 
@@ -225,7 +239,7 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
     if now - session.last_seen >= p.store.lifetime.touch_interval:
         p.store.touch_session(session.id, now)
     grant = Grant(session.subject, client_id, " ".join(areq.scopes), session.auth_time,
-                  p.tenant.evaluator(client_id).acr_of(session), session.amr, join.sid, areq.nonce,
+                  granted_acr(p, areq.policy_request, session), session.amr, join.sid, areq.nonce,
                   areq.claims_request.userinfo, areq.claims_request.id_token)
     settings = p.tenant.settings.tokens
     out: dict[str, str] = {}

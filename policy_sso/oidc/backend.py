@@ -18,7 +18,7 @@ from policy_sso.config import Client
 from policy_sso.decision import Decision
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken, OAuthError
 from policy_sso.networks import IPAddress
-from policy_sso.oidc.authorization_flow import mint_access_token, mint_id_token
+from policy_sso.oidc.authorization_flow import granted_acr, mint_access_token, mint_id_token
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import Provider, end_session, join_client
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
@@ -132,7 +132,7 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
     if now - session.last_seen >= p.store.lifetime.touch_interval:
         p.store.touch_session(session.id, now)
     grant = Grant(session.subject, client.client_id, " ".join(sorted(request.scopes)), session.auth_time,
-                  p.tenant.evaluator(client.client_id).acr_of(session), session.amr, join.sid, None)
+                  granted_acr(p, request, session), session.amr, join.sid, None)
     settings = p.tenant.settings.tokens
     access_token = mint_access_token(p, grant, now, secrets.token_urlsafe(16))
     out: dict[str, Any] = {"session_id": session.id, "access_token": access_token, "token_type": "Bearer",

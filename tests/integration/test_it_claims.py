@@ -119,6 +119,26 @@ def test_acr_values_voluntary_and_essential(op: LiveOP, browser: BrowserAgent) -
     assert essential.error is not None and "acr_insufficient" in essential.codes
 
 
+def test_an_essential_acr_is_answered_with_one_of_its_values(op: LiveOP, browser: BrowserAgent) -> None:
+    """OIDC Core §5.5.1.1: a session stronger than asked is answered with a value that was asked."""
+    loa = "urn:policy-sso:loa:{}".format
+    first = sign_in_with_claims(op, browser, {"id_token": {"acr": {"essential": True, "values": [loa(2)]}}})
+    assert op.verify_id_token(first["id_token"], "portal")["acr"] == loa(2)  # alice: password and TOTP
+    for asked, answered in (([loa(1)], loa(1)), ([loa(1), loa(2)], loa(2))):
+        verifier, challenge = pkce_pair()
+        claims = {"id_token": {"acr": {"essential": True, "values": asked}}}
+        silent = browser.silent("portal", code_challenge=challenge, code_challenge_method="S256",
+                                claims=json.dumps(claims))
+        assert silent.error is None, silent.params
+        tokens = exchange(op, silent.params["code"], verifier)
+        assert op.verify_id_token(tokens["id_token"], "portal")["acr"] == answered, asked
+    verifier, challenge = pkce_pair()  # voluntary: the session's own level
+    silent = browser.silent("portal", code_challenge=challenge, code_challenge_method="S256",
+                            claims=json.dumps({"id_token": {"acr": {"values": [loa(1)]}}}))
+    tokens = exchange(op, silent.params["code"], verifier)
+    assert op.verify_id_token(tokens["id_token"], "portal")["acr"] == loa(2)
+
+
 def test_sub_value_names_the_only_user_to_answer_for(op: LiveOP, browser: BrowserAgent) -> None:
     sign_in_with_claims(op, browser, {})  # Alice
     other = browser.silent("portal", claims=json.dumps({"id_token": {"sub": {"value": "u-bob"}}}))

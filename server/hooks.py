@@ -9,7 +9,6 @@ import falcon
 from policy_sso.errors import InvalidRequest
 from policy_sso.oidc import admin, backend
 from policy_sso.oidc.authorize import single_valued
-from policy_sso.oidc.userinfo import bearer_token, verify_bearer
 from policy_sso.request import loads_json
 
 MAX_FORM_BYTES = 64 * 1024
@@ -53,14 +52,6 @@ def authenticate_client(req: falcon.Request, resp: falcon.Response, resource: An
         req.get_header("Authorization"), req.context.form)
 
 
-def bearer(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
-    """Verify the request's access token into ``req.context.token`` (RFC 6750 §2)."""
-    del resp, params
-    form_token = req.context.form.get("access_token") if hasattr(req.context, "form") else None
-    token = bearer_token(req.get_header("Authorization"), form_token)
-    req.context.token = verify_bearer(resource.provider, token, req.context.now)
-
-
 MAX_JSON_BYTES = 64 * 1024
 
 
@@ -79,16 +70,12 @@ def json_body(req: falcon.Request, resp: falcon.Response, resource: Any, params:
     req.context.json = body
 
 
-def raw_bearer(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
-    """Put the request's bearer token, unverified, into ``req.context.bearer`` (RFC 6750 §2.1)."""
-    del resp, resource, params
-    req.context.bearer = bearer_token(req.get_header("Authorization"), None)
-
-
 def client_token(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
-    """Authenticate the calling client by its ``client_credentials`` access token."""
-    raw_bearer(req, resp, resource, params)
-    req.context.client = backend.calling_client(resource.provider, req.context.bearer, req.context.now)
+    """Authenticate the calling client by its ``client_credentials`` access token (Bearer or DPoP)."""
+    del resp, params
+    req.context.client = backend.calling_client(
+        resource.provider, authorization=req.get_header("Authorization"), proof=req.get_header("DPoP"),
+        method=req.method, path=req.path, now=req.context.now)
 
 
 def admin_token(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:

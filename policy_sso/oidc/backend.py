@@ -22,7 +22,7 @@ from policy_sso.oidc.authorization_flow import granted_acr, mint_access_token, m
 from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import Provider, end_session, join_client
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
-from policy_sso.oidc.userinfo import resource_token, verify_bearer
+from policy_sso.oidc.userinfo import resource_token
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import Session, SessionEnd
 from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS
@@ -81,9 +81,16 @@ def _session_id(body: Mapping[str, Any]) -> str:
     return value  # type: ignore[return-value]
 
 
-def calling_client(p: Provider, token: str, now: int) -> Client:
-    """Return the client a ``client_credentials`` access token belongs to; raise InvalidToken."""
-    claims = verify_bearer(p, token, now)
+def calling_client(p: Provider, *, authorization: str | None, proof: str | None, method: str, path: str,
+                   now: int) -> Client:
+    """Return the client whose ``client_credentials`` access token a backend API request presents.
+
+    ``Authorization: Bearer``, or ``DPoP`` with ``proof`` (the DPoP header)
+    made for this request; a DPoP-bound token presented as a Bearer token is
+    refused (RFC 9449 §7.1, §7.2). Raise InvalidToken.
+    """
+    claims = resource_token(p, authorization=authorization, form_token=None, proof=proof, method=method,
+                            url=p.issuer + path, now=now)
     client = p.client(str(claims.get("client_id")))
     if client is None or claims.get("sub") != client.client_id:
         err = InvalidToken("a client access token (client_credentials grant) is required")

@@ -45,8 +45,9 @@ from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS, token_key
 
-# the grants a DPoP proof binds (RFC 9449 §5); client_credentials tokens call the backend API as Bearer
-DPOP_GRANTS = frozenset({"authorization_code", "refresh_token"})
+# the grants a DPoP proof binds: every one (RFC 9449 §5: a proof in any token request is checked, and
+# what is issued is bound to its key; the backend API takes client_credentials tokens by DPoP too)
+DPOP_GRANTS = frozenset({"authorization_code", "refresh_token", "client_credentials"})
 
 
 def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int, *,
@@ -191,7 +192,6 @@ def _narrowed(grant: Grant, asked: list[str]) -> Grant:
 
 def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], now: int,
                         proof: dpop.Proof | None) -> dict[str, Any]:
-    del proof  # not a DPoP grant here (DPOP_GRANTS)
     if client.is_public:
         raise UnauthorizedClient("public clients cannot use client_credentials")
     asked = form.get("scope", "").split()
@@ -199,7 +199,8 @@ def _client_credentials(p: Provider, client: Client, form: Mapping[str, str], no
     if asked and not set(asked) <= set(usable):
         raise InvalidScope("scope is not allowed for this client")
     grant = Grant(client.client_id, client.client_id, " ".join(asked or usable))
-    return _tokens(p, client, grant, now, jti=secrets.token_urlsafe(16), family=None, id_token=False)
+    return _tokens(p, client, grant, now, jti=secrets.token_urlsafe(16), family=None, id_token=False,
+                   jkt=proof.jkt if proof is not None else None)
 
 
 GRANTS = {

@@ -10,6 +10,8 @@ Introspection stays a client's question: a resource server asks about the bound 
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 import requests
 from live_op import BrowserAgent, LiveOP
@@ -114,3 +116,41 @@ def test_introspection_is_the_clients_question_and_needs_no_proof(op: LiveOP, br
     app, token = bound_token(op, browser)
     seen = op.post_as("portal", "/introspect", token=token).json()
     assert seen["active"] is True and seen["token_type"] == "DPoP" and seen["cnf"] == {"jkt": app.jkt}
+
+
+def test_a_client_credentials_token_is_bound_by_a_proof_and_the_backend_api_holds_it_to_it(
+        op: LiveOP) -> None:
+    """RFC 9449 §5: a proof in any token request is checked and binds what is issued; the backend
+    client API then takes that token with the DPoP scheme and a proof of the call only (§7.1, §7.2)."""
+    basic = "Basic " + base64.b64encode(f"portal-backend:{op.secret('portal-backend')}".encode()).decode()
+
+    def token(proof: str) -> requests.Response:
+        return requests.post(f"{op.url}/token", data={"grant_type": "client_credentials"}, timeout=10,
+                             headers={"Authorization": basic, "DPoP": proof})
+
+    for garbage in ("garbage", "a.b.c"):
+        refused = token(garbage)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_dpop_proof", refused.text
+    app = Prover(op)
+    issued = token(app.proof("POST", "/token"))
+    assert issued.status_code == 200 and issued.json()["token_type"] == "DPoP", issued.text
+    bound = issued.json()["access_token"]
+    assert access_claims(op, bound)["cnf"] == {"jkt": app.jkt}
+
+    path = "/v1/auth/session/logout"  # 204 for a session that is not there: the call is the client's
+    as_bearer = requests.post(f"{op.url}{path}", json={"session_id": "gone"}, timeout=10,
+                              headers={"Authorization": f"Bearer {bound}"})
+    assert_dpop_refusal(as_bearer, "backend API, Bearer")
+    proved = requests.post(f"{op.url}{path}", json={"session_id": "gone"}, timeout=10,
+                           headers={"Authorization": f"DPoP {bound}",
+                                    "DPoP": app.proof("POST", path, access_token=bound)})
+    assert proved.status_code == 204, proved.text
+    wrong_call = requests.post(f"{op.url}{path}", json={"session_id": "gone"}, timeout=10,
+                               headers={"Authorization": f"DPoP {bound}",
+                                        "DPoP": app.proof("POST", "/v1/auth/password", access_token=bound)})
+    assert_dpop_refusal(wrong_call, "backend API, a proof of another call")
+    unbound = op.token("portal-backend", grant_type="client_credentials")  # no proof: Bearer, as before
+    assert unbound.json()["token_type"] == "Bearer"
+    plain = requests.post(f"{op.url}{path}", json={"session_id": "gone"}, timeout=10,
+                          headers={"Authorization": f"Bearer {unbound.json()['access_token']}"})
+    assert plain.status_code == 204, plain.text

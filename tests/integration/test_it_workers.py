@@ -198,14 +198,7 @@ def test_a_killed_worker_is_replaced_and_service_continues(workers: Workers) -> 
     _wait_until_dead(victim)  # kill() returns before the process is gone: it could still accept a connection
     # the survivor answers meanwhile: connections wait in the shared socket's queue, not the dead one's
     assert _silent_ok(browser, 20) == [None] * 20
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = workers.worker_pids()
-        if len(pids) == 2 and victim not in pids:
-            break
-        time.sleep(0.1)
-    assert len(workers.worker_pids()) == 2 and victim not in workers.worker_pids()
-    workers.wait_for_workers(2)
+    _replaced(workers, victim)
     assert _silent_ok(browser, 20) == [None] * 20
     assert any("was killed by SIGKILL" in line for line in workers.output())
 
@@ -279,18 +272,24 @@ def _every_worker_names_the_scope(served: Workers) -> None:
     _every_worker_answers(served, "/.well-known/openid-configuration", names_it)
 
 
-def _replace_a_worker(served: Workers) -> None:
-    """Kill one worker with SIGKILL and wait until its replacement answers with its sibling."""
-    victim = min(served.worker_pids())
-    os.kill(victim, signal.SIGKILL)
-    _wait_until_dead(victim)
-    deadline = time.monotonic() + 15
+def _replaced(served: Workers, victim: int, timeout: float = 30) -> None:
+    """Wait until the supervisor has replaced the dead ``victim`` and both workers answer together."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pids = served.worker_pids()
         if len(pids) == 2 and victim not in pids:
             break
         time.sleep(0.1)
+    assert len(served.worker_pids()) == 2 and victim not in served.worker_pids()
     served.wait_for_workers(2)
+
+
+def _replace_a_worker(served: Workers) -> None:
+    """Kill one worker with SIGKILL and wait until its replacement answers with its sibling."""
+    victim = min(served.worker_pids())
+    os.kill(victim, signal.SIGKILL)
+    _wait_until_dead(victim)
+    _replaced(served, victim)
 
 
 def test_an_admin_reload_reaches_every_worker(admin_workers: Workers) -> None:

@@ -44,3 +44,22 @@ def test_account_page_lists_ends_and_withdraws(driver: Any, live: Live) -> None:
     submit(driver, driver.find_element(By.CSS_SELECTOR, "#sessions button[value=end_session]"))
     assert "Sign in to your account" in wait_for(driver, "h1").text  # this browser's session ended
     assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []
+
+
+def test_the_account_page_fits_a_320_px_screen_and_names_each_button(driver: Any, live: Live) -> None:
+    """WCAG 1.4.10: the page does not scroll sideways (a wide table scrolls in its own box); each row's
+    button says which session or app it acts on (WCAG 2.4.6, 4.1.2)."""
+    alice_at_portal(driver, live)
+    open_account(driver, live)
+    driver.set_window_size(320, 800)
+    try:
+        wait_for(driver, "#sessions")
+        page = driver.execute_script("return [document.documentElement.scrollWidth, "
+                                     "document.documentElement.clientWidth]")
+        assert page[0] <= page[1], page
+        end = driver.find_element(By.CSS_SELECTOR, "#sessions button[value=end_session]")
+        assert end.get_attribute("aria-label") == "Sign out of this browser"  # alice's one session: this one
+        withdraw = driver.find_element(By.CSS_SELECTOR, "#consents button[value=withdraw]")
+        assert withdraw.get_attribute("aria-label") == "Withdraw the access of Employee portal"
+    finally:
+        driver.set_window_size(1000, 900)

@@ -253,6 +253,10 @@ class EnrolTotp(_AccountBase):
             if interaction is None:  # from the account page, signed out since: sign in there again
                 raise falcon.HTTPSeeOther("/account")
             raise expired()
+        if self.factor == "hwk" and "hwk" in self.provider.tenant.settings.methods \
+                and not passkeys.usable(self.provider):  # signing in again would not help: say why
+            raise OAuthError("passkeys need this server to be reached by a host name, and its address is "
+                             "an IP address; ask your administrator", error="access_denied", status=403)
         if not enrolment.may_enrol(self.provider, session, self.factor, req.context.now):
             raise OAuthError("adding this kind of factor is not allowed for this account now; "
                              "sign in again or ask your administrator", error="access_denied", status=403)

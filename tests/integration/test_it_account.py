@@ -130,6 +130,15 @@ def enrol_totp(browser: BrowserAgent) -> str:
     return secret
 
 
+def test_passkeys_on_an_ip_address_issuer_are_refused_with_the_reason(op: LiveOP,
+                                                                      browser: BrowserAgent) -> None:
+    """WebAuthn needs a host name as the RP ID: signing in again would not help, so the page says why."""
+    browser.sign_in("portal", "bob")
+    assert browser.get("/enrol/totp").status_code == 200  # bob may enrol a factor now
+    refused = browser.get("/enrol/passkey")  # this provider's issuer is http://127.0.0.1:PORT
+    assert refused.status_code == 403 and "host name" in refused.text, refused.text
+
+
 def test_the_last_second_factor_is_kept(op: LiveOP, browser: BrowserAgent) -> None:
     browser.sign_in("portal", "bob")
     enrol_totp(browser)  # bob's first factor: his password was enough for that

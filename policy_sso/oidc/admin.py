@@ -41,8 +41,11 @@ class UserNotFound(OAuthError):
 def weak_admin_token(tenant: Tenant) -> str | None:
     """Return why the configured admin token may not be used (too short), or None (fine or none set)."""
     ref = tenant.settings.admin_token
-    token = ref.read(tenant.directory) if ref else None
-    if ref is None or not token or len(token) >= MIN_ADMIN_TOKEN:
+    return _too_short(ref, ref.read(tenant.directory)) if ref else None
+
+
+def _too_short(ref: Any, token: bytes | None) -> str | None:
+    if not token or len(token) >= MIN_ADMIN_TOKEN:
         return None
     return (f"the admin token ({ref.describe()}) is {len(token)} characters; it must be at least "
             f"{MIN_ADMIN_TOKEN} (make one: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')")
@@ -55,7 +58,7 @@ def check_admin(p: Provider, token: str | None) -> None:
     if not expected:
         raise InvalidToken("the admin API is disabled: no admin token is configured "
                            f"({ref.describe() if ref else 'admin_token in tenant.yaml'})")
-    if weak := weak_admin_token(p.tenant):  # changed since start (a file, a reload): fail closed
+    if weak := _too_short(ref, expected):  # changed since start (a file, a reload): fail closed
         raise InvalidToken(f"the admin API is disabled: {weak}")
     if not token or not hmac.compare_digest(token.encode(), expected):
         p.audit.record("admin.refused", request_now(), outcome="refused", reason="missing_or_wrong_token")

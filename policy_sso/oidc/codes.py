@@ -140,5 +140,3 @@ class _Nonces:
 
 
 _NONCES = _Nonces()  # one sequence per process: unique across every key too
-
-

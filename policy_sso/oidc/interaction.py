@@ -82,7 +82,6 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
-
 class InteractionCodec:
     """Seals interactions into cookie values with HMAC-SHA256 and opens them again."""
 
@@ -103,9 +102,9 @@ class InteractionCodec:
     def seal(self, interaction: Interaction) -> str:
         """Return the cookie value for an interaction: payload and MAC, base64url."""
         payload = b64url.encode(json.dumps({"i": interaction.id, "c": interaction.csrf,
-                                   "t": interaction.started_at, "p": interaction.params,
-                                   "s": interaction.signed_in},
-                                  separators=(",", ":")).encode())
+                                            "t": interaction.started_at, "p": interaction.params,
+                                            "s": interaction.signed_in},
+                                           separators=(",", ":")).encode())
         return f"{payload}.{self._mac(payload)}"
 
     def open(self, value: str | None, interaction_id: str | None, now: int) -> Interaction | None:

@@ -94,7 +94,6 @@ def _generate(alg: str) -> Any:
 _JWS_ALGORITHMS = {alg: jwt.get_algorithm_by_name(alg) for alg in SUPPORTED}
 
 
-
 @functools.lru_cache(maxsize=64)
 def _header_segment(alg: str, kid: str, typ: str) -> bytes:
     """Return the encoded JOSE header of a token (RFC 7515 §4): the same for every token of a key and type."""

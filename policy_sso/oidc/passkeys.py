@@ -98,7 +98,6 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-
 def _seal(p: Provider, data: dict[str, Any]) -> str:
     payload = b64url.encode(json.dumps(data, separators=(",", ":")).encode())
     return f"{payload}.{p.codec.tag('webauthn', payload)}"

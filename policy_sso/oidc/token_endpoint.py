@@ -45,10 +45,6 @@ from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import Provider
 from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS, token_key
 
-# the grants a DPoP proof binds: every one (RFC 9449 §5: a proof in any token request is checked, and
-# what is issued is bound to its key; the backend API takes client_credentials tokens by DPoP too)
-DPOP_GRANTS = frozenset({"authorization_code", "refresh_token", "client_credentials"})
-
 
 def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int, *,
                   dpop_proof: str | None = None) -> dict[str, Any]:
@@ -65,7 +61,9 @@ def token_request(p: Provider, client: Client, form: Mapping[str, str], now: int
     if grant_type not in client.grant_types:
         raise UnauthorizedClient(f"the client may not use grant_type {grant_type!r}")
     proof = None
-    if grant_type in DPOP_GRANTS and (dpop_proof is not None or client.dpop_bound_access_tokens):
+    # RFC 9449 §5: a proof in any token request is checked, and binds what is issued to its key
+    # (the backend API takes client_credentials tokens by DPoP too)
+    if dpop_proof is not None or client.dpop_bound_access_tokens:
         # a code's redemption spends the proof with the code, in one store write (_authorization_code)
         proof = dpop_proof_of(p, dpop_proof, "/token", now, spend=grant_type != "authorization_code")
     return handler(p, client, form, now, proof)

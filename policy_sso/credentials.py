@@ -127,6 +127,16 @@ def totp_now(secret: str, now: int) -> str:
     return pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_STEP).at(now)
 
 
+def totp_earliest_use(now: int, window: int = 1) -> int:
+    """Return the earliest moment a code valid at ``now`` (``window`` steps of drift) may have been used.
+
+    A code valid now belongs to one of the steps within ``window`` of the
+    current one, and the earliest of those was valid from ``window`` steps
+    before its own: so from the start of the step ``2 * window`` before now.
+    """
+    return (now // TOTP_STEP - 2 * window) * TOTP_STEP
+
+
 def verify_totp(secret: str, code: str, now: int, window: int = 1) -> bool:
     """Return whether ``code`` is valid at ``now`` within ``window`` steps of drift (RFC 6238 §5.2).
 

@@ -23,6 +23,7 @@ from policy_sso.oidc.authorization_flow import (
     resolve,
 )
 from policy_sso.oidc.authorize import AuthorizationError, AuthorizationRequest
+from policy_sso.oidc.credential_change import issued_before_store_loss
 from policy_sso.oidc.enrolment import password_hash_of, totp_secret_of
 from policy_sso.oidc.interaction import Interaction, Step
 from policy_sso.oidc.provider import SPENT_TOTP_CODES, Provider, end_session, reusable_for, start_session
@@ -143,6 +144,11 @@ def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str
         guessing.failed("otp", session.subject, address, now)
         p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
                        session_id=session.id, factor="otp", failure="replayed_code")
+        return Attempt(None, Message("message.code_used"))
+    if issued_before_store_loss(p, credentials.totp_earliest_use(now)):
+        # the store lost its records since this code became valid: its use may have gone with them
+        p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
+                       session_id=session.id, factor="otp", failure="store_lost_records")
         return Attempt(None, Message("message.code_used"))
     moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now, device)
     if moved is None:

@@ -149,3 +149,41 @@ def test_a_restart_that_reloads_a_snapshot_is_a_loss_too(redis_server: Redis) ->
     assert store.use_jti("code", "after-snapshot", now + 60, now)
     assert store.intact_since() > now  # the server restarted (its run_id): its last writes may be lost
     store.close()
+
+
+def test_a_totp_code_used_before_a_restart_is_not_taken_again(redis_server: Redis, demo: Tenant,
+                                                              ring: KeyRing) -> None:
+    import pyotp
+    import redis
+
+    from policy_sso.audit import AuditLog
+    from policy_sso.oidc import sign_in
+    from policy_sso.sessions.model import AuthEvent, new_session
+
+    now = int(time.time())
+    # a dataset that began ten minutes ago: any code of the last minutes may have been spent in it
+    redis.Redis.from_url(redis_server.url).set("psso:epoch", f"{now - 600} earlier")
+    store = open_store(redis_server.url, demo.settings.lifetime)
+    assert store.intact_since() == now - 600
+    p = Provider.build(demo, store, ring, None, AuditLog.disabled())
+    secret = (demo.directory / "secrets" / "alice.totp").read_text().strip()
+
+    def sign_in_with(code: str, now: int) -> sign_in.Attempt:
+        session = new_session("u-alice", (AuthEvent("pwd", now),), now)
+        store.create_session(session)
+        return sign_in.sign_in_otp(p, session, code, now)
+
+    code = pyotp.TOTP(secret).at(now)
+    assert sign_in_with(code, now).session_id
+    assert sign_in_with(code, now).session_id is None  # spent
+    redis_server.restart_empty()
+    # its record is gone with the data: the same code, still within its drift window, stays refused
+    refused = sign_in_with(code, now)
+    assert refused.session_id is None and refused.message is not None
+    assert refused.message.key == "message.code_used"
+    # a code that became valid after the loss was found is taken, once (a minute and a half on)
+    later = store.intact_since() + 90
+    fresh = pyotp.TOTP(secret).at(later)
+    assert sign_in_with(fresh, later).session_id
+    assert sign_in_with(fresh, later).session_id is None
+    store.close()

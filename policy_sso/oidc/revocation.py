@@ -84,5 +84,7 @@ def introspect(p: Provider, client: Client, form: Mapping[str, str], now: int) -
     data = found[1]
     if family_revoked(p, data, now):  # a password change, or a consent withdrawal, since
         return {"active": False}
-    return {"active": True, "token_type": "refresh_token", "client_id": data.get("client_id"),
-            "sub": data.get("sub"), "scope": data.get("scope"), "iss": p.issuer}
+    # no token_type: RFC 7662 §2.2 means an access token's type (RFC 6749 §7.1), and a refresh
+    # token has none (node-oidc-provider leaves it out too)
+    return {"active": True, "client_id": data.get("client_id"), "sub": data.get("sub"),
+            "scope": data.get("scope"), "iss": p.issuer}

@@ -131,7 +131,8 @@ def test_introspection(op: LiveOP, browser: BrowserAgent) -> None:
     assert access["sub"] == "u-alice" and access["client_id"] == "portal"
     assert set(access["scope"].split()) == {"openid", "profile", "offline_access"}
     refresh = op.post_as("portal", "/introspect", token=tokens["refresh_token"]).json()
-    assert refresh["active"] is True and refresh["token_type"] == "refresh_token"
+    assert refresh["active"] is True and refresh["client_id"] == "portal" and refresh["sub"] == "u-alice"
+    assert "token_type" not in refresh  # RFC 7662 §2.2: an access token's type; a refresh token has none
     assert op.post_as("portal", "/introspect", token="nope").json() == {"active": False}
     unauthenticated = requests.post(f"{op.url}/introspect", data={"token": tokens["access_token"]},
                                     timeout=10)

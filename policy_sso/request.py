@@ -40,6 +40,26 @@ def parse_int(value: str, name: str, *, maximum: int = 10**MAX_INT_DIGITS - 1) -
     return number
 
 
+def parameter_member(body: Mapping[str, Any], name: str) -> str | None:
+    """Return an authorization parameter of a JSON body as the string a query has; raise InvalidRequest.
+
+    None when absent or empty. ``max_age`` may come as a JSON number and
+    ``claims`` as the JSON object itself (OIDC Core §5.5); anything else must
+    be a string. A value of another type is refused, never ignored: a
+    ``max_age`` of ``0`` sent as a number forces a new sign-in as ``"0"`` does.
+    """
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if name == "max_age":  # as text, parse_int refuses a negative, fractional or boolean one as in a query
+        return str(value)
+    if name == "claims" and isinstance(value, dict):
+        return json.dumps(value)
+    raise InvalidRequest(f"{name} must be a string" + (" or a JSON object" if name == "claims" else ""))
+
+
 def _refuse_constant(constant: str) -> Any:
     # RFC 8259 §6: NaN and Infinity are not JSON; Python's parser accepts them unless told not to
     raise InvalidRequest(f"{constant} is not a JSON number (RFC 8259 §6)")

@@ -23,7 +23,7 @@ from policy_sso.oidc.grant import Grant
 from policy_sso.oidc.provider import Provider, end_session, join_client
 from policy_sso.oidc.sign_in import sign_in_otp, sign_in_password
 from policy_sso.oidc.userinfo import resource_token
-from policy_sso.request import AuthRequest
+from policy_sso.request import AuthRequest, parameter_member
 from policy_sso.sessions.model import Session, SessionEnd
 from policy_sso.sessions.store import REVOKED_ACCESS_TOKENS
 
@@ -118,7 +118,7 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
     """
     scope = _string(body, "scope", required=False) or "openid"
     params = {"scope": scope, **{k: v for k in ("acr_values", "max_age", "claims")
-                                 if isinstance(v := body.get(k), str)}}
+                                 if (v := parameter_member(body, k)) is not None}}
     request = AuthRequest.from_params(client.client_id, params, client_ip=client_ip)
     if not set(request.scopes) <= set(client.scopes):
         raise OAuthError("scope is not allowed for this client", error="invalid_scope")

@@ -44,7 +44,7 @@ from policy_sso.decision import LOGIN_REQUIRED, Decision, Reason, Remedy
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken
 from policy_sso.networks import IPAddress
 from policy_sso.networks import client_ip as parse_client_ip
-from policy_sso.request import AuthRequest, parse_int
+from policy_sso.request import AuthRequest, parameter_member, parse_int
 from policy_sso.sessions.model import AuthEvent, Session
 
 if TYPE_CHECKING:
@@ -279,8 +279,8 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
         # like introspection (RFC 7662 §4): a resource server proves who it is with a secret
         raise InvalidClient("a resource server authenticates with its client secret")
     token, scope, resource, acr_values, max_age, token_type, dpop_jkt, address = (
-        _member(body, name) for name in ("token", "scope", "resource", "acr_values", "max_age", "token_type",
-                                         "dpop_jkt", "client_ip"))
+        parameter_member(body, name) for name in ("token", "scope", "resource", "acr_values", "max_age",
+                                                  "token_type", "dpop_jkt", "client_ip"))
     if token is None:
         raise InvalidRequest("token is required")
     if token_type not in (None, "Bearer", "DPoP"):
@@ -316,18 +316,6 @@ def resource_server_question(p: Provider, client: Client, body: Mapping[str, Any
                    subject=str(claims.get("sub")), reasons=answer.reasons, resource_server=client.client_id,
                    scopes=sorted(_scopes(scope)), **policy)
     return answer.to_json()
-
-
-def _member(body: Mapping[str, Any], name: str) -> str | None:
-    """Return a string member of the JSON body (None when absent or empty); raise InvalidRequest."""
-    value = body.get(name)
-    if value is None or value == "":
-        return None
-    if isinstance(value, int) and not isinstance(value, bool) and name == "max_age":
-        return str(value)  # max_age may come as a JSON number
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string")
-    return value
 
 
 def _no_user(policy: str, source: str) -> Decision:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 from live_op import BrowserAgent, LiveOP
@@ -114,3 +116,32 @@ def test_session_status_polling(op: LiveOP, browser: BrowserAgent) -> None:
     op.clock.advance(60)
     assert browser.get("/v1/auth/session/status", client_id="portal").json() == {
         "active": False, "reason": "logged_out", "ended_at": op.clock.now - 60}
+
+
+def test_request_parameters_in_json_are_honoured_whatever_their_json_type(op: LiveOP) -> None:
+    portal = op.client_token("portal-backend")
+    signed_in = call(op, "/v1/auth/password", portal, {"username": "alice", "password": "wonderland"})
+    session_id = signed_in.json()["session_id"]
+
+    def authenticate(**members: object) -> requests.Response:
+        return call(op, "/v1/auth/session/authenticate", portal, {"session_id": session_id, **members})
+
+    assert authenticate().status_code == 200
+    # max_age as a JSON number is the same request as the string: 0 forces a new sign-in
+    for max_age in (0, "0"):
+        refused = authenticate(max_age=max_age)
+        assert refused.status_code == 400 and refused.json()["error"] == "login_required", refused.text
+        assert [r["code"] for r in refused.json()["reasons"]] == ["max_age_exceeded"]
+    # the claims parameter as the JSON object itself, or as its text: an essential acr the session lacks
+    essential = {"id_token": {"acr": {"essential": True, "value": "urn:policy-sso:loa:3"}}}
+    for claims in (essential, json.dumps(essential)):
+        refused = authenticate(claims=claims)
+        assert refused.status_code == 400, refused.text
+        assert "acr_insufficient" in [r["code"] for r in refused.json()["reasons"]]
+    # a value of another type is refused, never ignored
+    for members in ({"max_age": -5}, {"max_age": 1.5}, {"max_age": True}, {"max_age": [0]},
+                    {"acr_values": ["urn:policy-sso:loa:3"]}, {"claims": ["acr"]}):
+        refused = authenticate(**members)
+        assert refused.status_code == 400, (members, refused.text)
+        assert refused.json()["error"] == "invalid_request"
+        assert next(iter(members)) in refused.json()["error_description"]

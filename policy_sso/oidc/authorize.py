@@ -15,7 +15,7 @@ import functools
 import re
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from policy_sso.config import Client
 from policy_sso.errors import (
@@ -149,6 +149,11 @@ class AuthorizationRequest:
     claims: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     claims_request: ClaimsRequest = NO_CLAIMS  # the user claims asked for (OIDC Core §5.5)
+
+    @property
+    def consent_scopes(self) -> tuple[str, ...]:
+        """Return the scopes the user consents to: those requested, then those of claims asked for by name."""
+        return tuple(dict.fromkeys([*self.scopes, *sorted(self.policy_request.scopes)]))
 
     @property
     def wants_code(self) -> bool:
@@ -346,7 +351,12 @@ def validate_authorization_request(
         policy_request = AuthRequest.from_params(client.client_id, params,
                                                  id_token_hint_sub=id_token_hint_sub,
                                                  login_hint_sub=login_hint_sub)
-        claims_request = parse_claims_request(params.get("claims"))
+        claims_request = parse_claims_request(params.get("claims")).within(client.scopes)
+        if claims_request.consent_scopes() - policy_request.scopes:
+            # OIDC Core §3.1.2.4: claims asked for by name are released with consent to their scopes,
+            # which the policy's consent check then asks for (the tokens' scope stays as requested)
+            policy_request = replace(policy_request,
+                                     scopes=policy_request.scopes | claims_request.consent_scopes())
     except OAuthError as err:
         raise fail(err) from None
     return AuthorizationRequest(

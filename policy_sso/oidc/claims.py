@@ -21,6 +21,15 @@ CLAIMS_OF_SCOPE: dict[str, tuple[str, ...]] = {
     "phone": ("phone_number", "phone_number_verified"),
 }
 
+# The scope whose consent releases each standard claim; the tenant's own claims are profile data.
+_SCOPE_OF_CLAIM = {claim: scope for scope, claims in CLAIMS_OF_SCOPE.items() for claim in claims}
+
+
+def releasing_scope(claim: str) -> str:
+    """Return the scope a user consents to for ``claim`` to be released: its §5.4 scope, else ``profile``."""
+    return _SCOPE_OF_CLAIM.get(claim, "profile")
+
+
 # Human descriptions shown on the consent page.
 SCOPE_DESCRIPTIONS: dict[str, Message] = {  # the words are policy_sso/messages' scope.* keys
     scope: Message(f"scope.{scope}") for scope in ("openid", "profile", "email", "address", "phone",
@@ -52,6 +61,11 @@ CLAIMS_MEMBERS = ("userinfo", "id_token")
 class ClaimsRequest:
     """The user claims a ``claims`` parameter asks for, per member (OIDC Core §5.5).
 
+    A claim is released with the user's consent to the scope that releases
+    it (:func:`releasing_scope`): asking for ``email`` by name asks for
+    consent to ``email`` (node-oidc-provider asks for consent to claims too),
+    and a claim of a scope the client may not ask for is not released at all.
+
     Only names are kept: ``essential`` changes nothing for a claim the user
     has (it is released either way) nor for one the user lacks (OIDC Core
     §5.5.1: the OP is not to fail the request), and ``value``/``values`` ask
@@ -62,6 +76,16 @@ class ClaimsRequest:
 
     userinfo: tuple[str, ...] = ()
     id_token: tuple[str, ...] = ()
+
+    def consent_scopes(self) -> frozenset[str]:
+        """Return the scopes whose consent releases the claims asked for (OIDC Core §3.1.2.4)."""
+        return frozenset(releasing_scope(name) for name in (*self.userinfo, *self.id_token))
+
+    def within(self, scopes: Iterable[str]) -> ClaimsRequest:
+        """Return the request without the claims none of ``scopes`` (what the client may ask for) releases."""
+        allowed = frozenset(scopes)
+        return ClaimsRequest(*(tuple(n for n in names if releasing_scope(n) in allowed)
+                               for names in (self.userinfo, self.id_token)))
 
 
 NO_CLAIMS = ClaimsRequest()

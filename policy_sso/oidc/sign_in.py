@@ -162,7 +162,7 @@ def grant_consent(p: Provider, page: Page, now: int) -> Session | None:
     """Record consent for the requested scopes and the policy's required ones; return the session."""
     assert page.session is not None
     remedy = page.step.decision.remedy
-    scopes = frozenset(page.request.scopes) | frozenset(remedy.scopes if remedy else ())
+    scopes = frozenset(page.request.consent_scopes) | frozenset(remedy.scopes if remedy else ())
     p.audit.record("consent.granted", now, outcome="granted", client=page.request.client.client_id,
                    subject=page.session.subject, session_id=page.session.id, scopes=sorted(scopes))
     return p.store.grant_consent(page.session.id, page.request.client.client_id, scopes, now)

@@ -246,7 +246,7 @@ class Consent(_Page):
             self._proceed(req, resp, page, interaction)
             return
         remedy = page.step.decision.remedy
-        names = dict.fromkeys([*page.request.scopes, *(remedy.scopes if remedy else ())])
+        names = dict.fromkeys([*page.request.consent_scopes, *(remedy.scopes if remedy else ())])
         scopes = [{"name": s, "description": scope_description(self.provider, s)} for s in names]
         self.browser.render(resp, "consent.html", client_name=self._client_name(page),
                             username=self._username(page.session.subject), scopes=scopes,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import requests
-from live_op import REDIRECTS, BrowserAgent, LiveOP, pkce_pair, with_issuer
+from live_op import REDIRECTS, BrowserAgent, Callback, LiveOP, pkce_pair, with_issuer
 
 from policy_sso.tenant import Tenant
 
@@ -25,9 +25,10 @@ pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")  # joserfc
 
 @pytest.fixture
 def tenant_for(demo_tenant: Tenant) -> Callable[[str], Tenant]:
-    """The demo tenant with a custom profile claim for Alice."""
+    """The demo tenant with a custom profile claim for Alice, and a phone number (a scope portal lacks)."""
     alice = demo_tenant.users["u-alice"]
-    alice = replace(alice, claims={**alice.claims, "department": "Research"})
+    alice = replace(alice, claims={**alice.claims, "department": "Research",
+                                   "phone_number": "+44 20 7946 0000"})
     users = {**demo_tenant.users, "u-alice": alice}
 
     def make(url: str) -> Tenant:
@@ -68,7 +69,7 @@ def test_discovery_lists_standard_and_custom_claims(op: LiveOP) -> None:
 
 def test_userinfo_member_essential_and_voluntary(op: LiveOP, browser: BrowserAgent) -> None:
     tokens = sign_in_with_claims(op, browser, {"userinfo": {
-        "name": {"essential": True}, "department": None, "phone_number": {"essential": True},
+        "name": {"essential": True}, "department": None, "nickname": {"essential": True},
         "favourite_colour": None, "email": {"value": "someone@else.example"}}}, scope="openid")
     got = userinfo(op, tokens["access_token"])
     # scope openid alone releases only sub; the claims parameter adds what it names and Alice has
@@ -188,3 +189,30 @@ def test_userinfo_by_post_empty_body_form_body_and_bad_schemes(op: LiveOP, brows
     twice = requests.post(f"{op.url}/userinfo", data={"access_token": token},
                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert twice.status_code == 400 and twice.json()["error"] == "invalid_request"
+
+
+def test_claims_asked_for_by_name_need_consent_to_their_scopes(op: LiveOP, browser: BrowserAgent) -> None:
+    """OIDC Core §3.1.2.4: no claim is released without the user's consent, whichever way it is asked for."""
+    sign_in_with_claims(op, browser, {}, username="bob", scope="openid")  # bob consents to openid only
+    claims = {"userinfo": {"email": None, "name": None}, "id_token": {"department": None}}
+    silent = browser.silent("portal", scope="openid", claims=json.dumps(claims))
+    assert silent.error == "consent_required" and "consent_missing" in silent.codes, silent.params
+
+    # the consent page names the scopes that release them, and the grant records them
+    page = browser.follow(browser.authorize_request("portal", scope="openid", claims=json.dumps(claims)))
+    assert not isinstance(page, Callback) and "consent" in page.url
+    assert "(<code>email</code>)" in page.text and "(<code>profile</code>)" in page.text
+    tokens = sign_in_with_claims(op, browser, claims, username="bob", scope="openid")
+    # what was asked for by name, not the rest of profile
+    assert userinfo(op, tokens["access_token"]) == {"sub": "u-bob", "email": "bob@example.com",
+                                                    "name": "Bob Builder"}
+    silent = browser.silent("portal", scope="openid", claims=json.dumps(claims))
+    assert silent.error is None, silent.params  # consented now: a silent sign-in releases them
+
+
+def test_a_claim_of_a_scope_the_client_may_not_ask_for_is_not_released(op: LiveOP,
+                                                                        browser: BrowserAgent) -> None:
+    tokens = sign_in_with_claims(op, browser, {"userinfo": {"phone_number": None, "name": None}},
+                                 scope="openid")
+    # Alice has a phone number, but portal may ask for openid, profile, email and offline_access only
+    assert userinfo(op, tokens["access_token"]) == {"sub": "u-alice", "name": "Alice Liddell"}

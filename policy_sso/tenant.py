@@ -161,6 +161,14 @@ class Tenant:
             if named is not None and named in self.policies:
                 self._policy_of.setdefault(client_id, named)
         self.users_by_name = {u.username: u for u in self.users.values()}
+        # what a login_hint may name besides a subject or a username: an email address or a username
+        # in any case (OIDC Core §3.1.2.1 gives an email as the example); a key two users share names neither
+        hint_keys: dict[str, list[User]] = {}
+        for user in self.users.values():
+            email = user.claims.get("email")
+            for key in {user.username.casefold(), *([email.casefold()] if isinstance(email, str) else [])}:
+                hint_keys.setdefault(key, []).append(user)
+        self._hinted = {key: users[0] for key, users in hint_keys.items() if len(users) == 1}
         # whether any policy has a ``when network in`` test: only then is a request's address parsed
         self.tests_networks = any(network_tests(when.condition) for policy in self.policies.values()
                                   for when in policy.whens)
@@ -220,10 +228,10 @@ class Tenant:
         return self.evaluator(request.client_id).decide(request, session, now)
 
     def resolve_user(self, hint: str | None) -> User | None:
-        """Return the user a login hint names, by subject or username."""
+        """Return the user a login hint names: subject or username, else email or username in any case."""
         if not hint:
             return None
-        return self.users.get(hint) or self.users_by_name.get(hint)
+        return self.users.get(hint) or self.users_by_name.get(hint) or self._hinted.get(hint.casefold())
 
 
 def _glob(directory: Path, settings: TenantSettings | None,

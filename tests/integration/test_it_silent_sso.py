@@ -115,6 +115,10 @@ def test_id_token_hint_for_another_user(op: LiveOP, browser: BrowserAgent, new_b
     assert (other.error, other.codes) == ("login_required", ["subject_mismatch"])
     assert browser.silent("portal", login_hint="bob").codes == ["subject_mismatch"]
     assert browser.silent("portal", login_hint="alice").params.get("code")
+    # OIDC Core §3.1.2.1: a hint may be the user's email address, and a username in another case
+    for hint in ("alice@example.com", "Alice@Example.COM", "ALICE"):
+        assert browser.silent("portal", login_hint=hint).params.get("code"), hint
+    assert browser.silent("portal", login_hint="bob@example.com").codes == ["subject_mismatch"]
 
     # interactively the login page names the hinted account; signing in as bob replaces alice's session
     page = browser.follow(browser.authorize_request("portal", id_token_hint=bob_id_token))

@@ -327,19 +327,12 @@ def validate_authorization_request(
         raise fail(InvalidRequest("nonce is required for response types that return an ID token"))
 
     challenge = params.get("code_challenge") or None
-    method = params.get("code_challenge_method")
-    if "code" in response_type.split():
-        if challenge is None and client.is_public:
-            # RFC 9700 §2.1.1: public clients MUST use PKCE
-            raise fail(InvalidRequest("code_challenge is required for public clients (PKCE S256)"))
-        if challenge is not None:
-            if method != "S256":
-                # RFC 9700 §2.1.1: only S256; "plain" is refused, and so is a missing method
-                raise fail(InvalidRequest("code_challenge_method must be S256"))
-            if verify_challenge is not None:
-                _check_challenge(verify_challenge, challenge, target)
-    elif challenge is not None or method is not None:
-        raise fail(InvalidRequest("code_challenge is only allowed when a code is returned"))
+    try:
+        _pkce(challenge, params.get("code_challenge_method"), "code" in response_type.split(), client)
+    except InvalidRequest as err:
+        raise fail(err) from None
+    if challenge is not None and verify_challenge is not None:
+        _check_challenge(verify_challenge, challenge, target)
     jkt = params.get("dpop_jkt")
     if jkt is not None and not _JKT.fullmatch(jkt):
         # RFC 9449 §10: the base64url SHA-256 thumbprint of the key (RFC 7638)
@@ -364,6 +357,21 @@ def validate_authorization_request(
         policy_request=policy_request, nonce=nonce, code_challenge=challenge,
         claims=params.get("claims") or None, params=dict(params), claims_request=claims_request,
     )
+
+
+def _pkce(challenge: str | None, method: str | None, returns_code: bool, client: Client) -> None:
+    """Raise InvalidRequest unless the request's PKCE parameters are usable (RFC 7636, RFC 9700 §2.1.1)."""
+    if not returns_code:
+        if challenge is not None or method is not None:
+            raise InvalidRequest("code_challenge is only allowed when a code is returned")
+        return
+    if challenge is None:
+        if client.is_public:  # RFC 9700 §2.1.1: public clients MUST use PKCE
+            raise InvalidRequest("code_challenge is required for public clients (PKCE S256)")
+        if method is not None:  # RFC 7636 §4.3: a method alone binds nothing; the client only thinks it does
+            raise InvalidRequest("code_challenge_method without code_challenge")
+    elif method != "S256":  # RFC 9700 §2.1.1: only S256; "plain" is refused, and so is a missing method
+        raise InvalidRequest("code_challenge_method must be S256")
 
 
 def _check_challenge(verify: Callable[[str], object], challenge: str, target: ResponseTarget) -> None:

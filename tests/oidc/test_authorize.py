@@ -62,6 +62,7 @@ def test_unverifiable_redirect_is_shown_not_redirected(overrides: dict) -> None:
     ({"response_type": "id_token"}, "invalid_request"),
     ({"code_challenge": CHALLENGE, "code_challenge_method": "plain"}, "invalid_request"),
     ({"code_challenge": CHALLENGE}, "invalid_request"),
+    ({"code_challenge_method": "S256"}, "invalid_request"),  # RFC 7636 §4.3: a method binds nothing alone
     ({"request": "eyJ"}, "request_not_supported"),
     ({"request_uri": "https://x"}, "request_uri_not_supported"),
     ({"prompt": "none login"}, "invalid_request"),
@@ -69,7 +70,7 @@ def test_unverifiable_redirect_is_shown_not_redirected(overrides: dict) -> None:
     ({"max_age": "-1"}, "invalid_request"),
     ({"claims": "{not json"}, "invalid_request"),
 ], ids=["missing_response_type", "token_alone", "code_token", "bad_mode", "query_with_tokens",
-        "no_openid", "nonce_required", "pkce_plain", "pkce_no_method",
+        "no_openid", "nonce_required", "pkce_plain", "pkce_no_method", "pkce_method_alone",
         "request_object", "request_uri", "prompt_none_combined", "prompt_unknown", "max_age_negative",
         "claims_not_json"])
 def test_errors_after_the_redirect_uri_is_verified_are_redirected(overrides: dict, error: str) -> None:

@@ -8,7 +8,7 @@ import falcon
 
 from policy_sso.errors import InvalidRequest
 from policy_sso.oidc import admin, backend
-from policy_sso.oidc.authorize import single_valued
+from policy_sso.oidc.authorize import single_valued, without_blanks
 from policy_sso.request import loads_json
 
 MAX_FORM_BYTES = 64 * 1024
@@ -28,6 +28,16 @@ def form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params:
     """Parse an ``application/x-www-form-urlencoded`` body into ``req.context.form``."""
     del resp, resource, params
     req.context.form = _parse(form_text(req))
+
+
+def protocol_form_body(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict) -> None:
+    """Parse an OAuth endpoint's form body: a parameter sent with no value is omitted (RFC 6749 §3.2).
+
+    The hosted pages keep empty fields (``form_body``): an empty code field
+    still says which form was sent.
+    """
+    form_body(req, resp, resource, params)
+    req.context.form = without_blanks(req.context.form)
 
 
 def form_text(req: falcon.Request) -> str:

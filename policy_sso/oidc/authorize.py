@@ -193,6 +193,11 @@ def single_valued(params: Mapping[str, str | list[str]]) -> dict[str, str]:
     return out
 
 
+def without_blanks(params: Mapping[str, str]) -> dict[str, str]:
+    """Return the parameters without those sent with no value: they count as omitted (RFC 6749 §3.1, §3.2)."""
+    return {key: value for key, value in params.items() if value != ""}
+
+
 def single_valued_authorization(params: Mapping[str, str | list[str]], clients: Mapping[str, Client],
                                 issuer: str) -> dict[str, str]:
     """Return an authorization request's parameters as single strings; refuse a repeated one.

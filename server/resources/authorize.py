@@ -8,7 +8,7 @@ import falcon
 
 from policy_sso.errors import StoreUnavailable
 from policy_sso.oidc import authorization_flow
-from policy_sso.oidc.authorize import single_valued_authorization
+from policy_sso.oidc.authorize import single_valued_authorization, without_blanks
 from policy_sso.oidc.provider import Provider
 from server.browser import Browser
 from server.client_address import client_address, client_device, policy_client_ip
@@ -34,7 +34,8 @@ class Authorize:
 
     def _parameters(self, text: str) -> dict[str, str]:
         raw = falcon.uri.parse_query_string(text, keep_blank=True, csv=False)
-        return single_valued_authorization(raw, self.provider.tenant.clients, self.provider.issuer)
+        return without_blanks(single_valued_authorization(raw, self.provider.tenant.clients,
+                                                          self.provider.issuer))
 
     def _authorize(self, req: falcon.Request, resp: falcon.Response, params: dict[str, str]) -> None:
         try:

@@ -6,7 +6,7 @@ import falcon
 
 from policy_sso.oidc import par, token_endpoint
 from policy_sso.oidc.provider import Provider
-from server.hooks import authenticate_client, form_body
+from server.hooks import authenticate_client, protocol_form_body
 
 
 class PushedAuthorizationRequest:
@@ -15,7 +15,7 @@ class PushedAuthorizationRequest:
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
 
-    @falcon.before(form_body)
+    @falcon.before(protocol_form_body)
     @falcon.before(authenticate_client)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Validate and seal the request; 201 with its request_uri and expires_in."""

@@ -6,7 +6,7 @@ import falcon
 
 from policy_sso.oidc import revocation, token_endpoint
 from policy_sso.oidc.provider import Provider
-from server.hooks import authenticate_client, form_body
+from server.hooks import authenticate_client, protocol_form_body
 
 
 class _ClientEndpoint:
@@ -17,7 +17,7 @@ class _ClientEndpoint:
 class Token(_ClientEndpoint):
     """The token endpoint (RFC 6749 §3.2); responses are never cached (§5.1)."""
 
-    @falcon.before(form_body)
+    @falcon.before(protocol_form_body)
     @falcon.before(authenticate_client)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Exchange a grant for tokens."""
@@ -30,7 +30,7 @@ class Token(_ClientEndpoint):
 class Revoke(_ClientEndpoint):
     """The revocation endpoint (RFC 7009 §2)."""
 
-    @falcon.before(form_body)
+    @falcon.before(protocol_form_body)
     @falcon.before(authenticate_client)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Revoke the token; 200 with an empty body whatever the token was (§2.2)."""
@@ -43,7 +43,7 @@ class Revoke(_ClientEndpoint):
 class Introspect(_ClientEndpoint):
     """The introspection endpoint (RFC 7662 §2)."""
 
-    @falcon.before(form_body)
+    @falcon.before(protocol_form_body)
     @falcon.before(authenticate_client)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Describe the token."""

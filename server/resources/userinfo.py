@@ -8,7 +8,7 @@ import falcon
 
 from policy_sso.oidc.provider import Provider
 from policy_sso.oidc.userinfo import resource_token, userinfo
-from server.hooks import form_body
+from server.hooks import protocol_form_body
 
 PATH = "/userinfo"
 
@@ -23,7 +23,7 @@ def optional_form_body(req: falcon.Request, resp: falcon.Response, resource: Any
     if not req.content_type and not req.content_length:
         req.context.form = {}
         return
-    form_body(req, resp, resource, params)
+    protocol_form_body(req, resp, resource, params)
 
 
 class UserInfo:

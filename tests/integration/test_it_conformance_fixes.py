@@ -331,3 +331,19 @@ def test_a_repeated_parameter_in_a_posted_authorization_request_is_redirected_to
     assert resp.status_code == 303
     params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(resp.headers["Location"]).query))
     assert params["error"] == "invalid_request" and params["state"] == "s2"
+
+
+def test_a_parameter_sent_without_a_value_counts_as_omitted(op: LiveOP, browser: BrowserAgent) -> None:
+    """RFC 6749 §3.1 and §3.2: "Parameters sent without a value MUST be treated as if they were omitted"."""
+    browser.sign_in("portal")
+    for empty in ("response_mode", "request", "request_uri", "registration", "dpop_jkt",
+                  "code_challenge_method", "max_age", "acr_values", "login_hint", "claims"):
+        answer = browser.silent("portal", **{empty: ""})
+        assert answer.error is None and "code" in answer.params, (empty, answer.params)
+    implicit = browser.silent("portal", response_type="id_token", code_challenge_method="")
+    assert implicit.error is None and "id_token" in implicit.params, implicit.params
+    # at the token endpoint: an empty client_secret beside Basic is not a second authentication method
+    code = browser.silent("portal").params["code"]
+    tokens = op.token("portal", grant_type="authorization_code", code=code, redirect_uri=REDIRECTS["portal"],
+                      client_secret="", code_verifier="")
+    assert tokens.status_code == 200, tokens.text

@@ -8,6 +8,7 @@ HTTP layer renders them without guessing (the shape authlib uses in
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -32,6 +33,20 @@ class StoreError(PolicySSOError):
     """The session store could not be reached or answered unexpectedly."""
 
 
+# RFC 6749 §4.1.2.1, §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (printable ASCII but " and \)
+_NOT_IN_DESCRIPTIONS = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+_SPELLED = str.maketrans({'"': "'", "\\": "/", "§": "section ", "…": "...", "\n": " ", "\t": " "})
+
+
+def error_description(text: str) -> str:
+    """Return ``text`` in the characters an error_description may hold; any other is ``?``.
+
+    A value a client sent and a message quotes ("response_type 'é'") stays
+    recognisable; our own messages keep their meaning ("§6" reads "section 6").
+    """
+    return _NOT_IN_DESCRIPTIONS.sub("?", text.translate(_SPELLED))
+
+
 class OAuthError(PolicySSOError):
     """An error with an OAuth 2.0 / OIDC error code (RFC 6749 §4.1.2.1, §5.2; OIDC Core §3.1.2.6)."""
 
@@ -41,7 +56,7 @@ class OAuthError(PolicySSOError):
     def __init__(self, description: str, *, error: str | None = None, status: int | None = None,
                  headers: dict[str, str] | None = None, extra: dict | None = None) -> None:
         super().__init__(description)
-        self.description = description
+        self.description = error_description(description)
         if error is not None:
             self.error = error
         if status is not None:

@@ -97,9 +97,9 @@ class ResponseTarget:
 
     def error(self, err: OAuthError) -> AuthorizationResponse:
         """Return the error response for ``err`` (RFC 6749 §4.1.2.1, OIDC Core §3.1.2.6)."""
-        # a description quoting a client's value must still be encodable (a lone surrogate: its escape)
-        description = err.description.encode("utf-8", "backslashreplace").decode("utf-8")
-        return self.response({"error": err.error, "error_description": description})
+        # the description is in RFC 6749's characters (policy_sso.errors.error_description): a lone
+        # surrogate a client sent is a "?" there, so the redirect always encodes
+        return self.response({"error": err.error, "error_description": err.description})
 
 
 @dataclass(frozen=True, slots=True)

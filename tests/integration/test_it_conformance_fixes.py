@@ -8,6 +8,7 @@ RFC 8414 metadata, and the hosted pages' own Content-Security-Policy.
 
 from __future__ import annotations
 
+import re
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -347,3 +348,17 @@ def test_a_parameter_sent_without_a_value_counts_as_omitted(op: LiveOP, browser:
     tokens = op.token("portal", grant_type="authorization_code", code=code, redirect_uri=REDIRECTS["portal"],
                       client_secret="", code_verifier="")
     assert tokens.status_code == 200, tokens.text
+
+
+ERROR_DESCRIPTION = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e]*')  # RFC 6749 §4.1.2.1, §5.2
+
+
+@pytest.mark.parametrize("value", ['é', 'a"b', 'a\\b', "line\nbreak"])
+def test_an_error_description_quoting_a_value_keeps_to_the_rfc_characters(op: LiveOP, browser: BrowserAgent,
+                                                                          value: str) -> None:
+    redirected = browser.follow(browser.authorize_request("portal", response_type=value))
+    assert redirected.error == "unsupported_response_type", redirected.params
+    assert ERROR_DESCRIPTION.fullmatch(redirected.params["error_description"]), redirected.params
+    refused = op.token("portal", grant_type=value)
+    assert refused.json()["error"] == "unsupported_grant_type"
+    assert ERROR_DESCRIPTION.fullmatch(refused.json()["error_description"]), refused.text

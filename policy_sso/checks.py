@@ -194,11 +194,16 @@ def amr(req: AmrRequirement, error: str, step_up: RemedyHint) -> Check:
     else:
         fails = " or ".join(f"{{{i + 1}}} not in m" for i in range(len(req.methods)))
         required = f"amr all of {listed}"
+    # the step-up hint (acr_values at the MFA level) only when every method named is a second factor:
+    # retrying with it would demand MFA of a policy that asks for a first factor (pwd, wia) alone
+    if all(FACTOR_OF_METHOD.get(m) in SECOND_FACTORS for m in req.methods):
+        remedy = RemedyHint(step_up.action, step_up.params, req.methods)
+    else:
+        remedy = RemedyHint("login", (("prompt", "login"),), req.methods)
     return Check(
         "amr_missing", f"the session lacks a required authentication method ({req.mode})",
         error, req.span, f"({fails})", required,
-        lambda r, s, now: f"session amr {_methods_text(s)}",
-        RemedyHint(step_up.action, step_up.params, req.methods), (methods, *req.methods))
+        lambda r, s, now: f"session amr {_methods_text(s)}", remedy, (methods, *req.methods))
 
 
 def mfa(req: MfaRequirement, error: str, step_up: RemedyHint) -> Check:

@@ -122,3 +122,24 @@ def test_request_rejects_malformed_parameters(params, message):
 
     with pytest.raises(InvalidRequest, match=message):
         AuthRequest.from_params("c", params)
+
+
+@pytest.mark.parametrize(("client_id", "method"), [("docs", "hwk"), ("portal", "otp")])
+def test_remedy_for_a_first_factor_amr_asks_to_sign_in_again_not_for_mfa(demo_dir, client_id, method):
+    """A policy asking for pwd or wia alone is not met by retrying at the MFA level (acr_values loa:2)."""
+    demo = load_tenant(demo_dir)
+    req = AuthRequest.from_params(client_id, {"scope": "openid", "prompt": "none"})
+    decision = demo.decide(req, session((method, 60), consents={client_id: frozenset({"openid"})}), NOW)
+    assert [r.code for r in decision.reasons] == ["amr_missing"]
+    assert "acr_values" not in decision.remedy.params
+    assert decision.remedy.params == {"prompt": "login"} and "pwd" in decision.remedy.methods
+
+
+def test_remedy_for_a_second_factor_amr_keeps_the_step_up_level(demo_dir):
+    demo = load_tenant(demo_dir)
+    req = AuthRequest.from_params("docs", {"scope": "openid", "prompt": "none",
+                                           "acr_values": "urn:policy-sso:loa:3"})
+    granted = {"docs": frozenset({"openid"})}
+    decision = demo.decide(req, session(("pwd", 60), ("otp", 60), consents=granted), NOW)
+    assert "amr_missing" in [r.code for r in decision.reasons]
+    assert decision.remedy.action == "step_up" and "hwk" in decision.remedy.methods

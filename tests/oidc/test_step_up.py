@@ -48,8 +48,9 @@ REFUSALS = [
      ["mfa_required", "acr_insufficient"], f'acr_values="{LOA2}", max_age="300"'),
     ("step_up_required", claims(amr=MFA, age=301), {"scope": "payments:write"},
      ["step_up_required"], f'acr_values="{LOA2}", max_age="300"'),
+    # docs asks for pwd or wia: signing in again, not the MFA level (acr_values), is what meets it
     ("amr_missing", claims("docs", amr=("otp",)), {"scope": "openid"},
-     ["amr_missing"], f'acr_values="{LOA2}"'),
+     ["amr_missing"], ""),
     ("mfa_required", claims("payments-web"), {"scope": "openid"},
      ["mfa_required", "acr_insufficient"], f'acr_values="{LOA2}"'),
     # require mfa (line 10) fails; the when block's mfa within 5m (line 16) applies to payments:write

@@ -100,13 +100,19 @@ def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> N
     ("POLICY_SSO_PORT", "eighty"), ("POLICY_SSO_PORT", "70000"), ("POLICY_SSO_THREADS", "0"),
     ("POLICY_SSO_ISSUER", "sso.example.com"), ("POLICY_SSO_ISSUER", "https://sso.example.com/?x=1"),
     ("POLICY_SSO_LOG_FORMAT", "xml"), ("POLICY_SSO_LOG_LEVEL", "loud"),
-    ("POLICY_SSO_CONNECTION_LIMIT", "-1"),
+    ("POLICY_SSO_CONNECTION_LIMIT", "-1"), ("POLICY_SSO_STORE", "bogus://x"), ("POLICY_SSO_STORE", "var/db"),
 ], ids=str)
 def test_a_bad_value_in_the_environment_is_a_usage_error_naming_it(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     assert cli_main(["serve"]) == 2
     assert var in capsys.readouterr().err
+
+
+def test_a_bad_store_flag_is_a_usage_error_naming_the_forms(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["serve", "--store", "sqlite.db"]) == 2
+    err = capsys.readouterr().err
+    assert "--store" in err and "unsupported store URL 'sqlite.db'" in err and "sqlite:///PATH" in err
 
 
 def test_a_bad_variable_does_not_break_other_commands(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -205,13 +205,22 @@ def _naming(var: str, convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def _store_url(text: str) -> str:
+    from policy_sso.sessions.store import store_url  # the store package loads only for commands that use it
+
+    try:
+        return store_url(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``serve`` command to the CLI, every option also read from ``POLICY_SSO_<OPTION>``."""
     p = subparsers.add_parser("serve", help="run the OpenID Provider (waitress)")
     p.add_argument("--config", default="policies", metavar="DIR", help="tenant directory (policies/)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="keys and the SQLite store (default: tenant.yaml state_dir, ./var)")
-    p.add_argument("--store", metavar="URL",
+    p.add_argument("--store", type=_store_url, metavar="URL",
                    help="memory://, sqlite:///PATH, redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,...] "
                    "or postgresql://USER@HOST/DB "
                    "(default: SQLite in --state-dir if given, else tenant.yaml store)")

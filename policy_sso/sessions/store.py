@@ -333,6 +333,24 @@ class Store(Protocol):
         """Release connections and files."""
 
 
+# the URL schemes open_store understands, and what to write instead of any other
+STORE_SCHEMES = ("memory:", "sqlite:", "postgresql:", "postgres:", "redis:", "rediss:", "unix:",
+                 "redis+cluster:", "rediss+cluster:")
+STORE_URL_FORMS = ("memory://, sqlite:///PATH, redis://HOST:PORT/DB, "
+                   "redis+cluster://HOST:PORT[,HOST:PORT...] or postgresql://USER@HOST:PORT/DB")
+
+
+def store_url(text: str) -> str:
+    """Return ``text`` when it is a store URL of a supported scheme; raise ValueError naming the forms.
+
+    Checks the form only (``serve --store`` refuses a typo as a usage error
+    before anything is opened); :func:`open_store` connects.
+    """
+    if not text.startswith(STORE_SCHEMES):
+        raise ValueError(f"unsupported store URL {text!r}: use {STORE_URL_FORMS}")
+    return text
+
+
 def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> Store:
     """Return the store named by ``url``: ``memory://``, ``sqlite:///path``, ``redis://host:port/db``,
     ``redis+cluster://host:port[,host:port...]`` or ``postgresql://user@host:port/db``.
@@ -365,9 +383,7 @@ def open_store(url: str, lifetime: SessionLifetime, options: StoreOptions | None
         return RedisStore(url, lifetime, options)
     from policy_sso.errors import StoreError
 
-    raise StoreError(f"unsupported store URL {url!r}: use memory://, sqlite:///PATH, "
-                     "redis://HOST:PORT/DB, redis+cluster://HOST:PORT[,HOST:PORT...] or "
-                     "postgresql://USER@HOST:PORT/DB")
+    raise StoreError(f"unsupported store URL {url!r}: use {STORE_URL_FORMS}")
 
 
 def _seconds(text: str, url: str) -> float:

@@ -201,6 +201,13 @@ def test_version_comes_from_the_package_metadata():
     assert (run.returncode, run.stdout) == (0, f"policy-sso {version('policy-sso')}\n")
 
 
+@pytest.mark.parametrize("option", ["--bogus", "--config=policies", "-x"])
+def test_an_unknown_option_before_the_command_is_named(option):
+    run = _cli(option, "validate")
+    assert run.returncode == 2
+    assert f"unrecognized option {option}" in run.stderr and "required" not in run.stderr
+
+
 def test_help_texts_speak_to_users():
     from policy_sso.cli import build_parser
 

@@ -272,6 +272,13 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # an unknown option before any command: argparse would only say the command is missing
+    if argv and argv[0].startswith("-") and argv[0] not in parser._option_string_actions:
+        parser.print_usage(sys.stderr)
+        print(f"policy-sso: error: unrecognized option {argv[0]} (options go after the command: "
+              f"policy-sso COMMAND {argv[0]})", file=sys.stderr)
+        return EXIT_USAGE
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:

@@ -240,7 +240,7 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
         p.store.touch_session(session.id, now)
     grant = Grant(session.subject, client_id, " ".join(areq.scopes), session.auth_time,
                   granted_acr(p, areq.policy_request, session), session.amr, join.sid, areq.nonce,
-                  areq.claims_request.userinfo, areq.claims_request.id_token)
+                  areq.claims_request.userinfo, areq.claims_request.id_token, session.second_factor_time)
     settings = p.tenant.settings.tokens
     out: dict[str, str] = {}
     code = None
@@ -286,4 +286,5 @@ def mint_access_token(p: Provider, grant: Grant, now: int, jti: str, jkt: str | 
         p.keyring, issuer=p.issuer, subject=grant.subject, client_id=grant.client_id,
         scope=grant.scope, now=now, lifetime=p.tenant.settings.tokens.access_token_lifetime,
         jti=jti, auth_time=grant.auth_time, acr=grant.acr, amr=list(grant.amr) or None,
-        sid=grant.sid, userinfo_claims=grant.userinfo_claims, jkt=jkt)
+        sid=grant.sid, userinfo_claims=grant.userinfo_claims, jkt=jkt,
+        second_factor_time=grant.second_factor_time)

@@ -139,7 +139,8 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
     if now - session.last_seen >= p.store.lifetime.touch_interval:
         p.store.touch_session(session.id, now)
     grant = Grant(session.subject, client.client_id, " ".join(sorted(request.scopes)), session.auth_time,
-                  granted_acr(p, request, session), session.amr, join.sid, None)
+                  granted_acr(p, request, session), session.amr, join.sid, None,
+                  second_factor_time=session.second_factor_time)
     settings = p.tenant.settings.tokens
     access_token = mint_access_token(p, grant, now, secrets.token_urlsafe(16))
     out: dict[str, Any] = {"session_id": session.id, "access_token": access_token, "token_type": "Bearer",

@@ -53,7 +53,7 @@ def user_claims(user: User, scopes: Iterable[str]) -> dict[str, Any]:
 # never supply one.
 PROTOCOL_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "nonce", "auth_time",
                              "acr", "amr", "sid", "azp", "at_hash", "c_hash", "cnf", "client_id",
-                             "scope", "s_hash", "userinfo_claims"})
+                             "scope", "s_hash", "userinfo_claims", "second_factor_time"})
 CLAIMS_MEMBERS = ("userinfo", "id_token")
 
 

@@ -68,8 +68,9 @@ class CodeSealer:
         plain = jsonenc.dumps([
             _VERSION, sealed.expires_at, g.subject, g.client_id, g.scope, g.auth_time, g.acr, g.amr, g.sid,
             g.nonce, sealed.redirect_uri, sealed.code_challenge,
-            *((g.userinfo_claims, g.id_token_claims, sealed.dpop_jkt)
-              if g.userinfo_claims or g.id_token_claims or sealed.dpop_jkt else ())])
+            *((g.userinfo_claims, g.id_token_claims, sealed.dpop_jkt, g.second_factor_time)
+              if g.userinfo_claims or g.id_token_claims or sealed.dpop_jkt or g.second_factor_time
+              else ())])
         nonce = _NONCES.next()
         return b64url.encode(nonce + self._aead.encrypt(nonce, plain, _AAD))
 
@@ -87,11 +88,12 @@ class CodeSealer:
             return None
         (expires_at, subject, client_id, scope, auth_time, acr, amr, sid, nonce, redirect_uri,
          challenge) = fields[1:12]
-        # the claims parameter's names ride along only when a request had one (OIDC Core §5.5)
-        # and so does the DPoP key binding of RFC 9449 §10
-        userinfo, id_token, dpop_jkt = fields[12:15] if len(fields) > 12 else ((), (), None)
+        # the claims parameter's names ride along only when a request had one (OIDC Core §5.5),
+        # and so do the DPoP key binding of RFC 9449 §10 and the second factor's time
+        userinfo, id_token, dpop_jkt, second_factor_time = (
+            [*fields[12:16], None][:4] if len(fields) > 12 else ((), (), None, None))
         return CodeGrant(Grant(subject, client_id, scope, auth_time, acr, tuple(amr), sid, nonce,
-                               tuple(userinfo), tuple(id_token)),
+                               tuple(userinfo), tuple(id_token), second_factor_time),
                          redirect_uri, challenge, expires_at, dpop_jkt)
 
     def derive_key(self, label: bytes) -> bytes:

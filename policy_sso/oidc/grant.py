@@ -21,6 +21,9 @@ class Grant:
     # the user claims the ``claims`` parameter asked for, per member (OIDC Core §5.5)
     userinfo_claims: tuple[str, ...] = ()
     id_token_claims: tuple[str, ...] = ()
+    # when the session's latest second factor was presented (amr lists methods of several moments,
+    # auth_time is the latest): what ``require mfa within`` is judged by at an API (RFC 9470)
+    second_factor_time: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         """Return the grant as a JSON-safe mapping for the store."""
@@ -28,7 +31,9 @@ class Grant:
                 "auth_time": self.auth_time, "acr": self.acr, "amr": list(self.amr),
                 "sid": self.sid, "nonce": self.nonce,
                 **({"userinfo_claims": list(self.userinfo_claims)} if self.userinfo_claims else {}),
-                **({"id_token_claims": list(self.id_token_claims)} if self.id_token_claims else {})}
+                **({"id_token_claims": list(self.id_token_claims)} if self.id_token_claims else {}),
+                **({"second_factor_time": self.second_factor_time}
+                   if self.second_factor_time is not None else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Grant:
@@ -36,9 +41,9 @@ class Grant:
         return cls(data["sub"], data["client_id"], data["scope"], data.get("auth_time"),
                    data.get("acr"), tuple(data.get("amr") or ()), data.get("sid"),
                    data.get("nonce"), tuple(data.get("userinfo_claims") or ()),
-                   tuple(data.get("id_token_claims") or ()))
+                   tuple(data.get("id_token_claims") or ()), data.get("second_factor_time"))
 
     def with_scope(self, scope: str) -> Grant:
         """Return the grant for a refreshed token: ``scope`` (RFC 6749 §6) and no nonce (OIDC Core §12.2)."""
         return Grant(self.subject, self.client_id, scope, self.auth_time, self.acr, self.amr, self.sid,
-                     None, self.userinfo_claims, self.id_token_claims)
+                     None, self.userinfo_claims, self.id_token_claims, self.second_factor_time)

@@ -44,8 +44,9 @@ from policy_sso.decision import LOGIN_REQUIRED, Decision, Reason, Remedy
 from policy_sso.errors import InvalidClient, InvalidRequest, InvalidToken
 from policy_sso.networks import IPAddress
 from policy_sso.networks import client_ip as parse_client_ip
+from policy_sso.oidc.tokens import SECOND_FACTOR_TIME
 from policy_sso.request import AuthRequest, parameter_member, parse_int
-from policy_sso.sessions.model import AuthEvent, Session
+from policy_sso.sessions.model import FACTOR_OF_METHOD, SECOND_FACTORS, AuthEvent, Session
 
 if TYPE_CHECKING:
     from policy_sso.compile import CompiledPolicy
@@ -123,19 +124,30 @@ def _quotable(value: str) -> str:
 
 
 def token_session(claims: Mapping[str, Any], now: int) -> Session | None:
-    """Return the authentication behind a token as a session: each ``amr`` method at ``auth_time``.
+    """Return the authentication behind a token as a session: its ``amr`` methods, each at its time.
 
-    None when the token has no ``auth_time`` (no user authentication behind it).
-    ``mfa`` in ``amr`` is not an event: the session derives it from the factors.
+    A second factor (possession, inherence) at the token's ``second_factor_time``
+    (when it was last presented; at the epoch when the token does not say,
+    so ``require mfa within`` fails closed), every other method at
+    ``auth_time``. None when the token has no ``auth_time`` (no user
+    authentication behind it). ``mfa`` in ``amr`` is not an event: the session
+    derives it from the factors.
     """
     auth_time = claims.get("auth_time")
-    if not isinstance(auth_time, int) or isinstance(auth_time, bool):
+    if not _is_int(auth_time):
         return None
+    second = claims.get(SECOND_FACTOR_TIME)
+    second_time = second if _is_int(second) and second <= auth_time else 0
     amr = claims.get("amr")
     methods = [m for m in amr if isinstance(m, str) and m != "mfa"] if isinstance(amr, list) else []
-    events = tuple(AuthEvent(m, auth_time) for m in dict.fromkeys(methods))
+    events = tuple(AuthEvent(m, second_time if FACTOR_OF_METHOD.get(m) in SECOND_FACTORS else auth_time)
+                   for m in dict.fromkeys(methods))
     return Session(id=f"token:{claims.get('jti')}", subject=str(claims.get("sub")), created_at=auth_time,
                    last_seen=now, events=events, created_for=str(claims.get("client_id")))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _scopes(scope: str | Iterable[str] | None) -> frozenset[str]:

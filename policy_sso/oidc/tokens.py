@@ -27,6 +27,8 @@ _HASH_OF_ALG = {"RS256": hashlib.sha256, "ES256": hashlib.sha256, "PS256": hashl
                 # none, and Ed25519 hashes with SHA-512 inside, so at_hash/c_hash use SHA-512
                 # (OpenID Core errata set 2; what node-oidc-provider and Authlib do)
                 "EdDSA": hashlib.sha512}
+# an access token's private claim: when the latest second factor of its amr was presented
+SECOND_FACTOR_TIME = "second_factor_time"
 _NO_TIME_CHECKS = {"verify_exp": False, "verify_iat": False, "verify_nbf": False}
 
 
@@ -61,7 +63,8 @@ def mint_access_token(keyring: KeyRing, *, issuer: str, subject: str, client_id:
                       now: int, lifetime: int, jti: str, auth_time: int | None = None,
                       acr: str | None = None, amr: list[str] | None = None, sid: str | None = None,
                       audience: str | None = None, alg: str = "RS256",
-                      userinfo_claims: tuple[str, ...] = (), jkt: str | None = None) -> str:
+                      userinfo_claims: tuple[str, ...] = (), jkt: str | None = None,
+                      second_factor_time: int | None = None) -> str:
     """Return an RFC 9068 access token: typ at+jwt (§2.1), iss, exp, aud, sub, client_id, iat, jti (§2.2).
 
     ``aud`` is the provider itself (its UserInfo endpoint) unless
@@ -69,6 +72,9 @@ def mint_access_token(keyring: KeyRing, *, issuer: str, subject: str, client_id:
     added when the grant has them (§2.2.1). ``userinfo_claims`` names the
     claims the ``claims`` parameter asked UserInfo for (OIDC Core §5.5);
     ``jkt`` binds the token to a DPoP key (``cnf.jkt``, RFC 9449 §6.1).
+    ``second_factor_time`` is when the latest second factor in ``amr`` was
+    presented (``auth_time`` is the latest authentication of any kind): a
+    resource server's ``require mfa within`` is judged by it.
     """
     claims: dict[str, Any] = {"iss": issuer, "exp": now + lifetime, "aud": audience or issuer,
                               "sub": subject, "client_id": client_id, "iat": now, "jti": jti,
@@ -79,6 +85,8 @@ def mint_access_token(keyring: KeyRing, *, issuer: str, subject: str, client_id:
         claims["userinfo_claims"] = list(userinfo_claims)
     if jkt is not None:
         claims["cnf"] = {"jkt": jkt}
+    if second_factor_time is not None:
+        claims[SECOND_FACTOR_TIME] = second_factor_time
     return keyring.sign(claims, alg, typ=ACCESS_TOKEN_TYP)
 
 

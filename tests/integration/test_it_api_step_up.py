@@ -100,3 +100,23 @@ def test_an_unauthenticated_caller_and_a_revoked_token(op: LiveOP, browser: Brow
     revoked = ask(op, token, scope="payments:read")
     assert (revoked["allow"], revoked["error"]) == (False, "invalid_token")
     assert revoked["www_authenticate"].startswith('Bearer error="invalid_token"')
+
+
+def test_a_password_entered_again_does_not_refresh_the_second_factor(op: LiveOP,
+                                                                    browser: BrowserAgent) -> None:
+    """The API and /authorize agree on ``require mfa within 5m`` after a password-only re-authentication."""
+    scope = "openid payments:read payments:write"
+    first = browser.sign_in("shop", scope=scope)  # password and TOTP code at T0
+    assert "code" in first.params, first.params
+    op.clock.advance(261)
+    again = browser.follow(browser.authorize_request("shop", scope=scope, prompt="login"))
+    assert page_kind(again) == "login"
+    answer = browser.interact(again)  # the password only: the code is 261 s old, still within 5 minutes
+    token = op.exchange("shop", answer.params["code"])["access_token"]
+    assert ask(op, token, scope="payments:write") == {"allow": True}
+
+    op.clock.advance(72)  # the password 72 s ago, the code 333 s ago
+    stale = ask(op, token, scope="payments:write")
+    assert [r["code"] for r in stale["reasons"]] == ["step_up_required"], stale
+    silent = browser.silent("shop", scope=scope)
+    assert "step_up_required" in silent.codes, silent.params

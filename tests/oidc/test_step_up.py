@@ -36,6 +36,8 @@ def claims(client_id: str = "shop", amr: tuple[str, ...] = ("pwd",), age: int | 
                            "scope": scope, "jti": "j-1", "iat": NOW - 10, "exp": NOW + 600}
     if age is not None:
         out.update(auth_time=NOW - age, amr=list(amr))
+        if {"otp", "hwk"} & set(amr):  # as minted: the second factor's own time beside auth_time
+            out["second_factor_time"] = NOW - age
     return {**out, **extra}
 
 
@@ -346,3 +348,19 @@ def test_over_http_client_ip_must_be_an_address(http, ring) -> None:
     resp = http.simulate_post("/v1/auth/api-decision", headers=basic("payments-api"),
                               json={**question, "client_ip": "10.1.2.3"})
     assert resp.status_code == 200 and resp.json == {"allow": True}
+
+
+def test_step_up_freshness_is_judged_by_the_second_factors_own_time(demo: Tenant) -> None:
+    """A password re-entered after the code does not make the code fresh (attack review)."""
+    needs = {"scope": "payments:write"}
+    fresh = claims(amr=MFA, age=60, scope="openid payments:read payments:write")
+    assert api_decision(demo, fresh, now=NOW, **needs).allow
+    stale_code = {**fresh, "second_factor_time": NOW - 333}  # the password 60 s ago, the code 333
+    answer = api_decision(demo, stale_code, now=NOW, **needs)
+    assert not answer.allow and [r.code for r in answer.reasons] == ["step_up_required"]
+    # a token that does not say when its second factor was presented fails closed
+    unsaid = {k: v for k, v in fresh.items() if k != "second_factor_time"}
+    answer = api_decision(demo, unsaid, now=NOW, **needs)
+    assert not answer.allow and [r.code for r in answer.reasons] == ["step_up_required"]
+    # a time after auth_time is not believed either
+    assert not api_decision(demo, {**fresh, "second_factor_time": NOW}, now=NOW, **needs).allow

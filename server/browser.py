@@ -20,7 +20,13 @@ from policy_sso.oidc.interaction import Interaction, InteractionCodec
 SESSION_COOKIE = "psso_session"
 MAX_SESSION_ID = 128  # new_session_id makes 43 characters; room for other stores' ids, no more
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")  # base64url, what new_session_id makes
+# Each pending sign-in has its own cookie, named by its id: a second sign-in started in another tab
+# must not take the first one's place (its app would never hear back). Before this, one cookie
+# ``psso_interaction`` held the newest only; one set by an earlier version is still read.
 INTERACTION_COOKIE = "psso_interaction"
+INTERACTION_PREFIX = INTERACTION_COOKIE + "_"
+MAX_PENDING_INTERACTIONS = 8  # per browser: the oldest beyond go (each cookie is some 400 bytes)
+_INTERACTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what InteractionCodec.new makes (22 characters)
 FORM_COOKIE = "psso_form"  # a random value the account sign-in form echoes (double-submit CSRF)
 
 # A content security policy for the hosted pages: no inline script but the page's own (its nonce),
@@ -113,14 +119,31 @@ class Browser:
     def interaction(self, req: falcon.Request, codec: InteractionCodec, interaction_id: str | None,
                     now: int) -> Interaction | None:
         """Return the pending interaction the browser's cookie holds for this id, if valid."""
-        values = req.get_cookie_values(INTERACTION_COOKIE)
+        if not interaction_id or not _INTERACTION_ID.fullmatch(interaction_id):
+            return None
+        values = (req.get_cookie_values(INTERACTION_PREFIX + interaction_id)
+                  or req.get_cookie_values(INTERACTION_COOKIE))
         return codec.open(values[0] if values else None, interaction_id, now)
 
-    def set_interaction(self, resp: falcon.Response, codec: InteractionCodec,
-                        interaction: Interaction) -> None:
-        """Store the pending interaction in its signed cookie."""
-        self._cookie(resp, INTERACTION_COOKIE, codec.seal(interaction), codec.ttl)
+    def set_interaction(self, req: falcon.Request, resp: falcon.Response, codec: InteractionCodec,
+                        interaction: Interaction, now: int) -> None:
+        """Store the pending interaction in its own signed cookie, beside the browser's other ones.
 
-    def clear_interaction(self, resp: falcon.Response) -> None:
-        """Remove the interaction cookie once the client has its answer."""
-        resp.unset_cookie(INTERACTION_COOKIE, path="/", same_site="Lax")
+        Beyond :data:`MAX_PENDING_INTERACTIONS` the expired and then the oldest
+        others are removed, so a browser's cookies stay within the header limit.
+        """
+        name = INTERACTION_PREFIX + interaction.id
+        others = [other for other in req.cookies if other.startswith(INTERACTION_PREFIX) and other != name]
+        if len(others) >= MAX_PENDING_INTERACTIONS:
+            def age(other: str) -> int:  # an expired or forged one first, then by when it began
+                opened = codec.open(req.cookies[other], other.removeprefix(INTERACTION_PREFIX), now)
+                return opened.started_at if opened is not None else -1
+            for other in sorted(others, key=age)[:len(others) - MAX_PENDING_INTERACTIONS + 1]:
+                resp.unset_cookie(other, path="/", same_site="Lax")
+        self._cookie(resp, name, codec.seal(interaction), codec.ttl)
+
+    def clear_interaction(self, resp: falcon.Response, interaction_id: str | None) -> None:
+        """Remove an interaction's cookie once its client has its answer."""
+        if interaction_id and _INTERACTION_ID.fullmatch(interaction_id):
+            resp.unset_cookie(INTERACTION_PREFIX + interaction_id, path="/", same_site="Lax")
+        resp.unset_cookie(INTERACTION_COOKIE, path="/", same_site="Lax")  # an earlier version's

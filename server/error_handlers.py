@@ -60,7 +60,8 @@ def error_handler(browser: Browser, pages: frozenset[str]) -> Any:
             if isinstance(ex, AuthorizationError):
                 if isinstance(ex.error, StoreUnavailable):
                     _log_store_fault(req, ex.error)
-                browser.clear_interaction(resp)
+                form = getattr(req.context, "form", None) or {}
+                browser.clear_interaction(resp, req.get_param("interaction") or form.get("interaction"))
                 browser.deliver(resp, ex.response, after_post=req.method == "POST")
             elif isinstance(ex, StoreUnavailable):
                 _log_store_fault(req, ex)

@@ -54,6 +54,6 @@ class Authorize:
         if isinstance(result, authorization_flow.Answer):
             self.browser.deliver(resp, result.response)
             return
-        self.browser.set_interaction(resp, self.provider.codec, result.interaction)
+        self.browser.set_interaction(req, resp, self.provider.codec, result.interaction, req.context.now)
         query = urllib.parse.urlencode({"interaction": result.interaction.id})
         self.browser.redirect(resp, f"/{result.page}?{query}", after_post=req.method == "POST")

@@ -87,7 +87,7 @@ class _Page:
         result = sign_in.proceed(self.provider, page, interaction, req.context.now)
         after_post = req.method == "POST"
         if isinstance(result, Answer):
-            self.browser.clear_interaction(resp)
+            self.browser.clear_interaction(resp, interaction.id)
             self.browser.deliver(resp, result.response, after_post=after_post)
             return
         assert isinstance(result, Interact)
@@ -162,7 +162,7 @@ class Login(_Page):
         self.browser.set_session(resp, attempt.session_id)
         if "otp" not in form:
             interaction = interaction.after_sign_in()
-            self.browser.set_interaction(resp, self.provider.codec, interaction)
+            self.browser.set_interaction(req, resp, self.provider.codec, interaction, req.context.now)
         page = self._page(req, interaction, attempt.session_id, now)
         self._proceed(req, resp, page, interaction)
 
@@ -187,7 +187,7 @@ class Login(_Page):
             return
         self.browser.set_session(resp, new_id)
         interaction = interaction.after_sign_in()  # a fresh authentication, as a password is
-        self.browser.set_interaction(resp, self.provider.codec, interaction)
+        self.browser.set_interaction(req, resp, self.provider.codec, interaction, req.context.now)
         page = self._page(req, interaction, new_id, now)
         self._proceed(req, resp, page, interaction)
 
@@ -206,7 +206,7 @@ class Login(_Page):
         page = self._page(req, interaction, self.browser.session_id(req), now)
         if page.step.kind in ("factor", "fail"):
             page = sign_in.Page(page.request, page.session, replace(page.step, kind="fail"))
-        self.browser.clear_interaction(resp)
+        self.browser.clear_interaction(resp, interaction.id)
         self._proceed(req, resp, page, interaction)
 
     def _show(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
@@ -268,7 +268,7 @@ class Consent(_Page):
         if decision == "deny":
             self.provider.audit.record("consent.denied", now, outcome="denied", subject=page.session.subject,
                                        client=page.request.client.client_id, session_id=page.session.id)
-            self.browser.clear_interaction(resp)
+            self.browser.clear_interaction(resp, interaction.id)
             response = page.request.target.error(AccessDenied("the user denied access"))
             self.browser.deliver(resp, response, after_post=True)
             return

@@ -20,22 +20,29 @@ def hidden_fields(html: str) -> dict[str, str]:
     return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
 
 
-def start_login(client: falcon.testing.TestClient, **extra: str) -> tuple[str, str, dict[str, str]]:
+def interaction_cookie(resp: falcon.testing.Result) -> dict[str, str]:
+    """Return the cookie of the interaction a response starts: named by its id, as the Location says."""
+    interaction_id = urllib.parse.parse_qs(resp.headers["Location"].split("?")[1])["interaction"][0]
+    name = f"psso_interaction_{interaction_id}"
+    return {name: resp.cookies[name].value}
+
+
+def start_login(client: falcon.testing.TestClient,
+                **extra: str) -> tuple[str, dict[str, str], dict[str, str]]:
     """Return (login URL, interaction cookie, hidden fields) for a new interaction."""
     resp = client.simulate_get("/authorize", params={**PORTAL, **extra})
     assert resp.status_code == 302, resp.text
-    cookie = resp.cookies["psso_interaction"].value
+    cookie = interaction_cookie(resp)
     page = client.simulate_get(resp.headers["Location"].split("?")[0],
-                               query_string=resp.headers["Location"].split("?")[1],
-                               cookies={"psso_interaction": cookie})
+                               query_string=resp.headers["Location"].split("?")[1], cookies=cookie)
     assert page.status_code == 200
     return resp.headers["Location"], cookie, hidden_fields(page.text)
 
 
-def post_login(client: falcon.testing.TestClient, location: str, cookie: str, fields: dict[str, str],
-               **form: str) -> falcon.testing.Result:
+def post_login(client: falcon.testing.TestClient, location: str, cookie: dict[str, str],
+               fields: dict[str, str], **form: str) -> falcon.testing.Result:
     path, query = location.split("?")
-    return client.simulate_post(path, query_string=query, cookies={"psso_interaction": cookie},
+    return client.simulate_post(path, query_string=query, cookies=cookie,
                                 body=urllib.parse.urlencode({**fields, **form}),
                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
 
@@ -102,7 +109,7 @@ def test_form_post_page_escapes_values(client: falcon.testing.TestClient) -> Non
 def test_cookie_flags(make_client, issuer: str, secure: bool) -> None:
     client = make_client(issuer)
     resp = client.simulate_get("/authorize", params=PORTAL)
-    cookie = resp.cookies["psso_interaction"]
+    cookie = resp.cookies[next(iter(interaction_cookie(resp)))]
     assert cookie.http_only and cookie.same_site == "Lax" and cookie.secure is secure
     location, value, fields = start_login(client)
     done = post_login(client, location, value, fields, username="bob", password="builder")

@@ -10,7 +10,7 @@ from pathlib import Path
 import falcon.testing
 import pytest
 from support import app_client
-from test_http_app import PORTAL, post_login, start_login
+from test_http_app import PORTAL, interaction_cookie, post_login, start_login
 
 import server.browser
 import server.resources.account
@@ -123,14 +123,14 @@ def german_client(demo, ring, clock, monkeypatch) -> falcon.testing.TestClient:
 
 def test_the_login_page_speaks_the_language_asked_for(german_client) -> None:
     resp = german_client.simulate_get("/authorize", params=PORTAL)
-    cookie = resp.cookies["psso_interaction"].value
+    cookie = interaction_cookie(resp)
     path, query = resp.headers["Location"].split("?")
-    german = german_client.simulate_get(path, query_string=query, cookies={"psso_interaction": cookie},
+    german = german_client.simulate_get(path, query_string=query, cookies=cookie,
                                         headers={"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"})
     assert german.headers["Content-Language"] == "de" and '<html lang="de">' in german.text
     assert "<h1>Anmelden</h1>" in german.text and "weiter zu <strong>Employee portal</strong>" in german.text
     assert '<label for="password">Password</label>' in german.text  # untranslated: English
-    french = german_client.simulate_get(path, query_string=query, cookies={"psso_interaction": cookie},
+    french = german_client.simulate_get(path, query_string=query, cookies=cookie,
                                         headers={"Accept-Language": "fr"})
     assert french.headers["Content-Language"] == "en" and "<h1>Sign in</h1>" in french.text
     assert "Accept-Language" in german.headers["Vary"]
@@ -140,7 +140,7 @@ def test_a_message_from_the_library_is_shown_in_the_page_language(german_client)
     location, cookie, fields = start_login(german_client)
     path, query = location.split("?")
     wrong = german_client.simulate_post(
-        path, query_string=query, cookies={"psso_interaction": cookie},
+        path, query_string=query, cookies=cookie,
         body=urllib.parse.urlencode({**fields, "username": "bob", "password": "nope"}),
         headers={"Content-Type": "application/x-www-form-urlencoded", "Accept-Language": "de"})
     assert "Benutzername oder Passwort falsch." in wrong.text

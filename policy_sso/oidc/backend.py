@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from policy_sso.config import Client
@@ -110,16 +111,18 @@ def _live(p: Provider, session_id: str, now: int, client: Client | None = None) 
 
 
 def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, Any],
-            now: int, *, client_ip: IPAddress | None = None) -> dict[str, Any]:
+            now: int, *, client_ip: IPAddress | None = None, signed_in_now: bool = False) -> dict[str, Any]:
     """Return tokens when the client's policy allows the session; raise Refused otherwise.
 
     ``client_ip`` is the address of the backend's caller as the trusted proxies
-    say (what ``when network in`` tests; None: unknown).
+    say (what ``when network in`` tests; None: unknown). ``signed_in_now``: the
+    user authenticated in this very call, which meets any ``max_age`` (OIDC
+    Core §3.1.2.1: ``max_age=0`` asks for an active authentication, as
+    ``prompt=login`` does; the authorization endpoint counts its own sign-in so).
     """
-    scope = _string(body, "scope", required=False) or "openid"
-    params = {"scope": scope, **{k: v for k in ("acr_values", "max_age", "claims")
-                                 if (v := parameter_member(body, k)) is not None}}
-    request = AuthRequest.from_params(client.client_id, params, client_ip=client_ip)
+    request = _request(client, body, client_ip)
+    if signed_in_now:
+        request = replace(request, max_age=None)
     if not set(request.scopes) <= set(client.scopes):
         raise OAuthError("scope is not allowed for this client", error="invalid_scope")
     if client.first_party and not request.scopes <= session.consents.get(client.client_id, frozenset()):
@@ -150,17 +153,26 @@ def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, An
     return out
 
 
+def _request(client: Client, body: Mapping[str, Any], client_ip: IPAddress | None) -> AuthRequest:
+    """Return the authorization request a JSON body makes; raise InvalidRequest for a malformed one."""
+    scope = _string(body, "scope", required=False) or "openid"
+    params = {"scope": scope, **{k: v for k in ("acr_values", "max_age", "claims")
+                                 if (v := parameter_member(body, k)) is not None}}
+    return AuthRequest.from_params(client.client_id, params, client_ip=client_ip)
+
+
 def password(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
              address: str = "-", client_ip: IPAddress | None = None) -> dict[str, Any]:
     """POST /v1/auth/password: a new session, with tokens when the policy allows, else the decision."""
     username, secret = _string(body, "username"), _string(body, "password")
+    _request(client, body, client_ip)  # a malformed request signs nobody in
     attempt = sign_in_password(p, None, username, secret, now,  # type: ignore[arg-type]
                                client_id=client.client_id, address=address)
     if attempt.session_id is None:
         raise InvalidClient("wrong username or password", error="invalid_grant", status=400)
     session = _live(p, attempt.session_id, now)
     try:
-        return _decide(p, client, session, body, now, client_ip=client_ip)
+        return _decide(p, client, session, body, now, client_ip=client_ip, signed_in_now=True)
     except Refused as refused:
         # the password was right, so the user is signed in; the policy wants more before tokens
         return {"session_id": session.id, "decision": refused.extra}

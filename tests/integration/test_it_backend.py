@@ -145,3 +145,16 @@ def test_request_parameters_in_json_are_honoured_whatever_their_json_type(op: Li
         assert refused.status_code == 400, (members, refused.text)
         assert refused.json()["error"] == "invalid_request"
         assert next(iter(members)) in refused.json()["error_description"]
+
+
+def test_max_age_0_is_met_by_the_password_checked_in_the_same_call(op: LiveOP) -> None:
+    """OIDC Core §3.1.2.1: max_age=0 asks for an active authentication, which /v1/auth/password is."""
+    portal = op.client_token("portal-backend")
+    fresh = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder", "max_age": 0})
+    assert fresh.status_code == 200 and "access_token" in fresh.json(), fresh.text
+    # the session it made is not fresh for the next call: max_age=0 there asks for the password again
+    again = call(op, "/v1/auth/session/authenticate", portal,
+                 {"session_id": fresh.json()["session_id"], "max_age": 0})
+    assert again.status_code == 400 and again.json()["error"] == "login_required"
+    malformed = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder", "max_age": -1})
+    assert malformed.status_code == 400 and malformed.json()["error"] == "invalid_request", malformed.text

@@ -198,6 +198,8 @@ class Login(_Page):
         needs = enrolment.factor_needs(self.provider, page, interaction, now)
         self.browser.render(resp, "factor_required.html", client_name=self._client_name(page),
                             username=self._username(page.session.subject), needs=needs,
+                            # what the page says of the session: a password alone, or more already
+                            password_only=set(page.session.methods) <= {"pwd"},
                             interaction_id=interaction.id, csrf=interaction.csrf)
 
     def _cancel(self, req: falcon.Request, resp: falcon.Response, interaction: Interaction) -> None:

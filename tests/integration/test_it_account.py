@@ -256,3 +256,17 @@ def test_guessing_the_current_password_is_throttled_as_sign_in_is(op: LiveOP, br
     assert refused.status_code == 429 and "Too many attempts" in refused.text
     assert refused.headers["Retry-After"].isdigit()
     assert op.store.credentials_of("u-alice") == {}  # the right password, too, waits its turn
+
+
+def test_the_password_form_names_its_account_for_password_managers(op: LiveOP, browser: BrowserAgent) -> None:
+    """A password form with no username field: Chrome warns, and password managers cannot file it."""
+    browser.sign_in("portal")
+    page = account(browser)
+    form = next(f for f in forms_of(page.text) if "new" in f.fields)
+    assert form.fields.get("username") == "alice"
+    assert re.search(r'<input type="text" name="username" autocomplete="username" value="alice" hidden>',
+                     page.text)
+    # the field changes nothing: the form still changes the password it always did
+    fields = {**form.fields, "action": "password", "current": "wonderland", "new": "looking-glass"}
+    done = browser.http.post(f"{op.url}/account", data=fields, allow_redirects=False, timeout=10)
+    assert done.status_code == 303 and "password_changed" in done.headers["Location"]

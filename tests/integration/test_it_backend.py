@@ -156,5 +156,6 @@ def test_max_age_0_is_met_by_the_password_checked_in_the_same_call(op: LiveOP) -
     again = call(op, "/v1/auth/session/authenticate", portal,
                  {"session_id": fresh.json()["session_id"], "max_age": 0})
     assert again.status_code == 400 and again.json()["error"] == "login_required"
-    malformed = call(op, "/v1/auth/password", portal, {"username": "bob", "password": "builder", "max_age": -1})
+    malformed = call(op, "/v1/auth/password", portal,
+                     {"username": "bob", "password": "builder", "max_age": -1})
     assert malformed.status_code == 400 and malformed.json()["error"] == "invalid_request", malformed.text

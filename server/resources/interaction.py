@@ -232,6 +232,11 @@ class Login(_Page):
         if not message and "subject_mismatch" in page.step.decision.codes and page.session:
             message = Message("message.other_account")
             common["message"] = message
+        elif not message and "amr_missing" in page.step.decision.codes and page.session:
+            # signed in (a passkey, say), yet the policy asks for a password too: say so, not nothing
+            hinted = hinted or self._username(page.session.subject)
+            common["message"] = Message("message.password_too", username=hinted,
+                                        client=self._client_name(page))
         self.browser.render(resp, "login.html", username=username or hinted or
                             (request.login_hint or ""), **common)
 

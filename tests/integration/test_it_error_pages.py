@@ -54,3 +54,17 @@ def test_setting_up_an_authenticator_app_says_it_replaces_the_one_there(op: Live
     bob = BrowserAgent(op)
     bob.sign_in("portal", "bob")
     assert "replaces it" not in bob.get("/enrol/totp").text  # his first
+
+
+def test_a_sign_in_the_policy_wants_more_of_says_so_on_the_password_page(op: LiveOP,
+                                                                         browser: BrowserAgent) -> None:
+    """Signed in with a passkey alone, at an app whose policy asks for a password (or Windows sign-in) too."""
+    from policy_sso.sessions.model import AuthEvent, new_session
+
+    session = new_session("u-alice", (AuthEvent("hwk", op.clock.now),), op.clock.now)
+    op.store.create_session(session)
+    browser.http.cookies.set("psso_session", session.id, domain="127.0.0.1", path="/")
+    page = browser.follow(browser.authorize_request("docs"))
+    assert not hasattr(page, "params") and 'name="password"' in page.text
+    assert "You are signed in as alice, but Documentation also asks for your password." in page.text
+    assert 'value="alice"' in page.text  # her name is filled in

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from jsonschema.exceptions import ValidationError
@@ -39,6 +40,7 @@ from policy_sso.parse.yaml_source import (
     Path_,
     YamlDocument,
     is_valid,
+    load_schema,
     load_yaml_documents,
     schema_diagnostics,
     validator,
@@ -222,7 +224,9 @@ def _drops(error: ValidationError) -> Iterator[Path_]:
         yield path
 
 
-_MAX_PRUNING_ROUNDS = 3 * MAX_DEPTH  # each round leaves out at least one node; emptied parents go next
+# A guard only: a parent a removal breaks goes in the same round (see _with_broken_parents), so
+# a document of this schema takes one round of removals, then one validation that finds none.
+_MAX_PRUNING_ROUNDS = 3 * MAX_DEPTH
 
 
 def _well_formed_part(doc: YamlDocument) -> _Pruned | None:
@@ -230,9 +234,12 @@ def _well_formed_part(doc: YamlDocument) -> _Pruned | None:
     to build (no valid name, or not a mapping).
 
     Members are left out (never changed), so the checks that follow see only
-    what is written as the schema wants it; a parent a removal empties (an
-    ``if:`` left with no test) goes in the next round. Durations stay as
-    written: the builder leaves an invalid one out, as the DSL does.
+    what is written as the schema wants it. A parent a removal leaves
+    invalid (an ``if:`` with no test, an ``all: []``, a ``when`` with no
+    ``if``) goes in the same round, and so on upward: a round validates the
+    whole document, so one round a nesting level made a file of deep
+    conditions take 15 times as long to read. Durations stay as written:
+    the builder leaves an invalid one out, as the DSL does.
     """
     pruned = _Pruned(doc, {})
     for _ in range(_MAX_PRUNING_ROUNDS):
@@ -244,17 +251,128 @@ def _well_formed_part(doc: YamlDocument) -> _Pruned | None:
         if is_valid(fixed, "policy"):
             return pruned
         drops = {p for err in validator("policy").iter_errors(fixed) for p in _drops(err)}
+        drops = _with_broken_parents(fixed, drops, "policy")
         if () in drops or not drops:
             return None
         pruned = pruned.without(drops)
     return None
 
 
+# Keywords by which a schema applies other schemas to the same node: where one is met, which
+# constraints hold at a path is no longer known from the path alone.
+_IN_PLACE = frozenset({"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas",
+                       "$dynamicRef", "unevaluatedProperties", "unevaluatedItems"})
+
+
+def _with_broken_parents(data: Any, drops: set[Path_], schema_name: str) -> set[Path_]:
+    """Return ``drops`` with each parent their removal leaves invalid, deepest first, upward.
+
+    A removal breaks its parent when the parent then misses a key it
+    requires, or has fewer members than its minProperties or minItems. The
+    next round's validation would report such a parent at the parent and
+    leave it out; it is left out now instead, with the same result. Where
+    the schema at a path is not known from the path alone (under a oneOf)
+    nothing is added: the next round finds it, as it finds anything else a
+    removal may break (a oneOf or a uniqueItems further up). With the
+    policy schema no removal happens under either, so one round does.
+    """
+    result = set(drops)
+    removed: dict[Path_, set[str | int]] = {}  # per parent, its members left out
+    for path in drops:
+        if path:
+            removed.setdefault(path[:-1], set()).add(path[-1])
+    pending: dict[int, set[Path_]] = {}  # parents to check, by depth
+    for parent in removed:
+        pending.setdefault(len(parent), set()).add(parent)
+    for depth in range(max(pending, default=-1), -1, -1):
+        for parent in pending.get(depth, ()):
+            if parent in result:
+                continue
+            schemas = _schemas_at(schema_name, tuple(0 if isinstance(k, int) else k for k in parent))
+            if schemas is None or not _broken(_node(data, parent), schemas, removed[parent]):
+                continue
+            result.add(parent)
+            if parent:
+                removed.setdefault(parent[:-1], set()).add(parent[-1])
+                pending.setdefault(depth - 1, set()).add(parent[:-1])
+    return result
+
+
+def _broken(node: Any, schemas: tuple[dict[str, Any], ...], removed: set[str | int]) -> bool:
+    """Return whether ``node`` without its members ``removed`` misses a required key, or has
+    fewer members than one of ``schemas`` asks (the constraints a removal can break)."""
+    if isinstance(node, dict):
+        kept = node.keys() - removed
+        return any(len(kept) < s.get("minProperties", 0) or not kept >= set(s.get("required", ()))
+                   for s in schemas)
+    if isinstance(node, list):
+        return any(len(node) - len(removed) < s.get("minItems", 0) for s in schemas)
+    return False
+
+
+@lru_cache(maxsize=4096)  # paths seen: conditions may nest many ways
+def _schemas_at(schema_name: str, path: Path_) -> tuple[dict[str, Any], ...] | None:
+    """Return the schemas that apply to the node at ``path`` (each list index 0: ``items``
+    applies alike to all), following ``properties``, ``items`` and local ``$ref`` from the
+    named schema's root; None when anything else decides it."""
+    root = load_schema(schema_name)
+    schemas = _applying(root, root)
+    if schemas is None:
+        return None
+    for key in path:
+        children: list[dict[str, Any]] = []
+        for schema in schemas:
+            if isinstance(key, int):
+                if "prefixItems" in schema:
+                    return None
+                child = schema.get("items", True)
+            elif key in schema.get("properties", {}):
+                child = schema["properties"][key]
+            elif "patternProperties" in schema:
+                return None
+            else:
+                child = schema.get("additionalProperties", True)
+            more = _applying(root, child)
+            if more is None:
+                return None
+            children += more
+        schemas = children
+    return tuple(schemas)
+
+
+def _applying(root: dict[str, Any], schema: Any, hops: int = 0) -> list[dict[str, Any]] | None:
+    """Return ``schema`` and the schemas its local ``$ref`` chain applies with it (none for a
+    boolean schema), or None when it applies others in another way."""
+    if not isinstance(schema, dict):
+        return []
+    if _IN_PLACE & schema.keys() or hops > 16:
+        return None
+    ref = schema.get("$ref")
+    if ref is None:
+        return [schema]
+    # "#/$defs/x" as written; fastjsonschema rewrites it in place, in the cached schema, to
+    # the same with the schema's $id in front
+    base, hash_, pointer = ref.partition("#") if isinstance(ref, str) else ("?", "", "")
+    if not hash_ or base not in ("", root.get("$id")):
+        return None
+    target: Any = root
+    for token in filter(None, pointer.split("/")):
+        part = token.replace("~1", "/").replace("~0", "~")
+        if not isinstance(target, dict) or part not in target:
+            return None
+        target = target[part]
+    more = _applying(root, target, hops + 1)
+    return None if more is None else [schema, *more]
+
+
+def _node(data: Any, path: Path_) -> Any:
+    for key in path:
+        data = data[key]
+    return data
+
+
 def _set(data: Any, path: Path_, value: Any) -> None:
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
+    _node(data, path[:-1])[path[-1]] = value
 
 
 @dataclass

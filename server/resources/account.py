@@ -151,10 +151,10 @@ class Account(_AccountBase):
                 self.browser.clear_session(resp)
                 self.browser.redirect(resp, "/account", after_post=True)
                 return
-            self._done(resp, "session_ended" if ended else "")
+            self._done(resp, "session_ended" if ended else "session_gone")  # a page left open
         elif action == "withdraw":
             self._done(resp, "consent_withdrawn" if account.withdraw_consent(
-                self.provider, session, form.get("client", ""), now) else "")
+                self.provider, session, form.get("client", ""), now) else "consent_gone")
         elif action == "password":
             address = client_address(req, self.provider.tenant.settings.trusted_proxies)
             try:
@@ -233,7 +233,9 @@ class Account(_AccountBase):
 # what the page says after each action (POST-redirect-GET: the action's name rides in ?done=)
 DONE = {"session_ended": "message.session_ended_done", "consent_withdrawn": "message.consent_withdrawn",
         "password_changed": "message.password_changed", "totp_enrolled": "message.totp_enrolled",
-        "passkey_added": "message.passkey_added"}
+        "passkey_added": "message.passkey_added",
+        # an older page's button: what it would have done is done already, or was never there
+        "session_gone": "message.session_already_ended", "consent_gone": "message.consent_already_withdrawn"}
 
 
 class EnrolTotp(_AccountBase):

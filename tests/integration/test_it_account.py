@@ -69,8 +69,11 @@ def test_a_session_of_another_user_cannot_be_ended(op: LiveOP, browser: BrowserA
     bob.sign_in("portal", "bob")
     browser.sign_in("portal")
     (bobs,) = op.store.sessions_of("u-bob", op.clock.now)
-    act(browser, "end_session", session=bobs.id)
+    refused = act(browser, "end_session", session=bobs.id)
     assert op.store.get_session(bobs.id, op.clock.now) is not None
+    # the page says nothing was ended, as it says for a session of hers already gone (a page left open)
+    assert refused.status_code == 303 and refused.headers["Location"] == "/account?done=session_gone"
+    assert "That session had already ended." in browser.get(refused.headers["Location"]).text
 
 
 def test_withdrawn_consent_is_asked_again(op: LiveOP, browser: BrowserAgent) -> None:
@@ -78,6 +81,9 @@ def test_withdrawn_consent_is_asked_again(op: LiveOP, browser: BrowserAgent) -> 
     assert browser.silent("portal").params.get("code")
     assert act(browser, "withdraw", client="portal").status_code == 303
     assert browser.silent("portal").error == "consent_required"
+    again = act(browser, "withdraw", client="portal")  # the same button on a page left open
+    assert again.headers["Location"] == "/account?done=consent_gone"
+    assert "That app no longer had any access to withdraw." in browser.get(again.headers["Location"]).text
     assert page_kind(browser.follow(browser.authorize_request("portal"))) == "consent"
 
 

@@ -532,10 +532,12 @@ def test_creating_the_5000th_session_costs_what_the_first_did(open_backend, boun
         started = time.perf_counter()
         store.create_session(session)
         timings.append(time.perf_counter() - started)
-    first, last = statistics.median(timings[:50]), statistics.median(timings[-50:])
-    # generous margins (a loaded machine): the old cost grew ~500x over this range
-    assert last < 0.005, f"median of the last 50 creations {last * 1000:.2f} ms"
-    assert last < 4 * first + 0.001, f"first {first * 1000:.3f} ms, last {last * 1000:.3f} ms"
+    first, last = statistics.median(timings[:200]), statistics.median(timings[-200:])
+    # generous margins: the old cost grew ~500x over this range (88 ms a creation at 4,321 sessions),
+    # while on a slow shared machine PostgreSQL's dead rows of 4,900 evictions (no vacuum in a
+    # test's few seconds) made the last creations up to 5.6x the first, at 4 ms
+    assert last < 0.010, f"median of the last 200 creations {last * 1000:.2f} ms"
+    assert last < 10 * first + 0.002, f"first {first * 1000:.3f} ms, last {last * 1000:.3f} ms"
     assert len(store.sessions_of("u-alice", NOW + 5000)) == min(bound, 5000)
 
 

@@ -110,19 +110,9 @@ def _live(p: Provider, session_id: str, now: int, client: Client | None = None) 
     return session
 
 
-def _decide(p: Provider, client: Client, session: Session, body: Mapping[str, Any],
-            now: int, *, client_ip: IPAddress | None = None, signed_in_now: bool = False) -> dict[str, Any]:
-    """Return tokens when the client's policy allows the session; raise Refused otherwise.
-
-    ``client_ip`` is the address of the backend's caller as the trusted proxies
-    say (what ``when network in`` tests; None: unknown). ``signed_in_now``: the
-    user authenticated in this very call, which meets any ``max_age`` (OIDC
-    Core §3.1.2.1: ``max_age=0`` asks for an active authentication, as
-    ``prompt=login`` does; the authorization endpoint counts its own sign-in so).
-    """
-    request = _request(client, body, client_ip)
-    if signed_in_now:
-        request = replace(request, max_age=None)
+def _decide(p: Provider, client: Client, session: Session, request: AuthRequest,
+            now: int) -> dict[str, Any]:
+    """Return tokens when the client's policy allows the session for ``request``; raise Refused otherwise."""
     if not set(request.scopes) <= set(client.scopes):
         raise OAuthError("scope is not allowed for this client", error="invalid_scope")
     if client.first_party and not request.scopes <= session.consents.get(client.client_id, frozenset()):
@@ -165,14 +155,17 @@ def password(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
              address: str = "-", client_ip: IPAddress | None = None) -> dict[str, Any]:
     """POST /v1/auth/password: a new session, with tokens when the policy allows, else the decision."""
     username, secret = _string(body, "username"), _string(body, "password")
-    _request(client, body, client_ip)  # a malformed request signs nobody in
+    # read first: a malformed request signs nobody in. The password checked in this very call meets any
+    # max_age (OIDC Core §3.1.2.1: max_age=0 asks for an active authentication, as /authorize counts its
+    # own sign-in)
+    request = replace(_request(client, body, client_ip), max_age=None)
     attempt = sign_in_password(p, None, username, secret, now,  # type: ignore[arg-type]
                                client_id=client.client_id, address=address)
     if attempt.session_id is None:
         raise InvalidClient("wrong username or password", error="invalid_grant", status=400)
     session = _live(p, attempt.session_id, now)
     try:
-        return _decide(p, client, session, body, now, client_ip=client_ip, signed_in_now=True)
+        return _decide(p, client, session, request, now)
     except Refused as refused:
         # the password was right, so the user is signed in; the policy wants more before tokens
         return {"session_id": session.id, "decision": refused.extra}
@@ -202,7 +195,7 @@ def authenticate(p: Provider, client: Client, body: Mapping[str, Any], now: int,
         except SessionNotFound as missing:  # on record too: "why could alice not get in"
             _audit_missing(p, client, missing, now)
             raise
-    return _decide(p, client, known, body, now, client_ip=client_ip)
+    return _decide(p, client, known, _request(client, body, client_ip), now)
 
 
 def _audit_missing(p: Provider, client: Client, missing: SessionNotFound, now: int) -> None:

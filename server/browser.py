@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import urllib.parse
 from typing import Any
 
 import falcon
@@ -30,9 +31,40 @@ _INTERACTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what InteractionCodec.ne
 FORM_COOKIE = "psso_form"  # a random value the account sign-in form echoes (double-submit CSRF)
 
 # A content security policy for the hosted pages: no inline script but the page's own (its nonce),
-# no framing (clickjacking), forms only to this server and the clients' redirect_uris (form_post).
+# no framing (clickjacking), forms only to this server and, from a page of a sign-in or a logout,
+# the origin of that client's redirect_uri (see form_action).
 CSP = ("default-src 'self'; script-src 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
-       "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'")
+       "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; object-src 'none'; "
+       "form-action {form_action}")
+# What a CSP source expression may name of a redirect_uri (CSP3 §2.3.1): a host (a name, IPv4, or
+# IPv6 in brackets) with an optional port, and a scheme; anything else is never written into the header.
+_HOST_PORT = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
+def form_action(sends_to: str | None) -> str | None:
+    """Return the CSP ``form-action`` sources of a page whose forms may end at ``sends_to``.
+
+    A form's target and every redirect after its submission are checked
+    against ``form-action`` (Chrome applies it to the redirects too), so a
+    page whose form answers the app with a 303, or posts to it (form_post),
+    lists that redirect_uri's origin (http, https) or its private-use scheme
+    (RFC 8252 §7.1, ``com.example.app:``) beside ``'self'``. None when the
+    URI cannot be named safely: the page then goes without ``form-action``
+    rather than breaking the sign-in; registered URIs are validated, so this
+    does not happen with the tenant's own clients.
+    """
+    if sends_to is None:
+        return "'self'"
+    parts = urllib.parse.urlsplit(sends_to)
+    scheme = parts.scheme.lower()
+    if not _SCHEME.fullmatch(scheme):
+        return None
+    if scheme not in ("http", "https"):
+        return f"'self' {scheme}:"
+    if "@" in parts.netloc or not _HOST_PORT.fullmatch(parts.netloc):
+        return None
+    return f"'self' {scheme}://{parts.netloc.lower()}"
 
 
 class Browser:
@@ -49,17 +81,23 @@ class Browser:
         self.catalogue = catalogue or default_catalogue()
 
     # --- pages ---------------------------------------------------------------
-    def render(self, resp: falcon.Response, template: str, status: int = 200, **context: Any) -> None:
+    def render(self, resp: falcon.Response, template: str, status: int = 200, *, sends_to: str | None = None,
+               **context: Any) -> None:
         """Render an HTML page into the response, with a fresh CSP nonce for its own script and style.
 
-        The page speaks the language the request's ``Accept-Language`` prefers
-        among the catalogue's (``t`` and ``lang`` in the template), else English.
+        ``sends_to``: the client's redirect_uri where the page's forms may end
+        (the sign-in's, the logout's post_logout_redirect_uri); other pages'
+        forms stay on this server (:func:`form_action`). The page speaks the
+        language the request's ``Accept-Language`` prefers among the
+        catalogue's (``t`` and ``lang`` in the template), else English.
         """
         nonce = secrets.token_urlsafe(16)
         lang = self.catalogue.negotiate(getattr(resp.context, "accept_language", None))
         resp.status = status
         resp.content_type = falcon.MEDIA_HTML
-        resp.set_header("Content-Security-Policy", CSP.format(nonce=nonce))
+        sources = form_action(sends_to)
+        policy = CSP.format(nonce=nonce, form_action=sources or "")
+        resp.set_header("Content-Security-Policy", policy if sources else policy.rsplit("; ", 1)[0])
         resp.set_header("X-Frame-Options", "DENY")
         resp.set_header("Cache-Control", "no-store")
         resp.set_header("Content-Language", lang)
@@ -72,7 +110,8 @@ class Browser:
         """Send an authorization response: a redirect, or an auto-submitting form (form_post)."""
         location = response.location
         if location is None:
-            self.render(resp, "form_post.html", action=response.redirect_uri, params=response.params)
+            self.render(resp, "form_post.html", action=response.redirect_uri, params=response.params,
+                        sends_to=response.redirect_uri)
             return
         resp.status = falcon.HTTP_303 if after_post else falcon.HTTP_302
         resp.location = location

@@ -264,6 +264,11 @@ class EnrolTotp(_AccountBase):
                              "sign in again or ask your administrator", error="access_denied", status=403)
         return session, interaction
 
+    @staticmethod
+    def _sends_to(interaction: Interaction | None) -> str | None:
+        """Return where the page's form may end: enrolled while signing in, the sign-in goes on to the app."""
+        return interaction.params.get("redirect_uri") if interaction else None
+
     def _csrf_for(self, session: Session, interaction: Interaction | None) -> str:
         return interaction.csrf if interaction else self._csrf(session)
 
@@ -295,7 +300,8 @@ class EnrolTotp(_AccountBase):
                             replaces=enrolment.has_totp(self.provider, session.subject),
                             pending=enrolment.seal_pending(self.provider, session.subject, secret, now),
                             csrf=self._csrf_for(session, interaction), message=message,
-                            interaction_id=interaction.id if interaction else "")
+                            interaction_id=interaction.id if interaction else "",
+                            sends_to=self._sends_to(interaction))
 
     @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -332,7 +338,8 @@ class EnrolPasskey(EnrolTotp):
         ceremony = passkeys.registration(self.provider, session, self._username(session), req.context.now)
         self.browser.render(resp, "enrol_passkey.html", passkey_options=script_json(ceremony.options),
                             passkey_state=ceremony.state, csrf=self._csrf_for(session, interaction),
-                            message=message, interaction_id=interaction.id if interaction else "")
+                            message=message, interaction_id=interaction.id if interaction else "",
+                            sends_to=self._sends_to(interaction))
 
     @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

@@ -200,7 +200,8 @@ class Login(_Page):
                             username=self._username(page.session.subject), needs=needs,
                             # what the page says of the session: a password alone, or more already
                             password_only=set(page.session.methods) <= {"pwd"},
-                            interaction_id=interaction.id, csrf=interaction.csrf)
+                            interaction_id=interaction.id, csrf=interaction.csrf,
+                            sends_to=page.request.target.redirect_uri)
 
     def _cancel(self, req: falcon.Request, resp: falcon.Response, interaction: Interaction) -> None:
         """Send the app the decision's error: the user chose to go back without the factor."""
@@ -214,7 +215,8 @@ class Login(_Page):
     def _show(self, resp: falcon.Response, page: sign_in.Page, interaction: Interaction,
               message: str = "", username: str = "", *, status: int = 200, now: int | None = None) -> None:
         common = {"client_name": self._client_name(page), "interaction_id": interaction.id,
-                  "csrf": interaction.csrf, "message": message, "status": status}
+                  "csrf": interaction.csrf, "message": message, "status": status,
+                  "sends_to": page.request.target.redirect_uri}
         when = now if now is not None else interaction.started_at  # the passkey challenge's time
         if page.step.kind == "otp" and page.session is not None:
             subject = page.session.subject
@@ -257,7 +259,8 @@ class Consent(_Page):
         scopes = [{"name": s, "description": scope_description(self.provider, s)} for s in names]
         self.browser.render(resp, "consent.html", client_name=self._client_name(page),
                             username=self._username(page.session.subject), scopes=scopes,
-                            interaction_id=interaction.id, csrf=interaction.csrf)
+                            interaction_id=interaction.id, csrf=interaction.csrf,
+                            sends_to=page.request.target.redirect_uri)
 
     @falcon.before(form_body)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:

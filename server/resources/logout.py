@@ -63,7 +63,8 @@ class Logout:
                 # along, so a browser with a session is asked or signed out as a GET would have it
                 resent = {k: params[k] for k in logout.RESENT_PARAMETERS if params.get(k)}
                 resent[logout.RESENT] = "1"
-                self.browser.render(resp, "form_post.html", action="/logout", params=resent)
+                self.browser.render(resp, "form_post.html", action="/logout", params=resent,
+                                    sends_to=request.redirect_uri)  # the logout then answers the app
                 return
             self._finish(req, resp, request)  # no session in this browser: nothing to end
             return
@@ -76,7 +77,8 @@ class Logout:
         self.browser.render(
             resp, "logout.html", csrf=logout.confirmation_token(self.provider, current.id),
             fields=request.form_fields(), username=user.username if user else "",
-            client_name=display_name(request.client) if request.client else "")
+            client_name=display_name(request.client) if request.client else "",
+            sends_to=request.redirect_uri)
 
     def _finish(self, req: falcon.Request, resp: falcon.Response, request: logout.LogoutRequest) -> None:
         location = request.location

@@ -10,6 +10,7 @@ received. A failing test leaves a screenshot in pytest's temporary directory.
 
 from __future__ import annotations
 
+import html
 import http.server
 import os
 import shutil
@@ -86,6 +87,16 @@ class _Callbacks(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         type(self).received.append(self.path)
         body = b"<!doctype html><title>app</title><h1 id='app'>back at the app</h1>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        """A form_post answer (OAuth 2.0 Form Post Response Mode): the page shows what was posted."""
+        form = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        body = f"<!doctype html><title>app</title><pre id='posted'>{html.escape(form)}</pre>".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.send_header("Content-Length", str(len(body)))

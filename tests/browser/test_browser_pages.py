@@ -118,6 +118,27 @@ def test_a_relying_partys_cross_site_logout_post_signs_the_browser_out(driver: A
     assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []
 
 
+def test_form_post_and_logout_reach_the_app_under_the_pages_form_action(driver: Any, live: Live) -> None:
+    """The pages' CSP form-action names the app's origin: Chrome applies it to the form_post page's
+    submission and to the redirects after the consent and logout forms, so each must reach the app."""
+    import urllib.parse
+
+    driver.get(live.authorize_url("portal", response_mode="form_post"))
+    password(driver, "alice")
+    wait_for(driver, "button[value=allow]").click()
+    posted = dict(urllib.parse.parse_qsl(wait_for(driver, "#posted").text))
+    assert driver.current_url == live.redirect_uri("portal")
+    assert posted.get("code") and posted["state"] == "st8"
+    target = live.op.tenant.clients["portal"].post_logout_redirect_uris[0]
+    query = urllib.parse.urlencode({"client_id": "portal", "post_logout_redirect_uri": target,
+                                    "state": "bye"})
+    driver.get(f"{live.op.url}/logout?{query}")
+    wait_for(driver, "button[value=yes]").click()
+    WebDriverWait(driver, 5).until(lambda d: d.current_url.startswith(target))
+    assert driver.current_url == f"{target}?state=bye"
+    assert live.op.store.sessions_of("u-alice", live.op.clock.now) == []
+
+
 def test_errors_speak_to_people(driver: Any, live: Live) -> None:
     driver.get(f"{live.op.url}/login?interaction=gone")
     text = wait_for(driver, "main").text

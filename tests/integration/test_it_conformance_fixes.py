@@ -290,6 +290,33 @@ def test_the_login_page_keeps_its_strict_policy(op: LiveOP, browser: BrowserAgen
     assert page.headers["X-Frame-Options"] == "DENY"
 
 
+def test_a_sign_in_page_sends_forms_only_here_and_to_its_apps_redirect_origin(
+        op: LiveOP, browser: BrowserAgent) -> None:
+    page = browser.follow(browser.authorize_request("portal"))
+    assert isinstance(page, requests.Response) and page_kind(page) == "login"
+    # the form posts here; its answer redirects to the app (CSP3 form-action covers both)
+    assert directives(page.headers["Content-Security-Policy"])["form-action"] == \
+        "form-action 'self' http://127.0.0.1:9001"
+    other = browser.follow(browser.authorize_request("payments-web"))
+    assert isinstance(other, requests.Response)
+    assert directives(other.headers["Content-Security-Policy"])["form-action"] == \
+        "form-action 'self' http://127.0.0.1:9002"
+
+
+def test_the_logout_confirmation_names_the_post_logout_origin_and_the_account_page_none(
+        op: LiveOP, browser: BrowserAgent) -> None:
+    browser.sign_in("portal")
+    confirm = browser.get("/logout", client_id="portal",
+                          post_logout_redirect_uri="http://127.0.0.1:9001/signed-out")
+    assert page_kind(confirm) == "logout"
+    assert directives(confirm.headers["Content-Security-Policy"])["form-action"] == \
+        "form-action 'self' http://127.0.0.1:9001"
+    bare = browser.get("/logout")
+    assert directives(bare.headers["Content-Security-Policy"])["form-action"] == "form-action 'self'"
+    account = browser.get("/account")
+    assert directives(account.headers["Content-Security-Policy"])["form-action"] == "form-action 'self'"
+
+
 def test_every_html_answer_forbids_framing(op: LiveOP) -> None:
     resp = requests.get(f"{op.url}/login", timeout=10)  # no interaction: an error page
     assert resp.headers["Content-Type"].startswith("text/html")

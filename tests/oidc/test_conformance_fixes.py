@@ -19,6 +19,7 @@ from policy_sso.oidc.discovery import discovery_document
 from policy_sso.oidc.logout_token import mint_logout_token
 from policy_sso.request import AuthRequest
 from policy_sso.tenant import Tenant
+from server.browser import form_action
 from server.middleware import complete_methods, page_policy, route_methods
 
 ISS = "http://127.0.0.1:8080"
@@ -91,6 +92,23 @@ def test_without_alg_of_logout_tokens_stay_rs256(ring: Any) -> None:
 ])
 def test_frame_ancestors_is_merged_into_the_pages_policy(given: str | None, sent: str) -> None:
     assert page_policy(given) == sent
+
+
+@pytest.mark.parametrize(("sends_to", "sources"), [
+    (None, "'self'"),
+    ("http://127.0.0.1:9001/callback?x=1", "'self' http://127.0.0.1:9001"),
+    ("https://App.Example.com/cb", "'self' https://app.example.com"),
+    ("http://[::1]:8000/cb", "'self' http://[::1]:8000"),
+    ("com.example.app:/oauth2redirect", "'self' com.example.app:"),
+    # never written into the header: a name CSP cannot carry, or one that would end the directive
+    ("http://user@evil.example/cb", None),
+    ("http://a.example;script-src */cb", None),
+    ("http://a.example b.example/cb", None),
+    ("not a uri", None),
+])
+def test_form_action_names_the_redirect_uris_origin_or_nothing(sends_to: str | None,
+                                                               sources: str | None) -> None:
+    assert form_action(sends_to) == sources
 
 
 # --- HEAD and OPTIONS ------------------------------------------------------------------------

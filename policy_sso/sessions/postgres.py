@@ -17,8 +17,11 @@ it: a worker forked from a supervisor opens its own store. Each thread keeps
 the connection it took until it ends or the connection fails. The store timeout
 bounds the wait for a pooled connection, the connect (libpq rounds it up to
 2 s) and every statement and lock wait (``statement_timeout``,
-``lock_timeout``); a timeout, a refused or dropped connection, a deadlock or
-a serialization failure becomes :class:`~policy_sso.errors.StoreUnavailable`,
+``lock_timeout``). A server that stops answering altogether (hung, paused, cut
+off without a reset) enforces neither, so every store call also has a deadline
+on this side (:class:`_Deadlines`): past it the call's connection is shut down
+under it. A timeout, a refused or dropped connection, a deadlock or a
+serialization failure becomes :class:`~policy_sso.errors.StoreUnavailable`,
 and the pool replaces a broken connection.
 
 The schema is created and migrated on start, under an advisory lock so
@@ -31,7 +34,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -105,6 +111,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # the id in the clear (43 characters): no id or key finds one, none is handed out, sweep ends them.
 _KEYED = "length(id) = 64"
 _SCHEMA_LOCK = 0x70737330  # advisory lock key taken while migrating ("pss0")
+log = logging.getLogger("policy_sso.store")  # the store's faults, under the name Redis's use
 _STARTUP_TIMEOUT_MS = 30_000  # migrating may wait for another instance migrating at once
 _POOL_MAX = 32  # one per thread that uses the store (waitress, hashing slots, sweeper, audit), with room
 
@@ -127,6 +134,68 @@ def _use_jtis_sql(count: int) -> str:
             "WHERE jtis.expires_at <= %s RETURNING ns, jti")
 
 
+class _Deadlines:
+    """Ends a store call that a server gone silent leaves waiting (SPEC §7: bounded time).
+
+    ``statement_timeout`` and ``lock_timeout`` are enforced by the server, so
+    a server that is hung, paused (SIGSTOP) or cut off without a reset never
+    sends them, and libpq waits for its answer for ever: on a thread of
+    waitress's I/O loop, every request would wait with it. Each call
+    registers its connection and a deadline; one daemon thread looks every
+    ``interval`` and shuts down the socket of a call past its deadline, so
+    the waiting libpq call fails at once (OperationalError, which becomes
+    StoreUnavailable) and the pool discards the connection. Registering is a
+    dict write under a lock, so a call that ends just as its deadline passes
+    is never mistaken for the next call on the same connection.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._calls: dict[int, tuple[float, psycopg.Connection[Any]]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @contextlib.contextmanager
+    def watch(self, db: psycopg.Connection[Any], seconds: float) -> Iterator[None]:
+        """Shut ``db`` down if the block has not ended within ``seconds``."""
+        me = threading.get_ident()
+        with self._lock:
+            self._calls[me] = (time.monotonic() + seconds, db)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="policy-sso-pg-deadlines",
+                                                daemon=True)
+                self._thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls.pop(me, None)
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.interval):
+            now = time.monotonic()
+            with self._lock:  # held while shutting down: the call cannot end and start another meanwhile
+                for me, (deadline, db) in list(self._calls.items()):
+                    if now >= deadline:
+                        del self._calls[me]
+                        _shut_down(db)
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def _shut_down(db: psycopg.Connection[Any]) -> None:
+    """Shut the connection's socket down under the libpq call waiting on it (which then fails)."""
+    try:
+        fd = db.pgconn.socket
+    except psycopg.Error:  # already closed: nothing waits on it
+        return
+    with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as shared:
+        shared.shutdown(socket.SHUT_RDWR)  # the same socket as libpq's descriptor, not only this copy
+    log.warning("PostgreSQL did not answer within the store's deadline: connection shut down")
+
+
 @translate_faults(*_FAULTS)
 class PostgresStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on a PostgreSQL database."""
@@ -140,6 +209,10 @@ class PostgresStore:
         self._local = threading.local()
         self._held: dict[threading.Thread, psycopg.Connection[Any]] = {}
         self._held_lock = threading.Lock()
+        # a call's deadline here: its statements' timeout on the server, twice over (a call may run a
+        # few statements), and a little more, so the server's own timeout is what normally fires
+        self.deadline = 2 * options.timeout + 0.5
+        self._deadlines = _Deadlines(interval=min(0.25, options.timeout / 4))
         ms = max(1, int(options.timeout * 1000))
         kwargs = {"autocommit": True, "connect_timeout": max(2, math.ceil(options.timeout)),
                   "options": f"-c statement_timeout={ms} -c lock_timeout={ms} "
@@ -158,10 +231,11 @@ class PostgresStore:
 
     # connections and schema ------------------------------------------------------------
     @contextlib.contextmanager
-    def _db(self) -> Iterator[psycopg.Connection[Any]]:
+    def _db(self, seconds: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """The calling thread's connection, taken from the pool once and kept (a pool checkout per
         call cost about a third of a session read); one that failed goes back to the pool, which
-        replaces it if it is broken, and the thread takes another on its next call."""
+        replaces it if it is broken, and the thread takes another on its next call. The block must
+        end within ``seconds`` (the store's deadline when None), or the connection is shut down."""
         db = getattr(self._local, "db", None)
         if db is None:
             db = self.pool.getconn()
@@ -172,7 +246,8 @@ class PostgresStore:
                     self.pool.putconn(self._held.pop(thread))
                 self._held[threading.current_thread()] = db
         try:
-            yield db
+            with self._deadlines.watch(db, self.deadline if seconds is None else seconds):
+                yield db
         except _FAULTS:
             self._local.db = None
             with self._held_lock:
@@ -182,13 +257,13 @@ class PostgresStore:
             raise
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[psycopg.Connection[Any]]:
+    def _write(self, seconds: float | None = None) -> Iterator[psycopg.Connection[Any]]:
         """A transaction on the thread's connection: committed on success, rolled back on error."""
-        with self._db() as db, db.transaction():
+        with self._db(seconds) as db, db.transaction():
             yield db
 
     def _migrate(self) -> None:
-        with self._write() as db:
+        with self._write(2 * _STARTUP_TIMEOUT_MS / 1000) as db:
             db.execute(f"SET LOCAL statement_timeout = {_STARTUP_TIMEOUT_MS}")
             db.execute(f"SET LOCAL lock_timeout = {_STARTUP_TIMEOUT_MS}")
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -508,7 +583,7 @@ class PostgresStore:
             db.execute("SELECT 1")
 
     def sweep(self, now: int) -> int:
-        with self._write() as db:
+        with self._write(8 * self.deadline) as db:  # seven statements, each within the server's timeout
             rows = db.execute("DELETE FROM sessions WHERE %s >= hard_expiry OR %s - last_seen > %s "
                               "RETURNING id, data, last_seen",
                               (now, now, self.lifetime.inactivity)).fetchall()
@@ -534,6 +609,7 @@ class PostgresStore:
             self._held.clear()
         self._local = threading.local()
         self.pool.close()
+        self._deadlines.close()
 
 
 def _record_text(record: dict[str, Any]) -> str:

@@ -60,3 +60,35 @@ def test_the_schema_is_versioned_and_opening_again_migrates_nothing(url):
         versions = [row[0] for row in db.execute("SELECT version FROM policy_sso_schema ORDER BY version")]
     assert versions == list(range(1, SCHEMA_VERSION + 1))
 
+
+
+def test_a_server_that_stops_answering_is_store_unavailable_within_the_deadline(url):
+    """SIGSTOP on the store's server processes: no statement_timeout ever comes back from a hung server,
+    so the store's own deadline ends the call (SPEC §7); once the server answers again, so does the store."""
+    import os
+    import signal
+
+    import psycopg
+
+    store = open_store(url, LIFETIME, StoreOptions(timeout=0.5))
+    session = Session(new_session_id(), "u-alice", NOW, NOW, (AuthEvent("pwd", NOW),))
+    store.create_session(session)
+    with psycopg.connect(url, autocommit=True) as admin:
+        hung = [pid for (pid,) in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'")]
+        assert hung  # the store's pooled connection(s)
+        for pid in hung:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.get_session(session.id, NOW + 1)
+            assert time.monotonic() - started < store.deadline + 1.0
+        finally:
+            for pid in hung:
+                os.kill(pid, signal.SIGCONT)
+    # a new connection serves the next call
+    assert store.get_session(session.id, NOW + 1) is not None
+    store.ping()
+    store.close()

@@ -96,6 +96,11 @@ log = logging.getLogger("policy_sso.store")
 PREFIX = "psso:"
 # when the dataset began: set (NX) by the first instance to find it missing (RedisStore.intact_since)
 EPOCH_KEY = f"{PREFIX}epoch"
+# a count every write that ends or withdraws something adds one to (a session ended or moved to a new
+# id, a consent withdrawn, a refresh token rotated or its family revoked, a cut-off, a credential
+# changed): a dataset that comes back counting less than an instance saw has lost such writes (a
+# snapshot, or an AOF, behind the server that stopped), and is taken as replaced (RedisStore._saw)
+ENDS_KEY = f"{PREFIX}ends"
 EPOCH_CHECK_INTERVAL = 1.0  # seconds between checks besides the one on every new connection
 
 # compare-and-set of one credential (a passkey's sign count): replaced only while it is as read
@@ -414,6 +419,8 @@ class RedisStore:
         self._run_id: str | None = None  # the Redis server's run_id, as last seen
         self._policy_checked = False  # whether maxmemory-policy was looked at (once a process)
         self._intact_since = 0
+        self._replaced_since = 0  # since when the dataset holds every end written (see _saw)
+        self._ends = 0  # the highest ENDS_KEY count this store has seen
         self._epoch_checked = float("-inf")  # monotonic time of the last check
         self.redis = connect(url, options.timeout, on_connect=self._check_epoch_on)
         self.timeout = options.timeout
@@ -452,14 +459,26 @@ class RedisStore:
         this machine's clock); once a loss is seen, the second after it was seen: everything
         issued before is refused until it expires.
         """
-        now = time.monotonic()
-        if now - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
-            self._epoch_checked = now
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(EPOCH_KEY, _new_epoch(), nx=True)
-                pipe.get(EPOCH_KEY)
-                self._saw(epoch=pipe.execute()[1])
+        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
+            self._check_epoch()
         return self._intact_since
+
+    def _check_epoch(self) -> None:
+        """Read the dataset's epoch (starting it) and its count of ends, now."""
+        self._epoch_checked = time.monotonic()
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(EPOCH_KEY, _new_epoch(), nx=True)
+            pipe.get(EPOCH_KEY)
+            pipe.get(ENDS_KEY)
+            _, epoch, ends = pipe.execute()
+        if self._went_back(ends):
+            epoch = _new_epoch()
+            self.redis.set(EPOCH_KEY, epoch)  # so every instance takes the dataset as replaced
+        self._saw(epoch=epoch, ends=ends)
+
+    def _went_back(self, ends: Any) -> bool:
+        """Return whether the dataset counts fewer ends than this store has seen (writes were lost)."""
+        return self._epoch is not None and int(ends or 0) < self._ends
 
     def _check_epoch_on(self, connection: Any) -> None:
         """Read the server's run_id and the dataset's epoch (starting it) on a new connection."""
@@ -476,12 +495,29 @@ class RedisStore:
         connection.send_command("SET", EPOCH_KEY, _new_epoch(), "NX")
         connection.read_response()
         connection.send_command("GET", EPOCH_KEY)
-        self._saw(epoch=connection.read_response(), run_id=run_id.group(1) if run_id else None)
+        epoch = connection.read_response()
+        connection.send_command("GET", ENDS_KEY)
+        ends = connection.read_response()
+        if self._went_back(ends):
+            epoch = _new_epoch()
+            connection.send_command("SET", EPOCH_KEY, epoch)
+            connection.read_response()
+        self._saw(epoch=epoch, run_id=run_id.group(1) if run_id else None, ends=ends)
         self._epoch_checked = time.monotonic()
 
-    def _saw(self, epoch: Any, run_id: str | None = None) -> None:
+    def _saw(self, epoch: Any, run_id: str | None = None, ends: Any = None) -> None:
+        """Take in the dataset's epoch, the server's run_id and the count of ends, as just read.
+
+        A restart (a new run_id) may have lost the last writes: what is single-use or revocable
+        and short-lived (codes, request_uris, DPoP proofs, access tokens) is refused when issued
+        before (``intact_since``). A replaced dataset (a new epoch: a flush, an empty restart, a
+        failover to an empty replica, or a count of ends gone back) may also have brought back
+        what had ended: sessions last authenticated, and refresh tokens granted, before it are
+        refused too (``_replaced_since``).
+        """
         text = _text(epoch) if epoch is not None else _new_epoch()  # gone again between SET and GET
         now = int(time.time())
+        count = int(ends or 0)
         if self._epoch is None:  # the first look: the dataset began then (a clock ahead is not believed)
             try:
                 began = int(text.split()[0])
@@ -490,13 +526,38 @@ class RedisStore:
             self._intact_since = min(began, now)
         elif text != self._epoch or (run_id is not None and self._run_id not in (None, run_id)):
             self._intact_since = max(self._intact_since, now + 1)
+            if text != self._epoch:
+                self._replaced_since = max(self._replaced_since, now + 1)
             log.warning("the Redis store may have lost records (%s): codes, request_uris, DPoP proofs and "
-                        "access tokens issued before %d are refused until they expire",
+                        "access tokens issued before %d are refused until they expire%s",
                         "its data was replaced" if text != self._epoch else "the server restarted",
-                        self._intact_since)
+                        self._intact_since,
+                        ", and so are sessions and refresh tokens" if text != self._epoch else "")
+        # a replaced dataset starts its count again (below ours); else the count only grows
+        self._ends = count if text != self._epoch else max(self._ends, count)
         self._epoch = text
         if run_id is not None:
             self._run_id = run_id
+
+    def _ended(self) -> None:
+        """Count a write that ended or withdrew something (ENDS_KEY), keeping the count seen."""
+        self._ends = max(self._ends, int(self.redis.incr(ENDS_KEY)))
+
+    def _current(self, session: Session) -> Session | None:
+        """Return the session unless it was last authenticated before the dataset was replaced (a
+        logout the replaced dataset lost would be undone); the epoch is looked at when due."""
+        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
+            self._check_epoch()
+        return session if session.auth_time >= self._replaced_since else None
+
+    def _granted_since_replaced(self, data: dict[str, Any]) -> bool:
+        """Return whether a refresh family was granted after the dataset was last replaced."""
+        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
+            self._check_epoch()
+        granted = data.get("granted_at", data.get("auth_time"))
+        if not isinstance(granted, int) or isinstance(granted, bool):
+            granted = 0  # no time to judge by: as old as can be
+        return granted >= self._replaced_since
 
     @staticmethod
     def _s(session_id: str) -> str:
@@ -564,7 +625,8 @@ class RedisStore:
         value = self.redis.get(self._s(session_id))
         if value is None or not self._live(value, now):
             return None
-        return self._decode(session_id, value), value
+        session = self._current(self._decode(session_id, value))
+        return (session, value) if session is not None else None
 
     def get_session(self, session_id: str, now: int) -> Session | None:
         found = self._read(session_id, now)
@@ -589,7 +651,7 @@ class RedisStore:
             if now >= int(value[11:_HEADER]) or now - last > self.lifetime.inactivity:  # _live, inlined
                 return None
             self._seen[session_id] = last
-            return self._decode(session_id, value)
+            return self._current(self._decode(session_id, value))
         plan = key + ":end"
         try:
             # EVALSHA by hand: the Script wrapper's per-call bookkeeping costs ~5% of a round trip
@@ -604,7 +666,7 @@ class RedisStore:
         if len(self._seen) >= _DECODED_CACHE:
             self._seen.clear()
         self._seen[session_id] = now if now - last >= interval else last  # what the script left stored
-        return self._decode(session_id, value)
+        return self._current(self._decode(session_id, value))
 
     def touch_session(self, session_id: str, now: int) -> None:
         self.get_and_touch(session_id, now)
@@ -638,7 +700,10 @@ class RedisStore:
 
     def reauthenticate(self, session_id: str, event: AuthEvent, new_id: str, now: int,
                        device: Device | None = None) -> Session | None:
-        return self._update(session_id, now, lambda s: s.with_event(event, new_id, device))
+        moved = self._update(session_id, now, lambda s: s.with_event(event, new_id, device))
+        if moved is not None and moved.id != session_id:
+            self._ended()  # the old id is spent
+        return moved
 
     def join_client(self, session_id: str, join: ClientJoin, now: int) -> Session | None:
         return self._update(session_id, now, lambda s: s.with_client(join))
@@ -648,7 +713,10 @@ class RedisStore:
         return self._update(session_id, now, lambda s: s.with_consent(client_id, scopes, now))
 
     def withdraw_consent(self, session_id: str, client_id: str, now: int) -> Session | None:
-        return self._update(session_id, now, lambda s: s.without_consent(client_id))
+        session = self._update(session_id, now, lambda s: s.without_consent(client_id))
+        if session is not None:
+            self._ended()
+        return session
 
     def end_session(self, session_id: str, reason: str = LOGGED_OUT,
                     now: int | None = None) -> Session | None:
@@ -659,6 +727,7 @@ class RedisStore:
         session = self._decode(session_id, value)
         self.redis.zrem(self._subject(session.subject), key)
         self.record_session_end(key, SessionEnd(reason, _now(now)))
+        self._ended()
         return session
 
     def _fold_legacy_index(self, subject: str) -> None:
@@ -684,6 +753,8 @@ class RedisStore:
                 pipe.execute()
             ended += taken
             if len(batch) < _END_BATCH_SIZE:
+                if ended:
+                    self._ended()
                 return ended
 
     # why sessions ended ------------------------------------------------------------------
@@ -733,8 +804,9 @@ class RedisStore:
         gone += [key for key, value in zip(keys, values, strict=True) if value is None]
         if gone:
             self.redis.zrem(index, *gone)
-        return [self._decode(key, value) for key, value in zip(keys, values, strict=True)
-                if value is not None and self._live(value, now)]
+        return [session for key, value in zip(keys, values, strict=True)
+                if value is not None and self._live(value, now)
+                and (session := self._current(self._decode(key, value))) is not None]
 
     # refresh tokens --------------------------------------------------------------------
     # (Before Redis Cluster support a token was a hash ``psso:r:<digest>`` and a family a set of
@@ -783,7 +855,12 @@ class RedisStore:
         if status == "reused":
             self.revoke_family(family_id, now)
             return RefreshRotation("reused", family_id)
-        return RefreshRotation("ok", family_id, json.loads(result[1]))
+        data = json.loads(result[1])
+        if not self._granted_since_replaced(data):  # a revocation the replaced dataset lost is kept
+            self.revoke_family(family_id, now)
+            return RefreshRotation("unknown")
+        self._ended()  # the old token is spent
+        return RefreshRotation("ok", family_id, data)
 
     def get_refresh(self, token_key: str, now: int) -> tuple[str, dict[str, Any]] | None:
         family_id = self._family_of(token_key)
@@ -792,7 +869,8 @@ class RedisStore:
         value = self.redis.hget(self._family(family_id)[0], token_key)
         if value is None or value[:1] == b"1" or now >= int(value[1:12]):
             return None
-        return family_id, json.loads(value[12:])
+        data = json.loads(value[12:])
+        return (family_id, data) if self._granted_since_replaced(data) else None
 
     def revoke_family(self, family_id: str, now: int | None = None) -> None:
         # The family's keys share a slot, its access tokens' revocation records do not: they are
@@ -804,6 +882,7 @@ class RedisStore:
         at = _now(now)
         keys = self._family(family_id)
         first = self._pairs(self._revoke_family(keys=keys, args=[at, "first"]))
+        self._ended()
         if not first:
             return
         self._record_revoked(first, at)
@@ -832,21 +911,31 @@ class RedisStore:
         return f"{PREFIX}j:{len(namespace)}:{namespace}:{jti}"
 
     def use_jti(self, namespace: str, jti: str, expires_at: int, now: int | None = None) -> bool:
+        if self._pipelines_run_scripts:
+            return self.use_jtis([(namespace, jti, expires_at)], now)[0]
+        return self._spend(namespace, jti, expires_at, now)
+
+    def _spend(self, namespace: str, jti: str, expires_at: int, now: int | None) -> bool:
         return self._use_jti(keys=[self._jti(namespace, jti)],
                              args=[expires_at, _ttl(expires_at, now), "" if now is None else now]) == 1
 
     def use_jtis(self, entries: Sequence[tuple[str, str, int]], now: int | None = None) -> tuple[bool, ...]:
-        if not self._pipelines_run_scripts:
-            return tuple(self.use_jti(*entry, now) for entry in entries)
+        if not self._pipelines_run_scripts:  # a cluster: the epoch is looked at once a second
+            return tuple(self._spend(*entry, now) for entry in entries)
         # one round trip: EVALSHA queued directly (a Script called on a pipeline would first ask
         # SCRIPT EXISTS, a round trip of its own); a server that lost its scripts (a restart) answers
-        # NOSCRIPT to those it did not run, which then go one by one, loading the script
+        # NOSCRIPT to those it did not run, which then go one by one, loading the script. The epoch
+        # comes back in the same trip: a flush since the last look would let a spent record be
+        # written again, so it is looked at before the caller asks intact_since.
         with self.redis.pipeline(transaction=False) as pipe:
             for namespace, jti, expires_at in entries:
                 pipe.evalsha(self._use_jti.sha, 1, self._jti(namespace, jti),
                              expires_at, _ttl(expires_at, now), "" if now is None else now)
-            answers = pipe.execute(raise_on_error=False)
-        return tuple(self.use_jti(*entry, now) if isinstance(answer, redis.exceptions.NoScriptError)
+            pipe.get(EPOCH_KEY)
+            *answers, epoch = pipe.execute(raise_on_error=False)
+        if epoch is None or isinstance(epoch, Exception) or _text(epoch) != self._epoch:
+            self._check_epoch()
+        return tuple(self._spend(*entry, now) if isinstance(answer, redis.exceptions.NoScriptError)
                      else _raised(answer) == 1 for entry, answer in zip(entries, answers, strict=True))
 
     def is_jti_used(self, namespace: str, jti: str, now: int) -> bool:
@@ -861,6 +950,7 @@ class RedisStore:
     # per-subject token cut-off ------------------------------------------------------------
     def set_not_before(self, subject: str, at: int, expires_at: int) -> None:
         self._not_before(keys=[f"{PREFIX}nb:{subject}"], args=[at, _ttl(expires_at, at)])
+        self._ended()
 
     def not_before(self, subject: str, now: int) -> int:
         recorded = self.redis.get(f"{PREFIX}nb:{subject}")
@@ -869,6 +959,7 @@ class RedisStore:
     # credentials set at run time: one hash per subject, a field per credential ---------------
     def put_credential(self, subject: str, credential_id: str, record: dict[str, Any]) -> None:
         self.redis.hset(f"{PREFIX}cred:{subject}", credential_id, _record_text(record))
+        self._ended()  # a password replaced, a factor added: what came before must not come back
 
     def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
         held = self.redis.hgetall(f"{PREFIX}cred:{subject}")
@@ -878,10 +969,15 @@ class RedisStore:
                            new: dict[str, Any]) -> bool:
         done = self._replace_credential(keys=[f"{PREFIX}cred:{subject}"],
                                         args=[credential_id, _record_text(old), _record_text(new)])
+        if done:
+            self._ended()
         return bool(done)
 
     def delete_credential(self, subject: str, credential_id: str) -> bool:
-        return bool(self.redis.hdel(f"{PREFIX}cred:{subject}", credential_id))
+        deleted = bool(self.redis.hdel(f"{PREFIX}cred:{subject}", credential_id))
+        if deleted:
+            self._ended()
+        return deleted
 
     # housekeeping ----------------------------------------------------------------------------
     def ping(self) -> None:

@@ -187,3 +187,68 @@ def test_a_totp_code_used_before_a_restart_is_not_taken_again(redis_server: Redi
     assert sign_in_with(fresh, later).session_id
     assert sign_in_with(fresh, later).session_id is None
     store.close()
+
+
+def test_a_flush_is_noticed_by_the_call_that_spends_a_record_again(redis_server: Redis) -> None:
+    """No second of grace: the spend that finds its record gone also finds the epoch gone."""
+    store = open_store(redis_server.url, SessionLifetime())
+    now = int(time.time())
+    assert store.use_jtis([("code", "c1", now + 60)], now) == (True,)
+    store.redis.flushall()
+    assert store.use_jtis([("code", "c1", now + 60)], now) == (True,)  # the record is gone ...
+    assert store.intact_since() > now  # ... and the caller, asking at once, refuses what came before
+    assert store.use_jti("par", "r1", now + 60, now)  # one record alone is spent the same way
+    store.redis.flushall()
+    assert store.use_jti("par", "r1", now + 60, now)
+    assert store.intact_since() > now
+    store.close()
+
+
+def _session(subject: str, at: int):
+    from policy_sso.sessions.model import AuthEvent, new_session
+
+    return new_session(subject, (AuthEvent("pwd", at),), at)
+
+
+def test_a_snapshot_that_lost_a_logout_and_a_revocation_brings_neither_back(redis_server: Redis) -> None:
+    """Restarted from a snapshot older than a logout and a refresh token's revocation: the count of
+    ends went back, so the dataset is taken as replaced, and what it brings back stays ended."""
+    store = open_store(redis_server.url, SessionLifetime())
+    now = int(time.time())
+    kept, ended = _session("u-bob", now), _session("u-alice", now)
+    store.create_session(kept)
+    store.create_session(ended)
+    store.put_refresh("rt-1", "fam-1", {"sub": "u-alice", "granted_at": now}, now + 3600, now)
+    store.redis.save()  # the snapshot: both sessions and the family alive
+    assert store.end_session(ended.id, now=now) is not None
+    store.revoke_family("fam-1", now)
+    redis_server.stop()
+    redis_server.process = redis_server._start()  # back from the snapshot, without the last writes
+    assert store.get_session(ended.id, now) is None  # the logout holds
+    assert store.get_and_touch(ended.id, now) is None
+    assert store.get_refresh("rt-1", now) is None  # the revocation holds
+    assert store.rotate_refresh("rt-1", "rt-2", now, now + 3600).status == "unknown"
+    # every session from before the replacement goes with it: the store cannot tell which ended
+    assert store.get_session(kept.id, now) is None
+    assert store.sessions_of("u-bob", now) == []
+    later = store.intact_since()
+    fresh = _session("u-bob", later)  # a sign-in after it works
+    store.create_session(fresh)
+    assert store.get_session(fresh.id, later) is not None
+    store.close()
+
+
+def test_a_restart_that_kept_every_end_keeps_sessions_and_refresh_tokens(redis_server: Redis) -> None:
+    """A restart from a snapshot taken after the last end (an AOF, or a clean shutdown's save) is not
+    a replacement: sessions and refresh tokens stay, only short-lived single-use records are refused."""
+    store = open_store(redis_server.url, SessionLifetime())
+    now = int(time.time())
+    session = _session("u-alice", now)
+    store.create_session(session)
+    store.put_refresh("rt-1", "fam-1", {"sub": "u-alice", "granted_at": now}, now + 3600, now)
+    store.end_session(_session("u-carol", now).id, now=now)  # nothing to end: counts nothing
+    redis_server.restart_from_snapshot(store.redis)
+    assert store.get_session(session.id, now) is not None
+    assert store.get_refresh("rt-1", now) is not None
+    assert store.intact_since() > now  # codes and access tokens from before are still refused
+    store.close()

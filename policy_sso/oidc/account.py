@@ -11,14 +11,17 @@ logout, and re-authenticates the current one so it keeps working.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from policy_sso.credentials import hash_password
+from policy_sso.errors import PolicySSOError
 from policy_sso.messages import Message
 from policy_sso.oidc import enrolment, reachability
+from policy_sso.oidc.admin import write_password_hash
 from policy_sso.oidc.consents import ConsentNotFound, consents_in, withdraw_user_consents
 from policy_sso.oidc.credential_change import revoke_grants_of
 from policy_sso.oidc.provider import Provider, end_session
@@ -31,6 +34,8 @@ from policy_sso.sessions.model import (
     new_session_id,
 )
 from policy_sso.sessions.store import session_key
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD = 8
 
@@ -133,7 +138,10 @@ def change_password(p: Provider, session: Session, current: str, new: str, now: 
                        failure="wrong_password", session_id=session.id)  # the account page's check
         return None, Message("message.password_wrong")
     revoke_grants_of(p, session.subject, now)  # first: a store fault stops here with nothing changed
-    enrolment.set_password_hash(p, session.subject, hash_password(new), now)
+    new_hash = hash_password(new)
+    enrolment.set_password_hash(p, session.subject, new_hash, now)
+    if getattr(p.store, "loses_records", False):
+        _outlive_the_store(p, session.subject, new_hash)
     current = session_key(session.id)
     others = [s for s in p.store.sessions_of(session.subject, now) if session_key(s.id) != current]
     for other in others:
@@ -142,6 +150,24 @@ def change_password(p: Provider, session: Session, current: str, new: str, now: 
     p.audit.record("account.password_changed", now, outcome="success", subject=session.subject,
                    sessions_ended=len(others))
     return (moved.id if moved else None), Message("message.password_changed")
+
+
+def _outlive_the_store(p: Provider, subject: str, new_hash: str) -> None:
+    """Write the new hash into users.yaml too, as the admin API does, when the store may lose it.
+
+    A Redis that loses its data (a restart without persistence, a flush) would otherwise take
+    the new password with it, and users.yaml's old one would sign in again. Where users.yaml
+    cannot be written the change stands in the store alone, and the log says so.
+    """
+    try:
+        durable = write_password_hash(p, subject, new_hash).applied
+    except (OSError, PolicySSOError) as err:
+        durable = False
+        log.warning("users.yaml could not be written (%s)", type(err).__name__)
+    if not durable:
+        log.warning("the new password of %s is kept by the store alone: if the store loses its data, "
+                    "the password in users.yaml signs in again; set it with the admin API instead",
+                    subject)
 
 
 def remove_factor(p: Provider, session: Session, credential_id: str, now: int,

@@ -91,13 +91,21 @@ def set_password(p: Provider, subject: str, body: dict[str, Any], now: int) -> i
     # the store is what every instance reads (issue 18); recorded against the users.yaml hash it
     # replaces, so instances that have not re-read users.yaml use it too
     set_password_hash(p, subject, new_hash, now)
-    _rewrite_hash(p.tenant.directory / "users.yaml", subject, new_hash)
-    result = p.holder.reload()
+    result = write_password_hash(p, subject, new_hash)
     if not result.applied:
         raise OAuthError("users.yaml was updated but the tenant did not reload: "
                          + "; ".join(str(d) for d in result.diagnostics), error="server_error", status=409)
     p.audit.record("admin.password_set", now, outcome="success", subject=subject)  # never the password
     return end_user_sessions(p, subject, now, PASSWORD_CHANGED)
+
+
+def write_password_hash(p: Provider, subject: str, new_hash: str) -> ReloadResult:
+    """Write ``subject``'s new hash into users.yaml and reload: the password then outlives the store.
+
+    Raises UserNotFound or OAuthError (users.yaml unreadable), OSError when it cannot be written.
+    """
+    _rewrite_hash(p.tenant.directory / "users.yaml", subject, new_hash)
+    return p.holder.reload()
 
 
 def _rewrite_hash(path: Path, subject: str, new_hash: str) -> None:

@@ -232,6 +232,8 @@ def password_hash_of(p: Provider, user: User) -> str:
     author changed it later, and users.yaml wins (the later change wins).
     """
     record = p.store.credentials_of(user.sub).get(PASSWORD_CREDENTIAL)
+    # as users.yaml reads now: a store found to have lost its records re-reads it (Provider.build)
+    user = p.user(user.sub) or user
     if record is not None and record.get("replaces") == user.password_hash and record.get("hash"):
         return str(record["hash"])
     return user.password_hash

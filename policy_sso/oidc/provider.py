@@ -109,6 +109,8 @@ class Provider:
             audit = server_audit_log(settings.audit, Path(settings.state_dir), store, secret)
         metrics.watch_audit(audit.stats)
         holder.listeners.append(audit.reload_listener())
+        if hasattr(store, "on_replaced"):  # a Redis that lost its data: users.yaml holds what outlives it
+            store.on_replaced.append(lambda: holder.reload(tell_others=False))
         if notifier.on_result is None:
             notifier.on_result = audit.backchannel_listener()
         return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier, metrics,

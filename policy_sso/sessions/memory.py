@@ -34,6 +34,8 @@ MAX_END_RECORDS = 10_000  # records of why sessions ended; the oldest go first p
 class MemoryStore:
     """Implements :class:`~policy_sso.sessions.store.Store` with dicts; expiry checked on read."""
 
+    loses_records = False  # its records end with its process, which is for tests and demos
+
     def __init__(self, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
         self.lifetime = lifetime
         self.max_sessions_per_user = (options or StoreOptions()).max_sessions_per_user

@@ -200,6 +200,8 @@ def _shut_down(db: psycopg.Connection[Any]) -> None:
 class PostgresStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on a PostgreSQL database."""
 
+    loses_records = False  # a commit is on disk
+
     def __init__(self, url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
         options = options or StoreOptions()
         self.lifetime = lifetime

@@ -410,6 +410,8 @@ def _cluster(url: str, timeout: float) -> Any:
 class RedisStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on a Redis server or a Redis Cluster."""
 
+    loses_records = True  # a restart without persistence, a flush, a failover to an empty replica
+
     def __init__(self, url: str, lifetime: SessionLifetime, options: StoreOptions | None = None) -> None:
         options = options or StoreOptions()
         self.url = url
@@ -421,6 +423,9 @@ class RedisStore:
         self._intact_since = 0
         self._replaced_since = 0  # since when the dataset holds every end written (see _saw)
         self._ends = 0  # the highest ENDS_KEY count this store has seen
+        # called when the dataset is found replaced: what it held of the users' credentials (a
+        # password set at run time) may be gone, so the provider re-reads users.yaml
+        self.on_replaced: list[Callable[[], None]] = []
         self._epoch_checked = float("-inf")  # monotonic time of the last check
         self.redis = connect(url, options.timeout, on_connect=self._check_epoch_on)
         self.timeout = options.timeout
@@ -534,10 +539,16 @@ class RedisStore:
                         self._intact_since,
                         ", and so are sessions and refresh tokens" if text != self._epoch else "")
         # a replaced dataset starts its count again (below ours); else the count only grows
+        replaced = self._epoch is not None and text != self._epoch
         self._ends = count if text != self._epoch else max(self._ends, count)
         self._epoch = text
         if run_id is not None:
             self._run_id = run_id
+        for hook in self.on_replaced if replaced else ():
+            try:
+                hook()
+            except Exception:  # a hook's failure must not turn the store call that found it into a fault
+                log.exception("a hook on the Redis dataset's replacement failed")
 
     def _ended(self) -> None:
         """Count a write that ended or withdrew something (ENDS_KEY), keeping the count seen."""
@@ -962,7 +973,15 @@ class RedisStore:
         self._ended()  # a password replaced, a factor added: what came before must not come back
 
     def credentials_of(self, subject: str) -> dict[str, dict[str, Any]]:
-        held = self.redis.hgetall(f"{PREFIX}cred:{subject}")
+        if not self._pipelines_run_scripts:  # a cluster: the epoch is looked at once a second
+            held = self.redis.hgetall(f"{PREFIX}cred:{subject}")
+        else:  # a flush since the last look would hide a password set at run time: looked at now
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(f"{PREFIX}cred:{subject}")
+                pipe.get(EPOCH_KEY)
+                held, epoch = pipe.execute()
+            if epoch is None or _text(epoch) != self._epoch:
+                self._check_epoch()
         return {_text(cid): json.loads(data) for cid, data in held.items()}
 
     def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],

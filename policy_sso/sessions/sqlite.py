@@ -133,6 +133,8 @@ def _spend(db: sqlite3.Connection, namespace: str, jti: str, expires_at: int, no
 class SQLiteStore:
     """Implements :class:`~policy_sso.sessions.store.Store` on one SQLite file."""
 
+    loses_records = False  # a commit is on disk
+
     def __init__(self, path: str | Path, lifetime: SessionLifetime,
                  options: StoreOptions | None = None) -> None:
         options = options or StoreOptions()

@@ -168,6 +168,9 @@ class Store(Protocol):
     """
 
     lifetime: SessionLifetime
+    # whether records it acknowledged may be lost (Redis: a restart without persistence, a flush): what
+    # must outlive such a loss (a password set at run time) is then also written elsewhere
+    loses_records: bool
 
     # sessions ---------------------------------------------------------------
     def create_session(self, session: Session) -> list[Session]:

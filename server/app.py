@@ -32,6 +32,7 @@ from policy_sso.tenant import Tenant
 from server import error_handlers
 from server.browser import Browser
 from server.client_address import client_address
+from server.converge import ReloadFollower
 from server.limits import ServerLimits, create_server
 from server.logs import flush_access_log
 from server.middleware import Envelope, complete_methods
@@ -276,6 +277,7 @@ def serve(tenant: Tenant, store: Store, keyring: Any, state_dir: Path, *, host: 
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
     stop = threading.Event()
     threading.Thread(target=_sweeper, args=(store, wall_clock, stop), daemon=True).start()
+    ReloadFollower(store, holder).start(stop)  # a reload on another instance on this store reaches here
     if worker is None:
         print(f"policy-sso serving {tenant.settings.issuer} on http://{server.effective_host}:"
               f"{server.effective_port} (state in {state_dir})", flush=True)

@@ -304,6 +304,33 @@ def test_an_admin_reload_reaches_every_worker(admin_workers: Workers) -> None:
     assert sum("policies reloaded" in line for line in lines) == 4, lines  # passed on once
 
 
+def test_an_admin_reload_at_one_server_reaches_another_on_the_same_store(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SPEC §7: instances converge after a reload. The second server (its own process, the same tenant
+    directory and store) follows the first's reload within a few seconds, without being told."""
+    monkeypatch.setenv("POLICY_SSO_ADMIN_TOKEN", ADMIN)
+    first = Workers(tmp_path, count=1)
+    second = Workers(tmp_path, count=1, issuer=first.url)
+    try:
+        _add_scope(first)
+        answer = requests.post(f"{first.url}/admin/v1/policies/reload", timeout=30,
+                               headers={"Authorization": f"Bearer {ADMIN}", "Connection": "close"})
+        assert answer.status_code == 200 and answer.json()["applied"] is True, answer.text
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            scopes = requests.get(f"{second.url}/.well-known/openid-configuration", timeout=10).json()[
+                "scopes_supported"]
+            if NEW_SCOPE in scopes:
+                break
+            time.sleep(0.2)
+        assert NEW_SCOPE in scopes
+        assert any("another instance reloaded" in line for line in _wait_for_lines(second, "reloaded", 1))
+    finally:
+        for served in (second, first):
+            if served.proc.poll() is None:
+                served.stop()
+
+
 def test_a_worker_replaced_after_a_sighup_serves_the_reloaded_tenant(workers: Workers) -> None:
     _add_scope(workers)
     workers.proc.send_signal(signal.SIGHUP)

@@ -163,7 +163,12 @@ def qr_svg(uri: str) -> str:
 
 
 def totp_secret_of(p: Provider, subject: str) -> str | None:
-    """Return the user's TOTP secret: the one enrolled in the store, else users.yaml's seed."""
+    """Return the user's TOTP secret: the one enrolled in the store, else users.yaml's seed.
+
+    None when the tenant does not accept ``otp`` (tenant.yaml ``methods``): no code then signs in.
+    """
+    if "otp" not in p.tenant.settings.methods:
+        return None
     record = p.store.credentials_of(subject).get(TOTP_CREDENTIAL)
     if record is not None:
         return open_secret(p, subject, str(record.get("sealed", "")))
@@ -224,13 +229,17 @@ def factor_proofs(p: Provider, subject: str) -> frozenset[str]:
 
 # --- passwords set at run time ------------------------------------------------------------------
 
-def password_hash_of(p: Provider, user: User) -> str:
+def password_hash_of(p: Provider, user: User) -> str | None:
     """Return the user's password hash: the one set at run time, unless users.yaml changed since.
 
     A hash set on /account or through the admin API is stored with the
     users.yaml hash it replaced; when users.yaml now holds another hash, an
     author changed it later, and users.yaml wins (the later change wins).
+    None when the tenant does not accept ``pwd`` (tenant.yaml ``methods``):
+    no password then signs in (checked as an unknown user's, one hash).
     """
+    if "pwd" not in p.tenant.settings.methods:
+        return None
     record = p.store.credentials_of(user.sub).get(PASSWORD_CREDENTIAL)
     # as users.yaml reads now: a store found to have lost its records re-reads it (Provider.build)
     user = p.user(user.sub) or user

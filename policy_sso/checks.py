@@ -14,6 +14,7 @@ expressions of a policy into one generated function.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,14 +62,31 @@ def human_duration(seconds: int) -> str:
     return " ".join(parts)
 
 
+# RemedyHint.acr for the checks of the request's own acr (acr_values, or essential in claims):
+# the level is the request's, known only when a decision is made
+REQUESTED_ACR = "acr_values"
+ESSENTIAL_ACR = "claims"
+
+
 @dataclass(frozen=True)
 class RemedyHint:
-    """What resolves a failed check: the remedy action and parameters to retry with."""
+    """What resolves a failed check: the remedy action, parameters to retry with, and what to present.
+
+    ``acr`` is the least level the retry's ``acr_values`` must name for this
+    check (a level id, or REQUESTED_ACR / ESSENTIAL_ACR for the level the
+    request asks for); the remedy names the highest such level of the failed
+    checks, never below the request's own. ``solve``: presenting methods
+    resolves the check, so the remedy's methods are those that, added to the
+    session, make its predicate pass (:mod:`policy_sso.compile`); ``methods``
+    are the ones it names, tried beside the tenant's enabled methods.
+    """
 
     action: str
     params: tuple[tuple[str, str], ...] = ()
     methods: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
+    acr: str | None = None
+    solve: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,12 +212,13 @@ def amr(req: AmrRequirement, error: str, step_up: RemedyHint) -> Check:
     else:
         fails = " or ".join(f"{{{i + 1}}} not in m" for i in range(len(req.methods)))
         required = f"amr all of {listed}"
-    # the step-up hint (acr_values at the MFA level) only when every method named is a second factor:
-    # retrying with it would demand MFA of a policy that asks for a first factor (pwd, wia) alone
+    # the step-up hint (acr_values at the lowest level that implies these methods, else the MFA
+    # level) only when every method named is a second factor: retrying with it would demand MFA
+    # of a policy that asks for a first factor (pwd, wia) alone
     if all(FACTOR_OF_METHOD.get(m) in SECOND_FACTORS for m in req.methods):
-        remedy = RemedyHint(step_up.action, step_up.params, req.methods)
+        remedy = RemedyHint(step_up.action, step_up.params, req.methods, acr=step_up.acr, solve=True)
     else:
-        remedy = RemedyHint("login", (("prompt", "login"),), req.methods)
+        remedy = RemedyHint("login", (("prompt", "login"),), req.methods, solve=True)
     return Check(
         "amr_missing", f"the session lacks a required authentication method ({req.mode})",
         error, req.span, f"({fails})", required,
@@ -226,7 +245,7 @@ def step_up(req: MfaRequirement, error: str, hint: RemedyHint) -> Check:
         lambda r, s, now: ("last second factor "
                            + (f"{human_duration(now - s.second_factor_time)} ago"
                               if s.second_factor_time is not None else "never")),
-        RemedyHint(hint.action, (*hint.params, ("max_age", str(within))), hint.methods))
+        dataclasses.replace(hint, params=(*hint.params, ("max_age", str(within)))))
 
 
 def acr(req: AcrRequirement, reaches: tuple[str, tuple[Any, ...]], acr_rank: AcrRank,
@@ -241,7 +260,7 @@ def acr(req: AcrRequirement, reaches: tuple[str, tuple[Any, ...]], acr_rank: Acr
         "acr_insufficient", "the session's assurance level is below the required acr",
         error, req.span, f"not {expression}", f"acr at least {req.level}",
         lambda r, s, now: f"session acr {acr_name(acr_rank(s))}",
-        RemedyHint("step_up", (("acr_values", req.level),)), consts)
+        RemedyHint("step_up", (("acr_values", req.level),), acr=req.level), consts)
 
 
 def essential_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRank,
@@ -252,11 +271,11 @@ def essential_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRa
         error, span, "r.essential_acr and {0}(r, s)", "an essential acr from the claims parameter",
         lambda r, s, now: (f"requested {' '.join(r.essential_acr)}, "
                            f"session acr {acr_name(acr_rank(s))}"),
-        RemedyHint("step_up"), (unmet,))
+        RemedyHint("step_up", (("acr_values", ""),), acr=ESSENTIAL_ACR), (unmet,))
 
 
 def requested_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRank,
-                  acr_name: Callable[[int], str], error: str, *, hint: RemedyHint) -> Check:
+                  acr_name: Callable[[int], str], error: str) -> Check:
     """Return the check for the ``acr_values`` parameter when the tenant enforces it (the default).
 
     The Transmit SSO seed: a silent sign-in must satisfy what ``acr_values``
@@ -269,7 +288,7 @@ def requested_acr(span: Span, unmet: Callable[[Any, Any], bool], acr_rank: AcrRa
         error, span, "r.acr_values and {0}(r, s)", "an acr level from the request's acr_values",
         lambda r, s, now: (f"requested {' '.join((r.step_up_acr,) if r.step_up_acr else r.acr_values)}, "
                            f"session acr {acr_name(acr_rank(s))}"),
-        RemedyHint("step_up", (), hint.methods), (unmet,))
+        RemedyHint("step_up", (("acr_values", ""),), acr=REQUESTED_ACR), (unmet,))
 
 
 # --- why a session ended (the store's record, SPEC §2) -------------------------
@@ -376,7 +395,11 @@ def second_factor_methods(enabled: frozenset[str]) -> tuple[str, ...]:
 def requirement_checks(req: Requirement, *, error: str, step_up_hint: RemedyHint,
                        acr_rank: AcrRank, acr_name: Callable[[int], str],
                        reaches: Callable[[str], tuple[str, tuple[Any, ...]]]) -> list[Check]:
-    """Return the checks one requirement compiles to."""
+    """Return the checks one requirement compiles to.
+
+    ``step_up_hint`` is the step-up remedy of this requirement when it is an
+    amr or MFA one: ``acr_values`` at the lowest level that implies it.
+    """
     if isinstance(req, AmrRequirement):
         return [amr(req, error, step_up_hint)]
     if isinstance(req, MfaRequirement):

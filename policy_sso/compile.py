@@ -42,7 +42,7 @@ from policy_sso.model import (
     When,
 )
 from policy_sso.request import AuthRequest
-from policy_sso.sessions.model import Session, SessionEnd
+from policy_sso.sessions.model import AuthEvent, Session, SessionEnd
 
 _TEST_SOURCE = {
     "scope": "{0} in r.scopes", "acr_values": "{0} in r.acr_values", "prompt": "{0} in r.prompt",
@@ -210,26 +210,169 @@ _REMEDY_TEXT = {
 }
 
 
-def _remedy(failed: list[C.Check], outcome: str) -> Remedy:
-    ordered = sorted(failed, key=lambda c: OUTCOME_RANK.get(c.error, 3))
-    lead = next(c for c in ordered if c.error == outcome).remedy
-    params: dict[str, str] = {}
-    methods: list[str] = []
-    scopes: list[str] = []
-    for check in ordered:
-        for key, value in check.remedy.params:
-            if key == "prompt" and "prompt" in params and value not in params["prompt"].split():
-                params["prompt"] += f" {value}"
-            else:
-                params.setdefault(key, value)
-        methods += [m for m in check.remedy.methods if m not in methods]
-        scopes += [s for s in check.remedy.scopes if s not in scopes]
-    message = _REMEDY_TEXT[lead.action]
+def _remedy_of(action: str, params: dict[str, str], methods: tuple[str, ...],
+               scopes: tuple[str, ...]) -> Remedy:
+    message = _REMEDY_TEXT[action]
     if params:
         message += " (with " + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
     if methods:
         message += "; methods that satisfy the policy: " + ", ".join(methods)
-    return Remedy(lead.action, message, params, tuple(methods), tuple(scopes))
+    return Remedy(action, message, params, methods, scopes)
+
+
+@dataclass(frozen=True)
+class _RemedyPlan:
+    """What a set of failed checks asks of a retry, before the request and session are known.
+
+    ``asks_acr``: the retry names an ``acr_values`` level; ``levels``: ranks it must reach (a policy's
+    ``require acr``, the level that implies an amr or MFA requirement);
+    ``essential``: also the request's essential acr; ``solve``: indices of the
+    failed checks that presenting methods resolves; ``static``: the remedy
+    itself when none of that applies.
+    """
+
+    action: str
+    params: tuple[tuple[str, str], ...]
+    scopes: tuple[str, ...]
+    asks_acr: bool = False
+    levels: tuple[int, ...] = ()
+    essential: bool = False
+    solve: tuple[int, ...] = ()
+    named: tuple[str, ...] = ()
+    static: Remedy | None = None
+
+
+def _plan(failed: list[tuple[int, C.Check]], outcome: str, rank_of: Callable[[str], int]) -> _RemedyPlan:
+    ordered = sorted(failed, key=lambda pair: OUTCOME_RANK.get(pair[1].error, 3))
+    lead = next(c for _, c in ordered if c.error == outcome).remedy
+    params: dict[str, str] = {}
+    scopes: list[str] = []
+    levels: list[int] = []
+    named: list[str] = []
+    essential, solve = False, []
+    for i, check in ordered:
+        hint = check.remedy
+        for key, value in hint.params:
+            if key == "prompt" and "prompt" in params and value not in params["prompt"].split():
+                params["prompt"] += f" {value}"
+            else:
+                params.setdefault(key, value)
+        scopes += [s for s in hint.scopes if s not in scopes]
+        if hint.acr == C.ESSENTIAL_ACR:
+            essential = True
+        elif hint.acr is not None and hint.acr != C.REQUESTED_ACR:
+            levels.append(rank_of(hint.acr))
+        if hint.solve:
+            solve.append(i)
+            named += [m for m in hint.methods if m not in named]
+    plan = _RemedyPlan(lead.action, tuple(params.items()), tuple(scopes), "acr_values" in params,
+                       tuple(levels), essential, tuple(sorted(solve)), tuple(named))
+    if plan.asks_acr or solve:
+        return plan
+    return dataclasses.replace(plan, static=_remedy_of(lead.action, params, (), plan.scopes))
+
+
+class _RemedySolver:
+    """Finishes a remedy for a request and session: the level to ask for and the methods to present.
+
+    The level is the highest of those the failed checks need and the level
+    the request itself asks for (a retry must not drop the app's own
+    ``acr_values``), so a remedy followed is never refused again for the same
+    reasons. The methods are found by trial, with the evaluator's own
+    predicates: the smallest sets of methods that, presented now, make every
+    failed amr/MFA/step-up check pass and reach that level; the remedy lists
+    every method of those sets (e.g. ``hwk, otp`` when either makes MFA, only
+    ``hwk`` when the level needs a hardware key), never one that does not help.
+    """
+
+    _MEMO_LIMIT = 4096
+
+    def __init__(self, checks: list[C.Check], tenant: TenantSettings,
+                 acr_rank: Callable[[Session], int]) -> None:
+        self.checks, self.acr_rank, self.named = checks, acr_rank, tenant.networks
+        self.levels = tenant.acr_levels
+        self.rank_by_id = {lvl.id: lvl.rank for lvl in self.levels}
+        self.enabled = tuple(sorted(tenant.methods))
+        self.enforced = tenant.acr_values_requested == "enforced"
+        self._predicates: dict[int, Callable[[AuthRequest, Session, int], bool]] = {}
+        self._memo: dict[tuple[Any, ...], Remedy] = {}
+
+    def remedy(self, indices: tuple[int, ...], plan: _RemedyPlan, r: AuthRequest, s: Session,
+               now: int) -> Remedy:
+        """Return the remedy of ``plan`` (the failed checks ``indices``) for this request and session.
+
+        Presented methods are fresh, so the answer depends on the levels the
+        request asks for and on which methods the session holds, not when: it
+        is memoized on those.
+        """
+        asks = plan.asks_acr
+        requested = self.request_rank(r) if asks else None
+        essential = (min((self.rank_by_id.get(v, len(self.levels)) for v in r.essential_acr), default=None)
+                     if asks and plan.essential else None)
+        key = (indices, requested, essential, s.amr)  # amr: the methods held, sorted, cached by the session
+        remedy = self._memo.get(key)
+        if remedy is None:
+            if len(self._memo) >= self._MEMO_LIMIT:
+                self._memo.clear()
+            remedy = self._memo[key] = self._finish(plan, (requested, essential), r, s, now)
+        return remedy
+
+    def _finish(self, plan: _RemedyPlan, asked: tuple[int | None, int | None], r: AuthRequest,
+                s: Session, now: int) -> Remedy:
+        """Return the remedy: its level (``asked``: the request's acr_values and essential acr), methods."""
+        params = dict(plan.params)
+        target = None
+        if plan.asks_acr:
+            # a level the tenant does not define cannot be asked for (validate reports it)
+            target = max((b for b in (*plan.levels, *asked)
+                          if b is not None and b < len(self.levels)), default=None)
+            if target is None:
+                del params["acr_values"]
+            else:
+                params["acr_values"] = self.levels[target].id
+        methods = self.methods(plan, target, r, s, now) if plan.solve or target is not None else ()
+        return _remedy_of(plan.action, params, methods, plan.scopes)
+
+    def request_rank(self, r: AuthRequest) -> int | None:
+        """Return the level the request's acr_values ask for, as the requested-acr check reads them."""
+        if not (self.enforced and (r.acr_values or r.step_up_acr)):
+            return None  # none asked, or voluntary: the retry's acr_values need not keep them
+        if r.step_up_acr is not None:
+            return self.rank_by_id.get(r.step_up_acr, len(self.levels))
+        return min((self.rank_by_id[v] for v in r.acr_values if v in self.rank_by_id), default=None)
+
+    def methods(self, plan: _RemedyPlan, target: int | None, r: AuthRequest, s: Session,
+                now: int) -> tuple[str, ...]:
+        """Return the methods of every smallest set that clears the plan's checks and reaches ``target``."""
+        needs = [self._predicate(i) for i in plan.solve]
+        level_methods = [m for q in (self.levels[target].requires if target is not None else ())
+                         if isinstance(q, AmrRequirement) for m in q.methods]
+        candidates = sorted({*self.enabled, *plan.named, *level_methods})
+
+        def clears(methods: tuple[str, ...]) -> bool:
+            trial = s
+            for method in methods:
+                trial = trial.with_event(AuthEvent(method, now), s.id)
+            return ((target is None or self.acr_rank(trial) >= target)
+                    and not any(fails(r, trial, now) for fails in needs))
+
+        for size in range(1, len(candidates) + 1):
+            sets = [combo for combo in itertools.combinations(candidates, size) if clears(combo)]
+            if sets:
+                return tuple(sorted({m for combo in sets for m in combo}))
+        return ()
+
+    def _predicate(self, index: int) -> Callable[[AuthRequest, Session, int], bool]:
+        """Return the failing predicate of one check, generated as ``decide`` generates it."""
+        if index not in self._predicates:
+            ns = _Namespace(self.named)
+            check = self.checks[index]
+            source = ("def fails(r, s, now):\n    m = s.methods\n    g = s.consents.get(r.client_id, EMPTY)\n"
+                      f"    return bool({ns.expression(check)})\n")
+            namespace: dict[str, Any] = {**ns.values, "EMPTY": C.EMPTY}
+            exec(compile(source, f"<remedy {check.reason}>", "exec"), namespace)  # noqa: S102 - as decide's
+            self._predicates[index] = namespace["fails"]
+        return self._predicates[index]
 
 
 # --- the compiler ---------------------------------------------------------------
@@ -264,15 +407,10 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
         known = [rank_by_id[v] for v in r.acr_values if v in rank_by_id]
         return bool(known) and acr_rank(s) < min(known)
 
-    mfa_level = next((lvl.id for lvl in levels
-                      if any(isinstance(q, MfaRequirement) for q in lvl.requires)), None)
-    step_up_hint = C.RemedyHint("step_up", (("acr_values", mfa_level),) if mfa_level else (),
-                                C.second_factor_methods(tenant.methods))
-
     table = _session_checks(policy, tenant)
 
     def requirement(req: Requirement) -> list[C.Check]:
-        return C.requirement_checks(req, error=on_unmet, step_up_hint=step_up_hint,
+        return C.requirement_checks(req, error=on_unmet, step_up_hint=_step_up_hint(tenant, req),
                                     acr_rank=acr_rank, acr_name=acr_name,
                                     reaches=lambda level: reaches_template(levels, rank_of(level)))
 
@@ -280,8 +418,7 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
         table += [Guarded(c) for c in requirement(req)]
     table.append(Guarded(C.essential_acr(policy.span, essential_unmet, acr_rank, acr_name, on_unmet)))
     if tenant.acr_values_requested == "enforced":
-        table.append(Guarded(C.requested_acr(policy.span, requested_unmet, acr_rank, acr_name, on_unmet,
-                                             hint=step_up_hint)))
+        table.append(Guarded(C.requested_acr(policy.span, requested_unmet, acr_rank, acr_name, on_unmet)))
     if client is None or not client.first_party:
         table.append(Guarded(C.consent((), policy.span, requested=True)))
     table.append(Guarded(C.prompt_consent(policy.span)))
@@ -298,25 +435,27 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
     checks_by_index = [g.check for g in table]
     name = policy.name
 
-    verdicts: dict[tuple[int, ...], tuple[str, Remedy, tuple[int, ...]]] = {}
+    solver = _RemedySolver(checks_by_index, tenant, acr_rank)
+    verdicts: dict[tuple[int, ...], tuple[str, _RemedyPlan, tuple[int, ...]]] = {}
 
-    def verdict(indices: tuple[int, ...]) -> tuple[str, Remedy, tuple[int, ...]]:
-        """Return the outcome, remedy and reported checks of a set of failed checks (memoized).
+    def verdict(indices: tuple[int, ...]) -> tuple[str, _RemedyPlan, tuple[int, ...]]:
+        """Return the outcome, remedy plan and reported checks of a set of failed checks (memoized).
 
         A reason code is reported once, at its first failing check: a policy's
         ``require consent`` and the implicit check of the requested scopes both
         fail as consent_missing, and error_description must not say it twice.
         """
-        failed = [checks_by_index[i] for i in indices]
-        outcome = min((c.error for c in failed), key=lambda e: OUTCOME_RANK.get(e, 3))
+        failed = [(i, checks_by_index[i]) for i in indices]
+        outcome = min((c.error for _, c in failed), key=lambda e: OUTCOME_RANK.get(e, 3))
         first: dict[str, int] = {}
         for i in indices:
             first.setdefault(checks_by_index[i].reason, i)
-        return verdicts.setdefault(indices, (outcome, _remedy(failed, outcome), tuple(first.values())))
+        return verdicts.setdefault(indices, (outcome, _plan(failed, outcome, rank_of), tuple(first.values())))
 
     def deny(indices: list[int], r: AuthRequest, s: Session, now: int) -> Decision:
         key = tuple(indices)
-        outcome, remedy, reported = verdicts.get(key) or verdict(key)
+        outcome, plan, reported = verdicts.get(key) or verdict(key)
+        remedy = plan.static or solver.remedy(key, plan, r, s, now)
         reasons = tuple([Reason(c.reason, c.required, (c.observe, r, s, now), c.source, c.description)
                          for c in map(checks_by_index.__getitem__, reported)])
         return Decision(outcome, reasons, remedy, name)
@@ -340,6 +479,31 @@ def compile_policy(policy: Policy, tenant: TenantSettings, client: Client | None
 
     return CompiledPolicy(policy, tuple(table), namespace["decide"], source, acr_of, acr_rank,
                           _ended(policy, tenant))
+
+
+def _step_up_hint(tenant: TenantSettings, req: Requirement) -> C.RemedyHint:
+    """Return the step-up remedy of an amr or MFA requirement: the lowest level that implies it
+    (loa:3 for ``all_of "hwk"``), else the MFA level."""
+    levels = tenant.acr_levels
+    level = _lowest_level(levels, req) or _lowest_level(levels, MfaRequirement())
+    return C.RemedyHint("step_up", (("acr_values", level),) if level else (),
+                        C.second_factor_methods(tenant.methods), acr=level, solve=True)
+
+
+def _lowest_level(levels: tuple[AcrLevel, ...], req: Requirement) -> str | None:
+    """Return the lowest acr level whose own requirements imply ``req`` (an amr or MFA one), if any."""
+    for level in levels:
+        held = {m for q in level.requires if isinstance(q, AmrRequirement)
+                and (q.mode == "all_of" or len(q.methods) == 1) for m in q.methods}
+        if isinstance(req, MfaRequirement):
+            implied = any(isinstance(q, MfaRequirement) for q in level.requires)
+        elif isinstance(req, AmrRequirement) and (req.mode == "all_of" or len(req.methods) == 1):
+            implied = set(req.methods) <= held
+        else:  # any_of several: a level that holds one of them would demand it where another would do
+            implied = False
+        if implied:
+            return level.id
+    return None
 
 
 def network_tests(cond: Condition) -> list[tuple[Test, bool]]:

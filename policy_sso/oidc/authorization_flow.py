@@ -28,7 +28,14 @@ from policy_sso.oidc.authorize import (
 from policy_sso.oidc.claims import requested_claims, subject_value, user_claims
 from policy_sso.oidc.codes import CodeGrant
 from policy_sso.oidc.grant import Grant
-from policy_sso.oidc.interaction import ENROLLABLE_FACTORS, Interaction, Step, next_step, satisfied_request
+from policy_sso.oidc.interaction import (
+    ENROLLABLE_FACTORS,
+    Interaction,
+    Step,
+    counted_session,
+    next_step,
+    satisfied_request,
+)
 from policy_sso.oidc.provider import Provider, join_client
 from policy_sso.request import AuthRequest
 from policy_sso.sessions.model import AuthEvent, Device, Session
@@ -202,7 +209,13 @@ def decision_error(decision: Decision) -> OAuthError:
 
 def resolve(p: Provider, areq: AuthorizationRequest, session: Session | None,
             interaction: Interaction, now: int, *, consented: bool = False) -> Step:
-    """Return the next step of an interaction for the session as it is now."""
+    """Return the next step of an interaction for the session as it is now.
+
+    The step judges the session as it counts for the request
+    (:func:`counted_session`): after ``prompt=login`` or an exceeded
+    ``max_age``, only the factors presented during the interaction.
+    """
+    session = counted_session(areq.policy_request, session, interaction)
     request = satisfied_request(areq.policy_request, session, interaction, consented)
     if request.acr_values and session is not None:
         request = step_up_target(p, request, session, now)
@@ -231,7 +244,9 @@ def granted_acr(p: Provider, request: AuthRequest, session: Session) -> str | No
 def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -> AuthorizationResponse:
     """Return the successful authorization response: code and/or tokens, state and iss.
 
-    Joins the client to the session (its ``sid``, OIDC Back-Channel Logout
+    ``session`` is the session as it counts for the request (an interaction's
+    :attr:`Step.session`): the tokens' ``auth_time``, ``acr`` and ``amr`` are
+    its. Joins the client to the session (its ``sid``, OIDC Back-Channel Logout
     §2.1) and touches the session only when last-seen is stale.
     """
     client_id = areq.client.client_id
@@ -251,8 +266,10 @@ def issue(p: Provider, areq: AuthorizationRequest, session: Session, now: int) -
     access_token = None
     if areq.wants_access_token:
         access_token = mint_access_token(p, grant, now, secrets.token_urlsafe(16))
+        # RFC 6749 §4.2.2: scope is required when it differs from the requested one (a scope no
+        # client may ask for is left out of the grant); sent always, as /token does
         out.update(access_token=access_token, token_type="Bearer",  # noqa: S106 - the RFC 6750 type name
-                   expires_in=str(settings.access_token_lifetime))
+                   expires_in=str(settings.access_token_lifetime), scope=grant.scope)
     if areq.wants_id_token:
         extra = None
         if areq.response_type == "id_token":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from policy_sso.oidc.claims import ClaimsRequest
+
 
 @dataclass(frozen=True, slots=True)
 class Grant:
@@ -44,6 +46,16 @@ class Grant:
                    tuple(data.get("id_token_claims") or ()), data.get("second_factor_time"))
 
     def with_scope(self, scope: str) -> Grant:
-        """Return the grant for a refreshed token: ``scope`` (RFC 6749 §6) and no nonce (OIDC Core §12.2)."""
+        """Return the grant for a refreshed token: ``scope`` (RFC 6749 §6) and no nonce (OIDC Core §12.2).
+
+        A narrower scope narrows the claims the ``claims`` parameter asked for
+        with it: the refreshed tokens name only those the new scope releases
+        (:meth:`ClaimsRequest.within`), as RFC 6749 §6 limits a narrowed token
+        to its scope. The same scope keeps them all, those asked for by name
+        under consent to a scope outside it included (OIDC Core §5.5).
+        """
+        claims = ClaimsRequest(self.userinfo_claims, self.id_token_claims)
+        if set(scope.split()) != set(self.scope.split()):
+            claims = claims.within(scope.split())
         return Grant(self.subject, self.client_id, scope, self.auth_time, self.acr, self.amr, self.sid,
-                     None, self.userinfo_claims, self.id_token_claims, self.second_factor_time)
+                     None, claims.userinfo, claims.id_token, self.second_factor_time)

@@ -130,6 +130,38 @@ class InteractionCodec:
         return b64url.encode(hmac.new(self._key, payload.encode(), hashlib.sha256).digest())
 
 
+def counted_session(request: AuthRequest, session: Session | None,
+                    interaction: Interaction) -> Session | None:
+    """Return the session as it counts for the interaction's request: what it is judged and answered by.
+
+    A request that demands a fresh authentication (OIDC Core §3.1.2.1:
+    ``prompt=login``, or a ``max_age`` the session's latest authentication
+    was older than when the interaction began; ``max_age=0`` always) counts
+    only the factors presented since the interaction began. The policy then
+    asks again for a second factor it requires (``require mfa``, an acr
+    level), as Keycloak re-runs every step on ``max_age=0``, and the tokens'
+    ``auth_time``, ``acr`` and ``amr`` describe that authentication, not a
+    factor from before it. Any other request counts the whole session.
+    """
+    if session is None or not demands_fresh_authentication(request, session, interaction.started_at):
+        return session
+    return session.since(interaction.started_at)
+
+
+def demands_fresh_authentication(request: AuthRequest, session: Session, began: int) -> bool:
+    """Return whether the request demands an authentication from ``began`` on (OIDC Core §3.1.2.1).
+
+    ``max_age`` is judged by the session's events before ``began`` as the
+    request's ``max_age_exceeded`` check judges ``auth_time``.
+    """
+    if "login" in request.prompt or request.max_age == 0:
+        return True
+    if request.max_age is None:
+        return False
+    latest = max((event.time for event in session.events if event.time < began), default=None)
+    return latest is None or began - latest > request.max_age
+
+
 def satisfied_request(request: AuthRequest, session: Session | None, interaction: Interaction,
                       consented: bool = False) -> AuthRequest:
     """Return the request minus what this interaction already satisfied.
@@ -137,7 +169,8 @@ def satisfied_request(request: AuthRequest, session: Session | None, interaction
     Once the user signed in during the interaction, ``prompt=login`` and
     ``max_age`` are met (OIDC Core §3.1.2.1; node-oidc-provider does the same);
     once they granted consent on its consent page, ``prompt=consent`` is. The
-    session must also show that sign-in, so a stale cookie proves nothing.
+    session must also show that sign-in, so a stale cookie proves nothing;
+    what else counts then is :func:`counted_session`'s to say.
     """
     prompt, max_age = request.prompt, request.max_age
     if (interaction.signed_in and session is not None
@@ -152,10 +185,15 @@ def satisfied_request(request: AuthRequest, session: Session | None, interaction
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What the interaction does next, and the decision that led there."""
+    """What the interaction does next, the decision that led there and the session it judged.
+
+    ``session`` is the session as it counts for the request
+    (:func:`counted_session`): what a completed interaction's tokens describe.
+    """
 
     kind: StepKind
     decision: Decision
+    session: Session | None = None
 
 
 def next_step(decision: Decision, session: Session | None,
@@ -163,19 +201,20 @@ def next_step(decision: Decision, session: Session | None,
               *, lacking: tuple[str, ...] = ()) -> Step:
     """Return the page that resolves ``decision``, given the second factors the user can offer.
 
-    ``decide`` re-evaluates the same request for another session; it is used to
-    try a factor on a copy of the session before asking the user for it.
+    ``session`` is the one ``decision`` judged (:func:`counted_session`).
+    ``decide`` re-evaluates the same request for another session; it is used
+    to try a factor on a copy of the session before asking the user for it.
     ``lacking`` are the factors the tenant knows but the user has not enrolled:
     when one of them would clear the decision, the step is ``factor`` (a page
     that says so) instead of ``fail`` (the error sent back to the app).
     """
     if decision.allowed:
-        return Step("complete", decision)
+        return Step("complete", decision, session)
     codes = set(decision.codes)
     if session is None or codes & LOGIN_REASONS:
-        return Step("login", decision)
+        return Step("login", decision, session)
     if codes <= CONSENT_REASONS:
-        return Step("consent", decision)
+        return Step("consent", decision, session)
 
     def clears(methods: tuple[str, ...]) -> bool:
         trial = session
@@ -185,9 +224,9 @@ def next_step(decision: Decision, session: Session | None,
 
     for method in offered:
         if clears((method,)):
-            return Step("otp", decision)
+            return Step("otp", decision, session)
     if clears(("pwd",)) or any(clears(("pwd", m)) for m in offered):
-        return Step("login", decision)
+        return Step("login", decision, session)
     if any(clears((m,)) or clears(("pwd", m)) for m in lacking):
-        return Step("factor", decision)
-    return Step("fail", decision)
+        return Step("factor", decision, session)
+    return Step("fail", decision, session)

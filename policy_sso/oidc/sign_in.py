@@ -71,8 +71,10 @@ def proceed(p: Provider, page: Page, interaction: Interaction, now: int) -> Answ
     if kind in ("complete", "fail"):  # the interaction's last word on the request
         audit_decision(p, page.request, page.session, page.step.decision, now, interaction=True)
     if kind == "complete":
-        assert page.session is not None
-        return Answer(issue(p, page.request, page.session, now))
+        assert page.step.session is not None
+        # the session as the request counts it: after prompt=login or an exceeded max_age, only the
+        # factors of this interaction (auth_time, acr and amr describe that authentication)
+        return Answer(issue(p, page.request, page.step.session, now))
     if kind == "fail":
         raise AuthorizationError(decision_error(page.step.decision), page.request.target)
     return Interact("consent" if kind == "consent" else "login", interaction)

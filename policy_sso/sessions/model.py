@@ -161,6 +161,17 @@ class Session:
         return replace(self, id=new_id, events=(*self.events, event), last_seen=event.time,
                        device=device or self.device)
 
+    def since(self, time: int) -> Session:
+        """Return this session with only the events at or after ``time``: what a fresh authentication counts.
+
+        A request that demands a fresh authentication (``prompt=login``, an
+        exceeded ``max_age``) is judged, and its tokens' ``auth_time``, ``acr``
+        and ``amr`` worked out, from the factors presented since it began, not
+        from older ones the session still holds. The view is never stored.
+        """
+        kept = tuple(event for event in self.events if event.time >= time)
+        return self if len(kept) == len(self.events) else replace(self, events=kept)
+
 
 def new_session_id() -> str:
     """Return a fresh opaque session id with 256 random bits."""

@@ -3,8 +3,10 @@
 A reload loads the tenant directory again; a set with any error (a policy
 file emptied or not loaded, a client left without a governing policy, an
 unknown name, a policy_files pattern outside the tenant…) is rejected with
-all its diagnostics and the running tenant stays in force. A reload that
-applies reports which clients changed governing policy. Readers take
+all its diagnostics and the running tenant stays in force, as is one that
+changes what the server takes only at start (the issuer, the store and its
+options, the state directory). A reload that applies reports which clients
+changed governing policy. Readers take
 ``holder.tenant`` once per request and use that object throughout, so a
 request never sees half of one tenant and half of another.
 """
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from policy_sso.config import TenantSettings
 from policy_sso.diagnostics import Diagnostic
 from policy_sso.tenant import Tenant, check_tenant
 
@@ -51,6 +54,18 @@ def governance_changes(old: Tenant, new: Tenant) -> tuple[GovernanceChange, ...]
         if before != after:
             changes.append(GovernanceChange(client_id, before, after))
     return tuple(changes)
+
+
+# tenant.yaml settings the server takes once, at start (beside the issuer): the store it opened and
+# how (store_timeout, session.max_per_user are the store's options), the directory of its keys. A
+# reload that changes one is refused, never reported applied while the old one runs (SPEC §7).
+START_ONLY_SETTINGS: tuple[tuple[str, str, Callable[[TenantSettings], object]], ...] = (
+    ("store", "E_RELOAD_STORE", lambda s: s.store),
+    ("store_timeout", "E_RELOAD_STORE", lambda s: s.store_options.timeout),
+    ("session.max_per_user", "E_RELOAD_STORE", lambda s: s.store_options.max_sessions_per_user),
+    ("state_dir", "E_RELOAD_STATE_DIR", lambda s: s.state_dir),
+    ("audit", "E_RELOAD_AUDIT", lambda s: s.audit),  # the sinks are opened once, at start
+)
 
 
 @dataclass(frozen=True)
@@ -118,10 +133,9 @@ class TenantHolder:
                 return ReloadResult(False, errors or tuple(diagnostics))
             if self._adjust is not None:
                 tenant = self._adjust(tenant)
-            if tenant.settings.issuer != self._tenant.settings.issuer:
-                problem = Diagnostic(str(self.directory / "tenant.yaml"), 1, 1, "E_RELOAD_ISSUER",
-                                     "the issuer cannot change while the server runs; restart instead")
-                return ReloadResult(False, (problem,))
+            refused = self._start_only_changes(tenant.settings)
+            if refused:
+                return ReloadResult(False, refused)
             changes = governance_changes(self._tenant, tenant)
             self._tenant = tenant
             if self._on_swap is not None:
@@ -130,6 +144,26 @@ class TenantHolder:
             for change in changes:
                 log.info("governing policy changed: %s", change)
             return ReloadResult(True, tuple(diagnostics), len(tenant.policies), changes)
+
+    def _start_only_changes(self, new: TenantSettings) -> tuple[Diagnostic, ...]:
+        """Return an error for each setting the server takes only at start that ``new`` changes.
+
+        Both sides are tenant.yaml's values (``serve --store`` and ``--state-dir`` override them
+        outside the tenant), so a reload of an unchanged tenant.yaml applies whatever the flags say.
+        """
+        old = self._tenant.settings
+        problems = []
+        if new.issuer != old.issuer:
+            problems.append(Diagnostic(str(self.directory / "tenant.yaml"), 1, 1, "E_RELOAD_ISSUER",
+                                       "the issuer cannot change while the server runs; restart instead"))
+        for key, code, value in START_ONLY_SETTINGS:
+            if value(new) != value(old):
+                at = new.span(key)  # the file's start when the key was removed
+                # no value in the message: a store URL may hold a password
+                problems.append(Diagnostic(at.file, at.line, at.col, code,
+                                           f"{key} cannot change while the server runs (it keeps the one "
+                                           "it started with); restart instead"))
+        return tuple(problems)
 
     def install_sighup(self) -> None:
         """Reload on SIGHUP (main thread only, where Python delivers signals).

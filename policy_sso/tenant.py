@@ -8,6 +8,7 @@ reload builds a new one and swaps it in whole.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import os
 import re
@@ -270,7 +271,8 @@ def _glob(directory: Path, settings: TenantSettings | None,
                                        f"policy_files pattern {pattern!r} is not a usable glob: {err}", hint))
             continue
         for path in matches:
-            if not path.is_file():
+            if not path.is_file():  # a directory holds no policy; a broken link a pattern names is an error
+                problems += [] if path.is_dir() or not path.is_symlink() else [_broken_link(path)]
                 continue
             if escapes(path):  # a symbolic link out of the tenant
                 problems.append(Diagnostic(display_path(path), 1, 1, "E_POLICY_FILES_PATH",
@@ -280,9 +282,33 @@ def _glob(directory: Path, settings: TenantSettings | None,
     return list(found), problems
 
 
+def _broken_link(path: Path) -> Diagnostic:
+    """Return the error for a symbolic link named like a policy file that leads to no file (gone, a
+    loop, a directory): what it was meant to hold cannot be read, and is not passed over (SPEC §7)."""
+    try:
+        why = f"it is a symbolic link to {os.readlink(path)}, which is not a file"
+    except OSError:
+        why = "it is a symbolic link to no file"
+    return Diagnostic(display_path(path), 1, 1, "E_READ", f"cannot read file: {why}",
+                      "point the link at the file, or delete it")
+
+
+def _looks_like_policy(name: str) -> bool:
+    """Return whether a name in a tenant directory may hold a policy: a policy file's name, or YAML
+    that is neither a config file nor a policy test (whether it declares a policy is read next)."""
+    return name.endswith((*POLICY_SUFFIXES, ".yaml", ".yml")) and name not in _CONFIG_SCHEMAS \
+        and not name.endswith(TEST_SUFFIXES)
+
+
 def _unmatched_policy_files(directory: Path, loaded: list[Path],
                             settings: TenantSettings | None) -> Iterator[Diagnostic]:
-    """Yield an error for each file in the tenant directory that looks like a policy but is not loaded."""
+    """Yield an error for each file in the tenant directory that looks like a policy but is not loaded.
+
+    A file looks like a policy when its name says so (``*.policy``, ``*.policy.yaml``,
+    ``*.policy.yml``), or when it is other YAML that declares a policy (:func:`declares_policy`:
+    ``extra.yaml`` with ``policy: p2``, the YAML form as SPEC §1 names it). A broken link under such
+    a name is an error as well, and a link out of the tenant is named but never read.
+    """
     if settings is None:
         return
     known = set(loaded)  # glob and iterdir both give DIRECTORY/NAME: no need to resolve
@@ -290,16 +316,39 @@ def _unmatched_policy_files(directory: Path, loaded: list[Path],
         entries = sorted(directory.iterdir())
     except OSError:
         return
+    root = directory.resolve()
+    written = ", ".join(f'"{p}"' for p in settings.policy_files)
     for path in entries:
-        suffix = next((s for s in POLICY_SUFFIXES if path.name.endswith(s)), None)
-        if suffix is None or path in known or not path.is_file():
+        if not _looks_like_policy(path.name) or path in known or path.is_dir():
             continue
-        written = ", ".join(f'"{p}"' for p in settings.policy_files)
+        if not path.is_file():  # a broken link is an error; a pipe or a device is not read (it may block)
+            if path.is_symlink():
+                yield _broken_link(path)
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            yield Diagnostic(display_path(path), 1, 1, "E_READ",
+                             f"{display_path(path)} links outside the tenant directory: not read",
+                             "copy the file into the tenant directory, or delete the link")
+            continue
+        suffix = next((s for s in POLICY_SUFFIXES if path.name.endswith(s)), None)
+        if suffix is None and not declares_policy(path):
+            continue  # YAML that is no policy (a CI workflow, a message catalogue)
+        hint = (f'add "{POLICY_PATTERNS[suffix]}" to policy_files in tenant.yaml' if suffix
+                else _rename_hint(path.name, settings.policy_files))
         yield Diagnostic(display_path(path), 1, 1, "E_POLICY_NOT_LOADED",
                          f"this policy file is not loaded: policy_files [{written}] in tenant.yaml "
                          "does not match it",
-                         f'add "{POLICY_PATTERNS[suffix]}" to policy_files in tenant.yaml, '
-                         "or move the file out of the tenant directory")
+                         f"{hint}, or move the file out of the tenant directory")
+
+
+def _rename_hint(name: str, patterns: tuple[str, ...]) -> str:
+    """Return how a YAML policy named ``NAME.yaml`` gets loaded: as ``NAME.policy.yaml``, matched by
+    policy_files (a pattern ``*.yaml`` would take tenant.yaml and clients.yaml for policies too)."""
+    stem, _, ext = name.rpartition(".")
+    renamed, suffix = f"{stem}.policy.{ext}", f".policy.{ext}"
+    if any(fnmatch.fnmatchcase(renamed, pattern) for pattern in patterns):
+        return f'rename it "{renamed}"'
+    return f'rename it "{renamed}" and add "{POLICY_PATTERNS[suffix]}" to policy_files in tenant.yaml'
 
 
 @dataclass(frozen=True)
@@ -332,6 +381,8 @@ _POLICY_NAME_RES = (re.compile(r'\bpolicy\s+"((?:[^"\\\n]|\\.)*)"'),  # DSL: pol
 
 def _policy_names_in(path: Path) -> frozenset[str]:
     """Return the names a policy file that did not load seems to define (read from its text, not parsed)."""
+    if path.is_symlink() or not path.is_file():  # a pipe would block; a link may leave the tenant: not read
+        return frozenset()
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -456,8 +507,11 @@ def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], 
     below it that its globs do not include (e.g. YAML twins) are checked on
     their own in the tenant's context. A policy file of a tenant is checked
     as part of it (what ``pre-commit`` passes, one file at a time): its lines
-    among the tenant's diagnostics, the rules across files included. Other
-    files are checked on their own.
+    among the tenant's diagnostics, the rules across files included. Its
+    tenant.yaml, clients.yaml or users.yaml gets every diagnostic of the
+    tenant (they define the names the rest refers to). A diagnostic is
+    returned once however many of a tenant's files are given. Other files
+    are checked on their own.
     """
     diagnostics: list[Diagnostic] = []
     tenants: dict[Path, _TenantCheck] = {}
@@ -471,12 +525,11 @@ def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], 
             check = tenants[path.resolve()] = _check_tenant(path)
             diagnostics += [d for d in check.diagnostics if d not in reported]
             reported.update(check.diagnostics)
-            extra = [p for p in sorted(path.rglob("*")) if p.name.endswith(POLICY_SUFFIXES)
-                     and p.resolve() not in check.policy_files and p.parent != path]
-            root = path.resolve()
-            outside = [p for p in extra if p.is_symlink() and not p.resolve().is_relative_to(root)]
+            extra, broken, outside = _below_tenant(path, check)
             diagnostics += _not_read(outside, path)
-            diagnostics += _check_files([p for p in extra if p not in outside], tenants, reported)
+            # (a broken link a pattern names is among the tenant's findings already)
+            diagnostics += [d for d in map(_broken_link, broken) if d not in reported]
+            diagnostics += _check_files(extra, tenants, reported)
         elif path.is_dir():
             taken, _, outside = files_to_validate(path, lambda p: _loaded_by_tenant(p, tenants))
             diagnostics += _not_read(outside, path) + _check_files(taken, tenants, reported)
@@ -488,6 +541,32 @@ def check_paths_tenants(paths: Iterable[str | Path]) -> tuple[list[Diagnostic], 
 _CONFIG_SCHEMAS = {"tenant.yaml": "tenant", "clients.yaml": "clients", "users.yaml": "users"}
 TEST_SUFFIXES = (".test.yaml", ".test.yml")
 _POLICY_KEYS = ("policy", "policies")
+
+
+def _below_tenant(directory: Path, check: _TenantCheck) -> tuple[list[Path], list[Path], list[Path]]:
+    """Return the policy files in the subdirectories of a tenant that its globs leave out (the YAML
+    twins; checked on their own in its context), the broken links among them, and the links out of
+    the tenant (named, never read; see files_to_validate).
+
+    A policy file is one by name, or other YAML that declares a policy (:func:`declares_policy`), as
+    in the tenant directory itself; a tenant's config files below it and policy tests are not.
+    """
+    taken: list[Path] = []
+    broken: list[Path] = []
+    outside: list[Path] = []
+    root = directory.resolve()
+    for path in sorted(directory.rglob("*")):
+        if path.parent == directory or not _looks_like_policy(path.name) or path.is_dir():
+            continue
+        if not path.is_file():
+            if path.is_symlink():  # a pipe or a device is not read (see _unmatched_policy_files)
+                broken.append(path)
+        elif path.is_symlink() and not path.resolve().is_relative_to(root):
+            outside.append(path)
+        elif path.resolve() not in check.policy_files and (
+                path.name.endswith(POLICY_SUFFIXES) or declares_policy(path)):
+            taken.append(path)
+    return taken, broken, outside
 
 
 def _loaded_by_tenant(path: Path, tenants: dict[Path, _TenantCheck]) -> bool:
@@ -568,6 +647,14 @@ def _own_lines(check: _TenantCheck, shown: str, reported: set[Diagnostic]) -> It
             yield told
 
 
+def _not_yet_reported(check: _TenantCheck, reported: set[Diagnostic]) -> Iterator[Diagnostic]:
+    """Yield every finding of a tenant's check not yet in ``reported`` (adding each to it)."""
+    for d in check.diagnostics:
+        if d not in reported:
+            reported.add(d)
+            yield d
+
+
 def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck],
                  reported: set[Diagnostic] | None = None) -> list[Diagnostic]:
     """Return the diagnostics of single files; ``tenants`` caches the tenants they belong to,
@@ -583,9 +670,18 @@ def _check_files(files: list[Path], tenants: dict[Path, _TenantCheck],
                 tenants[home] = _check_tenant(home)
             check = tenants[home]
             resolved = path.resolve()
-            own = path.name in _CONFIG_SCHEMAS or path.name.endswith(POLICY_SUFFIXES)  # loaded or must be
-            if resolved in check.policy_files or (own and resolved.parent == home):
-                # One of the tenant's own files: exactly its lines of the tenant's check, including a
+            if path.name in _CONFIG_SCHEMAS and resolved.parent == home:
+                # tenant.yaml, clients.yaml, users.yaml: they define the names the rest of the tenant
+                # refers to, so a change here can break any file of it (a client deleted that a policy
+                # names, an acr level renamed): every finding of the tenant, at its own place
+                out += _not_yet_reported(check, reported)
+                continue
+            # loaded, or must be: a file directly in the tenant that looks like a policy, by its name or
+            # as YAML that declares one (what _unmatched_policy_files reports when the globs miss it)
+            own = resolved.parent == home and (path.name.endswith(POLICY_SUFFIXES) or (
+                _looks_like_policy(path.name) and declares_policy(path)))
+            if resolved in check.policy_files or own:
+                # One of the tenant's policy files: exactly its lines of the tenant's check, including a
                 # mistake whose other half lives elsewhere (a client claimed here and in another file)
                 out += _own_lines(check, display_path(path), reported)
                 continue

@@ -42,7 +42,11 @@ HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGS = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC P-256", "EdDSA": "Ed25519"}
 SUPPORTED_ALGS = HMAC_ALGS | set(ASYMMETRIC_ALGS)
 MIN_HMAC_KEY_BYTES = 32  # RFC 7518 §3.2: a key of the hash's size or larger
+# The amr values a session can hold (RFC 8176 §2): the sign-in paths record pwd, otp, hwk, swk and
+# pin, a trusted issuer may vouch for any of them, mfa is derived. tenant.yaml ``methods`` enables
+# some; a name outside this set nothing ever produces (SPEC §7: an error with the near name).
 KNOWN_METHODS = frozenset(FACTOR_OF_METHOD) | {"mfa"}
+UNKNOWN_METHOD_HINT = "use an RFC 8176 amr value (pwd, otp, hwk, wia, …)"
 
 
 @dataclass
@@ -62,10 +66,6 @@ class Context:
     def maybe_defined(self, name: str) -> bool:
         """Return whether policy ``name`` may be defined in a policy file that did not load."""
         return self.unloaded_policies is None or name in self.unloaded_policies
-
-    @property
-    def methods(self) -> frozenset[str]:
-        return KNOWN_METHODS | (self.settings.methods if self.settings else frozenset())
 
     @functools.cached_property
     def requestable_scopes(self) -> frozenset[str]:
@@ -113,47 +113,61 @@ def _tests(cond: Condition) -> Iterator[Test]:
 # --- policy rules -------------------------------------------------------------
 
 def unknown_methods(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
-    """Methods must be RFC 8176 values or enabled in tenant.yaml."""
-    if ctx.settings_failed:
-        return  # which methods tenant.yaml enables is unknown
-    general = "use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods"
-
+    """Methods must be RFC 8176 values (:data:`KNOWN_METHODS`); tenant.yaml cannot add others."""
     def hint(method: str) -> str:
-        return did_you_mean(method, ctx.methods) or general
+        return did_you_mean(method, KNOWN_METHODS) or UNKNOWN_METHOD_HINT
 
     for req in policy.all_requirements():
         if isinstance(req, AmrRequirement):
             for i, method in enumerate(req.methods):
-                if method not in ctx.methods:
+                if method not in KNOWN_METHODS:
                     yield _at(_item(req.method_spans, i, req.span), "E_UNKNOWN_METHOD",
                               f"unknown authentication method {method!r}",
                               hint(method))
     for when in policy.whens:
         for test in _tests(when.condition):
-            if test.kind == "session_amr" and test.value not in ctx.methods:
+            if test.kind == "session_amr" and test.value not in KNOWN_METHODS:
                 yield _at(_value(test), "E_UNKNOWN_METHOD",
                           f"unknown authentication method {test.value!r}", hint(test.value))
     for trusted in policy.trust:
         for i, method in enumerate(trusted.amr):
-            if method not in ctx.methods:
+            if method not in KNOWN_METHODS:
                 yield _at(_item(trusted.amr_spans, i, trusted.amr_span), "E_UNKNOWN_METHOD",
                           f"unknown authentication method {method!r}",
                           hint(method))
 
 
 def undefined_acr(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
-    """``require acr`` must name a level defined in tenant.yaml."""
+    """``require acr`` and ``when acr_values has`` must name a level defined in tenant.yaml.
+
+    An undefined level in ``acr_values has`` is a typo (``loa:9``, or two levels
+    in one string) whose block then guards a level the tenant never offers:
+    an unknown acr is an error, as in ``require acr`` (SPEC §7).
+    """
     if ctx.settings is None:
         return
     defined = [lvl.id for lvl in ctx.settings.acr_levels]
 
     def problem(level: str, span: Span) -> Diagnostic:
         return _at(span, "E_UNKNOWN_ACR", f"acr level {level!r} is not defined in tenant.yaml",
-                   did_you_mean(level, defined) or "defined levels: " + (", ".join(defined) or "none"))
+                   did_you_mean(level, defined) or _acr_hint(level, defined))
 
-    for req in policy.all_requirements():  # (acr_values has X on an undefined X: a lint warning)
+    for req in policy.all_requirements():
         if isinstance(req, AcrRequirement) and req.level not in defined:
             yield problem(req.level, _value(req))
+    for when in policy.whens:
+        for test in _tests(when.condition):
+            if test.kind == "acr_values" and test.value not in defined:
+                yield problem(test.value, _value(test))
+
+
+def _acr_hint(level: str, defined: list[str]) -> str:
+    """Return the hint for an undefined level: one test a level when it lists several, else the levels."""
+    parts = level.split()
+    if len(parts) > 1 and all(part in defined for part in parts):
+        return ("acr_values has tests one level: write one test each, e.g. "
+                + " or ".join(f'acr_values has "{part}"' for part in parts))
+    return "defined levels: " + (", ".join(defined) or "none")
 
 
 def inactivity_window(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
@@ -270,6 +284,12 @@ def trusted_issuers(policy: Policy, ctx: Context) -> Iterator[Diagnostic]:
         seen.add(trusted.issuer)
 
 
+# What a server does without the variable (forced_sso.verifier_for): it starts and reloads, and
+# answers every login_hint_token of the policy's clients with server_error until the key is there.
+KEY_UNRESOLVED_HINT = ("set it where the server runs: without it the server still starts, but refuses "
+                       "every login_hint_token for this policy's clients (server_error)")
+
+
 def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
     written = t.unchecked  # written wrongly, and reported so (YAML schema): not missing as well
     if not t.issuer and "issuer" not in written:
@@ -300,7 +320,7 @@ def _trusted_issuer(t: TrustedIssuer, ctx: Context) -> Iterator[Diagnostic]:
     if problem:
         if t.key.source == "env":  # CI validates without production secrets: say so, don't fail
             yield _at(span, "W_KEY_UNRESOLVED", f"environment variable {t.key.name} is not set",
-                      "the server refuses to start without it", severity="warning")
+                      KEY_UNRESOLVED_HINT, severity="warning")
         else:
             yield _at(span, "E_KEY_UNREADABLE", f"key file {t.key.name!r} cannot be read")
         return
@@ -485,8 +505,34 @@ def _no_policy(client: Client, unregistered: list[tuple[str, Policy, Span]],
     yield _at(client.span, "E_NO_POLICY", f"client {client.client_id!r} is governed by no policy", hint)
 
 
+def client_algorithms(policies: list[Policy], ctx: Context) -> Iterator[Diagnostic]:
+    """A client's ID token algorithm must be one tenant.yaml ``tokens.algorithms`` lists.
+
+    The provider signs ID tokens (and the client's logout tokens, Back-Channel
+    Logout §2.6) with the registered alg (OIDC Registration §2); one the tenant
+    does not sign with must not be replaced by another quietly (SPEC §7).
+    ``policies`` is unused: the rule joins clients.yaml and tenant.yaml.
+    """
+    if ctx.settings is None or ctx.clients is None:
+        return
+    configured = ctx.settings.tokens.algorithms
+    where = ctx.settings.span("tokens.algorithms")
+    for client in ctx.clients.values():
+        alg = client.id_token_signed_response_alg
+        if alg in configured:
+            continue
+        default = " (its default when none is written)" if alg == "RS256" else ""
+        problem = _at(client.span, "E_CLIENT_ALG",
+                      f"client {client.client_id!r} has id_token_signed_response_alg {alg}{default}, which "
+                      "tenant.yaml tokens.algorithms does not list",
+                      f"configured algorithms: {', '.join(configured)}; set id_token_signed_response_alg "
+                      f"to one of them, or add {alg} to tokens.algorithms")
+        yield _related(problem, where, "the algorithms the tenant signs with")
+
+
 SetRule = Callable[[list[Policy], Context], Iterable[Diagnostic]]
-SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients, default_policy, governing_policies)
+SET_RULES: tuple[SetRule, ...] = (duplicate_policies, unknown_clients, default_policy, governing_policies,
+                                  client_algorithms)
 
 
 # --- tenant, clients and users ---------------------------------------------------
@@ -496,13 +542,14 @@ def tenant_rules(settings: TenantSettings) -> Iterator[Diagnostic]:
     if settings.lifetime.inactivity > MAX_INACTIVITY:
         yield _at(settings.span("session.inactivity"), "E_INACTIVITY_MAX",
                   f"inactivity {format_duration(settings.lifetime.inactivity)} exceeds 7d (604800 s)")
-    known = KNOWN_METHODS | settings.methods
+    yield from _enabled_methods(settings)
     for level in settings.acr_levels:
         for req in level.requires:
             if isinstance(req, AmrRequirement):
                 for method in req.methods:
-                    if method not in known:
-                        yield _at(level.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}")
+                    if method not in KNOWN_METHODS:
+                        yield _at(level.span, "E_UNKNOWN_METHOD", f"unknown authentication method {method!r}",
+                                  did_you_mean(method, KNOWN_METHODS) or UNKNOWN_METHOD_HINT)
     ids = [lvl.id for lvl in settings.acr_levels]
     for level in settings.acr_levels:
         if ids.count(level.id) > 1 and ids.index(level.id) != level.rank:
@@ -519,6 +566,44 @@ def tenant_rules(settings: TenantSettings) -> Iterator[Diagnostic]:
                 message, hint = problem
                 yield _at(settings.span(f"networks.{name}.{i}"), "E_CIDR",
                           f"networks.{name}: {message}", hint)
+
+
+def _enabled_methods(settings: TenantSettings) -> Iterator[Diagnostic]:
+    """tenant.yaml ``methods`` may enable only methods a session can hold (:data:`KNOWN_METHODS`).
+
+    A misspelt entry (``pwdd``) would otherwise let a policy require a method
+    no sign-in ever records: validate and lint would pass a client no one can
+    sign in to silently (SPEC §7).
+    """
+    for method in sorted(settings.methods - KNOWN_METHODS):
+        yield _at(_list_item_span(settings, "methods", method), "E_UNKNOWN_METHOD",
+                  f"methods: unknown authentication method {method!r}",
+                  did_you_mean(method, KNOWN_METHODS) or UNKNOWN_METHOD_HINT)
+
+
+def _list_item_span(settings: TenantSettings, key: str, value: str) -> Span:
+    """Return where ``value`` is written in tenant.yaml's list ``key``, else where the list is.
+
+    The settings keep the list as a set and the spans by index: the item whose
+    source text is ``value`` (bare or quoted) is the one.
+    """
+    i = 0
+    while (span := settings.spans.get(f"{key}.{i}")) is not None:
+        if _source_text(span).strip("\"'") == value:
+            return span
+        i += 1
+    return settings.span(key)
+
+
+def _source_text(span: Span) -> str:
+    """Return the text a one-line span covers in its file ("" when it cannot be read)."""
+    if not getattr(span, "end_col", 0):
+        return ""
+    try:
+        lines = Path(span.file).read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return lines[span.line - 1][span.col - 1:span.end_col - 1] if 0 < span.line <= len(lines) else ""
 
 
 def client_rules(clients: list[Client]) -> Iterator[Diagnostic]:

@@ -109,9 +109,6 @@ RULES = [
      f"lint.policy:3:11: L_ACR_UNSATISFIABLE: {UNMET}no level at or above loa3 can be reached with the "
      "enabled methods",
      Case('  require acr "loa3"\n', tenant=methods("pwd, otp, hwk"))),
-    ("L_ACR_UNDEFINED", Case(when('acr_values has "loa9"')),
-     "lint.policy:3:8: L_ACR_UNDEFINED: acr_values has 'loa9': no such level in tenant.yaml",
-     Case(when('acr_values has "loa2"'))),
     ("L_WHEN_NEVER-two-prompts", Case(when('prompt is "none" and prompt is "login"')),
      f"lint.policy:3:3: L_WHEN_NEVER: {NEVER}", Case(when('prompt is "consent" and prompt is "login"'))),
     ("L_WHEN_NEVER-x-and-not-x", Case(when('scope has "x" and not scope has "x"')),

@@ -57,6 +57,9 @@ def test_keys_rotate_touches_only_the_configured_algorithms(tenant_dir, tmp_path
     text = tenant_yaml.read_text()
     assert "algorithms: [RS256, ES256, EdDSA]" in text
     tenant_yaml.write_text(text.replace("algorithms: [RS256, ES256, EdDSA]", "algorithms: [RS256]"))
+    clients_yaml = tenant_dir / "clients.yaml"  # clients signing with ES256/EdDSA would be E_CLIENT_ALG
+    clients_yaml.write_text("".join(line for line in clients_yaml.read_text().splitlines(keepends=True)
+                                    if "id_token_signed_response_alg" not in line))
     state = tmp_path / "state"
     state.mkdir()  # keys made before the first server starts
     assert main(["keys", "rotate", "--config", str(tenant_dir), "--state-dir", str(state)]) == 0

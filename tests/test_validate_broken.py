@@ -56,7 +56,7 @@ dsl/duplicate-policy.policy:6:1: E_DUPLICATE_POLICY: policy 'twice' is defined t
 dsl/duplicate-policy.policy:2:1: note: first defined here
    2 | policy "twice" {
      | ^^^^^^^^^^^^^^
-dsl/env-key-unset.policy:5:5: W_KEY_UNRESOLVED: environment variable POLICY_SSO_TEST_UNSET_HINT_KEY is not set (hint: the server refuses to start without it)
+dsl/env-key-unset.policy:5:5: W_KEY_UNRESOLVED: environment variable POLICY_SSO_TEST_UNSET_HINT_KEY is not set (hint: set it where the server runs: without it the server still starts, but refuses every login_hint_token for this policy's clients (server_error))
    5 |     key env "POLICY_SSO_TEST_UNSET_HINT_KEY"
      |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
 dsl/es256-with-rsa.policy:5:5: E_ALG_KEY_MISMATCH: alg ES256 needs a EC P-256 public key, found RSA
@@ -77,7 +77,7 @@ dsl/many-errors.policy:6:5: E_INACTIVITY_MAX: inactivity 10d exceeds the maximum
 dsl/many-errors.policy:7:18: E_DURATION: a duration must be greater than zero
    7 |     max_auth_age 0h
      |                  ^^
-dsl/many-errors.policy:9:29: E_UNKNOWN_METHOD: unknown authentication method 'carrier-pigeon' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/many-errors.policy:9:29: E_UNKNOWN_METHOD: unknown authentication method 'carrier-pigeon' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …))
    9 |   require amr all_of "pwd", "carrier-pigeon"
      |                             ^^^^^^^^^^^^^^^^
 dsl/many-errors.policy:10:12: E_ON_UNMET: unknown on_unmet value 'later' (hint: use one of login_required, interaction_required, unmet_authentication_requirements)
@@ -92,13 +92,13 @@ dsl/many-errors.policy:19:3: E_TRUST_NO_LIFETIME: trust block has no max_lifetim
 dsl/many-errors.policy:21:5: E_ALG_KEY_MISMATCH: alg RS256 needs a RSA public key, found EC P-256
   21 |     key file "../keys/ec-p256-public.pem"
      |     ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
-dsl/many-errors.policy:23:16: E_UNKNOWN_METHOD: unknown authentication method 'telepathy' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/many-errors.policy:23:16: E_UNKNOWN_METHOD: unknown authentication method 'telepathy' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …))
   23 |     amr "wia", "telepathy"
      |                ^^^^^^^^^^^
 dsl/many-errors.policy:25:18: E_VALUE: unknown prompt value 'silent' (hint: one of consent, login, none, select_account)
   25 |   when prompt is "silent" or session amr has "smoke-signal" {
      |                  ^^^^^^^^
-dsl/many-errors.policy:25:46: E_UNKNOWN_METHOD: unknown authentication method 'smoke-signal' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/many-errors.policy:25:46: E_UNKNOWN_METHOD: unknown authentication method 'smoke-signal' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …))
   25 |   when prompt is "silent" or session amr has "smoke-signal" {
      |                                              ^^^^^^^^^^^^^^
 dsl/many-errors.policy:26:24: E_DURATION: invalid duration '90x' (hint: write an integer followed by s, m, h or d, e.g. 15m)
@@ -143,7 +143,7 @@ dsl/trust-incomplete.policy:5:5: E_ALG_UNSUPPORTED: unsupported alg 'HS1' (hint:
 dsl/trust-no-key.policy:3:3: E_TRUST_NO_KEY: trust block has no key (hint: add key env "VAR" or key file "path")
    3 |   trust login_hint_token {
      |   ^^^^^^^^^^^^^^^^^^^^^^
-dsl/unknown-method.policy:3:29: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+dsl/unknown-method.policy:3:29: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …))
    3 |   require amr any_of "pwd", "magic-link"
      |                             ^^^^^^^^^^^^
 dsl/unknown-on-unmet.policy:4:12: E_ON_UNMET: unknown on_unmet value 'access_denied' (hint: use one of login_required, interaction_required, unmet_authentication_requirements)
@@ -176,7 +176,7 @@ tenant-config/clients.yaml:19:5: E_DUPLICATE: client_id 'worker' is registered t
 tenant-config/tenant.yaml:6:3: E_INACTIVITY_MAX: inactivity 10d exceeds 7d (604800 s)
    6 |   inactivity: 10d
      |   ^^^^^^^^^^^^^^^
-tenant-config/tenant.yaml:8:5: E_UNKNOWN_METHOD: unknown authentication method 'voice-print'
+tenant-config/tenant.yaml:8:5: E_UNKNOWN_METHOD: unknown authentication method 'voice-print' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …))
    8 |   - id: loa1
      |     ^
 tenant-config/tenant.yaml:12:5: E_DUPLICATE: acr level 'loa1' is defined twice
@@ -308,7 +308,7 @@ yaml/recursive-alias.policy.yaml:3:10: E_YAML: recursive alias
 yaml/unknown-key.policy.yaml:4:1: E_UNKNOWN_KEY: unknown key 'required' (hint: did you mean 'require'?)
    4 | required:
      | ^^^^^^^^
-yaml/unknown-method.policy.yaml:4:23: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …) or enable it in tenant.yaml methods)
+yaml/unknown-method.policy.yaml:4:23: E_UNKNOWN_METHOD: unknown authentication method 'magic-link' (hint: use an RFC 8176 amr value (pwd, otp, hwk, wia, …))
    4 |   amr: {all_of: [pwd, magic-link]}
      |                       ^^^^^^^^^^
 yaml/unknown-method.policy.yaml:6:27: E_VALUE: unknown prompt value 'never' (hint: one of consent, login, none, select_account)
@@ -327,6 +327,7 @@ yaml/zero-duration.policy.yaml:6:29: E_DURATION: a duration must be greater than
 
 LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<code>[EW]_[A-Z_]+): (?P<rest>.*)$")
 TENANT_CASES = ("tenant-config", "tenant-policies")
+CONFIG_FILES = ("tenant.yaml", "clients.yaml", "users.yaml")
 
 
 def _case_of(line: str) -> str:
@@ -405,7 +406,8 @@ def _outcome(headers: list[str]) -> tuple[int, str]:
 
 
 TENANT_FILES = sorted(f"{case}/{p.name}" for case in TENANT_CASES
-                      for p in (BROKEN / case).iterdir() if p.is_file())
+                      for p in (BROKEN / case).iterdir() if p.is_file() and p.name not in CONFIG_FILES)
+TENANT_CONFIG_FILES = sorted(f"{case}/{name}" for case in TENANT_CASES for name in CONFIG_FILES)
 
 
 def _message(header: str) -> str:
@@ -430,6 +432,17 @@ def test_a_tenant_file_alone_prints_its_lines_of_the_tenant(file: str, in_broken
         [half] = [h for h in halves if _message(h[0]) == _message(block[0])]
         assert any(line.startswith(half[0].split(": ", 1)[0] + ": note: ") for line in block)
     assert (status, err) == _outcome([block[0] for block in printed])
+
+
+@pytest.mark.parametrize("file", TENANT_CONFIG_FILES)
+def test_a_tenant_config_file_alone_prints_every_line_of_its_tenant(
+        file: str, in_broken: Path, capsys) -> None:
+    """tenant.yaml, clients.yaml and users.yaml define the names the rest of the tenant refers to:
+    validating one alone (pre-commit on a changed file) prints what validating the tenant prints."""
+    status, out, err = _validate(capsys, file)
+    expected = BY_CASE[file.split("/", 1)[0]]
+    assert out.splitlines() == _lines(expected)
+    assert (status, err) == _outcome([block[0] for block in expected])
 
 
 def test_every_broken_file_has_its_expected_lines() -> None:
@@ -579,7 +592,8 @@ def test_github_format_annotates_each_error(in_broken: Path, capsys) -> None:
         "::warning file=dsl/env-key-unset.policy,line=5,col=5,endLine=5,endColumn=44,title=W_KEY_UNRESOLVED::"
         "W_KEY_UNRESOLVED: "
         "environment variable POLICY_SSO_TEST_UNSET_HINT_KEY is not set "
-        "(hint: the server refuses to start without it)")
+        "(hint: set it where the server runs: without it the server still starts, but refuses every "
+        "login_hint_token for this policy's clients (server_error))")
     assert lines[1] == (
         "::error file=tenant-config/clients.yaml,line=3,col=5,endLine=3,endColumn=22,title=E_CLIENT_SECRET::"
         "E_CLIENT_SECRET: "

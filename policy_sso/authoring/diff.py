@@ -329,7 +329,9 @@ def _verdict(tenant: Tenant, client: str, session_case: SessionCase, request: Re
     if fixture is not None and session_case.consent is not None:
         granted = sorted(scopes | set(params["scope"].split())) if session_case.consent else []
         if session_case.consent_age is not None:  # when each was granted (require consent … for D)
-            granted_at = at - session_case.consent_age
+            # an offset, as the limit probes' times: an epoch second is bounded (fixture.MAX_EPOCH),
+            # and ``for 10000000d``, which validate accepts, reaches back beyond it
+            granted_at = f"-{session_case.consent_age}s"
             fixture = {**fixture, "consents": {client: dict.fromkeys(granted, granted_at)}}
         else:
             fixture = {**fixture, "consents": {client: granted}}

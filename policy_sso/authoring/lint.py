@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from policy_sso import networks
 from policy_sso.config import Client, SecretRef, TenantSettings
-from policy_sso.diagnostics import Diagnostic, did_you_mean, sort_diagnostics
+from policy_sso.diagnostics import Diagnostic, sort_diagnostics
 from policy_sso.model import (
     NETWORK_SEPARATOR,
     AcrRequirement,
@@ -62,7 +62,6 @@ CODES: dict[str, tuple[str, str]] = {
     "L_AMR_UNSATISFIABLE": (ERROR, "require amr names methods no session can hold"),
     "L_MFA_UNSATISFIABLE": (ERROR, "require mfa, but the enabled methods span fewer than two factors"),
     "L_ACR_UNSATISFIABLE": (ERROR, "require acr of a level no session can reach"),
-    "L_ACR_UNDEFINED": (WARNING, "acr_values has names a level tenant.yaml does not define"),
     "L_ACR_VALUES_VOLUNTARY": (WARNING, "a requested acr level is tested but, being voluntary, not required"),
     "L_ACR_VALUES_ENFORCED": (WARNING, "require acr of a requested level the tenant already enforces"),
     "L_WHEN_NEVER": (ERROR, "a when block whose condition can never hold"),
@@ -362,20 +361,6 @@ def unsatisfiable_requirements(policy: Policy, ctx: LintContext) -> Iterator[Dia
                            "vouches for them), or relax the requirement")
 
 
-def undefined_acr_values(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
-    """``acr_values has X`` should name a level tenant.yaml defines (validate checks ``require acr``)."""
-    if ctx.settings is None:
-        return
-    defined = [lvl.id for lvl in ctx.settings.acr_levels]
-    listed = "defined levels: " + (", ".join(defined) or "none")
-    for when in policy.whens:
-        for test in _atoms(when.condition):
-            if test.kind == "acr_values" and test.value not in defined:
-                yield _finding(test.span, "L_ACR_UNDEFINED",
-                               f"acr_values has {test.value!r}: no such level in tenant.yaml",
-                               did_you_mean(test.value, defined) or listed)
-
-
 def requested_acr_mode(policy: Policy, ctx: LintContext) -> Iterator[Diagnostic]:
     """``when acr_values has X`` read against tenant.yaml ``acr_values.requested`` (issue 13).
 
@@ -520,7 +505,7 @@ def max_auth_age_beyond_lifetime(policy: Policy, ctx: LintContext) -> Iterator[D
 
 
 POLICY_RULES: tuple[PolicyRule, ...] = (
-    unsatisfiable_requirements, undefined_acr_values, requested_acr_mode, dead_when_blocks,
+    unsatisfiable_requirements, requested_acr_mode, dead_when_blocks,
     fresh_login_on_silent, max_auth_age_beyond_lifetime,
     trusted_issuer_keys,
     consent_lifetimes,

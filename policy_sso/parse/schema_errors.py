@@ -80,6 +80,11 @@ def explain_schema_error(doc: YamlDocument, raw: ValidationError,
         message = f"{key} is empty"
         hint = {"minLength": "give it a value", "minItems": "list at least one item",
                 "minProperties": "give it at least one key"}[validator]
+    elif validator == "contains" and isinstance(error.validator_value, dict) \
+            and "const" in error.validator_value:
+        needed = error.validator_value["const"]
+        message = f"{key} must include {needed}"
+        hint = f"add {needed} to the list"
     elif validator == "maxProperties" and isinstance(error.instance, dict):
         keys = ", ".join(str(k) for k in error.instance)
         message = f"{key} takes a single entry, but has {len(error.instance)}: {keys}"

@@ -63,6 +63,22 @@ def _yaml_not_loaded(tenant: Path) -> None:
     (tenant / "payments.policy").unlink()
 
 
+def _yaml_named_yaml(tenant: Path) -> None:
+    """A YAML policy named ``extra.yaml`` (the YAML form as SPEC §1 names it), not ``*.policy.yaml``."""
+    (tenant / "extra.yaml").write_text("policy: p2\nclients: [wiki]\nrequire:\n  amr: {any_of: [pwdd]}\n")
+
+
+def _dangling_link(tenant: Path) -> None:
+    (tenant / "extra.policy").symlink_to(tenant / "gone.policy")
+
+
+def _tenant_yaml(old: str, new: str) -> Callable[[Path], None]:
+    def change(tenant: Path) -> None:
+        config = tenant / "tenant.yaml"
+        config.write_text(config.read_text().replace(old, new))
+    return change
+
+
 # (id, the breakage, the (file name, code) pairs the refusal must carry)
 BREAKAGES = [
     ("emptied-file", _empty, {("payments.policy", "E_EMPTY_POLICY_FILE")}),
@@ -71,6 +87,14 @@ BREAKAGES = [
     ("half-moved-client", _half_move, {("portal.policy", "E_DUPLICATE_CLIENT")}),
     ("absolute-glob", _absolute_glob, {("tenant.yaml", "E_POLICY_FILES_PATH")}),
     ("yaml-not-in-policy-files", _yaml_not_loaded, {("payments.policy.yaml", "E_POLICY_NOT_LOADED")}),
+    ("yaml-policy-named-dot-yaml", _yaml_named_yaml,
+     {("extra.yaml", "E_POLICY_NOT_LOADED"), ("extra.yaml", "E_UNKNOWN_METHOD")}),
+    ("dangling-link", _dangling_link, {("extra.policy", "E_READ")}),
+    # what the server opened at start (the SIGHUP server runs with --store and --state-dir as well)
+    ("store-changed", _tenant_yaml("store: sqlite:///var/policy-sso.db", "store: memory://"),
+     {("tenant.yaml", "E_RELOAD_STORE")}),
+    ("state-dir-changed", _tenant_yaml("state_dir: var", "state_dir: var2"),
+     {("tenant.yaml", "E_RELOAD_STATE_DIR")}),
 ]
 
 

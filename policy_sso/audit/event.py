@@ -21,8 +21,8 @@ SCHEMA_VERSION = 1
 
 # type -> what it records. Adding a type is adding a row (and a line in docs/audit-events.md).
 EVENT_TYPES: dict[str, str] = {
-    "sign_in.success": "a password was verified; details.factor names it (pwd)",
-    "sign_in.failure": "a password sign-in failed; details.factor, details.failure (never the secret)",
+    "sign_in.success": "a user signed in; details.factor names how (pwd, hwk, login_hint_token)",
+    "sign_in.failure": "a sign-in failed; details.factor, details.failure (never the secret or the token)",
     "second_factor.success": "a second factor was verified; details.factor (otp)",
     "second_factor.failure": "a second factor was refused; details.factor, details.failure",
     "consent.granted": "the user granted scopes to a client; details.scopes",

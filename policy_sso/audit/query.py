@@ -24,6 +24,9 @@ from policy_sso.sessions.fixture import FixtureError, parse_time
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 FILTERS = ("subject", "client", "type", "since", "until", "limit", "cursor")
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z: the last second ISO 8601 (and datetime) can write
+
+
 def _names_a_type(kind: str) -> bool:
     """Return whether ``kind`` is an event type, or a prefix (``logout.*``) of one."""
     if kind.endswith(".*"):
@@ -137,6 +140,11 @@ def parse_query(params: Mapping[str, str], now: int) -> EventQuery:
                 times[name] = parse_time(value, now, name) if value else None
         except FixtureError as err:
             raise InvalidRequest(str(err)) from None
+        # every store takes the same range: before 1970 a Redis stream id would be negative (a store
+        # error, answered as a fault), and no event is ever older than the epoch or past year 9999
+        if times[name] is not None and not 0 <= times[name] <= MAX_TIME:  # type: ignore[operator]
+            raise InvalidRequest(f"{name} must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z "
+                                 f"(epoch seconds 0 to {MAX_TIME})")
     cursor = Cursor.decode(params["cursor"]) if params.get("cursor") else None
     return EventQuery(params.get("subject") or None, params.get("client") or None, kind,
                       times["since"], times["until"], limit, cursor)

@@ -7,6 +7,7 @@ when a sink reads them (``wants_json``: the line sinks do not).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -28,6 +29,13 @@ class Sink(Protocol):
 
     def write(self, records: Sequence[Record]) -> None:
         """Write a batch of events."""
+
+    def check(self) -> None:
+        """Raise (OSError, a store's error) when the sink cannot be written now; change nothing.
+
+        Run by ``serve`` before it starts, and by ``/readyz`` for a sink whose
+        last write failed, so a sink that works again makes the server ready again.
+        """
 
     def close(self) -> None:
         """Flush and release."""
@@ -80,6 +88,13 @@ class StdoutSink:
         """Write the lines and flush."""
         stream = self.stream or sys.stdout  # read at write time: a redirected stdout is honoured
         write_lines(stream, "\n".join([line for _, line in records]) + "\n")
+
+    def check(self) -> None:
+        """Raise OSError when there is no standard output to write to (closed, or a pipe nobody reads)."""
+        stream = self.stream or sys.stdout
+        if stream is None:  # started with stdout closed
+            raise OSError("standard output is closed")
+        stream.flush()
 
     def close(self) -> None:
         """Flush."""
@@ -182,6 +197,15 @@ class FileSink:
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
+    def check(self) -> None:
+        """Open the file (and its lock file) for appending, as a write would; raise OSError when it cannot."""
+        parent = self.path.parent
+        if parent.exists() and not parent.is_dir():  # mkdir would say only "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+        with self._lock:
+            self._open_lock()
+            self._current_size()
+
     def _append(self, data: bytes) -> None:
         view = memoryview(data)
         while view:  # a regular file takes it all at once; a short write is retried for the rest
@@ -209,6 +233,10 @@ class StoreSink:
     def write(self, records: Sequence[Record]) -> None:
         """Store the batch."""
         self.events.write(records)
+
+    def check(self) -> None:
+        """Ask the store whether it answers (a query of nothing)."""
+        self.events.ping()
 
     def close(self) -> None:
         """Close the store's connection."""

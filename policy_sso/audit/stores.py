@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sqlite3
 import threading
 import time as _time
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from policy_sso.audit.query import Cursor, EventPage, EventQuery
-from policy_sso.errors import StoreError
+from policy_sso.errors import InvalidRequest, StoreError
 from policy_sso.sessions.sqlite import wal_mode
 
 MEMORY_CAP = 10000
@@ -50,6 +51,9 @@ class EventStore(Protocol):
 
     def prune(self, before: int) -> int:
         """Delete events older than ``before`` (epoch seconds); return how many (where known)."""
+
+    def ping(self) -> None:
+        """Raise when the backend does not answer (``/readyz`` asks after a failed write)."""
 
     def close(self) -> None:
         """Release connections."""
@@ -135,6 +139,9 @@ class MemoryEventStore:
             dropped = len(self._events) - len(kept)
             self._events = deque(kept, maxlen=self._events.maxlen)
         return dropped
+
+    def ping(self) -> None:
+        """Always answers: it is in this process."""
 
     def close(self) -> None:
         """Nothing to release."""
@@ -287,6 +294,10 @@ class SQLiteEventStore:
         """Delete events older than ``before``."""
         return self._db().execute("DELETE FROM audit_events WHERE time < ?", (before,)).rowcount
 
+    def ping(self) -> None:
+        """Read the table (sqlite3.Error when the file is gone, unreadable or not a database)."""
+        self._db().execute("SELECT 1 FROM audit_events LIMIT 1").fetchall()
+
     def close(self) -> None:
         """Close every thread's connection."""
         with self._lock:
@@ -298,6 +309,7 @@ class SQLiteEventStore:
 STREAM = "psso:audit"  # beside the session store's own psso: keys
 _CHUNK = 500
 _MAX_SEQ = 2**64 - 1
+_STREAM_ID_RE = re.compile(r"^\d{1,20}-\d{1,20}$")
 
 
 class RedisEventStore:
@@ -344,7 +356,13 @@ class RedisEventStore:
                 self.redis.xadd(self.key, {"e": line}, maxlen=self.max_events, approximate=True)
 
     def query(self, query: EventQuery) -> EventPage:
-        """Return one page of matching events, newest first, scanning the stream in chunks."""
+        """Return one page of matching events, newest first, scanning the stream in chunks.
+
+        A cursor whose key is no stream id (``<ms>-<seq>``) is not one this
+        store returned: InvalidRequest, never a command Redis refuses.
+        """
+        if query.cursor is not None and not _STREAM_ID_RE.match(query.cursor.key):
+            raise InvalidRequest("cursor is not one this server returned")
         high = f"({query.cursor.key}" if query.cursor is not None else (
             f"{query.until * 1000 + 999}-{_MAX_SEQ}" if query.until is not None else "+")
         low = f"{query.since * 1000}-0" if query.since is not None else "-"
@@ -367,6 +385,10 @@ class RedisEventStore:
     def prune(self, before: int) -> int:
         """Trim entries older than ``before`` (``XTRIM MINID``, exact: ``~`` keeps whole old nodes)."""
         return int(self.redis.xtrim(self.key, minid=f"{before * 1000}-0", approximate=False) or 0)
+
+    def ping(self) -> None:
+        """PING the server (a RedisError when it does not answer)."""
+        self.redis.ping()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -421,6 +443,11 @@ class PostgresEventStore:
         """Delete events older than ``before``."""
         with self.pool.connection() as db:
             return db.execute("DELETE FROM audit_events WHERE time < %s", (before,)).rowcount
+
+    def ping(self) -> None:
+        """Read the table on a pooled connection (a psycopg error when the server does not answer)."""
+        with self.pool.connection(timeout=5) as db:  # readiness answers within seconds, not the pool's 30
+            db.execute("SELECT 1 FROM audit_events LIMIT 1").fetchall()
 
     def close(self) -> None:
         """Close the pool."""

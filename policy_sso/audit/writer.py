@@ -119,6 +119,8 @@ class _Writer:
         self.counter = 0
         self.written: dict[str, int] = {sink.name: 0 for sink in self.sinks}
         self.failed: dict[str, int] = {sink.name: 0 for sink in self.sinks}
+        # the sinks whose last write failed (until one succeeds, or /readyz finds them writable again)
+        self.failing: set[str] = set()
         self._last_report: dict[str, float] = {}
 
     def run(self) -> None:
@@ -182,8 +184,10 @@ class _Writer:
             try:
                 sink.write(records)
                 self.written[sink.name] += len(records)
+                self.failing.discard(sink.name)
             except Exception as err:
                 self.failed[sink.name] += len(records)
+                self.failing.add(sink.name)
                 now = time.monotonic()
                 if now - self._last_report.get(sink.name, -_FAILURE_LOG_INTERVAL) >= _FAILURE_LOG_INTERVAL:
                     self._last_report[sink.name] = now
@@ -343,6 +347,29 @@ class AuditLog:
         return AuditedTally(tally, self, "rate_limit.refused")
 
     # reading and housekeeping -----------------------------------------------------------
+    def failing_sinks(self) -> list[str]:
+        """Return the sinks that cannot be written: their last write failed and they still fail a check.
+
+        ``/readyz`` asks: an instance whose events go nowhere is not ready
+        (SPEC §7 "every decision is on record"). A sink whose check passes
+        again (the disk was freed, the store is back) counts as writable from
+        then on, without waiting for the next event to prove it.
+        """
+        failing = []
+        for sink in self.sinks:
+            if sink.name not in self._writer.failing:
+                continue
+            try:
+                check = getattr(sink, "check", None)
+                if check is None:  # a sink that cannot be asked fails until a write succeeds
+                    raise OSError("no check")
+                check()
+            except Exception:
+                failing.append(sink.name)
+            else:
+                self._writer.failing.discard(sink.name)
+        return failing
+
     def stats(self) -> dict[str, Any]:
         """Return the counts: dropped (queue full), and written and failed per sink."""
         return {"dropped": sum(self.dropped.snapshot().values()), "written": dict(self._writer.written),

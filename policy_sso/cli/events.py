@@ -73,7 +73,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     """Print one page of audit events, newest first; the next page's cursor on stderr."""
     from policy_sso.audit.query import EventQuery, parse_query
     from policy_sso.audit.stores import open_event_store
-    from policy_sso.errors import PolicySSOError
+    from policy_sso.errors import InvalidRequest, PolicySSOError
 
     params = {name: value for name in ("subject", "client", "type", "since", "until", "limit", "cursor")
               if (value := getattr(args, name)) is not None}
@@ -92,6 +92,9 @@ def cmd_events(args: argparse.Namespace) -> int:
                            query.cursor)
     try:
         page = events.query(query)
+    except InvalidRequest as err:  # the query is wrong (a forged cursor), not the store
+        print(f"policy-sso events: {err}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as err:  # sqlite3 and Redis errors alike: the store is unreadable, not a bug here
         print(f"policy-sso events: cannot read events from the store: {type(err).__name__}: {err}",
               file=sys.stderr)

@@ -42,6 +42,7 @@ def store_url(args_store: str | None, args_state_dir: str | None, tenant_store: 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Load the tenant, open the store and keys, and serve until interrupted."""
+    from policy_sso.audit.configure import check_sinks
     from policy_sso.diagnostics import RENDERERS
     from policy_sso.errors import PolicySSOError
     from policy_sso.oidc.admin import weak_admin_token
@@ -75,6 +76,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                          token_lifetime=longest_token_lifetime(tenant))
     except (PolicySSOError, OSError) as err:
         print(f"policy-sso serve: {err}", file=sys.stderr)
+        return EXIT_FINDINGS
+    try:  # SPEC §7: a server whose audit events would go nowhere does not start
+        check_sinks(tenant.settings.audit, state_dir=state_dir, store=store)
+    except PolicySSOError as err:
+        store.close()
+        print(f"policy-sso serve: {err} (tenant.yaml audit:)", file=sys.stderr)
         return EXIT_FINDINGS
     workers = worker_count(args.workers, url)
     if isinstance(workers, str):

@@ -175,7 +175,7 @@ def otp(p: Provider, client: Client, body: Mapping[str, Any], now: int, *,
         address: str = "-") -> dict[str, Any]:
     """POST /v1/auth/otp: add a TOTP second factor to a session (new session id: no fixation)."""
     session = _live(p, _session_id(body), now, client)
-    attempt = sign_in_otp(p, session, _string(body, "code") or "", now, address)
+    attempt = sign_in_otp(p, session, _string(body, "code") or "", now, address, client_id=client.client_id)
     if attempt.session_id is None:
         raise OAuthError(attempt.message or "the code is not valid", error="invalid_grant")
     moved = _live(p, attempt.session_id, now)
@@ -206,9 +206,9 @@ def _audit_missing(p: Provider, client: Client, missing: SessionNotFound, now: i
     p.audit.decision("backend.session_authenticate", client.client_id, None, decision, now)
 
 
-def session_logout(p: Provider, body: Mapping[str, Any], now: int) -> None:
-    """POST /v1/auth/session/logout: end a session by id (idempotent)."""
-    end_session(p, _session_id(body), now)
+def session_logout(p: Provider, body: Mapping[str, Any], now: int, client: Client | None = None) -> None:
+    """POST /v1/auth/session/logout: end a session by id (idempotent); ``client``, the app that asks."""
+    end_session(p, _session_id(body), now, client=client.client_id if client is not None else None)
 
 
 USER_LOGOUT_PATH = "/v1/auth/logout"
@@ -229,7 +229,7 @@ def user_logout(p: Provider, authorization: str | None, proof: str | None, now: 
     for session in p.store.sessions_of(str(subject), now):
         join = session.clients.get(str(client_id))
         if join is not None and join.sid == sid:
-            end_session(p, session.id, now)
+            end_session(p, session.id, now, client=str(client_id))  # the app the token was issued to
     p.store.use_jti(REVOKED_ACCESS_TOKENS, str(claims["jti"]), int(claims["exp"]) + 1, now=now)
 
 

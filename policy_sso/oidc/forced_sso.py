@@ -16,7 +16,7 @@ import logging
 from collections.abc import Mapping
 
 from policy_sso.errors import InvalidRequest, OAuthError, PolicySSOError
-from policy_sso.oidc.hint_token import HintVerifier
+from policy_sso.oidc.hint_token import HintResult, HintVerifier
 from policy_sso.oidc.provider import Provider, end_session, reusable_for, start_session
 from policy_sso.sessions.model import (
     REPLACED_BY_SIGN_IN,
@@ -28,6 +28,7 @@ from policy_sso.sessions.model import (
 )
 
 HINT_PARAMETERS = ("login_hint_token", "sso_token")
+HINT_FACTOR = "login_hint_token"  # details.factor of its sign_in.* events; details.amr holds what it proves
 
 log = logging.getLogger("policy_sso.forced_sso")
 
@@ -66,19 +67,39 @@ def sign_in_with_hint(p: Provider, client_id: str, token: str, current: Session 
     """Return the session a valid hint signs in; raise InvalidRequest and change nothing otherwise.
 
     ``device``: where the browser is, recorded in the session (the account page shows it).
+    Both outcomes are on record (SPEC §7): ``sign_in.success`` with the issuer
+    and the methods it vouches for, or ``sign_in.failure`` with the check that
+    refused it; never the token.
     """
-    result = verifier_for(p, client_id).verify(token, now=now, store=p.store,
-                                               user_exists=lambda sub: p.user(sub) is not None)
+    try:
+        result = verifier_for(p, client_id).verify(token, now=now, store=p.store,
+                                                   user_exists=lambda sub: p.user(sub) is not None)
+    except OAuthError as err:
+        failure = "issuer_key_unavailable" if err.error == "server_error" else "invalid_hint_token"
+        p.audit.record("sign_in.failure", now, outcome="failure", client=client_id, factor=HINT_FACTOR,
+                       failure=failure, description=err.description)  # the check that refused it
+        raise
+    session = _signed_in(p, client_id, result, current, now, device=device)
+    p.audit.record("sign_in.success", now, outcome="success", client=client_id, subject=result.subject,
+                   session_id=session.id, factor=HINT_FACTOR, issuer=result.issuer, amr=list(result.amr))
+    return session
+
+
+def _signed_in(p: Provider, client_id: str, result: HintResult, current: Session | None, now: int, *,
+               device: Device | None) -> Session:
+    """Return ``current`` re-authenticated with the hint's amr when it is its user's, else a new session."""
+    subject = result.subject
     events = tuple(AuthEvent(method, now) for method in result.amr)
-    if current is not None and current.subject == result.subject and reusable_for(p, current, client_id):
+    if current is not None and current.subject == subject and reusable_for(p, current, client_id):
         session: Session | None = current
         for event in events:  # a new authentication: a new session id (no fixation)
             session = (p.store.reauthenticate(session.id, event, new_session_id(), now, device)
                        if session else None)
         if session is not None:
             return session
-    elif current is not None and current.subject != result.subject:
-        end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
-    session = new_session(result.subject, events, now, client_id, device)
+    elif current is not None and current.subject != subject:
+        # another user was signed in: end it first
+        end_session(p, current.id, now, REPLACED_BY_SIGN_IN, client=client_id)
+    session = new_session(subject, events, now, client_id, device)
     start_session(p, session, now)  # the oldest beyond the bound end
     return session

@@ -117,8 +117,12 @@ def confirmation_ok(p: Provider, session_id: str, token: str | None) -> bool:
     return bool(token) and hmac.compare_digest(confirmation_token(p, session_id), token or "")
 
 
-def log_out(p: Provider, session: Session | None, now: int) -> Session | None:
-    """End the session (and, through :func:`end_session`, notify its clients); return it."""
+def log_out(p: Provider, session: Session | None, now: int, client: Client | None = None) -> Session | None:
+    """End the session (and, through :func:`end_session`, notify its clients); return it.
+
+    ``client``: the relying party whose logout request it is (``client_id`` or
+    the id_token_hint's audience), named in the ``logout.rp_initiated`` event.
+    """
     if session is None:
         return None
-    return end_session(p, session.id, now)
+    return end_session(p, session.id, now, client=client.client_id if client is not None else None)

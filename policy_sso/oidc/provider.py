@@ -7,6 +7,7 @@ secrets, TOTP seeds) are read once, here, never per request.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from policy_sso.audit import AuditLog, logout_type
 from policy_sso.audit.configure import server_audit_log
 from policy_sso.config import DEFAULT_RATE_LIMITS, Client, User
+from policy_sso.errors import OAuthError
 from policy_sso.metrics import Metrics
 from policy_sso.oidc import dpop
 from policy_sso.oidc.authorize import RequestShapes
@@ -30,6 +32,8 @@ from policy_sso.tenant import Tenant
 
 # The use_jti namespace that records spent TOTP codes, so a code works once (RFC 6238 §5.2).
 SPENT_TOTP_CODES = "totp"
+
+log = logging.getLogger("policy_sso.provider")
 
 
 @dataclass
@@ -109,8 +113,9 @@ class Provider:
             audit = server_audit_log(settings.audit, Path(settings.state_dir), store, secret)
         metrics.watch_audit(audit.stats)
         holder.listeners.append(audit.reload_listener())
-        if hasattr(store, "on_replaced"):  # a Redis that lost its data: users.yaml holds what outlives it
-            store.on_replaced.append(lambda: holder.reload(tell_others=False))
+        hooks = getattr(store, "on_replaced", None)
+        if isinstance(hooks, list):  # a Redis that lost its data: users.yaml holds what outlives it
+            hooks.append(lambda: holder.reload(tell_others=False))
         if notifier.on_result is None:
             notifier.on_result = audit.backchannel_listener()
         return cls(holder, store, keyring, InteractionCodec(secret), CodeSealer(secret), notifier, metrics,
@@ -151,14 +156,30 @@ class Provider:
         return self._shapes
 
     def id_token_alg(self, client: Client) -> str:
-        """Return the client's ID token algorithm when the tenant enables it, else RS256."""
+        """Return the client's ID token algorithm; raise server_error when the tenant does not enable it.
+
+        OIDC Registration §2: the OP signs with the registered algorithm, and
+        SPEC §7 has nothing quietly replaced by a default. ``policy-sso
+        validate`` (and so start and reload) refuses a client whose algorithm
+        ``tokens.algorithms`` does not list, so this refusal is the last line,
+        never a substitution.
+        """
         alg = client.id_token_signed_response_alg
-        return alg if alg in self.tenant.settings.tokens.algorithms else "RS256"
+        if alg not in self.tenant.settings.tokens.algorithms:
+            log.error("client %r has id_token_signed_response_alg %s, which tenant.yaml tokens.algorithms "
+                      "does not list: nothing is signed for it (run policy-sso validate)",
+                      client.client_id, alg)
+            raise OAuthError("this client's ID token algorithm is not enabled on this server",
+                             error="server_error", status=503)  # never a 500 (SPEC §7)
+        return alg
 
 
 def end_session(provider: Provider, session_id: str, now: int,
-                reason: str = LOGGED_OUT) -> Session | None:
+                reason: str = LOGGED_OUT, *, client: str | None = None) -> Session | None:
     """End one IdP session; return it as it was, or None when it was not live.
+
+    ``client`` is the client_id that ended it (the app whose logout request,
+    token or sign-in it was), recorded in its ``logout.*`` event.
 
     Every path that ends a session (RP-initiated logout, a different user
     signing in, admin and backend logout) goes through here, so back-channel
@@ -168,7 +189,7 @@ def end_session(provider: Provider, session_id: str, now: int,
     """
     session = provider.store.end_session(session_id, reason, now)  # logout tokens carry their own iat
     if session is not None:
-        session_ended(provider, session, now, reason)
+        session_ended(provider, session, now, reason, client=client)
     return session
 
 
@@ -185,13 +206,17 @@ def start_session(provider: Provider, session: Session, now: int) -> Session:
     """
     for old in provider.store.create_session(session) or ():
         provider.store.record_session_end(old.id, SessionEnd(SESSION_LIMIT, now))
-        session_ended(provider, old, now, SESSION_LIMIT)
+        session_ended(provider, old, now, SESSION_LIMIT, client=session.created_for)
     return session
 
 
-def session_ended(provider: Provider, session: Session, now: int, reason: str) -> None:
-    """Audit an ended session and send back-channel logout tokens to its clients."""
-    provider.audit.record(logout_type(reason), now, outcome="ended", subject=session.subject,
+def session_ended(provider: Provider, session: Session, now: int, reason: str, *,
+                  client: str | None = None) -> None:
+    """Audit an ended session and send back-channel logout tokens to its clients.
+
+    ``client`` is the client_id that ended it, when one did (the event's ``client``).
+    """
+    provider.audit.record(logout_type(reason), now, outcome="ended", client=client, subject=session.subject,
                           session_id=session.id, reason=reason, clients=sorted(session.clients))
     if provider.notifier is not None:
         clients = provider.tenant.clients

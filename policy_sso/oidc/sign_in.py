@@ -118,15 +118,18 @@ def sign_in_password(p: Provider, session_id: str | None, username: str, passwor
         if moved is not None:
             return Attempt(moved.id)
     elif current is not None and current.subject != user.sub:
-        end_session(p, current.id, now, REPLACED_BY_SIGN_IN)  # another user was signed in: end it first
+        # another user was signed in: end it first
+        end_session(p, current.id, now, REPLACED_BY_SIGN_IN, client=client_id)
     session = new_session(user.sub, (event,), now, client_id, device)
     start_session(p, session, now)  # the oldest beyond the bound end
     return Attempt(session.id)
 
 
 def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str = "-", *,
-                device: Device | None = None) -> Attempt:
+                device: Device | None = None, client_id: str | None = None) -> Attempt:
     """Return the new session id after a valid, unused TOTP code (RFC 6238), or a message.
+
+    ``client_id``: the client the factor is added for (its events name it).
 
     RFC 4226 §7.3: guessing is throttled per user and client address, checked
     before the code is; a wrong or replayed code counts as a failure.
@@ -137,25 +140,28 @@ def sign_in_otp(p: Provider, session: Session, code: str, now: int, address: str
     code = code.strip().replace(" ", "")
     if secret is None or not credentials.verify_totp(secret, code, now):
         guessing.failed("otp", session.subject, address, now)
-        p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
-                       session_id=session.id, factor="otp", failure="invalid_code")  # never the code
+        p.audit.record("second_factor.failure", now, outcome="failure", client=client_id,
+                       subject=session.subject, session_id=session.id, factor="otp",
+                       failure="invalid_code")  # never the code
         return Attempt(None, Message("message.code_invalid"))
     # RFC 6238 §5.2: a verified code must not be accepted a second time
     if not p.store.use_jti(SPENT_TOTP_CODES, f"{session.subject}:{code}", now + TOTP_REPLAY_WINDOW,
                            now=now):
         guessing.failed("otp", session.subject, address, now)
-        p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
-                       session_id=session.id, factor="otp", failure="replayed_code")
+        p.audit.record("second_factor.failure", now, outcome="failure", client=client_id,
+                       subject=session.subject, session_id=session.id, factor="otp",
+                       failure="replayed_code")
         return Attempt(None, Message("message.code_used"))
     if issued_before_store_loss(p, credentials.totp_earliest_use(now)):
         # the store lost its records since this code became valid: its use may have gone with them
-        p.audit.record("second_factor.failure", now, outcome="failure", subject=session.subject,
-                       session_id=session.id, factor="otp", failure="store_lost_records")
+        p.audit.record("second_factor.failure", now, outcome="failure", client=client_id,
+                       subject=session.subject, session_id=session.id, factor="otp",
+                       failure="store_lost_records")
         return Attempt(None, Message("message.code_used"))
     moved = p.store.reauthenticate(session.id, AuthEvent("otp", now), new_session_id(), now, device)
     if moved is None:
         return Attempt(None, Message("message.session_ended"))
-    p.audit.record("second_factor.success", now, outcome="success", subject=session.subject,
+    p.audit.record("second_factor.success", now, outcome="success", client=client_id, subject=session.subject,
                    session_id=moved.id, factor="otp")
     return Attempt(moved.id)
 

@@ -75,7 +75,7 @@ class SessionLogout(_BackendEndpoint):
     @falcon.before(client_token)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """End the session; 204 whether or not it was still alive."""
-        backend.session_logout(self.provider, req.context.json, req.context.now)
+        backend.session_logout(self.provider, req.context.json, req.context.now, req.context.client)
         resp.status = falcon.HTTP_204
 
 

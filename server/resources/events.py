@@ -11,7 +11,7 @@ from __future__ import annotations
 import falcon
 
 from policy_sso.audit.query import EventQuery, parse_query
-from policy_sso.errors import OAuthError, StoreUnavailable
+from policy_sso.errors import InvalidRequest, OAuthError, StoreUnavailable
 from policy_sso.oidc.provider import Provider
 from server.hooks import admin_token, query_params
 
@@ -43,6 +43,8 @@ class Events:
                                query.cursor)
         try:
             page = events.query(query)
+        except InvalidRequest:  # the query is wrong (a forged cursor), not the store
+            raise
         except Exception as err:  # the store is down or failing: 503, never a 500 (SPEC §7)
             raise StoreUnavailable(f"audit events query: {type(err).__name__}") from None
         resp.media = page.to_json()

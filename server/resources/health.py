@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from policy_sso.oidc.provider import Provider
 
 BODY = '{"status":"ok"}'
+CHECKS = ("store", "keys", "policies", "audit")  # each must be "ok" for /readyz to answer 200
 
 
 class Health:
@@ -29,8 +30,9 @@ class Health:
 class Readiness:
     """GET /readyz: may a load balancer send this instance traffic?
 
-    200 when the store answers a ping within its timeout and the signing keys
-    and the policies are loaded; 503 ``temporarily_unavailable`` otherwise,
+    200 when the store answers a ping within its timeout, the signing keys
+    and the policies are loaded and every audit sink can be written (SPEC §7:
+    every decision is on record); 503 ``temporarily_unavailable`` otherwise,
     with each check's state. ``/healthz`` stays liveness: it never touches the
     store, so a store fault never gets a healthy process restarted.
     """
@@ -51,18 +53,20 @@ class Readiness:
         keyring = p.keyring
         keys = "ok" if getattr(keyring, "algorithms", None) and keyring.jwks().get("keys") else "missing"
         policies = "ok" if p.tenant.policies else "missing"
-        return {"store": store, "store_ms": elapsed, "keys": keys, "policies": policies}
+        failing = p.audit.failing_sinks()  # only a sink whose last write failed is asked again
+        audit = "failing: " + ", ".join(failing) if failing else "ok"
+        return {"store": store, "store_ms": elapsed, "keys": keys, "policies": policies, "audit": audit}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Return ``{"status": "ok", ...}`` or 503 with the failing checks and ``Retry-After``."""
         del req
         checks = self.checks()
-        if all(checks[name] == "ok" for name in ("store", "keys", "policies")):
+        if all(checks[name] == "ok" for name in CHECKS):
             resp.media = {"status": "ok", **checks}
             return
         resp.status = falcon.HTTP_503
         resp.set_header("Retry-After", str(StoreUnavailable.retry_after))
-        failing = ", ".join(f"{name} {checks[name]}" for name in ("store", "keys", "policies")
+        failing = ", ".join(f"{name} {checks[name]}" for name in CHECKS
                             if checks[name] != "ok")
         resp.media = {"status": "unavailable", "error": "temporarily_unavailable",
                       "error_description": f"not ready: {failing}", **checks}

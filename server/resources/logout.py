@@ -45,7 +45,7 @@ class Logout:
         if session is not None:
             if not logout.confirmation_ok(self.provider, session.id, token):
                 raise forged()
-            logout.log_out(self.provider, session, now)
+            logout.log_out(self.provider, session, now, request.client)
             self.browser.clear_session(resp)
         self._finish(req, resp, request)
 
@@ -69,7 +69,7 @@ class Logout:
             self._finish(req, resp, request)  # no session in this browser: nothing to end
             return
         if logout.hinted_session(request, current) is not None:  # the hint's own session: at once
-            logout.log_out(self.provider, current, now)
+            logout.log_out(self.provider, current, now, request.client)
             self.browser.clear_session(resp)
             self._finish(req, resp, request)
             return

@@ -156,7 +156,8 @@ def _refresh_token(p: Provider, client: Client, form: Mapping[str, str], now: in
                                       now + settings.refresh_token_lifetime,
                                       access=(jti, now + settings.access_token_lifetime))
     if rotation.status == "reused":
-        p.audit.record("token.refresh_reuse", now, outcome="family_revoked", client=client.client_id)
+        p.audit.record("token.refresh_reuse", now, outcome="family_revoked", client=client.client_id,
+                       subject=(rotation.data or {}).get("sub"))
         raise InvalidGrant("the refresh token was already used; its token family is revoked")
     if rotation.status != "ok" or rotation.data is None or rotation.family_id is None:
         raise InvalidGrant("the refresh token is invalid, expired or revoked")

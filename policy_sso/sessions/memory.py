@@ -197,7 +197,7 @@ class MemoryStore:
                 return RefreshRotation("unknown")
             if record["spent"]:
                 self.revoke_family(record["family"], now)
-                return RefreshRotation("reused", record["family"])
+                return RefreshRotation("reused", record["family"], copy.deepcopy(record["data"]))
             record["spent"] = True
             self.put_refresh(new_key, record["family"], record["data"], expires_at, access=access)
             return RefreshRotation("ok", record["family"], copy.deepcopy(record["data"]))

@@ -466,7 +466,7 @@ class PostgresStore:
             family, data, spent = row
             if spent:
                 self._revoke(db, family, now)
-                return RefreshRotation("reused", family)
+                return RefreshRotation("reused", family, json.loads(data))
             db.execute("UPDATE refresh SET spent = TRUE WHERE key = %s", (old_key,))
             db.execute(_INSERT_REFRESH, (new_key, family, data, expires_at, *(access or (None, None))))
             return RefreshRotation("ok", family, json.loads(data))

@@ -242,13 +242,18 @@ end
 
 # KEYS[1] family, KEYS[2] its spent set, KEYS[3] its access tokens; ARGV old token, new token,
 # new expiry, now, then the new access token's jti and expiry when there is one
-# -> {'ok', data} | {'reused'} | {'unknown'}. A spent token presented again changes nothing here:
-# the caller then revokes the family (revoke_family), its access tokens first.
+# -> {'ok', data} | {'reused', data of the family} | {'unknown'}. A spent token presented again
+# changes nothing here: the caller then revokes the family (revoke_family), its access tokens first.
 _ROTATE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 local now = tonumber(ARGV[4])
 if not v or now >= tonumber(string.sub(v, 2, 12)) then return {'unknown'} end
-if string.sub(v, 1, 1) == '1' then return {'reused'} end
+if string.sub(v, 1, 1) == '1' then
+  for _, other in ipairs(redis.call('HVALS', KEYS[1])) do  -- a spent token keeps no data: its successor's
+    if string.len(other) > 12 then return {'reused', string.sub(other, 13)} end
+  end
+  return {'reused'}
+end
 local exp, data = tonumber(ARGV[3]), string.sub(v, 13)
 redis.call('HSET', KEYS[1], ARGV[1], '1' .. string.sub(v, 2, 12),
            ARGV[2], '0' .. string.format('%011d', exp) .. data)
@@ -865,7 +870,7 @@ class RedisStore:
             return RefreshRotation("unknown")
         if status == "reused":
             self.revoke_family(family_id, now)
-            return RefreshRotation("reused", family_id)
+            return RefreshRotation("reused", family_id, json.loads(result[1]) if len(result) > 1 else None)
         data = json.loads(result[1])
         if not self._granted_since_replaced(data):  # a revocation the replaced dataset lost is kept
             self.revoke_family(family_id, now)

@@ -340,7 +340,7 @@ class SQLiteStore:
             family, data, spent = row
             if spent:
                 self._revoke(db, family, now)
-                return RefreshRotation("reused", family)
+                return RefreshRotation("reused", family, json.loads(data))
             db.execute("UPDATE refresh SET spent = 1 WHERE key = ?", (old_key,))
             db.execute(_INSERT_REFRESH, (new_key, family, data, expires_at, *(access or (None, None))))
             return RefreshRotation("ok", family, json.loads(data))

@@ -310,6 +310,8 @@ def test_no_secret_appears_in_any_event_or_log_line(audited: Audited,
             "backend.session_authenticate", "logout.backend_session", "logout.rp_initiated"} <= kinds
     refused = [e for e in events if e["type"] == "backend.session_authenticate" and e["outcome"] != "allow"]
     assert [[r["code"] for r in e["reasons"]] for e in refused] == [["logged_out"]]
+    (reuse,) = [e for e in events if e["type"] == "token.refresh_reuse"]
+    assert (reuse["subject"], reuse["client"]) == ("u-alice", "portal")  # whose family was revoked
     texts = {"stdout": audited.stdout.getvalue(), "file": audited.file.read_text(),
              "api": audited.events(limit="500").text,
              # the server's log lines (urllib3's are the test client's own, the URLs it was asked to get)

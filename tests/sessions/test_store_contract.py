@@ -226,7 +226,7 @@ def test_refresh_rotation_and_reuse_detection(store):
     assert store.get_refresh("r1", NOW + 1) is None
     assert store.get_refresh("r2", NOW + 1) == ("fam", {"sub": "u"})
     reused = store.rotate_refresh("r1", "r3", NOW + 2, NOW + DAY)
-    assert (reused.status, reused.family_id) == ("reused", "fam")
+    assert (reused.status, reused.family_id, reused.data) == ("reused", "fam", {"sub": "u"})  # whose it was
     assert store.get_refresh("r2", NOW + 2) is None  # the whole family is revoked
     assert store.rotate_refresh("r2", "r4", NOW + 3, NOW + DAY).status == "unknown"
     assert store.rotate_refresh("r1", "r5", NOW + 3, NOW + DAY).status == "unknown"

@@ -6,6 +6,7 @@ Cookies are HttpOnly and SameSite=Lax, and Secure unless the issuer is plain
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
 import urllib.parse
@@ -29,6 +30,14 @@ INTERACTION_PREFIX = INTERACTION_COOKIE + "_"
 MAX_PENDING_INTERACTIONS = 8  # per browser: the oldest beyond go (each cookie is some 400 bytes)
 _INTERACTION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what InteractionCodec.new makes (22 characters)
 FORM_COOKIE = "psso_form"  # a random value the account sign-in form echoes (double-submit CSRF)
+# The sign-ins this browser finished lately (their ids, signed): Back to one of their pages says it
+# is complete instead of "this sign-in link does not work". It opens nothing: the interaction is gone.
+COMPLETED_COOKIE = "psso_completed"
+MAX_COMPLETED = 4  # remembered per browser, the newest kept
+# A passkey this browser's session registered on /account (signed for the session): it counts as
+# the session having used a factor for the account page, as a TOTP code confirmed there does.
+ENROLLED_COOKIE = "psso_enrolled"
+_SIGNED_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,2048}")
 
 # A content security policy for the hosted pages: no inline script but the page's own (its nonce),
 # no framing (clickjacking), forms only to this server and, from a page of a sign-in or a logout,
@@ -180,6 +189,37 @@ class Browser:
             for other in sorted(others, key=age)[:len(others) - MAX_PENDING_INTERACTIONS + 1]:
                 resp.unset_cookie(other, path="/", same_site="Lax")
         self._cookie(resp, name, codec.seal(interaction), codec.ttl)
+
+    def complete_interaction(self, req: falcon.Request, resp: falcon.Response, codec: InteractionCodec,
+                             interaction_id: str) -> None:
+        """Remove a sign-in's cookie after its client got a code or tokens, remembering it finished."""
+        self.clear_interaction(resp, interaction_id)
+        ids = [i for i in self._completed_ids(req, codec) if i != interaction_id]
+        ids = [*ids, interaction_id][-MAX_COMPLETED:]
+        listed = ".".join(ids)
+        self._cookie(resp, COMPLETED_COOKIE, f"{listed}:{codec.tag('completed', listed)}", codec.ttl)
+
+    def completed(self, req: falcon.Request, codec: InteractionCodec, interaction_id: str | None) -> bool:
+        """Return whether this browser finished the sign-in ``interaction_id`` lately (its signed list)."""
+        return bool(interaction_id) and interaction_id in self._completed_ids(req, codec)
+
+    def _completed_ids(self, req: falcon.Request, codec: InteractionCodec) -> list[str]:
+        values = req.get_cookie_values(COMPLETED_COOKIE)
+        if not values or not _SIGNED_VALUE.fullmatch(values[0]) or values[0].count(":") != 1:
+            return []
+        listed, tag = values[0].split(":")
+        if not hmac.compare_digest(tag.encode(), codec.tag("completed", listed).encode()):
+            return []
+        return [i for i in listed.split(".") if _INTERACTION_ID.fullmatch(i)]
+
+    def set_enrolled(self, resp: falcon.Response, value: str) -> None:
+        """Remember (for the session's lifetime) a signed note of a factor this session enrolled."""
+        self._cookie(resp, ENROLLED_COOKIE, value, self.session_max_age)
+
+    def enrolled(self, req: falcon.Request) -> str | None:
+        """Return the signed note :meth:`set_enrolled` left, if any (the caller checks its signature)."""
+        values = req.get_cookie_values(ENROLLED_COOKIE)
+        return values[0] if values and _SIGNED_VALUE.fullmatch(values[0]) else None
 
     def clear_interaction(self, resp: falcon.Response, interaction_id: str | None) -> None:
         """Remove an interaction's cookie once its client has its answer."""

@@ -11,6 +11,7 @@ logout, and re-authenticates the current one so it keeps working.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,25 @@ class Overview:
     consents: list[dict[str, Any]]
     factors: list[dict[str, Any]]
     recent: bool  # whether sensitive actions are allowed without signing in again
+
+
+def form_token(p: Provider, purpose: str, session: Session) -> str:
+    """Return the CSRF token of ``purpose``'s forms for this session, the same after it re-authenticates.
+
+    Every authentication moves a session to a new id (no fixation), so a
+    token keyed on the id failed a form left open in another tab as soon as
+    the user signed in again or stepped up there. The session's subject and
+    ``created_at`` survive a re-authentication and change with a sign-out or
+    another user's sign-in (a new session); the server's secret key keeps the
+    token as unguessable as before.
+    """
+    return p.codec.tag(purpose, f"{session.subject}\0{session.created_at}")
+
+
+def form_token_ok(p: Provider, purpose: str, session: Session, token: str | None) -> bool:
+    """Return whether a submitted form's token is :func:`form_token`'s for this session (constant time)."""
+    return bool(token) and hmac.compare_digest(form_token(p, purpose, session).encode(),
+                                               (token or "").encode())
 
 
 def recent_enough(p: Provider, session: Session, now: int) -> bool:
@@ -140,7 +160,7 @@ def change_password(p: Provider, session: Session, current: str, new: str, now: 
     revoke_grants_of(p, session.subject, now)  # first: a store fault stops here with nothing changed
     new_hash = hash_password(new)
     enrolment.set_password_hash(p, session.subject, new_hash, now)
-    if getattr(p.store, "loses_records", False):
+    if getattr(p.store, "loses_records", False) is True:
         _outlive_the_store(p, session.subject, new_hash)
     current = session_key(session.id)
     others = [s for s in p.store.sessions_of(session.subject, now) if session_key(s.id) != current]

@@ -189,11 +189,15 @@ class Step:
 
     ``session`` is the session as it counts for the request
     (:func:`counted_session`): what a completed interaction's tokens describe.
+    ``factors``: at an ``otp`` step, the user's second factors that clear it
+    (a code cannot reach a level that needs a hardware key: the page then
+    offers the passkey alone).
     """
 
     kind: StepKind
     decision: Decision
     session: Session | None = None
+    factors: tuple[str, ...] = ()
 
 
 def next_step(decision: Decision, session: Session | None,
@@ -222,9 +226,9 @@ def next_step(decision: Decision, session: Session | None,
             trial = trial.with_event(AuthEvent(method, now), session.id)
         return not (set(decide(trial).codes) - CONSENT_REASONS)
 
-    for method in offered:
-        if clears((method,)):
-            return Step("otp", decision, session)
+    clearing = tuple(method for method in offered if clears((method,)))
+    if clearing:
+        return Step("otp", decision, session, clearing)
     if clears(("pwd",)) or any(clears(("pwd", m)) for m in offered):
         return Step("login", decision, session)
     if any(clears((m,)) or clears(("pwd", m)) for m in lacking):

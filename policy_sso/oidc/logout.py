@@ -107,14 +107,20 @@ RESENT_PARAMETERS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "
 RESENT = "resent"  # the marker that it was: a browser without a session then ends nothing
 
 
-def confirmation_token(p: Provider, session_id: str) -> str:
-    """Return the CSRF token for the logout confirmation form, bound to the session."""
-    return p.codec.tag("logout", session_id)
+def confirmation_token(p: Provider, session: Session) -> str:
+    """Return the CSRF token for the logout confirmation form, bound to the session.
+
+    Keyed on the session's subject and ``created_at``, as the account page's
+    (``account.form_token``): a re-authentication in another tab moves the
+    session to a new id, and must not make an open "Sign out?" page fail
+    (leaving the user signed in); a sign-out or another user's sign-in does.
+    """
+    return p.codec.tag("logout", f"{session.subject}\0{session.created_at}")
 
 
-def confirmation_ok(p: Provider, session_id: str, token: str | None) -> bool:
+def confirmation_ok(p: Provider, session: Session, token: str | None) -> bool:
     """Return whether a submitted confirmation token is this session's (constant time)."""
-    return bool(token) and hmac.compare_digest(confirmation_token(p, session_id), token or "")
+    return bool(token) and hmac.compare_digest(confirmation_token(p, session), token or "")
 
 
 def log_out(p: Provider, session: Session | None, now: int, client: Client | None = None) -> Session | None:

@@ -1,9 +1,10 @@
 """GET/POST /account (the user's own sessions, consents, password and factors) and /enrol/totp.
 
 Thin: the actions are :mod:`policy_sso.oidc.account` and :mod:`policy_sso.oidc.enrolment`.
-Every form carries a CSRF token bound to the session (or, before sign-in, to
-a random cookie value: double submit); sensitive actions ask for a recent
-sign-in first.
+Every form carries a CSRF token bound to the session, one that outlives its
+re-authentications (:func:`policy_sso.oidc.account.form_token`), or before
+sign-in to a random cookie value (double submit); sensitive actions ask for a
+recent sign-in first.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from server.resources.interaction import display_name, expired, script_json
 
 
 def forged() -> OAuthError:
-    """The error for an account form that fails its CSRF check (a new one per raise)."""
-    return OAuthError("the form was not submitted from your account page (CSRF check failed)",
-                      error="access_denied", status=403)
+    """The error for an account form that fails its CSRF check (a new one per raise).
+
+    In the reader's words: the likely cause is a page left open while the user
+    signed out or in as someone else, and a reload is the remedy.
+    """
+    return OAuthError("this page is out of date; reload it and try again", error="access_denied", status=403)
 
 
 def _same(a: str | None, b: str) -> bool:
@@ -53,7 +57,7 @@ class _AccountBase:
         return client_device(req, self.provider.tenant.settings.trusted_proxies)
 
     def _csrf(self, session: Session) -> str:
-        return self.provider.codec.tag("account", session.id)
+        return account.form_token(self.provider, "account", session)
 
     def _name_of(self, client_id: str) -> str:
         client = self.provider.client(client_id)
@@ -72,20 +76,24 @@ class Account(_AccountBase):
         session = self._session(req)
         if session is None:
             self._sign_in_form(req, resp)
-        elif req.get_param("again") or not self._factor_used(session):  # again: before a sensitive action
+        elif req.get_param("again") or not self._factor_used(req, session):  # again: before a sensitive one
             self._confirm(req, resp, session)
         else:
             self._page(req, resp, session, req.get_param("done") or "")
 
-    def _factor_used(self, session: Session) -> bool:
+    def _factor_used(self, req: falcon.Request, session: Session) -> bool:
         """Return whether the session has used one of the user's second factors, if the user has any.
 
         The account page shows where the user is signed in and changes what
         protects the account: a password alone does not open it for a user
         who has a second factor (as Keycloak's account console asks for it).
+        A passkey this session registered here counts, as a TOTP app it
+        confirmed here does (that one adds ``otp`` to the session): the user
+        who just added their first passkey is not shut out by it.
         """
         proofs = enrolment.factor_proofs(self.provider, session.subject)
-        return not proofs or any(m in proofs for m in session.methods)
+        return (not proofs or any(m in proofs for m in session.methods)
+                or registered_here(self.provider, self.browser.enrolled(req), session))
 
     def _confirm(self, req: falcon.Request, resp: falcon.Response, session: Session,
                  message: str = "", status: int = 200) -> None:
@@ -140,7 +148,7 @@ class Account(_AccountBase):
             self._second_factor(req, resp, session, action)
             return
         sensitive = action in ("password", "remove_factor")
-        if not self._factor_used(session) or (
+        if not self._factor_used(req, session) or (
                 sensitive and not account.recent_enough(self.provider, session, now)):
             self._confirm(req, resp, session)
             return
@@ -228,6 +236,25 @@ class Account(_AccountBase):
             return
         self.browser.set_session(resp, moved)
         self.browser.redirect(resp, "/account", after_post=True)
+
+
+def registration_note(p: Provider, session: Session, store_id: str) -> str:
+    """Return the signed note that this session registered the passkey ``store_id`` (a cookie's value)."""
+    signed = "\0".join((session.subject, str(session.created_at), store_id))
+    return f"{store_id}.{p.codec.tag('passkey registered', signed)}"
+
+
+def registered_here(p: Provider, note: str | None, session: Session) -> bool:
+    """Return whether ``note`` says this session registered a passkey the user still has.
+
+    The note is signed for the session (its subject and ``created_at``, which
+    its re-authentications keep), so no other browser or session can claim it.
+    """
+    if not note or "." not in note:
+        return False
+    store_id = note.rpartition(".")[0]
+    return (_same(note, registration_note(p, session, store_id))
+            and store_id in passkeys.passkeys_of(p, session.subject))
 
 
 # what the page says after each action (POST-redirect-GET: the action's name rides in ?done=)
@@ -347,9 +374,12 @@ class EnrolPasskey(EnrolTotp):
         session, interaction = self._posted(req)
         form, now = req.context.form, req.context.now
         try:
-            passkeys.register(self.provider, session, form.get("passkey", ""), form.get("passkey_state", ""),
-                              now, label=form.get("label", "Passkey"))
+            store_id = passkeys.register(self.provider, session, form.get("passkey", ""),
+                                         form.get("passkey_state", ""), now,
+                                         label=form.get("label", "Passkey"))
         except passkeys.PasskeyRefused as refused:
             self._show_passkey(req, resp, session, interaction, refused.message)
             return
+        if interaction is None:  # the account page opens for the session that added it (a first factor)
+            self.browser.set_enrolled(resp, registration_note(self.provider, session, store_id))
         self._enrolled(resp, interaction, "passkey_added")

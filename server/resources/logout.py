@@ -13,9 +13,8 @@ from server.resources.interaction import display_name
 
 
 def forged() -> OAuthError:
-    """The error for a sign-out form that fails its CSRF check (a new one per raise)."""
-    return OAuthError("the sign-out form was not submitted from this page (CSRF check failed)",
-                      error="access_denied", status=403)
+    """The error for a sign-out form that fails its CSRF check (a new one per raise), in plain words."""
+    return OAuthError("this page is out of date; reload it and try again", error="access_denied", status=403)
 
 
 class Logout:
@@ -43,7 +42,7 @@ class Logout:
         request = logout.validate_logout_request(self.provider, form, now)
         session = self._cookie_session(req)
         if session is not None:
-            if not logout.confirmation_ok(self.provider, session.id, token):
+            if not logout.confirmation_ok(self.provider, session, token):
                 raise forged()
             logout.log_out(self.provider, session, now, request.client)
             self.browser.clear_session(resp)
@@ -75,7 +74,7 @@ class Logout:
             return
         user = self.provider.user(current.subject)
         self.browser.render(
-            resp, "logout.html", csrf=logout.confirmation_token(self.provider, current.id),
+            resp, "logout.html", csrf=logout.confirmation_token(self.provider, current),
             fields=request.form_fields(), username=user.username if user else "",
             client_name=display_name(request.client) if request.client else "",
             sends_to=request.redirect_uri)

@@ -164,3 +164,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             report.sections.append(("screenshot", str(path)))
         except Exception as err:  # the browser may be what failed
             report.sections.append(("screenshot", f"none: {err}"))
+
+
+@pytest.fixture
+def authenticator(driver: Any, live: Live) -> Iterator[Any]:
+    """A platform authenticator with resident keys and user verification (a phone's or laptop's), in
+    the browser for the test (Chrome's virtual authenticator, WebDriver §Virtual Authenticators)."""
+    from selenium.webdriver.common.virtual_authenticator import (
+        Protocol,
+        Transport,
+        VirtualAuthenticatorOptions,
+    )
+
+    options = VirtualAuthenticatorOptions(protocol=Protocol.CTAP2, transport=Transport.INTERNAL,
+                                          has_resident_key=True, has_user_verification=True,
+                                          is_user_verified=True, is_user_consenting=True)
+    driver.add_virtual_authenticator(options)
+    try:
+        yield driver
+    finally:
+        driver.remove_virtual_authenticator()

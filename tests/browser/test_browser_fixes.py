@@ -4,29 +4,13 @@ Back after a finished sign-in says it is complete."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from browser_support import Live, alice_at_portal, at_app, password, submit, wait_for
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
 from selenium.webdriver.support.ui import WebDriverWait
 
 ISSUER_HOST = "localhost"  # passkeys need a host name as their RP ID
-
-
-@pytest.fixture
-def authenticator(driver: Any, live: Live) -> Iterator[Any]:
-    """A platform authenticator with resident keys and user verification."""
-    options = VirtualAuthenticatorOptions(protocol=Protocol.CTAP2, transport=Transport.INTERNAL,
-                                          has_resident_key=True, has_user_verification=True,
-                                          is_user_verified=True, is_user_consenting=True)
-    driver.add_virtual_authenticator(options)
-    try:
-        yield driver
-    finally:
-        driver.remove_virtual_authenticator()
 
 
 def test_a_first_passkey_added_on_the_account_page_is_confirmed(driver: Any, live: Live,

@@ -3,29 +3,13 @@ registration on the account page, sign-in as a second factor and from the login 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from browser_support import Live, alice_at_portal, at_app, open_account, password, submit, wait_for
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.virtual_authenticator import Protocol, Transport, VirtualAuthenticatorOptions
 
 ISSUER_HOST = "localhost"  # a WebAuthn RP ID is a host name, never an IP address
 LOA3 = "urn:policy-sso:loa:3"
-
-
-@pytest.fixture
-def authenticator(driver: Any, live: Live) -> Iterator[Any]:
-    """A platform authenticator with resident keys and user verification (a phone's or laptop's)."""
-    options = VirtualAuthenticatorOptions(protocol=Protocol.CTAP2, transport=Transport.INTERNAL,
-                                          has_resident_key=True, has_user_verification=True,
-                                          is_user_verified=True, is_user_consenting=True)
-    driver.add_virtual_authenticator(options)
-    try:
-        yield driver
-    finally:
-        driver.remove_virtual_authenticator()
 
 
 def tokens(live: Live, client_id: str, code: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 from policy_sso.config import Client
 from policy_sso.errors import InvalidRequest
 from policy_sso.oidc import tokens
+from policy_sso.oidc.account import form_token, form_token_ok
 from policy_sso.oidc.provider import Provider, end_session
 from policy_sso.sessions.model import Session
 
@@ -110,17 +111,17 @@ RESENT = "resent"  # the marker that it was: a browser without a session then en
 def confirmation_token(p: Provider, session: Session) -> str:
     """Return the CSRF token for the logout confirmation form, bound to the session.
 
-    Keyed on the session's subject and ``created_at``, as the account page's
-    (``account.form_token``): a re-authentication in another tab moves the
-    session to a new id, and must not make an open "Sign out?" page fail
-    (leaving the user signed in); a sign-out or another user's sign-in does.
+    The account page's kind (:func:`~policy_sso.oidc.account.form_token`): a
+    re-authentication in another tab moves the session to a new id, and must
+    not make an open "Sign out?" page fail (leaving the user signed in); a
+    sign-out or another user's sign-in does.
     """
-    return p.codec.tag("logout", f"{session.subject}\0{session.created_at}")
+    return form_token(p, "logout", session)
 
 
 def confirmation_ok(p: Provider, session: Session, token: str | None) -> bool:
     """Return whether a submitted confirmation token is this session's (constant time)."""
-    return bool(token) and hmac.compare_digest(confirmation_token(p, session), token or "")
+    return form_token_ok(p, "logout", session, token)
 
 
 def log_out(p: Provider, session: Session | None, now: int, client: Client | None = None) -> Session | None:

@@ -469,9 +469,18 @@ class RedisStore:
         this machine's clock); once a loss is seen, the second after it was seen: everything
         issued before is refused until it expires.
         """
+        self._look_when_due()
+        return self._intact_since
+
+    def _look_when_due(self) -> None:
+        """Look at the epoch and the count of ends if the last look is EPOCH_CHECK_INTERVAL old."""
         if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
             self._check_epoch()
-        return self._intact_since
+
+    def _look_if_changed(self, epoch: Any) -> None:
+        """Look at once when the epoch read in a call's own round trip is not the one last seen."""
+        if epoch is None or isinstance(epoch, Exception) or _text(epoch) != self._epoch:
+            self._check_epoch()
 
     def _check_epoch(self) -> None:
         """Read the dataset's epoch (starting it) and its count of ends, now."""
@@ -562,14 +571,12 @@ class RedisStore:
     def _current(self, session: Session) -> Session | None:
         """Return the session unless it was last authenticated before the dataset was replaced (a
         logout the replaced dataset lost would be undone); the epoch is looked at when due."""
-        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
-            self._check_epoch()
+        self._look_when_due()
         return session if session.auth_time >= self._replaced_since else None
 
     def _granted_since_replaced(self, data: dict[str, Any]) -> bool:
         """Return whether a refresh family was granted after the dataset was last replaced."""
-        if time.monotonic() - self._epoch_checked >= EPOCH_CHECK_INTERVAL:
-            self._check_epoch()
+        self._look_when_due()
         granted = data.get("granted_at", data.get("auth_time"))
         if not isinstance(granted, int) or isinstance(granted, bool):
             granted = 0  # no time to judge by: as old as can be
@@ -949,8 +956,7 @@ class RedisStore:
                              expires_at, _ttl(expires_at, now), "" if now is None else now)
             pipe.get(EPOCH_KEY)
             *answers, epoch = pipe.execute(raise_on_error=False)
-        if epoch is None or isinstance(epoch, Exception) or _text(epoch) != self._epoch:
-            self._check_epoch()
+        self._look_if_changed(epoch)
         return tuple(self._spend(*entry, now) if isinstance(answer, redis.exceptions.NoScriptError)
                      else _raised(answer) == 1 for entry, answer in zip(entries, answers, strict=True))
 
@@ -985,8 +991,7 @@ class RedisStore:
                 pipe.hgetall(f"{PREFIX}cred:{subject}")
                 pipe.get(EPOCH_KEY)
                 held, epoch = pipe.execute()
-            if epoch is None or _text(epoch) != self._epoch:
-                self._check_epoch()
+            self._look_if_changed(epoch)
         return {_text(cid): json.loads(data) for cid, data in held.items()}
 
     def replace_credential(self, subject: str, credential_id: str, old: dict[str, Any],
